@@ -1,0 +1,95 @@
+// swift-tools-version:6.2
+//
+// Larder: a feature store with a PostgreSQL-backed control plane and data-plane
+// agents. See docs/architecture.md for what each target is and where it runs.
+import PackageDescription
+
+let package = Package(
+    name: "larder",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "larder", targets: ["larder"]),
+        .executable(name: "larder-control", targets: ["larder-control"]),
+        .executable(name: "larder-agent", targets: ["larder-agent"]),
+        .library(name: "Shared", targets: ["Shared"]),
+        .library(name: "ControlPlane", targets: ["ControlPlane"]),
+        .library(name: "DataPlane", targets: ["DataPlane"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.0"),
+        .package(url: "https://github.com/apple/swift-crypto.git", "3.12.0"..<"5.0.0"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.0"),
+        .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.0"),
+    ],
+    targets: [
+        // Libraries: all logic lives here, so tests exercise what the binaries run.
+        .target(
+            name: "Shared",
+            dependencies: [
+                .product(name: "Yams", package: "Yams"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .target(
+            name: "ControlPlane",
+            dependencies: [
+                "Shared",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .target(
+            name: "DataPlane",
+            dependencies: [
+                "Shared",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+
+        // Thin executables: read configuration, compose the libraries, run.
+        .executableTarget(
+            name: "larder",
+            dependencies: [
+                "Shared",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .executableTarget(
+            name: "larder-control",
+            dependencies: [
+                "ControlPlane",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .executableTarget(
+            name: "larder-agent",
+            dependencies: [
+                "DataPlane",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+
+        // Test tooling shared by the integration suites (real PostgreSQL).
+        .target(
+            name: "TestSupport",
+            dependencies: [
+                "Shared",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Tests/TestSupport"
+        ),
+        .testTarget(
+            name: "SharedTests",
+            dependencies: ["Shared"]
+        ),
+        .testTarget(
+            name: "IntegrationTests",
+            dependencies: [
+                "TestSupport",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+            ]
+        ),
+    ]
+)

@@ -1,0 +1,9 @@
+import Shared
+
+/// The data plane: the agent installed in a customer environment. It pulls
+/// jobs from the control plane, runs them against the customer's own sources
+/// and stores, and serves features. It never links the control plane.
+public enum DataPlane {
+    /// The component name used in logs and `--version` output.
+    public static let component = "larder-agent"
+}
