@@ -85,6 +85,10 @@ let package = Package(
             dependencies: ["Shared"]
         ),
         .testTarget(
+            name: "CLITests",
+            dependencies: ["larder"]
+        ),
+        .testTarget(
             name: "IntegrationTests",
             dependencies: [
                 "TestSupport",

@@ -1,0 +1,108 @@
+import Foundation
+import Testing
+
+/// Runs the built `larder` binary as a user would.
+enum LarderBinary {
+    static let root = URL(fileURLWithPath: #filePath)
+        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+    /// The folder holding the built executables.
+    static var directory: URL {
+        if let override = ProcessInfo.processInfo.environment["LARDER_BIN_DIR"] { return URL(fileURLWithPath: override) }
+        return root.appendingPathComponent(".build/debug")
+    }
+
+    struct Result {
+        var status: Int32
+        var standardOutput: String
+        var standardError: String
+    }
+
+    /// Runs `larder` with `arguments` in `directory` and waits for it.
+    static func run(_ arguments: [String], in workingDirectory: URL? = nil) throws -> Result {
+        let process = Process()
+        process.executableURL = directory.appendingPathComponent("larder")
+        process.arguments = arguments
+        if let workingDirectory { process.currentDirectoryURL = workingDirectory }
+        let output = Pipe(), error = Pipe()
+        process.standardOutput = output
+        process.standardError = error
+        try process.run()
+        let outData = output.fileHandleForReading.readDataToEndOfFile()
+        let errData = error.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return Result(
+            status: process.terminationStatus, standardOutput: String(decoding: outData, as: UTF8.self),
+            standardError: String(decoding: errData, as: UTF8.self))
+    }
+
+    static func temporaryDirectory() throws -> URL {
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent("larder-cli-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+        return url
+    }
+}
+
+@Suite("larder CLI")
+struct LarderCLITests {
+    @Test("init scaffolds a repository that validate accepts")
+    func initThenValidate() throws {
+        let folder = try LarderBinary.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let created = try LarderBinary.run(["init", folder.appendingPathComponent("features").path])
+        #expect(created.status == 0, "\(created.standardError)")
+        let validated = try LarderBinary.run(["validate", "features"], in: folder)
+        #expect(validated.status == 0, "\(validated.standardError)")
+        #expect(validated.standardOutput.contains("repository 'driver-stats' is valid"))
+        #expect(validated.standardOutput.contains("FeatureService       driver_ranking"))
+
+        let again = try LarderBinary.run(["init", folder.appendingPathComponent("features").path])
+        #expect(again.status != 0)
+        #expect(again.standardError.contains("--force"))
+    }
+
+    @Test("validate prints every error with file, line, column and field, and exits 1")
+    func validateReportsErrors() throws {
+        let folder = try LarderBinary.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        _ = try LarderBinary.run(["init", folder.path])
+        let features = folder.appendingPathComponent("features.yaml")
+        var text = try String(contentsOf: features, encoding: .utf8)
+        text = text.replacingOccurrences(of: "    type: float64\n    description: Share of offers the driver accepted.",
+                                         with: "    type: flaot64\n    description: Share of offers the driver accepted.")
+        text = text.replacingOccurrences(of: "source: trips\nslide: 1h", with: "source: tripz\nslide: 1h")
+        try text.write(to: features, atomically: true, encoding: .utf8)
+
+        let result = try LarderBinary.run(["validate", folder.path])
+        #expect(result.status == 1)
+        let lines = result.standardError.split(separator: "\n").map(String.init)
+        #expect(lines.contains { $0.hasPrefix("\(folder.path)/features.yaml:14:11: error[unknown-type] FeatureView driver_hourly_stats › features[1].type") })
+        #expect(lines.contains { $0.hasPrefix("\(folder.path)/features.yaml:27:9: error[unknown-reference] FeatureView driver_trip_aggregates › source") })
+        #expect(lines.last?.hasSuffix("errors in repository 'driver-stats'") == true)
+    }
+
+    @Test("validate --json reports diagnostics for machines")
+    func validateJSON() throws {
+        let broken = LarderBinary.root.appendingPathComponent("Tests/Fixtures/broken/many-errors-collected")
+        let result = try LarderBinary.run(["validate", "--json", broken.path])
+        #expect(result.status == 1)
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(result.standardOutput.utf8)) as? [String: Any])
+        #expect(object["valid"] as? Bool == false)
+        let diagnostics = try #require(object["diagnostics"] as? [[String: Any]])
+        #expect(diagnostics.count == 6)
+        #expect(diagnostics.allSatisfy { ($0["code"] as? String)?.isEmpty == false && $0["location"] is [String: Any] })
+
+        let example = LarderBinary.root.appendingPathComponent("examples/driver-stats")
+        let valid = try LarderBinary.run(["validate", "--json", example.path])
+        #expect(valid.status == 0)
+        let summary = try #require(try JSONSerialization.jsonObject(with: Data(valid.standardOutput.utf8)) as? [String: Any])
+        #expect((summary["objects"] as? [[String: Any]])?.count == 9)
+    }
+
+    @Test("validate on a missing folder fails with a clear message")
+    func missingFolder() throws {
+        let result = try LarderBinary.run(["validate", "/nonexistent/larder-repo"])
+        #expect(result.status != 0)
+        #expect(result.standardError.contains("is not a folder"))
+    }
+}
