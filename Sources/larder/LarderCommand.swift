@@ -9,7 +9,10 @@ struct LarderCommand: AsyncParsableCommand {
         commandName: "larder",
         abstract: "Define, validate and apply feature repositories.",
         version: LarderVersion.description,
-        subcommands: [InitCommand.self, ValidateCommand.self]
+        subcommands: [
+            InitCommand.self, ValidateCommand.self, PlanCommand.self, ApplyCommand.self, WorkspacesCommand.self, ListCommand.self,
+            DescribeCommand.self, VersionsCommand.self, LineageCommand.self, SearchCommand.self,
+        ]
     )
 }
 

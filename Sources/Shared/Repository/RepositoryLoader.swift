@@ -125,7 +125,8 @@ public enum RepositoryLoader {
         }
     }
 
-    static func readConfig(_ contents: String, diagnostics: inout [RepositoryDiagnostic]) -> RepositoryConfig? {
+    /// Reads `larder.yaml` contents, appending its mistakes to `diagnostics`.
+    public static func readConfig(_ contents: String, diagnostics: inout [RepositoryDiagnostic]) -> RepositoryConfig? {
         let nodes = documents(configFileName, contents, diagnostics: &diagnostics)
         let context = DocumentReadingContext(file: configFileName)
         defer { diagnostics += context.diagnostics }

@@ -1,0 +1,52 @@
+import Foundation
+import Hummingbird
+import HTTPTypes
+import Logging
+import Shared
+
+/// Gives every request an id (the caller's `X-Request-Id` when it is sane),
+/// puts it in the logger and the response, and turns every error into an
+/// `application/problem+json` response.
+struct APIErrorMiddleware: RouterMiddleware {
+    typealias Context = ControlPlaneRequestContext
+
+    static let requestIDHeader = HTTPField.Name("X-Request-Id")!
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        var context = context
+        let requestID = Self.acceptableID(request.headers[Self.requestIDHeader]) ?? UUID().uuidString.lowercased()
+        context.requestID = requestID
+        context.logger[metadataKey: "larder.request_id"] = .string(requestID)
+        var response: Response
+        do {
+            response = try await next(request, context)
+        } catch {
+            let problem = APIProblem(error)
+            if problem.status.code >= 500 {
+                context.logger.error("request failed", metadata: ["larder.error": .string(String(reflecting: error))])
+            } else {
+                context.logger.debug("request rejected", metadata: ["larder.problem": .string(problem.details.code)])
+            }
+            response = Self.response(for: problem, requestID: requestID)
+        }
+        response.headers[Self.requestIDHeader] = requestID
+        return response
+    }
+
+    /// A caller-supplied id, if it is short and plain enough to log.
+    static func acceptableID(_ value: String?) -> String? {
+        guard let value, !value.isEmpty, value.count <= 128,
+              value.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "-_.:".contains($0)) })
+        else { return nil }
+        return value
+    }
+
+    static func response(for problem: APIProblem, requestID: String) -> Response {
+        var details = problem.details
+        details.requestId = requestID
+        let body = (try? APICoding.makeEncoder().encode(details)) ?? Data()
+        var headers = HTTPFields()
+        headers[.contentType] = "application/problem+json"
+        return Response(status: problem.status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: body)))
+    }
+}

@@ -1,0 +1,121 @@
+import Foundation
+import Hummingbird
+import Shared
+
+/// What a caller must be allowed to do to use a route. Every route declares
+/// one when it is registered (`APIRouteBuilder.add`), so none can be added
+/// without; the access-control layer enforces them.
+public enum Permission: String, Sendable, Hashable, CaseIterable {
+    /// No authentication: liveness, readiness and the API document.
+    case publicAccess = "public"
+    /// List the workspaces the caller can see.
+    case listWorkspaces = "workspaces:list"
+    /// Create a workspace (instance admins).
+    case createWorkspace = "workspaces:create"
+    /// Delete a workspace (instance admins).
+    case deleteWorkspace = "workspaces:delete"
+    /// Read a workspace's definitions, versions, lineage and applies (viewer).
+    case readRegistry = "registry:read"
+    /// Plan and apply repositories (editor).
+    case editRegistry = "registry:edit"
+}
+
+/// A registered route: method, path in OpenAPI form, and the permission it needs.
+public struct RouteDescriptor: Sendable, Hashable, CustomStringConvertible {
+    /// The HTTP method, such as `GET`.
+    public var method: String
+    /// The path, with `{name}` parameters.
+    public var path: String
+    /// The permission required.
+    public var permission: Permission
+
+    public var description: String { "\(method) \(path)" }
+}
+
+/// Registers routes on a Hummingbird router and keeps the table of what was
+/// registered, with each route's permission.
+struct APIRouteBuilder {
+    typealias Context = ControlPlaneRequestContext
+    typealias Handler = @Sendable (Request, Context) async throws -> Response
+
+    let router: Router<Context>
+    private(set) var descriptors: [RouteDescriptor] = []
+
+    init(router: Router<Context>) { self.router = router }
+
+    /// Registers `handler` for `method path`; `path` uses `{name}` parameters.
+    mutating func add(_ method: HTTPRequest.Method, _ path: String, permission: Permission, _ handler: @escaping Handler) {
+        descriptors.append(RouteDescriptor(method: method.rawValue, path: path, permission: permission))
+        let hummingbirdPath = path.split(separator: "/", omittingEmptySubsequences: false).map { segment in
+            segment.hasPrefix("{") && segment.hasSuffix("}") ? ":" + segment.dropFirst().dropLast() : String(segment)
+        }.joined(separator: "/")
+        router.on(RouterPath(hummingbirdPath), method: method) { request, context in try await handler(request, context) }
+    }
+}
+
+/// Helpers shared by the route handlers.
+enum APIResponse {
+    /// A JSON response.
+    static func json<Value: Encodable>(_ value: Value, status: HTTPResponse.Status = .ok) throws -> Response {
+        let data = try APICoding.makeEncoder().encode(value)
+        var headers = HTTPFields()
+        headers[.contentType] = "application/json; charset=utf-8"
+        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    }
+
+    /// An empty response.
+    static func empty(_ status: HTTPResponse.Status) -> Response { Response(status: status) }
+}
+
+/// Reading and checking path and query parameters.
+extension ControlPlaneRequestContext {
+    func pathParameter(_ name: String) throws -> String {
+        guard let value = parameters.get(name), !value.isEmpty else {
+            throw APIProblem.badRequest(field: name, "missing path parameter '\(name)'")
+        }
+        return value.removingPercentEncoding ?? value
+    }
+
+    func collection() throws -> ObjectCollection {
+        let text = try pathParameter("collection")
+        guard let collection = ObjectCollection(rawValue: text) else {
+            throw APIProblem(
+                status: .notFound, code: "not-found", title: "Not found",
+                detail: "unknown collection '\(text)'; collections are " + ObjectCollection.allCases.map(\.rawValue).joined(separator: ", "),
+                field: "collection")
+        }
+        return collection
+    }
+}
+
+extension Request {
+    /// Decodes a JSON body, keeping decoding errors as they are so the
+    /// problem names the offending field (Hummingbird's `decode(as:)` turns
+    /// them into a bare 400).
+    func decodeBody<Body: Decodable>(as type: Body.Type, context: ControlPlaneRequestContext) async throws -> Body {
+        let buffer = try await body.collect(upTo: context.maxUploadSize)
+        return try context.requestDecoder.decode(Body.self, from: Data(buffer.readableBytesView))
+    }
+
+    func queryInteger(_ name: String, default value: Int, range: ClosedRange<Int>) throws -> Int {
+        guard let text = uri.queryParameters.get(name) else { return value }
+        guard let number = Int(text), range.contains(number) else {
+            throw APIProblem.badRequest(field: name, "'\(name)' must be a whole number from \(range.lowerBound) to \(range.upperBound)")
+        }
+        return number
+    }
+
+    func queryString(_ name: String) -> String? {
+        guard let value = uri.queryParameters.get(name), !value.isEmpty else { return nil }
+        return value
+    }
+
+    func queryBool(_ name: String) throws -> Bool {
+        guard let text = queryString(name) else { return false }
+        switch text.lowercased() {
+        case "true", "1", "yes": return true
+        case "false", "0", "no": return false
+        default: throw APIProblem.badRequest(field: name, "'\(name)' must be true or false")
+        }
+    }
+}

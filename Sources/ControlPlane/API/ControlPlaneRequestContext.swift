@@ -1,0 +1,24 @@
+import Foundation
+import Hummingbird
+import Shared
+
+/// The request context of the control plane's API: the request id, who is
+/// calling, and the API's JSON conventions.
+public struct ControlPlaneRequestContext: RequestContext {
+    /// The largest request body accepted (a repository of thousands of views fits).
+    public static let maximumBodySize = 16 * 1024 * 1024
+
+    public var coreContext: CoreRequestContextStorage
+    /// The request's id, echoed in `X-Request-Id` and every log line.
+    public var requestID: String = ""
+    /// The authenticated principal's name; `anonymous` until a token says otherwise.
+    public var principal: String = "anonymous"
+
+    public init(source: ApplicationRequestContextSource) {
+        coreContext = .init(source: source)
+    }
+
+    public var maxUploadSize: Int { Self.maximumBodySize }
+    public var requestDecoder: JSONDecoder { APICoding.makeDecoder() }
+    public var responseEncoder: JSONEncoder { APICoding.makeEncoder() }
+}

@@ -1,0 +1,94 @@
+import Foundation
+import Logging
+import Shared
+
+/// How `larder-control` is set up. Each setting comes from a command-line flag,
+/// else an environment variable, else a default:
+///
+/// | setting | flag | environment | default |
+/// |---|---|---|---|
+/// | database | `--database-url` | `LARDER_DATABASE_URL` | required |
+/// | listen address | `--listen` | `LARDER_LISTEN` | `127.0.0.1:7070` |
+/// | TLS certificate (PEM) | `--tls-certificate` | `LARDER_TLS_CERTIFICATE` | none (plain HTTP) |
+/// | TLS private key (PEM) | `--tls-key` | `LARDER_TLS_KEY` | none |
+/// | log level | `--log-level` | `LARDER_LOG_LEVEL` | `info` |
+/// | database pool size | | `LARDER_DATABASE_POOL_SIZE` | 20 |
+public struct ControlPlaneConfiguration: Sendable {
+    /// The registry database.
+    public var database: PostgresURL
+    /// The host to listen on.
+    public var host: String
+    /// The port to listen on; 0 picks a free one.
+    public var port: Int
+    /// PEM certificate chain and private key files, when serving HTTPS.
+    public var tls: (certificate: String, key: String)?
+    /// The log level.
+    public var logLevel: Logger.Level
+    /// The most database connections the pool opens.
+    public var databasePoolSize: Int
+
+    /// Why a configuration is unusable.
+    public struct Invalid: Error, CustomStringConvertible, Sendable {
+        /// What is wrong, naming the setting.
+        public let description: String
+    }
+
+    /// Creates a configuration.
+    public init(
+        database: PostgresURL, host: String = "127.0.0.1", port: Int = 7070, tls: (certificate: String, key: String)? = nil,
+        logLevel: Logger.Level = .info, databasePoolSize: Int = 20
+    ) {
+        self.database = database
+        self.host = host
+        self.port = port
+        self.tls = tls
+        self.logLevel = logLevel
+        self.databasePoolSize = databasePoolSize
+    }
+
+    /// Reads the configuration from flags (given as optionals) over the environment.
+    public init(
+        databaseURL: String?, listen: String?, tlsCertificate: String?, tlsKey: String?, logLevel: String?,
+        environment: [String: String] = ProcessInfo.processInfo.environment
+    ) throws(Invalid) {
+        guard let urlText = databaseURL ?? environment["LARDER_DATABASE_URL"], !urlText.isEmpty else {
+            throw Invalid(description: "no database: pass --database-url or set LARDER_DATABASE_URL (postgres://user@host:5432/larder)")
+        }
+        let database: PostgresURL
+        do {
+            database = try PostgresURL(parsing: urlText)
+        } catch {
+            throw Invalid(description: "LARDER_DATABASE_URL: \(error.description)")
+        }
+        let (host, port) = try Self.parseListen(listen ?? environment["LARDER_LISTEN"] ?? "127.0.0.1:7070")
+        var tls: (String, String)?
+        let certificate = tlsCertificate ?? environment["LARDER_TLS_CERTIFICATE"]
+        let key = tlsKey ?? environment["LARDER_TLS_KEY"]
+        switch (certificate, key) {
+        case (let certificate?, let key?): tls = (certificate, key)
+        case (nil, nil): tls = nil
+        default: throw Invalid(description: "TLS needs both a certificate (LARDER_TLS_CERTIFICATE) and a key (LARDER_TLS_KEY)")
+        }
+        let levelText = logLevel ?? environment["LARDER_LOG_LEVEL"] ?? "info"
+        guard let level = Logger.Level(rawValue: levelText.lowercased()) else {
+            throw Invalid(description: "log level '\(levelText)' is not one of trace, debug, info, notice, warning, error, critical")
+        }
+        var poolSize = 20
+        if let text = environment["LARDER_DATABASE_POOL_SIZE"] {
+            guard let size = Int(text), size >= 1 else { throw Invalid(description: "LARDER_DATABASE_POOL_SIZE must be a positive number") }
+            poolSize = size
+        }
+        self.init(database: database, host: host, port: port, tls: tls, logLevel: level, databasePoolSize: poolSize)
+    }
+
+    /// Parses `host:port` (`[::1]:7070` for IPv6).
+    static func parseListen(_ text: String) throws(Invalid) -> (String, Int) {
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (0...65535).contains(port) else {
+            throw Invalid(description: "listen address '\(text)' is not host:port")
+        }
+        var host = String(text[..<colon])
+        if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        guard !host.isEmpty else { throw Invalid(description: "listen address '\(text)' has no host") }
+        return (host, port)
+    }
+}

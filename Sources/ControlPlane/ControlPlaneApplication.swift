@@ -1,0 +1,79 @@
+import Foundation
+import Hummingbird
+import HummingbirdCore
+import HummingbirdTLS
+import Logging
+import NIOSSL
+import PostgresNIO
+import ServiceLifecycle
+import Shared
+
+/// Builds the control-plane server: the PostgreSQL pool, schema migrations
+/// run before the server starts, and the HTTP API.
+public enum ControlPlaneApplication {
+    /// The application for `configuration`. Run it with `runService()` (it
+    /// handles SIGTERM/SIGINT: in-flight requests finish, then the pool closes).
+    /// `onListening` receives the bound port (useful with port 0).
+    public static func build(
+        configuration: ControlPlaneConfiguration, logger: Logger,
+        onListening: @escaping @Sendable (Int) async -> Void = { _ in }
+    ) throws -> some ApplicationProtocol {
+        let client = PostgresClient(
+            configuration: try postgresConfiguration(configuration.database, poolSize: configuration.databasePoolSize),
+            backgroundLogger: logger)
+        let migrations = MigrationRunner()
+        let (router, _) = makeRouter(client: client, logger: logger)
+        var server: HTTPServerBuilder = .http1()
+        if let tls = configuration.tls {
+            let certificates = try NIOSSLCertificate.fromPEMFile(tls.certificate).map { NIOSSLCertificateSource.certificate($0) }
+            let key = try NIOSSLPrivateKey(file: tls.key, format: .pem)
+            server = try .tls(.http1(), tlsConfiguration: .makeServerConfiguration(certificateChain: certificates, privateKey: .privateKey(key)))
+        }
+        var application = Application(
+            router: router, server: server,
+            configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: ControlPlane.component),
+            services: [client],
+            onServerRunning: { channel in
+                let port = channel.localAddress?.port ?? configuration.port
+                logger.info("listening", metadata: [
+                    "larder.address": "\(configuration.tls == nil ? "http" : "https")://\(configuration.host):\(port)",
+                ])
+                await onListening(port)
+            },
+            logger: logger)
+        application.beforeServerStarts {
+            let applied = try await migrations.run(on: client, logger: logger)
+            logger.info("database schema is up to date", metadata: [
+                "larder.database": "\(configuration.database)", "larder.migrations_applied": "\(applied.count)",
+            ])
+        }
+        return application
+    }
+
+    /// The API router and the table of its routes with their permissions.
+    public static func makeRouter(client: PostgresClient, logger: Logger) -> (Router<ControlPlaneRequestContext>, [RouteDescriptor]) {
+        let router = Router(context: ControlPlaneRequestContext.self)
+        router.add(middleware: APIErrorMiddleware())
+        router.add(middleware: LogRequestsMiddleware(.debug))
+        var routes = APIRouteBuilder(router: router)
+        HealthRoutes(client: client, migrations: MigrationRunner()).register(on: &routes)
+        let registry = RegistryService(store: PostgresRegistryStore(client: client, logger: logger))
+        RegistryRoutes(registry: registry).register(on: &routes)
+        return (router, routes.descriptors)
+    }
+
+    /// A PostgresNIO configuration for a database URL.
+    public static func postgresConfiguration(_ url: PostgresURL, poolSize: Int = 20) throws -> PostgresClient.Configuration {
+        let tls: PostgresClient.Configuration.TLS
+        switch url.tls {
+        case .disable: tls = .disable
+        case .prefer: tls = .prefer(.makeClientConfiguration())
+        case .require: tls = .require(.makeClientConfiguration())
+        }
+        var configuration = PostgresClient.Configuration(
+            host: url.host, port: url.port, username: url.username, password: url.password, database: url.database, tls: tls)
+        configuration.options.maximumConnections = poolSize
+        configuration.options.connectTimeout = .seconds(10)
+        return configuration
+    }
+}

@@ -1,0 +1,19 @@
+import Foundation
+
+/// The control plane's schema migrations: the numbered SQL files in
+/// `Database/Migrations`, compiled into the binary. A test checks that every
+/// file there is listed here.
+public enum ControlPlaneMigrations {
+    /// Every migration, in order.
+    public static let all: [Migration] = [
+        // SwiftPM names embedded files after their paths; a leading digit becomes "_".
+        migration("0001_registry.sql", PackageResources._001_registry_sql),
+    ]
+
+    static func migration(_ fileName: String, _ bytes: [UInt8]) -> Migration {
+        let stem = fileName.replacingOccurrences(of: ".sql", with: "")
+        let number = stem.prefix { $0.isNumber }
+        return Migration(
+            version: Int(number) ?? 0, name: String(stem.dropFirst(number.count + 1)), sql: String(decoding: bytes, as: UTF8.self))
+    }
+}

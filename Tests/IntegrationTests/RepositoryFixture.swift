@@ -1,0 +1,32 @@
+import Foundation
+import Shared
+
+/// The example repository as API files, with helpers to edit it.
+struct RepositoryFixture {
+    var files: [String: String]
+
+    /// `examples/driver-stats`, as `larder init` writes it, for `workspace`.
+    static func example(workspace: String) -> RepositoryFixture {
+        var files = Dictionary(uniqueKeysWithValues: RepositoryScaffold.files.map { ($0.path, $0.contents) })
+        files["larder.yaml"] = "workspace: \(workspace)\n"
+        return RepositoryFixture(files: files)
+    }
+
+    var apiFiles: [RepositoryFile] { files.sorted { $0.key < $1.key }.map { RepositoryFile(path: $0.key, contents: $0.value) } }
+
+    /// Replaces `old` by `new` in `file`; the text must occur.
+    func replacing(_ old: String, with new: String, in file: String) -> RepositoryFixture {
+        precondition(files[file]?.contains(old) == true, "\(file) has no '\(old)'")
+        var copy = self
+        copy.files[file] = files[file]!.replacingOccurrences(of: old, with: new)
+        return copy
+    }
+
+    /// Removes the YAML document of `file` that contains `marker`.
+    func removingDocument(containing marker: String, in file: String) -> RepositoryFixture {
+        var copy = self
+        let documents = files[file]!.components(separatedBy: "\n---\n")
+        copy.files[file] = documents.filter { !$0.contains(marker) }.joined(separator: "\n---\n")
+        return copy
+    }
+}
