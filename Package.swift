@@ -68,6 +68,7 @@ let package = Package(
             dependencies: [
                 "Shared",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ]
         ),
         .executableTarget(
@@ -109,7 +110,7 @@ let package = Package(
         ),
         .testTarget(
             name: "CLITests",
-            dependencies: ["larder"]
+            dependencies: ["larder", "larder-control", "TestSupport"]
         ),
         .testTarget(
             name: "IntegrationTests",

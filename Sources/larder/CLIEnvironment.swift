@@ -1,6 +1,18 @@
 import ArgumentParser
+import AsyncHTTPClient
 import Foundation
 import Shared
+
+/// The CLI's HTTP client: like the shared one, but it gives up on an
+/// unreachable server after 5 seconds instead of retrying for the whole
+/// request timeout. It lives as long as the process.
+enum CLIHTTP {
+    static let client: HTTPClient = {
+        var configuration = HTTPClient.Configuration()
+        configuration.timeout.connect = .seconds(5)
+        return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+    }()
+}
 
 /// Options shared by the commands that talk to the control plane.
 struct ServerOptions: ParsableArguments {
@@ -24,7 +36,8 @@ struct ServerOptions: ParsableArguments {
     func client(config: RepositoryConfig? = nil) -> ControlPlaneClient {
         let environment = ProcessInfo.processInfo.environment
         let base = url ?? environment["LARDER_URL"] ?? (config ?? repositoryConfig)?.controlPlaneURL ?? "http://127.0.0.1:7070"
-        return ControlPlaneClient(baseURL: base, token: environment["LARDER_TOKEN"].flatMap { $0.isEmpty ? nil : $0 })
+        return ControlPlaneClient(
+            baseURL: base, token: environment["LARDER_TOKEN"].flatMap { $0.isEmpty ? nil : $0 }, httpClient: CLIHTTP.client)
     }
 
     func workspaceName(config: RepositoryConfig? = nil) throws -> String {

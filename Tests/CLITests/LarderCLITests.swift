@@ -19,15 +19,23 @@ enum LarderBinary {
     }
 
     /// Runs `larder` with `arguments` in `directory` and waits for it.
-    static func run(_ arguments: [String], in workingDirectory: URL? = nil) throws -> Result {
+    static func run(
+        _ arguments: [String], in workingDirectory: URL? = nil, environment: [String: String] = [:], input: String? = nil
+    ) throws -> Result {
         let process = Process()
         process.executableURL = directory.appendingPathComponent("larder")
         process.arguments = arguments
         if let workingDirectory { process.currentDirectoryURL = workingDirectory }
-        let output = Pipe(), error = Pipe()
+        var merged = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("LARDER_") }
+        merged.merge(environment) { _, new in new }
+        process.environment = merged
+        let output = Pipe(), error = Pipe(), standardInput = Pipe()
         process.standardOutput = output
         process.standardError = error
+        process.standardInput = standardInput
         try process.run()
+        if let input { standardInput.fileHandleForWriting.write(Data(input.utf8)) }
+        try standardInput.fileHandleForWriting.close()
         let outData = output.fileHandleForReading.readDataToEndOfFile()
         let errData = error.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()

@@ -44,7 +44,9 @@ public enum PlanBuilder {
         }
 
         let downstream = downstreamGraph(definitions: definitions, snapshot: snapshot)
-        for index in changes.indices where [.create, .newVersion, .retire].contains(changes[index].action) {
+        // Impact is what existing consumers feel: only new versions and
+        // retirements reach them (a created object has no consumers yet).
+        for index in changes.indices where [.newVersion, .retire].contains(changes[index].action) {
             changes[index].impact = reachedConsumers(from: ObjectKey(kind: changes[index].kind, name: changes[index].name), in: downstream)
         }
         return changes
