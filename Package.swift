@@ -11,6 +11,7 @@ let package = Package(
         .executable(name: "larder", targets: ["larder"]),
         .executable(name: "larder-control", targets: ["larder-control"]),
         .executable(name: "larder-agent", targets: ["larder-agent"]),
+        .executable(name: "larder-bench", targets: ["larder-bench"]),
         .library(name: "Shared", targets: ["Shared"]),
         .library(name: "ControlPlane", targets: ["ControlPlane"]),
         .library(name: "DataPlane", targets: ["DataPlane"]),
@@ -48,10 +49,13 @@ let package = Package(
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "CryptoExtras", package: "swift-crypto"),
             ],
             resources: [
                 .embedInCode("API/openapi.yaml"),
                 .embedInCode("Database/Migrations/0001_registry.sql"),
+                .embedInCode("Database/Migrations/0002_access.sql"),
             ]
         ),
         .target(
@@ -86,6 +90,13 @@ let package = Package(
                 "DataPlane",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
+        ),
+
+        // Benchmarks (release build, through scripts/bench).
+        .executableTarget(
+            name: "larder-bench",
+            dependencies: ["ControlPlane", "Shared", "TestSupport"],
+            path: "Benchmarks/larder-bench"
         ),
 
         // Test tooling shared by the integration suites (real PostgreSQL).

@@ -23,6 +23,7 @@ public enum ControlPlaneApplication {
             backgroundLogger: logger)
         let migrations = MigrationRunner()
         let (router, _) = makeRouter(client: client, logger: logger)
+        let access = PostgresAccessStore(client: client, logger: logger)
         var server: HTTPServerBuilder = .http1()
         if let tls = configuration.tls {
             let certificates = try NIOSSLCertificate.fromPEMFile(tls.certificate).map { NIOSSLCertificateSource.certificate($0) }
@@ -46,20 +47,45 @@ public enum ControlPlaneApplication {
             logger.info("database schema is up to date", metadata: [
                 "larder.database": "\(configuration.database)", "larder.migrations_applied": "\(applied.count)",
             ])
+            try await bootstrapAdmin(access: access, token: configuration.bootstrapToken, logger: logger)
         }
         return application
     }
 
     /// The API router and the table of its routes with their permissions.
-    public static func makeRouter(client: PostgresClient, logger: Logger) -> (Router<ControlPlaneRequestContext>, [RouteDescriptor]) {
+    public static func makeRouter(
+        client: PostgresClient, logger: Logger, limiter: FailedAuthenticationLimiter = FailedAuthenticationLimiter(),
+        now: @escaping @Sendable () -> Date = { Date() }
+    ) -> (Router<ControlPlaneRequestContext>, [RouteDescriptor]) {
+        let access = PostgresAccessStore(client: client, logger: logger)
         let router = Router(context: ControlPlaneRequestContext.self)
         router.add(middleware: APIErrorMiddleware())
+        router.add(middleware: AccessMiddleware(store: access, limiter: limiter, now: now))
         router.add(middleware: LogRequestsMiddleware(.debug))
         var routes = APIRouteBuilder(router: router)
         HealthRoutes(client: client, migrations: MigrationRunner()).register(on: &routes)
-        let registry = RegistryService(store: PostgresRegistryStore(client: client, logger: logger))
+        let registry = RegistryService(store: PostgresRegistryStore(client: client, logger: logger), now: now)
         RegistryRoutes(registry: registry).register(on: &routes)
+        AccessRoutes(store: access, limiter: limiter, now: now).register(on: &routes)
         return (router, routes.descriptors)
+    }
+
+    /// Creates the first admin when there are no principals: with the
+    /// configured bootstrap token, or with a new one printed once to stderr.
+    static func bootstrapAdmin(access: any AccessStore, token configured: APIToken?, logger: Logger) async throws {
+        let token = configured ?? APIToken.generate()
+        guard try await access.bootstrapAdmin(name: "admin", token: token) else { return }
+        if configured != nil {
+            logger.notice("created the first admin 'admin' with the token from LARDER_BOOTSTRAP_TOKEN")
+        } else {
+            // Deliberately not through the logger: log pipelines keep lines; this must be seen once.
+            FileHandle.standardError.write(Data("""
+                larder-control: created the first admin, 'admin'. Its token is shown only this once; keep it safe:
+                    \(token.text)
+                Use it with: larder login --url <this server> --token <token>
+
+                """.utf8))
+        }
     }
 
     /// A PostgresNIO configuration for a database URL.

@@ -13,7 +13,7 @@ struct LarderControlCommand: AsyncParsableCommand {
         commandName: ControlPlane.component,
         abstract: "The Larder control plane: registry, access control and job dispatch.",
         version: LarderVersion.description,
-        subcommands: [Serve.self, Migrate.self],
+        subcommands: [Serve.self, Migrate.self, Token.self],
         defaultSubcommand: Serve.self
     )
 }
@@ -26,22 +26,21 @@ struct ControlOptions: ParsableArguments {
     @Option(help: "PEM private key for HTTPS (LARDER_TLS_KEY).") var tlsKey: String?
     @Option(help: "trace, debug, info, notice, warning, error or critical (LARDER_LOG_LEVEL, default info).") var logLevel: String?
 
-    func configuration() throws -> ControlPlaneConfiguration {
+    /// Reads the configuration and sets up logging to stderr at its level.
+    func setUp() throws -> (ControlPlaneConfiguration, Logger) {
+        let configuration: ControlPlaneConfiguration
         do {
-            return try ControlPlaneConfiguration(
+            configuration = try ControlPlaneConfiguration(
                 databaseURL: databaseURL, listen: listen, tlsCertificate: tlsCertificate, tlsKey: tlsKey, logLevel: logLevel)
         } catch {
             throw ValidationError(error.description)
         }
-    }
-
-    func logger(_ configuration: ControlPlaneConfiguration) -> Logger {
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
             handler.logLevel = configuration.logLevel
             return handler
         }
-        return Logger(label: ControlPlane.component)
+        return (configuration, Logger(label: ControlPlane.component))
     }
 }
 
@@ -52,10 +51,19 @@ extension LarderControlCommand {
         @OptionGroup var options: ControlOptions
 
         func run() async throws {
-            let configuration = try options.configuration()
-            let logger = options.logger(configuration)
+            let (configuration, logger) = try options.setUp()
             let application = try ControlPlaneApplication.build(configuration: configuration, logger: logger)
             try await application.runService(gracefulShutdownSignals: [.sigterm, .sigint])
+        }
+    }
+
+    /// Prints a new random token, for `LARDER_BOOTSTRAP_TOKEN`.
+    struct Token: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Print a new random API token (for LARDER_BOOTSTRAP_TOKEN); nothing is stored.")
+
+        func run() {
+            print(APIToken.generate().text)
         }
     }
 
@@ -65,8 +73,7 @@ extension LarderControlCommand {
         @OptionGroup var options: ControlOptions
 
         func run() async throws {
-            let configuration = try options.configuration()
-            let logger = options.logger(configuration)
+            let (configuration, logger) = try options.setUp()
             let client = PostgresClient(configuration: try ControlPlaneApplication.postgresConfiguration(configuration.database), backgroundLogger: logger)
             try await withThrowingDiscardingTaskGroup { group in
                 group.addTask { await client.run() }

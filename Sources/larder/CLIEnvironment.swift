@@ -33,11 +33,16 @@ struct ServerOptions: ParsableArguments {
         return RepositoryLoader.readConfig(contents, diagnostics: &diagnostics)
     }
 
+    /// A client of the control plane: the URL from `--url`, `LARDER_URL`,
+    /// `larder login`'s configuration, `larder.yaml`, or the default; the
+    /// token from `LARDER_TOKEN` or `larder login`'s configuration.
     func client(config: RepositoryConfig? = nil) -> ControlPlaneClient {
         let environment = ProcessInfo.processInfo.environment
-        let base = url ?? environment["LARDER_URL"] ?? (config ?? repositoryConfig)?.controlPlaneURL ?? "http://127.0.0.1:7070"
-        return ControlPlaneClient(
-            baseURL: base, token: environment["LARDER_TOKEN"].flatMap { $0.isEmpty ? nil : $0 }, httpClient: CLIHTTP.client)
+        let stored = CLIConfiguration.load()
+        let base = url ?? environment["LARDER_URL"].flatMap { $0.isEmpty ? nil : $0 } ?? stored?.url
+            ?? (config ?? repositoryConfig)?.controlPlaneURL ?? "http://127.0.0.1:7070"
+        let token = environment["LARDER_TOKEN"].flatMap { $0.isEmpty ? nil : $0 } ?? stored?.token
+        return ControlPlaneClient(baseURL: base, token: token, httpClient: CLIHTTP.client)
     }
 
     func workspaceName(config: RepositoryConfig? = nil) throws -> String {

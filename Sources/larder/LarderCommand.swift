@@ -11,7 +11,9 @@ struct LarderCommand: AsyncParsableCommand {
         version: LarderVersion.description,
         subcommands: [
             InitCommand.self, ValidateCommand.self, PlanCommand.self, ApplyCommand.self, WorkspacesCommand.self, ListCommand.self,
-            DescribeCommand.self, VersionsCommand.self, LineageCommand.self, SearchCommand.self,
+            DescribeCommand.self, VersionsCommand.self, LineageCommand.self, SearchCommand.self, LoginCommand.self,
+            WhoAmICommand.self, PrincipalsCommand.self, ServiceAccountsCommand.self, TokensCommand.self, AccessCommand.self,
+            AuditCommand.self,
         ]
     )
 }

@@ -1,3 +1,4 @@
+import ControlPlane
 import Foundation
 import Testing
 import TestSupport
@@ -6,11 +7,17 @@ import TestSupport
 final class ControlPlaneProcess {
     let process = Process()
     let baseURL: String
+    /// What the server wrote to stderr up to the moment it listened.
+    let startupOutput: String
     private let errorPipe = Pipe()
 
-    init(databaseURL: String) throws {
+    /// Starts `larder-control` with `bootstrapToken` as `LARDER_BOOTSTRAP_TOKEN` (none: it prints one).
+    init(databaseURL: String, bootstrapToken: String?) throws {
         process.executableURL = LarderBinary.directory.appendingPathComponent("larder-control")
         process.arguments = ["serve", "--listen", "127.0.0.1:0", "--database-url", databaseURL]
+        var environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("LARDER_") }
+        if let bootstrapToken { environment["LARDER_BOOTSTRAP_TOKEN"] = bootstrapToken }
+        process.environment = environment
         process.standardError = errorPipe
         process.standardOutput = FileHandle.nullDevice
         try process.run()
@@ -31,6 +38,7 @@ final class ControlPlaneProcess {
             throw LarderBinary.Failure(description: "larder-control did not start:\n\(buffered)")
         }
         baseURL = found
+        startupOutput = buffered
     }
 
     /// Sends SIGTERM and waits; returns the exit status.
@@ -50,11 +58,13 @@ struct ControlPlaneProcessTests {
     @Test("a new user's session: create a workspace, plan, apply, edit, apply, inspect")
     func endToEnd() async throws {
         try await TestDatabase.withIsolatedDatabase { database in
-            let server = try ControlPlaneProcess(databaseURL: database.urlString)
+            let adminToken = APIToken.generate().text
+            let server = try ControlPlaneProcess(databaseURL: database.urlString, bootstrapToken: adminToken)
             defer { _ = server.process.isRunning ? server.stop() : 0 }
+            #expect(!server.startupOutput.contains(adminToken))
             let folder = try LarderBinary.temporaryDirectory()
             defer { try? FileManager.default.removeItem(at: folder) }
-            let environment = ["LARDER_URL": server.baseURL]
+            let environment = ["LARDER_URL": server.baseURL, "LARDER_TOKEN": adminToken]
             func larder(_ arguments: String..., input: String? = nil) throws -> LarderBinary.Result {
                 try LarderBinary.run(arguments, in: folder, environment: environment, input: input)
             }
@@ -105,6 +115,50 @@ struct ControlPlaneProcessTests {
             #expect(server.stop() == 0, "graceful shutdown on SIGTERM exits 0")
             let down = try larder("ls", "views", "-w", "driver-stats")
             #expect(down.status == 1 && down.standardError.contains("cannot reach the control plane"))
+        }
+    }
+
+    @Test("without LARDER_BOOTSTRAP_TOKEN the first start prints an admin token once; larder login stores it 0600")
+    func bootstrapAndLogin() async throws {
+        try await TestDatabase.withIsolatedDatabase { database in
+            let first = try ControlPlaneProcess(databaseURL: database.urlString, bootstrapToken: nil)
+            let match = try #require(first.startupOutput.range(of: #"lrd_[a-z0-9]{12}_[A-Za-z0-9_-]{43}"#, options: .regularExpression))
+            let token = String(first.startupOutput[match])
+            #expect(first.stop() == 0)
+            let second = try ControlPlaneProcess(databaseURL: database.urlString, bootstrapToken: nil)
+            defer { _ = second.process.isRunning ? second.stop() : 0 }
+            #expect(!second.startupOutput.contains("lrd_"), "the token is printed only on the first start")
+
+            let folder = try LarderBinary.temporaryDirectory()
+            defer { try? FileManager.default.removeItem(at: folder) }
+            let config = folder.appendingPathComponent("home/larder/config.json")
+            let environment = ["LARDER_CONFIG": config.path]
+            func larder(_ arguments: String..., input: String? = nil) throws -> LarderBinary.Result {
+                try LarderBinary.run(arguments, in: folder, environment: environment, input: input)
+            }
+            let login = try larder("login", "--url", second.baseURL, "--token", "-", input: token + "\n")
+            #expect(login.status == 0, "\(login.standardError)")
+            let attributes = try FileManager.default.attributesOfItem(atPath: config.path)
+            #expect((attributes[.posixPermissions] as? NSNumber)?.intValue == 0o600)
+            #expect(try larder("whoami").standardOutput.hasPrefix("admin (user, admin)"))
+
+            #expect(try larder("workspaces", "create", "rides").status == 0)
+            let account = try larder("service-accounts", "create", "model-server", "--role", "consumer", "-w", "rides", "--token")
+            #expect(account.status == 0, "\(account.standardError)")
+            let serverToken = try #require(account.standardOutput.split(separator: " ").last.map { $0.trimmingCharacters(in: .whitespacesAndNewlines) })
+            let access = try larder("access", "ls", "-w", "rides")
+            #expect(access.standardOutput.contains("model-server") && access.standardOutput.contains("consumer"))
+            let asServer = try LarderBinary.run(
+                ["whoami"], in: folder, environment: ["LARDER_URL": second.baseURL, "LARDER_TOKEN": serverToken, "LARDER_CONFIG": "/nonexistent"])
+            #expect(asServer.standardOutput.contains("model-server (service_account)") && asServer.standardOutput.contains("rides: viewer, consumer"))
+            let tokens = try larder("tokens", "ls", "--principal", "model-server")
+            let publicID = try #require(tokens.standardOutput.split(separator: "\n").dropFirst().first?.split(separator: " ").first)
+            #expect(try larder("tokens", "revoke", String(publicID), "--principal", "model-server").status == 0)
+            let revoked = try LarderBinary.run(
+                ["whoami"], in: folder, environment: ["LARDER_URL": second.baseURL, "LARDER_TOKEN": serverToken, "LARDER_CONFIG": "/nonexistent"])
+            #expect(revoked.status == 1 && revoked.standardError.contains("unauthenticated"))
+            let audit = try larder("audit", "--limit", "5")
+            #expect(audit.standardOutput.contains("DELETE /v1/principals/{principal}/tokens/{token}"))
         }
     }
 

@@ -16,7 +16,11 @@ struct RawResponse {
     var headers: [String: String]
     var body: Data
 
-    static func send(_ method: HTTPMethod, _ url: String, body: String? = nil, headers: [String: String] = [:]) async throws -> RawResponse {
+    static func send(
+        _ method: HTTPMethod, _ url: String, body: String? = nil, headers: [String: String] = [:], token: String? = nil
+    ) async throws -> RawResponse {
+        var headers = headers
+        if let token { headers["Authorization"] = "Bearer \(token)" }
         var request = HTTPClientRequest(url: url)
         request.method = method
         for (name, value) in headers { request.headers.add(name: name, value: value) }
@@ -37,21 +41,21 @@ struct APIBehaviourTests {
     func problems() async throws {
         try await TestControlPlane.withControlPlane { server in
             let base = server.baseURL
-            let missing = try await RawResponse.send(.GET, "\(base)/v1/workspaces/nope")
+            let missing = try await RawResponse.send(.GET, "\(base)/v1/workspaces/nope", token: server.adminToken)
             #expect(missing.status == 404)
             #expect(missing.headers["content-type"] == "application/problem+json")
             #expect(missing.problem?.type == "urn:larder:problem:workspace-not-found")
             #expect(missing.problem?.field == "workspace")
 
-            let badJSON = try await RawResponse.send(.POST, "\(base)/v1/workspaces", body: "{not json", headers: ["Content-Type": "application/json"])
+            let badJSON = try await RawResponse.send(.POST, "\(base)/v1/workspaces", body: "{not json", headers: ["Content-Type": "application/json"], token: server.adminToken)
             #expect(badJSON.status == 400 && badJSON.problem?.code == "invalid-request")
-            let missingField = try await RawResponse.send(.POST, "\(base)/v1/workspaces", body: "{}", headers: ["Content-Type": "application/json"])
+            let missingField = try await RawResponse.send(.POST, "\(base)/v1/workspaces", body: "{}", headers: ["Content-Type": "application/json"], token: server.adminToken)
             #expect(missingField.status == 400 && missingField.problem?.field == "name")
-            let badName = try await RawResponse.send(.POST, "\(base)/v1/workspaces", body: #"{"name":"Bad Name"}"#)
+            let badName = try await RawResponse.send(.POST, "\(base)/v1/workspaces", body: #"{"name":"Bad Name"}"#, token: server.adminToken)
             #expect(badName.status == 400 && badName.problem?.field == "name")
 
             _ = try await server.client.createWorkspace("rides")
-            let duplicate = try await RawResponse.send(.POST, "\(base)/v1/workspaces", body: #"{"name":"rides"}"#)
+            let duplicate = try await RawResponse.send(.POST, "\(base)/v1/workspaces", body: #"{"name":"rides"}"#, token: server.adminToken)
             #expect(duplicate.status == 409 && duplicate.problem?.code == "workspace-exists")
 
             let broken = RepositoryFixture.example(workspace: "rides").replacing("type: int64\n", with: "type: integer\n", in: "features.yaml")
@@ -64,12 +68,13 @@ struct APIBehaviourTests {
             await #expect { try await server.client.plan(workspace: "rides", files: elsewhere.apiFiles) } throws: { error in
                 (error as? ProblemDetails)?.code == "workspace-mismatch"
             }
-            let unknownCollection = try await RawResponse.send(.GET, "\(base)/v1/workspaces/rides/widgets")
+            let unknownCollection = try await RawResponse.send(.GET, "\(base)/v1/workspaces/rides/widgets", token: server.adminToken)
             #expect(unknownCollection.status == 404 && unknownCollection.problem?.field == "collection")
-            let badDepth = try await RawResponse.send(.GET, "\(base)/v1/workspaces/rides/sources/trips/lineage?depth=99")
+            let badDepth = try await RawResponse.send(.GET, "\(base)/v1/workspaces/rides/sources/trips/lineage?depth=99", token: server.adminToken)
             #expect(badDepth.status == 400 && badDepth.problem?.field == "depth")
             let badPlan = try await RawResponse.send(
-                .POST, "\(base)/v1/workspaces/rides/applies", body: #"{"plan_id":"6f1c8a52-8a77-4a57-9d51-0d3d1e0e0d11"}"#)
+                .POST, "\(base)/v1/workspaces/rides/applies", body: #"{"plan_id":"6f1c8a52-8a77-4a57-9d51-0d3d1e0e0d11"}"#,
+                token: server.adminToken)
             #expect(badPlan.status == 404 && badPlan.problem?.code == "plan-not-found")
         }
     }
@@ -77,9 +82,9 @@ struct APIBehaviourTests {
     @Test("request ids are echoed, or generated when absent or unsafe")
     func requestIDs() async throws {
         try await TestControlPlane.withControlPlane { server in
-            let echoed = try await RawResponse.send(.GET, "\(server.baseURL)/healthz", headers: ["X-Request-Id": "trace-123"])
+            let echoed = try await RawResponse.send(.GET, "\(server.baseURL)/healthz", headers: ["X-Request-Id": "trace-123"], token: server.adminToken)
             #expect(echoed.headers["x-request-id"] == "trace-123")
-            let generated = try await RawResponse.send(.GET, "\(server.baseURL)/v1/workspaces/nope", headers: ["X-Request-Id": "bad id with spaces"])
+            let generated = try await RawResponse.send(.GET, "\(server.baseURL)/v1/workspaces/nope", headers: ["X-Request-Id": "bad id with spaces"], token: server.adminToken)
             let id = try #require(generated.headers["x-request-id"])
             #expect(id != "bad id with spaces" && id.count == 36)
             #expect(generated.problem?.requestId == id)
@@ -92,7 +97,8 @@ struct APIBehaviourTests {
             _ = try await server.client.createWorkspace("rides")
             let huge = String(repeating: "x", count: ControlPlaneRequestContext.maximumBodySize + 1024)
             let response = try await RawResponse.send(
-                .POST, "\(server.baseURL)/v1/workspaces/rides/plans", body: #"{"files":[{"path":"a.yaml","contents":"\#(huge)"}]}"#)
+                .POST, "\(server.baseURL)/v1/workspaces/rides/plans", body: #"{"files":[{"path":"a.yaml","contents":"\#(huge)"}]}"#,
+                token: server.adminToken)
             #expect(response.status == 413 && response.problem?.code == "payload-too-large")
         }
     }
@@ -111,7 +117,7 @@ struct APIBehaviourTests {
                 cursor = page.nextCursor
             } while cursor != nil
             #expect(seen == (0..<7).map { "team-\($0)" })
-            let bad = try await RawResponse.send(.GET, "\(server.baseURL)/v1/workspaces?cursor=%%%")
+            let bad = try await RawResponse.send(.GET, "\(server.baseURL)/v1/workspaces?cursor=%%%", token: server.adminToken)
             #expect(bad.status == 400 && bad.problem?.field == "cursor")
         }
     }
@@ -120,9 +126,9 @@ struct APIBehaviourTests {
     func operations() async throws {
         try await TestControlPlane.withControlPlane { server in
             #expect(try await RawResponse.send(.GET, "\(server.baseURL)/healthz").status == 200)
-            let ready = try await RawResponse.send(.GET, "\(server.baseURL)/readyz")
+            let ready = try await RawResponse.send(.GET, "\(server.baseURL)/readyz", token: server.adminToken)
             #expect(ready.status == 200)
-            let document = try await RawResponse.send(.GET, "\(server.baseURL)/openapi.json")
+            let document = try await RawResponse.send(.GET, "\(server.baseURL)/openapi.json", token: server.adminToken)
             let object = try #require(try JSONSerialization.jsonObject(with: document.body) as? [String: Any])
             #expect(object["openapi"] as? String == "3.1.0")
         }
@@ -134,7 +140,7 @@ struct APIBehaviourTests {
             let client = server.client
             _ = try await client.createWorkspace("rides")
             let repository = RepositoryFixture.example(workspace: "rides")
-            _ = try await client.apply(workspace: "rides", planID: try await client.plan(workspace: "rides", files: repository.apiFiles).id)
+            try await repository.apply(to: "rides", with: client)
             await #expect { try await client.deleteWorkspace("rides") } throws: { ($0 as? ProblemDetails)?.code == "workspace-not-empty" }
             let empty = RepositoryFixture(files: ["larder.yaml": "workspace: rides\n"])
             let retireAll = try await client.plan(workspace: "rides", files: empty.apiFiles)
@@ -150,15 +156,16 @@ struct APIBehaviourTests {
 struct MigrationTests {
     @Test("migrations are idempotent, and two servers starting at once on one database both come up")
     func concurrentStart() async throws {
+        let adminToken = APIToken.generate()
         try await TestDatabase.withIsolatedDatabase { url in
-            async let first: Int = TestControlPlane.withControlPlane(database: url) { server in
+            async let first: Int = TestControlPlane.withControlPlane(database: url, adminToken: adminToken) { server in
                 try await server.client.workspaces().count
             }
-            async let second: Int = TestControlPlane.withControlPlane(database: url) { server in
+            async let second: Int = TestControlPlane.withControlPlane(database: url, adminToken: adminToken) { server in
                 try await server.client.workspaces().count
             }
             #expect(try await [first, second] == [0, 0])
-            try await TestControlPlane.withControlPlane(database: url) { server in
+            try await TestControlPlane.withControlPlane(database: url, adminToken: adminToken) { server in
                 _ = try await server.client.createWorkspace("survives-restart")
             }
             try await TestDatabase.administer(url) { connection, logger in
@@ -174,7 +181,7 @@ struct MigrationTests {
                 #expect(applied.isEmpty && pending.isEmpty)
                 group.cancelAll()
             }
-            let names = try await TestControlPlane.withControlPlane(database: url) { server in
+            let names = try await TestControlPlane.withControlPlane(database: url, adminToken: adminToken) { server in
                 try await server.client.workspaces().map(\.name)
             }
             #expect(names == ["survives-restart"])

@@ -39,7 +39,7 @@ struct RegistryTests {
             let client = server.client
             _ = try await client.createWorkspace("rides")
             let repository = RepositoryFixture.example(workspace: "rides")
-            _ = try await client.apply(workspace: "rides", planID: try await client.plan(workspace: "rides", files: repository.apiFiles).id)
+            try await repository.apply(to: "rides", with: client)
             let edited = repository.replacing(
                 "description: Hourly quality statistics of each driver.", with: "description: Hourly driver quality.", in: "features.yaml")
             let plan = try await client.plan(workspace: "rides", files: edited.apiFiles)
@@ -62,7 +62,7 @@ struct RegistryTests {
             let client = server.client
             _ = try await client.createWorkspace("rides")
             let repository = RepositoryFixture.example(workspace: "rides")
-            _ = try await client.apply(workspace: "rides", planID: try await client.plan(workspace: "rides", files: repository.apiFiles).id)
+            try await repository.apply(to: "rides", with: client)
 
             let windowEdit = repository.replacing("    windows: [7d]\n", with: "    windows: [7d, 30d]\n", in: "features.yaml")
             let plan = try await client.plan(workspace: "rides", files: windowEdit.apiFiles)
@@ -100,7 +100,7 @@ struct RegistryTests {
             let client = server.client
             _ = try await client.createWorkspace("rides")
             let base = RepositoryFixture.example(workspace: "rides")
-            _ = try await client.apply(workspace: "rides", planID: try await client.plan(workspace: "rides", files: base.apiFiles).id)
+            try await base.apply(to: "rides", with: client)
             let left = base.replacing("ttl: 2d", with: "ttl: 3d", in: "features.yaml")
             let right = base.removingDocument(containing: "name: driver_ranking", in: "services.yaml")
             let leftPlan = try await client.plan(workspace: "rides", files: left.apiFiles)
@@ -144,7 +144,7 @@ struct RegistryTests {
                     name: hourly_only
                     features: [driver_hourly_stats]
                     """)
-            _ = try await client.apply(workspace: "rides", planID: try await client.plan(workspace: "rides", files: base.apiFiles).id)
+            try await base.apply(to: "rides", with: client)
             let edited = base.replacing("table: public.trips", with: "table: public.completed_trips", in: "sources.yaml")
             let plan = try await client.plan(workspace: "rides", files: edited.apiFiles)
             let source = try Self.change(plan, .postgresSource, "trips")
@@ -165,7 +165,7 @@ struct RegistryTests {
             let client = server.client
             _ = try await client.createWorkspace("rides")
             let base = RepositoryFixture.example(workspace: "rides")
-            _ = try await client.apply(workspace: "rides", planID: try await client.plan(workspace: "rides", files: base.apiFiles).id)
+            try await base.apply(to: "rides", with: client)
             let without = base.removingDocument(containing: "name: driver_ranking", in: "services.yaml")
             let retirePlan = try await client.plan(workspace: "rides", files: without.apiFiles)
             let retire = try Self.change(retirePlan, .featureService, "driver_ranking")
@@ -196,7 +196,7 @@ struct RegistryTests {
             let client = server.client
             _ = try await client.createWorkspace("rides")
             let base = RepositoryFixture.example(workspace: "rides")
-            _ = try await client.apply(workspace: "rides", planID: try await client.plan(workspace: "rides", files: base.apiFiles).id)
+            try await base.apply(to: "rides", with: client)
 
             let down = try await client.lineage(workspace: "rides", collection: .sources, name: "trips", direction: .downstream, depth: 5)
             #expect(Set(down.nodes.map(\.name)) == ["trips", "driver_trip_aggregates", "customer_trip_stats", "trip_quote", "driver_ranking"])

@@ -12,6 +12,12 @@ struct RepositoryFixture {
         return RepositoryFixture(files: files)
     }
 
+    /// Plans and applies the repository; returns the apply.
+    @discardableResult
+    func apply(to workspace: String, with client: ControlPlaneClient) async throws -> ApplyResource {
+        try await client.apply(workspace: workspace, planID: try await client.plan(workspace: workspace, files: apiFiles).id)
+    }
+
     var apiFiles: [RepositoryFile] { files.sorted { $0.key < $1.key }.map { RepositoryFile(path: $0.key, contents: $0.value) } }
 
     /// Replaces `old` by `new` in `file`; the text must occur.

@@ -9,8 +9,10 @@ import Shared
 public struct RunningControlPlane: Sendable {
     /// `http://127.0.0.1:<port>`.
     public let baseURL: String
-    /// A client of it.
+    /// A client of it, authenticated as the bootstrap admin.
     public let client: ControlPlaneClient
+    /// The bootstrap admin's token.
+    public let adminToken: String
     /// Its database.
     public let database: PostgresURL
 }
@@ -18,17 +20,27 @@ public struct RunningControlPlane: Sendable {
 public enum TestControlPlane {
     /// Starts a control plane on a new database (or `database`), runs `body`,
     /// then shuts the server down gracefully, whether `body` succeeded or not.
+    /// `logger` receives the server's logs (tests capture them to check what is logged).
+    /// `adminToken` is the bootstrap token (a new one by default); servers
+    /// sharing a database must share it, since only the first one bootstraps.
     public static func withControlPlane<Result: Sendable>(
-        database: PostgresURL? = nil, _ body: (RunningControlPlane) async throws -> Result
+        database: PostgresURL? = nil, logger: Logger? = nil, adminToken: APIToken = .generate(),
+        _ body: (RunningControlPlane) async throws -> Result
     ) async throws -> Result {
-        if let database { return try await run(on: database, body) }
-        return try await TestDatabase.withIsolatedDatabase { url in try await run(on: url, body) }
+        if let database { return try await run(on: database, logger: logger, adminToken: adminToken, body) }
+        return try await TestDatabase.withIsolatedDatabase { url in try await run(on: url, logger: logger, adminToken: adminToken, body) }
     }
 
-    static func run<Result: Sendable>(on database: PostgresURL, _ body: (RunningControlPlane) async throws -> Result) async throws -> Result {
-        var logger = Logger(label: "larder.test-control-plane")
-        logger.logLevel = .warning
-        let configuration = ControlPlaneConfiguration(database: database, host: "127.0.0.1", port: 0, logLevel: .warning, databasePoolSize: 8)
+    static func run<Result: Sendable>(
+        on database: PostgresURL, logger: Logger?, adminToken: APIToken, _ body: (RunningControlPlane) async throws -> Result
+    ) async throws -> Result {
+        let logger = logger ?? {
+            var logger = Logger(label: "larder.test-control-plane")
+            logger.logLevel = .warning
+            return logger
+        }()
+        let configuration = ControlPlaneConfiguration(
+            database: database, host: "127.0.0.1", port: 0, logLevel: .warning, databasePoolSize: 8, bootstrapToken: adminToken)
         let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
         let application = try ControlPlaneApplication.build(configuration: configuration, logger: logger) { port in
             continuation.yield(port)
@@ -40,7 +52,9 @@ public enum TestControlPlane {
             var iterator = ports.makeAsyncIterator()
             guard let port = await iterator.next() else { throw CancellationError() }
             let baseURL = "http://127.0.0.1:\(port)"
-            let running = RunningControlPlane(baseURL: baseURL, client: ControlPlaneClient(baseURL: baseURL), database: database)
+            let running = RunningControlPlane(
+                baseURL: baseURL, client: ControlPlaneClient(baseURL: baseURL, token: adminToken.text), adminToken: adminToken.text,
+                database: database)
             do {
                 let result = try await body(running)
                 await group.triggerGracefulShutdown()

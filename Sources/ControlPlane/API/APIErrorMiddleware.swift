@@ -30,6 +30,7 @@ struct APIErrorMiddleware: RouterMiddleware {
             response = Self.response(for: problem, requestID: requestID)
         }
         response.headers[Self.requestIDHeader] = requestID
+        if response.status == .unauthorized { response.headers[.wwwAuthenticate] = "Bearer realm=\"larder\"" }
         return response
     }
 
@@ -43,9 +44,10 @@ struct APIErrorMiddleware: RouterMiddleware {
 
     static func response(for problem: APIProblem, requestID: String) -> Response {
         var details = problem.details
+        var headers = HTTPFields()
+        if let seconds = problem.retryAfter { headers[.retryAfter] = "\(seconds)" }
         details.requestId = requestID
         let body = (try? APICoding.makeEncoder().encode(details)) ?? Data()
-        var headers = HTTPFields()
         headers[.contentType] = "application/problem+json"
         return Response(status: problem.status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: body)))
     }

@@ -9,6 +9,8 @@ import Shared
 struct APIProblem: Error {
     var status: HTTPResponse.Status
     var details: ProblemDetails
+    /// For 429: seconds until the client may retry (sent as `Retry-After`).
+    var retryAfter: Int?
 
     init(status: HTTPResponse.Status, code: String, title: String, detail: String, field: String? = nil, object: String? = nil,
          diagnostics: [RepositoryDiagnostic]? = nil) {
@@ -29,6 +31,9 @@ struct APIProblem: Error {
             self = problem
         case let registry as RegistryError:
             self.init(registry)
+        case let access as AccessError:
+            self.init(access)
+            if case .tooManyFailures(let seconds) = access { retryAfter = seconds }
         case let decoding as DecodingError:
             self.init(decoding)
         case let http as HTTPError:

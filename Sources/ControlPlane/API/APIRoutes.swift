@@ -4,20 +4,34 @@ import Shared
 
 /// What a caller must be allowed to do to use a route. Every route declares
 /// one when it is registered (`APIRouteBuilder.add`), so none can be added
-/// without; the access-control layer enforces them.
-public enum Permission: String, Sendable, Hashable, CaseIterable {
-    /// No authentication: liveness, readiness and the API document.
-    case publicAccess = "public"
-    /// List the workspaces the caller can see.
-    case listWorkspaces = "workspaces:list"
-    /// Create a workspace (instance admins).
-    case createWorkspace = "workspaces:create"
-    /// Delete a workspace (instance admins).
-    case deleteWorkspace = "workspaces:delete"
-    /// Read a workspace's definitions, versions, lineage and applies (viewer).
-    case readRegistry = "registry:read"
-    /// Plan and apply repositories (editor).
-    case editRegistry = "registry:edit"
+/// without; `Authorizer` decides, in one place, who holds it.
+public enum Permission: Sendable, Hashable, CustomStringConvertible {
+    /// No authentication: liveness, readiness, the API document, login.
+    case publicAccess
+    /// Any authenticated user or service account (not agents).
+    case authenticated
+    /// The instance role `admin`.
+    case instanceAdmin
+    /// The principal named by the path's `{principal}`, or an admin.
+    case selfOrAdmin
+    /// At least `role` in the path's `{workspace}` (admins hold every role).
+    case workspace(WorkspaceRole)
+    /// Admins; owners of the workspace named by the `workspace` query parameter.
+    case auditRead
+    /// Agents of the path's `{workspace}`, for the agent protocol.
+    case agentProtocol
+
+    public var description: String {
+        switch self {
+        case .publicAccess: return "public"
+        case .authenticated: return "authenticated"
+        case .instanceAdmin: return "admin"
+        case .selfOrAdmin: return "self-or-admin"
+        case .workspace(let role): return "workspace:\(role.rawValue)"
+        case .auditRead: return "audit"
+        case .agentProtocol: return "agent"
+        }
+    }
 }
 
 /// A registered route: method, path in OpenAPI form, and the permission it needs.
@@ -44,12 +58,19 @@ struct APIRouteBuilder {
     init(router: Router<Context>) { self.router = router }
 
     /// Registers `handler` for `method path`; `path` uses `{name}` parameters.
+    /// The handler runs only once `Authorizer` allows the caller `permission`.
     mutating func add(_ method: HTTPRequest.Method, _ path: String, permission: Permission, _ handler: @escaping Handler) {
         descriptors.append(RouteDescriptor(method: method.rawValue, path: path, permission: permission))
         let hummingbirdPath = path.split(separator: "/", omittingEmptySubsequences: false).map { segment in
             segment.hasPrefix("{") && segment.hasSuffix("}") ? ":" + segment.dropFirst().dropLast() : String(segment)
         }.joined(separator: "/")
-        router.on(RouterPath(hummingbirdPath), method: method) { request, context in try await handler(request, context) }
+        router.on(RouterPath(hummingbirdPath), method: method) { request, context in
+            let fromQuery: String? = permission == .auditRead ? request.uri.queryParameters.get("workspace").map { String($0) } : nil
+            let workspace = context.parameters.get("workspace") ?? fromQuery
+            try Authorizer.require(
+                permission, caller: context.caller, workspace: workspace, targetPrincipal: context.parameters.get("principal"))
+            return try await handler(request, context)
+        }
     }
 }
 

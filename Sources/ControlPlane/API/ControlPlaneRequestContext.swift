@@ -11,11 +11,17 @@ public struct ControlPlaneRequestContext: RequestContext {
     public var coreContext: CoreRequestContextStorage
     /// The request's id, echoed in `X-Request-Id` and every log line.
     public var requestID: String = ""
-    /// The authenticated principal's name; `anonymous` until a token says otherwise.
-    public var principal: String = "anonymous"
+    /// Who is calling, once a valid token said so; nil for anonymous requests.
+    public var caller: Caller?
+    /// The client's IP address, as the connection shows it.
+    public let clientAddress: String?
+
+    /// The caller's name for records (`created_by`, audit): `anonymous` without a token.
+    public var principal: String { caller?.name ?? "anonymous" }
 
     public init(source: ApplicationRequestContextSource) {
         coreContext = .init(source: source)
+        clientAddress = source.channel.remoteAddress?.ipAddress
     }
 
     public var maxUploadSize: Int { Self.maximumBodySize }

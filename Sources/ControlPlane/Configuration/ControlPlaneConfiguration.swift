@@ -13,6 +13,7 @@ import Shared
 /// | TLS private key (PEM) | `--tls-key` | `LARDER_TLS_KEY` | none |
 /// | log level | `--log-level` | `LARDER_LOG_LEVEL` | `info` |
 /// | database pool size | | `LARDER_DATABASE_POOL_SIZE` | 20 |
+/// | first admin's token | | `LARDER_BOOTSTRAP_TOKEN` | none: a new one is printed once |
 public struct ControlPlaneConfiguration: Sendable {
     /// The registry database.
     public var database: PostgresURL
@@ -26,6 +27,8 @@ public struct ControlPlaneConfiguration: Sendable {
     public var logLevel: Logger.Level
     /// The most database connections the pool opens.
     public var databasePoolSize: Int
+    /// The token of the first admin, created on first start with an empty database.
+    public var bootstrapToken: APIToken?
 
     /// Why a configuration is unusable.
     public struct Invalid: Error, CustomStringConvertible, Sendable {
@@ -36,7 +39,7 @@ public struct ControlPlaneConfiguration: Sendable {
     /// Creates a configuration.
     public init(
         database: PostgresURL, host: String = "127.0.0.1", port: Int = 7070, tls: (certificate: String, key: String)? = nil,
-        logLevel: Logger.Level = .info, databasePoolSize: Int = 20
+        logLevel: Logger.Level = .info, databasePoolSize: Int = 20, bootstrapToken: APIToken? = nil
     ) {
         self.database = database
         self.host = host
@@ -44,6 +47,7 @@ public struct ControlPlaneConfiguration: Sendable {
         self.tls = tls
         self.logLevel = logLevel
         self.databasePoolSize = databasePoolSize
+        self.bootstrapToken = bootstrapToken
     }
 
     /// Reads the configuration from flags (given as optionals) over the environment.
@@ -78,7 +82,16 @@ public struct ControlPlaneConfiguration: Sendable {
             guard let size = Int(text), size >= 1 else { throw Invalid(description: "LARDER_DATABASE_POOL_SIZE must be a positive number") }
             poolSize = size
         }
-        self.init(database: database, host: host, port: port, tls: tls, logLevel: level, databasePoolSize: poolSize)
+        var bootstrapToken: APIToken?
+        if let text = environment["LARDER_BOOTSTRAP_TOKEN"], !text.isEmpty {
+            guard let token = APIToken(parsing: text) else {
+                throw Invalid(description: "LARDER_BOOTSTRAP_TOKEN is not a Larder token; make one with 'larder-control token'")
+            }
+            bootstrapToken = token
+        }
+        self.init(
+            database: database, host: host, port: port, tls: tls, logLevel: level, databasePoolSize: poolSize,
+            bootstrapToken: bootstrapToken)
     }
 
     /// Parses `host:port` (`[::1]:7070` for IPv6).

@@ -55,11 +55,15 @@ public struct PostgresRegistryStore: RegistryStore {
         (SELECT count(*)::int FROM registry_objects o WHERE o.workspace_id = w.id AND o.current_version IS NOT NULL)
         """
 
-    public func listWorkspaces(after cursor: String?, limit: Int) async throws -> Page<WorkspaceResource> {
+    public func listWorkspaces(after cursor: String?, limit: Int, visibleTo: Set<String>?) async throws -> Page<WorkspaceResource> {
         let after = try cursor.map { try PageCursor.decode($0, parts: 1)[0] } ?? ""
+        let visible = visibleTo.map { Array($0) } ?? []
         let rows = try await client.query(
-            "SELECT \(unescaped: Self.workspaceColumns) FROM workspaces w WHERE w.name > \(after) ORDER BY w.name LIMIT \(limit + 1)",
-            logger: logger)
+            """
+            SELECT \(unescaped: Self.workspaceColumns) FROM workspaces w
+            WHERE w.name > \(after) AND (\(visibleTo == nil) OR w.name = ANY(\(visible)))
+            ORDER BY w.name LIMIT \(limit + 1)
+            """, logger: logger)
         var items: [WorkspaceResource] = []
         for try await row in rows.decode((String, String?, Int64, Date, String, Int).self) {
             items.append(WorkspaceResource(name: row.0, description: row.1, revision: row.2, objectCount: row.5, createdAt: row.3, createdBy: row.4))
@@ -394,9 +398,14 @@ public struct PostgresRegistryStore: RegistryStore {
 
     // MARK: Reading objects
 
-    static let objectColumns = """
-        o.kind, o.name, o.current_version, o.latest_version, v.content_hash, o.description, o.owner, o.tags::text,
-        (v.spec -> 'spec')::text, o.operational::text, o.metadata::text, o.retired_at, o.created_at, o.updated_at
+    /// The columns of `ObjectRow`, from an object joined with its workspace
+    /// and its current version (its latest, when retired).
+    static let selectObjects = """
+        SELECT o.kind, o.name, o.current_version, o.latest_version, v.content_hash, o.description, o.owner, o.tags::text,
+               (v.spec -> 'spec')::text, o.operational::text, o.metadata::text, o.retired_at, o.created_at, o.updated_at
+        FROM registry_objects o
+        JOIN workspaces w ON w.id = o.workspace_id
+        JOIN object_versions v ON v.object_id = o.id AND v.version = COALESCE(o.current_version, o.latest_version)
         """
     typealias ObjectRow = (String, String, Int?, Int, String, String?, String?, String, String, String, String, Date?, Date, Date)
 
@@ -418,10 +427,7 @@ public struct PostgresRegistryStore: RegistryStore {
         let kinds = collection.kinds.map(\.rawValue)
         let rows = try await client.query(
             """
-            SELECT \(unescaped: Self.objectColumns)
-            FROM registry_objects o
-            JOIN workspaces w ON w.id = o.workspace_id
-            JOIN object_versions v ON v.object_id = o.id AND v.version = COALESCE(o.current_version, o.latest_version)
+            \(unescaped: Self.selectObjects)
             WHERE w.name = \(workspace) AND o.kind = ANY(\(kinds)) AND (\(includeRetired) OR o.current_version IS NOT NULL)
               AND (o.name, o.kind) > (\(after[1]), \(after[0]))
             ORDER BY o.name, o.kind LIMIT \(limit + 1)
@@ -436,10 +442,7 @@ public struct PostgresRegistryStore: RegistryStore {
         let kinds = collection.kinds.map(\.rawValue)
         let rows = try await client.query(
             """
-            SELECT \(unescaped: Self.objectColumns)
-            FROM registry_objects o
-            JOIN workspaces w ON w.id = o.workspace_id
-            JOIN object_versions v ON v.object_id = o.id AND v.version = COALESCE(o.current_version, o.latest_version)
+            \(unescaped: Self.selectObjects)
             WHERE w.name = \(workspace) AND o.kind = ANY(\(kinds)) AND o.name = \(name)
             ORDER BY o.current_version IS NULL, o.updated_at DESC LIMIT 1
             """, logger: logger)

@@ -7,8 +7,8 @@ import Shared
 public protocol RegistryStore: Sendable {
     /// Creates a workspace.
     func createWorkspace(_ request: CreateWorkspaceRequest, by principal: String) async throws -> WorkspaceResource
-    /// One page of workspaces, by name.
-    func listWorkspaces(after cursor: String?, limit: Int) async throws -> Page<WorkspaceResource>
+    /// One page of workspaces, by name; only those in `visibleTo` when it is given.
+    func listWorkspaces(after cursor: String?, limit: Int, visibleTo: Set<String>?) async throws -> Page<WorkspaceResource>
     /// One workspace.
     func workspace(named name: String) async throws -> WorkspaceResource
     /// Deletes a workspace that has no current objects (its retired history goes with it).

@@ -42,17 +42,66 @@ public enum JSONValue: Sendable, Hashable, Codable {
         }
     }
 
-    /// The canonical text: object keys sorted, no insignificant whitespace.
-    /// Equal values always give equal bytes, which is what hashes are taken over.
-    public var canonicalData: Data {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        // Encoding a tree of strings, integers and containers cannot fail.
-        return (try? encoder.encode(self)) ?? Data()
+    /// The canonical text, in the manner of RFC 8785 (JSON Canonicalization
+    /// Scheme): object keys sorted by their UTF-16 code units, no insignificant
+    /// whitespace, strings escaped minimally (`"`, `\\` and control
+    /// characters only), integers in plain decimal. Equal values always give
+    /// equal bytes on every platform, which is what content hashes are taken over.
+    public var canonicalString: String {
+        var output = ""
+        output.reserveCapacity(256)
+        writeCanonical(to: &output)
+        return output
     }
 
-    /// The canonical text as a string.
-    public var canonicalString: String { String(decoding: canonicalData, as: UTF8.self) }
+    /// The canonical text as UTF-8 bytes.
+    public var canonicalData: Data { Data(canonicalString.utf8) }
+
+    private func writeCanonical(to output: inout String) {
+        switch self {
+        case .null: output += "null"
+        case .bool(let value): output += value ? "true" : "false"
+        case .integer(let value): output += String(value)
+        case .string(let value): Self.writeString(value, to: &output)
+        case .array(let values):
+            output += "["
+            for (index, value) in values.enumerated() {
+                if index > 0 { output += "," }
+                value.writeCanonical(to: &output)
+            }
+            output += "]"
+        case .object(let members):
+            output += "{"
+            let keys = members.keys.sorted { $0.utf16.lexicographicallyPrecedes($1.utf16) }
+            for (index, key) in keys.enumerated() {
+                if index > 0 { output += "," }
+                Self.writeString(key, to: &output)
+                output += ":"
+                members[key]!.writeCanonical(to: &output)
+            }
+            output += "}"
+        }
+    }
+
+    private static func writeString(_ value: String, to output: inout String) {
+        output += "\""
+        for scalar in value.unicodeScalars {
+            switch scalar {
+            case "\"": output += "\\\""
+            case "\\": output += "\\\\"
+            case "\n": output += "\\n"
+            case "\r": output += "\\r"
+            case "\t": output += "\\t"
+            case "\u{08}": output += "\\b"
+            case "\u{0C}": output += "\\f"
+            case _ where scalar.value < 0x20:
+                let hex = String(scalar.value, radix: 16)
+                output += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+            default: output.unicodeScalars.append(scalar)
+            }
+        }
+        output += "\""
+    }
 }
 
 extension JSONValue {

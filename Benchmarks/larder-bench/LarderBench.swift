@@ -1,0 +1,207 @@
+import ControlPlane
+import Foundation
+import Shared
+import TestSupport
+
+/// `larder-bench`: measures the control plane end to end, over real HTTP and
+/// PostgreSQL, and prints the figures. Run through `scripts/bench`, which
+/// starts a throwaway PostgreSQL and builds in release mode.
+@main
+struct LarderBench {
+    static func main() async throws {
+        let arguments = CommandLine.arguments.dropFirst()
+        let selected = Set(arguments.filter { !$0.hasPrefix("-") })
+        let runs = Int(ProcessInfo.processInfo.environment["LARDER_BENCH_RUNS"] ?? "") ?? 5
+        print("larder-bench \(LarderVersion.description): \(ProcessInfo.processInfo.activeProcessorCount) cores, \(runs) runs each")
+        if selected.isEmpty || selected.contains("plan-apply") { try await planAndApply(runs: runs) }
+        if selected.isEmpty || selected.contains("lineage") { try await lineage(runs: max(runs * 10, 50)) }
+    }
+
+    /// Plan + apply of 1,000 feature views and 200 services, each run on a fresh database.
+    static func planAndApply(runs: Int) async throws {
+        let repository = GeneratedRepository(entities: 20, sources: 50, views: 1_000, onDemandViews: 0, services: 200, servicesPerView: 10)
+        let bytes = repository.files.reduce(0) { $0 + $1.contents.utf8.count }
+        print("\n## plan + apply: \(repository.objectCount) objects (1,000 feature views, 200 services), \(bytes / 1024) KiB of YAML")
+        var first = Samples(), noop = Samples(), edit = Samples()
+        for _ in 0..<runs {
+            try await TestControlPlane.withControlPlane { server in
+                let client = server.client
+                _ = try await client.createWorkspace("bench")
+                first.add(try await measure {
+                    let plan = try await client.plan(workspace: "bench", files: repository.files)
+                    _ = try await client.apply(workspace: "bench", planID: plan.id)
+                })
+                noop.add(try await measure {
+                    let plan = try await client.plan(workspace: "bench", files: repository.files)
+                    precondition(!plan.hasChanges)
+                    _ = try await client.apply(workspace: "bench", planID: plan.id)
+                })
+                let edited = repository.editingSource(0)
+                edit.add(try await measure {
+                    let plan = try await client.plan(workspace: "bench", files: edited)
+                    precondition(plan.hasChanges)
+                    _ = try await client.apply(workspace: "bench", planID: plan.id)
+                })
+            }
+        }
+        print(Samples.header)
+        print(first.row("first plan + apply (all create)"))
+        print(noop.row("re-plan + apply, unchanged"))
+        print(edit.row("edit one source, plan + apply"))
+    }
+
+    /// Lineage queries of depth 5 over a registry of 10,000 objects.
+    static func lineage(runs: Int) async throws {
+        let repository = GeneratedRepository(entities: 100, sources: 400, views: 8_000, onDemandViews: 1_000, services: 500, servicesPerView: 40)
+        print("\n## lineage, depth 5, over \(repository.objectCount) objects")
+        try await TestControlPlane.withControlPlane { server in
+            let client = server.client
+            _ = try await client.createWorkspace("bench")
+            let setup = try await measure {
+                let plan = try await client.plan(workspace: "bench", files: repository.files)
+                _ = try await client.apply(workspace: "bench", planID: plan.id)
+            }
+            print("(setup: plan + apply of \(repository.objectCount) objects took \(Samples.format(setup)))")
+            var downstream = Samples(), upstream = Samples()
+            var downNodes = 0, upNodes = 0
+            for index in 0..<runs {
+                downstream.add(try await measure {
+                    downNodes = try await client.lineage(
+                        workspace: "bench", collection: .sources, name: "source_\(index % 400)", direction: .downstream, depth: 5
+                    ).nodes.count
+                })
+                upstream.add(try await measure {
+                    upNodes = try await client.lineage(
+                        workspace: "bench", collection: .featureServices, name: "service_\(index % 500)", direction: .upstream, depth: 5
+                    ).nodes.count
+                })
+            }
+            print(Samples.header)
+            print(downstream.row("downstream of a source (\(downNodes) nodes)"))
+            print(upstream.row("upstream of a service (\(upNodes) nodes)"))
+        }
+    }
+
+    static func measure(_ body: () async throws -> Void) async throws -> Duration {
+        let clock = ContinuousClock()
+        let start = clock.now
+        try await body()
+        return clock.now - start
+    }
+}
+
+/// Timings of repeated runs, summarized.
+struct Samples {
+    var values: [Duration] = []
+    mutating func add(_ value: Duration) { values.append(value) }
+
+    static let header = "| what | runs | median | min | max |\n|---|---|---|---|---|"
+
+    func row(_ name: String) -> String {
+        let sorted = values.sorted()
+        return "| \(name) | \(sorted.count) | \(Self.format(sorted[sorted.count / 2])) | \(Self.format(sorted.first!)) | \(Self.format(sorted.last!)) |"
+    }
+
+    static func format(_ duration: Duration) -> String {
+        let milliseconds = Double(duration.components.seconds) * 1000 + Double(duration.components.attoseconds) / 1e15
+        return milliseconds >= 1000 ? String(format: "%.2f s", milliseconds / 1000) : String(format: "%.1f ms", milliseconds)
+    }
+}
+
+/// A synthetic repository: entities, PostgreSQL sources, plain feature views
+/// (each on one source and entity), chained on-demand views, and services
+/// that each select several views.
+struct GeneratedRepository {
+    let files: [RepositoryFile]
+    let objectCount: Int
+    private let sourceCount: Int
+
+    init(entities: Int, sources: Int, views: Int, onDemandViews: Int, services: Int, servicesPerView: Int) {
+        var yaml: [String: String] = ["larder.yaml": "workspace: bench\n"]
+        yaml["entities.yaml"] = (0..<entities).map { "kind: Entity\nname: entity_\($0)\njoin_keys:\n  entity_\($0)_id: int64\n" }
+            .joined(separator: "---\n")
+        yaml["sources.yaml"] = (0..<sources).map { Self.source($0, entities: entities) }.joined(separator: "---\n")
+        var chunk: [String] = []
+        for view in 0..<views {
+            let entity = view % entities
+            chunk.append("""
+                kind: FeatureView
+                name: view_\(view)
+                entities: [entity_\(entity)]
+                source: source_\(Self.sourceFor(view: view, sources: sources, entities: entities))
+                ttl: 1d
+                schedule: 1h
+                description: Generated view \(view) of entity \(entity).
+                features:
+                  - name: amount
+                    type: float64
+                  - name: quantity
+                    type: int64
+
+                """)
+            if chunk.count == 500 || view == views - 1 {
+                yaml["views_\(view / 500).yaml"] = chunk.joined(separator: "---\n")
+                chunk = []
+            }
+        }
+        if onDemandViews > 0 {
+            yaml["on_demand.yaml"] = (0..<onDemandViews).map { index in
+                let input = index % 5 == 0 || index == 0 ? "view_\(index % views):amount" : "odfv_\(index - 1):score"
+                return """
+                    kind: OnDemandFeatureView
+                    name: odfv_\(index)
+                    inputs:
+                      features: [\(input)]
+                      request:
+                        factor: float64
+                    outputs:
+                      - name: score
+                        type: float64
+                        expression: factor * 2
+
+                    """
+            }.joined(separator: "---\n")
+        }
+        yaml["services.yaml"] = (0..<services).map { index in
+            let views = (0..<servicesPerView).map { "  - view_\((index * servicesPerView + $0) % views)" }
+            let odfv = onDemandViews > 0 ? ["  - odfv_\((index * 7) % onDemandViews)"] : []
+            return "kind: FeatureService\nname: service_\(index)\nfeatures:\n" + (views + odfv).joined(separator: "\n") + "\n"
+        }.joined(separator: "---\n")
+        files = yaml.sorted { $0.key < $1.key }.map { RepositoryFile(path: $0.key, contents: $0.value) }
+        objectCount = entities + sources + views + onDemandViews + services
+        sourceCount = sources
+    }
+
+    /// A source whose columns include the join key of every entity it serves.
+    static func source(_ index: Int, entities: Int) -> String {
+        let keys = (0..<entities).filter { $0 % max(1, entities) == index % entities }.map { "  entity_\($0)_id: int64" }
+        return """
+            kind: PostgresSource
+            name: source_\(index)
+            connection: warehouse
+            table: public.events_\(index)
+            timestamp_field: ts
+            columns:
+            \(keys.joined(separator: "\n"))
+              amount: float64
+              quantity: int64
+
+            """
+    }
+
+    /// A view of entity `view % entities` reads a source that carries that entity's key.
+    static func sourceFor(view: Int, sources: Int, entities: Int) -> Int {
+        let entity = view % entities
+        let candidates = stride(from: entity, to: sources, by: entities).map { $0 }
+        return candidates[(view / entities) % candidates.count]
+    }
+
+    /// The files with source 0's table renamed (a semantic change that reaches its views and services).
+    func editingSource(_ index: Int) -> [RepositoryFile] {
+        files.map { file in
+            guard file.path == "sources.yaml" else { return file }
+            return RepositoryFile(path: file.path, contents: file.contents.replacingOccurrences(
+                of: "table: public.events_\(index)\n", with: "table: public.events_\(index)_v2\n"))
+        }
+    }
+}

@@ -1,0 +1,95 @@
+import Foundation
+import Hummingbird
+import Logging
+import Shared
+
+/// Authenticates each request's bearer token, slows down token guessing, and
+/// writes the audit log: every mutating request, and every authentication or
+/// authorization failure.
+///
+/// Authorization itself happens per route (`APIRouteBuilder.add`), once the
+/// route and its parameters are known.
+struct AccessMiddleware: RouterMiddleware {
+    typealias Context = ControlPlaneRequestContext
+
+    let store: any AccessStore
+    let limiter: FailedAuthenticationLimiter
+    let now: @Sendable () -> Date
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        var context = context
+        do {
+            if let seconds = limiter.retryAfter(context.clientAddress) { throw AccessError.tooManyFailures(retryAfterSeconds: seconds) }
+            context.caller = try await authenticate(request, context: context)
+            if let caller = context.caller { context.logger[metadataKey: "larder.principal"] = .string(caller.name) }
+            let response = try await next(request, context)
+            if Self.isMutating(request.method) {
+                await audit(request, context: context, status: Int(response.status.code), outcome: response.status.code < 400 ? "success" : "failure")
+            }
+            return response
+        } catch {
+            let denied = error is AccessError && Self.isDenial(error as! AccessError)
+            if denied || Self.isMutating(request.method) {
+                await audit(request, context: context, status: Int(APIProblem(error).status.code), outcome: denied ? "denied" : "failure")
+            }
+            throw error
+        }
+    }
+
+    /// The caller named by the `Authorization` header; nil without one.
+    func authenticate(_ request: Request, context: Context) async throws -> Caller? {
+        guard let header = request.headers[.authorization] else { return nil }
+        let parts = header.split(separator: " ", maxSplits: 1)
+        guard parts.count == 2, parts[0].lowercased() == "bearer" else {
+            limiter.recordFailure(context.clientAddress)
+            throw AccessError.unauthenticated("the Authorization header must be 'Bearer <token>'")
+        }
+        guard let token = APIToken(parsing: String(parts[1]).trimmingCharacters(in: .whitespaces)),
+              let caller = try await store.caller(for: token, now: now())
+        else {
+            limiter.recordFailure(context.clientAddress)
+            throw AccessError.unauthenticated("the token is unknown, expired or revoked")
+        }
+        return caller
+    }
+
+    static func isMutating(_ method: HTTPRequest.Method) -> Bool {
+        ![.get, .head, .options].contains(method)
+    }
+
+    static func isDenial(_ error: AccessError) -> Bool {
+        switch error {
+        case .unauthenticated, .forbidden, .hiddenWorkspace, .tooManyFailures: return true
+        default: return false
+        }
+    }
+
+    /// Appends one audit record. A failure to write it is logged, not hidden.
+    func audit(_ request: Request, context: Context, status: Int, outcome: String) async {
+        let action = "\(request.method.rawValue) \(context.endpointPath.map(Self.openAPIPath) ?? request.uri.path)"
+        let record = AuditRecord(
+            principal: context.principal, action: action, resource: request.uri.path,
+            workspace: context.parameters.get("workspace") ?? Self.workspace(inPath: request.uri.path),
+            outcome: outcome, status: status, requestID: context.requestID, clientAddress: context.clientAddress)
+        do {
+            try await store.appendAudit(record)
+        } catch {
+            context.logger.error("could not write the audit log", metadata: ["larder.error": .string(String(describing: error))])
+        }
+    }
+
+    /// `/v1/workspaces/:workspace/plans` → `/v1/workspaces/{workspace}/plans`.
+    static func openAPIPath(_ path: String) -> String {
+        path.split(separator: "/", omittingEmptySubsequences: false).map { segment in
+            segment.hasPrefix(":") ? "{\(segment.dropFirst())}" : String(segment)
+        }.joined(separator: "/")
+    }
+
+    /// The workspace a `/v1/workspaces/<name>/…` path names, for requests
+    /// refused before routing.
+    static func workspace(inPath path: String) -> String? {
+        let segments = path.split(separator: "/")
+        guard segments.count >= 3, segments[0] == "v1", segments[1] == "workspaces" else { return nil }
+        return String(segments[2]).removingPercentEncoding
+    }
+}

@@ -1,0 +1,156 @@
+import Foundation
+import Hummingbird
+import Shared
+
+/// Identity and access: login, whoami, principals and their tokens,
+/// workspace role bindings, agents, and the audit log.
+struct AccessRoutes {
+    let store: any AccessStore
+    let limiter: FailedAuthenticationLimiter
+    let now: @Sendable () -> Date
+
+    /// The longest session `POST /v1/login` hands out.
+    static let maximumSession: TimeInterval = 30 * 86_400
+
+    func register(on routes: inout APIRouteBuilder) {
+        let store = self.store, limiter = self.limiter, now = self.now
+
+        routes.add(.post, "/v1/login", permission: .publicAccess) { request, context in
+            let body = try await request.decodeBody(as: LoginRequest.self, context: context)
+            let lifetime = TimeInterval(body.expiresInSeconds ?? 12 * 3_600)
+            guard lifetime >= 60, lifetime <= Self.maximumSession else {
+                throw AccessError.invalidArgument(field: "expires_in_seconds", detail: "a session lasts from 60 seconds to 30 days")
+            }
+            guard let hash = try await store.passwordHash(of: body.name), PasswordHash.verify(body.password, against: hash) else {
+                limiter.recordFailure(context.clientAddress)
+                throw AccessError.unauthenticated("wrong user name or password")
+            }
+            let token = APIToken.generate()
+            let resource = try await store.createToken(
+                token, for: body.name, description: "session from larder login", expiresAt: now().addingTimeInterval(lifetime), by: body.name)
+            return try APIResponse.json(CreatedToken(token: token.text, resource: resource), status: .created)
+        }
+        routes.add(.get, "/v1/whoami", permission: .authenticated) { _, context in
+            guard let caller = context.caller else { throw AccessError.unauthenticated("no token") }
+            let principal = try await store.principal(named: caller.name)
+            let roles = caller.roles.mapValues { $0.sorted() }
+            return try APIResponse.json(WhoAmIResource(principal: principal, roles: roles, tokenPublicId: caller.tokenPublicID))
+        }
+
+        routes.add(.get, "/v1/principals", permission: .instanceAdmin) { _, _ in
+            try APIResponse.json(try await store.principals(agentsOf: nil))
+        }
+        routes.add(.post, "/v1/principals", permission: .instanceAdmin) { request, context in
+            let body = try await request.decodeBody(as: CreatePrincipalRequest.self, context: context)
+            guard PrincipalName.isValid(body.name) else {
+                throw AccessError.invalidArgument(
+                    field: "name", detail: "'\(body.name)' is not a valid name: lowercase letters, digits, '.', '_', '-' and '@'")
+            }
+            guard body.kind != .agent else {
+                throw AccessError.invalidArgument(field: "kind", detail: "agents are created with POST /v1/workspaces/{workspace}/agents")
+            }
+            var hash: String?
+            if let password = body.password {
+                guard body.kind == .user else {
+                    throw AccessError.invalidArgument(field: "password", detail: "service accounts have no password; give them tokens")
+                }
+                hash = try Self.hashPassword(password)
+            }
+            return try APIResponse.json(try await store.createPrincipal(body, passwordHash: hash, by: context.principal), status: .created)
+        }
+        routes.add(.get, "/v1/principals/{principal}", permission: .selfOrAdmin) { _, context in
+            try APIResponse.json(try await store.principal(named: try context.pathParameter("principal")))
+        }
+        routes.add(.delete, "/v1/principals/{principal}", permission: .instanceAdmin) { _, context in
+            let name = try context.pathParameter("principal")
+            guard name != context.principal else {
+                throw AccessError.invalidArgument(field: "principal", detail: "you cannot disable yourself")
+            }
+            try await store.disablePrincipal(named: name)
+            return APIResponse.empty(.noContent)
+        }
+        routes.add(.put, "/v1/principals/{principal}/password", permission: .selfOrAdmin) { request, context in
+            let body = try await request.decodeBody(as: SetPasswordRequest.self, context: context)
+            try await store.setPasswordHash(try Self.hashPassword(body.password), for: try context.pathParameter("principal"))
+            return APIResponse.empty(.noContent)
+        }
+        routes.add(.get, "/v1/principals/{principal}/tokens", permission: .selfOrAdmin) { _, context in
+            try APIResponse.json(try await store.tokens(of: try context.pathParameter("principal")))
+        }
+        routes.add(.post, "/v1/principals/{principal}/tokens", permission: .selfOrAdmin) { request, context in
+            let body = try await request.decodeBody(as: CreateTokenRequest.self, context: context)
+            var expiresAt: Date?
+            if let seconds = body.expiresInSeconds {
+                guard seconds >= 60 else { throw AccessError.invalidArgument(field: "expires_in_seconds", detail: "at least 60 seconds") }
+                expiresAt = now().addingTimeInterval(TimeInterval(seconds))
+            }
+            let token = APIToken.generate()
+            let resource = try await store.createToken(
+                token, for: try context.pathParameter("principal"), description: body.description, expiresAt: expiresAt, by: context.principal)
+            return try APIResponse.json(CreatedToken(token: token.text, resource: resource), status: .created)
+        }
+        routes.add(.delete, "/v1/principals/{principal}/tokens/{token}", permission: .selfOrAdmin) { _, context in
+            try APIResponse.json(try await store.revokeToken(
+                publicID: try context.pathParameter("token"), of: try context.pathParameter("principal")))
+        }
+
+        routes.add(.get, "/v1/workspaces/{workspace}/access", permission: .workspace(.owner)) { _, context in
+            try APIResponse.json(try await store.bindings(in: try context.pathParameter("workspace")))
+        }
+        routes.add(.post, "/v1/workspaces/{workspace}/access", permission: .workspace(.owner)) { request, context in
+            let body = try await request.decodeBody(as: GrantRequest.self, context: context)
+            let binding = try await store.grant(body.role, to: body.principal, in: try context.pathParameter("workspace"), by: context.principal)
+            return try APIResponse.json(binding, status: .created)
+        }
+        routes.add(.delete, "/v1/workspaces/{workspace}/access/{principal}/{role}", permission: .workspace(.owner)) { _, context in
+            let text = try context.pathParameter("role")
+            guard let role = WorkspaceRole(rawValue: text) else {
+                throw AccessError.invalidArgument(field: "role", detail: "unknown role '\(text)'")
+            }
+            try await store.revoke(role, from: try context.pathParameter("principal"), in: try context.pathParameter("workspace"))
+            return APIResponse.empty(.noContent)
+        }
+
+        routes.add(.get, "/v1/workspaces/{workspace}/agents", permission: .workspace(.owner)) { _, context in
+            try APIResponse.json(try await store.principals(agentsOf: try context.pathParameter("workspace")))
+        }
+        routes.add(.post, "/v1/workspaces/{workspace}/agents", permission: .instanceAdmin) { request, context in
+            let body = try await request.decodeBody(as: CreateAgentRequest.self, context: context)
+            guard PrincipalName.isValid(body.name) else {
+                throw AccessError.invalidArgument(field: "name", detail: "'\(body.name)' is not a valid name")
+            }
+            guard Identifier.isValidWorkspace(body.environment) else {
+                throw AccessError.invalidArgument(field: "environment", detail: "'\(body.environment)' is not a valid environment name")
+            }
+            let agent = try await store.createAgent(body, workspace: try context.pathParameter("workspace"), by: context.principal)
+            return try APIResponse.json(agent, status: .created)
+        }
+
+        routes.add(.get, "/v1/audit", permission: .auditRead) { request, _ in
+            var since: Date?
+            if let text = request.queryString("since") {
+                guard let date = RFC3339.parse(text) else { throw AccessError.invalidArgument(field: "since", detail: "an RFC 3339 timestamp") }
+                since = date
+            }
+            var before: Int64?
+            if let cursor = request.queryString("cursor") {
+                guard let id = Int64(try PageCursor.decode(cursor, parts: 1)[0]) else {
+                    throw RegistryError.invalidArgument(field: "cursor", detail: "the cursor is not one this server issued")
+                }
+                before = id
+            }
+            let filter = AuditFilter(
+                workspace: request.queryString("workspace"), principal: request.queryString("principal"),
+                outcome: request.queryString("outcome"), since: since, before: before,
+                limit: try request.queryInteger("limit", default: 100, range: 1...1000))
+            return try APIResponse.json(try await store.audit(filter))
+        }
+    }
+
+    static func hashPassword(_ password: String) throws -> String {
+        guard password.count >= PasswordHash.minimumLength else {
+            throw AccessError.invalidArgument(field: "password", detail: "a password has at least \(PasswordHash.minimumLength) characters")
+        }
+        return try PasswordHash.make(password)
+    }
+}

@@ -1,0 +1,80 @@
+import Crypto
+import Foundation
+
+/// A bearer token: `lrd_<public id>_<secret>`.
+///
+/// The public id (12 characters) finds the token and is safe to show; the
+/// secret (256 random bits, base64url) is shown once at creation and stored
+/// only as its SHA-256 hash. Secrets have full entropy, so a fast hash is
+/// enough; comparison is constant-time.
+public struct APIToken: Sendable, Hashable {
+    /// The prefix every token starts with, so secret scanners can spot leaked tokens.
+    public static let prefix = "lrd_"
+    static let publicIDAlphabet = Array("abcdefghijkmnpqrstuvwxyz23456789")
+
+    /// The public id.
+    public let publicID: String
+    /// The secret.
+    let secret: String
+
+    /// The token as sent in `Authorization: Bearer …`.
+    public var text: String { "\(Self.prefix)\(publicID)_\(secret)" }
+
+    /// A new random token.
+    public static func generate() -> APIToken {
+        var generator = SystemRandomNumberGenerator()
+        let publicID = String((0..<12).map { _ in publicIDAlphabet.randomElement(using: &generator)! })
+        let secret = SymmetricKey(size: .bits256).withUnsafeBytes { Data($0) }.base64URLEncoded
+        return APIToken(publicID: publicID, secret: secret)
+    }
+
+    /// Reads a token; nil when it does not have the token's shape.
+    public init?(parsing text: String) {
+        guard text.hasPrefix(Self.prefix) else { return nil }
+        let rest = text.dropFirst(Self.prefix.count)
+        guard let separator = rest.firstIndex(of: "_") else { return nil }
+        let publicID = String(rest[..<separator])
+        let secret = String(rest[rest.index(after: separator)...])
+        guard publicID.count == 12, publicID.allSatisfy({ Self.publicIDAlphabet.contains($0) }),
+              secret.count == 43, secret.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_") })
+        else { return nil }
+        self.init(publicID: publicID, secret: secret)
+    }
+
+    init(publicID: String, secret: String) {
+        self.publicID = publicID
+        self.secret = secret
+    }
+
+    /// The SHA-256 of the secret: what is stored.
+    public var secretHash: [UInt8] { Array(SHA256.hash(data: Data(secret.utf8))) }
+
+    /// Whether `storedHash` is this token's secret hash, in constant time.
+    public func matches(storedHash: [UInt8]) -> Bool {
+        ConstantTime.equals(secretHash, storedHash)
+    }
+}
+
+/// Comparisons whose duration does not depend on where inputs differ.
+enum ConstantTime {
+    static func equals(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+        guard a.count == b.count else { return false }
+        var difference: UInt8 = 0
+        for index in a.indices { difference |= a[index] ^ b[index] }
+        return difference == 0
+    }
+}
+
+extension Data {
+    /// Base64url without padding.
+    var base64URLEncoded: String {
+        base64EncodedString().replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
+            .replacingOccurrences(of: "=", with: "")
+    }
+
+    init?(base64URLEncoded text: String) {
+        var base64 = text.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
+        while base64.count % 4 != 0 { base64 += "=" }
+        self.init(base64Encoded: base64)
+    }
+}
