@@ -56,6 +56,7 @@ let package = Package(
                 .embedInCode("API/openapi.yaml"),
                 .embedInCode("Database/Migrations/0001_registry.sql"),
                 .embedInCode("Database/Migrations/0002_access.sql"),
+                .embedInCode("Database/Migrations/0003_plan_writes.sql"),
             ]
         ),
         .target(

@@ -13,6 +13,7 @@ struct LarderBench {
         let selected = Set(arguments.filter { !$0.hasPrefix("-") })
         let runs = Int(ProcessInfo.processInfo.environment["LARDER_BENCH_RUNS"] ?? "") ?? 5
         print("larder-bench \(LarderVersion.description): \(ProcessInfo.processInfo.activeProcessorCount) cores, \(runs) runs each")
+        if selected.isEmpty || selected.contains("phases") { try planningPhases(runs: runs) }
         if selected.isEmpty || selected.contains("plan-apply") { try await planAndApply(runs: runs) }
         if selected.isEmpty || selected.contains("lineage") { try await lineage(runs: max(runs * 10, 50)) }
     }
@@ -48,6 +49,43 @@ struct LarderBench {
         print(first.row("first plan + apply (all create)"))
         print(noop.row("re-plan + apply, unchanged"))
         print(edit.row("edit one source, plan + apply"))
+    }
+
+    /// The in-process steps of planning the same repository, without HTTP or
+    /// PostgreSQL: where the time of a plan goes.
+    static func planningPhases(runs: Int) throws {
+        let repository = GeneratedRepository(entities: 20, sources: 50, views: 1_000, onDemandViews: 0, services: 200, servicesPerView: 10)
+        print("\n## planning steps in process: \(repository.objectCount) objects")
+        let files = repository.files.map { ($0.path, $0.contents) }
+        var load = Samples(), canonicalize = Samples(), encode = Samples(), decode = Samples(), plan = Samples()
+        for _ in 0..<runs {
+            var loaded: LoadedRepository?
+            load.add(measureSync { loaded = RepositoryLoader.load(files: files) })
+            precondition(loaded!.isValid)
+            var definitions: [CanonicalDefinition] = []
+            canonicalize.add(measureSync { definitions = DefinitionCanonicalizer.canonicalize(loaded!.repository) })
+            var data = Data()
+            encode.add(try measureThrowing { data = try APICoding.makeEncoder().encode(definitions) })
+            decode.add(try measureThrowing { _ = try APICoding.makeDecoder().decode([CanonicalDefinition].self, from: data) })
+            plan.add(try measureThrowing { _ = try PlanBuilder.changes(applying: definitions, to: RegistrySnapshot(revision: 0)) })
+        }
+        print(Samples.header)
+        print(load.row("read + validate YAML"))
+        print(canonicalize.row("canonicalize + hash"))
+        print(encode.row("JSON-encode definitions"))
+        print(decode.row("JSON-decode definitions"))
+        print(plan.row("diff against an empty registry"))
+    }
+
+    static func measureSync(_ body: () -> Void) -> Duration {
+        ContinuousClock().measure(body)
+    }
+
+    static func measureThrowing(_ body: () throws -> Void) throws -> Duration {
+        let clock = ContinuousClock()
+        let start = clock.now
+        try body()
+        return clock.now - start
     }
 
     /// Lineage queries of depth 5 over a registry of 10,000 objects.

@@ -7,9 +7,7 @@ import Testing
 func snapshotAfterApplying(_ definitions: [CanonicalDefinition], revision: Int64 = 1) -> RegistrySnapshot {
     var snapshot = RegistrySnapshot(revision: revision)
     for definition in definitions {
-        snapshot.objects[definition.key] = .init(
-            currentVersion: 1, latestVersion: 1, contentHash: definition.contentHash, semantic: definition.semantic,
-            operational: definition.operational, descriptive: definition.descriptive, versionsByHash: [definition.contentHash: 1])
+        snapshot.objects[definition.key] = .init(applied: definition)
         snapshot.currentUpstream[definition.key] = definition.upstream.map(\.key)
     }
     return snapshot

@@ -28,7 +28,7 @@ struct AccessMiddleware: RouterMiddleware {
             }
             return response
         } catch {
-            let denied = error is AccessError && Self.isDenial(error as! AccessError)
+            let denied = (error as? AccessError).map(Self.isDenial) ?? false
             if denied || Self.isMutating(request.method) {
                 await audit(request, context: context, status: Int(APIProblem(error).status.code), outcome: denied ? "denied" : "failure")
             }

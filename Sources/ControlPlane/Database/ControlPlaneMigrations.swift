@@ -9,6 +9,7 @@ public enum ControlPlaneMigrations {
         // SwiftPM names embedded files after their paths; a leading digit becomes "_".
         migration("0001_registry.sql", PackageResources._001_registry_sql),
         migration("0002_access.sql", PackageResources._002_access_sql),
+        migration("0003_plan_writes.sql", PackageResources._003_plan_writes_sql),
     ]
 
     static func migration(_ fileName: String, _ bytes: [UInt8]) -> Migration {

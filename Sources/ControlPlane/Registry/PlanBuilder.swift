@@ -60,13 +60,19 @@ public enum PlanBuilder {
                 contentHash: definition.contentHash, fieldChanges: [], impact: [])
         }
         let nextVersion = state.versionsByHash[definition.contentHash] ?? state.latestVersion + 1
-        let fieldChanges = JSONDiff.changes(from: state.semantic, to: definition.semantic, at: "spec")
-            + JSONDiff.changes(from: state.operational, to: definition.operational, at: "operational")
-            + JSONDiff.changes(from: state.descriptive, to: definition.descriptive, at: "metadata")
+        let contentChanged = state.contentHash != definition.contentHash
+        let stateChanged = state.stateHash != definition.stateHash
+        // Decode what is stored only where a hash says something differs.
+        var fieldChanges: [FieldChange] = []
+        if contentChanged { fieldChanges += JSONDiff.changes(from: state.semantic, to: definition.semantic, at: "spec") }
+        if stateChanged {
+            fieldChanges += JSONDiff.changes(from: state.operational, to: definition.operational, at: "operational")
+                + JSONDiff.changes(from: state.descriptive, to: definition.descriptive, at: "metadata")
+        }
         let action: PlanAction
         if state.currentVersion == nil {
             action = .create
-        } else if state.contentHash != definition.contentHash {
+        } else if contentChanged {
             action = .newVersion
         } else {
             action = fieldChanges.isEmpty ? .unchanged : .update

@@ -120,17 +120,16 @@ public struct PostgresRegistryStore: RegistryStore {
             let objects = try await connection.query(
                 """
                 SELECT o.kind, o.name, o.current_version, o.latest_version, o.operational::text, o.metadata::text,
-                       v.content_hash, (v.spec -> 'spec')::text
+                       v.content_hash, (v.spec -> 'spec')::text, o.state_hash
                 FROM registry_objects o
                 JOIN object_versions v ON v.object_id = o.id AND v.version = COALESCE(o.current_version, o.latest_version)
                 WHERE o.workspace_id = \(workspaceID)
                 """, logger: logger)
-            for try await row in objects.decode((String, String, Int?, Int, String, String, String, String).self) {
+            for try await row in objects.decode((String, String, Int?, Int, String, String, String, String, String).self) {
                 guard let kind = ObjectKind(rawValue: row.0) else { continue }
                 snapshot.objects[ObjectKey(kind: kind, name: row.1)] = RegistrySnapshot.ObjectState(
-                    currentVersion: row.2, latestVersion: row.3, contentHash: row.6, semantic: try Self.decode(JSONValue.self, row.7),
-                    operational: try Self.decode(JSONValue.self, row.4), descriptive: try Self.decode(JSONValue.self, row.5),
-                    versionsByHash: [:])
+                    currentVersion: row.2, latestVersion: row.3, contentHash: row.6, stateHash: row.8, semanticJSON: row.7,
+                    operationalJSON: row.4, descriptiveJSON: row.5, versionsByHash: [:])
             }
             let versions = try await connection.query(
                 """
@@ -161,15 +160,15 @@ public struct PostgresRegistryStore: RegistryStore {
         }
     }
 
-    public func savePlan(_ plan: PlanResource, definitions: [CanonicalDefinition]) async throws {
-        let definitionsJSON = try Self.json(definitions)
+    public func savePlan(_ plan: PlanResource, writes: [PlannedWrite]) async throws {
+        let writesJSON = try Self.json(writes)
         let changesJSON = try Self.json(plan.changes)
         try await client.withConnection { connection in
             let (workspaceID, _) = try await Self.workspaceID(plan.workspace, connection: connection, logger: logger)
             try await connection.query(
                 """
-                INSERT INTO plans (id, workspace_id, base_revision, definitions, changes, created_at, created_by)
-                VALUES (\(plan.id), \(workspaceID), \(plan.baseRevision), \(definitionsJSON)::jsonb, \(changesJSON)::jsonb,
+                INSERT INTO plans (id, workspace_id, base_revision, writes, changes, created_at, created_by)
+                VALUES (\(plan.id), \(workspaceID), \(plan.baseRevision), \(writesJSON)::jsonb, \(changesJSON)::jsonb,
                         \(plan.createdAt), \(plan.createdBy))
                 """, logger: logger)
         }
@@ -204,18 +203,18 @@ public struct PostgresRegistryStore: RegistryStore {
         let (workspaceID, revision) = try await Self.lockWorkspace(workspace, connection: connection, logger: logger)
         let rows = try await connection.query(
             """
-            SELECT base_revision, definitions::text, changes::text, applied_at FROM plans
+            SELECT base_revision, writes::text, changes::text, applied_at FROM plans
             WHERE id = \(id) AND workspace_id = \(workspaceID) FOR UPDATE
             """, logger: logger)
-        var stored: (base: Int64, definitions: String, changes: String, appliedAt: Date?)?
+        var stored: (base: Int64, writes: String, changes: String, appliedAt: Date?)?
         for try await row in rows.decode((Int64, String, String, Date?).self) { stored = row }
         guard let stored else { throw RegistryError.planNotFound(id) }
         if stored.appliedAt != nil { throw RegistryError.planAlreadyApplied(id) }
         if stored.base != revision { throw RegistryError.planConflict(planRevision: stored.base, currentRevision: revision) }
 
         let changes = try Self.decode([PlannedChange].self, stored.changes)
-        let definitions = Dictionary(
-            try Self.decode([CanonicalDefinition].self, stored.definitions).map { ($0.key, $0) }, uniquingKeysWith: { a, _ in a })
+        let writes = Dictionary(
+            try Self.decode([PlannedWrite].self, stored.writes).map { ($0.key, $0) }, uniquingKeysWith: { a, _ in a })
         let effective = changes.filter { $0.action != .unchanged }
         let newRevision = effective.isEmpty ? revision : revision + 1
         let changesJSON = try Self.json(effective)
@@ -230,9 +229,9 @@ public struct PostgresRegistryStore: RegistryStore {
         for try await (applyRow, at) in inserted.decode((Int64, Date).self) { (applyID, appliedAt) = (applyRow, at) }
 
         if !effective.isEmpty {
-            try await writeObjects(effective, definitions: definitions, workspaceID: workspaceID, applyID: applyID,
+            try await writeObjects(effective, writes: writes, workspaceID: workspaceID, applyID: applyID,
                                    principal: principal, connection: connection)
-            try await writeLineage(changes, definitions: definitions, workspaceID: workspaceID, connection: connection)
+            try await writeLineage(changes, writes: writes, workspaceID: workspaceID, connection: connection)
             let retired = effective.filter { $0.action == .retire }
             if !retired.isEmpty {
                 try await connection.query(
@@ -253,48 +252,49 @@ public struct PostgresRegistryStore: RegistryStore {
     /// Upserts the objects of creates, new versions and updates, and inserts
     /// their new versions, each kind of row in one statement.
     private func writeObjects(
-        _ changes: [PlannedChange], definitions: [ObjectKey: CanonicalDefinition], workspaceID: Int64, applyID: Int64,
+        _ changes: [PlannedChange], writes: [ObjectKey: PlannedWrite], workspaceID: Int64, applyID: Int64,
         principal: String, connection: PostgresConnection
     ) async throws {
         var upserts: (kinds: [String], names: [String], versions: [Int], operational: [String], metadata: [String],
-                      descriptions: [String], owners: [String], tags: [String], search: [String]) = ([], [], [], [], [], [], [], [], [])
+                      descriptions: [String], owners: [String], tags: [String], search: [String], stateHashes: [String])
+            = ([], [], [], [], [], [], [], [], [], [])
         var versions: (kinds: [String], names: [String], numbers: [Int], hashes: [String], specs: [String]) = ([], [], [], [], [])
         for change in changes where change.action != .retire {
-            guard let definition = definitions[ObjectKey(kind: change.kind, name: change.name)], let version = change.toVersion else { continue }
-            let descriptive = Self.descriptiveFields(definition.descriptive)
+            guard let write = writes[ObjectKey(kind: change.kind, name: change.name)], let version = change.toVersion else { continue }
             upserts.kinds.append(change.kind.rawValue)
             upserts.names.append(change.name)
             upserts.versions.append(version)
-            upserts.operational.append(definition.operational.canonicalString)
-            upserts.metadata.append(definition.descriptive.canonicalString)
-            upserts.descriptions.append(descriptive.description ?? "")
-            upserts.owners.append(descriptive.owner ?? "")
-            upserts.tags.append(JSONValue.object(descriptive.tags.mapValues(JSONValue.string)).canonicalString)
-            upserts.search.append(Self.searchText(definition, descriptive: descriptive))
+            upserts.operational.append(write.operational)
+            upserts.metadata.append(write.metadata)
+            upserts.descriptions.append(write.description ?? "")
+            upserts.owners.append(write.owner ?? "")
+            upserts.tags.append(write.tags)
+            upserts.search.append(write.searchText)
+            upserts.stateHashes.append(write.stateHash)
             if change.action == .create || change.action == .newVersion {
                 versions.kinds.append(change.kind.rawValue)
                 versions.names.append(change.name)
                 versions.numbers.append(version)
-                versions.hashes.append(definition.contentHash)
-                versions.specs.append(definition.spec.canonicalString)
+                versions.hashes.append(write.contentHash)
+                versions.specs.append(write.spec)
             }
         }
         guard !upserts.kinds.isEmpty else { return }
         try await connection.query(
             """
             INSERT INTO registry_objects (workspace_id, kind, name, current_version, latest_version, operational, metadata,
-                                          description, owner, tags, search_document)
+                                          description, owner, tags, search_document, state_hash)
             SELECT \(workspaceID), x.k, x.n, x.v, x.v, x.op::jsonb, x.md::jsonb, NULLIF(x.d, ''), NULLIF(x.o, ''), x.t::jsonb,
-                   to_tsvector('simple', x.s)
+                   to_tsvector('simple', x.s), x.sh
             FROM unnest(\(upserts.kinds)::text[], \(upserts.names)::text[], \(upserts.versions)::int[], \(upserts.operational)::text[],
                         \(upserts.metadata)::text[], \(upserts.descriptions)::text[], \(upserts.owners)::text[], \(upserts.tags)::text[],
-                        \(upserts.search)::text[]) AS x(k, n, v, op, md, d, o, t, s)
+                        \(upserts.search)::text[], \(upserts.stateHashes)::text[]) AS x(k, n, v, op, md, d, o, t, s, sh)
             ON CONFLICT (workspace_id, kind, name) DO UPDATE SET
                 current_version = EXCLUDED.current_version,
                 latest_version = GREATEST(registry_objects.latest_version, EXCLUDED.latest_version),
                 operational = EXCLUDED.operational, metadata = EXCLUDED.metadata, description = EXCLUDED.description,
                 owner = EXCLUDED.owner, tags = EXCLUDED.tags, search_document = EXCLUDED.search_document,
-                retired_at = NULL, updated_at = now()
+                state_hash = EXCLUDED.state_hash, retired_at = NULL, updated_at = now()
             """, logger: logger)
         guard !versions.kinds.isEmpty else { return }
         try await connection.query(
@@ -310,7 +310,7 @@ public struct PostgresRegistryStore: RegistryStore {
 
     /// Records, for each version created, the versions of what it reads.
     private func writeLineage(
-        _ changes: [PlannedChange], definitions: [ObjectKey: CanonicalDefinition], workspaceID: Int64, connection: PostgresConnection
+        _ changes: [PlannedChange], writes: [ObjectKey: PlannedWrite], workspaceID: Int64, connection: PostgresConnection
     ) async throws {
         let versionAfter = Dictionary(
             changes.compactMap { change in change.toVersion.map { (ObjectKey(kind: change.kind, name: change.name), $0) } },
@@ -318,8 +318,8 @@ public struct PostgresRegistryStore: RegistryStore {
         var edges: (dk: [String], dn: [String], dv: [Int], uk: [String], un: [String], uv: [Int]) = ([], [], [], [], [], [])
         for change in changes where change.action == .create || change.action == .newVersion {
             let key = ObjectKey(kind: change.kind, name: change.name)
-            guard let definition = definitions[key], let version = change.toVersion else { continue }
-            for reference in definition.upstream {
+            guard let write = writes[key], let version = change.toVersion else { continue }
+            for reference in write.upstream {
                 guard let upstreamVersion = reference.pinnedVersion ?? versionAfter[reference.key] else { continue }
                 edges.dk.append(key.kind.rawValue)
                 edges.dn.append(key.name)
@@ -342,34 +342,6 @@ public struct PostgresRegistryStore: RegistryStore {
             JOIN object_versions uv ON uv.object_id = u.id AND uv.version = e.uv
             ON CONFLICT DO NOTHING
             """, logger: logger)
-    }
-
-    static func descriptiveFields(_ descriptive: JSONValue) -> DefinitionMetadata {
-        guard case .object(let members) = descriptive else { return DefinitionMetadata() }
-        var metadata = DefinitionMetadata()
-        if case .string(let text)? = members["description"] { metadata.description = text }
-        if case .string(let text)? = members["owner"] { metadata.owner = text }
-        if case .object(let tags)? = members["tags"] {
-            metadata.tags = tags.compactMapValues { if case .string(let text) = $0 { return text } else { return nil } }
-        }
-        return metadata
-    }
-
-    /// The words search matches: the name (also split at underscores), kind,
-    /// description, owner, tags, and the names of features and outputs.
-    static func searchText(_ definition: CanonicalDefinition, descriptive: DefinitionMetadata) -> String {
-        var words = [definition.key.name, definition.key.name.replacingOccurrences(of: "_", with: " "), definition.key.kind.rawValue]
-        words += [descriptive.description, descriptive.owner].compactMap { $0 }
-        words += descriptive.tags.flatMap { [$0.key, $0.value] }
-        if case .object(let spec) = definition.semantic {
-            for key in ["features", "outputs", "aggregations"] {
-                guard case .array(let items)? = spec[key] else { continue }
-                for case .object(let item) in items {
-                    if case .string(let name)? = item["name"] { words += [name, name.replacingOccurrences(of: "_", with: " ")] }
-                }
-            }
-        }
-        return words.joined(separator: " ")
     }
 
     public func applies(in workspace: String, after cursor: String?, limit: Int) async throws -> Page<ApplyResource> {

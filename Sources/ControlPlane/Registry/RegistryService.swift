@@ -39,7 +39,8 @@ public struct RegistryService: Sendable {
         let plan = PlanResource(
             id: UUID(), workspace: workspace, baseRevision: snapshot.revision, changes: changes, createdAt: now(), createdBy: principal,
             appliedAt: nil)
-        try await store.savePlan(plan, definitions: definitions)
+        let writing = Set(changes.filter { [.create, .newVersion, .update].contains($0.action) }.map { ObjectKey(kind: $0.kind, name: $0.name) })
+        try await store.savePlan(plan, writes: definitions.filter { writing.contains($0.key) }.map(PlannedWrite.init))
         return plan
     }
 }

@@ -16,8 +16,8 @@ public protocol RegistryStore: Sendable {
 
     /// What planning needs to know about a workspace, read consistently.
     func snapshot(of workspace: String) async throws -> RegistrySnapshot
-    /// Stores a computed plan with the definitions it would apply.
-    func savePlan(_ plan: PlanResource, definitions: [CanonicalDefinition]) async throws
+    /// Stores a computed plan with the rows it would write.
+    func savePlan(_ plan: PlanResource, writes: [PlannedWrite]) async throws
     /// A stored plan.
     func plan(_ id: UUID, in workspace: String) async throws -> PlanResource
     /// Applies a stored plan atomically; fails with `planConflict` when the

@@ -61,6 +61,13 @@ public struct CanonicalDefinition: Sendable, Hashable, Codable {
     /// the content hashes of every upstream object (or their pinned versions).
     public var contentHash: String
 
+    /// SHA-256 (hex) of the operational and descriptive parts: equal hashes
+    /// mean an apply would change nothing but, possibly, the version.
+    public var stateHash: String {
+        let state = JSONValue.object(["operational": operational, "metadata": descriptive])
+        return DefinitionCanonicalizer.hexadecimal(SHA256.hash(data: state.canonicalData))
+    }
+
     /// The whole canonical spec as one JSON object (`kind`, `name`, `spec`,
     /// `operational`, `metadata`), as stored with each version.
     public var spec: JSONValue {
@@ -114,7 +121,7 @@ public enum DefinitionCanonicalizer {
                 return .array([.string(reference.key.kind.rawValue), .string(reference.key.name), .string(target)])
             })
             let identity = JSONValue.object(["kind": .string(key.kind.rawValue), "spec": part.semantic, "upstream": upstream])
-            let digest = SHA256.hash(data: identity.canonicalData).map { String(format: "%02x", $0) }.joined()
+            let digest = hexadecimal(SHA256.hash(data: identity.canonicalData))
             hashes[key] = digest
             return digest
         }
@@ -124,6 +131,19 @@ public enum DefinitionCanonicalizer {
                 key: key, semantic: part.semantic, operational: part.operational, descriptive: part.descriptive,
                 upstream: part.upstream, contentHash: hash(of: key))
         }
+    }
+
+    /// Lowercase hexadecimal of `bytes` (a hot path: `String(format:)` costs
+    /// microseconds per byte).
+    public static func hexadecimal(_ bytes: some Sequence<UInt8>) -> String {
+        let digits = Array("0123456789abcdef".utf8)
+        var output: [UInt8] = []
+        output.reserveCapacity(64)
+        for byte in bytes {
+            output.append(digits[Int(byte >> 4)])
+            output.append(digits[Int(byte & 0x0F)])
+        }
+        return String(decoding: output, as: UTF8.self)
     }
 
     static func descriptive(_ metadata: DefinitionMetadata, extra: [String: JSONValue] = [:]) -> JSONValue {
