@@ -95,6 +95,14 @@ struct TokenAndAuditTests {
             }
             try await ada.setPassword("a brand new password", for: "ada@example.com")
             _ = try await admin.login(name: "ada@example.com", password: "a brand new password")
+            let logins = try await admin.audit(principal: "ada@example.com").items.filter { $0.action == "POST /v1/login" }
+            #expect(logins.map(\.outcome).sorted() == ["denied", "success", "success"], "logins are audited under the name tried")
+            await #expect { try await admin.createToken(for: "ada@example.com", expiresInSeconds: Int.max / 2) } throws: {
+                ($0 as? ProblemDetails)?.field == "expires_in_seconds"
+            }
+            await #expect { try await admin.createPrincipal(CreatePrincipalRequest(name: "anonymous", kind: .user)) } throws: {
+                ($0 as? ProblemDetails)?.field == "name"
+            }
         }
     }
 
@@ -187,6 +195,10 @@ struct TokenAndAuditTests {
             _ = try await RawResponse.send(.POST, "\(server.baseURL)/v1/workspaces", body: #"{"name":"nope"}"#,
                                            headers: ["Authorization": "Bearer \(ownerToken)", "X-Request-Id": "denied-create"])
             _ = try await RawResponse.send(.GET, "\(server.baseURL)/v1/workspaces/rides")
+            let encoded = try await RawResponse.send(
+                .POST, "\(server.baseURL)/v1/workspaces/%72ides/access", body: #"{"principal":"rider-owner","role":"viewer"}"#,
+                headers: ["Authorization": "Bearer \(ownerToken)", "X-Request-Id": "encoded-path"])
+            #expect(encoded.status == 201)
 
             let entries = try await admin.audit(limit: 100).items
             let apply = try #require(entries.first { $0.action == "POST /v1/workspaces/{workspace}/applies" })
@@ -197,6 +209,7 @@ struct TokenAndAuditTests {
             #expect(entries.contains { $0.principal == "anonymous" && $0.outcome == "denied" && $0.status == 401 })
             #expect(!entries.contains { $0.action.hasPrefix("GET") && $0.outcome == "success" }, "successful reads are not audited")
 
+            #expect(try #require(entries.first { $0.requestId == "encoded-path" }).workspace == "rides", "paths are audited decoded")
             let own = try await owner.audit(workspace: "rides").items
             #expect(!own.isEmpty && own.allSatisfy { $0.workspace == "rides" })
             await #expect { try await owner.audit() } throws: { ($0 as? ProblemDetails)?.status == 403 }

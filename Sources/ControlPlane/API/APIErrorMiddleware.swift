@@ -2,6 +2,7 @@ import Foundation
 import Hummingbird
 import HTTPTypes
 import Logging
+import PostgresNIO
 import Shared
 
 /// Gives every request an id (the caller's `X-Request-Id` when it is sane),
@@ -23,7 +24,11 @@ struct APIErrorMiddleware: RouterMiddleware {
         } catch {
             let problem = APIProblem(error)
             if problem.status.code >= 500 {
-                context.logger.error("request failed", metadata: ["larder.error": .string(String(reflecting: error))])
+                // `describing`, not `reflecting`: database errors then leave out the
+                // query and its bound values (which may be hashes of secrets).
+                var metadata: Logger.Metadata = ["larder.error": .string(String(describing: error))]
+                if let sqlState = (error as? PSQLError)?.serverInfo?[.sqlState] { metadata["larder.sql_state"] = .string(sqlState) }
+                context.logger.error("request failed", metadata: metadata)
             } else {
                 context.logger.debug("request rejected", metadata: ["larder.problem": .string(problem.details.code)])
             }

@@ -65,6 +65,13 @@ struct APIRouteBuilder {
             segment.hasPrefix("{") && segment.hasSuffix("}") ? ":" + segment.dropFirst().dropLast() : String(segment)
         }.joined(separator: "/")
         router.on(RouterPath(hummingbirdPath), method: method) { request, context in
+            // Decode path parameters once, so authorization, handler and audit see the same names.
+            var context = context
+            var decoded = Parameters()
+            for (key, value) in context.parameters {
+                decoded[key] = Substring(String(value).removingPercentEncoding ?? String(value))
+            }
+            context.coreContext.parameters = decoded
             let fromQuery: String? = permission == .auditRead ? request.uri.queryParameters.get("workspace").map { String($0) } : nil
             let workspace = context.parameters.get("workspace") ?? fromQuery
             try Authorizer.require(
@@ -94,7 +101,7 @@ extension ControlPlaneRequestContext {
         guard let value = parameters.get(name), !value.isEmpty else {
             throw APIProblem.badRequest(field: name, "missing path parameter '\(name)'")
         }
-        return value.removingPercentEncoding ?? value
+        return value
     }
 
     func collection() throws -> ObjectCollection {

@@ -23,13 +23,13 @@ struct AccessMiddleware: RouterMiddleware {
             context.caller = try await authenticate(request, context: context)
             if let caller = context.caller { context.logger[metadataKey: "larder.principal"] = .string(caller.name) }
             let response = try await next(request, context)
-            if Self.isMutating(request.method) {
+            if Self.isAudited(request) {
                 await audit(request, context: context, status: Int(response.status.code), outcome: response.status.code < 400 ? "success" : "failure")
             }
             return response
         } catch {
             let denied = (error as? AccessError).map(Self.isDenial) ?? false
-            if denied || Self.isMutating(request.method) {
+            if denied || Self.isAudited(request) {
                 await audit(request, context: context, status: Int(APIProblem(error).status.code), outcome: denied ? "denied" : "failure")
             }
             throw error
@@ -53,8 +53,9 @@ struct AccessMiddleware: RouterMiddleware {
         return caller
     }
 
-    static func isMutating(_ method: HTTPRequest.Method) -> Bool {
-        ![.get, .head, .options].contains(method)
+    /// Mutating requests are audited here; login audits itself, to name the user tried.
+    static func isAudited(_ request: Request) -> Bool {
+        ![.get, .head, .options].contains(request.method) && request.uri.path != "/v1/login"
     }
 
     static func isDenial(_ error: AccessError) -> Bool {
@@ -69,7 +70,7 @@ struct AccessMiddleware: RouterMiddleware {
         let action = "\(request.method.rawValue) \(context.endpointPath.map(Self.openAPIPath) ?? request.uri.path)"
         let record = AuditRecord(
             principal: context.principal, action: action, resource: request.uri.path,
-            workspace: context.parameters.get("workspace") ?? Self.workspace(inPath: request.uri.path),
+            workspace: Self.workspace(inPath: request.uri.path),
             outcome: outcome, status: status, requestID: context.requestID, clientAddress: context.clientAddress)
         do {
             try await store.appendAudit(record)
@@ -85,8 +86,8 @@ struct AccessMiddleware: RouterMiddleware {
         }.joined(separator: "/")
     }
 
-    /// The workspace a `/v1/workspaces/<name>/…` path names, for requests
-    /// refused before routing.
+    /// The workspace a `/v1/workspaces/<name>/…` path names, percent-decoded
+    /// as handlers see it (the router's parameters are not visible here).
     static func workspace(inPath path: String) -> String? {
         let segments = path.split(separator: "/")
         guard segments.count >= 3, segments[0] == "v1", segments[1] == "workspaces" else { return nil }

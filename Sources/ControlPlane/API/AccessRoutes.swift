@@ -11,23 +11,45 @@ struct AccessRoutes {
 
     /// The longest session `POST /v1/login` hands out.
     static let maximumSession: TimeInterval = 30 * 86_400
+    /// The longest lifetime a token may be given (ten years); longer means no expiry.
+    static let maximumTokenLifetime = 3_650 * 86_400
+    /// Names that would read like something else in the audit log.
+    static let reservedNames: Set<String> = ["anonymous", "bootstrap"]
+
+    /// The login route audits itself, so the record names the user tried.
+    func audit(_ context: ControlPlaneRequestContext, principal: String, status: Int, outcome: String) async {
+        do {
+            try await store.appendAudit(AuditRecord(
+                principal: principal, action: "POST /v1/login", resource: "/v1/login", workspace: nil, outcome: outcome,
+                status: status, requestID: context.requestID, clientAddress: context.clientAddress))
+        } catch {
+            context.logger.error("could not write the audit log", metadata: ["larder.error": .string(String(describing: error))])
+        }
+    }
 
     func register(on routes: inout APIRouteBuilder) {
         let store = self.store, limiter = self.limiter, now = self.now
 
+        let loginAuditor = self
         routes.add(.post, "/v1/login", permission: .publicAccess) { request, context in
             let body = try await request.decodeBody(as: LoginRequest.self, context: context)
             let lifetime = TimeInterval(body.expiresInSeconds ?? 12 * 3_600)
             guard lifetime >= 60, lifetime <= Self.maximumSession else {
                 throw AccessError.invalidArgument(field: "expires_in_seconds", detail: "a session lasts from 60 seconds to 30 days")
             }
-            guard let hash = try await store.passwordHash(of: body.name), PasswordHash.verify(body.password, against: hash) else {
+            // Unknown users are checked against a dummy hash, so the answer
+            // takes as long as for a real user and names do not leak.
+            let stored = try await store.passwordHash(of: body.name)
+            let valid = PasswordHash.verify(body.password, against: stored ?? PasswordHash.dummy) && stored != nil
+            guard valid else {
                 limiter.recordFailure(context.clientAddress)
+                await loginAuditor.audit(context, principal: body.name, status: 401, outcome: "denied")
                 throw AccessError.unauthenticated("wrong user name or password")
             }
             let token = APIToken.generate()
             let resource = try await store.createToken(
                 token, for: body.name, description: "session from larder login", expiresAt: now().addingTimeInterval(lifetime), by: body.name)
+            await loginAuditor.audit(context, principal: body.name, status: 201, outcome: "success")
             return try APIResponse.json(CreatedToken(token: token.text, resource: resource), status: .created)
         }
         routes.add(.get, "/v1/whoami", permission: .authenticated) { _, context in
@@ -45,6 +67,9 @@ struct AccessRoutes {
             guard PrincipalName.isValid(body.name) else {
                 throw AccessError.invalidArgument(
                     field: "name", detail: "'\(body.name)' is not a valid name: lowercase letters, digits, '.', '_', '-' and '@'")
+            }
+            guard !Self.reservedNames.contains(body.name) else {
+                throw AccessError.invalidArgument(field: "name", detail: "'\(body.name)' is reserved")
             }
             guard body.kind != .agent else {
                 throw AccessError.invalidArgument(field: "kind", detail: "agents are created with POST /v1/workspaces/{workspace}/agents")
@@ -81,7 +106,10 @@ struct AccessRoutes {
             let body = try await request.decodeBody(as: CreateTokenRequest.self, context: context)
             var expiresAt: Date?
             if let seconds = body.expiresInSeconds {
-                guard seconds >= 60 else { throw AccessError.invalidArgument(field: "expires_in_seconds", detail: "at least 60 seconds") }
+                guard (60...Self.maximumTokenLifetime).contains(seconds) else {
+                    throw AccessError.invalidArgument(
+                        field: "expires_in_seconds", detail: "from 60 seconds to \(Self.maximumTokenLifetime / 86_400) days; omit it for no expiry")
+                }
                 expiresAt = now().addingTimeInterval(TimeInterval(seconds))
             }
             let token = APIToken.generate()
@@ -116,7 +144,7 @@ struct AccessRoutes {
         }
         routes.add(.post, "/v1/workspaces/{workspace}/agents", permission: .instanceAdmin) { request, context in
             let body = try await request.decodeBody(as: CreateAgentRequest.self, context: context)
-            guard PrincipalName.isValid(body.name) else {
+            guard PrincipalName.isValid(body.name), !Self.reservedNames.contains(body.name) else {
                 throw AccessError.invalidArgument(field: "name", detail: "'\(body.name)' is not a valid name")
             }
             guard Identifier.isValidWorkspace(body.environment) else {

@@ -55,6 +55,12 @@ public struct APIToken: Sendable, Hashable {
     }
 }
 
+extension APIToken: CustomStringConvertible, CustomReflectable {
+    /// The token with its secret left out, so printing or dumping it leaks nothing.
+    public var description: String { "\(Self.prefix)\(publicID)_…" }
+    public var customMirror: Mirror { Mirror(self, children: ["publicID": publicID]) }
+}
+
 /// Comparisons whose duration does not depend on where inputs differ.
 enum ConstantTime {
     static func equals(_ a: [UInt8], _ b: [UInt8]) -> Bool {

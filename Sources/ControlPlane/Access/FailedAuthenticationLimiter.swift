@@ -6,8 +6,8 @@ import Synchronization
 /// from it get 429 until the oldest failure leaves the window.
 ///
 /// Kept in memory per replica (a guesser spread over replicas is slowed per
-/// replica); addresses whose failures have all left the window are dropped
-/// once more than `maximumAddresses` are tracked.
+/// replica); at most `maximumAddresses` addresses are tracked, the stalest
+/// dropped first. IPv6 clients are counted per /64 network.
 public final class FailedAuthenticationLimiter: Sendable {
     let burst: Int
     let window: TimeInterval
@@ -26,8 +26,9 @@ public final class FailedAuthenticationLimiter: Sendable {
     /// Seconds until `address` may try again, or nil when it may now.
     public func retryAfter(_ address: String?) -> Int? {
         let current = now()
+        let key = Self.key(address)
         return failures.withLock { failures -> Int? in
-            guard let recent = failures[address ?? ""]?.filter({ current.timeIntervalSince($0) < window }), recent.count >= burst else {
+            guard let recent = failures[key]?.filter({ current.timeIntervalSince($0) < window }), recent.count >= burst else {
                 return nil
             }
             return max(1, Int((window - current.timeIntervalSince(recent[recent.count - burst])).rounded(.up)))
@@ -37,14 +38,29 @@ public final class FailedAuthenticationLimiter: Sendable {
     /// Records one failed authentication from `address`.
     public func recordFailure(_ address: String?) {
         let current = now()
+        let key = Self.key(address)
         failures.withLock { failures in
-            let key = address ?? ""
             var recent = (failures[key] ?? []).filter { current.timeIntervalSince($0) < window }
             recent.append(current)
             failures[key] = Array(recent.suffix(burst))
+            guard failures.count > maximumAddresses else { return }
+            // Over the bound: forget stale addresses, then those whose latest failure is oldest.
+            failures = failures.filter { entry in entry.value.contains { current.timeIntervalSince($0) < window } }
             if failures.count > maximumAddresses {
-                failures = failures.filter { entry in entry.value.contains { current.timeIntervalSince($0) < window } }
+                let newest = failures.mapValues { $0.max() ?? .distantPast }.sorted { $0.value > $1.value }
+                failures = failures.filter { entry in newest.prefix(maximumAddresses).contains { $0.key == entry.key } }
             }
         }
+    }
+
+    /// The bucket of an address: IPv4 addresses alone, IPv6 addresses by
+    /// their /64 network (one host usually holds a whole /64).
+    static func key(_ address: String?) -> String {
+        guard let address, address.contains(":") else { return address ?? "" }
+        var groups = address.split(separator: ":", omittingEmptySubsequences: false).map(String.init)
+        if let gap = groups.firstIndex(of: ""), groups.count < 8 {
+            groups.replaceSubrange(gap...gap, with: Array(repeating: "0", count: 8 - groups.count + 1))
+        }
+        return groups.prefix(4).map { $0.isEmpty ? "0" : $0 }.joined(separator: ":") + "::/64"
     }
 }

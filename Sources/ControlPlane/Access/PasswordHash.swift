@@ -9,6 +9,10 @@ enum PasswordHash {
     static let minimumLength = 12
     static let rounds = 1 << 14, blockSize = 8, parallelism = 1
 
+    /// A hash of a random password nobody knows, to verify against when a
+    /// user has none, so that both cases cost the same time.
+    static let dummy: String = (try? make(APIToken.generate().text)) ?? "scrypt$16384$8$1$AAAAAAAAAAAAAAAAAAAAAA$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+
     static func make(_ password: String) throws -> String {
         let salt = SymmetricKey(size: .bits128).withUnsafeBytes { Data($0) }
         let key = try KDF.Scrypt.deriveKey(

@@ -8,11 +8,15 @@ import Darwin
 /// What `larder login` remembers: the control plane's URL and a token, in
 /// `$XDG_CONFIG_HOME/larder/config.json` (`~/.config/larder/config.json`),
 /// readable by the user only (0600).
-public struct CLIConfiguration: Codable, Sendable, Equatable {
+public struct CLIConfiguration: Codable, Sendable, Equatable, CustomStringConvertible, CustomReflectable {
     /// The control plane's URL.
     public var url: String
     /// The token to send.
     public var token: String
+
+    /// The configuration without its token, safe to print.
+    public var description: String { "CLIConfiguration(url: \(url), token: …)" }
+    public var customMirror: Mirror { Mirror(self, children: ["url": url]) }
 
     /// Creates a configuration.
     public init(url: String, token: String) {
@@ -23,7 +27,8 @@ public struct CLIConfiguration: Codable, Sendable, Equatable {
     /// Where the file lives for `environment`.
     public static func path(environment: [String: String] = ProcessInfo.processInfo.environment) -> URL {
         if let override = environment["LARDER_CONFIG"], !override.isEmpty { return URL(fileURLWithPath: override) }
-        let base = environment["XDG_CONFIG_HOME"].map { URL(fileURLWithPath: $0) }
+        // XDG: an empty or relative XDG_CONFIG_HOME is ignored.
+        let base = environment["XDG_CONFIG_HOME"].flatMap { $0.hasPrefix("/") ? URL(fileURLWithPath: $0) : nil }
             ?? URL(fileURLWithPath: environment["HOME"] ?? NSHomeDirectory()).appendingPathComponent(".config")
         return base.appendingPathComponent("larder/config.json")
     }
@@ -39,6 +44,7 @@ public struct CLIConfiguration: Codable, Sendable, Equatable {
     public func save(to path: URL = path()) throws {
         let manager = FileManager.default
         try manager.createDirectory(at: path.deletingLastPathComponent(), withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        try manager.setAttributes([.posixPermissions: 0o700], ofItemAtPath: path.deletingLastPathComponent().path)
         let temporary = path.deletingLastPathComponent().appendingPathComponent(".config.json.\(UUID().uuidString)")
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
