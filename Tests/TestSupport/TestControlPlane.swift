@@ -23,16 +23,20 @@ public enum TestControlPlane {
     /// `logger` receives the server's logs (tests capture them to check what is logged).
     /// `adminToken` is the bootstrap token (a new one by default); servers
     /// sharing a database must share it, since only the first one bootstraps.
+    /// `tls` (certificate chain and key PEM files) makes it serve HTTPS.
     public static func withControlPlane<Result: Sendable>(
         database: PostgresURL? = nil, logger: Logger? = nil, adminToken: APIToken = .generate(),
-        _ body: (RunningControlPlane) async throws -> Result
+        tls: (certificate: String, key: String)? = nil, _ body: (RunningControlPlane) async throws -> Result
     ) async throws -> Result {
-        if let database { return try await run(on: database, logger: logger, adminToken: adminToken, body) }
-        return try await TestDatabase.withIsolatedDatabase { url in try await run(on: url, logger: logger, adminToken: adminToken, body) }
+        if let database { return try await run(on: database, logger: logger, adminToken: adminToken, tls: tls, body) }
+        return try await TestDatabase.withIsolatedDatabase { url in
+            try await run(on: url, logger: logger, adminToken: adminToken, tls: tls, body)
+        }
     }
 
     static func run<Result: Sendable>(
-        on database: PostgresURL, logger: Logger?, adminToken: APIToken, _ body: (RunningControlPlane) async throws -> Result
+        on database: PostgresURL, logger: Logger?, adminToken: APIToken, tls: (certificate: String, key: String)?,
+        _ body: (RunningControlPlane) async throws -> Result
     ) async throws -> Result {
         let logger = logger ?? {
             var logger = Logger(label: "larder.test-control-plane")
@@ -40,7 +44,8 @@ public enum TestControlPlane {
             return logger
         }()
         let configuration = ControlPlaneConfiguration(
-            database: database, host: "127.0.0.1", port: 0, logLevel: .warning, databasePoolSize: 8, bootstrapToken: adminToken)
+            database: database, host: "127.0.0.1", port: 0, tls: tls, logLevel: .warning, databasePoolSize: 8,
+            bootstrapToken: adminToken)
         let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
         let application = try ControlPlaneApplication.build(configuration: configuration, logger: logger) { port in
             continuation.yield(port)
@@ -51,7 +56,7 @@ public enum TestControlPlane {
             tasks.addTask { try await group.run() }
             var iterator = ports.makeAsyncIterator()
             guard let port = await iterator.next() else { throw CancellationError() }
-            let baseURL = "http://127.0.0.1:\(port)"
+            let baseURL = "\(tls == nil ? "http" : "https")://127.0.0.1:\(port)"
             let running = RunningControlPlane(
                 baseURL: baseURL, client: ControlPlaneClient(baseURL: baseURL, token: adminToken.text), adminToken: adminToken.text,
                 database: database)
