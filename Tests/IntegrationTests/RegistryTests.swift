@@ -5,6 +5,16 @@ import TestSupport
 
 @Suite("Registry over HTTP and PostgreSQL")
 struct RegistryTests {
+    /// Runs `body` against a control plane whose workspace `rides` holds the applied example repository.
+    static func withExampleApplied(_ body: (ControlPlaneClient, RepositoryFixture) async throws -> Void) async throws {
+        try await TestControlPlane.withControlPlane { server in
+            _ = try await server.client.createWorkspace("rides")
+            let repository = RepositoryFixture.example(workspace: "rides")
+            try await repository.apply(to: "rides", with: server.client)
+            try await body(server.client, repository)
+        }
+    }
+
     static func change(_ plan: PlanResource, _ kind: ObjectKind, _ name: String) throws -> PlannedChange {
         try #require(plan.changes.first { $0.kind == kind && $0.name == name }, "no change for \(kind) \(name)")
     }
@@ -35,11 +45,7 @@ struct RegistryTests {
 
     @Test("a description edit is a metadata-only update: no new version")
     func descriptionEdit() async throws {
-        try await TestControlPlane.withControlPlane { server in
-            let client = server.client
-            _ = try await client.createWorkspace("rides")
-            let repository = RepositoryFixture.example(workspace: "rides")
-            try await repository.apply(to: "rides", with: client)
+        try await Self.withExampleApplied { client, repository in
             let edited = repository.replacing(
                 "description: Hourly quality statistics of each driver.", with: "description: Hourly driver quality.", in: "features.yaml")
             let plan = try await client.plan(workspace: "rides", files: edited.apiFiles)
@@ -58,11 +64,7 @@ struct RegistryTests {
 
     @Test("a SQL or window edit makes version 2 of the view and its consumers; version 1 stays readable")
     func semanticEdit() async throws {
-        try await TestControlPlane.withControlPlane { server in
-            let client = server.client
-            _ = try await client.createWorkspace("rides")
-            let repository = RepositoryFixture.example(workspace: "rides")
-            try await repository.apply(to: "rides", with: client)
+        try await Self.withExampleApplied { client, repository in
 
             let windowEdit = repository.replacing("    windows: [7d]\n", with: "    windows: [7d, 30d]\n", in: "features.yaml")
             let plan = try await client.plan(workspace: "rides", files: windowEdit.apiFiles)
@@ -96,11 +98,7 @@ struct RegistryTests {
 
     @Test("two applies from the same base: exactly one succeeds, the other gets 409 and changes nothing")
     func concurrentApplies() async throws {
-        try await TestControlPlane.withControlPlane { server in
-            let client = server.client
-            _ = try await client.createWorkspace("rides")
-            let base = RepositoryFixture.example(workspace: "rides")
-            try await base.apply(to: "rides", with: client)
+        try await Self.withExampleApplied { client, base in
             let left = base.replacing("ttl: 2d", with: "ttl: 3d", in: "features.yaml")
             let right = base.removingDocument(containing: "name: driver_ranking", in: "services.yaml")
             let leftPlan = try await client.plan(workspace: "rides", files: left.apiFiles)
@@ -161,11 +159,7 @@ struct RegistryTests {
 
     @Test("retiring keeps the versions; re-adding the same definition restores its version")
     func retireAndReAdd() async throws {
-        try await TestControlPlane.withControlPlane { server in
-            let client = server.client
-            _ = try await client.createWorkspace("rides")
-            let base = RepositoryFixture.example(workspace: "rides")
-            try await base.apply(to: "rides", with: client)
+        try await Self.withExampleApplied { client, base in
             let without = base.removingDocument(containing: "name: driver_ranking", in: "services.yaml")
             let retirePlan = try await client.plan(workspace: "rides", files: without.apiFiles)
             let retire = try Self.change(retirePlan, .featureService, "driver_ranking")
@@ -192,11 +186,7 @@ struct RegistryTests {
 
     @Test("lineage walks versions up and down; search finds by name, description, tag and owner")
     func lineageAndSearch() async throws {
-        try await TestControlPlane.withControlPlane { server in
-            let client = server.client
-            _ = try await client.createWorkspace("rides")
-            let base = RepositoryFixture.example(workspace: "rides")
-            try await base.apply(to: "rides", with: client)
+        try await Self.withExampleApplied { client, base in
 
             let down = try await client.lineage(workspace: "rides", collection: .sources, name: "trips", direction: .downstream, depth: 5)
             #expect(Set(down.nodes.map(\.name)) == ["trips", "driver_trip_aggregates", "customer_trip_stats", "trip_quote", "driver_ranking"])
