@@ -48,6 +48,8 @@ public enum ControlPlaneApplication {
                 "larder.database": "\(configuration.database)", "larder.migrations_applied": "\(applied.count)",
             ])
             try await bootstrapAdmin(access: access, token: configuration.bootstrapToken, logger: logger)
+            let signing = try await SigningKeyStore.loadOrCreate(client: client, logger: logger)
+            logger.info("job specs are signed with key \(signing.publicKey.fingerprint)")
         }
         return application
     }

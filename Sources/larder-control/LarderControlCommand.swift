@@ -13,7 +13,7 @@ struct LarderControlCommand: AsyncParsableCommand {
         commandName: ControlPlane.component,
         abstract: "The Larder control plane: registry, access control and job dispatch.",
         version: LarderVersion.description,
-        subcommands: [Serve.self, Migrate.self, Token.self],
+        subcommands: [Serve.self, Migrate.self, Token.self, Key.self],
         defaultSubcommand: Serve.self
     )
 }
@@ -64,6 +64,26 @@ extension LarderControlCommand {
 
         func run() {
             print(APIToken.generate().text)
+        }
+    }
+
+    /// Prints the public key agents pin, creating the key pair if needed.
+    struct Key: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Print the public key that signs job specs (agents pin it) and its fingerprint.")
+        @OptionGroup var options: ControlOptions
+
+        func run() async throws {
+            let (configuration, logger) = try options.setUp()
+            let client = PostgresClient(configuration: try ControlPlaneApplication.postgresConfiguration(configuration.database), backgroundLogger: logger)
+            try await withThrowingDiscardingTaskGroup { group in
+                group.addTask { await client.run() }
+                try await MigrationRunner().run(on: client, logger: logger)
+                let keys = try await SigningKeyStore.loadOrCreate(client: client, logger: logger)
+                print("public key:  \(keys.publicKey)")
+                print("fingerprint: \(keys.publicKey.fingerprint)")
+                group.cancelAll()
+            }
         }
     }
 

@@ -1,4 +1,5 @@
 import ControlPlane
+import Shared
 import Foundation
 import Testing
 import TestSupport
@@ -175,5 +176,34 @@ struct ControlPlaneProcessTests {
         process.waitUntilExit()
         #expect(process.terminationStatus != 0)
         #expect(output.contains("LARDER_DATABASE_URL"))
+    }
+}
+
+@Suite("larder-control key")
+struct SigningKeyCommandTests {
+    static func key(_ databaseURL: String) throws -> (key: String, fingerprint: String) {
+        let process = Process()
+        process.executableURL = LarderBinary.directory.appendingPathComponent("larder-control")
+        process.arguments = ["key", "--database-url", databaseURL, "--log-level", "error"]
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 0)
+        let lines = text.split(separator: "\n").map { $0.split(separator: " ", omittingEmptySubsequences: true).last.map(String.init) ?? "" }
+        return (lines.first ?? "", lines.dropFirst().first ?? "")
+    }
+
+    @Test("the key pair is created once and then always shown the same, ready to pin")
+    func stableKey() async throws {
+        try await TestDatabase.withIsolatedDatabase { database in
+            let first = try Self.key(database.urlString)
+            let second = try Self.key(database.urlString)
+            #expect(first.key.hasPrefix("ed25519:") && first == second)
+            let pinned = try SigningPublicKey(parsing: first.key)
+            #expect(pinned.fingerprint == first.fingerprint)
+        }
     }
 }
