@@ -116,11 +116,11 @@ let package = Package(
         ),
         .testTarget(
             name: "SharedTests",
-            dependencies: ["Shared"]
+            dependencies: ["Shared", "TestSupport"]
         ),
         .testTarget(
             name: "ControlPlaneTests",
-            dependencies: ["ControlPlane", "Shared"]
+            dependencies: ["ControlPlane", "Shared", "TestSupport"]
         ),
         .testTarget(
             name: "CLITests",
