@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import Shared
 
 /// A bearer token: `lrd_<public id>_<secret>`.
 ///
@@ -24,7 +25,7 @@ public struct APIToken: Sendable, Hashable {
     public static func generate() -> APIToken {
         var generator = SystemRandomNumberGenerator()
         let publicID = String((0..<12).map { _ in publicIDAlphabet.randomElement(using: &generator)! })
-        let secret = SymmetricKey(size: .bits256).withUnsafeBytes { Data($0) }.base64URLEncoded
+        let secret = SymmetricKey(size: .bits256).withUnsafeBytes { Data($0) }.base64URL
         return APIToken(publicID: publicID, secret: secret)
     }
 
@@ -68,19 +69,5 @@ enum ConstantTime {
         var difference: UInt8 = 0
         for index in a.indices { difference |= a[index] ^ b[index] }
         return difference == 0
-    }
-}
-
-extension Data {
-    /// Base64url without padding.
-    var base64URLEncoded: String {
-        base64EncodedString().replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
-            .replacingOccurrences(of: "=", with: "")
-    }
-
-    init?(base64URLEncoded text: String) {
-        var base64 = text.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
-        while base64.count % 4 != 0 { base64 += "=" }
-        self.init(base64Encoded: base64)
     }
 }

@@ -1,6 +1,7 @@
 import Crypto
 import CryptoExtras
 import Foundation
+import Shared
 
 /// Users' passwords, stored as scrypt hashes: `scrypt$N$r$p$salt$hash`
 /// (salt and hash base64url). Service accounts and agents have none.
@@ -18,14 +19,14 @@ enum PasswordHash {
         let key = try KDF.Scrypt.deriveKey(
             from: Data(password.utf8), salt: salt, outputByteCount: 32, rounds: rounds, blockSize: blockSize, parallelism: parallelism)
         let hash = key.withUnsafeBytes { Data($0) }
-        return "scrypt$\(rounds)$\(blockSize)$\(parallelism)$\(salt.base64URLEncoded)$\(hash.base64URLEncoded)"
+        return "scrypt$\(rounds)$\(blockSize)$\(parallelism)$\(salt.base64URL)$\(hash.base64URL)"
     }
 
     /// Whether `password` matches `stored`, compared in constant time.
     static func verify(_ password: String, against stored: String) -> Bool {
         let parts = stored.split(separator: "$").map(String.init)
         guard parts.count == 6, parts[0] == "scrypt", let rounds = Int(parts[1]), let blockSize = Int(parts[2]),
-              let parallelism = Int(parts[3]), let salt = Data(base64URLEncoded: parts[4]), let expected = Data(base64URLEncoded: parts[5]),
+              let parallelism = Int(parts[3]), let salt = Data(base64URL: parts[4]), let expected = Data(base64URL: parts[5]),
               let key = try? KDF.Scrypt.deriveKey(
                   from: Data(password.utf8), salt: salt, outputByteCount: expected.count, rounds: rounds, blockSize: blockSize,
                   parallelism: parallelism)
