@@ -59,6 +59,7 @@ let package = Package(
                 .embedInCode("Database/Migrations/0002_access.sql"),
                 .embedInCode("Database/Migrations/0003_plan_writes.sql"),
                 .embedInCode("Database/Migrations/0004_signing_key.sql"),
+                .embedInCode("Database/Migrations/0005_jobs.sql"),
             ]
         ),
         .target(

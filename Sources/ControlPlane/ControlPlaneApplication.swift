@@ -22,8 +22,16 @@ public enum ControlPlaneApplication {
             configuration: try postgresConfiguration(configuration.database, poolSize: configuration.databasePoolSize),
             backgroundLogger: logger)
         let migrations = MigrationRunner()
-        let (router, _) = makeRouter(client: client, logger: logger)
+        let wakeups = JobWakeups()
+        let keys = SigningKeys(client: client, logger: logger)
+        let (router, _) = makeRouter(client: client, logger: logger, settings: configuration.jobs, wakeups: wakeups, keys: keys)
         let access = PostgresAccessStore(client: client, logger: logger)
+        let started = StartupGate()
+        var services: [any Service] = [client, AfterStartup(started, JobNotificationListener(client: client, wakeups: wakeups, logger: logger))]
+        if configuration.jobs.schedulerEnabled {
+            let store = PostgresJobStore(client: client, logger: logger, keys: keys, settings: configuration.jobs)
+            services.append(AfterStartup(started, JobScheduler(client: client, store: store, settings: configuration.jobs, logger: logger)))
+        }
         var server: HTTPServerBuilder = .http1()
         if let tls = configuration.tls {
             let certificates = try NIOSSLCertificate.fromPEMFile(tls.certificate).map { NIOSSLCertificateSource.certificate($0) }
@@ -33,7 +41,7 @@ public enum ControlPlaneApplication {
         var application = Application(
             router: router, server: server,
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: ControlPlane.component),
-            services: [client],
+            services: services,
             onServerRunning: { channel in
                 let port = channel.localAddress?.port ?? configuration.port
                 logger.info("listening", metadata: [
@@ -48,8 +56,9 @@ public enum ControlPlaneApplication {
                 "larder.database": "\(configuration.database)", "larder.migrations_applied": "\(applied.count)",
             ])
             try await bootstrapAdmin(access: access, token: configuration.bootstrapToken, logger: logger)
-            let signing = try await SigningKeyStore.loadOrCreate(client: client, logger: logger)
+            let signing = try await keys.current()
             logger.info("job specs are signed with key \(signing.publicKey.fingerprint)")
+            await started.open()
         }
         return application
     }
@@ -57,7 +66,8 @@ public enum ControlPlaneApplication {
     /// The API router and the table of its routes with their permissions.
     public static func makeRouter(
         client: PostgresClient, logger: Logger, limiter: FailedAuthenticationLimiter = FailedAuthenticationLimiter(),
-        now: @escaping @Sendable () -> Date = { Date() }
+        now: @escaping @Sendable () -> Date = { Date() }, settings: JobSettings = JobSettings(), wakeups: JobWakeups = JobWakeups(),
+        keys: SigningKeys? = nil
     ) -> (Router<ControlPlaneRequestContext>, [RouteDescriptor]) {
         let access = PostgresAccessStore(client: client, logger: logger)
         let router = Router(context: ControlPlaneRequestContext.self)
@@ -69,6 +79,10 @@ public enum ControlPlaneApplication {
         let registry = RegistryService(store: PostgresRegistryStore(client: client, logger: logger), now: now)
         RegistryRoutes(registry: registry).register(on: &routes)
         AccessRoutes(store: access, limiter: limiter, now: now).register(on: &routes)
+        let keys = keys ?? SigningKeys(client: client, logger: logger)
+        let jobs = PostgresJobStore(client: client, logger: logger, keys: keys, settings: settings)
+        JobRoutes(store: jobs).register(on: &routes)
+        AgentRoutes(store: jobs, wakeups: wakeups, settings: settings, keys: keys).register(on: &routes)
         return (router, routes.descriptors)
     }
 
@@ -87,6 +101,23 @@ public enum ControlPlaneApplication {
                 Use it with: larder login --url <this server> --token <token>
 
                 """.utf8))
+        }
+    }
+
+    /// Runs a service once the gate opens (after migrations), so it never sees an old schema.
+    struct AfterStartup<Wrapped: Service>: Service {
+        let gate: StartupGate
+        let wrapped: Wrapped
+
+        init(_ gate: StartupGate, _ wrapped: Wrapped) {
+            self.gate = gate
+            self.wrapped = wrapped
+        }
+
+        func run() async throws {
+            try await cancelWhenGracefulShutdown { await gate.wait() }
+            if Task.isShuttingDownGracefully || Task.isCancelled { return }
+            try await wrapped.run()
         }
     }
 

@@ -26,16 +26,17 @@ public enum TestControlPlane {
     /// `tls` (certificate chain and key PEM files) makes it serve HTTPS.
     public static func withControlPlane<Result: Sendable>(
         database: PostgresURL? = nil, logger: Logger? = nil, adminToken: APIToken = .generate(),
-        tls: (certificate: String, key: String)? = nil, _ body: (RunningControlPlane) async throws -> Result
+        tls: (certificate: String, key: String)? = nil, jobs: JobSettings = JobSettings(schedulerEnabled: false),
+        _ body: (RunningControlPlane) async throws -> Result
     ) async throws -> Result {
-        if let database { return try await run(on: database, logger: logger, adminToken: adminToken, tls: tls, body) }
+        if let database { return try await run(on: database, logger: logger, adminToken: adminToken, tls: tls, jobs: jobs, body) }
         return try await TestDatabase.withIsolatedDatabase { url in
-            try await run(on: url, logger: logger, adminToken: adminToken, tls: tls, body)
+            try await run(on: url, logger: logger, adminToken: adminToken, tls: tls, jobs: jobs, body)
         }
     }
 
     static func run<Result: Sendable>(
-        on database: PostgresURL, logger: Logger?, adminToken: APIToken, tls: (certificate: String, key: String)?,
+        on database: PostgresURL, logger: Logger?, adminToken: APIToken, tls: (certificate: String, key: String)?, jobs: JobSettings,
         _ body: (RunningControlPlane) async throws -> Result
     ) async throws -> Result {
         let logger = logger ?? {
@@ -45,7 +46,7 @@ public enum TestControlPlane {
         }()
         let configuration = ControlPlaneConfiguration(
             database: database, host: "127.0.0.1", port: 0, tls: tls, logLevel: .warning, databasePoolSize: 8,
-            bootstrapToken: adminToken)
+            bootstrapToken: adminToken, jobs: jobs)
         let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
         let application = try ControlPlaneApplication.build(configuration: configuration, logger: logger) { port in
             continuation.yield(port)

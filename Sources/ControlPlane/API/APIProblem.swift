@@ -31,6 +31,8 @@ struct APIProblem: Error {
             self = problem
         case let registry as RegistryError:
             self.init(registry)
+        case let job as JobError:
+            self.init(job)
         case let access as AccessError:
             self.init(access)
             if case .tooManyFailures(let seconds) = access { retryAfter = seconds }

@@ -18,7 +18,7 @@ public enum Permission: Sendable, Hashable, CustomStringConvertible {
     case workspace(WorkspaceRole)
     /// Admins; owners of the workspace named by the `workspace` query parameter.
     case auditRead
-    /// Agents of the path's `{workspace}`, for the agent protocol.
+    /// Agents, for the agent protocol (`/v1/agent/…`): each acts for the workspace its token belongs to.
     case agentProtocol
 
     public var description: String {
@@ -144,6 +144,49 @@ extension Request {
         case "true", "1", "yes": return true
         case "false", "0", "no": return false
         default: throw APIProblem.badRequest(field: name, "'\(name)' must be true or false")
+        }
+    }
+}
+
+extension Request {
+    /// Decodes a JSON body that may hold only the fields `Body` declares: an
+    /// unknown field anywhere is refused with a problem naming it. The agent
+    /// protocol uses this, so nothing undeclared crosses the boundary.
+    func decodeStrictBody<Body: Codable>(as type: Body.Type, context: ControlPlaneRequestContext) async throws -> Body {
+        let buffer = try await body.collect(upTo: context.maxUploadSize)
+        let data = Data(buffer.readableBytesView)
+        let value = try context.requestDecoder.decode(Body.self, from: data)
+        let sent = try JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed])
+        let understood = try JSONSerialization.jsonObject(with: APICoding.makeEncoder().encode(value), options: [.fragmentsAllowed])
+        if let unknown = Self.firstUnknownField(sent: sent, understood: understood, path: "") {
+            throw APIProblem.badRequest(field: unknown, "unknown field '\(unknown)': only the fields this API declares are accepted")
+        }
+        return value
+    }
+
+    /// The path of the first field of `sent` that decoding did not keep.
+    static func firstUnknownField(sent: Any, understood: Any?, path: String) -> String? {
+        switch sent {
+        case let object as [String: Any]:
+            let kept = understood as? [String: Any] ?? [:]
+            for key in object.keys.sorted() {
+                let child = path.isEmpty ? key : "\(path).\(key)"
+                guard let value = object[key] else { continue }
+                if value is NSNull { continue }
+                guard let keptValue = kept[key] else { return child }
+                if let unknown = firstUnknownField(sent: value, understood: keptValue, path: child) { return unknown }
+            }
+            return nil
+        case let array as [Any]:
+            let kept = understood as? [Any] ?? []
+            for (index, element) in array.enumerated() {
+                if let unknown = firstUnknownField(sent: element, understood: index < kept.count ? kept[index] : nil, path: "\(path)[\(index)]") {
+                    return unknown
+                }
+            }
+            return nil
+        default:
+            return nil
         }
     }
 }

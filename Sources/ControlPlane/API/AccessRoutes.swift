@@ -139,9 +139,6 @@ struct AccessRoutes {
             return APIResponse.empty(.noContent)
         }
 
-        routes.add(.get, "/v1/workspaces/{workspace}/agents", permission: .workspace(.owner)) { _, context in
-            try APIResponse.json(try await store.principals(agentsOf: try context.pathParameter("workspace")))
-        }
         routes.add(.post, "/v1/workspaces/{workspace}/agents", permission: .instanceAdmin) { request, context in
             let body = try await request.decodeBody(as: CreateAgentRequest.self, context: context)
             guard PrincipalName.isValid(body.name), !Self.reservedNames.contains(body.name) else {

@@ -21,9 +21,10 @@ public enum Authorizer {
         if permission == .publicAccess { return .allowed }
         guard let caller else { return .unauthenticated }
         if caller.kind == .agent {
-            // Agents act only through the agent protocol, and only for their own workspace.
+            // Agents act only through the agent protocol, and only for their own
+            // workspace (which their token names when the path does not).
             guard permission == .agentProtocol else { return .forbidden }
-            return workspace != nil && workspace == caller.agentWorkspace ? .allowed : .hidden
+            return workspace == nil || workspace == caller.agentWorkspace ? .allowed : .hidden
         }
         switch permission {
         case .publicAccess:

@@ -25,3 +25,25 @@ public enum SigningKeyStore {
         }
     }
 }
+
+/// The signing key pair, loaded (or created) from the database on first use
+/// and then kept in memory.
+public actor SigningKeys {
+    let client: PostgresClient
+    let logger: Logger
+    private var cached: SigningKeyPair?
+
+    /// Creates a loader over the registry database.
+    public init(client: PostgresClient, logger: Logger) {
+        self.client = client
+        self.logger = logger
+    }
+
+    /// The key pair.
+    public func current() async throws -> SigningKeyPair {
+        if let cached { return cached }
+        let loaded = try await SigningKeyStore.loadOrCreate(client: client, logger: logger)
+        cached = loaded
+        return loaded
+    }
+}

@@ -14,6 +14,14 @@ import Shared
 /// | log level | `--log-level` | `LARDER_LOG_LEVEL` | `info` |
 /// | database pool size | | `LARDER_DATABASE_POOL_SIZE` | 20 |
 /// | first admin's token | | `LARDER_BOOTSTRAP_TOKEN` | none: a new one is printed once |
+/// | job lease | | `LARDER_LEASE_SECONDS` | 30 |
+/// | agent heartbeat interval | | `LARDER_HEARTBEAT_SECONDS` | 10 |
+/// | longest claim wait | | `LARDER_MAX_CLAIM_WAIT_SECONDS` | 30 |
+/// | first retry delay (doubling) | | `LARDER_RETRY_BASE_SECONDS` | 5 |
+/// | attempts per job | | `LARDER_MAX_ATTEMPTS` | 5 |
+/// | scheduler tick | | `LARDER_SCHEDULER_INTERVAL_SECONDS` | 10 |
+/// | backfill chunk | | `LARDER_BACKFILL_CHUNK` | `1d` |
+/// | scheduler on this replica | | `LARDER_SCHEDULER` (`on`/`off`) | `on` |
 public struct ControlPlaneConfiguration: Sendable {
     /// The registry database.
     public var database: PostgresURL
@@ -29,6 +37,8 @@ public struct ControlPlaneConfiguration: Sendable {
     public var databasePoolSize: Int
     /// The token of the first admin, created on first start with an empty database.
     public var bootstrapToken: APIToken?
+    /// Leases, retries and scheduling.
+    public var jobs: JobSettings
 
     /// Why a configuration is unusable.
     public struct Invalid: Error, CustomStringConvertible, Sendable {
@@ -39,8 +49,9 @@ public struct ControlPlaneConfiguration: Sendable {
     /// Creates a configuration.
     public init(
         database: PostgresURL, host: String = "127.0.0.1", port: Int = 7070, tls: (certificate: String, key: String)? = nil,
-        logLevel: Logger.Level = .info, databasePoolSize: Int = 20, bootstrapToken: APIToken? = nil
+        logLevel: Logger.Level = .info, databasePoolSize: Int = 20, bootstrapToken: APIToken? = nil, jobs: JobSettings = JobSettings()
     ) {
+        self.jobs = jobs
         self.database = database
         self.host = host
         self.port = port
@@ -91,7 +102,40 @@ public struct ControlPlaneConfiguration: Sendable {
         }
         self.init(
             database: database, host: host, port: port, tls: tls, logLevel: level, databasePoolSize: poolSize,
-            bootstrapToken: bootstrapToken)
+            bootstrapToken: bootstrapToken, jobs: try Self.jobSettings(environment))
+    }
+
+    /// Job settings from the environment.
+    static func jobSettings(_ environment: [String: String]) throws(Invalid) -> JobSettings {
+        var settings = JobSettings()
+        func seconds(_ name: String, _ range: ClosedRange<Double>) throws(Invalid) -> Duration? {
+            guard let text = environment[name] else { return nil }
+            guard let value = Double(text), range.contains(value) else {
+                throw Invalid(description: "\(name) must be a number of seconds from \(range.lowerBound) to \(range.upperBound)")
+            }
+            return .milliseconds(Int64(value * 1_000))
+        }
+        if let value = try seconds("LARDER_LEASE_SECONDS", 1...3_600) { settings.leaseDuration = value }
+        if let value = try seconds("LARDER_HEARTBEAT_SECONDS", 0.1...600) { settings.heartbeatInterval = value }
+        if let value = try seconds("LARDER_MAX_CLAIM_WAIT_SECONDS", 0...300) { settings.maxClaimWait = value }
+        if let value = try seconds("LARDER_RETRY_BASE_SECONDS", 0...3_600) { settings.retryBaseDelay = value }
+        if let value = try seconds("LARDER_SCHEDULER_INTERVAL_SECONDS", 0.1...3_600) { settings.schedulerInterval = value }
+        if let text = environment["LARDER_MAX_ATTEMPTS"] {
+            guard let value = Int(text), (1...100).contains(value) else { throw Invalid(description: "LARDER_MAX_ATTEMPTS must be from 1 to 100") }
+            settings.maxAttempts = value
+        }
+        if let text = environment["LARDER_BACKFILL_CHUNK"] {
+            guard let span = try? TimeSpan.parse(text), span.seconds >= 60 else {
+                throw Invalid(description: "LARDER_BACKFILL_CHUNK must be a duration of at least 1m, such as 6h or 1d")
+            }
+            settings.backfillChunk = span
+        }
+        switch environment["LARDER_SCHEDULER"]?.lowercased() {
+        case nil, "on", "true", "1": settings.schedulerEnabled = true
+        case "off", "false", "0": settings.schedulerEnabled = false
+        case let other?: throw Invalid(description: "LARDER_SCHEDULER must be on or off, not '\(other)'")
+        }
+        return settings
     }
 
     /// Parses `host:port` (`[::1]:7070` for IPv6).

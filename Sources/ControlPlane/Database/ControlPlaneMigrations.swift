@@ -11,6 +11,7 @@ public enum ControlPlaneMigrations {
         migration("0002_access.sql", PackageResources._002_access_sql),
         migration("0003_plan_writes.sql", PackageResources._003_plan_writes_sql),
         migration("0004_signing_key.sql", PackageResources._004_signing_key_sql),
+        migration("0005_jobs.sql", PackageResources._005_jobs_sql),
     ]
 
     static func migration(_ fileName: String, _ bytes: [UInt8]) -> Migration {

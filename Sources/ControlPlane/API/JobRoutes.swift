@@ -1,0 +1,80 @@
+import Foundation
+import Hummingbird
+import Shared
+
+/// Jobs as operators see them: list, describe, cancel, retry, materialize on
+/// demand; and the workspace's agents.
+struct JobRoutes {
+    let store: PostgresJobStore
+
+    func register(on routes: inout APIRouteBuilder) {
+        let store = self.store
+        routes.add(.get, "/v1/workspaces/{workspace}/jobs", permission: .workspace(.viewer)) { request, context in
+            let workspace = try context.pathParameter("workspace")
+            let state = try request.queryString("state").map { text in
+                guard let state = JobState(rawValue: text) else {
+                    throw APIProblem.badRequest(field: "state", "'\(text)' is not a job state: \(JobState.allCases.map(\.rawValue).joined(separator: ", "))")
+                }
+                return state
+            }
+            let kind = try request.queryString("kind").map { text in
+                guard let kind = JobKind(rawValue: text) else {
+                    throw APIProblem.badRequest(field: "kind", "'\(text)' is not a job kind: \(JobKind.allCases.map(\.rawValue).joined(separator: ", "))")
+                }
+                return kind
+            }
+            let parent = try request.queryString("parent").map { text in
+                guard let id = Int64(text) else { throw APIProblem.badRequest(field: "parent", "'parent' must be a job id") }
+                return id
+            }
+            let cursor = try request.queryString("cursor").map { text in
+                guard let id = Int64(text) else { throw APIProblem.badRequest(field: "cursor", "'cursor' is not a cursor this API gave") }
+                return id
+            }
+            let limit = try request.queryInteger("limit", default: 100, range: 1...1_000)
+            _ = try await context.requireWorkspaceExists(workspace, store: store)
+            return try APIResponse.json(try await store.list(
+                workspace: workspace, state: state, view: request.queryString("view"), kind: kind, parent: parent, after: cursor, limit: limit))
+        }
+        routes.add(.get, "/v1/workspaces/{workspace}/jobs/{job}", permission: .workspace(.viewer)) { _, context in
+            try APIResponse.json(try await store.detail(job: try context.jobID(), workspace: try context.pathParameter("workspace")))
+        }
+        routes.add(.post, "/v1/workspaces/{workspace}/jobs/{job}/cancel", permission: .workspace(.operator)) { _, context in
+            try APIResponse.json(try await store.cancel(
+                job: try context.jobID(), workspace: try context.pathParameter("workspace"), by: context.callerName))
+        }
+        routes.add(.post, "/v1/workspaces/{workspace}/jobs/{job}/retry", permission: .workspace(.operator)) { _, context in
+            try APIResponse.json(try await store.retry(
+                job: try context.jobID(), workspace: try context.pathParameter("workspace"), by: context.callerName))
+        }
+        routes.add(.post, "/v1/workspaces/{workspace}/materializations", permission: .workspace(.operator)) { request, context in
+            let body = try await request.decodeBody(as: MaterializeRequest.self, context: context)
+            let workspace = try context.pathParameter("workspace")
+            _ = try await context.requireWorkspaceExists(workspace, store: store)
+            return try APIResponse.json(try await store.materialize(body, workspace: workspace, by: context.callerName), status: .created)
+        }
+        routes.add(.get, "/v1/workspaces/{workspace}/agents", permission: .workspace(.viewer)) { _, context in
+            let workspace = try context.pathParameter("workspace")
+            _ = try await context.requireWorkspaceExists(workspace, store: store)
+            return try APIResponse.json(try await store.agents(workspace: workspace))
+        }
+    }
+}
+
+extension ControlPlaneRequestContext {
+    /// The `{job}` path parameter.
+    func jobID() throws -> Int64 {
+        let text = try pathParameter("job")
+        guard let id = Int64(text), id > 0 else { throw APIProblem.badRequest(field: "job", "'\(text)' is not a job id") }
+        return id
+    }
+
+    /// The authenticated caller's name.
+    var callerName: String { caller?.name ?? "anonymous" }
+
+    /// Throws `workspaceNotFound` unless the workspace exists (admins may name any).
+    func requireWorkspaceExists(_ name: String, store: PostgresJobStore) async throws -> Int64 {
+        guard let id = try await store.workspaceID(named: name) else { throw RegistryError.workspaceNotFound(name) }
+        return id
+    }
+}

@@ -1,0 +1,212 @@
+import Foundation
+import Logging
+import PostgresNIO
+import ServiceLifecycle
+import Shared
+
+/// Decides what must be computed and when. On each tick, the replica holding
+/// the scheduler lease:
+/// - returns jobs whose lease expired to the queue (`expireLeases`), once it
+///   has led for a whole lease (agents that could not reach a restarted
+///   control plane get time to extend their leases first);
+/// - queues, for every current feature-view version with a batch schedule,
+///   each interval due since the version's progress mark. A version seen for
+///   the first time is backfilled from its feature start time.
+///
+/// Only the lease holder schedules; every enqueue transaction checks the lease
+/// again, so a replica that lost it cannot write.
+public struct JobScheduler: Service {
+    let client: PostgresClient
+    let store: PostgresJobStore
+    let settings: JobSettings
+    let logger: Logger
+    /// This replica's name in the lease.
+    let replica: String
+    let now: @Sendable () -> Date
+
+    static let leaseName = "scheduler"
+
+    /// Creates a scheduler.
+    public init(
+        client: PostgresClient, store: PostgresJobStore, settings: JobSettings, logger: Logger,
+        replica: String = UUID().uuidString.lowercased(), now: @escaping @Sendable () -> Date = { Date() }
+    ) {
+        self.client = client
+        self.store = store
+        self.settings = settings
+        self.logger = logger
+        self.replica = replica
+        self.now = now
+    }
+
+    public func run() async throws {
+        var leadingSince: ContinuousClock.Instant?
+        while !Task.isCancelled, !Task.isShuttingDownGracefully {
+            do {
+                if try await holdLease() {
+                    if leadingSince == nil {
+                        leadingSince = .now
+                        logger.notice("this replica now runs the scheduler", metadata: ["larder.replica": .string(replica)])
+                    }
+                    if let since = leadingSince, ContinuousClock.now - since >= settings.leaseDuration {
+                        try await store.expireLeases()
+                    }
+                    try await tick()
+                } else if leadingSince != nil {
+                    leadingSince = nil
+                    logger.notice("this replica lost the scheduler lease and stopped scheduling")
+                }
+            } catch {
+                if Task.isCancelled || Task.isShuttingDownGracefully { break }
+                logger.error("scheduler tick failed", metadata: ["larder.error": .string(String(describing: error))])
+            }
+            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: settings.schedulerInterval) }
+        }
+        if leadingSince != nil { try? await releaseLease() }
+    }
+
+    /// How long the lease lasts: three ticks, so one slow tick does not lose it.
+    var leaseSeconds: Double { max(settings.schedulerInterval.seconds * 3, 1) }
+
+    /// Takes or renews the scheduler lease; true when this replica holds it.
+    public func holdLease() async throws -> Bool {
+        let rows = try await client.query(
+            """
+            INSERT INTO leader_leases (name, holder, term, expires_at)
+            VALUES (\(Self.leaseName), \(replica), 1, now() + make_interval(secs => \(leaseSeconds)))
+            ON CONFLICT (name) DO UPDATE SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at,
+                term = leader_leases.term + CASE WHEN leader_leases.holder = EXCLUDED.holder THEN 0 ELSE 1 END
+            WHERE leader_leases.holder = EXCLUDED.holder OR leader_leases.expires_at < now()
+            RETURNING term
+            """, logger: logger)
+        for try await _ in rows.decode(Int64.self) { return true }
+        return false
+    }
+
+    func releaseLease() async throws {
+        try await client.query("DELETE FROM leader_leases WHERE name = \(Self.leaseName) AND holder = \(replica)", logger: logger)
+    }
+
+    /// A scheduled version as the tick reads it.
+    struct ScheduledVersion {
+        var view: PostgresJobStore.ViewVersion
+        var schedule: BatchSchedule
+        var featureStartTime: Date?
+    }
+
+    /// Queues everything due now. Returns the number of jobs queued.
+    @discardableResult
+    public func tick() async throws -> Int {
+        var queued = 0
+        for version in try await scheduledVersions() {
+            queued += try await schedule(version)
+        }
+        return queued
+    }
+
+    func scheduledVersions() async throws -> [ScheduledVersion] {
+        let rows = try await client.query(
+            """
+            SELECT w.id, w.name, v.id, o.name, v.version, o.operational->'schedule'->>'every', o.operational->'schedule'->>'cron',
+                   o.operational->>'feature_start_time'
+            FROM registry_objects o JOIN workspaces w ON w.id = o.workspace_id
+            JOIN object_versions v ON v.object_id = o.id AND v.version = o.current_version
+            WHERE o.kind = 'FeatureView' AND o.operational ? 'schedule'
+            ORDER BY v.id
+            """, logger: logger)
+        var versions: [ScheduledVersion] = []
+        for try await (workspaceID, workspace, versionID, name, number, every, cron, start)
+            in rows.decode((Int64, String, Int64, String, Int, String?, String?, String?).self) {
+            let schedule: BatchSchedule
+            if let every, let seconds = Int64(every), seconds > 0 {
+                schedule = .interval(TimeSpan(seconds: seconds))
+            } else if let cron, let parsed = try? CronSchedule(parsing: cron) {
+                schedule = .cron(parsed)
+            } else {
+                logger.warning("skipping a feature view whose schedule cannot be read", metadata: ["larder.view": .string(name)])
+                continue
+            }
+            versions.append(ScheduledVersion(
+                view: .init(workspaceID: workspaceID, workspace: workspace, versionID: versionID, view: name, version: number),
+                schedule: schedule, featureStartTime: start.flatMap(RFC3339.parse)))
+        }
+        return versions
+    }
+
+    /// Queues the due intervals of one version in one transaction, under the lease.
+    func schedule(_ version: ScheduledVersion) async throws -> Int {
+        let now = self.now()
+        return try await client.withConnection { connection in
+            try await connection.inTransaction(logger: logger) { connection in
+                let lease = try await connection.query(
+                    """
+                    SELECT 1 FROM leader_leases WHERE name = \(Self.leaseName) AND holder = \(replica) AND expires_at > now() FOR SHARE
+                    """, logger: logger)
+                var holding = false
+                for try await _ in lease.decode(Int.self) { holding = true }
+                guard holding else { return 0 }
+                let progress = try await connection.query(
+                    "SELECT scheduled_through FROM schedule_progress WHERE version_id = \(version.view.versionID) FOR UPDATE",
+                    logger: logger)
+                var through: Date?
+                for try await date in progress.decode(Date.self) { through = date }
+                var queued = 0
+                if let through {
+                    let due = DueIntervals.due(schedule: version.schedule, watermark: through, featureStartTime: nil, now: now)
+                    guard let last = due.last else { return 0 }
+                    queued = try await store.enqueue(
+                        version.view, intervals: due, parent: nil, environment: nil, trigger: "schedule", by: "scheduler", on: connection
+                    ).count
+                    try await setProgress(version.view.versionID, to: last.end, on: connection)
+                } else {
+                    // First sight of this version: backfill from the feature start time.
+                    let start = version.featureStartTime ?? DueIntervals.firstBoundary(version.schedule, before: now) ?? now
+                    let due = DueIntervals.due(
+                        schedule: version.schedule, watermark: start, featureStartTime: nil, now: now, limit: 1_000_000)
+                    if let first = due.first, let last = due.last {
+                        let chunks = Self.group(due, into: settings.backfillChunk)
+                        let trigger = "new version \(version.view.version)"
+                        let parent = try await store.createBackfill(
+                            version.view, start: first.start, end: last.end, environment: nil, trigger: trigger, by: "scheduler",
+                            on: connection)
+                        queued = try await store.enqueue(
+                            version.view, intervals: chunks, parent: parent, environment: nil, trigger: trigger, by: "scheduler",
+                            on: connection
+                        ).count
+                        try await store.refreshBackfills([parent], on: connection)
+                    }
+                    try await setProgress(version.view.versionID, to: due.last?.end ?? start, on: connection)
+                }
+                if queued > 0 {
+                    logger.info("queued materializations", metadata: [
+                        "larder.workspace": .string(version.view.workspace), "larder.view": .string(version.view.view),
+                        "larder.version": "\(version.view.version)", "larder.jobs": "\(queued)",
+                    ])
+                }
+                return queued
+            }
+        }
+    }
+
+    func setProgress(_ versionID: Int64, to date: Date, on connection: PostgresConnection) async throws {
+        try await connection.query(
+            """
+            INSERT INTO schedule_progress (version_id, scheduled_through) VALUES (\(versionID), \(date))
+            ON CONFLICT (version_id) DO UPDATE SET scheduled_through = EXCLUDED.scheduled_through, updated_at = now()
+            """, logger: logger)
+    }
+
+    /// Joins consecutive intervals into chunks of at least `chunk` (each
+    /// interval stays whole, so chunk edges fall on schedule boundaries).
+    static func group(_ intervals: [MaterializationInterval], into chunk: TimeSpan) -> [MaterializationInterval] {
+        var chunks: [MaterializationInterval] = []
+        for interval in intervals {
+            if let last = chunks.last, last.end == interval.start, last.end.timeIntervalSince(last.start) < Double(chunk.seconds) {
+                chunks[chunks.count - 1].end = interval.end
+            } else {
+                chunks.append(interval)
+            }
+        }
+        return chunks
+    }
+}
