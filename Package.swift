@@ -67,6 +67,8 @@ let package = Package(
             dependencies: [
                 "Shared",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Yams", package: "Yams"),
             ]
         ),
 
@@ -93,7 +95,19 @@ let package = Package(
             dependencies: [
                 "DataPlane",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
             ]
+        ),
+        // An agent whose executor only simulates work, for protocol tests with real processes.
+        .executableTarget(
+            name: "larder-test-agent",
+            dependencies: [
+                "DataPlane",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Tests/TestAgent"
         ),
 
         // Benchmarks (release build, through scripts/bench).
@@ -125,7 +139,7 @@ let package = Package(
         ),
         .testTarget(
             name: "CLITests",
-            dependencies: ["larder", "larder-control", "TestSupport"]
+            dependencies: ["larder", "larder-control", "larder-agent", "larder-test-agent", "TestSupport"]
         ),
         .testTarget(
             name: "IntegrationTests",

@@ -6,4 +6,8 @@ import Shared
 public enum DataPlane {
     /// The component name used in logs and `--version` output.
     public static let component = "larder-agent"
+
+    /// The executors this build of the agent has. None yet: materialization
+    /// arrives with the materialization engine, and nothing here pretends to do it.
+    public static func executors(configuration: AgentConfiguration) -> [any JobExecutor] { [] }
 }

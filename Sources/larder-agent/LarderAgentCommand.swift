@@ -1,5 +1,8 @@
 import ArgumentParser
 import DataPlane
+import Foundation
+import Logging
+import ServiceLifecycle
 import Shared
 
 /// `larder-agent`: the data-plane agent.
@@ -8,6 +11,44 @@ struct LarderAgentCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: DataPlane.component,
         abstract: "The Larder data-plane agent: runs jobs and serves features in your environment.",
-        version: LarderVersion.description
+        version: LarderVersion.description,
+        subcommands: [Run.self],
+        defaultSubcommand: Run.self
     )
+}
+
+extension LarderAgentCommand {
+    /// Connects to the control plane and runs jobs until SIGTERM or SIGINT.
+    struct Run: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Connect to the control plane and run jobs (the default).")
+
+        @Option(help: "The agent's configuration file (LARDER_AGENT_CONFIG, default ./agent.yaml).") var config: String?
+        @Option(help: "trace, debug, info, notice, warning, error or critical (LARDER_LOG_LEVEL, default info).") var logLevel: String?
+
+        func run() async throws {
+            let environment = ProcessInfo.processInfo.environment
+            let path = config ?? environment["LARDER_AGENT_CONFIG"] ?? "agent.yaml"
+            let configuration: AgentConfiguration
+            do { configuration = try AgentConfiguration(file: path) } catch { throw ValidationError(error.description) }
+            let levelText = logLevel ?? environment["LARDER_LOG_LEVEL"] ?? "info"
+            guard let level = Logger.Level(rawValue: levelText.lowercased()) else { throw ValidationError("unknown log level '\(levelText)'") }
+            LoggingSystem.bootstrap { label in
+                var handler = StreamLogHandler.standardError(label: label)
+                handler.logLevel = level
+                return handler
+            }
+            let logger = Logger(label: DataPlane.component)
+            // The executors that materialize features arrive with the materialization engine;
+            // until then this agent registers and heartbeats but claims nothing.
+            let runner = AgentRunner(configuration: configuration, executors: DataPlane.executors(configuration: configuration), logger: logger)
+            let group = ServiceGroup(configuration: .init(
+                services: [.init(service: runner, successTerminationBehavior: .gracefullyShutdownGroup)],
+                gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+            do {
+                try await group.run()
+            } catch let refusal as AgentRunner.Refusal {
+                throw ValidationError(refusal.description)
+            }
+        }
+    }
 }

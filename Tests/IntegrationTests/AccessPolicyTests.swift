@@ -45,6 +45,11 @@ struct Cast {
         _ = try await admin.createPrincipal(CreatePrincipalRequest(name: "disposable-user", kind: .user))
         let spare = try await admin.createToken(for: principalName(.viewer), description: "spare").resource.publicId
         let plan = try await admin.plan(workspace: workspace, files: RepositoryFixture.example(workspace: workspace).apiFiles)
+        // Job 1 (a backfill) exists before any member calls a job route.
+        let start = try #require(RFC3339.parse("2025-01-01T00:00:00Z"))
+        _ = try await admin.materialize(
+            MaterializeRequest(featureView: "driver_hourly_stats", start: start, end: start.addingTimeInterval(3 * 3_600), chunk: "1h"),
+            workspace: workspace)
         return Cast(tokens: tokens, spareTokenOfViewer: spare, planID: plan.id)
     }
 }
@@ -57,6 +62,8 @@ enum ExpectedAccess: Equatable {
     static func of(_ member: Cast.Member, for permission: Permission) -> ExpectedAccess {
         if permission == .publicAccess { return .allowed }
         if member == .anonymous { return .unauthenticated }
+        // Agents may call the agent protocol and nothing else; nobody else may call it.
+        if permission == .agentProtocol { return member == .agent ? .allowed : .forbidden }
         if member == .agent { return .forbidden }
         if member == .admin { return .allowed }
         let roleInAlpha: WorkspaceRole? = [
@@ -107,7 +114,14 @@ enum DocumentedPermissions {
         "POST /v1/workspaces/{workspace}/applies": .workspace(.editor),
         "GET /v1/workspaces/{workspace}/access": .workspace(.owner), "POST /v1/workspaces/{workspace}/access": .workspace(.owner),
         "DELETE /v1/workspaces/{workspace}/access/{principal}/{role}": .workspace(.owner),
-        "GET /v1/workspaces/{workspace}/agents": .workspace(.owner),
+        "GET /v1/workspaces/{workspace}/agents": .workspace(.viewer),
+        "GET /v1/workspaces/{workspace}/jobs": .workspace(.viewer), "GET /v1/workspaces/{workspace}/jobs/{job}": .workspace(.viewer),
+        "POST /v1/workspaces/{workspace}/jobs/{job}/cancel": .workspace(.operator),
+        "POST /v1/workspaces/{workspace}/jobs/{job}/retry": .workspace(.operator),
+        "POST /v1/workspaces/{workspace}/materializations": .workspace(.operator),
+        "POST /v1/agent/hello": .agentProtocol, "POST /v1/agent/heartbeat": .agentProtocol, "POST /v1/agent/jobs:claim": .agentProtocol,
+        "POST /v1/agent/jobs/{job}/lease": .agentProtocol, "POST /v1/agent/jobs/{job}/progress": .agentProtocol,
+        "POST /v1/agent/jobs/{job}/complete": .agentProtocol,
         "GET /v1/audit": .auditRead,
     ]
 }
@@ -138,7 +152,7 @@ struct AccessPolicyTests {
     static func request(for route: RouteDescriptor, cast: Cast) -> (path: String, body: String?) {
         var path = route.path
         let values = [
-            "{workspace}": Cast.workspace, "{collection}": "feature-views", "{name}": "driver_hourly_stats", "{version}": "1",
+            "{workspace}": Cast.workspace, "{job}": "1", "{collection}": "feature-views", "{name}": "driver_hourly_stats", "{version}": "1",
             "{plan}": cast.planID.uuidString.lowercased(), "{token}": cast.spareTokenOfViewer, "{role}": "viewer",
             "{principal}": route.path == "/v1/principals/{principal}" && route.method == "DELETE" ? "disposable-user"
                 : route.path.hasSuffix("{principal}/{role}") ? "target-user" : Cast.principalName(.viewer),
@@ -157,6 +171,15 @@ struct AccessPolicyTests {
             "POST /v1/principals/{principal}/tokens": "{}",
             "POST /v1/workspaces/{workspace}/access": #"{"principal":"target-user","role":"viewer"}"#,
             "POST /v1/workspaces/{workspace}/agents": #"{"name":"agent-\#(unique)","environment":"prod"}"#,
+            "POST /v1/workspaces/{workspace}/materializations":
+                #"{"feature_view":"driver_hourly_stats","start":"2025-02-01T00:00:00Z","end":"2025-02-01T02:00:00Z","chunk":"1h"}"#,
+            "POST /v1/agent/hello": #"{"instance_id":"matrix","version":"test","hostname":"test","capabilities":[]}"#,
+            "POST /v1/agent/heartbeat": #"{"instance_id":"matrix","running_jobs":[]}"#,
+            "POST /v1/agent/jobs:claim": #"{"instance_id":"matrix","kinds":["materialize"],"wait_seconds":0}"#,
+            "POST /v1/agent/jobs/{job}/lease": #"{"lease_token":"\#(UUID().uuidString)"}"#,
+            "POST /v1/agent/jobs/{job}/progress": #"{"lease_token":"\#(UUID().uuidString)"}"#,
+            "POST /v1/agent/jobs/{job}/complete":
+                #"{"lease_token":"\#(UUID().uuidString)","outcome":"failed","started_at":"2025-01-01T00:00:00Z","finished_at":"2025-01-01T00:00:01Z","failure":{"message":"x","retryable":true}}"#,
         ]
         return (path, bodies["\(route.method) \(route.path)"])
     }

@@ -75,11 +75,6 @@ extension ControlPlaneClient {
         try await send(.POST, "/v1/workspaces/\(Self.segment(workspace))/agents", body: CreateAgentRequest(name: name, environment: environment))
     }
 
-    /// A workspace's agents.
-    public func agents(workspace: String) async throws -> [PrincipalResource] {
-        try await send(.GET, "/v1/workspaces/\(Self.segment(workspace))/agents")
-    }
-
     /// One page of the audit log, newest first.
     public func audit(
         workspace: String? = nil, principal: String? = nil, outcome: String? = nil, since: Date? = nil, cursor: String? = nil, limit: Int = 100

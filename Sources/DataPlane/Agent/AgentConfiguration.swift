@@ -1,0 +1,92 @@
+import Foundation
+import Shared
+import Yams
+
+/// How an agent is set up: a YAML file, with the token from the environment
+/// or a file of its own (never logged).
+///
+/// ```yaml
+/// control_plane: https://larder.example.com
+/// token_file: /etc/larder/agent.token     # or LARDER_AGENT_TOKEN
+/// public_key: ed25519:…                   # from `larder-control key`
+/// data_directory: /var/lib/larder
+/// concurrency: 2                          # jobs run at once
+/// ```
+public struct AgentConfiguration: Sendable {
+    /// The control plane's base URL.
+    public var controlPlaneURL: String
+    /// The agent's token.
+    public var token: String
+    /// The pinned key that must have signed every job spec.
+    public var publicKey: SigningPublicKey
+    /// Where the agent keeps its stores and state.
+    public var dataDirectory: String
+    /// How many jobs run at once.
+    public var concurrency: Int
+
+    /// Why a configuration is unusable: names the file and the field.
+    public struct Invalid: Error, Sendable, CustomStringConvertible {
+        /// What is wrong.
+        public let description: String
+    }
+
+    /// Creates a configuration.
+    public init(controlPlaneURL: String, token: String, publicKey: SigningPublicKey, dataDirectory: String, concurrency: Int = 2) {
+        self.controlPlaneURL = controlPlaneURL
+        self.token = token
+        self.publicKey = publicKey
+        self.dataDirectory = dataDirectory
+        self.concurrency = concurrency
+    }
+
+    /// Reads `path`; the token comes from `LARDER_AGENT_TOKEN` or the file `token_file` names.
+    public init(file path: String, environment: [String: String] = ProcessInfo.processInfo.environment) throws(Invalid) {
+        let text: String
+        do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
+            throw Invalid(description: "\(path): cannot read the agent configuration: \(error.localizedDescription)")
+        }
+        let node: Node?
+        do { node = try Yams.compose(yaml: text) } catch {
+            throw Invalid(description: "\(path): not valid YAML: \(error)")
+        }
+        guard let mapping = node?.mapping else { throw Invalid(description: "\(path): expected a mapping of settings") }
+        func field(_ name: String) -> (value: String, line: Int)? {
+            guard let (key, value) = mapping.first(where: { $0.key.string == name }), let string = value.string else { return nil }
+            return (string, key.mark?.line ?? 0)
+        }
+        let known: Set<String> = ["control_plane", "token_file", "public_key", "data_directory", "concurrency"]
+        for (key, _) in mapping {
+            guard let name = key.string, known.contains(name) else {
+                throw Invalid(description: "\(path):\(key.mark?.line ?? 0): unknown setting '\(key.string ?? "?")'; settings are \(known.sorted().joined(separator: ", "))")
+            }
+        }
+        guard let url = field("control_plane"), url.value.hasPrefix("http://") || url.value.hasPrefix("https://") else {
+            throw Invalid(description: "\(path): control_plane: the control plane's URL, such as https://larder.example.com, is required")
+        }
+        guard let key = field("public_key") else {
+            throw Invalid(description: "\(path): public_key: required; print it on the control plane with 'larder-control key'")
+        }
+        let publicKey: SigningPublicKey
+        do { publicKey = try SigningPublicKey(parsing: key.value) } catch {
+            throw Invalid(description: "\(path):\(key.line): public_key: \(error.description)")
+        }
+        guard let directory = field("data_directory") else { throw Invalid(description: "\(path): data_directory: required") }
+        var concurrency = 2
+        if let text = field("concurrency") {
+            guard let value = Int(text.value), (1...64).contains(value) else {
+                throw Invalid(description: "\(path):\(text.line): concurrency: a number from 1 to 64")
+            }
+            concurrency = value
+        }
+        var token = environment["LARDER_AGENT_TOKEN"] ?? ""
+        if token.isEmpty, let file = field("token_file") {
+            do { token = try String(contentsOfFile: file.value, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines) } catch {
+                throw Invalid(description: "\(path):\(file.line): token_file: cannot read \(file.value)")
+            }
+        }
+        guard !token.isEmpty else {
+            throw Invalid(description: "\(path): no token: set LARDER_AGENT_TOKEN or token_file (create one with 'larder tokens create <agent>')")
+        }
+        self.init(controlPlaneURL: url.value, token: token, publicKey: publicKey, dataDirectory: directory.value, concurrency: concurrency)
+    }
+}

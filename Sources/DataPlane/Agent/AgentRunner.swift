@@ -1,0 +1,278 @@
+import Foundation
+import Logging
+import ServiceLifecycle
+import Shared
+
+/// The agent's job loop: says hello, sends heartbeats, claims jobs with long
+/// polls, verifies each spec against the pinned key, runs it with the
+/// executor for its kind while keeping the lease, and reports the outcome.
+///
+/// Every connection goes out from the agent; it needs no inbound port. When
+/// the control plane cannot be reached the agent backs off and keeps trying;
+/// a finished job's completion is retried until the control plane answers.
+public struct AgentRunner: Service {
+    let configuration: AgentConfiguration
+    let executors: [any JobExecutor]
+    let client: ControlPlaneClient
+    let logger: Logger
+    /// This process's id, sent with hello, heartbeats and claims.
+    public let instanceID: String
+    let running = RunningJobs()
+
+    /// Why the agent stopped.
+    public struct Refusal: Error, CustomStringConvertible {
+        /// What is wrong.
+        public let description: String
+    }
+
+    /// Creates a runner.
+    public init(configuration: AgentConfiguration, executors: [any JobExecutor], logger: Logger, instanceID: String = UUID().uuidString.lowercased()) {
+        self.configuration = configuration
+        self.executors = executors
+        self.client = ControlPlaneClient(baseURL: configuration.controlPlaneURL, token: configuration.token, timeout: .seconds(90))
+        self.logger = logger
+        self.instanceID = instanceID
+    }
+
+    /// The job kinds this agent can run.
+    public var kinds: [JobKind] {
+        JobKind.allCases.filter { kind in executors.contains { $0.kinds.contains(kind) } }
+    }
+
+    public func run() async throws {
+        try await cancelWhenGracefulShutdown {
+            let welcome = try await sayHello()
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask { await sendHeartbeats(every: welcome.heartbeatSeconds) }
+                if kinds.isEmpty {
+                    logger.notice("this agent has no job executors, so it claims no jobs")
+                } else {
+                    for _ in 0..<configuration.concurrency { group.addTask { await claimJobs(welcome) } }
+                }
+                await group.waitForAll()
+            }
+        }
+    }
+
+    /// Says hello until the control plane answers, and checks that it signs
+    /// with the key this agent pins.
+    func sayHello() async throws -> AgentWelcome {
+        let hello = AgentHello(
+            instanceId: instanceID, version: LarderVersion.description, hostname: ProcessInfo.processInfo.hostName, capabilities: kinds)
+        var delay = 0.5
+        while true {
+            try Task.checkCancellation()
+            do {
+                let welcome = try await client.hello(hello)
+                guard welcome.signingKeyFingerprint == configuration.publicKey.fingerprint else {
+                    throw Refusal(description: """
+                        the control plane signs job specs with key \(welcome.signingKeyFingerprint), but this agent pins \
+                        \(configuration.publicKey.fingerprint); check public_key against 'larder-control key'
+                        """)
+                }
+                logger.info("connected to the control plane", metadata: [
+                    "larder.agent": .string(welcome.agent), "larder.workspace": .string(welcome.workspace),
+                    "larder.environment": .string(welcome.environment), "larder.instance": .string(instanceID),
+                    "larder.kinds": .string(kinds.map(\.rawValue).joined(separator: ",")),
+                ])
+                return welcome
+            } catch let problem as ProblemDetails where problem.status == 401 || problem.status == 403 {
+                throw Refusal(description: "the control plane refused this agent's token: \(problem.detail)")
+            } catch let refusal as Refusal {
+                throw refusal
+            } catch {
+                if Task.isCancelled { throw CancellationError() }
+                logger.warning("cannot reach the control plane; retrying", metadata: [
+                    "larder.error": .string(String(describing: error)), "larder.retry_seconds": "\(delay)",
+                ])
+                try await Task.sleep(for: .seconds(delay))
+                delay = min(delay * 2, 30)
+            }
+        }
+    }
+
+    func sendHeartbeats(every seconds: Int) async {
+        while !Task.isCancelled {
+            try? await Task.sleep(for: .seconds(max(seconds, 1)))
+            if Task.isCancelled { return }
+            do {
+                let reply = try await client.heartbeat(AgentHeartbeat(instanceId: instanceID, runningJobs: await running.ids))
+                for job in reply.abort { await running.abort(job) }
+            } catch {
+                logger.debug("heartbeat failed", metadata: ["larder.error": .string(String(describing: error))])
+            }
+        }
+    }
+
+    func claimJobs(_ welcome: AgentWelcome) async {
+        var delay = 0.5
+        let wait = max(0, min(20, welcome.maxClaimWaitSeconds))
+        while !Task.isCancelled {
+            do {
+                guard let claimed = try await client.claim(ClaimRequest(instanceId: instanceID, kinds: kinds, waitSeconds: wait)) else {
+                    delay = 0.5
+                    continue
+                }
+                delay = 0.5
+                await run(claimed, welcome: welcome)
+            } catch {
+                if Task.isCancelled { return }
+                logger.warning("claim failed; retrying", metadata: [
+                    "larder.error": .string(String(describing: error)), "larder.retry_seconds": "\(delay)",
+                ])
+                try? await Task.sleep(for: .seconds(delay))
+                delay = min(delay * 2, 30)
+            }
+        }
+    }
+
+    /// What ends a job's run first.
+    enum Ending: Sendable {
+        case finished(Result<JobMetrics, any Error>)
+        case cancelRequested
+        case leaseLost
+    }
+
+    /// Runs one claimed job and reports how it ended.
+    func run(_ claimed: ClaimedJob, welcome: AgentWelcome) async {
+        var metadata: Logger.Metadata = ["larder.job": "\(claimed.id)", "larder.attempt": "\(claimed.attempt)"]
+        let spec: JobSpec
+        do {
+            spec = try verify(claimed, welcome: welcome)
+        } catch {
+            logger.error("refused a job spec", metadata: metadata.merging(["larder.reason": .string("\(error)")]) { $1 })
+            await complete(claimed, JobCompletion(
+                leaseToken: claimed.leaseToken, outcome: .failed, startedAt: Date(), finishedAt: Date(),
+                failure: JobFailure(message: "the agent refused the job spec: \(error)", retryable: false)))
+            return
+        }
+        metadata["larder.kind"] = .string(spec.kind.rawValue)
+        if let view = spec.featureView { metadata["larder.view"] = .string(view) }
+        guard let executor = executors.first(where: { $0.kinds.contains(spec.kind) }) else {
+            await complete(claimed, JobCompletion(
+                leaseToken: claimed.leaseToken, outcome: .failed, startedAt: Date(), finishedAt: Date(),
+                failure: JobFailure(message: "this agent cannot run \(spec.kind.rawValue) jobs", retryable: true)))
+            return
+        }
+        let startedAt = Date()
+        let (aborts, abortSink) = AsyncStream.makeStream(of: Void.self)
+        await running.add(claimed.id, abort: abortSink)
+        logger.info("running job", metadata: metadata)
+        let client = self.client, logger = self.logger
+        let leaseInterval = Duration.milliseconds(max(200, welcome.leaseSeconds * 1_000 / 3))
+        let ending: Ending = await withTaskGroup(of: Ending?.self) { group in
+            group.addTask {
+                _ = try? await client.reportProgress(job: claimed.id, token: claimed.leaseToken, progress: JobProgress(phase: "started"))
+                let context = JobContext(attempt: claimed.attempt) { progress in
+                    _ = try? await client.reportProgress(job: claimed.id, token: claimed.leaseToken, progress: progress)
+                }
+                do {
+                    return .finished(.success(try await executor.execute(spec, context: context)))
+                } catch {
+                    return .finished(.failure(error))
+                }
+            }
+            group.addTask {
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: leaseInterval)
+                    if Task.isCancelled { return nil }
+                    do {
+                        let status = try await client.extendLease(job: claimed.id, token: claimed.leaseToken)
+                        if status.cancelRequested { return .cancelRequested }
+                    } catch let problem as ProblemDetails where problem.status == 409 || problem.status == 404 {
+                        return .leaseLost
+                    } catch {
+                        logger.warning("could not extend a lease; retrying", metadata: ["larder.job": "\(claimed.id)"])
+                    }
+                }
+                return nil
+            }
+            group.addTask {
+                for await _ in aborts { return .cancelRequested }
+                return nil
+            }
+            var ending: Ending = .leaseLost
+            while let next = await group.next() {
+                guard let next else { continue }
+                ending = next
+                break
+            }
+            group.cancelAll()
+            abortSink.finish()
+            return ending
+        }
+        let finishedAt = Date()
+        await running.remove(claimed.id)
+        switch ending {
+        case .finished(.success(let metrics)):
+            logger.info("job succeeded", metadata: metadata.merging(["larder.rows_written": "\(metrics.rowsWritten)"]) { $1 })
+            await complete(claimed, JobCompletion(
+                leaseToken: claimed.leaseToken, outcome: .succeeded, startedAt: startedAt, finishedAt: finishedAt, metrics: metrics))
+        case .finished(.failure(let error)):
+            let failure = (error as? JobExecutionError).map { JobFailure(message: $0.message, retryable: $0.retryable) }
+                ?? JobFailure(message: Task.isCancelled ? "the agent stopped" : String(describing: error), retryable: true)
+            logger.warning("job failed", metadata: metadata.merging(["larder.error": .string(failure.message)]) { $1 })
+            await complete(claimed, JobCompletion(
+                leaseToken: claimed.leaseToken, outcome: .failed, startedAt: startedAt, finishedAt: finishedAt, failure: failure))
+        case .cancelRequested:
+            logger.notice("job cancelled", metadata: metadata)
+            await complete(claimed, JobCompletion(
+                leaseToken: claimed.leaseToken, outcome: .cancelled, startedAt: startedAt, finishedAt: finishedAt))
+        case .leaseLost:
+            logger.warning("lost the lease on a job; abandoned it", metadata: metadata)
+        }
+    }
+
+    /// The spec of a claimed job, if it verifies with the pinned key and names
+    /// this job and workspace.
+    func verify(_ claimed: ClaimedJob, welcome: AgentWelcome) throws -> JobSpec {
+        let payload = try claimed.spec.verified(with: configuration.publicKey)
+        let spec = try JobSpec(verified: payload)
+        guard spec.jobId == claimed.id else { throw Refusal(description: "the spec is for job \(spec.jobId), not \(claimed.id)") }
+        guard spec.workspace == welcome.workspace else {
+            throw Refusal(description: "the spec is for workspace '\(spec.workspace)', not '\(welcome.workspace)'")
+        }
+        return spec
+    }
+
+    /// Reports an attempt's end, retrying while the control plane cannot be
+    /// reached; gives up when it refuses (the lease is gone). Runs to the end
+    /// even when the agent is shutting down.
+    func complete(_ claimed: ClaimedJob, _ completion: JobCompletion) async {
+        let client = self.client, logger = self.logger
+        await Task {
+            var delay = 0.25
+            let deadline = ContinuousClock.now + .seconds(900)
+            while ContinuousClock.now < deadline {
+                do {
+                    _ = try await client.complete(job: claimed.id, completion)
+                    return
+                } catch let problem as ProblemDetails {
+                    logger.warning("the control plane refused a job's completion", metadata: [
+                        "larder.job": "\(claimed.id)", "larder.problem": .string(problem.code), "larder.detail": .string(problem.detail),
+                    ])
+                    return
+                } catch {
+                    logger.warning("cannot report a job's completion; retrying", metadata: [
+                        "larder.job": "\(claimed.id)", "larder.retry_seconds": "\(delay)",
+                    ])
+                    try? await Task.sleep(for: .seconds(delay))
+                    delay = min(delay * 2, 5)
+                }
+            }
+        }.value
+    }
+}
+
+/// The jobs this agent runs, with a way to abort each.
+actor RunningJobs {
+    private var jobs: [Int64: AsyncStream<Void>.Continuation] = [:]
+
+    var ids: [Int64] { jobs.keys.sorted() }
+
+    func add(_ id: Int64, abort: AsyncStream<Void>.Continuation) { jobs[id] = abort }
+
+    func remove(_ id: Int64) { jobs.removeValue(forKey: id) }
+
+    func abort(_ id: Int64) { jobs[id]?.yield() }
+}

@@ -1,0 +1,45 @@
+import Foundation
+import Shared
+
+/// Runs one kind of job inside the customer's environment. The agent hands it
+/// a verified spec; it returns the declared metrics, or throws.
+///
+/// An executor must stop promptly when its task is cancelled (the job was
+/// cancelled, or its lease was lost).
+public protocol JobExecutor: Sendable {
+    /// The job kinds it runs.
+    var kinds: Set<JobKind> { get }
+
+    /// Runs the job described by `spec`.
+    func execute(_ spec: JobSpec, context: JobContext) async throws -> JobMetrics
+}
+
+/// What an executor may do while it runs: report progress.
+public struct JobContext: Sendable {
+    /// Which attempt this is.
+    public let attempt: Int
+    /// Sends a progress report (best effort).
+    public let report: @Sendable (JobProgress) async -> Void
+
+    /// Creates a context.
+    public init(attempt: Int, report: @escaping @Sendable (JobProgress) async -> Void) {
+        self.attempt = attempt
+        self.report = report
+    }
+}
+
+/// A failure an executor throws to say whether another attempt could succeed.
+public struct JobExecutionError: Error, Sendable, CustomStringConvertible {
+    /// What went wrong.
+    public var message: String
+    /// Whether to retry.
+    public var retryable: Bool
+
+    /// Creates an error.
+    public init(_ message: String, retryable: Bool) {
+        self.message = message
+        self.retryable = retryable
+    }
+
+    public var description: String { message }
+}

@@ -1,0 +1,73 @@
+import Foundation
+
+extension ControlPlaneClient {
+    // MARK: Jobs (operators)
+
+    /// A page of the workspace's jobs, newest first.
+    public func jobs(
+        workspace: String, state: JobState? = nil, view: String? = nil, kind: JobKind? = nil, parent: Int64? = nil,
+        cursor: String? = nil, limit: Int = 100
+    ) async throws -> Page<JobResource> {
+        try await send(
+            .GET, "/v1/workspaces/\(Self.segment(workspace))/jobs",
+            query: [("state", state?.rawValue), ("view", view), ("kind", kind?.rawValue), ("parent", parent.map(String.init)),
+                    ("cursor", cursor), ("limit", "\(limit)")])
+    }
+
+    /// A job with its attempts and events.
+    public func job(_ id: Int64, workspace: String) async throws -> JobDetailResource {
+        try await send(.GET, "/v1/workspaces/\(Self.segment(workspace))/jobs/\(id)")
+    }
+
+    /// Cancels a job.
+    public func cancelJob(_ id: Int64, workspace: String) async throws -> JobResource {
+        try await send(.POST, "/v1/workspaces/\(Self.segment(workspace))/jobs/\(id)/cancel")
+    }
+
+    /// Queues a finished job again.
+    public func retryJob(_ id: Int64, workspace: String) async throws -> JobResource {
+        try await send(.POST, "/v1/workspaces/\(Self.segment(workspace))/jobs/\(id)/retry")
+    }
+
+    /// Materializes a feature view over a range of event time, in chunks.
+    public func materialize(_ request: MaterializeRequest, workspace: String) async throws -> MaterializeResponse {
+        try await send(.POST, "/v1/workspaces/\(Self.segment(workspace))/materializations", body: request)
+    }
+
+    /// The workspace's agents and their status.
+    public func agents(workspace: String) async throws -> [AgentResource] {
+        try await send(.GET, "/v1/workspaces/\(Self.segment(workspace))/agents")
+    }
+
+    // MARK: The agent protocol (agent tokens)
+
+    /// Announces an agent process.
+    public func hello(_ hello: AgentHello) async throws -> AgentWelcome {
+        try await send(.POST, "/v1/agent/hello", body: hello)
+    }
+
+    /// Reports that the agent is alive and which jobs it runs.
+    public func heartbeat(_ heartbeat: AgentHeartbeat) async throws -> AgentHeartbeatReply {
+        try await send(.POST, "/v1/agent/heartbeat", body: heartbeat)
+    }
+
+    /// Claims a job, waiting up to `request.waitSeconds` for one.
+    public func claim(_ request: ClaimRequest) async throws -> ClaimedJob? {
+        try await send(.POST, "/v1/agent/jobs:claim", body: request, as: ClaimResponse.self).job
+    }
+
+    /// Extends a lease.
+    public func extendLease(job: Int64, token: UUID) async throws -> LeaseStatus {
+        try await send(.POST, "/v1/agent/jobs/\(job)/lease", body: LeaseExtension(leaseToken: token))
+    }
+
+    /// Reports progress (and extends the lease).
+    public func reportProgress(job: Int64, token: UUID, progress: JobProgress) async throws -> LeaseStatus {
+        try await send(.POST, "/v1/agent/jobs/\(job)/progress", body: LeaseExtension(leaseToken: token, progress: progress))
+    }
+
+    /// Ends an attempt.
+    public func complete(job: Int64, _ completion: JobCompletion) async throws -> JobResource {
+        try await send(.POST, "/v1/agent/jobs/\(job)/complete", body: completion)
+    }
+}
