@@ -4,49 +4,72 @@ import Foundation
 import Testing
 import TestSupport
 
-/// A `larder-control` process on a free port, with its own database.
+/// A `larder-control` process with its own database, logging to a file
+/// (read it with `log`), so a chatty server never blocks on a full pipe.
 final class ControlPlaneProcess {
     let process = Process()
     let baseURL: String
     /// What the server wrote to stderr up to the moment it listened.
     let startupOutput: String
-    private let errorPipe = Pipe()
+    /// Where its stderr goes.
+    let logFile: URL
 
-    /// Starts `larder-control` with `bootstrapToken` as `LARDER_BOOTSTRAP_TOKEN` (none: it prints one).
-    init(databaseURL: String, bootstrapToken: String?) throws {
+    /// Starts `larder-control` with `bootstrapToken` as `LARDER_BOOTSTRAP_TOKEN` (none: it prints one),
+    /// listening on `listen` (a free port by default), with extra `environment`.
+    init(databaseURL: String, bootstrapToken: String?, listen: String = "127.0.0.1:0", environment extra: [String: String] = [:]) throws {
         process.executableURL = LarderBinary.directory.appendingPathComponent("larder-control")
-        process.arguments = ["serve", "--listen", "127.0.0.1:0", "--database-url", databaseURL]
+        process.arguments = ["serve", "--listen", listen, "--database-url", databaseURL]
         var environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("LARDER_") }
         if let bootstrapToken { environment["LARDER_BOOTSTRAP_TOKEN"] = bootstrapToken }
+        environment.merge(extra) { _, new in new }
         process.environment = environment
-        process.standardError = errorPipe
+        logFile = FileManager.default.temporaryDirectory.appendingPathComponent("larder-control-\(UUID().uuidString).log")
+        FileManager.default.createFile(atPath: logFile.path, contents: nil)
+        process.standardError = try FileHandle(forWritingTo: logFile)
         process.standardOutput = FileHandle.nullDevice
         try process.run()
-        // The server logs its address once it listens: read lines until then.
-        var buffered = ""
+        // The server logs its address once it listens: read the log until then.
         let deadline = Date().addingTimeInterval(60)
         var found: String?
-        while found == nil, Date() < deadline {
-            let chunk = errorPipe.fileHandleForReading.availableData
-            if chunk.isEmpty { break }
-            buffered += String(decoding: chunk, as: UTF8.self)
+        var buffered = ""
+        while found == nil, Date() < deadline, process.isRunning || buffered.isEmpty {
+            buffered = (try? String(contentsOf: logFile, encoding: .utf8)) ?? ""
             if let range = buffered.range(of: #"larder\.address=(http://127\.0\.0\.1:\d+)"#, options: .regularExpression) {
                 found = String(buffered[range].dropFirst("larder.address=".count))
+            } else {
+                Thread.sleep(forTimeInterval: 0.05)
             }
         }
         guard let found else {
-            process.terminate()
+            if process.isRunning { process.terminate() }
             throw LarderBinary.Failure(description: "larder-control did not start:\n\(buffered)")
         }
         baseURL = found
         startupOutput = buffered
     }
 
+    /// Everything the server logged so far.
+    var log: String { (try? String(contentsOf: logFile, encoding: .utf8)) ?? "" }
+
+    /// `host:port` it listens on.
+    var listenAddress: String { String(baseURL.dropFirst("http://".count)) }
+
     /// Sends SIGTERM and waits; returns the exit status.
     func stop() -> Int32 {
         process.terminate()
         process.waitUntilExit()
         return process.terminationStatus
+    }
+
+    /// Sends `signal` and waits for the process to end.
+    func kill(_ signal: Int32) {
+        Foundation.kill(process.processIdentifier, signal)
+        process.waitUntilExit()
+    }
+
+    deinit {
+        if process.isRunning { process.terminate() }
+        try? FileManager.default.removeItem(at: logFile)
     }
 }
 

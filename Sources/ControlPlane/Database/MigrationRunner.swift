@@ -105,3 +105,19 @@ extension PostgresConnection {
         }
     }
 }
+
+extension PostgresConnection {
+    /// Runs a statement and reads its result to the end, so an error the
+    /// server reports while executing it (a deadlock, a constraint) is thrown
+    /// here rather than lost with the unread rows.
+    func execute(_ statement: PostgresQuery, logger: Logger) async throws {
+        for try await _ in try await query(statement, logger: logger) {}
+    }
+}
+
+extension PostgresClient {
+    /// Runs a statement on a pooled connection and reads its result to the end.
+    func execute(_ statement: PostgresQuery, logger: Logger) async throws {
+        for try await _ in try await query(statement, logger: logger) {}
+    }
+}

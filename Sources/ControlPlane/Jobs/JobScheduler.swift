@@ -84,7 +84,7 @@ public struct JobScheduler: Service {
     }
 
     func releaseLease() async throws {
-        try await client.query("DELETE FROM leader_leases WHERE name = \(Self.leaseName) AND holder = \(replica)", logger: logger)
+        try await client.execute("DELETE FROM leader_leases WHERE name = \(Self.leaseName) AND holder = \(replica)", logger: logger)
     }
 
     /// A scheduled version as the tick reads it.
@@ -173,7 +173,6 @@ public struct JobScheduler: Service {
                             version.view, intervals: chunks, parent: parent, environment: nil, trigger: trigger, by: "scheduler",
                             on: connection
                         ).count
-                        try await store.refreshBackfills([parent], on: connection)
                     }
                     try await setProgress(version.view.versionID, to: due.last?.end ?? start, on: connection)
                 }
@@ -189,7 +188,7 @@ public struct JobScheduler: Service {
     }
 
     func setProgress(_ versionID: Int64, to date: Date, on connection: PostgresConnection) async throws {
-        try await connection.query(
+        try await connection.execute(
             """
             INSERT INTO schedule_progress (version_id, scheduled_through) VALUES (\(versionID), \(date))
             ON CONFLICT (version_id) DO UPDATE SET scheduled_through = EXCLUDED.scheduled_through, updated_at = now()

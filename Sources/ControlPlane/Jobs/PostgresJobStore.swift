@@ -81,12 +81,12 @@ public struct PostgresJobStore: Sendable {
             signatures.append(signed.signature)
         }
         let ids = created.map(\.0)
-        try await connection.query(
+        try await connection.execute(
             """
             UPDATE jobs j SET spec_payload = x.p, spec_signature = x.s, spec_key = \(signing.publicKey.fingerprint)
             FROM unnest(\(ids)::bigint[], \(payloads)::text[], \(signatures)::text[]) AS x(id, p, s) WHERE j.id = x.id
             """, logger: logger)
-        try await connection.query(
+        try await connection.execute(
             "INSERT INTO job_events (job_id, event, detail) SELECT id, 'queued', \(trigger) FROM unnest(\(ids)::bigint[]) AS id",
             logger: logger)
         return ids
@@ -146,7 +146,6 @@ public struct PostgresJobStore: Sendable {
                 let ids = try await enqueue(
                     view, intervals: intervals, parent: parent, environment: request.environment, trigger: trigger, by: principal,
                     on: connection)
-                try await refreshBackfills([parent], on: connection)
                 let job = try await jobs(where: "j.id = \(parent)", on: connection).first!
                 return MaterializeResponse(backfill: job, chunksQueued: ids.count, chunksSkipped: intervals.count - ids.count)
             }
@@ -165,7 +164,7 @@ public struct PostgresJobStore: Sendable {
             RETURNING id
             """, logger: logger)
         for try await id in rows.decode(Int64.self) {
-            try await connection.query("INSERT INTO job_events (job_id, event, detail) VALUES (\(id), 'queued', \(trigger))", logger: logger)
+            try await connection.execute("INSERT INTO job_events (job_id, event, detail) VALUES (\(id), 'queued', \(trigger))", logger: logger)
             return id
         }
         throw JobError.invalidArgument(field: "feature_view", detail: "could not create the backfill")
@@ -200,32 +199,6 @@ public struct PostgresJobStore: Sendable {
         return nil
     }
 
-    /// Brings each backfill's state in line with its chunks: queued while none
-    /// started, running while any is unfinished, then succeeded, failed or cancelled.
-    func refreshBackfills(_ parents: [Int64], on connection: PostgresConnection) async throws {
-        guard !parents.isEmpty else { return }
-        // Lock first, then aggregate in a new statement: it sees every chunk
-        // change committed by whoever held the lock before.
-        try await connection.query("SELECT id FROM jobs WHERE id = ANY(\(parents)) ORDER BY id FOR UPDATE", logger: logger)
-        try await connection.query(
-            """
-            WITH summary AS (
-                SELECT parent_id AS id,
-                       CASE WHEN bool_and(state = 'succeeded') THEN 'succeeded'
-                            WHEN bool_and(state = 'queued') AND bool_and(attempts = 0) THEN 'queued'
-                            WHEN bool_or(state IN ('queued', 'leased', 'running')) THEN 'running'
-                            WHEN bool_or(state = 'failed') THEN 'failed'
-                            ELSE 'cancelled' END AS state
-                FROM jobs WHERE parent_id = ANY(\(parents)) GROUP BY parent_id),
-            changed AS (
-                UPDATE jobs p SET state = s.state, updated_at = now(),
-                       finished_at = CASE WHEN s.state IN ('succeeded', 'failed', 'cancelled') THEN now() END
-                FROM summary s WHERE p.id = s.id AND p.state <> s.state
-                RETURNING p.id, p.state)
-            INSERT INTO job_events (job_id, event) SELECT id, state FROM changed
-            """, logger: logger)
-    }
-
     // MARK: The agent protocol
 
     /// The agent principal named `name`.
@@ -243,7 +216,7 @@ public struct PostgresJobStore: Sendable {
 
     /// Records an agent process's hello.
     public func hello(_ hello: AgentHello, agent: AgentIdentity) async throws {
-        try await client.query(
+        try await client.execute(
             """
             INSERT INTO agent_sessions (principal_id, instance_id, version, hostname, capabilities)
             VALUES (\(agent.principalID), \(hello.instanceId), \(hello.version), \(hello.hostname), \(hello.capabilities.map(\.rawValue)))
@@ -255,7 +228,7 @@ public struct PostgresJobStore: Sendable {
     /// Records a heartbeat; answers which of the reported jobs the agent must abort
     /// (cancelled, or no longer leased to this process).
     public func heartbeat(_ heartbeat: AgentHeartbeat, agent: AgentIdentity) async throws -> [Int64] {
-        try await client.query(
+        try await client.execute(
             "UPDATE agent_sessions SET last_seen_at = now() WHERE principal_id = \(agent.principalID)", logger: logger)
         guard !heartbeat.runningJobs.isEmpty else { return [] }
         let rows = try await client.query(
@@ -289,29 +262,26 @@ public struct PostgresJobStore: Sendable {
                            lease_instance = \(request.instanceId), updated_at = now(),
                            lease_expires_at = now() + make_interval(secs => \(settings.leaseDuration.seconds))
                     FROM next WHERE j.id = next.id
-                    RETURNING j.id, j.attempts, j.lease_expires_at, j.spec_payload, j.spec_signature, j.spec_key, j.parent_id
+                    RETURNING j.id, j.attempts, j.lease_expires_at, j.spec_payload, j.spec_signature, j.spec_key
                     """, logger: logger)
                 var claimed: ClaimedJob?
-                var parent: Int64?
-                for try await (id, attempt, expires, payload, signature, key, parentID)
-                    in rows.decode((Int64, Int, Date, String, String, String, Int64?).self) {
+                for try await (id, attempt, expires, payload, signature, key)
+                    in rows.decode((Int64, Int, Date, String, String, String).self) {
                     claimed = ClaimedJob(
                         id: id, attempt: attempt, leaseToken: token, leaseExpiresAt: expires,
                         spec: SignedDocument(payload: payload, signature: signature, keyFingerprint: key))
-                    parent = parentID
                 }
                 guard let claimed else { return nil }
-                try await connection.query(
+                try await connection.execute(
                     """
                     INSERT INTO job_attempts (job_id, attempt, lease_token, agent, instance_id)
                     VALUES (\(claimed.id), \(claimed.attempt), \(token), \(agent.name), \(request.instanceId));
                     """, logger: logger)
-                try await connection.query(
+                try await connection.execute(
                     """
                     INSERT INTO job_events (job_id, event, detail)
                     VALUES (\(claimed.id), 'claimed', \("attempt \(claimed.attempt) by \(agent.name) (\(request.instanceId))"))
                     """, logger: logger)
-                if let parent { try await refreshBackfills([parent], on: connection) }
                 return claimed
             }
         }
@@ -334,7 +304,7 @@ public struct PostgresJobStore: Sendable {
                     """, logger: logger)
                 for try await (expires, cancel) in rows.decode((Date, Bool).self) {
                     if progress != nil {
-                        try await connection.query(
+                        try await connection.execute(
                             "UPDATE job_attempts SET started_at = COALESCE(started_at, now()) WHERE lease_token = \(token)", logger: logger)
                     }
                     return LeaseStatus(leaseExpiresAt: expires, cancelRequested: cancel)
@@ -377,17 +347,17 @@ public struct PostgresJobStore: Sendable {
                         lease_token = NULL, lease_agent = NULL, lease_instance = NULL, lease_expires_at = NULL, updated_at = now()
                     WHERE id = \(job) AND workspace_id = \(agent.workspaceID) AND lease_token = \(completion.leaseToken)
                       AND state IN ('leased', 'running')
-                    RETURNING state, attempts, max_attempts, parent_id
+                    RETURNING state, attempts, max_attempts
                     """, logger: logger)
-                var found: (String, Int, Int, Int64?)?
-                for try await row in rows.decode((String, Int, Int, Int64?).self) { found = row }
-                guard let (state, attempts, maxAttempts, parent) = found else {
+                var found: (String, Int, Int)?
+                for try await row in rows.decode((String, Int, Int).self) { found = row }
+                guard let (state, attempts, maxAttempts) = found else {
                     throw try await leaseFailure(job: job, agent: agent, on: connection)
                 }
                 if ["succeeded", "failed", "cancelled"].contains(state) {
-                    try await connection.query("UPDATE jobs SET finished_at = now() WHERE id = \(job)", logger: logger)
+                    try await connection.execute("UPDATE jobs SET finished_at = now() WHERE id = \(job)", logger: logger)
                 }
-                try await connection.query(
+                try await connection.execute(
                     """
                     UPDATE job_attempts SET outcome = \(completion.outcome.rawValue), ended_at = now(), failure = \(failureText)::jsonb,
                            started_at = COALESCE(started_at, \(completion.startedAt))
@@ -400,14 +370,13 @@ public struct PostgresJobStore: Sendable {
                     event = "failed-permanently"
                     detail = "all \(maxAttempts) attempts failed; the last: \(failure?.message ?? "")"
                 }
-                try await connection.query(
+                try await connection.execute(
                     "INSERT INTO job_events (job_id, event, detail) VALUES (\(job), \(event), \(detail))", logger: logger)
                 if event == "failed-permanently" || (state == "failed") {
                     logger.warning("job failed permanently", metadata: [
                         "larder.job": "\(job)", "larder.workspace": .string(agent.workspace), "larder.attempts": "\(attempts)",
                     ])
                 }
-                if let parent { try await refreshBackfills([parent], on: connection) }
                 return try await jobs(where: "j.id = \(job)", on: connection).first!
             }
         }
@@ -433,20 +402,20 @@ public struct PostgresJobStore: Sendable {
                         finished_at = CASE WHEN j.cancel_requested OR j.attempts >= j.max_attempts THEN now() END,
                         lease_token = NULL, lease_agent = NULL, lease_instance = NULL, lease_expires_at = NULL, updated_at = now()
                     FROM expired WHERE j.id = expired.id
-                    RETURNING j.id, expired.lease_token, j.state, j.attempts, j.parent_id
+                    RETURNING j.id, expired.lease_token, j.state, j.attempts
                     """, logger: logger)
-                var expired: [(Int64, UUID, String, Int, Int64?)] = []
-                for try await row in rows.decode((Int64, UUID, String, Int, Int64?).self) { expired.append(row) }
+                var expired: [(Int64, UUID, String, Int)] = []
+                for try await row in rows.decode((Int64, UUID, String, Int).self) { expired.append(row) }
                 guard !expired.isEmpty else { return 0 }
                 let tokens = expired.map(\.1)
-                try await connection.query(
+                try await connection.execute(
                     """
                     UPDATE job_attempts SET outcome = 'lease-expired', ended_at = now(),
                            failure = '{"message": "lease expired", "retryable": true}'::jsonb
                     WHERE lease_token = ANY(\(tokens)::uuid[])
                     """, logger: logger)
                 var ids: [Int64] = [], events: [String] = [], details: [String] = []
-                for (id, _, state, attempts, _) in expired {
+                for (id, _, state, attempts) in expired {
                     ids.append(id)
                     switch state {
                     case "queued":
@@ -461,12 +430,11 @@ public struct PostgresJobStore: Sendable {
                         logger.warning("job failed permanently", metadata: ["larder.job": "\(id)", "larder.attempts": "\(attempts)"])
                     }
                 }
-                try await connection.query(
+                try await connection.execute(
                     """
                     INSERT INTO job_events (job_id, event, detail)
                     SELECT * FROM unnest(\(ids)::bigint[], \(events)::text[], \(details)::text[])
                     """, logger: logger)
-                try await refreshBackfills(Array(Set(expired.compactMap(\.4))).sorted(), on: connection)
                 return expired.count
             }
         }
@@ -496,11 +464,6 @@ public struct PostgresJobStore: Sendable {
                     RETURNING job_id
                     """, logger: logger)
                 for try await _ in rows.decode(Int64.self) {}
-                if target.kind == .backfill {
-                    try await refreshBackfills([job], on: connection)
-                } else if let parent = target.parent {
-                    try await refreshBackfills([parent], on: connection)
-                }
                 return try await jobs(where: "j.id = \(job)", on: connection).first!
             }
         }
@@ -525,7 +488,7 @@ public struct PostgresJobStore: Sendable {
                     scope = "id = \(job)"
                 }
                 do {
-                    try await connection.query(
+                    try await connection.execute(
                         """
                         WITH changed AS (
                             UPDATE jobs SET state = 'queued', not_before = now(), max_attempts = attempts + \(settings.maxAttempts),
@@ -536,40 +499,62 @@ public struct PostgresJobStore: Sendable {
                 } catch let error as PSQLError where error.serverInfo?[.sqlState] == "23505" {
                     throw JobError.invalidState(job, target.state, "another job for the same interval is queued, running or done")
                 }
-                if target.kind == .backfill {
-                    try await refreshBackfills([job], on: connection)
-                } else if let parent = target.parent {
-                    try await refreshBackfills([parent], on: connection)
-                }
                 return try await jobs(where: "j.id = \(job)", on: connection).first!
             }
         }
     }
 
+    /// Locks a job (not a backfill: see below) and reads its kind, state and backfill.
     func lockJob(_ job: Int64, workspace: String, on connection: PostgresConnection) async throws -> (kind: JobKind, state: JobState, parent: Int64?) {
         let rows = try await connection.query(
             """
             SELECT j.kind, j.state, j.parent_id FROM jobs j JOIN workspaces w ON w.id = j.workspace_id
-            WHERE j.id = \(job) AND w.name = \(workspace) FOR UPDATE OF j
+            WHERE j.id = \(job) AND w.name = \(workspace) AND j.kind <> 'backfill' FOR UPDATE OF j
             """, logger: logger)
         for try await (kind, state, parent) in rows.decode((String, String, Int64?).self) {
             guard let kind = JobKind(rawValue: kind), let state = JobState(rawValue: state) else { break }
             return (kind, state, parent)
+        }
+        // A backfill is not locked: its state is its chunks', which the statement
+        // that changes them locks.
+        if let backfill = try await jobs(where: "j.id = \(job) AND w.name = \(workspace) AND j.kind = 'backfill'", on: connection).first {
+            return (.backfill, backfill.state, nil)
         }
         throw JobError.jobNotFound(job)
     }
 
     // MARK: Reads
 
+    /// A backfill's state, derived from its chunks when read (so chunk
+    /// transitions never contend on the backfill's row): queued until one is
+    /// claimed, running while any is unfinished, then succeeded, failed or cancelled.
+    static let stateExpression = """
+        CASE WHEN j.kind <> 'backfill' THEN j.state
+             WHEN b.unfinished = 0 AND b.failed = 0 AND b.cancelled = 0 THEN 'succeeded'
+             WHEN b.unfinished > 0 AND b.untouched = b.total THEN 'queued'
+             WHEN b.unfinished > 0 THEN 'running'
+             WHEN b.failed > 0 THEN 'failed' ELSE 'cancelled' END
+        """
+
     static let jobColumns = """
-        SELECT j.id, w.name AS workspace, j.kind, j.state, o.name AS view, v.version, j.interval_start, j.interval_end, j.parent_id,
-               j.environment, j.trigger, j.attempts, j.max_attempts, j.not_before, j.lease_agent, j.lease_expires_at,
-               j.cancel_requested, j.progress::text, j.metrics::text, j.failure::text,
-               CASE WHEN j.kind = 'backfill' THEN (SELECT jsonb_object_agg(state, n)::text FROM
-                   (SELECT c.state, count(*) AS n FROM jobs c WHERE c.parent_id = j.id GROUP BY c.state) x) END AS chunks,
-               j.created_at, j.updated_at, j.finished_at
+        SELECT j.id, w.name AS workspace, j.kind, \(stateExpression) AS state, o.name AS view, v.version, j.interval_start,
+               j.interval_end, j.parent_id, j.environment, j.trigger, j.attempts, j.max_attempts, j.not_before, j.lease_agent,
+               j.lease_expires_at, j.cancel_requested, j.progress::text, j.metrics::text, j.failure::text,
+               CASE WHEN j.kind = 'backfill' THEN b.chunks END AS chunks, j.created_at,
+               CASE WHEN j.kind = 'backfill' THEN GREATEST(j.updated_at, b.updated_at) ELSE j.updated_at END,
+               CASE WHEN j.kind <> 'backfill' THEN j.finished_at WHEN b.unfinished = 0 THEN b.finished_at END
         FROM jobs j JOIN workspaces w ON w.id = j.workspace_id
         LEFT JOIN object_versions v ON v.id = j.version_id LEFT JOIN registry_objects o ON o.id = v.object_id
+        LEFT JOIN LATERAL (
+            SELECT count(*) AS total,
+                   count(*) FILTER (WHERE c.state IN ('queued', 'leased', 'running')) AS unfinished,
+                   count(*) FILTER (WHERE c.state = 'queued' AND c.attempts = 0) AS untouched,
+                   count(*) FILTER (WHERE c.state = 'failed') AS failed,
+                   count(*) FILTER (WHERE c.state = 'cancelled') AS cancelled,
+                   max(c.finished_at) AS finished_at, max(c.updated_at) AS updated_at,
+                   (SELECT jsonb_object_agg(x.state, x.n)::text FROM
+                       (SELECT d.state, count(*) AS n FROM jobs d WHERE d.parent_id = j.id GROUP BY d.state) x) AS chunks
+            FROM jobs c WHERE c.parent_id = j.id AND j.kind = 'backfill') b ON true
         """
 
     static func job(_ row: PostgresRow) throws -> JobResource {
@@ -608,7 +593,7 @@ public struct PostgresJobStore: Sendable {
         let items = try await client.withConnection { connection in
             try await jobs(
                 where: """
-                    w.name = \(workspace) AND (\(state?.rawValue)::text IS NULL OR j.state = \(state?.rawValue))
+                    w.name = \(workspace) AND (\(state?.rawValue)::text IS NULL OR \(unescaped: Self.stateExpression) = \(state?.rawValue))
                     AND (\(view)::text IS NULL OR o.name = \(view)) AND (\(kind?.rawValue)::text IS NULL OR j.kind = \(kind?.rawValue))
                     AND (\(parent)::bigint IS NULL OR j.parent_id = \(parent)) AND (\(cursor)::bigint IS NULL OR j.id < \(cursor))
                     ORDER BY j.id DESC LIMIT \(limit + 1)

@@ -1,0 +1,303 @@
+import ControlPlane
+import Foundation
+import PostgresNIO
+import Logging
+import Shared
+import Testing
+import TestSupport
+
+/// A `larder-test-agent` process: the real agent runner with an executor that
+/// simulates work and logs each execution to its own file.
+final class AgentProcess {
+    let process = Process()
+    let executionLog: URL
+    let logFile: URL
+    let name: String
+
+    init(name: String, config: URL, token: String, jobMilliseconds: Int, binary: String = "larder-test-agent") throws {
+        self.name = name
+        let folder = config.deletingLastPathComponent()
+        executionLog = folder.appendingPathComponent("\(name).executions")
+        logFile = folder.appendingPathComponent("\(name).log")
+        FileManager.default.createFile(atPath: logFile.path, contents: nil)
+        process.executableURL = LarderBinary.directory.appendingPathComponent(binary)
+        process.arguments = binary == "larder-agent" ? ["run", "--config", config.path] : []
+        var environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("LARDER_") }
+        environment["LARDER_AGENT_CONFIG"] = config.path
+        environment["LARDER_AGENT_TOKEN"] = token
+        environment["LARDER_TEST_EXECUTION_LOG"] = executionLog.path
+        environment["LARDER_TEST_JOB_MILLISECONDS"] = "\(jobMilliseconds)"
+        process.environment = environment
+        process.standardError = try FileHandle(forWritingTo: logFile)
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+    }
+
+    /// The executions logged so far: (event, job, attempt).
+    var executions: [(event: String, job: Int64, attempt: Int)] {
+        let text = (try? String(contentsOf: executionLog, encoding: .utf8)) ?? ""
+        return text.split(separator: "\n").compactMap { line in
+            let parts = line.split(separator: " ")
+            guard parts.count == 4, let job = Int64(parts[1]), let attempt = Int(parts[2]) else { return nil }
+            return (String(parts[0]), job, attempt)
+        }
+    }
+
+    var log: String { (try? String(contentsOf: logFile, encoding: .utf8)) ?? "" }
+
+    func signal(_ signal: Int32) {
+        kill(process.processIdentifier, signal)
+    }
+
+    /// SIGTERM, then the exit status.
+    func stop() -> Int32 {
+        if process.isRunning { process.terminate() }
+        process.waitUntilExit()
+        return process.terminationStatus
+    }
+
+    deinit { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
+}
+
+/// A control plane process, a workspace with the example applied (without
+/// schedules unless asked), agents with tokens, and their configuration files.
+struct JobsWorld {
+    static let workspace = "rides"
+    let database: PostgresURL
+    let server: ControlPlaneProcess
+    let admin: ControlPlaneClient
+    let folder: URL
+    let publicKey: String
+    var agentTokens: [String: String] = [:]
+
+    static let serverEnvironment = [
+        "LARDER_LEASE_SECONDS": "2", "LARDER_SCHEDULER_INTERVAL_SECONDS": "0.25", "LARDER_RETRY_BASE_SECONDS": "0.2",
+        "LARDER_HEARTBEAT_SECONDS": "1", "LARDER_MAX_CLAIM_WAIT_SECONDS": "5",
+    ]
+
+    static func make(database: PostgresURL, agents: Int, environment: [String: String] = [:]) async throws -> JobsWorld {
+        let adminToken = APIToken.generate().text
+        let server = try ControlPlaneProcess(
+            databaseURL: database.urlString, bootstrapToken: adminToken, environment: serverEnvironment.merging(environment) { $1 })
+        let admin = ControlPlaneClient(baseURL: server.baseURL, token: adminToken)
+        _ = try await admin.createWorkspace(workspace)
+        try await RepositoryFixture.example(workspace: workspace).unscheduled().apply(to: workspace, with: admin)
+        let key = try larderControl(["key", "--database-url", database.urlString])
+        let line = try #require(key.split(separator: "\n").first { $0.hasPrefix("public key:") })
+        let folder = try LarderBinary.temporaryDirectory()
+        var world = JobsWorld(
+            database: database, server: server, admin: admin, folder: folder,
+            publicKey: String(line.dropFirst("public key:".count)).trimmingCharacters(in: .whitespaces))
+        for index in 1...agents {
+            let name = "agent-\(index)"
+            _ = try await admin.createAgent(name: name, environment: "prod", workspace: workspace)
+            world.agentTokens[name] = try await admin.createToken(for: name).token
+        }
+        return world
+    }
+
+    static func larderControl(_ arguments: [String]) throws -> String {
+        let process = Process()
+        process.executableURL = LarderBinary.directory.appendingPathComponent("larder-control")
+        process.arguments = arguments
+        process.environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("LARDER_") }
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        let data = output.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    /// Writes the configuration of agent `name` pinning `key` (the control plane's by default).
+    func config(for name: String, concurrency: Int, key: String? = nil) throws -> URL {
+        let url = folder.appendingPathComponent("\(name).yaml")
+        try """
+            control_plane: \(server.baseURL)
+            public_key: \(key ?? publicKey)
+            data_directory: \(folder.appendingPathComponent(name).path)
+            concurrency: \(concurrency)
+
+            """.write(to: url, atomically: true, encoding: .utf8)
+        return url
+    }
+
+    func startAgent(_ name: String, concurrency: Int, jobMilliseconds: Int) throws -> AgentProcess {
+        try AgentProcess(
+            name: name, config: try config(for: name, concurrency: concurrency), token: agentTokens[name]!, jobMilliseconds: jobMilliseconds)
+    }
+
+    /// Materializes `hours` hourly chunks of driver_hourly_stats from 2025-01-01.
+    func materialize(hours: Int, offsetHours: Int = 0) async throws -> MaterializeResponse {
+        let start = RFC3339.parse("2025-01-01T00:00:00Z")!.addingTimeInterval(Double(offsetHours) * 3_600)
+        return try await admin.materialize(
+            MaterializeRequest(featureView: "driver_hourly_stats", start: start, end: start.addingTimeInterval(Double(hours) * 3_600), chunk: "1h"),
+            workspace: Self.workspace)
+    }
+
+    /// Waits until job `id` is in a terminal state; returns it.
+    func waitUntilFinished(_ id: Int64, timeout: TimeInterval) async throws -> JobDetailResource {
+        let deadline = Date().addingTimeInterval(timeout)
+        while true {
+            let detail = try await admin.job(id, workspace: Self.workspace)
+            if detail.job.state.isTerminal || Date() > deadline { return detail }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+    }
+
+    /// Every chunk of a backfill.
+    func chunks(of backfill: Int64) async throws -> [JobResource] {
+        try await admin.jobs(workspace: Self.workspace, parent: backfill, limit: 1_000).items
+    }
+
+    /// Runs `body` against the registry database.
+    func withDatabase<Result: Sendable>(_ body: (PostgresClient) async throws -> Result) async throws -> Result {
+        let client = PostgresClient(configuration: try ControlPlaneApplication.postgresConfiguration(database), backgroundLogger: Logger(label: "test"))
+        return try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { await client.run() }
+            defer { group.cancelAll() }
+            return try await body(client)
+        }
+    }
+}
+
+@Suite("Agents and the control plane as real processes", .serialized)
+struct AgentProcessTests {
+    @Test("3 agents × 300 jobs: every job succeeds exactly once, on its first attempt")
+    func threeAgentsThreeHundredJobs() async throws {
+        try await TestDatabase.withIsolatedDatabase { database in
+            let world = try await JobsWorld.make(database: database, agents: 3)
+            let agents = try (1...3).map { try world.startAgent("agent-\($0)", concurrency: 2, jobMilliseconds: 5) }
+            let started = try await world.materialize(hours: 300)
+            #expect(started.chunksQueued == 300)
+            let finished = try await world.waitUntilFinished(started.backfill.id, timeout: 180)
+            #expect(finished.job.state == .succeeded, "\(finished.job)")
+            let chunks = try await world.chunks(of: started.backfill.id)
+            #expect(chunks.count == 300)
+            #expect(
+                chunks.allSatisfy { $0.state == .succeeded && $0.attempts == 1 && $0.metrics?.rowsWritten == 1 },
+                "\(chunks.filter { $0.state != .succeeded }.prefix(3).map { "\($0.id) \($0.state) \(String(describing: $0.failure))" })\n\(world.server.log.split(separator: "\n").filter { $0.contains("error") }.prefix(5).joined(separator: "\n"))")
+            let done = agents.flatMap { $0.executions.filter { $0.event == "done" } }
+            #expect(done.count == 300)
+            #expect(Set(done.map(\.job)) == Set(chunks.map(\.id)))
+            for agent in agents {
+                #expect(!agent.executions.isEmpty, "\(agent.name) ran nothing")
+                #expect(agent.stop() == 0, "\(agent.name) did not stop cleanly:\n\(agent.log.suffix(2_000))")
+            }
+            let listed = try await world.admin.agents(workspace: JobsWorld.workspace)
+            #expect(listed.map(\.name) == ["agent-1", "agent-2", "agent-3"])
+            #expect(listed.allSatisfy { $0.capabilities == [.materialize] && $0.status == "online" && $0.activeJobs == 0 })
+        }
+    }
+
+    @Test("an agent killed with SIGKILL mid-job: another re-runs the job after the lease expires; the dead agent's late completion is refused")
+    func killedAgent() async throws {
+        try await TestDatabase.withIsolatedDatabase { database in
+            let world = try await JobsWorld.make(database: database, agents: 2)
+            let doomed = try world.startAgent("agent-1", concurrency: 1, jobMilliseconds: 3_000)
+            let started = try await world.materialize(hours: 1)
+            let job = try #require(try await world.chunks(of: started.backfill.id).first)
+            // Wait until the doomed agent is running the job, then kill it.
+            let deadline = Date().addingTimeInterval(30)
+            while !doomed.executions.contains(where: { $0.event == "start" && $0.job == job.id }), Date() < deadline {
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            doomed.signal(SIGKILL)
+            _ = doomed.stop()
+            let survivor = try world.startAgent("agent-2", concurrency: 1, jobMilliseconds: 50)
+            let detail = try await world.waitUntilFinished(job.id, timeout: 60)
+            #expect(detail.job.state == .succeeded)
+            #expect(detail.attempts.map(\.agent) == ["agent-1", "agent-2"])
+            #expect(detail.attempts.map(\.outcome) == ["lease-expired", "succeeded"])
+            #expect(detail.events.contains { $0.event == "lease-expired" })
+            #expect(survivor.executions.filter { $0.event == "done" }.map(\.job) == [job.id])
+
+            // The dead agent's completion, arriving late with its old lease token, is refused.
+            let staleToken: UUID = try await world.withDatabase { client in
+                let rows = try await client.query(
+                    "SELECT lease_token FROM job_attempts WHERE job_id = \(job.id) AND attempt = 1", logger: Logger(label: "test"))
+                for try await token in rows.decode(UUID.self) { return token }
+                throw LarderBinary.Failure(description: "no first attempt")
+            }
+            let zombie = ControlPlaneClient(baseURL: world.server.baseURL, token: world.agentTokens["agent-1"]!)
+            await #expect {
+                _ = try await zombie.complete(job: job.id, JobCompletion(
+                    leaseToken: staleToken, outcome: .failed, startedAt: Date(), finishedAt: Date(),
+                    failure: JobFailure(message: "late", retryable: true)))
+            } throws: { ($0 as? ProblemDetails)?.code == "lease-lost" }
+            let after = try await world.admin.job(job.id, workspace: JobsWorld.workspace)
+            #expect(after.job.state == .succeeded && after.attempts.count == 2)
+            #expect(survivor.stop() == 0)
+        }
+    }
+
+    @Test("the control plane killed and restarted mid-flight: no job is lost or run twice")
+    func controlPlaneRestart() async throws {
+        try await TestDatabase.withIsolatedDatabase { database in
+            var world = try await JobsWorld.make(database: database, agents: 2, environment: ["LARDER_LEASE_SECONDS": "6"])
+            let agents = try (1...2).map { try world.startAgent("agent-\($0)", concurrency: 2, jobMilliseconds: 100) }
+            let started = try await world.materialize(hours: 80)
+            let deadline = Date().addingTimeInterval(60)
+            while agents.flatMap({ $0.executions }).filter({ $0.event == "done" }).count < 15, Date() < deadline {
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            let address = world.server.listenAddress
+            world.server.kill(SIGKILL)
+            try await Task.sleep(for: .seconds(2))
+            let restarted = try ControlPlaneProcess(
+                databaseURL: database.urlString, bootstrapToken: nil, listen: address,
+                environment: JobsWorld.serverEnvironment.merging(["LARDER_LEASE_SECONDS": "6"]) { $1 })
+            world = JobsWorld(
+                database: database, server: restarted, admin: ControlPlaneClient(baseURL: restarted.baseURL, token: world.admin.token),
+                folder: world.folder, publicKey: world.publicKey, agentTokens: world.agentTokens)
+            let finished = try await world.waitUntilFinished(started.backfill.id, timeout: 120)
+            #expect(finished.job.state == .succeeded, "\(finished.job)")
+            let chunks = try await world.chunks(of: started.backfill.id)
+            #expect(chunks.count == 80 && chunks.allSatisfy { $0.state == .succeeded })
+            let done = agents.flatMap { $0.executions.filter { $0.event == "done" } }
+            var runs: [Int64: Int] = [:]
+            for execution in done { runs[execution.job, default: 0] += 1 }
+            #expect(Set(runs.keys) == Set(chunks.map(\.id)))
+            #expect(runs.values.allSatisfy { $0 == 1 }, "jobs run more than once: \(runs.filter { $0.value > 1 })")
+            for agent in agents { #expect(agent.stop() == 0) }
+        }
+    }
+
+    @Test("a spec tampered with in the database is refused by the agent and never run")
+    func tamperedSpec() async throws {
+        try await TestDatabase.withIsolatedDatabase { database in
+            let world = try await JobsWorld.make(database: database, agents: 1)
+            let started = try await world.materialize(hours: 1)
+            let job = try #require(try await world.chunks(of: started.backfill.id).first)
+            try await world.withDatabase { client in
+                try await client.query(
+                    """
+                    UPDATE jobs SET spec_payload = regexp_replace(spec_payload, '"end":"[^"]*"', '"end":"2030-01-01T00:00:00.000Z"')
+                    WHERE id = \(job.id)
+                    """, logger: Logger(label: "test"))
+            }
+            let agent = try world.startAgent("agent-1", concurrency: 1, jobMilliseconds: 5)
+            let detail = try await world.waitUntilFinished(job.id, timeout: 30)
+            #expect(detail.job.state == .failed)
+            #expect(detail.job.failure?.retryable == false)
+            #expect(detail.job.failure?.message.contains("refused the job spec") == true, "\(String(describing: detail.job.failure))")
+            #expect(agent.executions.isEmpty)
+            #expect(agent.log.contains("refused a job spec"))
+            #expect(agent.stop() == 0)
+        }
+    }
+
+    @Test("an agent pinning another key refuses to start, and says which keys differ")
+    func wrongPinnedKey() async throws {
+        try await TestDatabase.withIsolatedDatabase { database in
+            let world = try await JobsWorld.make(database: database, agents: 1)
+            let other = SigningKeyPair.generate().publicKey
+            let config = try world.config(for: "agent-1", concurrency: 1, key: other.description)
+            let agent = try AgentProcess(name: "agent-1", config: config, token: world.agentTokens["agent-1"]!, jobMilliseconds: 5, binary: "larder-agent")
+            agent.process.waitUntilExit()
+            #expect(agent.process.terminationStatus != 0)
+            #expect(agent.log.contains(other.fingerprint), "\(agent.log)")
+        }
+    }
+}
