@@ -153,12 +153,7 @@ struct JobsWorld {
 
     /// Runs `body` against the registry database.
     func withDatabase<Result: Sendable>(_ body: (PostgresClient) async throws -> Result) async throws -> Result {
-        let client = PostgresClient(configuration: try ControlPlaneApplication.postgresConfiguration(database), backgroundLogger: Logger(label: "test"))
-        return try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { await client.run() }
-            defer { group.cancelAll() }
-            return try await body(client)
-        }
+        try await TestDatabase.withClient(database, body)
     }
 }
 

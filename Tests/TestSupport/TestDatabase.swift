@@ -84,3 +84,17 @@ public enum TestDatabase {
         }
     }
 }
+
+extension TestDatabase {
+    /// Runs `body` with a client pool on `url`, shut down afterwards.
+    public static func withClient<Result: Sendable>(
+        _ url: PostgresURL, _ body: (PostgresClient) async throws -> Result
+    ) async throws -> Result {
+        let client = PostgresClient(configuration: configuration(for: url), backgroundLogger: Logger(label: "larder.test-database"))
+        return try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { await client.run() }
+            defer { group.cancelAll() }
+            return try await body(client)
+        }
+    }
+}

@@ -1,0 +1,169 @@
+import ControlPlane
+import Foundation
+import Logging
+import PostgresNIO
+import Shared
+import Synchronization
+import Testing
+import TestSupport
+
+/// A clock the test moves by hand.
+final class ManualClock: Sendable {
+    private let current: Mutex<Date>
+    init(_ start: Date) { current = Mutex(start) }
+    var now: Date { current.withLock { $0 } }
+    func advance(by seconds: TimeInterval) { current.withLock { $0 = $0.addingTimeInterval(seconds) } }
+}
+
+/// The example applied to a fresh control plane (scheduler off), with
+/// schedulers the test drives tick by tick on a manual clock.
+struct SchedulerFixture: Sendable {
+    static let workspace = "rides"
+    let server: RunningControlPlane
+    let client: PostgresClient
+    let store: PostgresJobStore
+    let keys: SigningKeys
+    let clock: ManualClock
+
+    static func with<Result: Sendable>(start: Date, _ body: (SchedulerFixture) async throws -> Result) async throws -> Result {
+        try await TestControlPlane.withControlPlane { server in
+            _ = try await server.client.createWorkspace(workspace)
+            try await RepositoryFixture.example(workspace: workspace).apply(to: workspace, with: server.client)
+            return try await TestDatabase.withClient(server.database) { client in
+                let keys = SigningKeys(client: client, logger: Logger(label: "test"))
+                let store = PostgresJobStore(client: client, logger: Logger(label: "test"), keys: keys, settings: JobSettings())
+                return try await body(SchedulerFixture(server: server, client: client, store: store, keys: keys, clock: ManualClock(start)))
+            }
+        }
+    }
+
+    func scheduler(_ replica: String, interval: Duration = .seconds(10)) -> JobScheduler {
+        let clock = self.clock
+        return JobScheduler(
+            client: client, store: store, settings: JobSettings(schedulerInterval: interval), logger: Logger(label: "test"), replica: replica,
+            now: { clock.now })
+    }
+
+    /// Every materialization of `view` (chunks included), oldest interval first.
+    func materializations(of view: String) async throws -> [JobResource] {
+        var all: [JobResource] = []
+        var cursor: String?
+        repeat {
+            let page = try await server.client.jobs(workspace: Self.workspace, view: view, kind: .materialize, cursor: cursor, limit: 1_000)
+            all += page.items
+            cursor = page.nextCursor
+        } while cursor != nil
+        return all.sorted { ($0.start ?? .distantPast) < ($1.start ?? .distantPast) }
+    }
+}
+
+@Suite("Scheduler")
+struct SchedulerTests {
+    static let day2 = RFC3339.parse("2025-01-03T00:00:00Z")!
+
+    @Test("a new version is backfilled from its feature start time; 6 hours of downtime queue exactly the 6 missing hourly jobs")
+    func catchUp() async throws {
+        try await SchedulerFixture.with(start: Self.day2) { fixture in
+            let scheduler = fixture.scheduler("replica-a")
+            #expect(try await scheduler.holdLease())
+            #expect(try await scheduler.tick() > 0)
+            let backfilled = try await fixture.materializations(of: "driver_hourly_stats")
+            // Two days of hourly intervals in chunks of a day, under one backfill.
+            #expect(backfilled.map { RFC3339.format($0.start!) } == ["2025-01-01T00:00:00Z", "2025-01-02T00:00:00Z"])
+            #expect(backfilled.allSatisfy { $0.end!.timeIntervalSince($0.start!) == 86_400 && $0.trigger == "new version 1" && $0.parentId != nil })
+            #expect(try await scheduler.tick() == 0, "a second tick at the same time queues nothing")
+
+            fixture.clock.advance(by: 6 * 3_600 + 125)   // the control plane was down for six hours (and a bit)
+            #expect(try await scheduler.tick() > 0)
+            let hourly = try await fixture.materializations(of: "driver_hourly_stats").filter { $0.trigger == "schedule" }
+            #expect(hourly.count == 6)
+            #expect(hourly.map { $0.start! } == (0..<6).map { Self.day2.addingTimeInterval(Double($0) * 3_600) })
+            #expect(hourly.allSatisfy { $0.end!.timeIntervalSince($0.start!) == 3_600 && $0.parentId == nil && $0.state == .queued })
+            // The nightly cron view: one interval, ending at 02:00.
+            let nightly = try await fixture.materializations(of: "customer_trip_stats").filter { $0.trigger == "schedule" }
+            #expect(nightly.map { RFC3339.format($0.end!) } == ["2025-01-03T02:00:00Z"])
+            #expect(try await scheduler.tick() == 0)
+
+            // Each job carries a spec signed for it.
+            let key = try await fixture.keys.current().publicKey
+            let rows = try await fixture.client.query(
+                "SELECT id, spec_payload, spec_signature, spec_key FROM jobs WHERE kind = 'materialize'", logger: Logger(label: "test"))
+            var verified = 0
+            for try await (id, payload, signature, fingerprint) in rows.decode((Int64, String, String, String).self) {
+                let spec = try JobSpec(verified: try SignedDocument(payload: payload, signature: signature, keyFingerprint: fingerprint).verified(with: key))
+                #expect(spec.jobId == id)
+                verified += 1
+            }
+            #expect(verified > 6)
+        }
+    }
+
+    @Test("only the lease holder schedules; a replica that lost the lease stops, and another takes over when it expires")
+    func leaderLease() async throws {
+        try await SchedulerFixture.with(start: Self.day2) { fixture in
+            let a = fixture.scheduler("replica-a", interval: .milliseconds(100))
+            let b = fixture.scheduler("replica-b", interval: .milliseconds(100))
+            #expect(try await a.holdLease())
+            #expect(try await !b.holdLease())
+            #expect(try await b.tick() == 0, "a replica without the lease queues nothing")
+            #expect(try await a.tick() > 0)
+            // a stops renewing (it died): its lease runs out, b takes over, and a cannot schedule any more.
+            try await Task.sleep(for: .milliseconds(1_100))
+            #expect(try await b.holdLease())
+            #expect(try await !a.holdLease())
+            fixture.clock.advance(by: 3_600)
+            #expect(try await a.tick() == 0)
+            #expect(try await b.tick() > 0)
+        }
+    }
+
+    @Test("after any sequence of ticks and outages, each view's materializations tile time from its start: no gap, no overlap",
+          arguments: [1, 2, 3] as [UInt64])
+    func tilingProperty(seed: UInt64) async throws {
+        var random = SeededGenerator(seed: seed)
+        let start = Self.day2.addingTimeInterval(Double(Int.random(in: 0..<86_400, using: &random)))
+        let steps = (0..<12).map { _ in Double(Int.random(in: 0..<(14 * 3_600), using: &random)) }
+        try await SchedulerFixture.with(start: start) { fixture in
+            let scheduler = fixture.scheduler("replica-a")
+            #expect(try await scheduler.holdLease())
+            for step in steps {
+                fixture.clock.advance(by: step)
+                try await scheduler.tick()
+                let now = fixture.clock.now
+                for (view, schedule) in [("driver_hourly_stats", BatchSchedule.interval(TimeSpan(seconds: 3_600))),
+                                         ("customer_trip_stats", BatchSchedule.cron(try CronSchedule(parsing: "0 2 * * *")))] {
+                    let jobs = try await fixture.materializations(of: view)
+                    let origin = RFC3339.parse("2025-01-01T00:00:00Z")!
+                    #expect(jobs.first?.start == origin, "\(view) does not start at its feature start time")
+                    for (previous, next) in zip(jobs, jobs.dropFirst()) {
+                        #expect(previous.end == next.start, "\(view): gap or overlap between \(previous.end!) and \(next.start!)")
+                    }
+                    // Up to the last boundary that has passed, and no further.
+                    let last = try #require(jobs.last?.end)
+                    #expect(last <= now)
+                    let expected = DueIntervals.due(schedule: schedule, watermark: last, featureStartTime: nil, now: now)
+                    #expect(expected.isEmpty, "\(view): \(expected.count) due intervals were not queued")
+                }
+            }
+        }
+    }
+
+    @Test("a new version of a view is backfilled from its start; the old version is no longer scheduled")
+    func newVersionBackfill() async throws {
+        try await SchedulerFixture.with(start: Self.day2) { fixture in
+            let scheduler = fixture.scheduler("replica-a")
+            #expect(try await scheduler.holdLease())
+            try await scheduler.tick()
+            let changed = RepositoryFixture.example(workspace: SchedulerFixture.workspace).replacing("ttl: 2d", with: "ttl: 3d", in: "features.yaml")
+            try await changed.apply(to: SchedulerFixture.workspace, with: fixture.server.client)
+            fixture.clock.advance(by: 3_600)
+            try await scheduler.tick()
+            let jobs = try await fixture.materializations(of: "driver_hourly_stats")
+            let second = jobs.filter { $0.version == 2 }
+            #expect(second.first?.start == RFC3339.parse("2025-01-01T00:00:00Z"))
+            #expect(second.last?.end == Self.day2.addingTimeInterval(3_600))
+            #expect(second.allSatisfy { $0.trigger == "new version 2" })
+            #expect(jobs.filter { $0.version == 1 && $0.start! >= Self.day2 }.isEmpty, "the retired version was still scheduled")
+        }
+    }
+}
