@@ -7,13 +7,13 @@ import Shared
 struct LarderCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "larder",
-        abstract: "Define, validate and apply feature repositories.",
+        abstract: "Define, validate and apply feature repositories; inspect jobs and agents.",
         version: LarderVersion.description,
         subcommands: [
             InitCommand.self, ValidateCommand.self, PlanCommand.self, ApplyCommand.self, WorkspacesCommand.self, ListCommand.self,
             DescribeCommand.self, VersionsCommand.self, LineageCommand.self, SearchCommand.self, LoginCommand.self,
             WhoAmICommand.self, PrincipalsCommand.self, ServiceAccountsCommand.self, TokensCommand.self, AccessCommand.self,
-            AuditCommand.self,
+            AuditCommand.self, AgentsCommand.self, JobsCommand.self, MaterializeCommand.self,
         ]
     )
 }

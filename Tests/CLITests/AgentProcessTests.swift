@@ -296,3 +296,60 @@ struct AgentProcessTests {
         }
     }
 }
+
+@Suite("larder jobs, agents and materialize against real processes")
+struct JobCommandTests {
+    @Test("an operator's session: materialize, list, cancel, describe, retry; agents ls; clear errors")
+    func operatorSession() async throws {
+        try await TestDatabase.withIsolatedDatabase { database in
+            let world = try await JobsWorld.make(database: database, agents: 1)
+            let environment = ["LARDER_URL": world.server.baseURL, "LARDER_TOKEN": world.admin.token!, "LARDER_WORKSPACE": JobsWorld.workspace]
+            func larder(_ arguments: String..., token: String? = nil) throws -> LarderBinary.Result {
+                var merged = environment
+                if let token { merged["LARDER_TOKEN"] = token }
+                return try LarderBinary.run(arguments, in: world.folder, environment: merged)
+            }
+            let queued = try larder(
+                "materialize", "driver_hourly_stats", "--start", "2025-01-01T00:00:00Z", "--end", "2025-01-01T03:00:00Z", "--chunk", "1h")
+            #expect(queued.status == 0, "\(queued.standardError)")
+            #expect(queued.standardOutput.contains("queued backfill 1 of driver_hourly_stats: 3 chunk(s)"))
+            let listed = try larder("jobs", "ls", "--state", "queued")
+            #expect(listed.status == 0)
+            // A header, the backfill (queued until a chunk is claimed) and its 3 chunks.
+            #expect(listed.standardOutput.split(separator: "\n").count == 5, "\(listed.standardOutput)")
+            #expect(listed.standardOutput.contains("3 queued"))
+            #expect(listed.standardOutput.contains("[2025-01-01T02:00:00Z, 2025-01-01T03:00:00Z)"))
+            #expect(try larder("jobs", "cancel", "4").standardOutput.contains("cancelled job 4"))
+
+            let agent = try world.startAgent("agent-1", concurrency: 1, jobMilliseconds: 20)
+            let backfill = try await world.waitUntilFinished(1, timeout: 30)
+            #expect(backfill.job.state == .cancelled, "one chunk was cancelled: \(backfill.job)")
+            let described = try larder("jobs", "describe", "2")
+            #expect(described.status == 0)
+            #expect(described.standardOutput.contains("job 2: materialize, succeeded"))
+            #expect(described.standardOutput.contains("metrics:      1 rows read, 1 written"))
+            #expect(described.standardOutput.contains("agent-1") && described.standardOutput.contains("claimed"))
+
+            #expect(try larder("jobs", "retry", "4").standardOutput.contains("job 4 is queued again"))
+            #expect(try await world.waitUntilFinished(4, timeout: 30).job.state == .succeeded)
+            #expect(try await world.waitUntilFinished(1, timeout: 30).job.state == .succeeded)
+            let agents = try larder("agents", "ls")
+            #expect(agents.standardOutput.contains("agent-1") && agents.standardOutput.contains("online"), "\(agents.standardOutput)")
+            #expect(agents.standardOutput.contains("materialize"))
+
+            let missing = try larder("jobs", "describe", "999999")
+            #expect(missing.status == 1 && missing.standardError.contains("no job 999999"))
+            let unknownView = try larder("materialize", "nope", "--start", "2025-01-01T00:00:00Z", "--end", "2025-01-02T00:00:00Z")
+            #expect(unknownView.status == 1 && unknownView.standardError.contains("no current feature view named 'nope'"))
+            let badTime = try larder("materialize", "driver_hourly_stats", "--start", "yesterday", "--end", "2025-01-02T00:00:00Z")
+            #expect(badTime.status != 0 && badTime.standardError.contains("--start 'yesterday'"))
+            _ = try await world.admin.createPrincipal(CreatePrincipalRequest(name: "dashboards", kind: .serviceAccount))
+            try await world.admin.grant(.viewer, to: "dashboards", workspace: JobsWorld.workspace)
+            let viewerToken = try await world.admin.createToken(for: "dashboards").token
+            #expect(try larder("jobs", "ls", token: viewerToken).status == 0)
+            let denied = try larder("jobs", "cancel", "2", token: viewerToken)
+            #expect(denied.status == 1 && denied.standardError.contains("forbidden"), "\(denied.standardError)")
+            #expect(agent.stop() == 0)
+        }
+    }
+}
