@@ -53,9 +53,12 @@ struct AccessMiddleware: RouterMiddleware {
         return caller
     }
 
-    /// Mutating requests are audited here; login audits itself, to name the user tried.
+    /// Mutating requests are audited here; login audits itself, to name the user
+    /// tried. The agent protocol is recorded in the jobs ledger (attempts and
+    /// events) instead, so its claims and heartbeats do not flood the log; its
+    /// denials are still audited.
     static func isAudited(_ request: Request) -> Bool {
-        ![.get, .head, .options].contains(request.method) && request.uri.path != "/v1/login"
+        ![.get, .head, .options].contains(request.method) && request.uri.path != "/v1/login" && !request.uri.path.hasPrefix("/v1/agent/")
     }
 
     static func isDenial(_ error: AccessError) -> Bool {

@@ -1,3 +1,4 @@
+import AsyncHTTPClient
 import Foundation
 import Logging
 import ServiceLifecycle
@@ -14,6 +15,9 @@ public struct AgentRunner: Service {
     let configuration: AgentConfiguration
     let executors: [any JobExecutor]
     let client: ControlPlaneClient
+    /// The agent's own HTTP client: with a connection per long poll, lease
+    /// extensions and completions never queue behind waiting claims.
+    let http: HTTPClient
     let logger: Logger
     /// This process's id, sent with hello, heartbeats and claims.
     public let instanceID: String
@@ -29,7 +33,12 @@ public struct AgentRunner: Service {
     public init(configuration: AgentConfiguration, executors: [any JobExecutor], logger: Logger, instanceID: String = UUID().uuidString.lowercased()) {
         self.configuration = configuration
         self.executors = executors
-        self.client = ControlPlaneClient(baseURL: configuration.controlPlaneURL, token: configuration.token, timeout: .seconds(90))
+        var http = HTTPClient.Configuration()
+        http.timeout.connect = .seconds(5)
+        http.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = configuration.concurrency * 3 + 4
+        self.http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: http)
+        self.client = ControlPlaneClient(
+            baseURL: configuration.controlPlaneURL, token: configuration.token, httpClient: self.http, timeout: .seconds(90))
         self.logger = logger
         self.instanceID = instanceID
     }
@@ -40,6 +49,7 @@ public struct AgentRunner: Service {
     }
 
     public func run() async throws {
+        defer { Task { [http] in try? await http.shutdown() } }
         try await cancelWhenGracefulShutdown {
             let welcome = try await sayHello()
             await withTaskGroup(of: Void.self) { group in
