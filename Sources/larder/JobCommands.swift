@@ -5,7 +5,28 @@ import Shared
 /// `larder agents ls`.
 struct AgentsCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "agents", abstract: "Show a workspace's data-plane agents.", subcommands: [List.self], defaultSubcommand: List.self)
+        commandName: "agents", abstract: "Register and show a workspace's data-plane agents.", subcommands: [List.self, Create.self],
+        defaultSubcommand: List.self)
+
+    struct Create: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "create", abstract: "Register an agent of the workspace for one environment (admins), with a first token.")
+        @OptionGroup var server: ServerOptions
+        @Argument(help: "The agent's name, such as agent-eu-1.") var name: String
+        @Option(help: "The environment it runs in, such as prod-eu.") var environment: String
+
+        func run() async throws {
+            try await CLIOutput.reportingErrors {
+                let client = server.client()
+                let workspace = try server.workspaceName()
+                _ = try await client.createAgent(name: name, environment: environment, workspace: workspace)
+                let token = try await client.createToken(for: name, description: "agent token")
+                print("registered agent \(name) of \(workspace) (\(environment))")
+                print("token (shown only now; give it to the agent as LARDER_AGENT_TOKEN or token_file): \(token.token)")
+                print("pin the control plane's key in the agent's configuration: larder-control key prints it")
+            }
+        }
+    }
 
     struct List: AsyncParsableCommand {
         static let configuration = CommandConfiguration(commandName: "ls", abstract: "List the agents, their status and what they run.")
