@@ -71,7 +71,7 @@ struct JobsWorld {
     var agentTokens: [String: String] = [:]
 
     static let serverEnvironment = [
-        "LARDER_LEASE_SECONDS": "2", "LARDER_SCHEDULER_INTERVAL_SECONDS": "0.25", "LARDER_RETRY_BASE_SECONDS": "0.2",
+        "LARDER_LEASE_SECONDS": "5", "LARDER_SCHEDULER_INTERVAL_SECONDS": "0.25", "LARDER_RETRY_BASE_SECONDS": "0.2",
         "LARDER_HEARTBEAT_SECONDS": "1", "LARDER_MAX_CLAIM_WAIT_SECONDS": "5",
     ]
 
@@ -189,7 +189,7 @@ struct AgentProcessTests {
     @Test("an agent killed with SIGKILL mid-job: another re-runs the job after the lease expires; the dead agent's late completion is refused")
     func killedAgent() async throws {
         try await TestDatabase.withIsolatedDatabase { database in
-            let world = try await JobsWorld.make(database: database, agents: 2)
+            let world = try await JobsWorld.make(database: database, agents: 2, environment: ["LARDER_LEASE_SECONDS": "2"])
             let doomed = try world.startAgent("agent-1", concurrency: 1, jobMilliseconds: 3_000)
             let started = try await world.materialize(hours: 1)
             let job = try #require(try await world.chunks(of: started.backfill.id).first)
@@ -283,6 +283,29 @@ struct AgentProcessTests {
         }
     }
 
+    @Test("a running job cancelled by an operator: the agent aborts it mid-work and reports it cancelled")
+    func cancelReachesAgent() async throws {
+        try await TestDatabase.withIsolatedDatabase { database in
+            let world = try await JobsWorld.make(database: database, agents: 1)
+            let agent = try world.startAgent("agent-1", concurrency: 1, jobMilliseconds: 20_000)
+            let started = try await world.materialize(hours: 1)
+            let job = try #require(try await world.chunks(of: started.backfill.id).first)
+            let deadline = Date().addingTimeInterval(30)
+            while !agent.executions.contains(where: { $0.event == "start" && $0.job == job.id }), Date() < deadline {
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            let asked = Date()
+            _ = try await world.admin.cancelJob(job.id, workspace: JobsWorld.workspace)
+            let detail = try await world.waitUntilFinished(job.id, timeout: 15)
+            #expect(detail.job.state == .cancelled)
+            #expect(Date().timeIntervalSince(asked) < 10, "the agent took too long to abort")
+            #expect(detail.attempts.map(\.outcome) == ["cancelled"])
+            #expect(!agent.executions.contains { $0.event == "done" }, "the work ran to its end")
+            #expect(agent.log.contains("job cancelled"))
+            #expect(agent.stop() == 0)
+        }
+    }
+
     @Test("an agent pinning another key refuses to start, and says which keys differ")
     func wrongPinnedKey() async throws {
         try await TestDatabase.withIsolatedDatabase { database in
@@ -333,7 +356,12 @@ struct JobCommandTests {
             #expect(try larder("jobs", "retry", "4").standardOutput.contains("job 4 is queued again"))
             #expect(try await world.waitUntilFinished(4, timeout: 30).job.state == .succeeded)
             #expect(try await world.waitUntilFinished(1, timeout: 30).job.state == .succeeded)
+            let registered = try larder("agents", "create", "agent-eu-2", "--environment", "prod-eu")
+            #expect(registered.status == 0, "\(registered.standardError)")
+            #expect(registered.standardOutput.contains("registered agent agent-eu-2 of rides (prod-eu)"))
+            #expect(registered.standardOutput.range(of: #"lrd_[a-z0-9]{12}_"#, options: .regularExpression) != nil)
             let agents = try larder("agents", "ls")
+            #expect(agents.standardOutput.contains("agent-eu-2") && agents.standardOutput.contains("never"))
             #expect(agents.standardOutput.contains("agent-1") && agents.standardOutput.contains("online"), "\(agents.standardOutput)")
             #expect(agents.standardOutput.contains("materialize"))
 

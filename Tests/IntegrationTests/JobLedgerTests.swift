@@ -19,7 +19,14 @@ struct JobsFixture: Sendable {
         leaseDuration: .seconds(1), heartbeatInterval: .seconds(1), maxClaimWait: .seconds(2), retryBaseDelay: .milliseconds(20),
         retryMaxDelay: .milliseconds(100), maxAttempts: 4, schedulerEnabled: false)
 
-    static func with<Result: Sendable>(agents count: Int, _ body: (JobsFixture) async throws -> Result) async throws -> Result {
+    /// Leases long enough that a loaded test machine never loses one by accident.
+    static let patientSettings = JobSettings(
+        leaseDuration: .seconds(60), heartbeatInterval: .seconds(1), maxClaimWait: .seconds(30), retryBaseDelay: .milliseconds(20),
+        retryMaxDelay: .milliseconds(100), maxAttempts: 4, schedulerEnabled: false, claimRecheckInterval: .seconds(30))
+
+    static func with<Result: Sendable>(
+        agents count: Int, settings: JobSettings = settings, _ body: (JobsFixture) async throws -> Result
+    ) async throws -> Result {
         try await TestControlPlane.withControlPlane(jobs: settings) { server in
             _ = try await server.client.createWorkspace(workspace)
             try await RepositoryFixture.example(workspace: workspace).unscheduled().apply(to: workspace, with: server.client)
@@ -127,21 +134,34 @@ struct JobLedgerTests {
                             }
                             await observations.claimed(claimed)
                             let client = fixture.agents[agent]
+                            // On a slow machine a lease may run out before the report: that is
+                            // the protocol working (the report is refused), not a failure.
+                            func report(_ body: () async throws -> Void) async throws -> Bool {
+                                do {
+                                    try await body()
+                                    return true
+                                } catch let problem as ProblemDetails where problem.code == "lease-lost" {
+                                    return false
+                                }
+                            }
                             switch Int.random(in: 0..<100, using: &random) {
                             case 0..<50:
-                                _ = try await client.complete(job: claimed.id, JobsFixture.success(claimed))
-                                await observations.succeeded(claimed.id)
+                                if try await report({ _ = try await client.complete(job: claimed.id, JobsFixture.success(claimed)) }) {
+                                    await observations.succeeded(claimed.id)
+                                }
                             case 50..<65:
-                                _ = try await client.complete(job: claimed.id, JobsFixture.failure(claimed, retryable: true))
+                                _ = try await report { _ = try await client.complete(job: claimed.id, JobsFixture.failure(claimed, retryable: true)) }
                             case 65..<70:
-                                _ = try await client.complete(job: claimed.id, JobsFixture.failure(claimed, retryable: false))
+                                _ = try await report { _ = try await client.complete(job: claimed.id, JobsFixture.failure(claimed, retryable: false)) }
                             case 70..<85:
                                 await observations.abandoned(claimed, by: agent)
                             default:
-                                _ = try await client.reportProgress(job: claimed.id, token: claimed.leaseToken, progress: JobProgress(phase: "reading"))
-                                _ = try await client.extendLease(job: claimed.id, token: claimed.leaseToken)
-                                _ = try await client.complete(job: claimed.id, JobsFixture.success(claimed))
-                                await observations.succeeded(claimed.id)
+                                let done = try await report {
+                                    _ = try await client.reportProgress(job: claimed.id, token: claimed.leaseToken, progress: JobProgress(phase: "reading"))
+                                    _ = try await client.extendLease(job: claimed.id, token: claimed.leaseToken)
+                                    _ = try await client.complete(job: claimed.id, JobsFixture.success(claimed))
+                                }
+                                if done { await observations.succeeded(claimed.id) }
                             }
                         }
                     }
@@ -202,7 +222,7 @@ struct JobLedgerTests {
 
     @Test("cancel reaches a running agent through its lease and heartbeat; retry queues again; re-materializing skips what is done")
     func cancelAndRetry() async throws {
-        try await JobsFixture.with(agents: 1) { fixture in
+        try await JobsFixture.with(agents: 1, settings: JobsFixture.patientSettings) { fixture in
             let started = try await fixture.materialize(hours: 2)
             let agent = fixture.agents[0]
             let first = try #require(try await fixture.claim(0))
@@ -277,7 +297,7 @@ struct JobLedgerTests {
 
     @Test("the agent protocol refuses undeclared fields, so no row values can be sent")
     func strictAgentBodies() async throws {
-        try await JobsFixture.with(agents: 1) { fixture in
+        try await JobsFixture.with(agents: 1, settings: JobsFixture.patientSettings) { fixture in
             _ = try await fixture.materialize(hours: 1)
             let claimed = try #require(try await fixture.claim(0))
             let token = fixture.agents[0].token!
@@ -304,16 +324,17 @@ struct JobLedgerTests {
         }
     }
 
-    @Test("a long-poll claim wakes when work is queued, well before its wait ends")
+    @Test("a long-poll claim wakes when work is queued (by NOTIFY, not by looking again), well before its wait ends")
     func longPollWakes() async throws {
-        try await JobsFixture.with(agents: 1) { fixture in
-            let waited = ContinuousClock.now
-            async let claim = fixture.claim(0, wait: 2)
-            try await Task.sleep(for: .milliseconds(300))
+        // Waiting claims look again only every 30 s here: a prompt claim can only come from the wake-up.
+        try await JobsFixture.with(agents: 1, settings: JobsFixture.patientSettings) { fixture in
+            async let claim = fixture.claim(0, wait: 25)
+            try await Task.sleep(for: .milliseconds(500))
             _ = try await fixture.materialize(hours: 1)
+            let queued = ContinuousClock.now
             let claimed = try await claim
             #expect(claimed != nil)
-            #expect(ContinuousClock.now - waited < .milliseconds(1_500))
+            #expect(ContinuousClock.now - queued < .seconds(10), "the claim was not woken when the job was queued")
             // Specs verify with the control plane's key, name their job, and carry the definitions.
             let job = try #require(claimed)
             let spec = try JobSpec(verified: try job.spec.verified(with: try await fixture.keys.current().publicKey))

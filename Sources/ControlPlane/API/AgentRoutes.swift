@@ -46,9 +46,9 @@ struct AgentRoutes {
                 if let job = try await store.claim(claim, agent: agent) { return try APIResponse.json(ClaimResponse(job: job)) }
                 let remaining = deadline - .now
                 guard remaining > .zero else { return try APIResponse.json(ClaimResponse(job: nil)) }
-                // Woken by NOTIFY when work is queued; otherwise look again each
-                // second, for jobs whose backoff ended.
-                await wakeups.wait(workspace: agent.workspaceID, since: generation, timeout: min(remaining, .seconds(1)))
+                // Woken by NOTIFY when work is queued; otherwise look again now and
+                // then (each second by default), for jobs whose backoff ended.
+                await wakeups.wait(workspace: agent.workspaceID, since: generation, timeout: min(remaining, settings.claimRecheckInterval))
             }
         }
         routes.add(.post, "/v1/agent/jobs/{job}/lease", permission: .agentProtocol) { request, context in

@@ -22,13 +22,17 @@ public struct JobSettings: Sendable, Hashable {
     public var backfillChunk: TimeSpan
     /// Whether this replica runs the scheduler at all (`LARDER_SCHEDULER=off` turns it off).
     public var schedulerEnabled: Bool
+    /// How often a waiting claim looks again without being woken (for jobs whose backoff ended).
+    public var claimRecheckInterval: Duration
 
     /// Creates settings; the defaults suit production.
     public init(
         leaseDuration: Duration = .seconds(30), heartbeatInterval: Duration = .seconds(10), maxClaimWait: Duration = .seconds(30),
         retryBaseDelay: Duration = .seconds(5), retryMaxDelay: Duration = .seconds(600), maxAttempts: Int = 5,
-        schedulerInterval: Duration = .seconds(10), backfillChunk: TimeSpan = TimeSpan(seconds: 86_400), schedulerEnabled: Bool = true
+        schedulerInterval: Duration = .seconds(10), backfillChunk: TimeSpan = TimeSpan(seconds: 86_400), schedulerEnabled: Bool = true,
+        claimRecheckInterval: Duration = .seconds(1)
     ) {
+        self.claimRecheckInterval = claimRecheckInterval
         self.leaseDuration = leaseDuration
         self.heartbeatInterval = heartbeatInterval
         self.maxClaimWait = maxClaimWait

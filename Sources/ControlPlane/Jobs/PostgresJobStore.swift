@@ -248,43 +248,37 @@ public struct PostgresJobStore: Sendable {
         let kinds = request.kinds.filter { $0 != .backfill }.map(\.rawValue)
         guard !kinds.isEmpty else { return nil }
         let token = UUID()
-        return try await client.withConnection { connection in
-            try await connection.inTransaction(logger: logger) { connection in
-                let rows = try await connection.query(
-                    """
-                    WITH next AS (
-                        SELECT id FROM jobs
-                        WHERE workspace_id = \(agent.workspaceID) AND state = 'queued' AND kind <> 'backfill'
-                          AND kind = ANY(\(kinds)::text[]) AND not_before <= now()
-                          AND (environment IS NULL OR environment = \(agent.environment))
-                        ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
-                    UPDATE jobs j SET state = 'leased', attempts = j.attempts + 1, lease_token = \(token), lease_agent = \(agent.name),
-                           lease_instance = \(request.instanceId), updated_at = now(),
-                           lease_expires_at = now() + make_interval(secs => \(settings.leaseDuration.seconds))
-                    FROM next WHERE j.id = next.id
-                    RETURNING j.id, j.attempts, j.lease_expires_at, j.spec_payload, j.spec_signature, j.spec_key
-                    """, logger: logger)
-                var claimed: ClaimedJob?
-                for try await (id, attempt, expires, payload, signature, key)
-                    in rows.decode((Int64, Int, Date, String, String, String).self) {
-                    claimed = ClaimedJob(
-                        id: id, attempt: attempt, leaseToken: token, leaseExpiresAt: expires,
-                        spec: SignedDocument(payload: payload, signature: signature, keyFingerprint: key))
-                }
-                guard let claimed else { return nil }
-                try await connection.execute(
-                    """
-                    INSERT INTO job_attempts (job_id, attempt, lease_token, agent, instance_id)
-                    VALUES (\(claimed.id), \(claimed.attempt), \(token), \(agent.name), \(request.instanceId));
-                    """, logger: logger)
-                try await connection.execute(
-                    """
-                    INSERT INTO job_events (job_id, event, detail)
-                    VALUES (\(claimed.id), 'claimed', \("attempt \(claimed.attempt) by \(agent.name) (\(request.instanceId))"))
-                    """, logger: logger)
-                return claimed
-            }
+        // One statement (so one round trip, atomic by itself): lease the job,
+        // record the attempt and the event.
+        let rows = try await client.query(
+            """
+            WITH next AS (
+                SELECT id FROM jobs
+                WHERE workspace_id = \(agent.workspaceID) AND state = 'queued' AND kind <> 'backfill'
+                  AND kind = ANY(\(kinds)::text[]) AND not_before <= now()
+                  AND (environment IS NULL OR environment = \(agent.environment))
+                ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED),
+            claimed AS (
+                UPDATE jobs j SET state = 'leased', attempts = j.attempts + 1, lease_token = \(token), lease_agent = \(agent.name),
+                       lease_instance = \(request.instanceId), updated_at = now(),
+                       lease_expires_at = now() + make_interval(secs => \(settings.leaseDuration.seconds))
+                FROM next WHERE j.id = next.id
+                RETURNING j.id, j.attempts, j.lease_expires_at, j.spec_payload, j.spec_signature, j.spec_key),
+            attempt AS (
+                INSERT INTO job_attempts (job_id, attempt, lease_token, agent, instance_id)
+                SELECT id, attempts, \(token), \(agent.name), \(request.instanceId) FROM claimed),
+            event AS (
+                INSERT INTO job_events (job_id, event, detail)
+                SELECT id, 'claimed', 'attempt ' || attempts || ' by ' || \(agent.name) || ' (' || \(request.instanceId) || ')' FROM claimed)
+            SELECT id, attempts, lease_expires_at, spec_payload, spec_signature, spec_key FROM claimed
+            """, logger: logger)
+        var claimed: ClaimedJob?
+        for try await (id, attempt, expires, payload, signature, key) in rows.decode((Int64, Int, Date, String, String, String).self) {
+            claimed = ClaimedJob(
+                id: id, attempt: attempt, leaseToken: token, leaseExpiresAt: expires,
+                spec: SignedDocument(payload: payload, signature: signature, keyFingerprint: key))
         }
+        return claimed
     }
 
     /// Extends the lease on `job` (and records progress, which marks it running).
