@@ -285,27 +285,25 @@ public struct PostgresJobStore: Sendable {
     /// Refused with `leaseLost` unless `token` is the job's current lease.
     public func extendLease(job: Int64, token: UUID, progress: JobProgress?, agent: AgentIdentity) async throws -> LeaseStatus {
         let progressText = try progress.map { String(decoding: try APICoding.makeEncoder().encode($0), as: UTF8.self) }
-        return try await client.withConnection { connection in
-            try await connection.inTransaction(logger: logger) { connection in
-                let rows = try await connection.query(
-                    """
-                    UPDATE jobs SET lease_expires_at = now() + make_interval(secs => \(settings.leaseDuration.seconds)),
-                           progress = COALESCE(\(progressText)::jsonb, progress),
-                           state = CASE WHEN \(progress != nil) THEN 'running' ELSE state END, updated_at = now()
-                    WHERE id = \(job) AND workspace_id = \(agent.workspaceID) AND lease_token = \(token)
-                      AND state IN ('leased', 'running') AND lease_expires_at > now()
-                    RETURNING lease_expires_at, cancel_requested
-                    """, logger: logger)
-                for try await (expires, cancel) in rows.decode((Date, Bool).self) {
-                    if progress != nil {
-                        try await connection.execute(
-                            "UPDATE job_attempts SET started_at = COALESCE(started_at, now()) WHERE lease_token = \(token)", logger: logger)
-                    }
-                    return LeaseStatus(leaseExpiresAt: expires, cancelRequested: cancel)
-                }
-                throw try await leaseFailure(job: job, agent: agent, on: connection)
-            }
+        // One statement: extend, record progress, mark the attempt started.
+        let rows = try await client.query(
+            """
+            WITH extended AS (
+                UPDATE jobs SET lease_expires_at = now() + make_interval(secs => \(settings.leaseDuration.seconds)),
+                       progress = COALESCE(\(progressText)::jsonb, progress),
+                       state = CASE WHEN \(progress != nil) THEN 'running' ELSE state END, updated_at = now()
+                WHERE id = \(job) AND workspace_id = \(agent.workspaceID) AND lease_token = \(token)
+                  AND state IN ('leased', 'running') AND lease_expires_at > now()
+                RETURNING lease_expires_at, cancel_requested),
+            started AS (
+                UPDATE job_attempts SET started_at = COALESCE(started_at, now())
+                WHERE lease_token = \(token) AND \(progress != nil) AND EXISTS (SELECT 1 FROM extended))
+            SELECT lease_expires_at, cancel_requested FROM extended
+            """, logger: logger)
+        for try await (expires, cancel) in rows.decode((Date, Bool).self) {
+            return LeaseStatus(leaseExpiresAt: expires, cancelRequested: cancel)
         }
+        throw try await client.withConnection { try await leaseFailure(job: job, agent: agent, on: $0) }
     }
 
     /// Why a report about `job` is refused: it is not in the workspace, or the lease is gone.
@@ -326,54 +324,55 @@ public struct PostgresJobStore: Sendable {
         if let message = failure?.message, message.count > 2_000 { failure?.message = String(message.prefix(2_000)) }
         let failureText = try failure.map { String(decoding: try APICoding.makeEncoder().encode($0), as: UTF8.self) }
         let retryable = completion.outcome == .failed && (failure?.retryable ?? false)
-        return try await client.withConnection { connection in
-            try await connection.inTransaction(logger: logger) { connection in
-                let rows = try await connection.query(
-                    """
-                    UPDATE jobs SET
-                        state = CASE WHEN \(completion.outcome.rawValue) = 'succeeded' THEN 'succeeded'
-                                     WHEN \(completion.outcome.rawValue) = 'cancelled' OR cancel_requested THEN 'cancelled'
-                                     WHEN \(retryable) AND attempts < max_attempts THEN 'queued'
-                                     ELSE 'failed' END,
-                        not_before = now() + make_interval(secs => least(\(settings.retryMaxDelay.seconds),
-                                     \(settings.retryBaseDelay.seconds) * power(2, greatest(attempts - 1, 0)))),
-                        metrics = COALESCE(\(metricsText)::jsonb, metrics), failure = COALESCE(\(failureText)::jsonb, failure),
-                        lease_token = NULL, lease_agent = NULL, lease_instance = NULL, lease_expires_at = NULL, updated_at = now()
-                    WHERE id = \(job) AND workspace_id = \(agent.workspaceID) AND lease_token = \(completion.leaseToken)
-                      AND state IN ('leased', 'running')
-                    RETURNING state, attempts, max_attempts
-                    """, logger: logger)
-                var found: (String, Int, Int)?
-                for try await row in rows.decode((String, Int, Int).self) { found = row }
-                guard let (state, attempts, maxAttempts) = found else {
-                    throw try await leaseFailure(job: job, agent: agent, on: connection)
-                }
-                if ["succeeded", "failed", "cancelled"].contains(state) {
-                    try await connection.execute("UPDATE jobs SET finished_at = now() WHERE id = \(job)", logger: logger)
-                }
-                try await connection.execute(
-                    """
-                    UPDATE job_attempts SET outcome = \(completion.outcome.rawValue), ended_at = now(), failure = \(failureText)::jsonb,
-                           started_at = COALESCE(started_at, \(completion.startedAt))
-                    WHERE lease_token = \(completion.leaseToken)
-                    """, logger: logger)
-                var event = completion.outcome.rawValue
-                var detail = failure?.message
-                if state == "queued" { event = "retry-scheduled"; detail = "attempt \(attempts) failed: \(failure?.message ?? "")" }
-                if state == "failed", retryable {
-                    event = "failed-permanently"
-                    detail = "all \(maxAttempts) attempts failed; the last: \(failure?.message ?? "")"
-                }
-                try await connection.execute(
-                    "INSERT INTO job_events (job_id, event, detail) VALUES (\(job), \(event), \(detail))", logger: logger)
-                if event == "failed-permanently" || (state == "failed") {
-                    logger.warning("job failed permanently", metadata: [
-                        "larder.job": "\(job)", "larder.workspace": .string(agent.workspace), "larder.attempts": "\(attempts)",
-                    ])
-                }
-                return try await jobs(where: "j.id = \(job)", on: connection).first!
-            }
+        let outcome = completion.outcome.rawValue, message = failure?.message
+        // One statement (atomic by itself): end the job's lease and attempt, and record the event.
+        let rows = try await client.query(
+            """
+            WITH target AS (
+                SELECT id, CASE WHEN \(outcome) = 'succeeded' THEN 'succeeded'
+                                WHEN \(outcome) = 'cancelled' OR cancel_requested THEN 'cancelled'
+                                WHEN \(retryable) AND attempts < max_attempts THEN 'queued'
+                                ELSE 'failed' END AS next_state
+                FROM jobs
+                WHERE id = \(job) AND workspace_id = \(agent.workspaceID) AND lease_token = \(completion.leaseToken)
+                  AND state IN ('leased', 'running')
+                FOR UPDATE),
+            ended AS (
+                UPDATE jobs j SET state = t.next_state,
+                    not_before = now() + make_interval(secs => least(\(settings.retryMaxDelay.seconds),
+                                 \(settings.retryBaseDelay.seconds) * power(2, greatest(j.attempts - 1, 0)))),
+                    metrics = COALESCE(\(metricsText)::jsonb, j.metrics), failure = COALESCE(\(failureText)::jsonb, j.failure),
+                    finished_at = CASE WHEN t.next_state IN ('succeeded', 'failed', 'cancelled') THEN now() END,
+                    lease_token = NULL, lease_agent = NULL, lease_instance = NULL, lease_expires_at = NULL, updated_at = now()
+                FROM target t WHERE j.id = t.id
+                RETURNING j.id, j.state, j.attempts, j.max_attempts),
+            attempt AS (
+                UPDATE job_attempts SET outcome = \(outcome), ended_at = now(), failure = \(failureText)::jsonb,
+                       started_at = COALESCE(started_at, \(completion.startedAt))
+                WHERE lease_token = \(completion.leaseToken) AND EXISTS (SELECT 1 FROM ended)),
+            event AS (
+                INSERT INTO job_events (job_id, event, detail)
+                SELECT id,
+                       CASE WHEN state = 'queued' THEN 'retry-scheduled'
+                            WHEN state = 'failed' AND \(retryable) THEN 'failed-permanently' ELSE \(outcome) END,
+                       CASE WHEN state = 'queued' THEN 'attempt ' || attempts || ' failed: ' || COALESCE(\(message)::text, '')
+                            WHEN state = 'failed' AND \(retryable)
+                                THEN 'all ' || max_attempts || ' attempts failed; the last: ' || COALESCE(\(message)::text, '')
+                            ELSE \(message)::text END
+                FROM ended)
+            SELECT state, attempts FROM ended
+            """, logger: logger)
+        var ended: (String, Int)?
+        for try await row in rows.decode((String, Int).self) { ended = row }
+        guard let (state, attempts) = ended else {
+            throw try await client.withConnection { try await leaseFailure(job: job, agent: agent, on: $0) }
         }
+        if state == "failed" {
+            logger.warning("job failed permanently", metadata: [
+                "larder.job": "\(job)", "larder.workspace": .string(agent.workspace), "larder.attempts": "\(attempts)",
+            ])
+        }
+        return try await client.withConnection { try await jobs(where: "j.id = \(job)", on: $0).first! }
     }
 
     /// Returns every job whose lease has expired to the queue (after a backoff),
