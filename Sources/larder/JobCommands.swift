@@ -81,7 +81,7 @@ struct JobsCommand: AsyncParsableCommand {
                     kind: kind.flatMap(JobKind.init(rawValue:)), parent: parent, limit: limit)
                 if json { return try CLIOutput.json(page.items) }
                 print(CLIOutput.table(
-                    ["ID", "KIND", "STATE", "VIEW", "INTERVAL", "ATTEMPTS", "AGENT", "TRIGGER"],
+                    ["ID", "KIND", "STATE", "VIEW", "INTERVAL", "ATTEMPTS | CHUNKS", "AGENT", "TRIGGER"],
                     page.items.map { job in
                         [String(job.id), job.kind.rawValue, JobText.state(job), job.featureView.map { v in job.version.map { "\(v) v\($0)" } ?? v } ?? "-",
                          JobText.interval(job), job.kind == .backfill ? JobText.chunks(job) : "\(job.attempts)/\(job.maxAttempts)",

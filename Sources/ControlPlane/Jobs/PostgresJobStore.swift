@@ -456,7 +456,15 @@ public struct PostgresJobStore: Sendable {
                     SELECT id, CASE WHEN state = 'cancelled' THEN 'cancelled' ELSE 'cancel-requested' END, \("by \(principal)") FROM changed
                     RETURNING job_id
                     """, logger: logger)
-                for try await _ in rows.decode(Int64.self) {}
+                var changed = 0
+                for try await _ in rows.decode(Int64.self) { changed += 1 }
+                if target.kind == .backfill {
+                    try await connection.execute(
+                        """
+                        INSERT INTO job_events (job_id, event, detail)
+                        VALUES (\(job), 'cancel-requested', \("by \(principal): \(changed) unfinished chunk(s)"))
+                        """, logger: logger)
+                }
                 return try await jobs(where: "j.id = \(job)", on: connection).first!
             }
         }
@@ -489,6 +497,10 @@ public struct PostgresJobStore: Sendable {
                             WHERE \(unescaped: scope) RETURNING id)
                         INSERT INTO job_events (job_id, event, detail) SELECT id, 'retried', \("by \(principal)") FROM changed
                         """, logger: logger)
+                    if target.kind == .backfill {
+                        try await connection.execute(
+                            "INSERT INTO job_events (job_id, event, detail) VALUES (\(job), 'retried', \("by \(principal)"))", logger: logger)
+                    }
                 } catch let error as PSQLError where error.serverInfo?[.sqlState] == "23505" {
                     throw JobError.invalidState(job, target.state, "another job for the same interval is queued, running or done")
                 }
