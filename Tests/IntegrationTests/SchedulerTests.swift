@@ -151,7 +151,7 @@ struct SchedulerTests {
         }
     }
 
-    @Test("a new version of a view is backfilled from its start; the old version is no longer scheduled")
+    @Test("a new version of a view is backfilled from its start; the old version is no longer scheduled and its queued jobs are cancelled")
     func newVersionBackfill() async throws {
         try await SchedulerFixture.with(start: Self.day2) { fixture in
             let scheduler = fixture.scheduler("replica-a")
@@ -167,6 +167,11 @@ struct SchedulerTests {
             #expect(second.last?.end == Self.day2.addingTimeInterval(3_600))
             #expect(second.allSatisfy { $0.trigger == "new version 2" })
             #expect(jobs.filter { $0.version == 1 && $0.start! >= Self.day2 }.isEmpty, "the retired version was still scheduled")
+            // What was still queued for version 1 was cancelled as superseded.
+            let first = jobs.filter { $0.version == 1 }
+            #expect(!first.isEmpty && first.allSatisfy { $0.state == .cancelled })
+            let events = try await fixture.server.client.job(try #require(first.first).id, workspace: SchedulerFixture.workspace).events
+            #expect(events.last?.event == "cancelled" && events.last?.detail == "superseded by version 2")
         }
     }
 }

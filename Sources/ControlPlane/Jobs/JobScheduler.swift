@@ -159,7 +159,10 @@ public struct JobScheduler: Service {
                     ).count
                     try await setProgress(version.view.versionID, to: last.end, on: connection)
                 } else {
-                    // First sight of this version: backfill from the feature start time.
+                    // First sight of this version: what is still queued for the versions it
+                    // replaces would compute superseded features, so it is cancelled; then
+                    // the new version is backfilled from the feature start time.
+                    try await cancelSuperseded(by: version.view, on: connection)
                     let start = version.featureStartTime ?? DueIntervals.firstBoundary(version.schedule, before: now) ?? now
                     let due = DueIntervals.due(
                         schedule: version.schedule, watermark: start, featureStartTime: nil, now: now, limit: 1_000_000)
@@ -185,6 +188,21 @@ public struct JobScheduler: Service {
                 return queued
             }
         }
+    }
+
+    /// Cancels the queued materializations of the other versions of `view`'s feature view.
+    func cancelSuperseded(by view: PostgresJobStore.ViewVersion, on connection: PostgresConnection) async throws {
+        try await connection.execute(
+            """
+            WITH superseded AS (
+                UPDATE jobs j SET state = 'cancelled', finished_at = now(), updated_at = now()
+                FROM object_versions old, object_versions current
+                WHERE current.id = \(view.versionID) AND old.object_id = current.object_id AND old.id <> current.id
+                  AND j.version_id = old.id AND j.kind = 'materialize' AND j.state = 'queued'
+                RETURNING j.id)
+            INSERT INTO job_events (job_id, event, detail)
+            SELECT id, 'cancelled', \("superseded by version \(view.version)") FROM superseded
+            """, logger: logger)
     }
 
     func setProgress(_ versionID: Int64, to date: Date, on connection: PostgresConnection) async throws {
