@@ -16,11 +16,14 @@ struct SimulatedWorkExecutor: JobExecutor {
     let duration: Duration
     let log: String?
 
+    /// Appends a line with O_APPEND, so concurrent jobs never overwrite each other's lines.
     func append(_ line: String) {
-        guard let log, let handle = FileHandle(forWritingAtPath: log) else { return }
-        handle.seekToEndOfFile()
-        handle.write(Data((line + "\n").utf8))
-        try? handle.close()
+        guard let log else { return }
+        let descriptor = open(log, O_WRONLY | O_APPEND | O_CREAT, 0o644)
+        guard descriptor >= 0 else { return }
+        defer { close(descriptor) }
+        let bytes = Array((line + "\n").utf8)
+        _ = bytes.withUnsafeBytes { write(descriptor, $0.baseAddress, $0.count) }
     }
 
     func execute(_ spec: JobSpec, context: JobContext) async throws -> JobMetrics {

@@ -14,7 +14,9 @@ struct AgentRoutes {
     func register(on routes: inout APIRouteBuilder) {
         let store = self.store, wakeups = self.wakeups, settings = self.settings, keys = self.keys
         @Sendable func identity(_ context: ControlPlaneRequestContext) async throws -> AgentIdentity {
-            try await store.agent(named: context.callerName)
+            // Read with the token; only an agent's token gets past the route's permission.
+            guard let agent = context.caller?.agent else { throw JobError.unknownAgent(context.callerName) }
+            return agent
         }
         routes.add(.post, "/v1/agent/hello", permission: .agentProtocol) { request, context in
             let hello = try await request.decodeStrictBody(as: AgentHello.self, context: context)

@@ -15,10 +15,14 @@ public struct Caller: Sendable, Hashable {
     public let agentWorkspace: String?
     /// The public id of the token it used.
     public let tokenPublicID: String
+    /// For agents: everything the agent protocol needs to know of it, read
+    /// with the token, so its requests need no further lookup.
+    public let agent: AgentIdentity?
 
     /// Creates a caller.
     public init(
-        name: String, kind: PrincipalKind, isAdmin: Bool, roles: [String: Set<WorkspaceRole>], agentWorkspace: String?, tokenPublicID: String
+        name: String, kind: PrincipalKind, isAdmin: Bool, roles: [String: Set<WorkspaceRole>], agentWorkspace: String?, tokenPublicID: String,
+        agent: AgentIdentity? = nil
     ) {
         self.name = name
         self.kind = kind
@@ -26,6 +30,7 @@ public struct Caller: Sendable, Hashable {
         self.roles = roles
         self.agentWorkspace = agentWorkspace
         self.tokenPublicID = tokenPublicID
+        self.agent = agent
     }
 
     /// Whether the caller may see the workspace at all.
@@ -42,4 +47,18 @@ enum PrincipalName {
         let lowerOrDigit: (Unicode.Scalar) -> Bool = { ("a"..."z").contains($0) || ("0"..."9").contains($0) }
         return lowerOrDigit(first) && name.unicodeScalars.allSatisfy { lowerOrDigit($0) || ".-_@".unicodeScalars.contains($0) }
     }
+}
+
+/// An agent principal, as the agent protocol needs it.
+public struct AgentIdentity: Sendable, Hashable {
+    /// The principal's id.
+    public var principalID: Int64
+    /// Its name.
+    public var name: String
+    /// Its workspace's id.
+    public var workspaceID: Int64
+    /// Its workspace's name.
+    public var workspace: String
+    /// Its environment.
+    public var environment: String
 }

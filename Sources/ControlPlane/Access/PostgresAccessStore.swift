@@ -39,18 +39,27 @@ public struct PostgresAccessStore: AccessStore {
     public func caller(for token: APIToken, now: Date) async throws -> Caller? {
         let rows = try await client.query(
             """
-            SELECT p.id, p.name, p.kind, p.is_admin, w.name, t.secret_hash, t.last_used_at
+            SELECT p.id, p.name, p.kind, p.is_admin, w.id, w.name, p.environment, t.secret_hash, t.last_used_at
             FROM api_tokens t
             JOIN principals p ON p.id = t.principal_id
             LEFT JOIN workspaces w ON w.id = p.workspace_id
             WHERE t.public_id = \(token.publicID) AND t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > \(now))
               AND p.disabled_at IS NULL
             """, logger: logger)
-        var found: (id: Int64, name: String, kind: String, admin: Bool, workspace: String?, hash: Data, lastUsed: Date?)?
-        for try await row in rows.decode((Int64, String, String, Bool, String?, Data, Date?).self) { found = row }
+        typealias Row = (id: Int64, name: String, kind: String, admin: Bool, workspaceID: Int64?, workspace: String?, environment: String?,
+                         hash: Data, lastUsed: Date?)
+        var found: Row?
+        for try await row in rows.decode((Int64, String, String, Bool, Int64?, String?, String?, Data, Date?).self) { found = row }
         guard let found, token.matches(storedHash: Array(found.hash)), let kind = PrincipalKind(rawValue: found.kind) else { return nil }
         if found.lastUsed.map({ now.timeIntervalSince($0) > 60 }) ?? true {
             try await client.query("UPDATE api_tokens SET last_used_at = \(now) WHERE public_id = \(token.publicID)", logger: logger)
+        }
+        if kind == .agent {
+            // Agents hold no roles: nothing more to read.
+            guard let workspaceID = found.workspaceID, let workspace = found.workspace, let environment = found.environment else { return nil }
+            return Caller(
+                name: found.name, kind: kind, isAdmin: false, roles: [:], agentWorkspace: workspace, tokenPublicID: token.publicID,
+                agent: AgentIdentity(principalID: found.id, name: found.name, workspaceID: workspaceID, workspace: workspace, environment: environment))
         }
         var roles: [String: Set<WorkspaceRole>] = [:]
         let bindings = try await client.query(

@@ -3,20 +3,6 @@ import Logging
 import PostgresNIO
 import Shared
 
-/// An agent principal, as the agent protocol needs it.
-public struct AgentIdentity: Sendable, Hashable {
-    /// The principal's id.
-    public var principalID: Int64
-    /// Its name.
-    public var name: String
-    /// Its workspace's id.
-    public var workspaceID: Int64
-    /// Its workspace's name.
-    public var workspace: String
-    /// Its environment.
-    public var environment: String
-}
-
 /// The jobs ledger in PostgreSQL (schema: `0005_jobs.sql`): enqueueing,
 /// claiming with `FOR UPDATE SKIP LOCKED`, leases fenced by token, completion,
 /// retries with backoff, cancellation, and the reads behind the API.
@@ -200,19 +186,6 @@ public struct PostgresJobStore: Sendable {
     }
 
     // MARK: The agent protocol
-
-    /// The agent principal named `name`.
-    public func agent(named name: String) async throws -> AgentIdentity {
-        let rows = try await client.query(
-            """
-            SELECT p.id, w.id, w.name, p.environment FROM principals p JOIN workspaces w ON w.id = p.workspace_id
-            WHERE p.name = \(name) AND p.kind = 'agent' AND p.disabled_at IS NULL
-            """, logger: logger)
-        for try await (id, workspaceID, workspace, environment) in rows.decode((Int64, Int64, String, String).self) {
-            return AgentIdentity(principalID: id, name: name, workspaceID: workspaceID, workspace: workspace, environment: environment)
-        }
-        throw JobError.unknownAgent(name)
-    }
 
     /// Records an agent process's hello.
     public func hello(_ hello: AgentHello, agent: AgentIdentity) async throws {
