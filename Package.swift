@@ -135,6 +135,10 @@ let package = Package(
             dependencies: ["Shared", "TestSupport"]
         ),
         .testTarget(
+            name: "DataPlaneTests",
+            dependencies: ["DataPlane", "Shared", "TestSupport"]
+        ),
+        .testTarget(
             name: "ControlPlaneTests",
             dependencies: ["ControlPlane", "Shared", "TestSupport"]
         ),
