@@ -1,0 +1,333 @@
+import Foundation
+import Shared
+
+/// Reads a CSV file of a `FileSource` in bounded memory, batch by batch,
+/// typed by the source's declared columns.
+///
+/// The format: a header row naming the columns (extra columns are ignored),
+/// fields separated by commas, optionally quoted with `"` (a quote inside is
+/// doubled; quoted fields may hold commas and line breaks), lines ending in LF
+/// or CRLF. An empty field is null. Timestamps are RFC 3339 (`2025-01-01T00:00:00Z`,
+/// with optional fractional seconds and offset). A value that does not parse
+/// fails the read with the file, line and column.
+public struct CSVReader {
+    /// Why a file cannot be read: names the file, the line and the column.
+    public struct Failure: Error, Sendable, CustomStringConvertible, Equatable {
+        /// The file.
+        public let file: String
+        /// The 1-based line where the record starts.
+        public let line: Int
+        /// The column, when one is to blame.
+        public let column: String?
+        /// What is wrong.
+        public let message: String
+
+        public var description: String { "\(file):\(line)\(column.map { ": column \($0)" } ?? ""): \(message)" }
+    }
+
+    let path: String
+    let schema: [(name: String, type: ValueType)]
+    let batchSize: Int
+    let chunkSize: Int
+    private let handle: FileHandle
+    /// Bytes read but not yet parsed (the start of a record cut by a chunk).
+    private var pending: [UInt8] = []
+    /// Where the unparsed bytes of `pending` start.
+    private var cursor = 0
+    private var atEndOfFile = false
+    /// For each declared column, its field index in the file.
+    private var fieldIndex: [Int] = []
+    private var line = 1
+    private var finished = false
+
+    /// Opens `path` for the declared `schema`. `batchSize` rows per batch;
+    /// `chunkSize` bytes per read (the memory bound, with one batch).
+    public init(path: String, schema: [(name: String, type: ValueType)], batchSize: Int = 65_536, chunkSize: Int = 1 << 20) throws {
+        guard let handle = FileHandle(forReadingAtPath: path) else {
+            throw Failure(file: path, line: 0, column: nil, message: "cannot open the file")
+        }
+        self.path = path
+        self.schema = schema
+        self.batchSize = max(1, batchSize)
+        self.chunkSize = max(1, chunkSize)
+        self.handle = handle
+    }
+
+    /// The next batch, or nil at the end of the file.
+    public mutating func next() throws -> ColumnBatch? {
+        guard !finished else { return nil }
+        if fieldIndex.isEmpty, !schema.isEmpty { try readHeader() }
+        var columns = schema.map { ColumnValues.empty($0.type, capacity: batchSize) }
+        var rows = 0
+        while rows < batchSize, let record = try nextRecord() {
+            if record.fields.count == 1, record.fields[0].isEmpty { continue }   // a blank line
+            try append(record, to: &columns)
+            rows += 1
+        }
+        if rows == 0 {
+            finished = true
+            try? handle.close()
+            return nil
+        }
+        return ColumnBatch(names: schema.map(\.name), columns: columns)
+    }
+
+    private mutating func readHeader() throws {
+        guard let header = try nextRecord() else {
+            throw Failure(file: path, line: 1, column: nil, message: "the file is empty; it needs a header row naming its columns")
+        }
+        let names = header.fields.map { String(decoding: $0, as: UTF8.self).trimmingCharacters(in: .whitespaces) }
+        fieldIndex = try schema.map { column in
+            guard let index = names.firstIndex(of: column.name) else {
+                throw Failure(
+                    file: path, line: header.line, column: column.name,
+                    message: "the header has no column '\(column.name)' (it has \(names.joined(separator: ", ")))")
+            }
+            return index
+        }
+    }
+
+    /// One record: its fields (unquoted bytes) and the line it starts on.
+    struct Record {
+        var fields: [[UInt8]]
+        var line: Int
+    }
+
+    /// Reads more of the file into `pending` (dropping what was parsed); false at the end.
+    private mutating func fill() throws -> Bool {
+        guard !atEndOfFile else { return false }
+        let data = try handle.read(upToCount: chunkSize) ?? Data()
+        if data.isEmpty {
+            atEndOfFile = true
+            return false
+        }
+        pending.removeFirst(cursor)
+        cursor = 0
+        pending.append(contentsOf: data)
+        return true
+    }
+
+    private mutating func nextRecord() throws -> Record? {
+        while true {
+            if let (record, end) = try parseRecord(from: cursor) {
+                cursor = end
+                return record
+            }
+            if try !fill() {
+                guard cursor < pending.count else { return nil }
+                // The last record has no line break.
+                pending.append(0x0A)
+                atEndOfFile = true
+                if let (record, end) = try parseRecord(from: cursor) {
+                    cursor = end
+                    return record
+                }
+                return nil
+            }
+        }
+    }
+
+    /// Parses one record from `pending`; nil when it is not complete yet.
+    private mutating func parseRecord(from start: Int) throws -> (Record, Int)? {
+        let quote: UInt8 = 0x22, comma: UInt8 = 0x2C, newline: UInt8 = 0x0A, carriageReturn: UInt8 = 0x0D
+        var fields: [[UInt8]] = []
+        var field: [UInt8] = []
+        var index = start
+        var inQuotes = false
+        var lastByteQuoted = false
+        var lines = 0
+        let count = pending.count
+        while index < count {
+            let byte = pending[index]
+            if inQuotes {
+                if byte == quote {
+                    if index + 1 >= count { return nil }   // need the next byte to know
+                    if pending[index + 1] == quote {
+                        field.append(quote)
+                        index += 2
+                        continue
+                    }
+                    inQuotes = false
+                } else {
+                    if byte == newline { lines += 1 }
+                    field.append(byte)
+                    lastByteQuoted = true
+                }
+                index += 1
+                continue
+            }
+            switch byte {
+            case quote where field.isEmpty:
+                inQuotes = true
+            case comma:
+                fields.append(field)
+                field = []
+                lastByteQuoted = false
+            case newline:
+                // A CR before the LF ends the line (CRLF), unless it was quoted.
+                if field.last == carriageReturn, !lastByteQuoted { field.removeLast() }
+                fields.append(field)
+                let record = Record(fields: fields, line: line)
+                line += 1 + lines
+                return (record, index + 1)
+            default:
+                field.append(byte)
+                lastByteQuoted = false
+            }
+            index += 1
+        }
+        if inQuotes, atEndOfFile {
+            throw Failure(file: path, line: line, column: nil, message: "a quoted field is not closed before the end of the file")
+        }
+        return nil
+    }
+
+    private func append(_ record: Record, to columns: inout [ColumnValues]) throws {
+        for (position, column) in schema.enumerated() {
+            let index = fieldIndex[position]
+            guard index < record.fields.count else {
+                throw Failure(
+                    file: path, line: record.line, column: column.name,
+                    message: "the row has \(record.fields.count) fields; the header has more")
+            }
+            let bytes = record.fields[index]
+            func fail(_ type: String) -> Failure {
+                Failure(
+                    file: path, line: record.line, column: column.name,
+                    message: "'\(String(decoding: bytes.prefix(64), as: UTF8.self))' is not \(type)")
+            }
+            switch columns[position] {
+            case .int64(var values):
+                columns[position] = .int64([])
+                if bytes.isEmpty { values.append(nil) } else {
+                    guard let value = FieldParser.integer(bytes) else { throw fail("an integer") }
+                    if column.type == .int32, Int32(exactly: value) == nil { throw fail("an int32") }
+                    values.append(value)
+                }
+                columns[position] = .int64(values)
+            case .float64(var values):
+                columns[position] = .float64([])
+                if bytes.isEmpty { values.append(nil) } else {
+                    guard let value = FieldParser.double(bytes) else { throw fail("a number") }
+                    values.append(value)
+                }
+                columns[position] = .float64(values)
+            case .bool(var values):
+                columns[position] = .bool([])
+                if bytes.isEmpty { values.append(nil) } else {
+                    switch String(decoding: bytes, as: UTF8.self).lowercased() {
+                    case "true", "1", "t": values.append(true)
+                    case "false", "0", "f": values.append(false)
+                    default: throw fail("true or false")
+                    }
+                }
+                columns[position] = .bool(values)
+            case .timestamp(var values):
+                columns[position] = .timestamp([])
+                if bytes.isEmpty { values.append(nil) } else {
+                    guard let value = FieldParser.timestamp(bytes) else { throw fail("an RFC 3339 timestamp such as 2025-01-01T00:00:00Z") }
+                    values.append(value)
+                }
+                columns[position] = .timestamp(values)
+            case .string(var values):
+                columns[position] = .string([])
+                values.append(bytes.isEmpty ? nil : String(decoding: bytes, as: UTF8.self))
+                columns[position] = .string(values)
+            }
+        }
+    }
+}
+
+/// Parsing of single field values from their bytes, without making strings.
+enum FieldParser {
+    /// A decimal integer with an optional sign.
+    static func integer(_ bytes: [UInt8]) -> Int64? {
+        var index = 0
+        var negative = false
+        if bytes.first == 0x2D || bytes.first == 0x2B {
+            negative = bytes.first == 0x2D
+            index = 1
+        }
+        guard index < bytes.count else { return nil }
+        var value: Int64 = 0
+        while index < bytes.count {
+            let digit = Int64(bytes[index]) - 48
+            guard digit >= 0, digit <= 9 else { return nil }
+            let (shifted, overflow1) = value.multipliedReportingOverflow(by: 10)
+            let (next, overflow2) = negative ? shifted.subtractingReportingOverflow(digit) : shifted.addingReportingOverflow(digit)
+            guard !overflow1, !overflow2 else { return nil }
+            value = next
+            index += 1
+        }
+        return value
+    }
+
+    /// A floating-point number (`1.5`, `-2e3`, `nan` and `inf` are refused).
+    static func double(_ bytes: [UInt8]) -> Double? {
+        guard bytes.count < 64, bytes.allSatisfy({ ($0 >= 48 && $0 <= 57) || $0 == 0x2E || $0 == 0x2D || $0 == 0x2B || $0 == 0x65 || $0 == 0x45 })
+        else { return nil }
+        return withUnsafeTemporaryAllocation(of: CChar.self, capacity: bytes.count + 1) { buffer in
+            for (index, byte) in bytes.enumerated() { buffer[index] = CChar(bitPattern: byte) }
+            buffer[bytes.count] = 0
+            var end: UnsafeMutablePointer<CChar>?
+            let value = strtod(buffer.baseAddress!, &end)
+            guard let end, end == buffer.baseAddress! + bytes.count else { return nil }
+            return value
+        }
+    }
+
+    /// An RFC 3339 timestamp, as microseconds since the epoch.
+    static func timestamp(_ bytes: [UInt8]) -> Int64? {
+        func number(_ from: Int, _ length: Int) -> Int64? {
+            guard from + length <= bytes.count else { return nil }
+            var value: Int64 = 0
+            for index in from..<(from + length) {
+                let digit = Int64(bytes[index]) - 48
+                guard digit >= 0, digit <= 9 else { return nil }
+                value = value * 10 + digit
+            }
+            return value
+        }
+        guard bytes.count >= 20, bytes[4] == 0x2D, bytes[7] == 0x2D, bytes[10] == 0x54 || bytes[10] == 0x74 || bytes[10] == 0x20,
+              bytes[13] == 0x3A, bytes[16] == 0x3A,
+              let year = number(0, 4), let month = number(5, 2), let day = number(8, 2),
+              let hour = number(11, 2), let minute = number(14, 2), let second = number(17, 2),
+              (1...12).contains(month), (1...31).contains(day), hour < 24, minute < 60, second < 61
+        else { return nil }
+        var index = 19
+        var micros: Int64 = 0
+        if index < bytes.count, bytes[index] == 0x2E {
+            index += 1
+            var digits = 0
+            while index < bytes.count, bytes[index] >= 48, bytes[index] <= 57 {
+                if digits < 6 { micros = micros * 10 + Int64(bytes[index] - 48) }
+                digits += 1
+                index += 1
+            }
+            guard digits > 0 else { return nil }
+            if digits < 6 { for _ in digits..<6 { micros *= 10 } }
+        }
+        guard index < bytes.count else { return nil }
+        var offset: Int64 = 0
+        switch bytes[index] {
+        case 0x5A, 0x7A:   // Z
+            guard index + 1 == bytes.count else { return nil }
+        case 0x2B, 0x2D:   // +hh:mm, -hh:mm
+            guard index + 6 == bytes.count, bytes[index + 3] == 0x3A, let hours = number(index + 1, 2), let minutes = number(index + 4, 2) else {
+                return nil
+            }
+            offset = (hours * 3_600 + minutes * 60) * (bytes[index] == 0x2D ? -1 : 1)
+        default:
+            return nil
+        }
+        // Days since the epoch of a proleptic Gregorian date (Howard Hinnant's algorithm).
+        let y = month <= 2 ? year - 1 : year
+        let era = (y >= 0 ? y : y - 399) / 400
+        let yearOfEra = y - era * 400
+        let dayOfYear = (153 * (month > 2 ? month - 3 : month + 9) + 2) / 5 + day - 1
+        let dayOfEra = yearOfEra * 365 + yearOfEra / 4 - yearOfEra / 100 + dayOfYear
+        let days = era * 146_097 + dayOfEra - 719_468
+        let seconds = days * 86_400 + hour * 3_600 + minute * 60 + second - offset
+        return seconds * 1_000_000 + micros
+    }
+}
