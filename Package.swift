@@ -114,7 +114,7 @@ let package = Package(
         // Benchmarks (release build, through scripts/bench).
         .executableTarget(
             name: "larder-bench",
-            dependencies: ["ControlPlane", "Shared", "TestSupport"],
+            dependencies: ["ControlPlane", "DataPlane", "Shared", "TestSupport"],
             path: "Benchmarks/larder-bench"
         ),
 

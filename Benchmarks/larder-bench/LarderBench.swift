@@ -16,6 +16,7 @@ struct LarderBench {
         if selected.isEmpty || selected.contains("phases") { try planningPhases(runs: runs) }
         if selected.isEmpty || selected.contains("plan-apply") { try await planAndApply(runs: runs) }
         if selected.isEmpty || selected.contains("lineage") { try await lineage(runs: max(runs * 10, 50)) }
+        if selected.isEmpty || selected.contains("csv") { try csv(drivers: 1_000, runs: runs) }
         if selected.isEmpty || selected.contains("jobs") { try await jobs(jobsPerRun: Int(ProcessInfo.processInfo.environment["LARDER_BENCH_JOBS"] ?? "") ?? 2_000) }
     }
 

@@ -59,9 +59,9 @@ public struct CSVReader {
         if fieldIndex.isEmpty, !schema.isEmpty { try readHeader() }
         var columns = schema.map { ColumnValues.empty($0.type, capacity: batchSize) }
         var rows = 0
-        while rows < batchSize, let record = try nextRecord() {
-            if record.fields.count == 1, record.fields[0].isEmpty { continue }   // a blank line
-            try append(record, to: &columns)
+        while rows < batchSize, let recordLine = try nextRecord() {
+            if fields.count == 1, fields[0].start == fields[0].end { continue }   // a blank line
+            try appendRecord(line: recordLine, to: &columns)
             rows += 1
         }
         if rows == 0 {
@@ -73,25 +73,29 @@ public struct CSVReader {
     }
 
     private mutating func readHeader() throws {
-        guard let header = try nextRecord() else {
+        guard let headerLine = try nextRecord() else {
             throw Failure(file: path, line: 1, column: nil, message: "the file is empty; it needs a header row naming its columns")
         }
-        let names = header.fields.map { String(decoding: $0, as: UTF8.self).trimmingCharacters(in: .whitespaces) }
+        let names = fields.map { bounds in text(bounds).trimmingCharacters(in: .whitespaces) }
         fieldIndex = try schema.map { column in
             guard let index = names.firstIndex(of: column.name) else {
                 throw Failure(
-                    file: path, line: header.line, column: column.name,
+                    file: path, line: headerLine, column: column.name,
                     message: "the header has no column '\(column.name)' (it has \(names.joined(separator: ", ")))")
             }
             return index
         }
     }
 
-    /// One record: its fields (unquoted bytes) and the line it starts on.
-    struct Record {
-        var fields: [[UInt8]]
-        var line: Int
+    /// Where a field's bytes are in `pending`; `escaped` when doubled quotes must be collapsed.
+    struct FieldBounds {
+        var start: Int
+        var end: Int
+        var escaped: Bool
     }
+
+    /// The fields of the current record.
+    private var fields: [FieldBounds] = []
 
     /// Reads more of the file into `pending` (dropping what was parsed); false at the end.
     private mutating func fill() throws -> Bool {
@@ -107,115 +111,143 @@ public struct CSVReader {
         return true
     }
 
-    private mutating func nextRecord() throws -> Record? {
+    /// Parses the next record into `fields`; returns the line it starts on, or nil at the end.
+    private mutating func nextRecord() throws -> Int? {
         while true {
-            if let (record, end) = try parseRecord(from: cursor) {
+            if let end = try parseRecord(from: cursor) {
                 cursor = end
-                return record
+                let recordLine = line
+                line += 1 + linesInRecord
+                return recordLine
             }
             if try !fill() {
                 guard cursor < pending.count else { return nil }
                 // The last record has no line break.
                 pending.append(0x0A)
                 atEndOfFile = true
-                if let (record, end) = try parseRecord(from: cursor) {
-                    cursor = end
-                    return record
-                }
-                return nil
             }
         }
     }
 
-    /// Parses one record from `pending`; nil when it is not complete yet.
-    private mutating func parseRecord(from start: Int) throws -> (Record, Int)? {
+    private var linesInRecord = 0
+
+    /// Parses one record starting at `start` into `fields`; returns the index
+    /// after its line break, or nil when the record is not complete yet.
+    private mutating func parseRecord(from start: Int) throws -> Int? {
         let quote: UInt8 = 0x22, comma: UInt8 = 0x2C, newline: UInt8 = 0x0A, carriageReturn: UInt8 = 0x0D
-        var fields: [[UInt8]] = []
-        var field: [UInt8] = []
-        var index = start
-        var inQuotes = false
-        var lastByteQuoted = false
-        var lines = 0
+        fields.removeAll(keepingCapacity: true)
+        linesInRecord = 0
         let count = pending.count
-        while index < count {
-            let byte = pending[index]
-            if inQuotes {
-                if byte == quote {
-                    if index + 1 >= count { return nil }   // need the next byte to know
-                    if pending[index + 1] == quote {
-                        field.append(quote)
-                        index += 2
+        let path = self.path, recordLine = line
+        // A second reference to the same bytes, so the loop may fill `fields` while reading them.
+        let buffer = pending
+        return try buffer.withUnsafeBufferPointer { bytes -> Int? in
+            var index = start
+            var lines = 0
+            while true {
+                // One field.
+                guard index < count else { return nil }
+                if bytes[index] == quote {
+                    var scan = index + 1
+                    var escaped = false
+                    while true {
+                        guard scan < count else {
+                            if atEndOfFile {
+                                throw Failure(file: path, line: recordLine, column: nil, message: "a quoted field is not closed before the end of the file")
+                            }
+                            return nil
+                        }
+                        let byte = bytes[scan]
+                        if byte == quote {
+                            guard scan + 1 < count else { if atEndOfFile { break } else { return nil } }
+                            if bytes[scan + 1] == quote {
+                                escaped = true
+                                scan += 2
+                                continue
+                            }
+                            break
+                        }
+                        if byte == newline { lines += 1 }
+                        scan += 1
+                    }
+                    fields.append(FieldBounds(start: index + 1, end: scan, escaped: escaped))
+                    index = scan + 1
+                    if index < count, bytes[index] == carriageReturn {
+                        guard index + 1 < count else { return nil }   // need the next byte to know
+                        if bytes[index + 1] == newline { index += 1 }
+                    }
+                    guard index < count else { return nil }
+                    let after = bytes[index]
+                    if after == comma {
+                        index += 1
                         continue
                     }
-                    inQuotes = false
-                } else {
-                    if byte == newline { lines += 1 }
-                    field.append(byte)
-                    lastByteQuoted = true
+                    if after == newline {
+                        linesInRecord = lines
+                        return index + 1
+                    }
+                    throw Failure(file: path, line: recordLine + lines, column: nil, message: "unexpected text after a closing quote")
                 }
-                index += 1
-                continue
+                var scan = index
+                while scan < count, bytes[scan] != comma, bytes[scan] != newline { scan += 1 }
+                guard scan < count else { return nil }
+                if bytes[scan] == comma {
+                    fields.append(FieldBounds(start: index, end: scan, escaped: false))
+                    index = scan + 1
+                    continue
+                }
+                let end = scan > index && bytes[scan - 1] == carriageReturn ? scan - 1 : scan
+                fields.append(FieldBounds(start: index, end: end, escaped: false))
+                linesInRecord = lines
+                return scan + 1
             }
-            switch byte {
-            case quote where field.isEmpty:
-                inQuotes = true
-            case comma:
-                fields.append(field)
-                field = []
-                lastByteQuoted = false
-            case newline:
-                // A CR before the LF ends the line (CRLF), unless it was quoted.
-                if field.last == carriageReturn, !lastByteQuoted { field.removeLast() }
-                fields.append(field)
-                let record = Record(fields: fields, line: line)
-                line += 1 + lines
-                return (record, index + 1)
-            default:
-                field.append(byte)
-                lastByteQuoted = false
-            }
-            index += 1
         }
-        if inQuotes, atEndOfFile {
-            throw Failure(file: path, line: line, column: nil, message: "a quoted field is not closed before the end of the file")
-        }
-        return nil
     }
 
-    private func append(_ record: Record, to columns: inout [ColumnValues]) throws {
+    /// A field's text.
+    private func text(_ bounds: FieldBounds) -> String {
+        pending.withUnsafeBufferPointer { bytes in
+            let slice = UnsafeBufferPointer(rebasing: bytes[bounds.start..<bounds.end])
+            let raw = String(decoding: slice, as: UTF8.self)
+            return bounds.escaped ? raw.replacingOccurrences(of: "\"\"", with: "\"") : raw
+        }
+    }
+
+    private func appendRecord(line recordLine: Int, to columns: inout [ColumnValues]) throws {
+        let fields = self.fields
         for (position, column) in schema.enumerated() {
             let index = fieldIndex[position]
-            guard index < record.fields.count else {
+            guard index < fields.count else {
                 throw Failure(
-                    file: path, line: record.line, column: column.name,
-                    message: "the row has \(record.fields.count) fields; the header has more")
+                    file: path, line: recordLine, column: column.name, message: "the row has \(fields.count) fields; the header has more")
             }
-            let bytes = record.fields[index]
+            let bounds = fields[index]
+            let empty = bounds.start == bounds.end
             func fail(_ type: String) -> Failure {
-                Failure(
-                    file: path, line: record.line, column: column.name,
-                    message: "'\(String(decoding: bytes.prefix(64), as: UTF8.self))' is not \(type)")
+                Failure(file: path, line: recordLine, column: column.name, message: "'\(text(bounds).prefix(64))' is not \(type)")
             }
             switch columns[position] {
             case .int64(var values):
                 columns[position] = .int64([])
-                if bytes.isEmpty { values.append(nil) } else {
-                    guard let value = FieldParser.integer(bytes) else { throw fail("an integer") }
+                if empty { values.append(nil) } else {
+                    guard let value = pending.withUnsafeBufferPointer({ FieldParser.integer(UnsafeBufferPointer(rebasing: $0[bounds.start..<bounds.end])) })
+                    else { throw fail("an integer") }
                     if column.type == .int32, Int32(exactly: value) == nil { throw fail("an int32") }
                     values.append(value)
                 }
                 columns[position] = .int64(values)
             case .float64(var values):
                 columns[position] = .float64([])
-                if bytes.isEmpty { values.append(nil) } else {
-                    guard let value = FieldParser.double(bytes) else { throw fail("a number") }
+                if empty { values.append(nil) } else {
+                    guard let value = pending.withUnsafeBufferPointer({ FieldParser.double(UnsafeBufferPointer(rebasing: $0[bounds.start..<bounds.end])) })
+                    else { throw fail("a number") }
                     values.append(value)
                 }
                 columns[position] = .float64(values)
             case .bool(var values):
                 columns[position] = .bool([])
-                if bytes.isEmpty { values.append(nil) } else {
-                    switch String(decoding: bytes, as: UTF8.self).lowercased() {
+                if empty { values.append(nil) } else {
+                    switch text(bounds).lowercased() {
                     case "true", "1", "t": values.append(true)
                     case "false", "0", "f": values.append(false)
                     default: throw fail("true or false")
@@ -224,14 +256,15 @@ public struct CSVReader {
                 columns[position] = .bool(values)
             case .timestamp(var values):
                 columns[position] = .timestamp([])
-                if bytes.isEmpty { values.append(nil) } else {
-                    guard let value = FieldParser.timestamp(bytes) else { throw fail("an RFC 3339 timestamp such as 2025-01-01T00:00:00Z") }
+                if empty { values.append(nil) } else {
+                    guard let value = pending.withUnsafeBufferPointer({ FieldParser.timestamp(UnsafeBufferPointer(rebasing: $0[bounds.start..<bounds.end])) })
+                    else { throw fail("an RFC 3339 timestamp such as 2025-01-01T00:00:00Z") }
                     values.append(value)
                 }
                 columns[position] = .timestamp(values)
             case .string(var values):
                 columns[position] = .string([])
-                values.append(bytes.isEmpty ? nil : String(decoding: bytes, as: UTF8.self))
+                values.append(empty ? nil : text(bounds))
                 columns[position] = .string(values)
             }
         }
@@ -241,7 +274,7 @@ public struct CSVReader {
 /// Parsing of single field values from their bytes, without making strings.
 enum FieldParser {
     /// A decimal integer with an optional sign.
-    static func integer(_ bytes: [UInt8]) -> Int64? {
+    static func integer(_ bytes: UnsafeBufferPointer<UInt8>) -> Int64? {
         var index = 0
         var negative = false
         if bytes.first == 0x2D || bytes.first == 0x2B {
@@ -262,8 +295,38 @@ enum FieldParser {
         return value
     }
 
+    static let powersOfTen: [Double] = (0...22).map { exponent in (0..<exponent).reduce(1.0) { value, _ in value * 10 } }
+
     /// A floating-point number (`1.5`, `-2e3`, `nan` and `inf` are refused).
-    static func double(_ bytes: [UInt8]) -> Double? {
+    static func double(_ bytes: UnsafeBufferPointer<UInt8>) -> Double? {
+        // The common case, `-123.456` with at most 15 digits, is exact in one division
+        // (both operands are exact doubles, so the quotient is correctly rounded).
+        var index = 0, negative = false
+        if index < bytes.count, bytes[index] == 0x2D { negative = true; index += 1 }
+        var mantissa: Int64 = 0, digits = 0, fraction = 0, sawPoint = false, simple = index < bytes.count
+        while index < bytes.count {
+            let byte = bytes[index]
+            if byte >= 48, byte <= 57 {
+                mantissa = mantissa * 10 + Int64(byte - 48)
+                digits += 1
+                if sawPoint { fraction += 1 }
+                if digits > 15 { simple = false; break }
+            } else if byte == 0x2E, !sawPoint {
+                sawPoint = true
+            } else {
+                simple = false
+                break
+            }
+            index += 1
+        }
+        if simple, digits > 0 {
+            let value = Double(mantissa) / powersOfTen[fraction]
+            return negative ? -value : value
+        }
+        return slowDouble(bytes)
+    }
+
+    static func slowDouble(_ bytes: UnsafeBufferPointer<UInt8>) -> Double? {
         guard bytes.count < 64, bytes.allSatisfy({ ($0 >= 48 && $0 <= 57) || $0 == 0x2E || $0 == 0x2D || $0 == 0x2B || $0 == 0x65 || $0 == 0x45 })
         else { return nil }
         return withUnsafeTemporaryAllocation(of: CChar.self, capacity: bytes.count + 1) { buffer in
@@ -277,7 +340,7 @@ enum FieldParser {
     }
 
     /// An RFC 3339 timestamp, as microseconds since the epoch.
-    static func timestamp(_ bytes: [UInt8]) -> Int64? {
+    static func timestamp(_ bytes: UnsafeBufferPointer<UInt8>) -> Int64? {
         func number(_ from: Int, _ length: Int) -> Int64? {
             guard from + length <= bytes.count else { return nil }
             var value: Int64 = 0
