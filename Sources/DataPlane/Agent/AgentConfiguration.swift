@@ -11,6 +11,11 @@ import Yams
 /// public_key: ed25519:…                   # from `larder-control key`
 /// data_directory: /var/lib/larder
 /// concurrency: 2                          # jobs run at once
+/// connections:                            # what sources' `connection:` names
+///   rides_db:
+///     postgres: postgres://reader:secret@db.internal:5432/rides?sslmode=require
+///   local_files:
+///     directory: /data/exports
 /// ```
 public struct AgentConfiguration: Sendable {
     /// The control plane's base URL.
@@ -23,6 +28,8 @@ public struct AgentConfiguration: Sendable {
     public var dataDirectory: String
     /// How many jobs run at once.
     public var concurrency: Int
+    /// The connections sources name, with their credentials: they never leave the agent.
+    public var connections: [String: SourceConnection]
 
     /// Why a configuration is unusable: names the file and the field.
     public struct Invalid: Error, Sendable, CustomStringConvertible {
@@ -31,7 +38,11 @@ public struct AgentConfiguration: Sendable {
     }
 
     /// Creates a configuration.
-    public init(controlPlaneURL: String, token: String, publicKey: SigningPublicKey, dataDirectory: String, concurrency: Int = 2) {
+    public init(
+        controlPlaneURL: String, token: String, publicKey: SigningPublicKey, dataDirectory: String, concurrency: Int = 2,
+        connections: [String: SourceConnection] = [:]
+    ) {
+        self.connections = connections
         self.controlPlaneURL = controlPlaneURL
         self.token = token
         self.publicKey = publicKey
@@ -54,7 +65,7 @@ public struct AgentConfiguration: Sendable {
             guard let (key, value) = mapping.first(where: { $0.key.string == name }), let string = value.string else { return nil }
             return (string, key.mark?.line ?? 0)
         }
-        let known: Set<String> = ["control_plane", "token_file", "public_key", "data_directory", "concurrency"]
+        let known: Set<String> = ["control_plane", "token_file", "public_key", "data_directory", "concurrency", "connections"]
         for (key, _) in mapping {
             guard let name = key.string, known.contains(name) else {
                 throw Invalid(description: "\(path):\(key.mark?.line ?? 0): unknown setting '\(key.string ?? "?")'; settings are \(known.sorted().joined(separator: ", "))")
@@ -87,6 +98,12 @@ public struct AgentConfiguration: Sendable {
         guard !token.isEmpty else {
             throw Invalid(description: "\(path): no token: set LARDER_AGENT_TOKEN or token_file (create one with 'larder tokens create <agent>')")
         }
-        self.init(controlPlaneURL: url.value, token: token, publicKey: publicKey, dataDirectory: directory.value, concurrency: concurrency)
+        var connections: [String: SourceConnection] = [:]
+        if let node = mapping.first(where: { $0.key.string == "connections" })?.value {
+            connections = try SourceConnection.parse(node, file: path)
+        }
+        self.init(
+            controlPlaneURL: url.value, token: token, publicKey: publicKey, dataDirectory: directory.value, concurrency: concurrency,
+            connections: connections)
     }
 }

@@ -1,0 +1,95 @@
+import Foundation
+import Shared
+import Yams
+
+/// A connection a source names (`connection: rides_db`), defined only in the
+/// agent's configuration: its credentials stay in the customer's environment
+/// and are never sent to, or stored by, the control plane.
+public enum SourceConnection: Sendable, Hashable, CustomStringConvertible {
+    /// A PostgreSQL database.
+    case postgres(PostgresURL)
+    /// A folder of files; a source's paths are relative to it and must stay inside it.
+    case directory(URL)
+
+    /// For logs: the URL without its password, or the folder.
+    public var description: String {
+        switch self {
+        case .postgres(let url): return "postgres \(url)"
+        case .directory(let folder): return "directory \(folder.path)"
+        }
+    }
+
+    /// Why a source's file cannot be used.
+    public struct Refusal: Error, Sendable, CustomStringConvertible, Equatable {
+        /// What is wrong.
+        public let description: String
+    }
+
+    /// The file `path` of a source on this connection: relative, inside the folder.
+    public func file(_ path: String) throws(Refusal) -> URL {
+        guard case .directory(let folder) = self else { throw Refusal(description: "'\(path)': this connection is not a folder of files") }
+        let components = path.split(separator: "/", omittingEmptySubsequences: true)
+        guard !path.hasPrefix("/"), !components.isEmpty, !components.contains(".."), !components.contains(".") else {
+            throw Refusal(description: "'\(path)' must be a path inside the connection's folder, without '..' or a leading '/'")
+        }
+        let file = components.reduce(folder) { $0.appendingPathComponent(String($1)) }
+        // Symbolic links must not lead out of the folder either.
+        let resolved = Self.realPath(file.path), root = Self.realPath(folder.path)
+        guard resolved == root || resolved.hasPrefix(root.hasSuffix("/") ? root : root + "/") else {
+            throw Refusal(description: "'\(path)' leads out of the connection's folder")
+        }
+        return file
+    }
+
+    /// `path` with every symbolic link resolved: the longest existing prefix
+    /// through `realpath`, then the rest (which does not exist yet) as it is.
+    static func realPath(_ path: String) -> String {
+        var existing = path
+        var rest: [String] = []
+        while !FileManager.default.fileExists(atPath: existing), existing != "/", !existing.isEmpty {
+            rest.insert((existing as NSString).lastPathComponent, at: 0)
+            existing = (existing as NSString).deletingLastPathComponent
+        }
+        guard let resolved = realpath(existing, nil) else { return path }
+        defer { free(resolved) }
+        return ([String(cString: resolved)] + rest).joined(separator: "/").replacingOccurrences(of: "//", with: "/")
+    }
+
+    /// Reads the `connections:` mapping of an agent configuration: each name
+    /// maps to `{postgres: URL}` or `{directory: folder}`. Errors name the line.
+    static func parse(_ node: Node, file: String) throws(AgentConfiguration.Invalid) -> [String: SourceConnection] {
+        guard let mapping = node.mapping else {
+            throw AgentConfiguration.Invalid(description: "\(file):\(node.mark?.line ?? 0): connections: a mapping of names to connections")
+        }
+        var connections: [String: SourceConnection] = [:]
+        for (key, value) in mapping {
+            let line = key.mark?.line ?? 0
+            guard let name = key.string, Identifier.isValid(name) else {
+                throw AgentConfiguration.Invalid(description: "\(file):\(line): connections: '\(key.string ?? "?")' is not a valid connection name")
+            }
+            let fields = value.mapping.map { Array($0) } ?? []
+            guard fields.count == 1, let kind = fields[0].key.string, let text = fields[0].value.string else {
+                throw AgentConfiguration.Invalid(
+                    description: "\(file):\(line): connections.\(name): give exactly one of 'postgres: <URL>' or 'directory: <folder>'")
+            }
+            switch kind {
+            case "postgres":
+                do {
+                    connections[name] = .postgres(try PostgresURL(parsing: text))
+                } catch {
+                    throw AgentConfiguration.Invalid(description: "\(file):\(line): connections.\(name).postgres: \(error.description)")
+                }
+            case "directory":
+                var isFolder: ObjCBool = false
+                guard FileManager.default.fileExists(atPath: text, isDirectory: &isFolder), isFolder.boolValue else {
+                    throw AgentConfiguration.Invalid(description: "\(file):\(line): connections.\(name).directory: '\(text)' is not a folder")
+                }
+                connections[name] = .directory(URL(fileURLWithPath: text, isDirectory: true))
+            default:
+                throw AgentConfiguration.Invalid(
+                    description: "\(file):\(line): connections.\(name): unknown kind '\(kind)'; use 'postgres' or 'directory'")
+            }
+        }
+        return connections
+    }
+}

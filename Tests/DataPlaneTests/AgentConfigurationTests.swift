@@ -1,0 +1,75 @@
+import DataPlane
+import Foundation
+import Shared
+import Testing
+
+@Suite("Agent configuration")
+struct AgentConfigurationTests {
+    static let key = SigningKeyPair.generate().publicKey
+
+    static func folder() throws -> URL {
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent("larder-agent-config-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+        return url
+    }
+
+    static func load(_ text: String, in folder: URL, environment: [String: String] = ["LARDER_AGENT_TOKEN": "lrd_x"]) throws -> AgentConfiguration {
+        let file = folder.appendingPathComponent("agent.yaml")
+        try text.write(to: file, atomically: true, encoding: .utf8)
+        return try AgentConfiguration(file: file.path, environment: environment)
+    }
+
+    @Test("connections: PostgreSQL URLs and folders, credentials kept out of descriptions")
+    func connections() throws {
+        let folder = try Self.folder()
+        let exports = folder.appendingPathComponent("exports")
+        try FileManager.default.createDirectory(at: exports, withIntermediateDirectories: true)
+        let configuration = try Self.load("""
+            control_plane: https://larder.example.com
+            public_key: \(Self.key)
+            data_directory: \(folder.path)
+            connections:
+              rides_db:
+                postgres: postgres://reader:s3cret@db.internal:5433/rides?sslmode=require
+              local_files:
+                directory: \(exports.path)
+            """, in: folder)
+        guard case .postgres(let url)? = configuration.connections["rides_db"] else { Issue.record("no rides_db"); return }
+        #expect(url.password == "s3cret" && url.port == 5433 && url.tls == .require)
+        #expect(!String(describing: configuration.connections["rides_db"]!).contains("s3cret"))
+        #expect(configuration.connections["local_files"] == .directory(URL(fileURLWithPath: exports.path, isDirectory: true)))
+    }
+
+    @Test("mistakes name the file, the line and the setting")
+    func mistakes() throws {
+        let folder = try Self.folder()
+        let base = "control_plane: http://127.0.0.1:7070\npublic_key: \(Self.key)\ndata_directory: /tmp\n"
+        #expect { _ = try Self.load(base + "connections:\n  rides_db:\n    mysql: x\n", in: folder) } throws: {
+            "\($0)".contains("agent.yaml:") && "\($0)".contains("connections.rides_db: unknown kind 'mysql'")
+        }
+        #expect { _ = try Self.load(base + "connections:\n  files:\n    directory: /no/such/folder\n", in: folder) } throws: {
+            "\($0)".contains("'/no/such/folder' is not a folder")
+        }
+        #expect { _ = try Self.load(base + "concurency: 2\n", in: folder) } throws: { "\($0)".contains("unknown setting 'concurency'") }
+        #expect { _ = try Self.load(base, in: folder, environment: [:]) } throws: { "\($0)".contains("no token") }
+        #expect { _ = try Self.load("control_plane: http://x\npublic_key: ed25519:nope\ndata_directory: /tmp\n", in: folder) } throws: {
+            "\($0)".contains("public_key")
+        }
+    }
+
+    @Test("a source's files must stay inside its connection's folder, also through symbolic links")
+    func confinement() throws {
+        let folder = try Self.folder()
+        let root = folder.appendingPathComponent("exports")
+        try FileManager.default.createDirectory(at: root.appendingPathComponent("2025"), withIntermediateDirectories: true)
+        try FileManager.default.createSymbolicLink(at: root.appendingPathComponent("escape"), withDestinationURL: folder)
+        let connection = SourceConnection.directory(root)
+        #expect(try connection.file("2025/stats.csv").path == root.appendingPathComponent("2025/stats.csv").path)
+        for outside in ["../agent.yaml", "/etc/passwd", "2025/../../x", "escape/agent.yaml", "./x", ""] {
+            #expect(throws: SourceConnection.Refusal.self, "\(outside)") { try connection.file(outside) }
+        }
+        #expect(throws: SourceConnection.Refusal.self) {
+            try SourceConnection.postgres(PostgresURL(host: "h", username: "u", database: "d")).file("x.csv")
+        }
+    }
+}
