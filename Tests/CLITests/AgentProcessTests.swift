@@ -163,6 +163,7 @@ struct AgentProcessTests {
     func threeAgentsThreeHundredJobs() async throws {
         try await TestDatabase.withIsolatedDatabase { database in
             let world = try await JobsWorld.make(database: database, agents: 3)
+            defer { _ = world.server.stop() }   // before the database is dropped
             let agents = try (1...3).map { try world.startAgent("agent-\($0)", concurrency: 2, jobMilliseconds: 5) }
             let started = try await world.materialize(hours: 300)
             #expect(started.chunksQueued == 300)
@@ -190,6 +191,7 @@ struct AgentProcessTests {
     func killedAgent() async throws {
         try await TestDatabase.withIsolatedDatabase { database in
             let world = try await JobsWorld.make(database: database, agents: 2, environment: ["LARDER_LEASE_SECONDS": "2"])
+            defer { _ = world.server.stop() }   // before the database is dropped
             let doomed = try world.startAgent("agent-1", concurrency: 1, jobMilliseconds: 3_000)
             let started = try await world.materialize(hours: 1)
             let job = try #require(try await world.chunks(of: started.backfill.id).first)
@@ -231,6 +233,7 @@ struct AgentProcessTests {
     func controlPlaneRestart() async throws {
         try await TestDatabase.withIsolatedDatabase { database in
             var world = try await JobsWorld.make(database: database, agents: 2, environment: ["LARDER_LEASE_SECONDS": "6"])
+            defer { _ = world.server.stop() }   // before the database is dropped
             let agents = try (1...2).map { try world.startAgent("agent-\($0)", concurrency: 2, jobMilliseconds: 100) }
             let started = try await world.materialize(hours: 80)
             let deadline = Date().addingTimeInterval(60)
@@ -263,6 +266,7 @@ struct AgentProcessTests {
     func tamperedSpec() async throws {
         try await TestDatabase.withIsolatedDatabase { database in
             let world = try await JobsWorld.make(database: database, agents: 1)
+            defer { _ = world.server.stop() }   // before the database is dropped
             let started = try await world.materialize(hours: 1)
             let job = try #require(try await world.chunks(of: started.backfill.id).first)
             try await world.withDatabase { client in
@@ -287,6 +291,7 @@ struct AgentProcessTests {
     func cancelReachesAgent() async throws {
         try await TestDatabase.withIsolatedDatabase { database in
             let world = try await JobsWorld.make(database: database, agents: 1)
+            defer { _ = world.server.stop() }   // before the database is dropped
             let agent = try world.startAgent("agent-1", concurrency: 1, jobMilliseconds: 20_000)
             let started = try await world.materialize(hours: 1)
             let job = try #require(try await world.chunks(of: started.backfill.id).first)
@@ -310,6 +315,7 @@ struct AgentProcessTests {
     func wrongPinnedKey() async throws {
         try await TestDatabase.withIsolatedDatabase { database in
             let world = try await JobsWorld.make(database: database, agents: 1)
+            defer { _ = world.server.stop() }   // before the database is dropped
             let other = SigningKeyPair.generate().publicKey
             let config = try world.config(for: "agent-1", concurrency: 1, key: other.description)
             let agent = try AgentProcess(name: "agent-1", config: config, token: world.agentTokens["agent-1"]!, jobMilliseconds: 5, binary: "larder-agent")
@@ -326,6 +332,7 @@ struct JobCommandTests {
     func operatorSession() async throws {
         try await TestDatabase.withIsolatedDatabase { database in
             let world = try await JobsWorld.make(database: database, agents: 1)
+            defer { _ = world.server.stop() }   // before the database is dropped
             let environment = ["LARDER_URL": world.server.baseURL, "LARDER_TOKEN": world.admin.token!, "LARDER_WORKSPACE": JobsWorld.workspace]
             func larder(_ arguments: String..., token: String? = nil) throws -> LarderBinary.Result {
                 var merged = environment

@@ -43,15 +43,18 @@ public struct JobScheduler: Service {
         var leadingSince: ContinuousClock.Instant?
         while !Task.isCancelled, !Task.isShuttingDownGracefully {
             do {
-                if try await holdLease() {
+                // Shutdown cancels a tick that waits on an unreachable database.
+                let holding = try await cancelWhenGracefulShutdown { try await holdLease() }
+                if holding {
                     if leadingSince == nil {
                         leadingSince = .now
                         logger.notice("this replica now runs the scheduler", metadata: ["larder.replica": .string(replica)])
                     }
-                    if let since = leadingSince, ContinuousClock.now - since >= settings.leaseDuration {
-                        try await store.expireLeases()
+                    let since = leadingSince
+                    try await cancelWhenGracefulShutdown {
+                        if let since, ContinuousClock.now - since >= settings.leaseDuration { try await store.expireLeases() }
+                        try await tick()
                     }
-                    try await tick()
                 } else if leadingSince != nil {
                     leadingSince = nil
                     logger.notice("this replica lost the scheduler lease and stopped scheduling")
@@ -62,7 +65,15 @@ public struct JobScheduler: Service {
             }
             try? await cancelWhenGracefulShutdown { try await Task.sleep(for: settings.schedulerInterval) }
         }
-        if leadingSince != nil { try? await releaseLease() }
+        if leadingSince != nil {
+            // Hand the lease over at once, but never hold up shutdown on an unreachable database.
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask { try? await releaseLease() }
+                group.addTask { try? await Task.sleep(for: .seconds(2)) }
+                await group.next()
+                group.cancelAll()
+            }
+        }
     }
 
     /// How long the lease lasts: three ticks, so one slow tick does not lose it.
