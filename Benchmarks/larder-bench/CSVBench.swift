@@ -48,7 +48,7 @@ extension LarderBench {
         print(samples.row("read + parse + type all rows"))
         let median = samples.values.sorted()[samples.values.count / 2]
         print(String(format: "median: %.0f rows/s, %.0f MiB/s; peak resident memory of this process so far: %d MiB",
-                     Double(rows) / median.secondsValue, Double(bytes) / 1_048_576 / median.secondsValue, peakResidentMiB()))
+                     Double(rows) / median.seconds, Double(bytes) / 1_048_576 / median.seconds, peakResidentMiB()))
     }
 
     /// The process's peak resident set (VmHWM), in MiB.

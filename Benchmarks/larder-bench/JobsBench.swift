@@ -72,7 +72,7 @@ extension LarderBench {
             }
             print("| what | jobs | time | per second |\n|---|---|---|---|")
             for (name, duration) in [("claim (10 agents, queue full)", claimOnly), ("claim + start + complete (10 agents)", cycle)] {
-                print("| \(name) | \(jobsPerRun) | \(Samples.format(duration)) | \(String(format: "%.0f", Double(jobsPerRun) / duration.secondsValue)) |")
+                print("| \(name) | \(jobsPerRun) | \(Samples.format(duration)) | \(String(format: "%.0f", Double(jobsPerRun) / duration.seconds)) |")
             }
 
             // 3. Enqueue-to-claim: the agents wait in long polls; one job is queued at a time.
@@ -107,8 +107,4 @@ extension LarderBench {
             print("| from sending the enqueue request to the agent holding the job | \(latencies.count) | \(percentile(0.5)) | \(percentile(0.9)) | \(percentile(0.99)) | \(Samples.format(latencies.last!)) |")
         }
     }
-}
-
-extension Duration {
-    var secondsValue: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
 }

@@ -32,7 +32,7 @@ struct JobRoutes {
                 return id
             }
             let limit = try request.queryInteger("limit", default: 100, range: 1...1_000)
-            _ = try await context.requireWorkspaceExists(workspace, store: store)
+            try await store.requireWorkspace(workspace)
             return try APIResponse.json(try await store.list(
                 workspace: workspace, state: state, view: request.queryString("view"), kind: kind, parent: parent, after: cursor, limit: limit))
         }
@@ -50,12 +50,12 @@ struct JobRoutes {
         routes.add(.post, "/v1/workspaces/{workspace}/materializations", permission: .workspace(.operator)) { request, context in
             let body = try await request.decodeBody(as: MaterializeRequest.self, context: context)
             let workspace = try context.pathParameter("workspace")
-            _ = try await context.requireWorkspaceExists(workspace, store: store)
+            try await store.requireWorkspace(workspace)
             return try APIResponse.json(try await store.materialize(body, workspace: workspace, by: context.callerName), status: .created)
         }
         routes.add(.get, "/v1/workspaces/{workspace}/agents", permission: .workspace(.viewer)) { _, context in
             let workspace = try context.pathParameter("workspace")
-            _ = try await context.requireWorkspaceExists(workspace, store: store)
+            try await store.requireWorkspace(workspace)
             return try APIResponse.json(try await store.agents(workspace: workspace))
         }
     }
@@ -71,10 +71,4 @@ extension ControlPlaneRequestContext {
 
     /// The authenticated caller's name.
     var callerName: String { caller?.name ?? "anonymous" }
-
-    /// Throws `workspaceNotFound` unless the workspace exists (admins may name any).
-    func requireWorkspaceExists(_ name: String, store: PostgresJobStore) async throws -> Int64 {
-        guard let id = try await store.workspaceID(named: name) else { throw RegistryError.workspaceNotFound(name) }
-        return id
-    }
 }

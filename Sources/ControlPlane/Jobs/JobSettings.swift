@@ -43,18 +43,11 @@ public struct JobSettings: Sendable, Hashable {
         self.backfillChunk = backfillChunk
         self.schedulerEnabled = schedulerEnabled
     }
-
-    /// The delay before attempt `attempts + 1`, after `attempts` attempts failed or were lost.
-    public func retryDelay(afterAttempts attempts: Int) -> Duration {
-        let exponent = Swift.max(0, Swift.min(attempts - 1, 30))
-        let delay = retryBaseDelay * (1 << exponent)
-        return Swift.min(delay, retryMaxDelay)
-    }
 }
 
 extension Duration {
     /// The duration in seconds, with fractions.
-    var seconds: Double {
+    public var seconds: Double {
         let (whole, attoseconds) = components
         return Double(whole) + Double(attoseconds) / 1e18
     }

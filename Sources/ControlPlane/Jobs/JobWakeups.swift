@@ -60,9 +60,6 @@ public actor JobWakeups {
         guard let woken = waiters.removeValue(forKey: workspace) else { return }
         for continuation in woken.values { continuation.resume() }
     }
-
-    /// How many claims are waiting (for tests and metrics).
-    public var waiting: Int { waiters.values.reduce(0) { $0 + $1.count } }
 }
 
 /// Listens on the `larder_jobs` channel and wakes the claims of the workspace

@@ -312,8 +312,7 @@ public struct PostgresJobStore: Sendable {
                 FOR UPDATE),
             ended AS (
                 UPDATE jobs j SET state = t.next_state,
-                    not_before = now() + make_interval(secs => least(\(settings.retryMaxDelay.seconds),
-                                 \(settings.retryBaseDelay.seconds) * power(2, greatest(j.attempts - 1, 0)))),
+                    not_before = now() + \(unescaped: backoff),
                     metrics = COALESCE(\(metricsText)::jsonb, j.metrics), failure = COALESCE(\(failureText)::jsonb, j.failure),
                     finished_at = CASE WHEN t.next_state IN ('succeeded', 'failed', 'cancelled') THEN now() END,
                     lease_token = NULL, lease_agent = NULL, lease_instance = NULL, lease_expires_at = NULL, updated_at = now()
@@ -362,8 +361,7 @@ public struct PostgresJobStore: Sendable {
                         ORDER BY id FOR UPDATE SKIP LOCKED)
                     UPDATE jobs j SET
                         state = CASE WHEN j.cancel_requested THEN 'cancelled' WHEN j.attempts >= j.max_attempts THEN 'failed' ELSE 'queued' END,
-                        not_before = now() + make_interval(secs => least(\(settings.retryMaxDelay.seconds),
-                                     \(settings.retryBaseDelay.seconds) * power(2, greatest(j.attempts - 1, 0)))),
+                        not_before = now() + \(unescaped: backoff),
                         failure = jsonb_build_object('message', 'the agent ' || j.lease_agent || ' stopped renewing its lease', 'retryable', true),
                         finished_at = CASE WHEN j.cancel_requested OR j.attempts >= j.max_attempts THEN now() END,
                         lease_token = NULL, lease_agent = NULL, lease_instance = NULL, lease_expires_at = NULL, updated_at = now()
@@ -503,6 +501,13 @@ public struct PostgresJobStore: Sendable {
 
     // MARK: Reads
 
+    /// The delay before the next attempt of job `j` after `j.attempts` attempts:
+    /// the base doubled for each attempt after the first, capped. (The numbers
+    /// come from the settings, never from a request.)
+    var backoff: String {
+        "make_interval(secs => least(\(settings.retryMaxDelay.seconds), \(settings.retryBaseDelay.seconds) * power(2, greatest(j.attempts - 1, 0))))"
+    }
+
     /// A backfill's state, derived from its chunks when read (so chunk
     /// transitions never contend on the backfill's row): queued until one is
     /// claimed, running while any is unfinished, then succeeded, failed or cancelled.
@@ -524,15 +529,16 @@ public struct PostgresJobStore: Sendable {
         FROM jobs j JOIN workspaces w ON w.id = j.workspace_id
         LEFT JOIN object_versions v ON v.id = j.version_id LEFT JOIN registry_objects o ON o.id = v.object_id
         LEFT JOIN LATERAL (
-            SELECT count(*) AS total,
-                   count(*) FILTER (WHERE c.state IN ('queued', 'leased', 'running')) AS unfinished,
-                   count(*) FILTER (WHERE c.state = 'queued' AND c.attempts = 0) AS untouched,
-                   count(*) FILTER (WHERE c.state = 'failed') AS failed,
-                   count(*) FILTER (WHERE c.state = 'cancelled') AS cancelled,
-                   max(c.finished_at) AS finished_at, max(c.updated_at) AS updated_at,
-                   (SELECT jsonb_object_agg(x.state, x.n)::text FROM
-                       (SELECT d.state, count(*) AS n FROM jobs d WHERE d.parent_id = j.id GROUP BY d.state) x) AS chunks
-            FROM jobs c WHERE c.parent_id = j.id AND j.kind = 'backfill') b ON true
+            SELECT COALESCE(sum(x.n), 0) AS total,
+                   COALESCE(sum(x.n) FILTER (WHERE x.state IN ('queued', 'leased', 'running')), 0) AS unfinished,
+                   COALESCE(sum(x.untouched), 0) AS untouched,
+                   COALESCE(sum(x.n) FILTER (WHERE x.state = 'failed'), 0) AS failed,
+                   COALESCE(sum(x.n) FILTER (WHERE x.state = 'cancelled'), 0) AS cancelled,
+                   max(x.finished_at) AS finished_at, max(x.updated_at) AS updated_at,
+                   jsonb_object_agg(x.state, x.n)::text AS chunks
+            FROM (SELECT c.state, count(*) AS n, count(*) FILTER (WHERE c.state = 'queued' AND c.attempts = 0) AS untouched,
+                         max(c.finished_at) AS finished_at, max(c.updated_at) AS updated_at
+                  FROM jobs c WHERE c.parent_id = j.id AND j.kind = 'backfill' GROUP BY c.state) x) b ON true
         """
 
     static func job(_ row: PostgresRow) throws -> JobResource {
@@ -636,11 +642,8 @@ public struct PostgresJobStore: Sendable {
 }
 
 extension PostgresJobStore {
-    /// The id of the workspace named `name`, if it exists.
-    func workspaceID(named name: String) async throws -> Int64? {
-        for try await id in try await client.query("SELECT id FROM workspaces WHERE name = \(name)", logger: logger).decode(Int64.self) {
-            return id
-        }
-        return nil
+    /// Throws `workspaceNotFound` unless the workspace exists (with the registry's own lookup).
+    func requireWorkspace(_ name: String) async throws {
+        _ = try await client.withConnection { try await PostgresRegistryStore.workspaceID(name, connection: $0, logger: logger) }
     }
 }
