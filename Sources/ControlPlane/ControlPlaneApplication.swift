@@ -19,7 +19,7 @@ public enum ControlPlaneApplication {
         onListening: @escaping @Sendable (Int) async -> Void = { _ in }
     ) throws -> some ApplicationProtocol {
         let client = PostgresClient(
-            configuration: try postgresConfiguration(configuration.database, poolSize: configuration.databasePoolSize),
+            configuration: configuration.database.clientConfiguration(maximumConnections: configuration.databasePoolSize),
             backgroundLogger: logger)
         let migrations = MigrationRunner()
         let wakeups = JobWakeups()
@@ -119,20 +119,5 @@ public enum ControlPlaneApplication {
             if Task.isShuttingDownGracefully || Task.isCancelled { return }
             try await wrapped.run()
         }
-    }
-
-    /// A PostgresNIO configuration for a database URL.
-    public static func postgresConfiguration(_ url: PostgresURL, poolSize: Int = 20) throws -> PostgresClient.Configuration {
-        let tls: PostgresClient.Configuration.TLS
-        switch url.tls {
-        case .disable: tls = .disable
-        case .prefer: tls = .prefer(.makeClientConfiguration())
-        case .require: tls = .require(.makeClientConfiguration())
-        }
-        var configuration = PostgresClient.Configuration(
-            host: url.host, port: url.port, username: url.username, password: url.password, database: url.database, tls: tls)
-        configuration.options.maximumConnections = poolSize
-        configuration.options.connectTimeout = .seconds(10)
-        return configuration
     }
 }

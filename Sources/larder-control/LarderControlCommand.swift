@@ -75,7 +75,7 @@ extension LarderControlCommand {
 
         func run() async throws {
             let (configuration, logger) = try options.setUp()
-            let client = PostgresClient(configuration: try ControlPlaneApplication.postgresConfiguration(configuration.database), backgroundLogger: logger)
+            let client = PostgresClient(configuration: configuration.database.clientConfiguration(), backgroundLogger: logger)
             try await withThrowingDiscardingTaskGroup { group in
                 group.addTask { await client.run() }
                 try await MigrationRunner().run(on: client, logger: logger)
@@ -94,7 +94,7 @@ extension LarderControlCommand {
 
         func run() async throws {
             let (configuration, logger) = try options.setUp()
-            let client = PostgresClient(configuration: try ControlPlaneApplication.postgresConfiguration(configuration.database), backgroundLogger: logger)
+            let client = PostgresClient(configuration: configuration.database.clientConfiguration(), backgroundLogger: logger)
             try await withThrowingDiscardingTaskGroup { group in
                 group.addTask { await client.run() }
                 let applied = try await MigrationRunner().run(on: client, logger: logger)

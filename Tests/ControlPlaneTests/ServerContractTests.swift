@@ -9,7 +9,7 @@ import Testing
 struct ServerContractTests {
     static func routeTable() throws -> (Set<String>, [RouteDescriptor], Set<String>) {
         let client = PostgresClient(
-            configuration: try ControlPlaneApplication.postgresConfiguration(PostgresURL(host: "127.0.0.1", username: "unused", database: "unused")),
+            configuration: PostgresURL(host: "127.0.0.1", username: "unused", database: "unused").clientConfiguration(),
             backgroundLogger: Logger(label: "test"))
         let (router, descriptors) = ControlPlaneApplication.makeRouter(client: client, logger: Logger(label: "test"))
         try router.validate()

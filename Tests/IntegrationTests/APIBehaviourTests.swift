@@ -173,7 +173,7 @@ struct MigrationTests {
                 for try await count in rows.decode(Int.self) { #expect(count == ControlPlaneMigrations.all.count) }
             }
             let logger = Logger(label: "test")
-            let client = PostgresClient(configuration: try ControlPlaneApplication.postgresConfiguration(url), backgroundLogger: logger)
+            let client = PostgresClient(configuration: url.clientConfiguration(), backgroundLogger: logger)
             try await withThrowingDiscardingTaskGroup { group in
                 group.addTask { await client.run() }
                 let applied = try await MigrationRunner().run(on: client, logger: logger)

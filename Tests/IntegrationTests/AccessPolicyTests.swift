@@ -238,7 +238,7 @@ struct AccessPolicyTests {
 enum ServerRoutes {
     static func descriptors() throws -> [RouteDescriptor] {
         let client = PostgresClient(
-            configuration: try ControlPlaneApplication.postgresConfiguration(PostgresURL(host: "127.0.0.1", username: "unused", database: "unused")),
+            configuration: PostgresURL(host: "127.0.0.1", username: "unused", database: "unused").clientConfiguration(),
             backgroundLogger: Logger(label: "test"))
         return ControlPlaneApplication.makeRouter(client: client, logger: Logger(label: "test")).1
     }

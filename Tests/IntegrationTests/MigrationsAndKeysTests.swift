@@ -11,7 +11,7 @@ struct SigningKeyTests {
     func oneKeyPair() async throws {
         try await TestDatabase.withIsolatedDatabase { url in
             let logger = Logger(label: "test")
-            let client = PostgresClient(configuration: try ControlPlaneApplication.postgresConfiguration(url), backgroundLogger: logger)
+            let client = PostgresClient(configuration: url.clientConfiguration(), backgroundLogger: logger)
             try await withThrowingDiscardingTaskGroup { group in
                 group.addTask { await client.run() }
                 try await MigrationRunner().run(on: client, logger: logger)

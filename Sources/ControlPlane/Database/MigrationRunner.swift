@@ -86,38 +86,3 @@ public struct MigrationRunner: Sendable {
         }
     }
 }
-
-extension PostgresConnection {
-    /// Runs `body` in a transaction: COMMIT when it returns, ROLLBACK when it
-    /// throws. Unlike `withTransaction`, the body's error is rethrown as is, so
-    /// typed errors keep their meaning.
-    func inTransaction<Result: Sendable>(
-        logger: Logger, begin: String = "BEGIN", _ body: (PostgresConnection) async throws -> Result
-    ) async throws -> Result {
-        try await query(PostgresQuery(unsafeSQL: begin), logger: logger)
-        do {
-            let result = try await body(self)
-            try await query("COMMIT", logger: logger)
-            return result
-        } catch {
-            _ = try? await query("ROLLBACK", logger: logger)
-            throw error
-        }
-    }
-}
-
-extension PostgresConnection {
-    /// Runs a statement and reads its result to the end, so an error the
-    /// server reports while executing it (a deadlock, a constraint) is thrown
-    /// here rather than lost with the unread rows.
-    func execute(_ statement: PostgresQuery, logger: Logger) async throws {
-        for try await _ in try await query(statement, logger: logger) {}
-    }
-}
-
-extension PostgresClient {
-    /// Runs a statement on a pooled connection and reads its result to the end.
-    func execute(_ statement: PostgresQuery, logger: Logger) async throws {
-        for try await _ in try await query(statement, logger: logger) {}
-    }
-}

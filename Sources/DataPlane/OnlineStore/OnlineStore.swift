@@ -1,0 +1,102 @@
+import Foundation
+import Logging
+import Synchronization
+
+/// The agent's online store: the latest feature values of each entity, per
+/// feature-view version, for serving. Embedded in the agent and durable: each
+/// table is an append-only log replayed into memory when the agent starts
+/// (see `OnlineTable`), so it needs neither the control plane nor another server.
+public final class OnlineStore: Sendable {
+    /// The folder holding one log file per table.
+    public let directory: String
+    private let tables: Mutex<[String: OnlineTable]>
+
+    /// Opens the store in `directory` (created if missing), replaying every table in it.
+    public init(directory: String) throws(OnlineStoreError) {
+        self.directory = directory
+        do {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        } catch {
+            throw .io("cannot create \(directory): \(error.localizedDescription)")
+        }
+        var tables: [String: OnlineTable] = [:]
+        let files = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        for file in files.sorted() where file.hasSuffix(".log") {
+            let table = try OnlineTable.open(path: (directory as NSString).appendingPathComponent(file))
+            tables[Self.fileName(view: table.schema.view, version: table.schema.version)] = table
+        }
+        self.tables = Mutex(tables)
+    }
+
+    /// The file name of a table: the view's name (anything but letters, digits,
+    /// `_` and `-` escaped) and version.
+    static func fileName(view: String, version: Int) -> String {
+        var name = ""
+        for scalar in view.unicodeScalars {
+            if scalar.isASCII, scalar.properties.isAlphabetic || ("0"..."9").contains(scalar) || scalar == "_" || scalar == "-" {
+                name.unicodeScalars.append(scalar)
+            } else {
+                name += "%" + String(scalar.value, radix: 16)
+            }
+        }
+        return "\(name)@v\(version).log"
+    }
+
+    /// The table for `schema`'s view version, created if missing. An existing
+    /// table with another schema is an error.
+    public func table(for schema: OnlineTableSchema) throws(OnlineStoreError) -> OnlineTable {
+        let name = Self.fileName(view: schema.view, version: schema.version)
+        return try tables.withLock { tables throws(OnlineStoreError) -> OnlineTable in
+            if let table = tables[name] {
+                guard table.schema == schema else { throw .schemaMismatch("\(schema.view) v\(schema.version) is stored with another schema") }
+                return table
+            }
+            let table = try OnlineTable(path: (directory as NSString).appendingPathComponent(name), schema: schema)
+            tables[name] = table
+            return table
+        }
+    }
+
+    /// The table of a view version, if stored.
+    public func table(view: String, version: Int) -> OnlineTable? {
+        tables.withLock { $0[Self.fileName(view: view, version: version)] }
+    }
+
+    /// The schemas of every stored table.
+    public var schemas: [OnlineTableSchema] {
+        tables.withLock { $0.values.map(\.schema) }.sorted { ($0.view, $0.version) < ($1.view, $1.version) }
+    }
+
+    /// Drops the tables of `view` older than `version`, except the newest of
+    /// them (still served while `version` catches up): their memory and files
+    /// are reclaimed. Returns the versions dropped.
+    @discardableResult
+    public func retire(view: String, before version: Int) -> [Int] {
+        tables.withLock { tables in
+            let older = tables.filter { $0.value.schema.view == view && $0.value.schema.version < version }
+                .sorted { $0.value.schema.version > $1.value.schema.version }
+            var dropped: [Int] = []
+            for (name, table) in older.dropFirst() {
+                table.deleteFile()
+                tables[name] = nil
+                dropped.append(table.schema.version)
+            }
+            return dropped.sorted()
+        }
+    }
+
+    /// Compacts every table that holds expired entities or whose log outgrew
+    /// its contents. Returns the entities dropped.
+    @discardableResult
+    public func maintain(now: Int64, logger: Logger? = nil) -> Int {
+        var dropped = 0
+        for table in tables.withLock({ Array($0.values) }) where table.needsCompaction(now: now) {
+            do {
+                dropped += try table.compact(now: now)
+            } catch {
+                logger?.warning("cannot compact the online table", metadata: ["view": "\(table.schema.view)", "error": "\(error)"])
+            }
+        }
+        return dropped
+    }
+}

@@ -1,0 +1,349 @@
+import Foundation
+import Shared
+import Synchronization
+
+/// What an online table holds; written into its file, so a table reopens
+/// without the control plane.
+public struct OnlineTableSchema: Sendable, Hashable, Codable {
+    /// The feature view.
+    public var view: String
+    /// Its version.
+    public var version: Int
+    /// The join keys, in order.
+    public var keys: [Column]
+    /// The features, in order.
+    public var features: [Column]
+    /// How long a value is served after its event time; nil means forever.
+    public var ttlSeconds: Int64?
+
+    /// Creates a schema.
+    public init(view: String, version: Int, keys: [Column], features: [Column], ttlSeconds: Int64?) {
+        self.view = view
+        self.version = version
+        self.keys = keys
+        self.features = features
+        self.ttlSeconds = ttlSeconds
+    }
+}
+
+/// A batch of rows for an online table, by column.
+public struct OnlineRows: Sendable {
+    /// Each row's entity.
+    public var keys: [EntityKey]
+    /// Each row's event time, microseconds since the epoch.
+    public var eventTimes: [Int64]
+    /// Each row's created time, microseconds since the epoch (0 when the source has none).
+    public var createdTimes: [Int64]
+    /// One column per feature of the table, in order.
+    public var features: [ColumnValues]
+
+    /// Creates rows.
+    public init(keys: [EntityKey], eventTimes: [Int64], createdTimes: [Int64], features: [ColumnValues]) {
+        self.keys = keys
+        self.eventTimes = eventTimes
+        self.createdTimes = createdTimes
+        self.features = features
+    }
+
+    /// Rows in the batch.
+    public var count: Int { keys.count }
+}
+
+/// The stored row of one entity.
+public struct OnlineRecord: Sendable, Hashable {
+    /// Its event time, microseconds since the epoch.
+    public var eventTime: Int64
+    /// Its created time, microseconds since the epoch.
+    public var createdTime: Int64
+    /// One value per feature.
+    public var values: [FeatureValue]
+
+    /// Creates a record.
+    public init(eventTime: Int64, createdTime: Int64, values: [FeatureValue]) {
+        self.eventTime = eventTime
+        self.createdTime = createdTime
+        self.values = values
+    }
+}
+
+/// The answer to a lookup.
+public enum OnlineLookup: Sendable, Hashable {
+    /// The entity's latest row, within its TTL.
+    case present(OnlineRecord)
+    /// The entity's latest row is older than the TTL allows.
+    case expired(OnlineRecord)
+    /// Nothing is stored for the entity.
+    case notFound
+}
+
+/// The latest row of each entity of one feature-view version, in memory,
+/// backed by an append-only log on disk.
+///
+/// **Newest wins.** A row replaces the stored one only if its (event time,
+/// created time) is at least as great, so jobs may arrive in any order (a
+/// backfill of last month after today's run) without moving a value back.
+///
+/// **Memory.** Rows live in flat arrays indexed by a slot: per entity a
+/// dictionary entry and two times, and per feature one 64-bit word plus a
+/// null bit (strings are kept as strings). `docs/benchmarks.md` has the
+/// measured bytes per value.
+public final class OnlineTable: Sendable {
+    /// The table's schema.
+    public let schema: OnlineTableSchema
+    private let layout: SlotLayout
+    private let state: Mutex<State>
+
+    struct State {
+        var slots: Slots
+        var log: OnlineLog
+        /// The log's size when it was last written whole (0 after a replay).
+        var baseline = 0
+    }
+
+    /// Opens the table at `path`, creating it for `schema` when missing.
+    init(path: String, schema: OnlineTableSchema) throws(OnlineStoreError) {
+        let layout = try SlotLayout(schema)
+        self.schema = schema
+        self.layout = layout
+        if FileManager.default.fileExists(atPath: path) {
+            var slots = Slots(layout)
+            let decoder = FrameDecoder(schema: schema, types: layout.types)
+            let log = try OnlineLog.open(path: path, header: { bytes throws(OnlineStoreError) in
+                guard let stored = try? JSONDecoder().decode(OnlineTableSchema.self, from: Data(bytes)), stored == schema else {
+                    throw .schemaMismatch("\(path) holds another schema")
+                }
+            }, frame: { payload throws(OnlineStoreError) in _ = try slots.store(try decoder.decode(payload), layout: layout) })
+            self.state = Mutex(State(slots: slots, log: log))
+        } else {
+            let log = try OnlineLog.create(path: path, header: try Self.header(schema))
+            self.state = Mutex(State(slots: Slots(layout), log: log, baseline: log.size))
+        }
+    }
+
+    static func header(_ schema: OnlineTableSchema) throws(OnlineStoreError) -> [UInt8] {
+        do { return Array(try JSONEncoder().encode(schema)) } catch { throw .io("cannot encode the schema of \(schema.view)") }
+    }
+
+    /// Opens an existing table file, reading its schema from it.
+    static func open(path: String) throws(OnlineStoreError) -> OnlineTable {
+        guard let schema = try? JSONDecoder().decode(OnlineTableSchema.self, from: Data(try OnlineLog.header(path: path))) else {
+            throw .io("\(path) has no readable schema")
+        }
+        return try OnlineTable(path: path, schema: schema)
+    }
+
+    /// Entities stored.
+    public var count: Int { state.withLock { $0.slots.index.count } }
+
+    /// Bytes in the table's log file.
+    public var logSize: Int { state.withLock { $0.log.size } }
+
+    /// Writes `rows`: each replaces its entity's stored row unless that one is
+    /// newer. Returns how many rows were stored.
+    @discardableResult
+    public func upsert(_ rows: OnlineRows) throws(OnlineStoreError) -> Int {
+        guard rows.features.count == schema.features.count, rows.eventTimes.count == rows.count, rows.createdTimes.count == rows.count else {
+            throw .schemaMismatch("expected \(schema.features.count) feature columns and one time per row")
+        }
+        for (position, column) in rows.features.enumerated() where column.count != rows.count {
+            throw .schemaMismatch("feature \(schema.features[position].name) has \(column.count) values for \(rows.count) rows")
+        }
+        return try state.withLock { state throws(OnlineStoreError) -> Int in
+            let (keys, slots) = try state.slots.store(rows, layout: layout)
+            if !slots.isEmpty { try state.log.append(FrameEncoder.encode(keys: keys, slots: slots, of: state.slots, layout: layout)) }
+            return slots.count
+        }
+    }
+
+    /// Makes every write so far durable.
+    public func sync() throws(OnlineStoreError) {
+        try state.withLock { state throws(OnlineStoreError) in try state.log.sync() }
+    }
+
+    /// The stored row of `key`, judged against the TTL at `now` (microseconds).
+    public func lookup(_ key: EntityKey, now: Int64) -> OnlineLookup {
+        state.withLock { state in
+            guard let slot = state.slots.index[key].map(Int.init) else { return .notFound }
+            let record = state.slots.record(slot, layout: layout)
+            if let ttl = schema.ttlSeconds, record.eventTime < now - ttl * 1_000_000 { return .expired(record) }
+            return .present(record)
+        }
+    }
+
+    /// Whether compacting would reclaim space: some entity is past the TTL at
+    /// `now` (microseconds), or the log has more than doubled since it was last
+    /// written whole (every job appends its rows; most replace older ones).
+    public func needsCompaction(now: Int64) -> Bool {
+        state.withLock { state in
+            if state.log.size > 2 * state.baseline + (8 << 20) { return true }
+            guard let ttl = schema.ttlSeconds else { return false }
+            let cutoff = now - ttl * 1_000_000
+            return state.slots.eventTimes.contains { $0 < cutoff }
+        }
+    }
+
+    /// Deletes the table's file: for retired versions.
+    func deleteFile() {
+        state.withLock { state in _ = unlink(state.log.path) }
+    }
+
+    /// Rewrites the log with only the rows still within the TTL at `now`
+    /// (microseconds), and forgets the others: space of expired entities is
+    /// reclaimed on disk and in memory. Returns how many entities were dropped.
+    @discardableResult
+    public func compact(now: Int64) throws(OnlineStoreError) -> Int {
+        try state.withLock { state throws(OnlineStoreError) -> Int in
+            let cutoff = schema.ttlSeconds.map { now - $0 * 1_000_000 } ?? Int64.min
+            var keys: [EntityKey] = [], live: [Int] = []
+            for (key, slot) in state.slots.index where state.slots.eventTimes[Int(slot)] >= cutoff {
+                keys.append(key)
+                live.append(Int(slot))
+            }
+            let dropped = state.slots.index.count - keys.count
+            var frames: [[UInt8]] = []
+            var start = 0
+            while start < live.count {
+                let end = min(start + 65_536, live.count)
+                frames.append(FrameEncoder.encode(keys: Array(keys[start..<end]), slots: Array(live[start..<end]), of: state.slots, layout: layout))
+                start = end
+            }
+            let log = try OnlineLog.create(path: state.log.path, header: try Self.header(schema), frames: frames)
+            var slots = Slots(layout)
+            let decoder = FrameDecoder(schema: schema, types: layout.types)
+            for frame in frames { _ = try slots.store(try decoder.decode(frame), layout: layout) }
+            state = State(slots: slots, log: log, baseline: log.size)
+            return dropped
+        }
+    }
+}
+
+/// How a table's features are laid out in its slots.
+struct SlotLayout: Sendable {
+    let schema: OnlineTableSchema
+    let types: [StoredType]
+    /// For each feature, its index among word features or among string features.
+    let positions: [Int]
+    let wordFeatures: Int
+    let stringFeatures: Int
+    let nullWords: Int
+
+    init(_ schema: OnlineTableSchema) throws(OnlineStoreError) {
+        var types: [StoredType] = [], positions: [Int] = []
+        var words = 0, strings = 0
+        for feature in schema.features {
+            let type = try StoredType(feature.type)
+            types.append(type)
+            if type == .string { positions.append(strings); strings += 1 } else { positions.append(words); words += 1 }
+        }
+        self.schema = schema
+        self.types = types
+        self.positions = positions
+        self.wordFeatures = words
+        self.stringFeatures = strings
+        self.nullWords = (schema.features.count + 63) / 64
+    }
+}
+
+/// The stored rows of a table, one slot per entity.
+struct Slots {
+    var index: [EntityKey: Int32] = [:]
+    var eventTimes: [Int64] = []
+    var createdTimes: [Int64] = []
+    /// `wordFeatures` words per slot.
+    var words: [UInt64] = []
+    /// `nullWords` words of null bits per slot.
+    var nulls: [UInt64] = []
+    /// Per string feature, one value per slot.
+    var strings: [[String?]]
+
+    init(_ layout: SlotLayout) {
+        strings = Array(repeating: [], count: layout.stringFeatures)
+    }
+
+    /// Whether feature `feature` of `slot` is null.
+    @inline(__always)
+    func isNull(_ slot: Int, _ feature: Int, layout: SlotLayout) -> Bool {
+        nulls[slot * layout.nullWords + feature / 64] & (UInt64(1) << UInt64(feature % 64)) != 0
+    }
+
+    func record(_ slot: Int, layout: SlotLayout) -> OnlineRecord {
+        var values: [FeatureValue] = []
+        values.reserveCapacity(layout.types.count)
+        for (feature, type) in layout.types.enumerated() {
+            if isNull(slot, feature, layout: layout) {
+                values.append(.null)
+            } else if type == .string {
+                values.append(strings[layout.positions[feature]][slot].map(FeatureValue.string) ?? .null)
+            } else {
+                values.append(type.value(bits: words[slot * layout.wordFeatures + layout.positions[feature]]))
+            }
+        }
+        return OnlineRecord(eventTime: eventTimes[slot], createdTime: createdTimes[slot], values: values)
+    }
+
+    /// Stores the rows of `rows` that are at least as new as what is stored;
+    /// returns their keys and slots.
+    mutating func store(_ rows: OnlineRows, layout: SlotLayout) throws(OnlineStoreError) -> (keys: [EntityKey], slots: [Int]) {
+        // Pick the rows that win, and the slot each goes to.
+        var winners: [Int] = [], slots: [Int] = [], keys: [EntityKey] = []
+        winners.reserveCapacity(rows.count)
+        slots.reserveCapacity(rows.count)
+        keys.reserveCapacity(rows.count)
+        for row in 0..<rows.count {
+            let event = rows.eventTimes[row], created = rows.createdTimes[row], key = rows.keys[row]
+            let slot: Int
+            if let existing = index[key] {
+                slot = Int(existing)
+                if (event, created) < (eventTimes[slot], createdTimes[slot]) { continue }
+                eventTimes[slot] = event
+                createdTimes[slot] = created
+            } else {
+                slot = eventTimes.count
+                index[key] = Int32(slot)
+                eventTimes.append(event)
+                createdTimes.append(created)
+                words.append(contentsOf: repeatElement(0, count: layout.wordFeatures))
+                nulls.append(contentsOf: repeatElement(0, count: layout.nullWords))
+                for position in 0..<layout.stringFeatures { strings[position].append(nil) }
+            }
+            winners.append(row)
+            slots.append(slot)
+            keys.append(key)
+        }
+        guard !winners.isEmpty else { return ([], []) }
+        // Then copy their values column by column.
+        for (feature, column) in rows.features.enumerated() {
+            try store(column, feature: feature, winners: winners, slots: slots, layout: layout)
+        }
+        return (keys, slots)
+    }
+
+    private mutating func store(_ column: ColumnValues, feature: Int, winners: [Int], slots: [Int], layout: SlotLayout) throws(OnlineStoreError) {
+        let type = layout.types[feature], position = layout.positions[feature]
+        let wordFeatures = layout.wordFeatures, nullWords = layout.nullWords
+        let nullWord = feature / 64, nullBit = UInt64(1) << UInt64(feature % 64)
+        func words<T>(_ values: [T?], _ bits: (T) -> UInt64) {
+            for (row, slot) in zip(winners, slots) {
+                if let value = values[row] {
+                    self.words[slot * wordFeatures + position] = bits(value)
+                    nulls[slot * nullWords + nullWord] &= ~nullBit
+                } else {
+                    nulls[slot * nullWords + nullWord] |= nullBit
+                }
+            }
+        }
+        switch (column, type) {
+        case (.int64(let values), .int), (.timestamp(let values), .timestamp): words(values) { UInt64(bitPattern: $0) }
+        case (.int64(let values), .double): words(values) { Double($0).bitPattern }
+        case (.float64(let values), .double): words(values) { $0.bitPattern }
+        case (.bool(let values), .bool): words(values) { $0 ? 1 : 0 }
+        case (.string(let values), .string):
+            for (row, slot) in zip(winners, slots) {
+                strings[position][slot] = values[row]
+                if values[row] == nil { nulls[slot * nullWords + nullWord] |= nullBit } else { nulls[slot * nullWords + nullWord] &= ~nullBit }
+            }
+        default:
+            throw .schemaMismatch("feature \(layout.schema.features[feature].name) is \(layout.schema.features[feature].type.rawValue)")
+        }
+    }
+}

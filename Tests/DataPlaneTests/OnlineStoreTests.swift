@@ -1,0 +1,183 @@
+import DataPlane
+import Foundation
+import Shared
+import Testing
+import TestSupport
+
+@Suite("Online store: newest wins, durable, TTL, compaction")
+struct OnlineStoreTests {
+    static func directory() -> String {
+        FileManager.default.temporaryDirectory.appendingPathComponent("larder-online-\(UUID().uuidString)").path
+    }
+
+    static let schema = OnlineTableSchema(
+        view: "driver_stats", version: 1, keys: [Column(name: "driver_id", type: .int64)],
+        features: [Column(name: "conv_rate", type: .float64), Column(name: "trips", type: .int64), Column(name: "city", type: .string)],
+        ttlSeconds: 3_600)
+
+    /// A row as the tests generate it: key, event and created time (seconds), values.
+    struct Row: Hashable {
+        var key: Int64
+        var event: Int64
+        var created: Int64
+        var rate: Double?
+        var trips: Int64?
+        var city: String?
+    }
+
+    static func rows(_ rows: [Row]) -> OnlineRows {
+        OnlineRows(
+            keys: rows.map { .int($0.key) }, eventTimes: rows.map { $0.event * 1_000_000 }, createdTimes: rows.map { $0.created * 1_000_000 },
+            features: [.float64(rows.map(\.rate)), .int64(rows.map(\.trips)), .string(rows.map(\.city))])
+    }
+
+    static func values(_ row: Row) -> [FeatureValue] {
+        [row.rate.map(FeatureValue.double) ?? .null, row.trips.map(FeatureValue.int) ?? .null, row.city.map(FeatureValue.string) ?? .null]
+    }
+
+    /// The row that must be stored for each key: the greatest (event, created);
+    /// among equal ones, the last written.
+    static func expected(_ rows: [Row]) -> [Int64: Row] {
+        var best: [Int64: Row] = [:]
+        for row in rows {
+            if let current = best[row.key], (row.event, row.created) < (current.event, current.created) { continue }
+            best[row.key] = row
+        }
+        return best
+    }
+
+    static func check(_ table: OnlineTable, against expected: [Int64: Row], keys: Range<Int64>, now: Int64) {
+        for key in keys {
+            let found = table.lookup(.int(key), now: now * 1_000_000)
+            guard let row = expected[key] else {
+                #expect(found == .notFound, "key \(key)")
+                continue
+            }
+            let record = OnlineRecord(eventTime: row.event * 1_000_000, createdTime: row.created * 1_000_000, values: values(row))
+            #expect(found == .present(record), "key \(key)")
+        }
+    }
+
+    @Test("random batches in any order store the newest row of each entity, in memory and after reopening", arguments: [1, 2, 3, 4])
+    func newestWins(seed: UInt64) throws {
+        var random = SeededGenerator(seed: seed)
+        let directory = Self.directory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        var all: [Row] = []
+        do {
+            let store = try OnlineStore(directory: directory)
+            let table = try store.table(for: Self.schema)
+            for _ in 0..<Int.random(in: 5...20, using: &random) {
+                // Batches of a few keys with times that go back and forth (backfills after newer runs).
+                let batch = (0..<Int.random(in: 1...200, using: &random)).map { _ in
+                    Row(
+                        key: Int64.random(in: 0..<50, using: &random), event: Int64.random(in: 0..<40, using: &random),
+                        created: Int64.random(in: 0..<3, using: &random),
+                        rate: Bool.random(using: &random) ? Double.random(in: 0...1, using: &random) : nil,
+                        trips: Bool.random(using: &random) ? Int64.random(in: -5...1_000_000_000_000, using: &random) : nil,
+                        city: Bool.random(using: &random) ? ["oslo", "", "zürich, \"ch\""].randomElement(using: &random) : nil)
+                }
+                try table.upsert(Self.rows(batch))
+                all += batch
+            }
+            try table.sync()
+            Self.check(table, against: Self.expected(all), keys: 0..<60, now: 40)
+        }
+        let reopened = try OnlineStore(directory: directory)
+        let table = try #require(reopened.table(view: "driver_stats", version: 1))
+        Self.check(table, against: Self.expected(all), keys: 0..<60, now: 40)
+    }
+
+    @Test("an older row never replaces a newer one; equal event times go to the greater created time")
+    func noRegression() throws {
+        let directory = Self.directory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let table = try OnlineStore(directory: directory).table(for: Self.schema)
+        #expect(try table.upsert(Self.rows([Row(key: 1, event: 100, created: 5, rate: 0.9, trips: 9, city: "new")])) == 1)
+        #expect(try table.upsert(Self.rows([Row(key: 1, event: 50, created: 99, rate: 0.1, trips: 1, city: "old")])) == 0)
+        #expect(try table.upsert(Self.rows([Row(key: 1, event: 100, created: 4, rate: 0.2, trips: 2, city: "tie, older")])) == 0)
+        #expect(try table.upsert(Self.rows([Row(key: 1, event: 100, created: 6, rate: 0.3, trips: 3, city: nil)])) == 1)
+        Self.check(table, against: [1: Row(key: 1, event: 100, created: 6, rate: 0.3, trips: 3, city: nil)], keys: 1..<2, now: 100)
+    }
+
+    @Test("TTL: a row older than the TTL reads as expired; compaction drops it from memory and disk, and reopening agrees")
+    func ttlAndCompaction() throws {
+        let directory = Self.directory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let store = try OnlineStore(directory: directory)
+        let table = try store.table(for: Self.schema)
+        let rows = (0..<1_000).map { Row(key: $0, event: $0 < 500 ? 0 : 10_000, created: 0, rate: 0.5, trips: $0, city: "c\($0)") }
+        // Written three times over: the log holds three copies until compaction.
+        for _ in 0..<3 { try table.upsert(Self.rows(rows)) }
+        let before = table.logSize
+        let now: Int64 = 10_000 + 3_600
+        #expect(table.lookup(.int(10), now: now * 1_000_000) == .expired(OnlineRecord(
+            eventTime: 0, createdTime: 0, values: Self.values(rows[10]))))
+        #expect(table.lookup(.int(600), now: now * 1_000_000) == .present(OnlineRecord(
+            eventTime: 10_000 * 1_000_000, createdTime: 0, values: Self.values(rows[600]))))
+        #expect(table.needsCompaction(now: now * 1_000_000))
+        #expect(store.maintain(now: now * 1_000_000) == 500)
+        #expect(table.count == 500)
+        #expect(table.logSize * 5 < before)
+        #expect(table.lookup(.int(10), now: now * 1_000_000) == .notFound)
+        #expect(!table.needsCompaction(now: now * 1_000_000))
+        let reopened = try #require(try OnlineStore(directory: directory).table(view: "driver_stats", version: 1))
+        #expect(reopened.count == 500)
+        Self.check(reopened, against: Self.expected(Array(rows[500...])), keys: 0..<1_000, now: now)
+    }
+
+    @Test("a frame cut short by a crash is dropped on reopening; later writes follow the whole frames")
+    func tornTail() throws {
+        let directory = Self.directory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let first = [Row(key: 1, event: 10, created: 0, rate: 1, trips: 1, city: "a")]
+        let second = (0..<100).map { Row(key: $0, event: 20, created: 0, rate: 2, trips: $0, city: "b") }
+        let path: String
+        do {
+            let table = try OnlineStore(directory: directory).table(for: Self.schema)
+            try table.upsert(Self.rows(first))
+            let whole = table.logSize
+            try table.upsert(Self.rows(second))
+            try table.sync()
+            path = (directory as NSString).appendingPathComponent("driver_stats@v1.log")
+            // Cut the second frame in the middle, as a crash during the write would.
+            #expect(truncate(path, off_t(whole + (table.logSize - whole) / 2)) == 0)
+        }
+        do {
+            let table = try #require(try OnlineStore(directory: directory).table(view: "driver_stats", version: 1))
+            Self.check(table, against: Self.expected(first), keys: 0..<100, now: 10)
+            try table.upsert(Self.rows(second))
+            try table.sync()
+        }
+        let table = try #require(try OnlineStore(directory: directory).table(view: "driver_stats", version: 1))
+        Self.check(table, against: Self.expected(first + second), keys: 0..<100, now: 20)
+    }
+
+    @Test("composite keys, booleans and timestamps round-trip; retiring keeps the previous version and drops older ones")
+    func compositeKeysAndRetirement() throws {
+        let directory = Self.directory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let store = try OnlineStore(directory: directory)
+        func schema(_ version: Int) -> OnlineTableSchema {
+            OnlineTableSchema(
+                view: "pairs", version: version, keys: [Column(name: "a", type: .int64), Column(name: "b", type: .string)],
+                features: [Column(name: "flag", type: .bool), Column(name: "seen", type: .timestamp)], ttlSeconds: nil)
+        }
+        let key = EntityKey([.int(7), .string("x,y")])
+        #expect(key.description == "7,x,y")
+        for version in 1...3 {
+            try store.table(for: schema(version)).upsert(OnlineRows(
+                keys: [key, EntityKey([.int(7), .string("x")])], eventTimes: [5, 6], createdTimes: [0, 0],
+                features: [.bool([true, nil]), .timestamp([123, 456])]))
+        }
+        #expect(store.table(view: "pairs", version: 3)?.lookup(key, now: 0) == .present(OnlineRecord(
+            eventTime: 5, createdTime: 0, values: [.bool(true), .timestamp(123)])))
+        #expect(store.retire(view: "pairs", before: 3) == [1])
+        #expect(store.schemas.map(\.version) == [2, 3])
+        let reopened = try OnlineStore(directory: directory)
+        #expect(reopened.schemas.map(\.version) == [2, 3])
+        #expect(reopened.table(view: "pairs", version: 2)?.lookup(EntityKey([.int(7), .string("x")]), now: 0) == .present(OnlineRecord(
+            eventTime: 6, createdTime: 0, values: [.null, .timestamp(456)])))
+        #expect(throws: OnlineStoreError.self) { try reopened.table(for: OnlineTableSchema(view: "pairs", version: 2, keys: [], features: [], ttlSeconds: nil)) }
+    }
+}
