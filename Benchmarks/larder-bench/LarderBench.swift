@@ -17,6 +17,12 @@ struct LarderBench {
         if selected.isEmpty || selected.contains("plan-apply") { try await planAndApply(runs: runs) }
         if selected.isEmpty || selected.contains("lineage") { try await lineage(runs: max(runs * 10, 50)) }
         if selected.isEmpty || selected.contains("csv") { try csv(drivers: 1_000, runs: runs) }
+        if selected.isEmpty || selected.contains("materialize") {
+            for drivers in (ProcessInfo.processInfo.environment["LARDER_BENCH_DRIVERS"] ?? "1000,10000").split(separator: ",").compactMap({ Int($0) }) {
+                try await materialize(drivers: drivers, runs: min(runs, 3))
+            }
+        }
+        if selected.isEmpty || selected.contains("online-memory") { try onlineMemory(entities: 1_000_000) }
         if selected.isEmpty || selected.contains("jobs") { try await jobs(jobsPerRun: Int(ProcessInfo.processInfo.environment["LARDER_BENCH_JOBS"] ?? "") ?? 2_000) }
     }
 

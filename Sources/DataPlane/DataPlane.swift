@@ -1,3 +1,5 @@
+import Foundation
+import Logging
 import Shared
 
 /// The data plane: the agent installed in a customer environment. It pulls
@@ -7,7 +9,18 @@ public enum DataPlane {
     /// The component name used in logs and `--version` output.
     public static let component = "larder-agent"
 
-    /// The executors this build of the agent has. None yet: materialization
-    /// arrives with the materialization engine, and nothing here pretends to do it.
-    public static func executors(configuration: AgentConfiguration) -> [any JobExecutor] { [] }
+    /// The executors this build of the agent has.
+    public static func executors(configuration: AgentConfiguration, onlineStore: OnlineStore, logger: Logger) -> [any JobExecutor] {
+        [MaterializeExecutor(configuration: configuration, onlineStore: onlineStore, logger: logger)]
+    }
+
+    /// Where the agent keeps its online store under its data directory.
+    public static func onlineStoreDirectory(_ configuration: AgentConfiguration) -> String {
+        (configuration.dataDirectory as NSString).appendingPathComponent("online")
+    }
+
+    /// Where the agent keeps its signed definitions under its data directory.
+    public static func definitionsDirectory(_ configuration: AgentConfiguration) -> String {
+        (configuration.dataDirectory as NSString).appendingPathComponent("definitions")
+    }
 }

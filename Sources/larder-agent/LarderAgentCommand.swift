@@ -38,11 +38,27 @@ extension LarderAgentCommand {
                 return handler
             }
             let logger = Logger(label: DataPlane.component)
-            // The executors that materialize features arrive with the materialization engine;
-            // until then this agent registers and heartbeats but claims nothing.
-            let runner = AgentRunner(configuration: configuration, executors: DataPlane.executors(configuration: configuration), logger: logger)
+            // The stores and the signed definitions open from local disk: no control plane needed.
+            let onlineStore: OnlineStore
+            let cache: DefinitionCache
+            do {
+                onlineStore = try OnlineStore(directory: DataPlane.onlineStoreDirectory(configuration))
+                cache = try DefinitionCache(directory: DataPlane.definitionsDirectory(configuration), publicKey: configuration.publicKey)
+            } catch {
+                throw ValidationError("cannot open the agent's data directory \(configuration.dataDirectory): \(error)")
+            }
+            let cached = cache.loadAll(logger: logger)
+            logger.info("opened the online store", metadata: [
+                "tables": "\(onlineStore.schemas.count)", "cached_definitions": "\(cached.count)",
+            ])
+            let runner = AgentRunner(
+                configuration: configuration, executors: DataPlane.executors(configuration: configuration, onlineStore: onlineStore, logger: logger),
+                logger: logger, definitionCache: cache)
             let group = ServiceGroup(configuration: .init(
-                services: [.init(service: runner, successTerminationBehavior: .gracefullyShutdownGroup)],
+                services: [
+                    .init(service: runner, successTerminationBehavior: .gracefullyShutdownGroup),
+                    .init(service: OnlineStoreMaintenance(store: onlineStore, logger: logger)),
+                ],
                 gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
             do {
                 try await group.run()

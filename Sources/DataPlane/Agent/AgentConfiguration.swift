@@ -30,6 +30,24 @@ public struct AgentConfiguration: Sendable {
     public var concurrency: Int
     /// The connections sources name, with their credentials: they never leave the agent.
     public var connections: [String: SourceConnection]
+    /// Where the offline store lives: a PostgreSQL connection and a schema in it.
+    public var offlineStore: OfflineStoreLocation?
+    /// The longest a source query may run before PostgreSQL cancels it.
+    public var sourceStatementTimeout: Duration
+
+    /// The offline store's place: a schema in one of the agent's PostgreSQL connections.
+    public struct OfflineStoreLocation: Sendable, Hashable {
+        /// The connection's name.
+        public var connection: String
+        /// The schema holding one table per feature-view version.
+        public var schema: String
+
+        /// Creates a location.
+        public init(connection: String, schema: String) {
+            self.connection = connection
+            self.schema = schema
+        }
+    }
 
     /// Why a configuration is unusable: names the file and the field.
     public struct Invalid: Error, Sendable, CustomStringConvertible {
@@ -40,9 +58,12 @@ public struct AgentConfiguration: Sendable {
     /// Creates a configuration.
     public init(
         controlPlaneURL: String, token: String, publicKey: SigningPublicKey, dataDirectory: String, concurrency: Int = 2,
-        connections: [String: SourceConnection] = [:]
+        connections: [String: SourceConnection] = [:], offlineStore: OfflineStoreLocation? = nil,
+        sourceStatementTimeout: Duration = .seconds(600)
     ) {
         self.connections = connections
+        self.offlineStore = offlineStore
+        self.sourceStatementTimeout = sourceStatementTimeout
         self.controlPlaneURL = controlPlaneURL
         self.token = token
         self.publicKey = publicKey
@@ -65,7 +86,9 @@ public struct AgentConfiguration: Sendable {
             guard let (key, value) = mapping.first(where: { $0.key.string == name }), let string = value.string else { return nil }
             return (string, key.mark?.line ?? 0)
         }
-        let known: Set<String> = ["control_plane", "token_file", "public_key", "data_directory", "concurrency", "connections"]
+        let known: Set<String> = [
+            "control_plane", "token_file", "public_key", "data_directory", "concurrency", "connections", "offline_store", "source_statement_timeout",
+        ]
         for (key, _) in mapping {
             guard let name = key.string, known.contains(name) else {
                 throw Invalid(description: "\(path):\(key.mark?.line ?? 0): unknown setting '\(key.string ?? "?")'; settings are \(known.sorted().joined(separator: ", "))")
@@ -102,8 +125,29 @@ public struct AgentConfiguration: Sendable {
         if let node = mapping.first(where: { $0.key.string == "connections" })?.value {
             connections = try SourceConnection.parse(node, file: path)
         }
+        var offlineStore: OfflineStoreLocation?
+        if let (key, node) = mapping.first(where: { $0.key.string == "offline_store" }) {
+            let line = key.mark?.line ?? 0
+            guard let fields = node.mapping, let connection = fields["connection"]?.string, let schema = fields["schema"]?.string, fields.count == 2 else {
+                throw Invalid(description: "\(path):\(line): offline_store: give 'connection: <a postgres connection>' and 'schema: <name>'")
+            }
+            guard case .postgres? = connections[connection] else {
+                throw Invalid(description: "\(path):\(line): offline_store.connection: '\(connection)' is not a postgres connection under connections")
+            }
+            guard Identifier.isValid(schema) else {
+                throw Invalid(description: "\(path):\(line): offline_store.schema: '\(schema)' is not a valid schema name (lowercase letters, digits, '_')")
+            }
+            offlineStore = OfflineStoreLocation(connection: connection, schema: schema)
+        }
+        var timeout = Duration.seconds(600)
+        if let text = field("source_statement_timeout") {
+            guard let span = try? TimeSpan.parse(text.value), span.seconds > 0 else {
+                throw Invalid(description: "\(path):\(text.line): source_statement_timeout: a duration such as 30s, 10m or 1h")
+            }
+            timeout = .seconds(span.seconds)
+        }
         self.init(
             controlPlaneURL: url.value, token: token, publicKey: publicKey, dataDirectory: directory.value, concurrency: concurrency,
-            connections: connections)
+            connections: connections, offlineStore: offlineStore, sourceStatementTimeout: timeout)
     }
 }

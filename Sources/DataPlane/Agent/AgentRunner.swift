@@ -22,6 +22,8 @@ public struct AgentRunner: Service {
     /// This process's id, sent with hello, heartbeats and claims.
     public let instanceID: String
     let running = RunningJobs()
+    /// Where verified specs are kept for when the control plane is unreachable.
+    let definitionCache: DefinitionCache?
 
     /// Why the agent stopped.
     public struct Refusal: Error, CustomStringConvertible {
@@ -30,8 +32,12 @@ public struct AgentRunner: Service {
     }
 
     /// Creates a runner.
-    public init(configuration: AgentConfiguration, executors: [any JobExecutor], logger: Logger, instanceID: String = UUID().uuidString.lowercased()) {
+    public init(
+        configuration: AgentConfiguration, executors: [any JobExecutor], logger: Logger, definitionCache: DefinitionCache? = nil,
+        instanceID: String = UUID().uuidString.lowercased()
+    ) {
         self.configuration = configuration
+        self.definitionCache = definitionCache
         self.executors = executors
         var http = HTTPClient.Configuration()
         http.timeout.connect = .seconds(5)
@@ -158,6 +164,9 @@ public struct AgentRunner: Service {
         }
         metadata["larder.kind"] = .string(spec.kind.rawValue)
         if let view = spec.featureView { metadata["larder.view"] = .string(view) }
+        do { try definitionCache?.store(claimed.spec, spec: spec) } catch {
+            logger.warning("cannot cache the job's definitions", metadata: metadata.merging(["larder.reason": .string("\(error)")]) { $1 })
+        }
         guard let executor = executors.first(where: { $0.kinds.contains(spec.kind) }) else {
             await complete(claimed, JobCompletion(
                 leaseToken: claimed.leaseToken, outcome: .failed, startedAt: Date(), finishedAt: Date(),

@@ -44,23 +44,13 @@ public enum EntityKey: Sendable, Hashable, CustomStringConvertible {
         switch self {
         case .int(let value): return String(value)
         case .string(let value): return value
-        case .composite(let bytes):
-            var parts: [String] = []
-            var index = 0
-            while index < bytes.count {
-                let tag = bytes[index]
-                index += 1
-                if tag == 0 {
-                    parts.append(String(ByteReader.int64(bytes, at: index)))
-                    index += 8
-                } else {
-                    let length = Int(ByteReader.uint32(bytes, at: index))
-                    index += 4
-                    parts.append(String(decoding: bytes[index..<index + length], as: UTF8.self))
-                    index += length
+        case .composite:
+            return parts.map { part in
+                switch part {
+                case .int(let value): return String(value)
+                case .string(let value): return value
                 }
-            }
-            return parts.joined(separator: ",")
+            }.joined(separator: ",")
         }
     }
 }

@@ -20,6 +20,20 @@ extension PostgresURL {
         configuration.options.connectTimeout = .seconds(10)
         return configuration
     }
+
+    /// Opens one connection (no pool), for work that needs a single session.
+    public func connect(logger: Logger) async throws -> PostgresConnection {
+        let mode: PostgresConnection.Configuration.TLS
+        switch tls {
+        case .disable: mode = .disable
+        case .prefer: mode = .prefer(try NIOSSLContext(configuration: .makeClientConfiguration()))
+        case .require: mode = .require(try NIOSSLContext(configuration: .makeClientConfiguration()))
+        }
+        var configuration = PostgresConnection.Configuration(
+            host: host, port: port, username: username, password: password, database: database, tls: mode)
+        configuration.options.connectTimeout = .seconds(10)
+        return try await PostgresConnection.connect(configuration: configuration, id: Int.random(in: 1...Int.max), logger: logger)
+    }
 }
 
 extension PostgresConnection {

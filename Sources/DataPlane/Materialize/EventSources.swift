@@ -1,0 +1,227 @@
+import Foundation
+import Logging
+import PostgresNIO
+import Shared
+
+/// Reads the rows of a source whose event time falls in an interval, in
+/// batches of typed columns, in bounded memory.
+protocol EventSource {
+    /// The next batch, or nil when the source is exhausted.
+    mutating func next() async throws -> ColumnBatch?
+}
+
+/// A `FileSource`: its CSV files (paths or `*`/`?` patterns, inside the
+/// connection's folder), keeping the rows in `[from, to)`.
+struct CSVEventSource: EventSource {
+    let files: [URL]
+    let columns: [(name: String, type: ValueType)]
+    let timestampColumn: Int
+    let from: Int64
+    let to: Int64
+    private var current: CSVReader?
+    private var nextFile = 0
+
+    /// The files of `paths` on `connection`, in a stable order.
+    static func files(_ paths: [String], on connection: SourceConnection) throws -> [URL] {
+        var files: [URL] = []
+        for path in paths {
+            guard path.contains("*") || path.contains("?") else {
+                files.append(try connection.file(path))
+                continue
+            }
+            // A pattern: match the last component among the folder's entries.
+            let folderPath = (path as NSString).deletingLastPathComponent
+            let pattern = (path as NSString).lastPathComponent
+            let folder = folderPath.isEmpty ? try connection.file(".").deletingLastPathComponent() : try connection.file(folderPath)
+            let entries = (try? FileManager.default.contentsOfDirectory(atPath: folder.path)) ?? []
+            for entry in entries.sorted() where fnmatch(pattern, entry, 0) == 0 {
+                files.append(try connection.file(folderPath.isEmpty ? entry : folderPath + "/" + entry))
+            }
+        }
+        return files
+    }
+
+    init(files: [URL], columns: [(name: String, type: ValueType)], timestampColumn: Int, from: Int64, to: Int64) {
+        self.files = files
+        self.columns = columns
+        self.timestampColumn = timestampColumn
+        self.from = from
+        self.to = to
+    }
+
+    mutating func next() async throws -> ColumnBatch? {
+        while true {
+            if current == nil {
+                guard nextFile < files.count else { return nil }
+                current = try CSVReader(path: files[nextFile].path, schema: columns)
+                nextFile += 1
+            }
+            guard let batch = try current!.next() else {
+                current = nil
+                continue
+            }
+            // Keep the rows of the interval.
+            guard case .timestamp(let times) = batch.columns[timestampColumn] else { return batch }
+            var keep: [Int] = []
+            keep.reserveCapacity(times.count)
+            for (row, time) in times.enumerated() where time.map({ $0 >= from && $0 < to }) ?? false { keep.append(row) }
+            if keep.count == batch.count { return batch }
+            if keep.isEmpty { continue }
+            return ColumnBatch(names: batch.names, columns: batch.columns.map { $0.gathering(keep) })
+        }
+    }
+}
+
+/// A `PostgresSource`: one SELECT in the customer's database, in a
+/// read-only transaction with a statement timeout, the interval bound as
+/// parameters. Rows stream from the server in batches.
+final class PostgresEventSource: EventSource {
+    let connection: PostgresConnection
+    let columns: [(name: String, type: ValueType)]
+    let batchSize: Int
+    let logger: Logger
+    let timeout: Duration
+    private var iterator: PostgresRowSequence.AsyncIterator?
+    private var finished = false
+
+    /// The statement reading `columns` of `source` (through the view's
+    /// `transformation`, if any) for `$1 <= time < $2`. Every column is cast
+    /// to the declared type, so the rows decode the same whatever the
+    /// table's own types are.
+    static func statement(source: SourceDefinition, transformation: String?, columns: [(name: String, type: ValueType)]) throws -> String {
+        guard case .postgres(_, let relation) = source.connector else { throw JobExecutionError("not a PostgreSQL source", retryable: false) }
+        let from: String
+        switch relation {
+        case .table(let name): from = try SQLIdentifier.qualified(name)
+        case .query(let query): from = "(\(query)) AS larder_source"
+        }
+        var input = from
+        if let transformation {
+            guard transformation.contains("{{ source }}") || transformation.contains("{{source}}") else {
+                throw JobExecutionError("the view's sql must read its source as {{ source }}", retryable: false)
+            }
+            let expanded = transformation.replacingOccurrences(of: "{{ source }}", with: from).replacingOccurrences(of: "{{source}}", with: from)
+            input = "(\(expanded)) AS larder_transformed"
+        }
+        let select = columns.map { "\(SQLIdentifier.quote($0.name))::\(OfflineTable.sqlType($0.type))" }.joined(separator: ", ")
+        let time = SQLIdentifier.quote(source.timestampField)
+        return "SELECT \(select) FROM \(input) WHERE \(time) >= $1 AND \(time) < $2"
+    }
+
+    /// Starts reading: opens the read-only transaction and sends the query.
+    init(
+        connection: PostgresConnection, statement: String, columns: [(name: String, type: ValueType)], from: Int64, to: Int64,
+        timeout: Duration, batchSize: Int = 16_384, logger: Logger
+    ) async throws {
+        self.connection = connection
+        self.columns = columns
+        self.batchSize = batchSize
+        self.logger = logger
+        self.timeout = timeout
+        try await connection.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", logger: logger)
+        try await connection.execute(
+            "SELECT set_config('statement_timeout', \(String(timeout.components.seconds * 1_000 + timeout.components.attoseconds / 1_000_000_000_000_000)), true)", logger: logger)
+        var query = PostgresQuery(unsafeSQL: statement)
+        query.binds.append(Date(timeIntervalSince1970: Double(from) / 1_000_000))
+        query.binds.append(Date(timeIntervalSince1970: Double(to) / 1_000_000))
+        do {
+            iterator = try await connection.query(query, logger: logger).makeAsyncIterator()
+        } catch {
+            throw Self.explain(error, timeout: timeout)
+        }
+    }
+
+    func next() async throws -> ColumnBatch? {
+        guard !finished, var iterator else { return nil }
+        var values = columns.map { ColumnValues.empty($0.type, capacity: batchSize) }
+        var rows = 0
+        do {
+            while rows < batchSize, let row = try await iterator.next() {
+                let cells = PostgresRandomAccessRow(row)
+                for position in columns.indices {
+                    try values[position].append(cells[position])
+                }
+                rows += 1
+            }
+        } catch {
+            throw Self.explain(error, timeout: timeout)
+        }
+        self.iterator = iterator
+        if rows == 0 {
+            finished = true
+            try await connection.execute("COMMIT", logger: logger)
+            return nil
+        }
+        return ColumnBatch(names: columns.map(\.name), columns: values)
+    }
+
+    /// A failure of the source's query, in words: a timeout, or the server's message.
+    static func explain(_ error: any Error, timeout: Duration) -> any Error {
+        guard let error = error as? PSQLError else { return error }
+        let state = error.serverInfo?[.sqlState]
+        if state == "57014" {
+            return JobExecutionError("the source query ran longer than the statement timeout (\(timeout.components.seconds) s) and was cancelled", retryable: true)
+        }
+        if let message = error.serverInfo?[.message] {
+            // Errors in the query itself (a missing column, bad SQL) will not go away by retrying.
+            let permanent = state.map { $0.hasPrefix("42") || $0.hasPrefix("22") } ?? false
+            return JobExecutionError("the source query failed: \(message) (SQLSTATE \(state ?? "?"))", retryable: !permanent)
+        }
+        return JobExecutionError("the source database failed: \(String(reflecting: error))", retryable: true)
+    }
+}
+
+extension ColumnValues {
+    /// The values at `rows`, in that order.
+    func gathering(_ rows: [Int]) -> ColumnValues {
+        switch self {
+        case .int64(let values): return .int64(rows.map { values[$0] })
+        case .float64(let values): return .float64(rows.map { values[$0] })
+        case .bool(let values): return .bool(rows.map { values[$0] })
+        case .string(let values): return .string(rows.map { values[$0] })
+        case .timestamp(let values): return .timestamp(rows.map { values[$0] })
+        }
+    }
+
+    /// Appends the value of a cell of a row from PostgreSQL.
+    mutating func append(_ cell: PostgresCell) throws {
+        switch self {
+        case .int64(var values):
+            self = .int64([])
+            values.append(try cell.decode(Int64?.self))
+            self = .int64(values)
+        case .float64(var values):
+            self = .float64([])
+            values.append(try cell.decode(Double?.self))
+            self = .float64(values)
+        case .bool(var values):
+            self = .bool([])
+            values.append(try cell.decode(Bool?.self))
+            self = .bool(values)
+        case .string(var values):
+            self = .string([])
+            values.append(try cell.decode(String?.self))
+            self = .string(values)
+        case .timestamp(var values):
+            self = .timestamp([])
+            values.append(try cell.decode(Date?.self).map(MaterializationPlan.micros))
+            self = .timestamp(values)
+        }
+    }
+}
+
+/// Quoting of SQL identifiers (names are validated first; quoting makes any
+/// remaining oddity harmless).
+enum SQLIdentifier {
+    /// `name` as a quoted identifier.
+    static func quote(_ name: String) -> String { "\"" + name.replacingOccurrences(of: "\"", with: "\"\"") + "\"" }
+
+    /// A table name, optionally schema-qualified (`public.trips`), quoted part by part.
+    static func qualified(_ name: String) throws -> String {
+        let parts = name.split(separator: ".", omittingEmptySubsequences: false).map(String.init)
+        guard (1...2).contains(parts.count), parts.allSatisfy({ !$0.isEmpty && $0.unicodeScalars.allSatisfy { $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || $0 == "_") } }) else {
+            throw JobExecutionError("'\(name)' is not a table name such as public.trips", retryable: false)
+        }
+        return parts.map(quote).joined(separator: ".")
+    }
+}

@@ -1,0 +1,63 @@
+import Shared
+
+/// The declared per-feature metrics of a job: how many values, how many
+/// nulls, and for numbers their min, max and mean. Nothing else of the
+/// values leaves the agent.
+struct FeatureStatistics {
+    private var names: [String]
+    private var counts: [Int64]
+    private var nulls: [Int64]
+    private var minimums: [Double?]
+    private var maximums: [Double?]
+    private var sums: [Double]
+
+    init(features: [String]) {
+        names = features
+        counts = Array(repeating: 0, count: features.count)
+        nulls = counts
+        minimums = Array(repeating: nil, count: features.count)
+        maximums = minimums
+        sums = Array(repeating: 0, count: features.count)
+    }
+
+    /// Adds the values of one batch (one column per feature).
+    mutating func add(_ columns: [ColumnValues]) {
+        for (feature, column) in columns.enumerated() {
+            var count: Int64 = 0, missing: Int64 = 0, sum = 0.0
+            var low = minimums[feature], high = maximums[feature]
+            func numbers<T>(_ values: [T?], _ number: (T) -> Double) {
+                for value in values {
+                    guard let value else { missing += 1; continue }
+                    let x = number(value)
+                    count += 1
+                    sum += x
+                    if low.map({ x < $0 }) ?? true { low = x }
+                    if high.map({ x > $0 }) ?? true { high = x }
+                }
+            }
+            switch column {
+            case .int64(let values): numbers(values) { Double($0) }
+            case .float64(let values): numbers(values) { $0 }
+            case .timestamp(let values): numbers(values) { Double($0) / 1_000_000 }
+            case .bool(let values):
+                for value in values { if value == nil { missing += 1 } else { count += 1 } }
+            case .string(let values):
+                for value in values { if value == nil { missing += 1 } else { count += 1 } }
+            }
+            counts[feature] += count
+            nulls[feature] += missing
+            sums[feature] += sum
+            minimums[feature] = low
+            maximums[feature] = high
+        }
+    }
+
+    /// The summaries, one per feature.
+    var summaries: [FeatureSummary] {
+        names.indices.map { feature in
+            FeatureSummary(
+                feature: names[feature], count: counts[feature], nullCount: nulls[feature], min: minimums[feature], max: maximums[feature],
+                mean: minimums[feature] == nil || counts[feature] == 0 ? nil : sums[feature] / Double(counts[feature]))
+        }
+    }
+}

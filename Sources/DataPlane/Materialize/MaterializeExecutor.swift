@@ -1,0 +1,211 @@
+import Foundation
+import Logging
+import PostgresNIO
+import Shared
+
+/// Runs `materialize` jobs: reads the view's source for the job's interval,
+/// computes its features (plain columns, or time-window aggregations over
+/// tiles), replaces the interval in the offline store and writes the newest
+/// rows to the online store. Feature values stay in the customer's
+/// environment; only the declared metrics are returned.
+public struct MaterializeExecutor: JobExecutor {
+    let configuration: AgentConfiguration
+    let onlineStore: OnlineStore
+    let logger: Logger
+    /// Rows per batch: the memory bound of a plain view, with one batch of the source.
+    let batchSize: Int
+
+    /// Creates an executor writing to `onlineStore` and the configured offline store.
+    public init(configuration: AgentConfiguration, onlineStore: OnlineStore, logger: Logger, batchSize: Int = 16_384) {
+        self.configuration = configuration
+        self.onlineStore = onlineStore
+        self.logger = logger
+        self.batchSize = batchSize
+    }
+
+    public var kinds: Set<JobKind> { [.materialize] }
+
+    public func execute(_ spec: JobSpec, context: JobContext) async throws -> JobMetrics {
+        let plan: MaterializationPlan
+        do { plan = try MaterializationPlan(spec) } catch { throw JobExecutionError(error.description, retryable: false) }
+        var logger = logger
+        logger[metadataKey: "job"] = "\(spec.jobId)"
+        logger[metadataKey: "view"] = "\(plan.view)@v\(plan.version)"
+        return try await Materialization(plan: plan, executor: self, context: context, logger: logger).run()
+    }
+
+    func connection(named name: String) throws -> PostgresURL {
+        guard case .postgres(let url)? = configuration.connections[name] else {
+            throw JobExecutionError("this agent has no postgres connection named '\(name)' in its configuration", retryable: false)
+        }
+        return url
+    }
+}
+
+/// One run of one materialization job.
+struct Materialization {
+    let plan: MaterializationPlan
+    let executor: MaterializeExecutor
+    let context: JobContext
+    let logger: Logger
+
+    func run() async throws -> JobMetrics {
+        let online = plan.targets.online ? try onlineTable() : nil
+        var offline: (table: OfflineTable, url: PostgresURL)?
+        if plan.targets.offline {
+            guard let location = executor.configuration.offlineStore else {
+                throw JobExecutionError("the view keeps an offline store, but this agent's configuration has no offline_store", retryable: false)
+            }
+            offline = (OfflineTable(schema: location.schema, plan: plan), try executor.connection(named: location.connection))
+        }
+        var state = Progress(features: plan.outputs.map(\.name))
+        if let offline {
+            let connection = try await offline.url.connect(logger: logger)
+            do {
+                try await offline.table.create(on: connection, logger: logger)
+                try await offline.table.replaceInterval(on: connection, logger: logger) { writer in
+                    try await produce(into: &state) { batch in
+                        var encoder = CopyTextEncoder()
+                        batch.encode(into: &encoder)
+                        try await writer.write(encoder.buffer)
+                        try online?.upsert(batch.onlineRows)
+                    }
+                }
+                try await connection.close()
+            } catch {
+                try? await connection.close()
+                throw error
+            }
+        } else {
+            try await produce(into: &state) { batch in try online?.upsert(batch.onlineRows) }
+        }
+        if let online {
+            try online.sync()
+            let retired = executor.onlineStore.retire(view: plan.view, before: plan.version)
+            if !retired.isEmpty { logger.info("retired online tables of older versions", metadata: ["versions": "\(retired)"]) }
+        }
+        logger.info("materialized", metadata: ["rows_read": "\(state.rowsRead)", "rows_written": "\(state.rowsWritten)"])
+        return JobMetrics(
+            rowsRead: state.rowsRead, rowsWritten: state.rowsWritten, watermark: Date(timeIntervalSince1970: Double(plan.end) / 1_000_000),
+            features: state.statistics.summaries)
+    }
+
+    func onlineTable() throws -> OnlineTable {
+        do { return try executor.onlineStore.table(for: plan.onlineSchema) } catch {
+            throw JobExecutionError(error.description, retryable: false)
+        }
+    }
+
+    /// Counters of a run.
+    struct Progress {
+        var rowsRead: Int64 = 0
+        var rowsWritten: Int64 = 0
+        var batches = 0
+        var statistics: FeatureStatistics
+
+        init(features: [String]) { statistics = FeatureStatistics(features: features) }
+    }
+
+    /// Reads the source and hands each batch of output rows to `sink`.
+    func produce(into state: inout Progress, sink: (OutputBatch) async throws -> Void) async throws {
+        let columns = readColumns
+        let range = readRange
+        var source = try await openSource(columns: columns, from: range.from, to: range.to)
+        do {
+            try await produce(from: &source, columns: columns, into: &state, sink: sink)
+            if let postgres = source as? PostgresEventSource { try await postgres.connection.close() }
+        } catch {
+            if let postgres = source as? PostgresEventSource { try? await postgres.connection.close() }
+            throw error
+        }
+    }
+
+    func produce(
+        from source: inout any EventSource, columns: [(name: String, type: ValueType)], into state: inout Progress,
+        sink: (OutputBatch) async throws -> Void
+    ) async throws {
+        func emit(_ batch: OutputBatch) async throws {
+            guard batch.count > 0 else { return }
+            try Task.checkCancellation()
+            try await sink(batch)
+            state.rowsWritten += Int64(batch.count)
+            state.statistics.add(batch.features)
+            state.batches += 1
+            if state.batches % 16 == 0 {
+                await context.report(JobProgress(phase: "writing", rowsRead: state.rowsRead, rowsWritten: state.rowsWritten))
+            }
+        }
+        if plan.aggregations.isEmpty {
+            let projection = try PlainProjection(plan: plan, columns: columns)
+            while let batch = try await source.next() {
+                try Task.checkCancellation()
+                state.rowsRead += Int64(batch.count)
+                try await emit(projection.output(of: batch))
+            }
+        } else {
+            var windows = try WindowedProjection(plan: plan, columns: columns)
+            while let batch = try await source.next() {
+                try Task.checkCancellation()
+                state.rowsRead += Int64(batch.count)
+                windows.add(batch)
+            }
+            await context.report(JobProgress(phase: "aggregating", rowsRead: state.rowsRead))
+            for batch in windows.outputs(batchSize: executor.batchSize) { try await emit(batch) }
+        }
+    }
+
+    /// The source columns read, in order: join keys, event time, created
+    /// time (if any), then the columns features read.
+    var readColumns: [(name: String, type: ValueType)] {
+        var columns: [(name: String, type: ValueType)] = plan.keys.map { ($0.name, $0.type) }
+        columns.append((plan.source.timestampField, .timestamp))
+        if let created = plan.source.createdTimestampField { columns.append((created, .timestamp)) }
+        let types = plan.source.schema
+        var inputs: [String] = plan.features.map(\.sourceColumn) + plan.aggregations.map(\.column)
+        var seen = Set(columns.map(\.name))
+        inputs = inputs.filter { seen.insert($0).inserted }
+        for input in inputs {
+            // A transformation's columns are the view's features, typed as declared.
+            let type = plan.features.first(where: { $0.sourceColumn == input && plan.transformation != nil })?.type ?? types[input] ?? .float64
+            columns.append((input, type))
+        }
+        return columns
+    }
+
+    /// The event times read: the interval, or for aggregations the windows
+    /// ending at the interval's boundaries.
+    var readRange: (from: Int64, to: Int64) {
+        guard let window = WindowedProjection.boundaries(plan) else { return (plan.start, plan.end) }
+        return ((window.first - window.longest) * 1_000_000, window.last * 1_000_000)
+    }
+
+    func openSource(columns: [(name: String, type: ValueType)], from: Int64, to: Int64) async throws -> any EventSource {
+        switch plan.source.connector {
+        case .file(let name, let paths):
+            guard let connection = executor.configuration.connections[name], case .directory = connection else {
+                throw JobExecutionError("this agent has no directory connection named '\(name)' in its configuration", retryable: false)
+            }
+            let files: [URL]
+            do { files = try CSVEventSource.files(paths, on: connection) } catch { throw JobExecutionError("\(error)", retryable: false) }
+            guard !files.isEmpty else { throw JobExecutionError("no file of source \(plan.source.name) matches \(paths)", retryable: true) }
+            return CSVEventSource(files: files, columns: columns, timestampColumn: plan.keys.count, from: from, to: to)
+        case .postgres(let name, _):
+            let url = try executor.connection(named: name)
+            let statement = try PostgresEventSource.statement(source: plan.source, transformation: plan.transformation, columns: columns)
+            let connection: PostgresConnection
+            do { connection = try await url.connect(logger: logger) } catch {
+                throw JobExecutionError("cannot connect to the source database '\(name)': \(String(reflecting: error))", retryable: true)
+            }
+            do {
+                return try await PostgresEventSource(
+                    connection: connection, statement: statement, columns: columns, from: from, to: to,
+                    timeout: executor.configuration.sourceStatementTimeout, batchSize: executor.batchSize, logger: logger)
+            } catch {
+                try? await connection.close()
+                throw error
+            }
+        case .push:
+            throw JobExecutionError("source \(plan.source.name) is pushed by clients; there is nothing to read", retryable: false)
+        }
+    }
+}

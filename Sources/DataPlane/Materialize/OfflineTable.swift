@@ -1,0 +1,195 @@
+import Foundation
+import Logging
+import PostgresNIO
+import Shared
+
+/// One feature-view version's table in the offline store: a table in the
+/// customer's PostgreSQL, in the schema the agent's configuration names.
+///
+/// Columns: the join keys, `event_timestamp`, `created_timestamp` (null when
+/// the source has none), then the features. A job replaces its interval in
+/// one transaction — delete what the interval held, COPY the new rows in —
+/// so a rerun, or a retry after a crash half-way, leaves exactly one copy of
+/// each row.
+struct OfflineTable: Sendable {
+    let schema: String
+    let plan: MaterializationPlan
+
+    /// The table's name: `<view>__v<version>`.
+    var name: String { "\(plan.view)__v\(plan.version)" }
+
+    /// The schema-qualified, quoted name.
+    var qualifiedName: String { SQLIdentifier.quote(schema) + "." + SQLIdentifier.quote(name) }
+
+    /// The columns, in order, with their SQL types.
+    var columns: [(name: String, type: ValueType)] {
+        plan.keys.map { ($0.name, $0.type) } + [("event_timestamp", .timestamp), ("created_timestamp", .timestamp)]
+            + plan.outputs.map { ($0.name, $0.type) }
+    }
+
+    /// Whether the stores can hold values of `type`.
+    static func supports(_ type: ValueType) -> Bool {
+        switch type {
+        case .int64, .int32, .float64, .float32, .bool, .string, .bytes, .timestamp: return true
+        default: return false
+        }
+    }
+
+    /// The PostgreSQL type of a column of `type`.
+    static func sqlType(_ type: ValueType) -> String {
+        switch type {
+        case .int64: return "bigint"
+        case .int32: return "integer"
+        case .float64: return "double precision"
+        case .float32: return "real"
+        case .bool: return "boolean"
+        case .timestamp: return "timestamptz"
+        default: return "text"
+        }
+    }
+
+    /// Creates the schema and table if missing. Serialised by an advisory
+    /// lock, so jobs of one view starting together do not race on the DDL.
+    func create(on connection: PostgresConnection, logger: Logger) async throws {
+        guard Identifier.isValid(schema), Identifier.isValid(name) else {
+            throw JobExecutionError(
+                "offline store: '\(schema).\(name)' is not a valid table name (at most \(Identifier.maximumLength) characters)", retryable: false)
+        }
+        let keys = (plan.keys.map(\.name) + ["event_timestamp"]).map(SQLIdentifier.quote).joined(separator: ", ")
+        // Feature columns may be null; keys and event times never are.
+        var definitions: [String] = []
+        for (index, column) in columns.enumerated() {
+            let nullable = index >= plan.keys.count + 1
+            definitions.append(SQLIdentifier.quote(column.name) + " " + Self.sqlType(column.type) + (nullable ? "" : " NOT NULL"))
+        }
+        try await connection.inTransaction(logger: logger) { connection in
+            try await connection.execute("SELECT pg_advisory_xact_lock(hashtext(\(qualifiedName)))", logger: logger)
+            try await connection.execute(PostgresQuery(unsafeSQL: "CREATE SCHEMA IF NOT EXISTS \(SQLIdentifier.quote(schema))"), logger: logger)
+            try await connection.execute(
+                PostgresQuery(unsafeSQL: "CREATE TABLE IF NOT EXISTS \(qualifiedName) (\(definitions.joined(separator: ", ")))"), logger: logger)
+            try await connection.execute(
+                PostgresQuery(unsafeSQL: "CREATE INDEX IF NOT EXISTS \(SQLIdentifier.quote(name + "_keys_time")) ON \(qualifiedName) (\(keys))"),
+                logger: logger)
+        }
+    }
+
+    /// Replaces the rows of the job's interval with those `produce` writes,
+    /// in one transaction. Plain views own `[start, end)`; aggregation rows
+    /// sit at window boundaries and own `(start, end]`.
+    func replaceInterval(
+        on connection: PostgresConnection, logger: Logger, produce: (PostgresCopyFromWriter) async throws -> Void
+    ) async throws {
+        let start = Date(timeIntervalSince1970: Double(plan.start) / 1_000_000)
+        let end = Date(timeIntervalSince1970: Double(plan.end) / 1_000_000)
+        let range = plan.aggregations.isEmpty ? "event_timestamp >= $1 AND event_timestamp < $2" : "event_timestamp > $1 AND event_timestamp <= $2"
+        try await connection.inTransaction(logger: logger) { connection in
+            var delete = PostgresQuery(unsafeSQL: "DELETE FROM \(qualifiedName) WHERE \(range)")
+            delete.binds.append(start)
+            delete.binds.append(end)
+            try await connection.execute(delete, logger: logger)
+            // COPY names the table unqualified: the schema comes from the search path, for this transaction only.
+            try await connection.execute(PostgresQuery(unsafeSQL: "SET LOCAL search_path TO \(SQLIdentifier.quote(schema))"), logger: logger)
+            try await connection.copyFrom(table: name, columns: columns.map(\.name), logger: logger, writeData: produce)
+        }
+    }
+}
+
+/// Writes rows in PostgreSQL's COPY text format: tab-separated, `\N` for null,
+/// backslash escapes, timestamps in UTC with microseconds.
+struct CopyTextEncoder {
+    var buffer = ByteBuffer()
+
+    mutating func null() { buffer.writeStaticString("\\N") }
+    mutating func separator() { buffer.writeInteger(UInt8(ascii: "\t")) }
+    mutating func endRow() { buffer.writeInteger(UInt8(ascii: "\n")) }
+
+    mutating func int(_ value: Int64) {
+        var digits = (UInt8(0), UInt8(0), UInt8(0), UInt8(0), UInt8(0), UInt8(0), UInt8(0), UInt8(0), UInt8(0), UInt8(0),
+                      UInt8(0), UInt8(0), UInt8(0), UInt8(0), UInt8(0), UInt8(0), UInt8(0), UInt8(0), UInt8(0), UInt8(0))
+        var magnitude = value.magnitude
+        var count = 0
+        withUnsafeMutableBytes(of: &digits) { raw in
+            repeat {
+                raw[19 - count] = UInt8(ascii: "0") + UInt8(magnitude % 10)
+                magnitude /= 10
+                count += 1
+            } while magnitude > 0
+            if value < 0 { buffer.writeInteger(UInt8(ascii: "-")) }
+            buffer.writeBytes(UnsafeRawBufferPointer(rebasing: raw[(20 - count)...]))
+        }
+    }
+
+    mutating func double(_ value: Double) {
+        if value.isNaN { buffer.writeStaticString("NaN") } else if value.isInfinite { buffer.writeStaticString(value < 0 ? "-Infinity" : "Infinity") } else {
+            buffer.writeString(value.description)
+        }
+    }
+
+    mutating func bool(_ value: Bool) { buffer.writeInteger(UInt8(ascii: value ? "t" : "f")) }
+
+    mutating func string(_ value: String) {
+        for byte in value.utf8 {
+            switch byte {
+            case UInt8(ascii: "\\"): buffer.writeStaticString("\\\\")
+            case UInt8(ascii: "\t"): buffer.writeStaticString("\\t")
+            case UInt8(ascii: "\n"): buffer.writeStaticString("\\n")
+            case UInt8(ascii: "\r"): buffer.writeStaticString("\\r")
+            default: buffer.writeInteger(byte)
+            }
+        }
+    }
+
+    /// Microseconds since the epoch as `YYYY-MM-DD HH:MM:SS.ffffff+00`.
+    mutating func timestamp(_ micros: Int64) {
+        let seconds = micros >= 0 ? micros / 1_000_000 : (micros - 999_999) / 1_000_000
+        let fraction = micros - seconds * 1_000_000
+        let days = seconds >= 0 ? seconds / 86_400 : (seconds - 86_399) / 86_400
+        let secondOfDay = seconds - days * 86_400
+        // Civil date from days since 1970-01-01 (Hinnant's algorithm).
+        let shifted = days + 719_468
+        let era = (shifted >= 0 ? shifted : shifted - 146_096) / 146_097
+        let dayOfEra = shifted - era * 146_097
+        let yearOfEra = (dayOfEra - dayOfEra / 1_460 + dayOfEra / 36_524 - dayOfEra / 146_096) / 365
+        let dayOfYear = dayOfEra - (365 * yearOfEra + yearOfEra / 4 - yearOfEra / 100)
+        let monthIndex = (5 * dayOfYear + 2) / 153
+        let day = dayOfYear - (153 * monthIndex + 2) / 5 + 1
+        let month = monthIndex < 10 ? monthIndex + 3 : monthIndex - 9
+        let year = yearOfEra + era * 400 + (month <= 2 ? 1 : 0)
+        padded(year, 4)
+        buffer.writeInteger(UInt8(ascii: "-"))
+        padded(month, 2)
+        buffer.writeInteger(UInt8(ascii: "-"))
+        padded(day, 2)
+        buffer.writeInteger(UInt8(ascii: " "))
+        padded(secondOfDay / 3_600, 2)
+        buffer.writeInteger(UInt8(ascii: ":"))
+        padded(secondOfDay / 60 % 60, 2)
+        buffer.writeInteger(UInt8(ascii: ":"))
+        padded(secondOfDay % 60, 2)
+        buffer.writeInteger(UInt8(ascii: "."))
+        padded(fraction, 6)
+        buffer.writeStaticString("+00")
+    }
+
+    private mutating func padded(_ value: Int64, _ width: Int) {
+        var divisor: Int64 = 1
+        for _ in 1..<width { divisor *= 10 }
+        var rest = value
+        while divisor > 0 {
+            buffer.writeInteger(UInt8(ascii: "0") + UInt8(rest / divisor % 10))
+            rest %= divisor
+            divisor /= 10
+        }
+    }
+
+    /// Appends the value of `column` at `row`.
+    mutating func value(_ column: ColumnValues, _ row: Int) {
+        switch column {
+        case .int64(let values): if let value = values[row] { int(value) } else { null() }
+        case .float64(let values): if let value = values[row] { double(value) } else { null() }
+        case .bool(let values): if let value = values[row] { bool(value) } else { null() }
+        case .string(let values): if let value = values[row] { string(value) } else { null() }
+        case .timestamp(let values): if let value = values[row] { timestamp(value) } else { null() }
+        }
+    }
+}

@@ -1,0 +1,219 @@
+import Shared
+
+/// Turns source batches of a plain view into output rows: the entity from
+/// the join key columns, the event and created times, and each feature's column.
+struct PlainProjection {
+    let keyColumns: Int
+    let createdColumn: Int?
+    /// For each output feature, the source column it reads and its type.
+    let features: [(column: Int, type: ValueType)]
+
+    init(plan: MaterializationPlan, columns: [(name: String, type: ValueType)]) throws {
+        keyColumns = plan.keys.count
+        createdColumn = plan.source.createdTimestampField.flatMap { name in columns.firstIndex { $0.name == name } }
+        features = try plan.features.map { feature in
+            guard let index = columns.firstIndex(where: { $0.name == feature.sourceColumn }) else {
+                throw JobExecutionError("feature \(feature.name) reads column \(feature.sourceColumn), which the source does not have", retryable: false)
+            }
+            return (index, feature.type)
+        }
+    }
+
+    func output(of batch: ColumnBatch) throws -> OutputBatch {
+        let count = batch.count
+        var keys: [EntityKey] = []
+        keys.reserveCapacity(count)
+        var valid: [Int] = []
+        valid.reserveCapacity(count)
+        guard case .timestamp(let times) = batch.columns[keyColumns] else { throw JobExecutionError("the event time is not a timestamp", retryable: false) }
+        // Rows without an entity or an event time cannot be stored: they are skipped.
+        if keyColumns == 1 {
+            switch batch.columns[0] {
+            case .int64(let values):
+                for row in 0..<count { if let value = values[row], times[row] != nil { keys.append(.int(value)); valid.append(row) } }
+            case .string(let values):
+                for row in 0..<count { if let value = values[row], times[row] != nil { keys.append(.string(value)); valid.append(row) } }
+            default: throw JobExecutionError("join keys must be integers or strings", retryable: false)
+            }
+        } else {
+            rows: for row in 0..<count where times[row] != nil {
+                var parts: [EntityKey.Part] = []
+                for column in 0..<keyColumns {
+                    switch batch.columns[column] {
+                    case .int64(let values): guard let value = values[row] else { continue rows }; parts.append(.int(value))
+                    case .string(let values): guard let value = values[row] else { continue rows }; parts.append(.string(value))
+                    default: throw JobExecutionError("join keys must be integers or strings", retryable: false)
+                    }
+                }
+                keys.append(EntityKey(parts))
+                valid.append(row)
+            }
+        }
+        let whole = valid.count == count
+        func pick(_ column: ColumnValues) -> ColumnValues { whole ? column : column.gathering(valid) }
+        let eventTimes = valid.map { times[$0]! }
+        var createdTimes: [Int64?] = Array(repeating: nil, count: valid.count)
+        if let createdColumn, case .timestamp(let created) = batch.columns[createdColumn] { createdTimes = valid.map { created[$0] } }
+        let values = try features.map { feature -> ColumnValues in
+            let column = pick(batch.columns[feature.column])
+            switch (column, feature.type) {
+            case (.int64(let values), .float64), (.int64(let values), .float32): return .float64(values.map { $0.map(Double.init) })
+            case (.int64, .int64), (.int64, .int32), (.float64, .float64), (.float64, .float32), (.bool, .bool), (.string, .string),
+                (.string, .bytes), (.timestamp, .timestamp):
+                return column
+            default:
+                throw JobExecutionError("a feature of type \(feature.type.rawValue) cannot read a column of another type", retryable: false)
+            }
+        }
+        return OutputBatch(keys: keys, eventTimes: eventTimes, createdTimes: createdTimes, features: values)
+    }
+}
+
+/// Folds source batches of an aggregation view into per-entity tiles, then
+/// emits each entity's window values at the boundaries of the interval.
+///
+/// Memory is bounded by entities × tiles in the read range, not by events.
+struct WindowedProjection {
+    let plan: MaterializationPlan
+    let aggregator: WindowAggregator
+    let keyColumns: Int
+    let createdColumn: Int?
+    /// The source column of each distinct aggregated input.
+    let inputColumns: [Int]
+    let first: Int64
+    let last: Int64
+    /// Output types, one per windowed feature.
+    let outputTypes: [ValueType]
+    private var tiles: [EntityKey: [Int64: [PartialAggregate]]] = [:]
+
+    /// The first and last boundaries (seconds) the interval owns, `(start, end]`,
+    /// and the longest window; nil for plain views.
+    static func boundaries(_ plan: MaterializationPlan) -> (first: Int64, last: Int64, longest: Int64)? {
+        guard let tile = plan.slide, tile > 0, !plan.aggregations.isEmpty else { return nil }
+        let start = floorDivide(plan.start, 1_000_000), end = floorDivide(plan.end, 1_000_000)
+        let first = (floorDivide(start, tile) + 1) * tile
+        let last = floorDivide(end, tile) * tile
+        let longest = plan.aggregations.flatMap(\.windows).map(\.seconds).max() ?? tile
+        return (first, last, longest)
+    }
+
+    static func floorDivide(_ value: Int64, _ divisor: Int64) -> Int64 {
+        value >= 0 ? value / divisor : -((-value + divisor - 1) / divisor)
+    }
+
+    init(plan: MaterializationPlan, columns: [(name: String, type: ValueType)]) throws {
+        guard let bounds = Self.boundaries(plan), let tile = plan.slide else {
+            throw JobExecutionError("aggregations need a slide", retryable: false)
+        }
+        self.plan = plan
+        keyColumns = plan.keys.count
+        createdColumn = plan.source.createdTimestampField.flatMap { name in columns.firstIndex { $0.name == name } }
+        var inputs: [String] = []
+        var features: [WindowedFeature] = []
+        var types: [ValueType] = []
+        let schema = plan.source.schema
+        for aggregation in plan.aggregations {
+            let type = schema[aggregation.column] ?? .float64
+            if !(type.isNumeric || type == .timestamp), aggregation.function != .count {
+                throw JobExecutionError("\(aggregation.function.rawValue) over \(aggregation.column) (\(type.rawValue)) is not supported", retryable: false)
+            }
+            if !inputs.contains(aggregation.column) { inputs.append(aggregation.column) }
+            for window in aggregation.windows {
+                features.append(WindowedFeature(function: aggregation.function, input: inputs.firstIndex(of: aggregation.column)!, window: window.seconds))
+                types.append(aggregation.function.outputType(for: type) ?? .float64)
+            }
+        }
+        inputColumns = try inputs.map { name in
+            guard let index = columns.firstIndex(where: { $0.name == name }) else {
+                throw JobExecutionError("the source has no column \(name)", retryable: false)
+            }
+            return index
+        }
+        do { aggregator = try WindowAggregator(tile: tile, features: features) } catch {
+            throw JobExecutionError(error.description, retryable: false)
+        }
+        outputTypes = types
+        first = bounds.first
+        last = bounds.last
+    }
+
+    /// Adds the events of a batch to their entities' tiles.
+    mutating func add(_ batch: ColumnBatch) {
+        guard case .timestamp(let times) = batch.columns[keyColumns] else { return }
+        var created: [Int64?]?
+        if let createdColumn, case .timestamp(let values) = batch.columns[createdColumn] { created = values }
+        // Each input as numbers; a non-numeric column counts as 1 where it has a value.
+        let inputs: [[Double?]] = inputColumns.map { column in
+            switch batch.columns[column] {
+            case .int64(let values), .timestamp(let values): return values.map { $0.map(Double.init) }
+            case .float64(let values): return values
+            case .bool(let values): return values.map { $0.map { $0 ? 1 : 0 } }
+            case .string(let values): return values.map { $0 == nil ? nil : 1 }
+            }
+        }
+        let width = inputColumns.count
+        for row in 0..<batch.count {
+            guard let time = times[row], let key = key(batch, row) else { continue }
+            let seconds = Self.floorDivide(time, 1_000_000)
+            let createdSeconds = created?[row].map { Self.floorDivide($0, 1_000_000) } ?? 0
+            let index = aggregator.tileIndex(of: seconds)
+            tiles[key, default: [:]][index, default: Array(repeating: PartialAggregate(), count: width)].withEach { position, aggregate in
+                aggregate.add(inputs[position][row], time: seconds, created: createdSeconds)
+            }
+        }
+    }
+
+    private func key(_ batch: ColumnBatch, _ row: Int) -> EntityKey? {
+        var parts: [EntityKey.Part] = []
+        for column in 0..<keyColumns {
+            switch batch.columns[column] {
+            case .int64(let values): guard let value = values[row] else { return nil }; parts.append(.int(value))
+            case .string(let values): guard let value = values[row] else { return nil }; parts.append(.string(value))
+            default: return nil
+            }
+        }
+        return EntityKey(parts)
+    }
+
+    /// The window values of every entity at each boundary of the interval
+    /// where a value changes, in batches.
+    func outputs(batchSize: Int) -> [OutputBatch] {
+        var batches: [OutputBatch] = []
+        var keys: [EntityKey] = [], times: [Int64] = [], rows: [[Double?]] = []
+        func flush() {
+            guard !keys.isEmpty else { return }
+            let columns = outputTypes.enumerated().map { feature, type -> ColumnValues in
+                let values = rows.map { $0[feature] }
+                switch type {
+                case .int64, .int32: return .int64(values.map { $0.map { Int64($0.rounded()) } })
+                case .timestamp: return .timestamp(values.map { $0.map { Int64($0.rounded()) } })
+                case .bool: return .bool(values.map { $0.map { $0 != 0 } })
+                default: return .float64(values)
+                }
+            }
+            batches.append(OutputBatch(keys: keys, eventTimes: times, createdTimes: Array(repeating: nil, count: keys.count), features: columns))
+            keys = []
+            times = []
+            rows = []
+        }
+        guard first <= last else { return [] }
+        for (key, entityTiles) in tiles {
+            for row in aggregator.rows(tiles: entityTiles, from: first, to: last) {
+                keys.append(key)
+                times.append(row.boundary * 1_000_000)
+                rows.append(row.values)
+                if keys.count >= batchSize { flush() }
+            }
+        }
+        flush()
+        return batches
+    }
+}
+
+extension Array {
+    /// Calls `body` on each element in place.
+    @inline(__always)
+    mutating func withEach(_ body: (Int, inout Element) -> Void) {
+        for index in indices { body(index, &self[index]) }
+    }
+}

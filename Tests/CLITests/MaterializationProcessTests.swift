@@ -1,0 +1,291 @@
+import DataPlane
+import Foundation
+import Logging
+import PostgresNIO
+import Shared
+import Testing
+import TestSupport
+
+/// A control plane, a customer database and CSV folder with generated data,
+/// and a real `larder-agent` configured to read them and keep its stores there.
+struct MaterializationWorld {
+    var jobs: JobsWorld
+    let customer: PostgresURL
+    let files: URL
+    let drivers: Int
+    let hours: Int
+    static let day0 = RFC3339.parse("2025-01-01T00:00:00Z")!
+
+    /// Writes `drivers × hours` hourly rows of driver_hourly_stats.csv and
+    /// `trips` rows of public.trips, then the agent's configuration.
+    static func make(
+        registry: PostgresURL, customer: PostgresURL, drivers: Int, hours: Int, trips: Int, environment: [String: String] = [:]
+    ) async throws -> MaterializationWorld {
+        let jobs = try await JobsWorld.make(database: registry, agents: 1, environment: environment)
+        let files = jobs.folder.appendingPathComponent("files")
+        try FileManager.default.createDirectory(at: files, withIntermediateDirectories: true)
+        var csv = "driver_id,event_timestamp,created,conv_rate,acc_rate,avg_daily_trips\n"
+        for hour in 0..<hours {
+            for driver in 0..<drivers {
+                let time = RFC3339.format(day0.addingTimeInterval(Double(hour) * 3_600))
+                let (conv, acc, trips) = values(driver: driver, hour: hour)
+                csv += "\(1_000 + driver),\(time),\(time),\(conv.map { String($0) } ?? ""),\(acc),\(trips)\n"
+            }
+        }
+        try csv.write(to: files.appendingPathComponent("driver_hourly_stats.csv"), atomically: true, encoding: .utf8)
+        try await TestDatabase.withClient(customer) { client in
+            let logger = Logger(label: "test")
+            try await client.execute(
+                """
+                CREATE TABLE public.trips (trip_id bigint, driver_id bigint, customer_id text, fare numeric(10,2),
+                    distance_km real, rating integer, completed_at timestamptz)
+                """, logger: logger)
+            // Pseudo-random times over the hours, inserted out of order.
+            try await client.execute(
+                """
+                INSERT INTO public.trips
+                SELECT g, 1000 + (g * 7) % \(drivers), 'c' || (g % 37), (g % 50) + 0.25, (g % 13) + 0.5,
+                       CASE WHEN g % 11 = 0 THEN NULL ELSE g % 5 + 1 END,
+                       timestamptz '2025-01-01 00:00:00+00' + ((g::bigint * 7919) % \(hours * 3_600)) * interval '1 second'
+                FROM generate_series(1, \(trips)) g
+                """, logger: logger)
+        }
+        return MaterializationWorld(jobs: jobs, customer: customer, files: files, drivers: drivers, hours: hours)
+    }
+
+    /// The generated values of one driver and hour (conv_rate is sometimes null).
+    static func values(driver: Int, hour: Int) -> (conv: Double?, acc: Double, trips: Int) {
+        let conv: Double? = (driver + hour) % 17 == 0 ? nil : Double((driver * 31 + hour) % 100) / 100
+        return (conv, Double((driver * 7 + hour * 3) % 100) / 100, (driver + hour) % 40)
+    }
+
+    /// Writes the agent's configuration and starts `larder-agent`.
+    func startAgent(timeout: String = "10m") throws -> AgentProcess {
+        let url = jobs.folder.appendingPathComponent("agent-1.yaml")
+        try """
+            control_plane: \(jobs.server.baseURL)
+            public_key: \(jobs.publicKey)
+            data_directory: \(dataDirectory.path)
+            concurrency: 2
+            source_statement_timeout: \(timeout)
+            connections:
+              local_files:
+                directory: \(files.path)
+              rides_db:
+                postgres: \(customer.urlString)
+            offline_store:
+              connection: rides_db
+              schema: larder_offline
+
+            """.write(to: url, atomically: true, encoding: .utf8)
+        return try AgentProcess(name: "agent-1", config: url, token: jobs.agentTokens["agent-1"]!, jobMilliseconds: 0, binary: "larder-agent")
+    }
+
+    var dataDirectory: URL { jobs.folder.appendingPathComponent("agent-1") }
+
+    /// Materializes `view` over hours `[from, to)` in daily (or `chunk`) pieces and waits for the backfill.
+    func materialize(_ view: String, hours range: Range<Int>, chunk: String = "1d", timeout: TimeInterval = 120) async throws -> JobDetailResource {
+        let started = try await jobs.admin.materialize(
+            MaterializeRequest(
+                featureView: view, start: Self.day0.addingTimeInterval(Double(range.lowerBound) * 3_600),
+                end: Self.day0.addingTimeInterval(Double(range.upperBound) * 3_600), chunk: chunk),
+            workspace: JobsWorld.workspace)
+        return try await jobs.waitUntilFinished(started.backfill.id, timeout: timeout)
+    }
+
+    /// Rows, and a digest of every row, of an offline table.
+    func offline(_ table: String) async throws -> (count: Int, digest: String) {
+        try await TestDatabase.withClient(customer) { client in
+            let rows = try await client.query(
+                PostgresQuery(unsafeSQL: "SELECT count(*)::int, coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '') FROM larder_offline.\"\(table)\" t"),
+                logger: Logger(label: "test"))
+            for try await (count, digest) in rows.decode((Int, String).self) { return (count, digest) }
+            return (0, "")
+        }
+    }
+
+    /// Runs a query on the customer database that returns one integer.
+    func count(_ sql: String) async throws -> Int {
+        try await TestDatabase.withClient(customer) { client in
+            let rows = try await client.query(PostgresQuery(unsafeSQL: sql), logger: Logger(label: "test"))
+            for try await count in rows.decode(Int.self) { return count }
+            return -1
+        }
+    }
+}
+
+@Suite("Materialization by a real agent: sources, offline and online stores", .serialized)
+struct MaterializationProcessTests {
+    static func withWorld(
+        drivers: Int, hours: Int, trips: Int, environment: [String: String] = [:], _ body: (MaterializationWorld) async throws -> Void
+    ) async throws {
+        try await TestDatabase.withIsolatedDatabase { registry in
+            try await TestDatabase.withIsolatedDatabase { customer in
+                let world = try await MaterializationWorld.make(
+                    registry: registry, customer: customer, drivers: drivers, hours: hours, trips: trips, environment: environment)
+                defer { _ = world.jobs.server.stop() }   // before the databases are dropped
+                try await body(world)
+            }
+        }
+    }
+
+    @Test("CSV and PostgreSQL sources: exact offline rows, reruns replace rather than duplicate, online keeps each entity's newest row")
+    func materializes() async throws {
+        try await Self.withWorld(drivers: 40, hours: 72, trips: 5_000) { world in
+            let agent = try world.startAgent()
+            // Days 1–2 first, then day 0: the older backfill must not move online values back.
+            let later = try await world.materialize("driver_hourly_stats", hours: 24..<72)
+            #expect(later.job.state == .succeeded, "\(later.job) \(agent.log.suffix(3_000))")
+            let earlier = try await world.materialize("driver_hourly_stats", hours: 0..<24)
+            #expect(earlier.job.state == .succeeded)
+            let first = try await world.offline("driver_hourly_stats__v1")
+            #expect(first.count == 40 * 72)
+            // Declared metrics of one day's chunk: rows and per-feature statistics, no values.
+            let chunk = try #require(try await world.jobs.chunks(of: earlier.job.id).first)
+            let metrics = try #require(chunk.metrics)
+            #expect(metrics.rowsRead == 40 * 24 && metrics.rowsWritten == 40 * 24)
+            let nulls = (0..<40).flatMap { driver in (0..<24).filter { (driver + $0) % 17 == 0 } }.count
+            #expect(metrics.features.map(\.feature) == ["conv_rate", "acc_rate", "avg_daily_trips"])
+            #expect(metrics.features.first?.nullCount == Int64(nulls))
+            #expect(metrics.features.last?.max == 39)
+
+            // A rerun replaces the interval: the same rows, once.
+            let rerun = try await world.materialize("driver_hourly_stats", hours: 0..<72, chunk: "12h")
+            #expect(rerun.job.state == .succeeded)
+            #expect(try await world.offline("driver_hourly_stats__v1") == first)
+
+            // Window aggregations from PostgreSQL, checked against a brute-force count in SQL at every stored boundary
+            // and at probe times between them (the value at t is the last row at or before t).
+            let windows = try await world.materialize("driver_trip_aggregates", hours: 0..<72)
+            #expect(windows.job.state == .succeeded, "\(agent.log.suffix(3_000))")
+            #expect(try await world.count("SELECT count(*)::int FROM larder_offline.driver_trip_aggregates__v1") > 0)
+            let wrong = try await world.count(
+                """
+                SELECT count(*)::int FROM (
+                    SELECT d.driver_id, p.t FROM generate_series(1000, 1039) d(driver_id),
+                        generate_series(timestamptz '2025-01-01 00:00:01+00', timestamptz '2025-01-03 23:59:59+00', interval '97 minutes') p(t)) probe
+                LEFT JOIN LATERAL (SELECT * FROM larder_offline.driver_trip_aggregates__v1 o
+                    WHERE o.driver_id = probe.driver_id AND o.event_timestamp <= probe.t ORDER BY o.event_timestamp DESC LIMIT 1) o ON true
+                CROSS JOIN LATERAL (SELECT date_trunc('hour', probe.t) AS b) boundary
+                CROSS JOIN LATERAL (SELECT
+                    count(*) FILTER (WHERE completed_at >= b - interval '1 hour') AS c1h,
+                    count(*) FILTER (WHERE completed_at >= b - interval '1 day') AS c1d,
+                    count(*) AS c7d,
+                    avg(fare) FILTER (WHERE completed_at >= b - interval '1 day') AS fare1d,
+                    sum(distance_km) AS distance7d
+                    FROM public.trips t WHERE t.driver_id = probe.driver_id AND completed_at >= b - interval '7 days' AND completed_at < b) truth
+                WHERE coalesce(o.trips_count_1h, 0) <> truth.c1h OR coalesce(o.trips_count_1d, 0) <> truth.c1d
+                   OR coalesce(o.trips_count_7d, 0) <> truth.c7d
+                   OR abs(coalesce(o.fare_mean_1d, -1) - coalesce(truth.fare1d, -1)) > 1e-9
+                   OR abs(coalesce(o.distance_km_sum_7d, -1) - coalesce(truth.distance7d, -1)) > 1e-3
+                """)
+            #expect(wrong == 0)
+
+            // A SQL transformation run in the customer's database.
+            let transformed = try await world.materialize("customer_trip_stats", hours: 0..<72)
+            #expect(transformed.job.state == .succeeded, "\(agent.log.suffix(3_000))")
+            #expect(try await world.count("SELECT count(*)::int FROM larder_offline.customer_trip_stats__v1") == 5_000)
+            #expect(try await world.count(
+                "SELECT count(*)::int FROM larder_offline.customer_trip_stats__v1 o JOIN public.trips t ON t.customer_id = o.customer_id AND t.completed_at = o.event_timestamp AND o.rating IS NOT DISTINCT FROM t.rating") >= 5_000)
+            #expect(agent.stop() == 0)
+
+            // The online store, reopened from the agent's disk: each driver's newest hour.
+            let store = try OnlineStore(directory: world.dataDirectory.appendingPathComponent("online").path)
+            let table = try #require(store.table(view: "driver_hourly_stats", version: 1))
+            let lastHour = MaterializationWorld.day0.addingTimeInterval(71 * 3_600)
+            let now = Int64(lastHour.timeIntervalSince1970 * 1_000_000)
+            for driver in 0..<40 {
+                let (conv, acc, trips) = MaterializationWorld.values(driver: driver, hour: 71)
+                #expect(table.lookup(.int(Int64(1_000 + driver)), now: now) == .present(OnlineRecord(
+                    eventTime: now, createdTime: now, values: [conv.map(FeatureValue.double) ?? .null, .double(acc), .int(Int64(trips))])))
+            }
+            // TTL (2 days): past it the value reads as expired.
+            if case .expired = table.lookup(.int(1_000), now: now + 2 * 86_400 * 1_000_000 + 1) {} else { Issue.record("not expired after the TTL") }
+            #expect(store.table(view: "driver_trip_aggregates", version: 1)?.count == 40)
+            // The signed definitions the agent ran, cached and verifiable offline.
+            let cache = try DefinitionCache(
+                directory: world.dataDirectory.appendingPathComponent("definitions").path, publicKey: SigningPublicKey(parsing: world.jobs.publicKey))
+            #expect(try cache.load(view: "driver_hourly_stats")?.version == 1)
+        }
+    }
+
+    @Test("an agent killed with SIGKILL in the middle of writing: the retried job leaves one copy of each row and a consistent online store")
+    func killedMidWrite() async throws {
+        try await Self.withWorld(drivers: 3_000, hours: 48, trips: 10, environment: ["LARDER_LEASE_SECONDS": "2"]) { world in
+            let first = try world.startAgent()
+            let started = try await world.jobs.admin.materialize(
+                MaterializeRequest(
+                    featureView: "driver_hourly_stats", start: MaterializationWorld.day0,
+                    end: MaterializationWorld.day0.addingTimeInterval(48 * 3_600), chunk: "2d"),
+                workspace: JobsWorld.workspace)
+            // Kill the agent once it has started writing the online store.
+            let log = world.dataDirectory.appendingPathComponent("online/driver_hourly_stats@v1.log").path
+            let deadline = Date().addingTimeInterval(60)
+            while Date() < deadline, ((try? FileManager.default.attributesOfItem(atPath: log)[.size] as? Int) ?? 0) < 200_000 {
+                try await Task.sleep(for: .milliseconds(5))
+            }
+            first.signal(SIGKILL)
+            _ = first.stop()
+            let chunks = try await world.jobs.chunks(of: started.backfill.id)
+            #expect(chunks.contains { $0.state != .succeeded }, "every chunk finished before the kill")
+            let second = try world.startAgent()
+            let detail = try await world.jobs.waitUntilFinished(started.backfill.id, timeout: 120)
+            #expect(detail.job.state == .succeeded, "\(second.log.suffix(3_000))")
+            let retried = try await world.jobs.chunks(of: started.backfill.id)
+            #expect(retried.contains { $0.attempts == 2 }, "no chunk was retried")
+            let stored = try await world.offline("driver_hourly_stats__v1").count
+            #expect(stored == 3_000 * 48, "\(second.log.suffix(2_000))")
+            #expect(try await world.count(
+                "SELECT count(*)::int FROM (SELECT 1 FROM larder_offline.driver_hourly_stats__v1 GROUP BY driver_id, event_timestamp HAVING count(*) > 1) d") == 0)
+            #expect(second.stop() == 0)
+            let table = try #require(try OnlineStore(directory: world.dataDirectory.appendingPathComponent("online").path)
+                .table(view: "driver_hourly_stats", version: 1))
+            #expect(table.count == 3_000)
+            let lastHour = Int64(MaterializationWorld.day0.addingTimeInterval(47 * 3_600).timeIntervalSince1970 * 1_000_000)
+            for driver in stride(from: 0, to: 3_000, by: 97) {
+                let (conv, acc, trips) = MaterializationWorld.values(driver: driver, hour: 47)
+                #expect(table.lookup(.int(Int64(1_000 + driver)), now: lastHour) == .present(OnlineRecord(
+                    eventTime: lastHour, createdTime: lastHour, values: [conv.map(FeatureValue.double) ?? .null, .double(acc), .int(Int64(trips))])))
+            }
+        }
+    }
+
+    @Test("a source query that outlives the statement timeout fails its job cleanly, and the agent goes on working")
+    func statementTimeout() async throws {
+        try await Self.withWorld(drivers: 5, hours: 24, trips: 100, environment: ["LARDER_MAX_ATTEMPTS": "1"]) { world in
+            var fixture = RepositoryFixture.example(workspace: JobsWorld.workspace).unscheduled()
+            fixture.files["slow.yaml"] = """
+                kind: PostgresSource
+                name: slow_trips
+                connection: rides_db
+                query: SELECT * FROM public.trips WHERE pg_sleep(5) IS NOT NULL
+                timestamp_field: completed_at
+                columns:
+                  trip_id: int64
+                  driver_id: int64
+                ---
+                kind: FeatureView
+                name: slow_driver_trips
+                entities: [driver]
+                source: slow_trips
+                feature_start_time: 2025-01-01T00:00:00Z
+                features:
+                  - name: trip_id
+                    type: int64
+
+                """
+            try await fixture.apply(to: JobsWorld.workspace, with: world.jobs.admin)
+            let agent = try world.startAgent(timeout: "1s")
+            let began = Date()
+            let slow = try await world.materialize("slow_driver_trips", hours: 0..<24)
+            #expect(slow.job.state == .failed)
+            #expect(Date().timeIntervalSince(began) < 30)
+            let chunk = try #require(try await world.jobs.chunks(of: slow.job.id).first)
+            let failure = try await world.jobs.admin.job(chunk.id, workspace: JobsWorld.workspace).attempts.first?.failure
+            #expect(failure?.message.contains("statement timeout (1 s)") == true, "\(String(describing: failure))")
+            let next = try await world.materialize("driver_hourly_stats", hours: 0..<24)
+            #expect(next.job.state == .succeeded, "\(agent.log.suffix(3_000))")
+            #expect(agent.stop() == 0)
+        }
+    }
+}
