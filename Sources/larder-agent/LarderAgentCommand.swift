@@ -12,7 +12,7 @@ struct LarderAgentCommand: AsyncParsableCommand {
         commandName: DataPlane.component,
         abstract: "The Larder data-plane agent: runs jobs and serves features in your environment.",
         version: LarderVersion.description,
-        subcommands: [Run.self],
+        subcommands: [Run.self, Online.self],
         defaultSubcommand: Run.self
     )
 }
@@ -64,6 +64,36 @@ extension LarderAgentCommand {
                 try await group.run()
             } catch let refusal as AgentRunner.Refusal {
                 throw ValidationError(refusal.description)
+            }
+        }
+    }
+
+    /// Prints what the online store holds, reading its files (the agent may be running).
+    struct Online: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Print the online store's tables, or the stored values of some entities (read-only).")
+
+        @Option(help: "The agent's configuration file (LARDER_AGENT_CONFIG, default ./agent.yaml).") var config: String?
+        @Option(help: "The feature view to look up.") var view: String?
+        @Option(help: "The view's version (default: the newest stored).") var version: Int?
+        @Option(name: .customLong("key"), help: "An entity's join key value(s), comma-separated for several keys; repeatable.") var keys: [String] = []
+
+        func run() throws {
+            let path = config ?? ProcessInfo.processInfo.environment["LARDER_AGENT_CONFIG"] ?? "agent.yaml"
+            let configuration: AgentConfiguration
+            do { configuration = try AgentConfiguration(file: path, requireToken: false) } catch { throw ValidationError(error.description) }
+            let store: OnlineStore
+            do { store = try OnlineStore(directory: DataPlane.onlineStoreDirectory(configuration), readOnly: true) } catch {
+                throw ValidationError("cannot read the online store: \(error)")
+            }
+            guard let view else {
+                guard keys.isEmpty else { throw ValidationError("--key needs --view") }
+                print(OnlineStoreReport.tables(store))
+                return
+            }
+            guard !keys.isEmpty else { throw ValidationError("give at least one --key") }
+            do { print(try OnlineStoreReport.lookup(store, view: view, version: version, keys: keys, now: Date())) } catch {
+                throw ValidationError(error.description)
             }
         }
     }

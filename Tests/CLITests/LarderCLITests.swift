@@ -20,10 +20,11 @@ enum LarderBinary {
 
     /// Runs `larder` with `arguments` in `directory` and waits for it.
     static func run(
-        _ arguments: [String], in workingDirectory: URL? = nil, environment: [String: String] = [:], input: String? = nil
+        _ arguments: [String], in workingDirectory: URL? = nil, environment: [String: String] = [:], input: String? = nil,
+        binary: String = "larder"
     ) throws -> Result {
         let process = Process()
-        process.executableURL = directory.appendingPathComponent("larder")
+        process.executableURL = directory.appendingPathComponent(binary)
         process.arguments = arguments
         if let workingDirectory { process.currentDirectoryURL = workingDirectory }
         var merged = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("LARDER_") }

@@ -187,6 +187,19 @@ struct MaterializationProcessTests {
             #expect(try await world.count("SELECT count(*)::int FROM larder_offline.customer_trip_stats__v1") == 5_000)
             #expect(try await world.count(
                 "SELECT count(*)::int FROM larder_offline.customer_trip_stats__v1 o JOIN public.trips t ON t.customer_id = o.customer_id AND t.completed_at = o.event_timestamp AND o.rating IS NOT DISTINCT FROM t.rating") >= 5_000)
+            // `larder-agent online` reads the running agent's store without disturbing it.
+            let config = world.jobs.folder.appendingPathComponent("agent-1.yaml").path
+            let tables = try LarderBinary.run(["online", "--config", config], binary: "larder-agent")
+            #expect(tables.status == 0)
+            #expect(tables.standardOutput.contains("driver_hourly_stats     v1       40        2d"), "\(tables.standardOutput)")
+            let (conv, acc, trips) = MaterializationWorld.values(driver: 3, hour: 71)
+            let lookup = try LarderBinary.run(
+                ["online", "--config", config, "--view", "driver_hourly_stats", "--key", "1003", "--key", "999"], binary: "larder-agent")
+            let lines = lookup.standardOutput.split(separator: "\n").map { $0.split(separator: " ").joined(separator: " ") }
+            #expect(lines.contains("1003 expired 2025-01-03T23:00:00Z \(conv.map { "\($0)" } ?? "null") \(acc) \(trips)"), "\(lookup.standardOutput)")
+            #expect(lines.contains("999 not_found - - - -"), "\(lookup.standardOutput)")
+            let refused = try LarderBinary.run(["online", "--config", config, "--view", "driver_hourly_stats", "--key", "x"], binary: "larder-agent")
+            #expect(refused.status != 0 && refused.standardError.contains("'x': driver_id is an integer"))
             #expect(agent.stop() == 0)
 
             // The online store, reopened from the agent's disk: each driver's newest hour.

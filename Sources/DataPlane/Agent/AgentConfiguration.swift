@@ -72,7 +72,8 @@ public struct AgentConfiguration: Sendable {
     }
 
     /// Reads `path`; the token comes from `LARDER_AGENT_TOKEN` or the file `token_file` names.
-    public init(file path: String, environment: [String: String] = ProcessInfo.processInfo.environment) throws(Invalid) {
+    /// Tools that only read the agent's local stores pass `requireToken: false`.
+    public init(file path: String, environment: [String: String] = ProcessInfo.processInfo.environment, requireToken: Bool = true) throws(Invalid) {
         let text: String
         do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
             throw Invalid(description: "\(path): cannot read the agent configuration: \(error.localizedDescription)")
@@ -118,7 +119,7 @@ public struct AgentConfiguration: Sendable {
                 throw Invalid(description: "\(path):\(file.line): token_file: cannot read \(file.value)")
             }
         }
-        guard !token.isEmpty else {
+        guard !token.isEmpty || !requireToken else {
             throw Invalid(description: "\(path): no token: set LARDER_AGENT_TOKEN or token_file (create one with 'larder tokens create <agent>')")
         }
         var connections: [String: SourceConnection] = [:]

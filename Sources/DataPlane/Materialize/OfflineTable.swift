@@ -7,7 +7,7 @@ import Shared
 /// customer's PostgreSQL, in the schema the agent's configuration names.
 ///
 /// Columns: the join keys, `event_timestamp`, `created_timestamp` (null when
-/// the source has none), then the features. A job replaces its interval in
+/// the source has none), then the features; a BRIN index on `event_timestamp`. A job replaces its interval in
 /// one transaction — delete what the interval held, COPY the new rows in —
 /// so a rerun, or a retry after a crash half-way, leaves exactly one copy of
 /// each row.
@@ -55,7 +55,6 @@ struct OfflineTable: Sendable {
             throw JobExecutionError(
                 "offline store: '\(schema).\(name)' is not a valid table name (at most \(Identifier.maximumLength) characters)", retryable: false)
         }
-        let keys = (plan.keys.map(\.name) + ["event_timestamp"]).map(SQLIdentifier.quote).joined(separator: ", ")
         // Feature columns may be null; keys and event times never are.
         var definitions: [String] = []
         for (index, column) in columns.enumerated() {
@@ -67,8 +66,11 @@ struct OfflineTable: Sendable {
             try await connection.execute(PostgresQuery(unsafeSQL: "CREATE SCHEMA IF NOT EXISTS \(SQLIdentifier.quote(schema))"), logger: logger)
             try await connection.execute(
                 PostgresQuery(unsafeSQL: "CREATE TABLE IF NOT EXISTS \(qualifiedName) (\(definitions.joined(separator: ", ")))"), logger: logger)
+            // A BRIN index on event time: rows arrive roughly in time order, so it stays
+            // small and costs little to keep up (a B-tree on keys and time made loading
+            // three to four times slower); it serves the interval replace and time-range reads.
             try await connection.execute(
-                PostgresQuery(unsafeSQL: "CREATE INDEX IF NOT EXISTS \(SQLIdentifier.quote(name + "_keys_time")) ON \(qualifiedName) (\(keys))"),
+                PostgresQuery(unsafeSQL: "CREATE INDEX IF NOT EXISTS \(SQLIdentifier.quote(name + "_time")) ON \(qualifiedName) USING brin (event_timestamp)"),
                 logger: logger)
         }
     }

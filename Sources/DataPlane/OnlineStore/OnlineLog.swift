@@ -62,10 +62,13 @@ final class OnlineLog {
     }
 
     /// Reads a log: its header, and each intact frame's payload in order.
-    /// A torn tail is cut off the file. Returns the log opened for appending.
-    static func open(path: String, header: (([UInt8]) throws(OnlineStoreError) -> Void), frame: ([UInt8]) throws(OnlineStoreError) -> Void)
-        throws(OnlineStoreError) -> OnlineLog
-    {
+    /// A torn tail is cut off the file and the log is returned opened for
+    /// appending — unless `readOnly`, which leaves the file as it is (another
+    /// process may be appending) and returns nil.
+    static func open(
+        path: String, readOnly: Bool = false, header: (([UInt8]) throws(OnlineStoreError) -> Void),
+        frame: ([UInt8]) throws(OnlineStoreError) -> Void
+    ) throws(OnlineStoreError) -> OnlineLog? {
         guard let handle = FileHandle(forReadingAtPath: path) else { throw .io("cannot open \(path)") }
         defer { try? handle.close() }
         func read(_ count: Int) -> [UInt8]? {
@@ -85,6 +88,7 @@ final class OnlineLog {
             try frame(payload)
             intact += frameHeaderSize + length
         }
+        if readOnly { return nil }
         let size = Int((try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? intact)
         if size > intact {
             // A crash cut the last frame short: drop it, so appends follow whole frames.

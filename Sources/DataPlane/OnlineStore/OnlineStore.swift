@@ -11,9 +11,15 @@ public final class OnlineStore: Sendable {
     public let directory: String
     private let tables: Mutex<[String: OnlineTable]>
 
-    /// Opens the store in `directory` (created if missing), replaying every table in it.
-    public init(directory: String) throws(OnlineStoreError) {
+    /// Whether the store only reads its files (for inspecting a running agent's store).
+    public let readOnly: Bool
+
+    /// Opens the store in `directory` (created if missing), replaying every
+    /// table in it. A `readOnly` store leaves the files untouched and refuses writes.
+    public init(directory: String, readOnly: Bool = false) throws(OnlineStoreError) {
         self.directory = directory
+        self.readOnly = readOnly
+        if readOnly, !FileManager.default.fileExists(atPath: directory) { throw .io("\(directory) does not exist") }
         do {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         } catch {
@@ -22,7 +28,7 @@ public final class OnlineStore: Sendable {
         var tables: [String: OnlineTable] = [:]
         let files = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
         for file in files.sorted() where file.hasSuffix(".log") {
-            let table = try OnlineTable.open(path: (directory as NSString).appendingPathComponent(file))
+            let table = try OnlineTable.open(path: (directory as NSString).appendingPathComponent(file), readOnly: readOnly)
             tables[Self.fileName(view: table.schema.view, version: table.schema.version)] = table
         }
         self.tables = Mutex(tables)
@@ -51,6 +57,7 @@ public final class OnlineStore: Sendable {
                 guard table.schema == schema else { throw .schemaMismatch("\(schema.view) v\(schema.version) is stored with another schema") }
                 return table
             }
+            guard !readOnly else { throw .io("the store is open read-only") }
             let table = try OnlineTable(path: (directory as NSString).appendingPathComponent(name), schema: schema)
             tables[name] = table
             return table

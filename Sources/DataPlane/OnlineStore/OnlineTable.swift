@@ -92,29 +92,35 @@ public final class OnlineTable: Sendable {
     public let schema: OnlineTableSchema
     private let layout: SlotLayout
     private let state: Mutex<State>
+    /// The table's log file.
+    let path: String
 
     struct State {
         var slots: Slots
-        var log: OnlineLog
+        /// Nil when the table was opened read-only.
+        var log: OnlineLog?
         /// The log's size when it was last written whole (0 after a replay).
         var baseline = 0
     }
 
     /// Opens the table at `path`, creating it for `schema` when missing.
-    init(path: String, schema: OnlineTableSchema) throws(OnlineStoreError) {
+    /// A `readOnly` table only reads the file, and refuses writes.
+    init(path: String, schema: OnlineTableSchema, readOnly: Bool = false) throws(OnlineStoreError) {
         let layout = try SlotLayout(schema)
+        self.path = path
         self.schema = schema
         self.layout = layout
         if FileManager.default.fileExists(atPath: path) {
             var slots = Slots(layout)
             let decoder = FrameDecoder(schema: schema, types: layout.types)
-            let log = try OnlineLog.open(path: path, header: { bytes throws(OnlineStoreError) in
+            let log = try OnlineLog.open(path: path, readOnly: readOnly, header: { bytes throws(OnlineStoreError) in
                 guard let stored = try? JSONDecoder().decode(OnlineTableSchema.self, from: Data(bytes)), stored == schema else {
                     throw .schemaMismatch("\(path) holds another schema")
                 }
             }, frame: { payload throws(OnlineStoreError) in _ = try slots.store(try decoder.decode(payload), layout: layout) })
             self.state = Mutex(State(slots: slots, log: log))
         } else {
+            guard !readOnly else { throw .io("\(path) does not exist") }
             let log = try OnlineLog.create(path: path, header: try Self.header(schema))
             self.state = Mutex(State(slots: Slots(layout), log: log, baseline: log.size))
         }
@@ -125,18 +131,20 @@ public final class OnlineTable: Sendable {
     }
 
     /// Opens an existing table file, reading its schema from it.
-    static func open(path: String) throws(OnlineStoreError) -> OnlineTable {
+    static func open(path: String, readOnly: Bool) throws(OnlineStoreError) -> OnlineTable {
         guard let schema = try? JSONDecoder().decode(OnlineTableSchema.self, from: Data(try OnlineLog.header(path: path))) else {
             throw .io("\(path) has no readable schema")
         }
-        return try OnlineTable(path: path, schema: schema)
+        return try OnlineTable(path: path, schema: schema, readOnly: readOnly)
     }
 
     /// Entities stored.
     public var count: Int { state.withLock { $0.slots.index.count } }
 
     /// Bytes in the table's log file.
-    public var logSize: Int { state.withLock { $0.log.size } }
+    public var logSize: Int {
+        state.withLock { $0.log?.size } ?? ((try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0)
+    }
 
     /// Writes `rows`: each replaces its entity's stored row unless that one is
     /// newer. Returns how many rows were stored.
@@ -149,15 +157,16 @@ public final class OnlineTable: Sendable {
             throw .schemaMismatch("feature \(schema.features[position].name) has \(column.count) values for \(rows.count) rows")
         }
         return try state.withLock { state throws(OnlineStoreError) -> Int in
+            guard let log = state.log else { throw .io("the table of \(schema.view) v\(schema.version) is open read-only") }
             let (keys, slots) = try state.slots.store(rows, layout: layout)
-            if !slots.isEmpty { try state.log.append(FrameEncoder.encode(keys: keys, slots: slots, of: state.slots, layout: layout)) }
+            if !slots.isEmpty { try log.append(FrameEncoder.encode(keys: keys, slots: slots, of: state.slots, layout: layout)) }
             return slots.count
         }
     }
 
     /// Makes every write so far durable.
     public func sync() throws(OnlineStoreError) {
-        try state.withLock { state throws(OnlineStoreError) in try state.log.sync() }
+        try state.withLock { state throws(OnlineStoreError) in try state.log?.sync() }
     }
 
     /// The stored row of `key`, judged against the TTL at `now` (microseconds).
@@ -175,7 +184,8 @@ public final class OnlineTable: Sendable {
     /// written whole (every job appends its rows; most replace older ones).
     public func needsCompaction(now: Int64) -> Bool {
         state.withLock { state in
-            if state.log.size > 2 * state.baseline + (8 << 20) { return true }
+            guard let log = state.log else { return false }
+            if log.size > 2 * state.baseline + (8 << 20) { return true }
             guard let ttl = schema.ttlSeconds else { return false }
             let cutoff = now - ttl * 1_000_000
             return state.slots.eventTimes.contains { $0 < cutoff }
@@ -184,7 +194,7 @@ public final class OnlineTable: Sendable {
 
     /// Deletes the table's file: for retired versions.
     func deleteFile() {
-        state.withLock { state in _ = unlink(state.log.path) }
+        state.withLock { state in if state.log != nil { _ = unlink(path) } }
     }
 
     /// Rewrites the log with only the rows still within the TTL at `now`
@@ -193,6 +203,7 @@ public final class OnlineTable: Sendable {
     @discardableResult
     public func compact(now: Int64) throws(OnlineStoreError) -> Int {
         try state.withLock { state throws(OnlineStoreError) -> Int in
+            guard let current = state.log else { throw .io("the table of \(schema.view) v\(schema.version) is open read-only") }
             let cutoff = schema.ttlSeconds.map { now - $0 * 1_000_000 } ?? Int64.min
             var keys: [EntityKey] = [], live: [Int] = []
             for (key, slot) in state.slots.index where state.slots.eventTimes[Int(slot)] >= cutoff {
@@ -207,7 +218,7 @@ public final class OnlineTable: Sendable {
                 frames.append(FrameEncoder.encode(keys: Array(keys[start..<end]), slots: Array(live[start..<end]), of: state.slots, layout: layout))
                 start = end
             }
-            let log = try OnlineLog.create(path: state.log.path, header: try Self.header(schema), frames: frames)
+            let log = try OnlineLog.create(path: current.path, header: try Self.header(schema), frames: frames)
             var slots = Slots(layout)
             let decoder = FrameDecoder(schema: schema, types: layout.types)
             for frame in frames { _ = try slots.store(try decoder.decode(frame), layout: layout) }
