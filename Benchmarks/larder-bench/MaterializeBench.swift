@@ -29,10 +29,11 @@ extension LarderBench {
             configuration.concurrency = 1
             print(Samples.header)
             var figures: [(String, Duration, Int)] = []
-            for (name, spec) in [
+            let phases = ProcessInfo.processInfo.environment["LARDER_BENCH_PHASES"].map { Set($0.split(separator: ",").compactMap { Int($0) }) }
+            for (phase, (name, spec)) in [
                 ("CSV → online store", specs.csvOnline), ("CSV → online + offline stores", specs.csvBoth),
                 ("PostgreSQL → online + offline stores", specs.postgresBoth),
-            ] {
+            ].enumerated() where phases?.contains(phase + 1) ?? true {
                 var samples = Samples()
                 var peak = 0
                 for run in 0..<runs {

@@ -202,6 +202,19 @@ struct MaterializationProcessTests {
             #expect(refused.status != 0 && refused.standardError.contains("'x': driver_id is an integer"))
             #expect(agent.stop() == 0)
 
+            // With the control plane down, a restarted agent opens its stores and verified definitions from disk,
+            // and keeps running (retrying the control plane) rather than giving up.
+            _ = world.jobs.server.stop()
+            let restarted = try world.startAgent()
+            let opened = Date().addingTimeInterval(20)
+            while !restarted.log.contains("opened the online store"), Date() < opened { try await Task.sleep(for: .milliseconds(50)) }
+            #expect(restarted.log.contains("cached_definitions=3 tables=3"), "\(restarted.log)")
+            try await Task.sleep(for: .seconds(2))
+            #expect(restarted.process.isRunning)
+            let offline = try LarderBinary.run(["online", "--config", config, "--view", "driver_hourly_stats", "--key", "1003"], binary: "larder-agent")
+            #expect(offline.standardOutput.contains("1003") && offline.standardOutput.contains("2025-01-03T23:00:00Z"))
+            #expect(restarted.stop() == 0)
+
             // The online store, reopened from the agent's disk: each driver's newest hour.
             let store = try OnlineStore(directory: world.dataDirectory.appendingPathComponent("online").path)
             let table = try #require(store.table(view: "driver_hourly_stats", version: 1))

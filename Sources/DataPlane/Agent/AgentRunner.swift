@@ -57,7 +57,10 @@ public struct AgentRunner: Service {
     public func run() async throws {
         defer { Task { [http] in try? await http.shutdown() } }
         try await cancelWhenGracefulShutdown {
-            let welcome = try await sayHello()
+            let welcome: AgentWelcome
+            do { welcome = try await sayHello() } catch is CancellationError {
+                return   // asked to stop before the control plane answered: a clean stop
+            }
             await withTaskGroup(of: Void.self) { group in
                 group.addTask { await sendHeartbeats(every: welcome.heartbeatSeconds) }
                 if kinds.isEmpty {

@@ -63,9 +63,10 @@ struct Materialization {
             let connection = try await offline.url.connect(logger: logger)
             do {
                 try await offline.table.create(on: connection, logger: logger)
+                var encoder = CopyTextEncoder()
                 try await offline.table.replaceInterval(on: connection, logger: logger) { writer in
                     try await produce(into: &state) { batch in
-                        var encoder = CopyTextEncoder()
+                        encoder.reset()
                         batch.encode(into: &encoder)
                         try await writer.write(encoder.buffer)
                         try online?.upsert(batch.onlineRows)

@@ -98,51 +98,79 @@ struct OfflineTable: Sendable {
 
 /// Writes rows in PostgreSQL's COPY text format: tab-separated, `\N` for null,
 /// backslash escapes, timestamps in UTC with microseconds.
+///
+/// Bytes go into a plain array (one `ByteBuffer` per batch); the text of the
+/// last timestamp is kept, since rows of a batch mostly share a few times.
 struct CopyTextEncoder {
-    var buffer = ByteBuffer()
+    private(set) var bytes: [UInt8] = []
+    private var lastMicros = Int64.min
+    private var lastTimestamp: [UInt8] = []
 
-    mutating func null() { buffer.writeStaticString("\\N") }
-    mutating func separator() { buffer.writeInteger(UInt8(ascii: "\t")) }
-    mutating func endRow() { buffer.writeInteger(UInt8(ascii: "\n")) }
+    /// Forgets the bytes written, keeping the capacity.
+    mutating func reset() { bytes.removeAll(keepingCapacity: true) }
+
+    /// The bytes written, as a buffer for the COPY stream.
+    var buffer: ByteBuffer { ByteBuffer(bytes: bytes) }
+
+    @inline(__always) mutating func null() { bytes.append(UInt8(ascii: "\\")); bytes.append(UInt8(ascii: "N")) }
+    @inline(__always) mutating func separator() { bytes.append(UInt8(ascii: "\t")) }
+    @inline(__always) mutating func endRow() { bytes.append(UInt8(ascii: "\n")) }
 
     mutating func int(_ value: Int64) {
-        var digits = (UInt8(0), UInt8(0), UInt8(0), UInt8(0), UInt8(0), UInt8(0), UInt8(0), UInt8(0), UInt8(0), UInt8(0),
-                      UInt8(0), UInt8(0), UInt8(0), UInt8(0), UInt8(0), UInt8(0), UInt8(0), UInt8(0), UInt8(0), UInt8(0))
+        if value < 0 { bytes.append(UInt8(ascii: "-")) }
         var magnitude = value.magnitude
+        if magnitude < 10 {
+            bytes.append(UInt8(ascii: "0") + UInt8(magnitude))
+            return
+        }
+        var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)   // 24 bytes: room for 20 digits
         var count = 0
         withUnsafeMutableBytes(of: &digits) { raw in
-            repeat {
-                raw[19 - count] = UInt8(ascii: "0") + UInt8(magnitude % 10)
+            while magnitude > 0 {
+                raw[23 - count] = UInt8(ascii: "0") + UInt8(magnitude % 10)
                 magnitude /= 10
                 count += 1
-            } while magnitude > 0
-            if value < 0 { buffer.writeInteger(UInt8(ascii: "-")) }
-            buffer.writeBytes(UnsafeRawBufferPointer(rebasing: raw[(20 - count)...]))
+            }
+            bytes.append(contentsOf: UnsafeRawBufferPointer(rebasing: raw[(24 - count)...]))
         }
     }
 
     mutating func double(_ value: Double) {
-        if value.isNaN { buffer.writeStaticString("NaN") } else if value.isInfinite { buffer.writeStaticString(value < 0 ? "-Infinity" : "Infinity") } else {
-            buffer.writeString(value.description)
+        if value.isNaN {
+            bytes.append(contentsOf: "NaN".utf8)
+        } else if value.isInfinite {
+            bytes.append(contentsOf: (value < 0 ? "-Infinity" : "Infinity").utf8)
+        } else if let integer = Int64(exactly: value), integer.magnitude < 1 << 53 {
+            int(integer)
+        } else {
+            bytes.append(contentsOf: value.description.utf8)
         }
     }
 
-    mutating func bool(_ value: Bool) { buffer.writeInteger(UInt8(ascii: value ? "t" : "f")) }
+    @inline(__always) mutating func bool(_ value: Bool) { bytes.append(UInt8(ascii: value ? "t" : "f")) }
 
     mutating func string(_ value: String) {
         for byte in value.utf8 {
             switch byte {
-            case UInt8(ascii: "\\"): buffer.writeStaticString("\\\\")
-            case UInt8(ascii: "\t"): buffer.writeStaticString("\\t")
-            case UInt8(ascii: "\n"): buffer.writeStaticString("\\n")
-            case UInt8(ascii: "\r"): buffer.writeStaticString("\\r")
-            default: buffer.writeInteger(byte)
+            case UInt8(ascii: "\\"): bytes.append(UInt8(ascii: "\\")); bytes.append(UInt8(ascii: "\\"))
+            case UInt8(ascii: "\t"): bytes.append(UInt8(ascii: "\\")); bytes.append(UInt8(ascii: "t"))
+            case UInt8(ascii: "\n"): bytes.append(UInt8(ascii: "\\")); bytes.append(UInt8(ascii: "n"))
+            case UInt8(ascii: "\r"): bytes.append(UInt8(ascii: "\\")); bytes.append(UInt8(ascii: "r"))
+            default: bytes.append(byte)
             }
         }
     }
 
     /// Microseconds since the epoch as `YYYY-MM-DD HH:MM:SS.ffffff+00`.
     mutating func timestamp(_ micros: Int64) {
+        if micros != lastMicros {
+            lastTimestamp = Self.format(micros)
+            lastMicros = micros
+        }
+        bytes.append(contentsOf: lastTimestamp)
+    }
+
+    static func format(_ micros: Int64) -> [UInt8] {
         let seconds = micros >= 0 ? micros / 1_000_000 : (micros - 999_999) / 1_000_000
         let fraction = micros - seconds * 1_000_000
         let days = seconds >= 0 ? seconds / 86_400 : (seconds - 86_399) / 86_400
@@ -157,31 +185,31 @@ struct CopyTextEncoder {
         let day = dayOfYear - (153 * monthIndex + 2) / 5 + 1
         let month = monthIndex < 10 ? monthIndex + 3 : monthIndex - 9
         let year = yearOfEra + era * 400 + (month <= 2 ? 1 : 0)
-        padded(year, 4)
-        buffer.writeInteger(UInt8(ascii: "-"))
-        padded(month, 2)
-        buffer.writeInteger(UInt8(ascii: "-"))
-        padded(day, 2)
-        buffer.writeInteger(UInt8(ascii: " "))
-        padded(secondOfDay / 3_600, 2)
-        buffer.writeInteger(UInt8(ascii: ":"))
-        padded(secondOfDay / 60 % 60, 2)
-        buffer.writeInteger(UInt8(ascii: ":"))
-        padded(secondOfDay % 60, 2)
-        buffer.writeInteger(UInt8(ascii: "."))
-        padded(fraction, 6)
-        buffer.writeStaticString("+00")
-    }
-
-    private mutating func padded(_ value: Int64, _ width: Int) {
-        var divisor: Int64 = 1
-        for _ in 1..<width { divisor *= 10 }
-        var rest = value
-        while divisor > 0 {
-            buffer.writeInteger(UInt8(ascii: "0") + UInt8(rest / divisor % 10))
-            rest %= divisor
-            divisor /= 10
+        var text: [UInt8] = []
+        text.reserveCapacity(29)
+        func padded(_ value: Int64, _ width: Int) {
+            var divisor: Int64 = 1
+            for _ in 1..<width { divisor *= 10 }
+            while divisor > 0 {
+                text.append(UInt8(ascii: "0") + UInt8(value / divisor % 10))
+                divisor /= 10
+            }
         }
+        padded(year, 4)
+        text.append(UInt8(ascii: "-"))
+        padded(month, 2)
+        text.append(UInt8(ascii: "-"))
+        padded(day, 2)
+        text.append(UInt8(ascii: " "))
+        padded(secondOfDay / 3_600, 2)
+        text.append(UInt8(ascii: ":"))
+        padded(secondOfDay / 60 % 60, 2)
+        text.append(UInt8(ascii: ":"))
+        padded(secondOfDay % 60, 2)
+        text.append(UInt8(ascii: "."))
+        padded(fraction, 6)
+        text.append(contentsOf: "+00".utf8)
+        return text
     }
 
     /// Appends the value of `column` at `row`.
