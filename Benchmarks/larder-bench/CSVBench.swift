@@ -28,8 +28,20 @@ extension LarderBench {
             })
             precondition(counted == rows)
         }
+        var parallel = Samples()
+        var parts = 0
+        for _ in 0..<runs {
+            var counted = 0
+            parallel.add(try measureThrowing {
+                var reader = try ParallelCSVReader(path: file.path, schema: schema)
+                parts = reader.partCount
+                while let batch = try reader.next() { counted += batch.count }
+            })
+            precondition(counted == rows)
+        }
         print(Samples.header)
         print(samples.row("read + parse + type all rows"))
+        print(parallel.row("the same in \(parts) parts on \(ProcessInfo.processInfo.activeProcessorCount) cores"))
         let median = samples.values.sorted()[samples.values.count / 2]
         print(String(format: "median: %.0f rows/s, %.0f MiB/s; peak resident memory of this process so far: %d MiB",
                      Double(rows) / median.seconds, Double(bytes) / 1_048_576 / median.seconds, peakResidentMiB()))

@@ -57,36 +57,86 @@ struct CSVReaderTests {
         #expect { _ = try Self.readAll(unclosed, [("s", .string)]) } throws: { ($0 as? CSVReader.Failure)?.message.contains("not closed") == true }
     }
 
+    /// A random table (ids, rates, timestamps, notes with commas, quotes, line breaks) and its CSV text.
+    struct RandomTable {
+        var ids: [Int64?] = [], rates: [Double?] = [], notes: [String?] = [], times: [Int64?] = []
+        var text = "id,rate,at,note\r\n"
+
+        init(rows: Int, using random: inout SeededGenerator) {
+            let alphabet = Array("ab ,\"\n\r\u{e9}z")
+            for _ in 0..<rows {
+                ids.append(Int.random(in: 0..<10, using: &random) == 0 ? nil : Int64.random(in: Int64.min...Int64.max, using: &random))
+                rates.append(Int.random(in: 0..<10, using: &random) == 0 ? nil : Double(Int.random(in: -1_000_000...1_000_000, using: &random)) / 1_000)
+                let length = Int.random(in: 0...8, using: &random)
+                let note = String((0..<length).map { _ in alphabet.randomElement(using: &random)! })
+                notes.append(note.isEmpty ? nil : note)
+                times.append(Int.random(in: 0..<10, using: &random) == 0 ? nil : Int64.random(in: 0...4_000_000_000, using: &random) * 1_000_000)
+            }
+            func quoted(_ text: String) -> String { "\"" + text.replacingOccurrences(of: "\"", with: "\"\"") + "\"" }
+            // The note is the last field of each line, so quoted line breaks and CRs meet the line's end.
+            for row in 0..<rows {
+                let time = times[row].map { RFC3339.format(Date(timeIntervalSince1970: Double($0 / 1_000_000))) } ?? ""
+                text += "\(ids[row].map(String.init) ?? ""),\(rates[row].map { String($0) } ?? ""),\(time),\(notes[row].map(quoted) ?? "")"
+                text += Bool.random(using: &random) ? "\r\n" : "\n"
+            }
+        }
+
+        static let schema: [(String, ValueType)] = [("id", .int64), ("rate", .float64), ("note", .string), ("at", .timestamp)]
+
+        /// Each row as one comparable line.
+        var rows: [String] {
+            ids.indices.map { "\(String(describing: ids[$0]))|\(String(describing: rates[$0]))|\(String(describing: notes[$0]))|\(String(describing: times[$0]))" }
+        }
+
+        static func rows(of batches: [ColumnBatch]) -> [String] {
+            batches.flatMap { batch -> [String] in
+                guard case .int64(let ids) = batch.columns[0], case .float64(let rates) = batch.columns[1],
+                    case .string(let notes) = batch.columns[2], case .timestamp(let times) = batch.columns[3]
+                else { return ["bad batch"] }
+                return ids.indices.map { "\(String(describing: ids[$0]))|\(String(describing: rates[$0]))|\(String(describing: notes[$0]))|\(String(describing: times[$0]))" }
+            }
+        }
+    }
+
     @Test("random tables survive writing and reading at any chunk and batch size", arguments: Array(1...25) as [UInt64])
     func roundTrip(seed: UInt64) throws {
         var random = SeededGenerator(seed: seed)
-        let rows = Int.random(in: 0...120, using: &random)
-        var ids: [Int64?] = [], rates: [Double?] = [], notes: [String?] = [], times: [Int64?] = []
-        let alphabet = Array("ab ,\"\n\r\u{e9}z")
-        for _ in 0..<rows {
-            ids.append(Int.random(in: 0..<10, using: &random) == 0 ? nil : Int64.random(in: Int64.min...Int64.max, using: &random))
-            rates.append(Int.random(in: 0..<10, using: &random) == 0 ? nil : Double(Int.random(in: -1_000_000...1_000_000, using: &random)) / 1_000)
-            let length = Int.random(in: 0...8, using: &random)
-            let note = String((0..<length).map { _ in alphabet.randomElement(using: &random)! })
-            notes.append(note.isEmpty ? nil : note)
-            times.append(Int.random(in: 0..<10, using: &random) == 0 ? nil : Int64.random(in: 0...4_000_000_000, using: &random) * 1_000_000)
-        }
-        func quoted(_ text: String) -> String { "\"" + text.replacingOccurrences(of: "\"", with: "\"\"") + "\"" }
-        // The note is the last field of each line, so quoted line breaks and CRs meet the line's end.
-        var text = "id,rate,at,note\r\n"
-        for row in 0..<rows {
-            let time = times[row].map { RFC3339.format(Date(timeIntervalSince1970: Double($0 / 1_000_000))) } ?? ""
-            text += "\(ids[row].map(String.init) ?? ""),\(rates[row].map { String($0) } ?? ""),\(time),\(notes[row].map(quoted) ?? "")"
-            text += Bool.random(using: &random) ? "\r\n" : "\n"
-        }
-        let path = try Self.write(text)
+        let table = RandomTable(rows: Int.random(in: 0...120, using: &random), using: &random)
+        let path = try Self.write(table.text)
         let batchSize = Int.random(in: 1...50, using: &random), chunkSize = Int.random(in: 1...64, using: &random)
-        let batches = try Self.readAll(path, [("id", .int64), ("rate", .float64), ("note", .string), ("at", .timestamp)], batchSize: batchSize, chunkSize: chunkSize)
+        let batches = try Self.readAll(path, RandomTable.schema, batchSize: batchSize, chunkSize: chunkSize)
         #expect(batches.allSatisfy { $0.count <= batchSize })
         func joined<T>(_ pick: (ColumnBatch) -> [T]) -> [T] { batches.flatMap(pick) }
-        #expect(joined { if case .int64(let v) = $0.columns[0] { v } else { [] } } == ids)
-        #expect(joined { if case .float64(let v) = $0.columns[1] { v } else { [] } } == rates)
-        #expect(joined { if case .string(let v) = $0.columns[2] { v } else { [] } } == notes)
-        #expect(joined { if case .timestamp(let v) = $0.columns[3] { v } else { [] } } == times)
+        #expect(joined { if case .int64(let v) = $0.columns[0] { v } else { [] } } == table.ids)
+        #expect(joined { if case .float64(let v) = $0.columns[1] { v } else { [] } } == table.rates)
+        #expect(joined { if case .string(let v) = $0.columns[2] { v } else { [] } } == table.notes)
+        #expect(joined { if case .timestamp(let v) = $0.columns[3] { v } else { [] } } == table.times)
+    }
+
+    @Test("read in parallel parts cut at record boundaries: the same rows, whatever quotes and line breaks the cuts fall near", arguments: Array(1...40) as [UInt64])
+    func parallelParts(seed: UInt64) throws {
+        var random = SeededGenerator(seed: seed)
+        let table = RandomTable(rows: Int.random(in: 0...150, using: &random), using: &random)
+        let path = try Self.write(table.text)
+        var reader = try ParallelCSVReader(
+            path: path, schema: RandomTable.schema.map { (name: $0.0, type: $0.1) }, parts: Int.random(in: 2...6, using: &random),
+            batchSize: Int.random(in: 1...40, using: &random), chunkSize: Int.random(in: 1...64, using: &random), minimumPartBytes: 1)
+        #expect(table.ids.count < 10 || reader.partCount > 1)
+        var batches: [ColumnBatch] = []
+        while let batch = try reader.next() { batches.append(batch) }
+        #expect(RandomTable.rows(of: batches).sorted() == table.rows.sorted())
+    }
+
+    @Test("a malformed value read by a later part names the same line as the sequential reader does")
+    func parallelErrorLines() throws {
+        var random = SeededGenerator(seed: 99)
+        var table = RandomTable(rows: 200, using: &random)
+        table.text += "1,not-a-number,,x\n"
+        let path = try Self.write(table.text)
+        let sequential = #expect(throws: CSVReader.Failure.self) { _ = try Self.readAll(path, RandomTable.schema) }
+        var reader = try ParallelCSVReader(path: path, schema: RandomTable.schema.map { (name: $0.0, type: $0.1) }, parts: 3, minimumPartBytes: 1)
+        let parallel = #expect(throws: CSVReader.Failure.self) { while try reader.next() != nil {} }
+        #expect(parallel == sequential)
+        #expect(parallel?.column == "rate")
     }
 }

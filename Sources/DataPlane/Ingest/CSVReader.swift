@@ -40,9 +40,24 @@ public struct CSVReader {
     private var line = 1
     private var finished = false
 
+    /// The file offset of `pending[0]`.
+    private var base = 0
+    /// Records starting at or after this offset are left to another reader.
+    private let stop: Int?
+
     /// Opens `path` for the declared `schema`. `batchSize` rows per batch;
     /// `chunkSize` bytes per read (the memory bound, with one batch).
     public init(path: String, schema: [(name: String, type: ValueType)], batchSize: Int = 65_536, chunkSize: Int = 1 << 20) throws {
+        try self.init(path: path, schema: schema, batchSize: batchSize, chunkSize: chunkSize, part: nil)
+    }
+
+    /// A reader of part of the file: the records that start in `part.start..<part.stop`
+    /// (a record boundary, on line `part.line`), with the header's column
+    /// positions already known.
+    init(
+        path: String, schema: [(name: String, type: ValueType)], batchSize: Int, chunkSize: Int,
+        part: (start: Int, stop: Int?, line: Int, fieldIndex: [Int])?
+    ) throws {
         guard let handle = FileHandle(forReadingAtPath: path) else {
             throw Failure(file: path, line: 0, column: nil, message: "cannot open the file")
         }
@@ -51,7 +66,26 @@ public struct CSVReader {
         self.batchSize = max(1, batchSize)
         self.chunkSize = max(1, chunkSize)
         self.handle = handle
+        self.stop = part?.stop
+        if let part {
+            try handle.seek(toOffset: UInt64(part.start))
+            base = part.start
+            line = part.line
+            fieldIndex = part.fieldIndex
+        }
     }
+
+    /// Reads the header row (if not read yet); returns each declared column's field position.
+    mutating func header() throws -> [Int] {
+        if fieldIndex.isEmpty, !schema.isEmpty { try readHeader() }
+        return fieldIndex
+    }
+
+    /// The file offset where the next record starts.
+    var offset: Int { base + cursor }
+
+    /// The line the next record starts on.
+    var currentLine: Int { line }
 
     /// The next batch, or nil at the end of the file.
     public mutating func next() throws -> ColumnBatch? {
@@ -59,7 +93,7 @@ public struct CSVReader {
         if fieldIndex.isEmpty, !schema.isEmpty { try readHeader() }
         var columns = schema.map { ColumnValues.empty($0.type, capacity: batchSize) }
         var rows = 0
-        while rows < batchSize, let recordLine = try nextRecord() {
+        while rows < batchSize, stop.map({ base + cursor < $0 }) ?? true, let recordLine = try nextRecord() {
             if fields.count == 1, fields[0].start == fields[0].end { continue }   // a blank line
             try appendRecord(line: recordLine, to: &columns)
             rows += 1
@@ -106,6 +140,7 @@ public struct CSVReader {
             return false
         }
         pending.removeFirst(cursor)
+        base += cursor
         cursor = 0
         pending.append(contentsOf: data)
         return true

@@ -18,7 +18,7 @@ struct CSVEventSource: EventSource {
     let timestampColumn: Int
     let from: Int64
     let to: Int64
-    private var current: CSVReader?
+    private var current: ParallelCSVReader?
     private var nextFile = 0
 
     /// The files of `paths` on `connection`, in a stable order.
@@ -53,7 +53,7 @@ struct CSVEventSource: EventSource {
         while true {
             if current == nil {
                 guard nextFile < files.count else { return nil }
-                current = try CSVReader(path: files[nextFile].path, schema: columns)
+                current = try ParallelCSVReader(path: files[nextFile].path, schema: columns)
                 nextFile += 1
             }
             guard let batch = try current!.next() else {
