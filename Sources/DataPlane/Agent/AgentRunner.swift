@@ -233,7 +233,9 @@ public struct AgentRunner: Service {
         case .finished(.failure(let error)):
             let failure = (error as? JobExecutionError).map { JobFailure(message: $0.message, retryable: $0.retryable) }
                 ?? JobFailure(message: Task.isCancelled ? "the agent stopped" : String(describing: error), retryable: true)
-            logger.warning("job failed", metadata: metadata.merging(["larder.error": .string(failure.message)]) { $1 })
+            var details = metadata.merging(["larder.error": .string(failure.message)]) { $1 }
+            if let local = (error as? JobExecutionError)?.localDetail { details["larder.detail"] = .string(local) }
+            logger.warning("job failed", metadata: details)
             await complete(claimed, JobCompletion(
                 leaseToken: claimed.leaseToken, outcome: .failed, startedAt: startedAt, finishedAt: finishedAt, failure: failure))
         case .cancelRequested:

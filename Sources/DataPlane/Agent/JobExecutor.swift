@@ -34,11 +34,15 @@ public struct JobExecutionError: Error, Sendable, CustomStringConvertible {
     public var message: String
     /// Whether to retry.
     public var retryable: Bool
+    /// What only the agent's own log may hold (it may quote the customer's
+    /// data); `message` is what the control plane is told.
+    public var localDetail: String?
 
     /// Creates an error.
-    public init(_ message: String, retryable: Bool) {
+    public init(_ message: String, retryable: Bool, localDetail: String? = nil) {
         self.message = message
         self.retryable = retryable
+        self.localDetail = localDetail
     }
 
     public var description: String { message }

@@ -21,8 +21,25 @@ public struct CSVReader {
         public let column: String?
         /// What is wrong.
         public let message: String
+        /// The offending value (at most 64 characters), when one is to blame.
+        public let value: String?
 
-        public var description: String { "\(file):\(line)\(column.map { ": column \($0)" } ?? ""): \(message)" }
+        /// Creates a failure.
+        public init(file: String, line: Int, column: String?, message: String, value: String? = nil) {
+            self.file = file
+            self.line = line
+            self.column = column
+            self.message = message
+            self.value = value
+        }
+
+        private var place: String { "\(file):\(line)\(column.map { ": column \($0)" } ?? "")" }
+
+        public var description: String { "\(place): \(value.map { "'\($0)' " } ?? "")\(message)" }
+
+        /// The description without the value, for reports that leave the
+        /// customer's environment: a value in a source file is customer data.
+        public var withoutValue: String { "\(place): \(value == nil ? "" : "the value ")\(message)" }
     }
 
     let path: String
@@ -259,7 +276,7 @@ public struct CSVReader {
             let bounds = fields[index]
             let empty = bounds.start == bounds.end
             func fail(_ type: String) -> Failure {
-                Failure(file: path, line: recordLine, column: column.name, message: "'\(text(bounds).prefix(64))' is not \(type)")
+                Failure(file: path, line: recordLine, column: column.name, message: "is not \(type)", value: String(text(bounds).prefix(64)))
             }
             switch columns[position] {
             case .int64(var values):

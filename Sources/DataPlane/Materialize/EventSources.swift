@@ -50,6 +50,13 @@ struct CSVEventSource: EventSource {
     }
 
     mutating func next() async throws -> ColumnBatch? {
+        do { return try nextBatch() } catch let failure as CSVReader.Failure {
+            // A malformed file stays malformed: the job fails for good, naming the file, line and column.
+            throw JobExecutionError(failure.withoutValue, retryable: false, localDetail: failure.description)
+        }
+    }
+
+    private mutating func nextBatch() throws -> ColumnBatch? {
         while true {
             if current == nil {
                 guard nextFile < files.count else { return nil }
@@ -165,10 +172,34 @@ final class PostgresEventSource: EventSource {
         if let message = error.serverInfo?[.message] {
             // Errors in the query itself (a missing column, bad SQL) will not go away by retrying.
             let permanent = state.map { $0.hasPrefix("42") || $0.hasPrefix("22") } ?? false
-            return JobExecutionError("the source query failed: \(message) (SQLSTATE \(state ?? "?"))", retryable: !permanent)
+            // The server's message may quote data ("invalid input syntax for type integer: "abc""):
+            // the control plane is told the message with every quoted part left out; the agent's log has it whole.
+            return JobExecutionError(
+                "the source query failed: \(redactingQuotes(message)) (SQLSTATE \(state ?? "?"); the agent's log has the full message)",
+                retryable: !permanent, localDetail: message)
         }
         return JobExecutionError("the source database failed: \(String(reflecting: error))", retryable: true)
     }
+}
+
+/// `text` with the inside of every '…' or "…" replaced by an ellipsis.
+func redactingQuotes(_ text: String) -> String {
+    var output = ""
+    var closing: Character?
+    for character in text {
+        if let quote = closing {
+            if character == quote {
+                output.append("…")
+                output.append(character)
+                closing = nil
+            }
+        } else {
+            output.append(character)
+            if character == "\"" || character == "'" { closing = character }
+        }
+    }
+    if closing != nil { output.append("…") }
+    return output
 }
 
 extension ColumnValues {
