@@ -139,4 +139,20 @@ struct CSVReaderTests {
         #expect(parallel == sequential)
         #expect(parallel?.column == "rate")
     }
+
+    @Test("a parallel reader dropped half-way stops its threads (no hang, no crash)")
+    func parallelReaderDropped() throws {
+        var random = SeededGenerator(seed: 7)
+        let table = RandomTable(rows: 300, using: &random)
+        let path = try Self.write(table.text)
+        for taken in 0..<20 {
+            var reader = try ParallelCSVReader(
+                path: path, schema: RandomTable.schema.map { (name: $0.0, type: $0.1) }, parts: 3, batchSize: 5, minimumPartBytes: 1)
+            for _ in 0..<taken { _ = try reader.next() }
+        }
+        var whole = try ParallelCSVReader(path: path, schema: RandomTable.schema.map { (name: $0.0, type: $0.1) }, parts: 3, batchSize: 5, minimumPartBytes: 1)
+        var batches: [ColumnBatch] = []
+        while let batch = try whole.next() { batches.append(batch) }
+        #expect(RandomTable.rows(of: batches).sorted() == table.rows.sorted())
+    }
 }

@@ -52,7 +52,7 @@ LoggingSystem.bootstrap { label in
 }
 let logger = Logger(label: "larder-test-agent")
 if let log = environment["LARDER_TEST_EXECUTION_LOG"], !FileManager.default.fileExists(atPath: log) {
-    FileManager.default.createFile(atPath: log, contents: nil)
+    _ = FileManager.default.createFile(atPath: log, contents: nil)
 }
 let executor = SimulatedWorkExecutor(
     duration: .milliseconds(Int(environment["LARDER_TEST_JOB_MILLISECONDS"] ?? "10") ?? 10), log: environment["LARDER_TEST_EXECUTION_LOG"])

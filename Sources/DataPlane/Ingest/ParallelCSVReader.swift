@@ -1,12 +1,12 @@
-import Dispatch
 import Foundation
 import Shared
 
 /// Reads a large CSV file on several cores: the file is cut into parts at
-/// record boundaries, and each part is parsed by its own `CSVReader`, one
-/// batch of each at a time, in parallel. Batches come out part by part
-/// interleaved, so rows are not in file order; memory holds one batch and
-/// one read chunk per part.
+/// record boundaries, and each part is parsed by its own `CSVReader` on a
+/// thread of its own, ahead of the caller: while the caller stores one batch,
+/// the next ones are being parsed. Batches come out of the parts interleaved,
+/// so rows are not in file order; memory holds at most two parsed batches
+/// and one read chunk per part.
 ///
 /// **Finding the cuts.** A line break ends a record only outside a quoted
 /// field, which cannot be told from the middle of a file. One scan from the
@@ -19,8 +19,9 @@ import Shared
 /// several parts hold malformed values, the one reported may not be the first
 /// in the file.
 public struct ParallelCSVReader {
-    private let parts: [PartReader]
-    private var ready: [ColumnBatch] = []
+    private let owner: PipelineOwner
+    /// How many parts the file is read in.
+    public let partCount: Int
 
     /// Opens `path`; files smaller than `minimumPartBytes` per part are read by one reader.
     public init(
@@ -33,42 +34,34 @@ public struct ParallelCSVReader {
         let size = ((try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0)
         let count = max(1, min(parts, (size - start) / max(1, minimumPartBytes)))
         guard count > 1 else {
-            self.parts = [PartReader(first)]
+            partCount = 1
+            owner = Self.start([first])
             return
         }
         let targets = (1..<count).map { start + (size - start) * $0 / count }
         var cuts = [(offset: start, line: line)] + (try Self.recordStarts(path: path, from: start, line: line, targets: targets))
         cuts = cuts.reduce(into: []) { unique, cut in if unique.last?.offset != cut.offset { unique.append(cut) } }
-        var readers: [PartReader] = []
+        var readers: [CSVReader] = []
         for (index, cut) in cuts.enumerated() {
             let stop = index + 1 < cuts.count ? cuts[index + 1].offset : nil
-            readers.append(PartReader(try CSVReader(
+            readers.append(try CSVReader(
                 path: path, schema: schema, batchSize: batchSize, chunkSize: chunkSize,
-                part: (start: cut.offset, stop: stop, line: cut.line, fieldIndex: fieldIndex))))
+                part: (start: cut.offset, stop: stop, line: cut.line, fieldIndex: fieldIndex)))
         }
-        self.parts = readers
+        partCount = readers.count
+        owner = Self.start(readers)
     }
 
-    /// How many parts the file is read in.
-    public var partCount: Int { parts.count }
+    private static func start(_ readers: [CSVReader]) -> PipelineOwner {
+        let pipeline = Pipeline(readers: readers)
+        pipeline.start(readers)
+        return PipelineOwner(pipeline)
+    }
 
-    /// The next batch, or nil when every part is read.
+    /// The next batch, or nil when every part is read. Blocks while the parts
+    /// are still parsing.
     public mutating func next() throws -> ColumnBatch? {
-        if ready.isEmpty {
-            let active = parts.filter { !$0.finished }
-            guard !active.isEmpty else { return nil }
-            if active.count == 1 {
-                active[0].read()
-            } else {
-                DispatchQueue.concurrentPerform(iterations: active.count) { active[$0].read() }
-            }
-            for part in active {
-                if let error = part.error { throw error }
-                if let batch = part.batch { ready.append(batch) }
-            }
-            if ready.isEmpty { return nil }
-        }
-        return ready.removeFirst()
+        try owner.pipeline.next()
     }
 
     /// The first record start at or after each of `targets` (ascending), with
@@ -121,22 +114,90 @@ public struct ParallelCSVReader {
     }
 }
 
-/// One part's reader and its latest result; used by one thread at a time.
-private final class PartReader: @unchecked Sendable {
+/// Stops the parts' threads when the reader is dropped (the threads hold the
+/// pipeline, not this owner).
+private final class PipelineOwner: Sendable {
+    let pipeline: Pipeline
+    init(_ pipeline: Pipeline) { self.pipeline = pipeline }
+    deinit { pipeline.stop() }
+}
+
+/// A reader handed to the thread that owns it from then on.
+private final class ReaderBox: @unchecked Sendable {
     var reader: CSVReader
-    var batch: ColumnBatch?
-    var error: (any Error)?
-    var finished = false
-
     init(_ reader: CSVReader) { self.reader = reader }
+}
 
-    func read() {
-        do {
-            batch = try reader.next()
-            if batch == nil { finished = true }
-        } catch {
-            self.error = error
-            finished = true
+/// The parts' threads and the batches they parsed. A part's thread parses
+/// until two of its batches wait, then waits for the caller to take one.
+private final class Pipeline: @unchecked Sendable {
+    private let condition = NSCondition()
+    private var ready: [(part: Int, batch: ColumnBatch)] = []
+    /// Batches parsed and not yet taken, per part.
+    private var waiting: [Int]
+    private var running: Int
+    private var failure: (any Error)?
+    private var stopped = false
+    static let aheadPerPart = 2
+
+    init(readers: [CSVReader]) {
+        waiting = Array(repeating: 0, count: readers.count)
+        running = readers.count
+    }
+
+    /// Starts one thread per reader.
+    func start(_ readers: [CSVReader]) {
+        for (index, reader) in readers.enumerated() {
+            let box = ReaderBox(reader)
+            let thread = Thread { self.produce(part: index, box: box) }
+            thread.name = "larder-csv-\(index)"
+            thread.start()
         }
+    }
+
+    /// Makes the threads stop after the batch they are parsing.
+    func stop() {
+        condition.lock()
+        stopped = true
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    private func produce(part: Int, box: ReaderBox) {
+        while true {
+            let result = Result { try box.reader.next() }
+            condition.lock()
+            switch result {
+            case .success(let batch?):
+                while waiting[part] >= Self.aheadPerPart, !stopped { condition.wait() }
+                if !stopped {
+                    ready.append((part, batch))
+                    waiting[part] += 1
+                    condition.broadcast()
+                    condition.unlock()
+                    continue
+                }
+            case .success(nil):
+                break
+            case .failure(let error):
+                if failure == nil { failure = error }
+            }
+            running -= 1
+            condition.broadcast()
+            condition.unlock()
+            return
+        }
+    }
+
+    func next() throws -> ColumnBatch? {
+        condition.lock()
+        defer { condition.unlock() }
+        while ready.isEmpty, failure == nil, running > 0 { condition.wait() }
+        if let failure { throw failure }
+        guard !ready.isEmpty else { return nil }
+        let (part, batch) = ready.removeFirst()
+        waiting[part] -= 1
+        condition.broadcast()
+        return batch
     }
 }
