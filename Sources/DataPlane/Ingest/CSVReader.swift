@@ -108,7 +108,7 @@ public struct CSVReader {
     public mutating func next() throws -> ColumnBatch? {
         guard !finished else { return nil }
         if fieldIndex.isEmpty, !schema.isEmpty { try readHeader() }
-        var columns = schema.map { ColumnValues.empty($0.type, capacity: batchSize) }
+        var columns = ColumnBuilders(schema: schema, capacity: batchSize, lastTimes: lastTimes)
         var rows = 0
         while rows < batchSize, stop.map({ base + cursor < $0 }) ?? true, let recordLine = try nextRecord() {
             if fields.count == 1, fields[0].start == fields[0].end { continue }   // a blank line
@@ -120,8 +120,12 @@ public struct CSVReader {
             try? handle.close()
             return nil
         }
-        return ColumnBatch(names: schema.map(\.name), columns: columns)
+        lastTimes = columns.lastTimes
+        return ColumnBatch(names: schema.map(\.name), columns: columns.values)
     }
+
+    /// Per timestamp column, the last field's bytes and value: rows often share times.
+    private var lastTimes: [(bytes: [UInt8], value: Int64)] = []
 
     private mutating func readHeader() throws {
         guard let headerLine = try nextRecord() else {
@@ -259,65 +263,141 @@ public struct CSVReader {
     /// A field's text.
     private func text(_ bounds: FieldBounds) -> String {
         pending.withUnsafeBufferPointer { bytes in
-            let slice = UnsafeBufferPointer(rebasing: bytes[bounds.start..<bounds.end])
-            let raw = String(decoding: slice, as: UTF8.self)
-            return bounds.escaped ? raw.replacingOccurrences(of: "\"\"", with: "\"") : raw
+            Self.text(UnsafeBufferPointer(rebasing: bytes[bounds.start..<bounds.end]), escaped: bounds.escaped)
         }
     }
 
-    private func appendRecord(line recordLine: Int, to columns: inout [ColumnValues]) throws {
-        let fields = self.fields
-        for (position, column) in schema.enumerated() {
-            let index = fieldIndex[position]
-            guard index < fields.count else {
-                throw Failure(
-                    file: path, line: recordLine, column: column.name, message: "the row has \(fields.count) fields; the header has more")
-            }
-            let bounds = fields[index]
-            let empty = bounds.start == bounds.end
-            func fail(_ type: String) -> Failure {
-                Failure(file: path, line: recordLine, column: column.name, message: "is not \(type)", value: String(text(bounds).prefix(64)))
-            }
-            switch columns[position] {
-            case .int64(var values):
-                columns[position] = .int64([])
-                if empty { values.append(nil) } else {
-                    guard let value = pending.withUnsafeBufferPointer({ FieldParser.integer(UnsafeBufferPointer(rebasing: $0[bounds.start..<bounds.end])) })
-                    else { throw fail("an integer") }
-                    if column.type == .int32, Int32(exactly: value) == nil { throw fail("an int32") }
-                    values.append(value)
-                }
-                columns[position] = .int64(values)
-            case .float64(var values):
-                columns[position] = .float64([])
-                if empty { values.append(nil) } else {
-                    guard let value = pending.withUnsafeBufferPointer({ FieldParser.double(UnsafeBufferPointer(rebasing: $0[bounds.start..<bounds.end])) })
-                    else { throw fail("a number") }
-                    values.append(value)
-                }
-                columns[position] = .float64(values)
-            case .bool(var values):
-                columns[position] = .bool([])
-                if empty { values.append(nil) } else {
-                    switch text(bounds).lowercased() {
-                    case "true", "1", "t": values.append(true)
-                    case "false", "0", "f": values.append(false)
-                    default: throw fail("true or false")
+    /// `field`'s text, with doubled quotes collapsed when `escaped`.
+    static func text(_ field: UnsafeBufferPointer<UInt8>, escaped: Bool) -> String {
+        let raw = String(decoding: field, as: UTF8.self)
+        return escaped ? raw.replacingOccurrences(of: "\"\"", with: "\"") : raw
+    }
+
+    /// Appends the current record's declared fields to `columns`, typed.
+    private func appendRecord(line recordLine: Int, to columns: inout ColumnBuilders) throws {
+        let path = self.path, schema = self.schema, fieldIndex = self.fieldIndex
+        try fields.withUnsafeBufferPointer { fields in
+            try pending.withUnsafeBufferPointer { bytes in
+                for position in 0..<fieldIndex.count {
+                    let index = fieldIndex[position]
+                    guard index < fields.count else {
+                        throw Failure(
+                            file: path, line: recordLine, column: schema[position].name,
+                            message: "the row has \(fields.count) fields; the header has more")
                     }
+                    let bounds = fields[index]
+                    let field = UnsafeBufferPointer(rebasing: bytes[bounds.start..<bounds.end])
+                    func fail(_ type: String) -> Failure {
+                        Failure(
+                            file: path, line: recordLine, column: schema[position].name, message: "is not \(type)",
+                            value: String(Self.text(field, escaped: bounds.escaped).prefix(64)))
+                    }
+                    try columns.append(field, escaped: bounds.escaped, at: position, fail: fail)
                 }
-                columns[position] = .bool(values)
-            case .timestamp(var values):
-                columns[position] = .timestamp([])
-                if empty { values.append(nil) } else {
-                    guard let value = pending.withUnsafeBufferPointer({ FieldParser.timestamp(UnsafeBufferPointer(rebasing: $0[bounds.start..<bounds.end])) })
-                    else { throw fail("an RFC 3339 timestamp such as 2025-01-01T00:00:00Z") }
-                    values.append(value)
-                }
-                columns[position] = .timestamp(values)
-            case .string(var values):
-                columns[position] = .string([])
-                values.append(empty ? nil : text(bounds))
-                columns[position] = .string(values)
+            }
+        }
+    }
+}
+
+/// The typed columns of a batch being read: one array per column, appended
+/// to in place.
+struct ColumnBuilders {
+    enum Kind { case int64, int32, float64, bool, timestamp, string }
+    let kinds: [Kind]
+    /// Each column's index among the arrays of its kind.
+    let slots: [Int]
+    var integers: [[Int64?]] = []
+    var doubles: [[Double?]] = []
+    var booleans: [[Bool?]] = []
+    var times: [[Int64?]] = []
+    var texts: [[String?]] = []
+    /// Per timestamp column: the last field's bytes and its value.
+    var lastTimes: [(bytes: [UInt8], value: Int64)]
+
+    init(schema: [(name: String, type: ValueType)], capacity: Int, lastTimes: [(bytes: [UInt8], value: Int64)]) {
+        var kinds: [Kind] = [], slots: [Int] = []
+        for column in schema {
+            let kind: Kind
+            switch column.type {
+            case .int64: kind = .int64
+            case .int32: kind = .int32
+            case .float64, .float32: kind = .float64
+            case .bool: kind = .bool
+            case .timestamp: kind = .timestamp
+            default: kind = .string
+            }
+            kinds.append(kind)
+            switch kind {
+            case .int64, .int32:
+                slots.append(integers.count)
+                integers.append([])
+                integers[integers.count - 1].reserveCapacity(capacity)
+            case .float64:
+                slots.append(doubles.count)
+                doubles.append([])
+                doubles[doubles.count - 1].reserveCapacity(capacity)
+            case .bool:
+                slots.append(booleans.count)
+                booleans.append([])
+            case .timestamp:
+                slots.append(times.count)
+                times.append([])
+                times[times.count - 1].reserveCapacity(capacity)
+            case .string:
+                slots.append(texts.count)
+                texts.append([])
+            }
+        }
+        self.kinds = kinds
+        self.slots = slots
+        self.lastTimes = lastTimes.count == times.count ? lastTimes : Array(repeating: (bytes: [], value: 0), count: times.count)
+    }
+
+    /// Parses `field` as column `position`'s type and appends it (empty is null).
+    @inline(__always)
+    mutating func append(_ field: UnsafeBufferPointer<UInt8>, escaped: Bool, at position: Int, fail: (String) -> CSVReader.Failure) throws {
+        let slot = slots[position]
+        switch kinds[position] {
+        case .int64, .int32:
+            if field.isEmpty { integers[slot].append(nil); return }
+            guard let value = FieldParser.integer(field) else { throw fail("an integer") }
+            if kinds[position] == .int32, Int32(exactly: value) == nil { throw fail("an int32") }
+            integers[slot].append(value)
+        case .float64:
+            if field.isEmpty { doubles[slot].append(nil); return }
+            guard let value = FieldParser.double(field) else { throw fail("a number") }
+            doubles[slot].append(value)
+        case .bool:
+            if field.isEmpty { booleans[slot].append(nil); return }
+            switch CSVReader.text(field, escaped: escaped).lowercased() {
+            case "true", "1", "t": booleans[slot].append(true)
+            case "false", "0", "f": booleans[slot].append(false)
+            default: throw fail("true or false")
+            }
+        case .timestamp:
+            if field.isEmpty { times[slot].append(nil); return }
+            if field.elementsEqual(lastTimes[slot].bytes) {
+                times[slot].append(lastTimes[slot].value)
+                return
+            }
+            guard let value = FieldParser.timestamp(field) else { throw fail("an RFC 3339 timestamp such as 2025-01-01T00:00:00Z") }
+            lastTimes[slot] = (Array(field), value)
+            times[slot].append(value)
+        case .string:
+            texts[slot].append(field.isEmpty ? nil : CSVReader.text(field, escaped: escaped))
+        }
+    }
+
+    /// The columns, in schema order.
+    var values: [ColumnValues] {
+        kinds.indices.map { position in
+            let slot = slots[position]
+            switch kinds[position] {
+            case .int64, .int32: return .int64(integers[slot])
+            case .float64: return .float64(doubles[slot])
+            case .bool: return .bool(booleans[slot])
+            case .timestamp: return .timestamp(times[slot])
+            case .string: return .string(texts[slot])
             }
         }
     }
