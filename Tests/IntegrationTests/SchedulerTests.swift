@@ -71,9 +71,11 @@ struct SchedulerTests {
             // Two days of hourly intervals in chunks of a day, under one backfill.
             #expect(backfilled.map { RFC3339.format($0.start!) } == ["2025-01-01T00:00:00Z", "2025-01-02T00:00:00Z"])
             #expect(backfilled.allSatisfy { $0.end!.timeIntervalSince($0.start!) == 86_400 && $0.trigger == "new version 1" && $0.parentId != nil })
+            #expect(try await scheduler.holdLease())   // renewed before each tick, as the run loop does
             #expect(try await scheduler.tick() == 0, "a second tick at the same time queues nothing")
 
             fixture.clock.advance(by: 6 * 3_600 + 125)   // the control plane was down for six hours (and a bit)
+            #expect(try await scheduler.holdLease())   // renewed before each tick, as the run loop does
             #expect(try await scheduler.tick() > 0)
             let hourly = try await fixture.materializations(of: "driver_hourly_stats").filter { $0.trigger == "schedule" }
             #expect(hourly.count == 6)
@@ -82,6 +84,7 @@ struct SchedulerTests {
             // The nightly cron view: one interval, ending at 02:00.
             let nightly = try await fixture.materializations(of: "customer_trip_stats").filter { $0.trigger == "schedule" }
             #expect(nightly.map { RFC3339.format($0.end!) } == ["2025-01-03T02:00:00Z"])
+            #expect(try await scheduler.holdLease())   // renewed before each tick, as the run loop does
             #expect(try await scheduler.tick() == 0)
 
             // Each job carries a spec signed for it.
@@ -131,6 +134,8 @@ struct SchedulerTests {
             #expect(try await scheduler.holdLease())
             for step in steps {
                 fixture.clock.advance(by: step)
+                // The run loop renews the lease before each tick; a slow run must not let it lapse.
+                #expect(try await scheduler.holdLease())
                 try await scheduler.tick()
                 let now = fixture.clock.now
                 for (view, schedule) in [("driver_hourly_stats", BatchSchedule.interval(TimeSpan(seconds: 3_600))),
@@ -160,6 +165,7 @@ struct SchedulerTests {
             let changed = RepositoryFixture.example(workspace: SchedulerFixture.workspace).replacing("ttl: 2d", with: "ttl: 3d", in: "features.yaml")
             try await changed.apply(to: SchedulerFixture.workspace, with: fixture.server.client)
             fixture.clock.advance(by: 3_600)
+            #expect(try await scheduler.holdLease())   // renewed before each tick, as the run loop does
             try await scheduler.tick()
             let jobs = try await fixture.materializations(of: "driver_hourly_stats")
             let second = jobs.filter { $0.version == 2 }
