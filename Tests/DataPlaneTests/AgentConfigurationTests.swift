@@ -72,4 +72,20 @@ struct AgentConfigurationTests {
             try SourceConnection.postgres(PostgresURL(host: "h", username: "u", database: "d")).file("x.csv")
         }
     }
+
+    @Test("a source's paths may be patterns, in the folder itself or in a subfolder, matched in name order")
+    func patterns() throws {
+        let folder = try Self.folder()
+        try FileManager.default.createDirectory(at: folder.appendingPathComponent("daily"), withIntermediateDirectories: true)
+        for name in ["b.csv", "a.csv", "notes.txt", "daily/2025-01-02.csv", "daily/2025-01-01.csv"] {
+            try "x\n".write(to: folder.appendingPathComponent(name), atomically: true, encoding: .utf8)
+        }
+        let connection = SourceConnection.directory(folder)
+        #expect(try connection.files(matching: ["*.csv"]).map(\.lastPathComponent) == ["a.csv", "b.csv"])
+        #expect(try connection.files(matching: ["daily/2025-01-0?.csv", "notes.txt"]).map(\.lastPathComponent)
+            == ["2025-01-01.csv", "2025-01-02.csv", "notes.txt"])
+        #expect(try connection.files(matching: ["none-*.csv"]).isEmpty)
+        #expect(throws: SourceConnection.Refusal.self) { try connection.files(matching: ["../*.csv"]) }
+    }
 }
+

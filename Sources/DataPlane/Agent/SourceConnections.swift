@@ -41,6 +41,27 @@ public enum SourceConnection: Sendable, Hashable, CustomStringConvertible {
         return file
     }
 
+    /// The files of `paths` (relative to the folder; `*` and `?` may appear in
+    /// a path's last component), in a stable order, each confined like `file(_:)`.
+    public func files(matching paths: [String]) throws(Refusal) -> [URL] {
+        guard case .directory(let root) = self else { throw Refusal(description: "this connection is not a folder of files") }
+        var files: [URL] = []
+        for path in paths {
+            guard path.contains("*") || path.contains("?") else {
+                files.append(try file(path))
+                continue
+            }
+            let folderPath = (path as NSString).deletingLastPathComponent
+            let pattern = (path as NSString).lastPathComponent
+            let folder = folderPath.isEmpty ? root : try file(folderPath)
+            let entries = (try? FileManager.default.contentsOfDirectory(atPath: folder.path)) ?? []
+            for entry in entries.sorted() where fnmatch(pattern, entry, 0) == 0 {
+                files.append(try file(folderPath.isEmpty ? entry : folderPath + "/" + entry))
+            }
+        }
+        return files
+    }
+
     /// `path` with every symbolic link resolved: the longest existing prefix
     /// through `realpath`, then the rest (which does not exist yet) as it is.
     static func realPath(_ path: String) -> String {

@@ -84,7 +84,7 @@ public struct WindowAggregator: Sendable {
 
     /// The tile holding instant `time`.
     public func tileIndex(of time: Int64) -> Int64 {
-        time >= 0 ? time / tile : -((-time + tile - 1) / tile)
+        time.dividedRoundingDown(by: tile)
     }
 
     /// Adds `events` to per-tile partial aggregates (one per input column).
@@ -137,5 +137,14 @@ public struct WindowAggregator: Sendable {
             previous = values
         }
         return rows
+    }
+}
+
+extension Int64 {
+    /// The quotient rounded towards minus infinity (`/` rounds towards zero):
+    /// the tile, second or day holding an instant before 1970 too.
+    @inline(__always)
+    func dividedRoundingDown(by divisor: Int64) -> Int64 {
+        self >= 0 ? self / divisor : -((-self + divisor - 1) / divisor)
     }
 }

@@ -299,60 +299,7 @@ public struct CSVReader {
     }
 }
 
-/// The typed columns of a batch being read: one array per column, appended
-/// to in place.
-struct ColumnBuilders {
-    enum Kind { case int64, int32, float64, bool, timestamp, string }
-    let kinds: [Kind]
-    /// Each column's index among the arrays of its kind.
-    let slots: [Int]
-    var integers: [[Int64?]] = []
-    var doubles: [[Double?]] = []
-    var booleans: [[Bool?]] = []
-    var times: [[Int64?]] = []
-    var texts: [[String?]] = []
-    /// Per timestamp column: the last field's bytes and its value.
-    var lastTimes: [(bytes: [UInt8], value: Int64)]
-
-    init(schema: [(name: String, type: ValueType)], capacity: Int, lastTimes: [(bytes: [UInt8], value: Int64)]) {
-        var kinds: [Kind] = [], slots: [Int] = []
-        for column in schema {
-            let kind: Kind
-            switch column.type {
-            case .int64: kind = .int64
-            case .int32: kind = .int32
-            case .float64, .float32: kind = .float64
-            case .bool: kind = .bool
-            case .timestamp: kind = .timestamp
-            default: kind = .string
-            }
-            kinds.append(kind)
-            switch kind {
-            case .int64, .int32:
-                slots.append(integers.count)
-                integers.append([])
-                integers[integers.count - 1].reserveCapacity(capacity)
-            case .float64:
-                slots.append(doubles.count)
-                doubles.append([])
-                doubles[doubles.count - 1].reserveCapacity(capacity)
-            case .bool:
-                slots.append(booleans.count)
-                booleans.append([])
-            case .timestamp:
-                slots.append(times.count)
-                times.append([])
-                times[times.count - 1].reserveCapacity(capacity)
-            case .string:
-                slots.append(texts.count)
-                texts.append([])
-            }
-        }
-        self.kinds = kinds
-        self.slots = slots
-        self.lastTimes = lastTimes.count == times.count ? lastTimes : Array(repeating: (bytes: [], value: 0), count: times.count)
-    }
-
+extension ColumnBuilders {
     /// Parses `field` as column `position`'s type and appends it (empty is null).
     @inline(__always)
     mutating func append(_ field: UnsafeBufferPointer<UInt8>, escaped: Bool, at position: Int, fail: (String) -> CSVReader.Failure) throws {
@@ -385,20 +332,6 @@ struct ColumnBuilders {
             times[slot].append(value)
         case .string:
             texts[slot].append(field.isEmpty ? nil : CSVReader.text(field, escaped: escaped))
-        }
-    }
-
-    /// The columns, in schema order.
-    var values: [ColumnValues] {
-        kinds.indices.map { position in
-            let slot = slots[position]
-            switch kinds[position] {
-            case .int64, .int32: return .int64(integers[slot])
-            case .float64: return .float64(doubles[slot])
-            case .bool: return .bool(booleans[slot])
-            case .timestamp: return .timestamp(times[slot])
-            case .string: return .string(texts[slot])
-            }
         }
     }
 }

@@ -21,26 +21,6 @@ struct CSVEventSource: EventSource {
     private var current: ParallelCSVReader?
     private var nextFile = 0
 
-    /// The files of `paths` on `connection`, in a stable order.
-    static func files(_ paths: [String], on connection: SourceConnection) throws -> [URL] {
-        var files: [URL] = []
-        for path in paths {
-            guard path.contains("*") || path.contains("?") else {
-                files.append(try connection.file(path))
-                continue
-            }
-            // A pattern: match the last component among the folder's entries.
-            let folderPath = (path as NSString).deletingLastPathComponent
-            let pattern = (path as NSString).lastPathComponent
-            let folder = folderPath.isEmpty ? try connection.file(".").deletingLastPathComponent() : try connection.file(folderPath)
-            let entries = (try? FileManager.default.contentsOfDirectory(atPath: folder.path)) ?? []
-            for entry in entries.sorted() where fnmatch(pattern, entry, 0) == 0 {
-                files.append(try connection.file(folderPath.isEmpty ? entry : folderPath + "/" + entry))
-            }
-        }
-        return files
-    }
-
     init(files: [URL], columns: [(name: String, type: ValueType)], timestampColumn: Int, from: Int64, to: Int64) {
         self.files = files
         self.columns = columns
@@ -140,13 +120,13 @@ final class PostgresEventSource: EventSource {
 
     func next() async throws -> ColumnBatch? {
         guard !finished, var iterator else { return nil }
-        var values = columns.map { ColumnValues.empty($0.type, capacity: batchSize) }
+        var values = ColumnBuilders(schema: columns, capacity: batchSize)
         var rows = 0
         do {
             while rows < batchSize, let row = try await iterator.next() {
                 let cells = PostgresRandomAccessRow(row)
                 for position in columns.indices {
-                    try values[position].append(cells[position])
+                    try values.append(cells[position], at: position)
                 }
                 rows += 1
             }
@@ -159,7 +139,7 @@ final class PostgresEventSource: EventSource {
             try await connection.execute("COMMIT", logger: logger)
             return nil
         }
-        return ColumnBatch(names: columns.map(\.name), columns: values)
+        return ColumnBatch(names: columns.map(\.name), columns: values.values)
     }
 
     /// A failure of the source's query, in words: a timeout, or the server's message.
@@ -213,30 +193,18 @@ extension ColumnValues {
         case .timestamp(let values): return .timestamp(rows.map { values[$0] })
         }
     }
+}
 
-    /// Appends the value of a cell of a row from PostgreSQL.
-    mutating func append(_ cell: PostgresCell) throws {
-        switch self {
-        case .int64(var values):
-            self = .int64([])
-            values.append(try cell.decode(Int64?.self))
-            self = .int64(values)
-        case .float64(var values):
-            self = .float64([])
-            values.append(try cell.decode(Double?.self))
-            self = .float64(values)
-        case .bool(var values):
-            self = .bool([])
-            values.append(try cell.decode(Bool?.self))
-            self = .bool(values)
-        case .string(var values):
-            self = .string([])
-            values.append(try cell.decode(String?.self))
-            self = .string(values)
-        case .timestamp(var values):
-            self = .timestamp([])
-            values.append(try cell.decode(Date?.self).map(MaterializationPlan.micros))
-            self = .timestamp(values)
+extension ColumnBuilders {
+    /// Appends the value of a cell of a row from PostgreSQL (cast to the column's type by the query).
+    mutating func append(_ cell: PostgresCell, at position: Int) throws {
+        let slot = slots[position]
+        switch kinds[position] {
+        case .int64, .int32: integers[slot].append(try cell.decode(Int64?.self))
+        case .float64: doubles[slot].append(try cell.decode(Double?.self))
+        case .bool: booleans[slot].append(try cell.decode(Bool?.self))
+        case .timestamp: times[slot].append(try cell.decode(Date?.self).map(MaterializationPlan.micros))
+        case .string: texts[slot].append(try cell.decode(String?.self))
         }
     }
 }

@@ -148,7 +148,7 @@ struct Materialization {
             while let batch = try await source.next() {
                 try Task.checkCancellation()
                 state.rowsRead += Int64(batch.count)
-                windows.add(batch)
+                try windows.add(batch)
             }
             await context.report(JobProgress(phase: "aggregating", rowsRead: state.rowsRead))
             for batch in windows.outputs(batchSize: executor.batchSize) { try await emit(batch) }
@@ -187,7 +187,7 @@ struct Materialization {
                 throw JobExecutionError("this agent has no directory connection named '\(name)' in its configuration", retryable: false)
             }
             let files: [URL]
-            do { files = try CSVEventSource.files(paths, on: connection) } catch { throw JobExecutionError("\(error)", retryable: false) }
+            do { files = try connection.files(matching: paths) } catch { throw JobExecutionError("\(error)", retryable: false) }
             guard !files.isEmpty else { throw JobExecutionError("no file of source \(plan.source.name) matches \(paths)", retryable: true) }
             return CSVEventSource(files: files, columns: columns, timestampColumn: plan.keys.count, from: from, to: to)
         case .postgres(let name, _):

@@ -171,9 +171,9 @@ struct CopyTextEncoder {
     }
 
     static func format(_ micros: Int64) -> [UInt8] {
-        let seconds = micros >= 0 ? micros / 1_000_000 : (micros - 999_999) / 1_000_000
+        let seconds = micros.dividedRoundingDown(by: 1_000_000)
         let fraction = micros - seconds * 1_000_000
-        let days = seconds >= 0 ? seconds / 86_400 : (seconds - 86_399) / 86_400
+        let days = seconds.dividedRoundingDown(by: 86_400)
         let secondOfDay = seconds - days * 86_400
         // Civil date from days since 1970-01-01 (Hinnant's algorithm).
         let shifted = days + 719_468

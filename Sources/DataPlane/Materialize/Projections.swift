@@ -21,34 +21,8 @@ struct PlainProjection {
 
     func output(of batch: ColumnBatch) throws -> OutputBatch {
         let count = batch.count
-        var keys: [EntityKey] = []
-        keys.reserveCapacity(count)
-        var valid: [Int] = []
-        valid.reserveCapacity(count)
         guard case .timestamp(let times) = batch.columns[keyColumns] else { throw JobExecutionError("the event time is not a timestamp", retryable: false) }
-        // Rows without an entity or an event time cannot be stored: they are skipped.
-        if keyColumns == 1 {
-            switch batch.columns[0] {
-            case .int64(let values):
-                for row in 0..<count { if let value = values[row], times[row] != nil { keys.append(.int(value)); valid.append(row) } }
-            case .string(let values):
-                for row in 0..<count { if let value = values[row], times[row] != nil { keys.append(.string(value)); valid.append(row) } }
-            default: throw JobExecutionError("join keys must be integers or strings", retryable: false)
-            }
-        } else {
-            rows: for row in 0..<count where times[row] != nil {
-                var parts: [EntityKey.Part] = []
-                for column in 0..<keyColumns {
-                    switch batch.columns[column] {
-                    case .int64(let values): guard let value = values[row] else { continue rows }; parts.append(.int(value))
-                    case .string(let values): guard let value = values[row] else { continue rows }; parts.append(.string(value))
-                    default: throw JobExecutionError("join keys must be integers or strings", retryable: false)
-                    }
-                }
-                keys.append(EntityKey(parts))
-                valid.append(row)
-            }
-        }
+        let (keys, valid) = try entityKeys(of: batch, keyColumns: keyColumns, times: times)
         let whole = valid.count == count
         func pick(_ column: ColumnValues) -> ColumnValues { whole ? column : column.gathering(valid) }
         let eventTimes = valid.map { times[$0]! }
@@ -90,15 +64,11 @@ struct WindowedProjection {
     /// and the longest window; nil for plain views.
     static func boundaries(_ plan: MaterializationPlan) -> (first: Int64, last: Int64, longest: Int64)? {
         guard let tile = plan.slide, tile > 0, !plan.aggregations.isEmpty else { return nil }
-        let start = floorDivide(plan.start, 1_000_000), end = floorDivide(plan.end, 1_000_000)
-        let first = (floorDivide(start, tile) + 1) * tile
-        let last = floorDivide(end, tile) * tile
+        let start = plan.start.dividedRoundingDown(by: 1_000_000), end = plan.end.dividedRoundingDown(by: 1_000_000)
+        let first = (start.dividedRoundingDown(by: tile) + 1) * tile
+        let last = end.dividedRoundingDown(by: tile) * tile
         let longest = plan.aggregations.flatMap(\.windows).map(\.seconds).max() ?? tile
         return (first, last, longest)
-    }
-
-    static func floorDivide(_ value: Int64, _ divisor: Int64) -> Int64 {
-        value >= 0 ? value / divisor : -((-value + divisor - 1) / divisor)
     }
 
     init(plan: MaterializationPlan, columns: [(name: String, type: ValueType)]) throws {
@@ -138,8 +108,8 @@ struct WindowedProjection {
     }
 
     /// Adds the events of a batch to their entities' tiles.
-    mutating func add(_ batch: ColumnBatch) {
-        guard case .timestamp(let times) = batch.columns[keyColumns] else { return }
+    mutating func add(_ batch: ColumnBatch) throws {
+        guard case .timestamp(let times) = batch.columns[keyColumns] else { throw JobExecutionError("the event time is not a timestamp", retryable: false) }
         var created: [Int64?]?
         if let createdColumn, case .timestamp(let values) = batch.columns[createdColumn] { created = values }
         // Each input as numbers; a non-numeric column counts as 1 where it has a value.
@@ -152,27 +122,15 @@ struct WindowedProjection {
             }
         }
         let width = inputColumns.count
-        for row in 0..<batch.count {
-            guard let time = times[row], let key = key(batch, row) else { continue }
-            let seconds = Self.floorDivide(time, 1_000_000)
-            let createdSeconds = created?[row].map { Self.floorDivide($0, 1_000_000) } ?? 0
+        let (keys, rows) = try entityKeys(of: batch, keyColumns: keyColumns, times: times)
+        for (key, row) in zip(keys, rows) {
+            let seconds = times[row]!.dividedRoundingDown(by: 1_000_000)
+            let createdSeconds = created?[row].map { $0.dividedRoundingDown(by: 1_000_000) } ?? 0
             let index = aggregator.tileIndex(of: seconds)
             tiles[key, default: [:]][index, default: Array(repeating: PartialAggregate(), count: width)].withEach { position, aggregate in
                 aggregate.add(inputs[position][row], time: seconds, created: createdSeconds)
             }
         }
-    }
-
-    private func key(_ batch: ColumnBatch, _ row: Int) -> EntityKey? {
-        var parts: [EntityKey.Part] = []
-        for column in 0..<keyColumns {
-            switch batch.columns[column] {
-            case .int64(let values): guard let value = values[row] else { return nil }; parts.append(.int(value))
-            case .string(let values): guard let value = values[row] else { return nil }; parts.append(.string(value))
-            default: return nil
-            }
-        }
-        return EntityKey(parts)
     }
 
     /// The window values of every entity at each boundary of the interval
@@ -208,6 +166,38 @@ struct WindowedProjection {
         flush()
         return batches
     }
+}
+
+/// The entity of each row that has one and an event time, and those rows:
+/// rows without either cannot be stored and are skipped.
+func entityKeys(of batch: ColumnBatch, keyColumns: Int, times: [Int64?]) throws -> (keys: [EntityKey], rows: [Int]) {
+    let count = batch.count
+    var keys: [EntityKey] = [], rows: [Int] = []
+    keys.reserveCapacity(count)
+    rows.reserveCapacity(count)
+    if keyColumns == 1 {
+        switch batch.columns[0] {
+        case .int64(let values):
+            for row in 0..<count { if let value = values[row], times[row] != nil { keys.append(.int(value)); rows.append(row) } }
+        case .string(let values):
+            for row in 0..<count { if let value = values[row], times[row] != nil { keys.append(.string(value)); rows.append(row) } }
+        default: throw JobExecutionError("join keys must be integers or strings", retryable: false)
+        }
+        return (keys, rows)
+    }
+    rows: for row in 0..<count where times[row] != nil {
+        var parts: [EntityKey.Part] = []
+        for column in 0..<keyColumns {
+            switch batch.columns[column] {
+            case .int64(let values): guard let value = values[row] else { continue rows }; parts.append(.int(value))
+            case .string(let values): guard let value = values[row] else { continue rows }; parts.append(.string(value))
+            default: throw JobExecutionError("join keys must be integers or strings", retryable: false)
+            }
+        }
+        keys.append(EntityKey(parts))
+        rows.append(row)
+    }
+    return (keys, rows)
 }
 
 extension Array {

@@ -55,6 +55,33 @@ public enum EntityKey: Sendable, Hashable, CustomStringConvertible {
     }
 }
 
+extension EntityKey {
+    /// The join key values, in key order.
+    public var parts: [Part] {
+        switch self {
+        case .int(let value): return [.int(value)]
+        case .string(let value): return [.string(value)]
+        case .composite(let bytes):
+            var parts: [Part] = []
+            var index = 0
+            while index < bytes.count {
+                let tag = bytes[index]
+                index += 1
+                if tag == 0 {
+                    parts.append(.int(ByteReader.int64(bytes, at: index)))
+                    index += 8
+                } else {
+                    let length = Int(ByteReader.uint32(bytes, at: index))
+                    index += 4
+                    parts.append(.string(String(decoding: bytes[index..<index + length], as: UTF8.self)))
+                    index += length
+                }
+            }
+            return parts
+        }
+    }
+}
+
 /// Little-endian reads from a byte array (the online store's log format).
 enum ByteReader {
     @inline(__always)

@@ -21,15 +21,6 @@ public enum FeatureValue: Sendable, Hashable, CustomStringConvertible {
         case .timestamp(let micros): return RFC3339.format(Date(timeIntervalSince1970: Double(micros) / 1_000_000))
         }
     }
-
-    /// The value as a number, for statistics (nil for null, strings and booleans).
-    public var number: Double? {
-        switch self {
-        case .int(let value), .timestamp(let value): return Double(value)
-        case .double(let value): return value
-        default: return nil
-        }
-    }
 }
 
 /// How the online store keeps a column: as 64-bit words, or as strings.
