@@ -39,9 +39,14 @@ extension LarderBench {
             })
             precondition(counted == rows)
         }
+        var cutting = Samples()
+        for _ in 0..<runs {
+            cutting.add(try measureThrowing { _ = try ParallelCSVReader(path: file.path, schema: schema) })
+        }
         print(Samples.header)
         print(samples.row("read + parse + type all rows"))
         print(parallel.row("the same in \(parts) parts on \(ProcessInfo.processInfo.activeProcessorCount) cores"))
+        print(cutting.row("of which finding the cuts and starting the parts"))
         let median = samples.values.sorted()[samples.values.count / 2]
         print(String(format: "median: %.0f rows/s, %.0f MiB/s; peak resident memory of this process so far: %d MiB",
                      Double(rows) / median.seconds, Double(bytes) / 1_048_576 / median.seconds, peakResidentMiB()))

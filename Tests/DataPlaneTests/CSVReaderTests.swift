@@ -62,13 +62,21 @@ struct CSVReaderTests {
         var ids: [Int64?] = [], rates: [Double?] = [], notes: [String?] = [], times: [Int64?] = []
         var text = "id,rate,at,note\r\n"
 
-        init(rows: Int, using random: inout SeededGenerator) {
-            let alphabet = Array("ab ,\"\n\r\u{e9}z")
+        /// `specialShare`: the share of notes drawn with commas, quotes and line
+        /// breaks; the others are plain letters, written unquoted or quoted at
+        /// random (all unquoted when the share is 0: a file without a quote).
+        /// `malformedRow`, when set, gets the rate `1.2.3`.
+        init(rows: Int, specialShare: Double = 1, malformedRow: Int? = nil, using random: inout SeededGenerator) {
+            let special = Array("ab ,\"\n\r\u{e9}z"), plain = Array("abz\u{e9}")
+            var unquoted = Set<Int>()
             for _ in 0..<rows {
                 ids.append(Int.random(in: 0..<10, using: &random) == 0 ? nil : Int64.random(in: Int64.min...Int64.max, using: &random))
                 rates.append(Int.random(in: 0..<10, using: &random) == 0 ? nil : Double(Int.random(in: -1_000_000...1_000_000, using: &random)) / 1_000)
                 let length = Int.random(in: 0...8, using: &random)
+                let isSpecial = Double.random(in: 0..<1, using: &random) < specialShare
+                let alphabet = isSpecial ? special : plain
                 let note = String((0..<length).map { _ in alphabet.randomElement(using: &random)! })
+                if !isSpecial, specialShare == 0 || Bool.random(using: &random) { unquoted.insert(notes.count) }
                 notes.append(note.isEmpty ? nil : note)
                 times.append(Int.random(in: 0..<10, using: &random) == 0 ? nil : Int64.random(in: 0...4_000_000_000, using: &random) * 1_000_000)
             }
@@ -76,7 +84,7 @@ struct CSVReaderTests {
             // The note is the last field of each line, so quoted line breaks and CRs meet the line's end.
             for row in 0..<rows {
                 let time = times[row].map { RFC3339.format(Date(timeIntervalSince1970: Double($0 / 1_000_000))) } ?? ""
-                text += "\(ids[row].map(String.init) ?? ""),\(rates[row].map { String($0) } ?? ""),\(time),\(notes[row].map(quoted) ?? "")"
+                text += "\(ids[row].map(String.init) ?? ""),\(row == malformedRow ? "1.2.3" : rates[row].map { String($0) } ?? ""),\(time),\(notes[row].map { unquoted.contains(row) ? $0 : quoted($0) } ?? "")"
                 text += Bool.random(using: &random) ? "\r\n" : "\n"
             }
         }
@@ -101,7 +109,8 @@ struct CSVReaderTests {
     @Test("random tables survive writing and reading at any chunk and batch size", arguments: Array(1...25) as [UInt64])
     func roundTrip(seed: UInt64) throws {
         var random = SeededGenerator(seed: seed)
-        let table = RandomTable(rows: Int.random(in: 0...120, using: &random), using: &random)
+        let table = RandomTable(
+            rows: Int.random(in: 0...120, using: &random), specialShare: [1, 0.1, 0].randomElement(using: &random)!, using: &random)
         let path = try Self.write(table.text)
         let batchSize = Int.random(in: 1...50, using: &random), chunkSize = Int.random(in: 1...64, using: &random)
         let batches = try Self.readAll(path, RandomTable.schema, batchSize: batchSize, chunkSize: chunkSize)
@@ -116,7 +125,8 @@ struct CSVReaderTests {
     @Test("read in parallel parts cut at record boundaries: the same rows, whatever quotes and line breaks the cuts fall near", arguments: Array(1...40) as [UInt64])
     func parallelParts(seed: UInt64) throws {
         var random = SeededGenerator(seed: seed)
-        let table = RandomTable(rows: Int.random(in: 0...150, using: &random), using: &random)
+        let table = RandomTable(
+            rows: Int.random(in: 0...150, using: &random), specialShare: [1, 0.1, 0.01, 0].randomElement(using: &random)!, using: &random)
         let path = try Self.write(table.text)
         var reader = try ParallelCSVReader(
             path: path, schema: RandomTable.schema.map { (name: $0.0, type: $0.1) }, parts: Int.random(in: 2...6, using: &random),
@@ -138,6 +148,21 @@ struct CSVReaderTests {
         let parallel = #expect(throws: CSVReader.Failure.self) { while try reader.next() != nil {} }
         #expect(parallel == sequential)
         #expect(parallel?.column == "rate")
+    }
+
+    @Test("parts name the same line as the sequential reader for a malformed value anywhere, quoted line breaks or not", arguments: Array(1...30) as [UInt64])
+    func parallelErrorLinesAnywhere(seed: UInt64) throws {
+        var random = SeededGenerator(seed: seed)
+        let table = RandomTable(
+            rows: 120, specialShare: [0.2, 0.02, 0].randomElement(using: &random)!, malformedRow: Int.random(in: 0..<120, using: &random),
+            using: &random)
+        let path = try Self.write(table.text)
+        let sequential = #expect(throws: CSVReader.Failure.self) { _ = try Self.readAll(path, RandomTable.schema) }
+        var reader = try ParallelCSVReader(
+            path: path, schema: RandomTable.schema.map { (name: $0.0, type: $0.1) }, parts: Int.random(in: 2...5, using: &random),
+            chunkSize: Int.random(in: 1...200, using: &random), minimumPartBytes: 1)
+        let parallel = #expect(throws: CSVReader.Failure.self) { while try reader.next() != nil {} }
+        #expect(parallel == sequential)
     }
 
     @Test("a parallel reader dropped half-way stops its threads (no hang, no crash)")

@@ -108,24 +108,83 @@ public struct CSVReader {
     public mutating func next() throws -> ColumnBatch? {
         guard !finished else { return nil }
         if fieldIndex.isEmpty, !schema.isEmpty { try readHeader() }
-        var columns = ColumnBuilders(schema: schema, capacity: batchSize, lastTimes: lastTimes)
-        var rows = 0
-        while rows < batchSize, stop.map({ base + cursor < $0 }) ?? true, let recordLine = try nextRecord() {
+        if fieldPositions.isEmpty, !fieldIndex.isEmpty {
+            fieldPositions = Array(repeating: -1, count: fieldIndex.max()! + 1)
+            for (position, index) in fieldIndex.enumerated() { fieldPositions[index] = position }
+        }
+        var columns = builders ?? ColumnBuilders(schema: schema, capacity: batchSize)
+        columns.rows = 0
+        while columns.rows < batchSize {
+            appendPlainRecords(to: &columns)
+            guard columns.rows < batchSize, stop.map({ base + cursor < $0 }) ?? true, let recordLine = try nextRecord() else { break }
             if fields.count == 1, fields[0].start == fields[0].end { continue }   // a blank line
             try appendRecord(line: recordLine, to: &columns)
-            rows += 1
+            columns.rows += 1
         }
-        if rows == 0 {
+        if columns.rows == 0 {
             finished = true
+            builders = nil
             try? handle.close()
             return nil
         }
-        lastTimes = columns.lastTimes
+        builders = columns
         return ColumnBatch(names: schema.map(\.name), columns: columns.values)
     }
 
-    /// Per timestamp column, the last field's bytes and value: rows often share times.
-    private var lastTimes: [(bytes: [UInt8], value: Int64)] = []
+    /// For each field index of the file up to the last declared one, the
+    /// declared column's position, or -1 for a field not declared.
+    private var fieldPositions: [Int] = []
+
+    /// The fast path: appends the records in the buffer that need no special
+    /// handling — no quotes, every value parses, enough fields, not blank —
+    /// reading each byte once and parsing each declared value as its field ends.
+    /// Stops before the first record that does need it (or is cut by the end of
+    /// the buffer, or starts at `stop`), leaving it, with its exact error if any,
+    /// to the general path. Returns how many records it appended.
+    private mutating func appendPlainRecords(to columns: inout ColumnBuilders) {
+        let comma: UInt8 = 0x2C, newline: UInt8 = 0x0A, quote: UInt8 = 0x22, carriageReturn: UInt8 = 0x0D
+        let positions = fieldPositions, stopIndex = stop.map { $0 - base } ?? Int.max
+        let rowsBefore = columns.rows
+        var committed = cursor
+        pending.withUnsafeBufferPointer { bytes in
+            let count = bytes.count
+            var index = committed
+            while columns.rows < columns.capacity, index < stopIndex {
+                var field = 0
+                while true {
+                    let position = field < positions.count ? positions[field] : -1
+                    // Most values parse as their bytes are scanned.
+                    if position >= 0, let delimiter = columns.appendScanning(bytes, from: index, at: position) {
+                        field += 1
+                        index = delimiter + 1
+                        if bytes[delimiter] == newline { break } else { continue }
+                    }
+                    var scan = index
+                    while scan < count {
+                        let byte = bytes[scan]
+                        if byte == comma || byte == newline || byte == quote { break }
+                        scan += 1
+                    }
+                    guard scan < count, bytes[scan] != quote else { return }
+                    let atEnd = bytes[scan] == newline
+                    let end = atEnd && scan > index && bytes[scan - 1] == carriageReturn ? scan - 1 : scan
+                    if atEnd, field == 0, end == index { return }   // a blank line
+                    if position >= 0, !columns.appendPlain(UnsafeBufferPointer(rebasing: bytes[index..<end]), at: position) { return }
+                    field += 1
+                    index = scan + 1
+                    if atEnd { break }
+                }
+                guard field >= positions.count else { return }
+                columns.rows += 1
+                committed = index
+            }
+        }
+        cursor = committed
+        line += columns.rows - rowsBefore   // a record of the fast path has no line break but its last
+    }
+
+    /// The columns being filled, kept from batch to batch (with the last timestamps, which rows often share).
+    private var builders: ColumnBuilders?
 
     private mutating func readHeader() throws {
         guard let headerLine = try nextRecord() else {
@@ -300,38 +359,126 @@ public struct CSVReader {
 }
 
 extension ColumnBuilders {
-    /// Parses `field` as column `position`'s type and appends it (empty is null).
+    /// Parses an unquoted `field` as column `position`'s type and writes it
+    /// in row `rows` (empty is null); false when it does not parse.
+    @inline(__always)
+    mutating func appendPlain(_ field: UnsafeBufferPointer<UInt8>, at position: Int) -> Bool {
+        let slot = slots[position]
+        switch kinds[position] {
+        case .int64:
+            if field.isEmpty { integers[slot].set(row: rows, nil); return true }
+            guard let value = FieldParser.integer(field) else { return false }
+            integers[slot].set(row: rows, value)
+        case .float64:
+            if field.isEmpty { doubles[slot].set(row: rows, nil); return true }
+            guard let value = FieldParser.double(field) else { return false }
+            doubles[slot].set(row: rows, value)
+        case .timestamp:
+            if field.isEmpty { times[slot].set(row: rows, nil); return true }
+            if let value = lastTime(field, slot: slot) {
+                times[slot].set(row: rows, value)
+                return true
+            }
+            guard let value = FieldParser.timestamp(field) else { return false }
+            lastTimes[slot] = (Array(field), value)
+            times[slot].set(row: rows, value)
+        case .int32, .bool, .string:
+            let unused = CSVReader.Failure(file: "", line: 0, column: nil, message: "")
+            return (try? append(field, escaped: false, at: position) { _ in unused }) != nil
+        }
+        return true
+    }
+
+    /// Parses the field starting at `bytes[start]` while finding its end, in
+    /// the common shapes: a decimal integer, a decimal number of at most 15
+    /// digits, a timestamp with the same bytes as the column's last one.
+    /// Writes it in row `rows` and returns the index of the comma or line feed
+    /// that ends it; nil for any other shape (left to `appendPlain`).
+    @inline(__always)
+    mutating func appendScanning(_ bytes: UnsafeBufferPointer<UInt8>, from start: Int, at position: Int) -> Int? {
+        let comma: UInt8 = 0x2C, newline: UInt8 = 0x0A, minus: UInt8 = 0x2D, point: UInt8 = 0x2E
+        let count = bytes.count, slot = slots[position]
+        switch kinds[position] {
+        case .int64, .float64:
+            var index = start, negative = false
+            if index < count, bytes[index] == minus { negative = true; index += 1 }
+            var mantissa: Int64 = 0, digits = 0, fraction = -1
+            while index < count {
+                let digit = bytes[index] &- 48
+                if digit <= 9 {
+                    mantissa = mantissa &* 10 &+ Int64(digit)
+                    digits += 1
+                } else if bytes[index] == point, fraction < 0, kinds[position] == .float64 {
+                    fraction = digits
+                } else {
+                    break
+                }
+                index += 1
+            }
+            guard index < count, bytes[index] == comma || bytes[index] == newline, digits > 0, digits <= 15 else { return nil }
+            if kinds[position] == .int64 {
+                integers[slot].set(row: rows, negative ? -mantissa : mantissa)
+            } else {
+                let value = fraction < 0 ? Double(mantissa) : Double(mantissa) / FieldParser.powersOfTen[digits - fraction]
+                doubles[slot].set(row: rows, negative ? -value : value)
+            }
+            return index
+        case .timestamp:
+            return lastTimes[slot].bytes.withUnsafeBufferPointer { last -> Int? in
+                let end = start + last.count
+                guard !last.isEmpty, end < count, bytes[end] == comma || bytes[end] == newline,
+                      memcmp(last.baseAddress!, bytes.baseAddress! + start, last.count) == 0
+                else { return nil }
+                return end
+            }.map { end in
+                times[slot].set(row: rows, lastTimes[slot].value)
+                return end
+            }
+        default:
+            return nil
+        }
+    }
+
+    /// The value of timestamp column `slot`'s last field, when `field` has the same bytes.
+    @inline(__always)
+    func lastTime(_ field: UnsafeBufferPointer<UInt8>, slot: Int) -> Int64? {
+        lastTimes[slot].bytes.withUnsafeBufferPointer { last in
+            last.count == field.count && memcmp(last.baseAddress!, field.baseAddress!, field.count) == 0
+        } ? lastTimes[slot].value : nil
+    }
+
+    /// Parses `field` as column `position`'s type and writes it in row `rows` (empty is null).
     @inline(__always)
     mutating func append(_ field: UnsafeBufferPointer<UInt8>, escaped: Bool, at position: Int, fail: (String) -> CSVReader.Failure) throws {
         let slot = slots[position]
         switch kinds[position] {
         case .int64, .int32:
-            if field.isEmpty { integers[slot].append(nil); return }
+            if field.isEmpty { integers[slot].set(row: rows, nil); return }
             guard let value = FieldParser.integer(field) else { throw fail("an integer") }
             if kinds[position] == .int32, Int32(exactly: value) == nil { throw fail("an int32") }
-            integers[slot].append(value)
+            integers[slot].set(row: rows, value)
         case .float64:
-            if field.isEmpty { doubles[slot].append(nil); return }
+            if field.isEmpty { doubles[slot].set(row: rows, nil); return }
             guard let value = FieldParser.double(field) else { throw fail("a number") }
-            doubles[slot].append(value)
+            doubles[slot].set(row: rows, value)
         case .bool:
-            if field.isEmpty { booleans[slot].append(nil); return }
+            if field.isEmpty { booleans[slot].set(row: rows, nil); return }
             switch CSVReader.text(field, escaped: escaped).lowercased() {
-            case "true", "1", "t": booleans[slot].append(true)
-            case "false", "0", "f": booleans[slot].append(false)
+            case "true", "1", "t": booleans[slot].set(row: rows, true)
+            case "false", "0", "f": booleans[slot].set(row: rows, false)
             default: throw fail("true or false")
             }
         case .timestamp:
-            if field.isEmpty { times[slot].append(nil); return }
-            if field.elementsEqual(lastTimes[slot].bytes) {
-                times[slot].append(lastTimes[slot].value)
+            if field.isEmpty { times[slot].set(row: rows, nil); return }
+            if let value = lastTime(field, slot: slot) {
+                times[slot].set(row: rows, value)
                 return
             }
             guard let value = FieldParser.timestamp(field) else { throw fail("an RFC 3339 timestamp such as 2025-01-01T00:00:00Z") }
             lastTimes[slot] = (Array(field), value)
-            times[slot].append(value)
+            times[slot].set(row: rows, value)
         case .string:
-            texts[slot].append(field.isEmpty ? nil : CSVReader.text(field, escaped: escaped))
+            texts[slot].set(row: rows, field.isEmpty ? nil : CSVReader.text(field, escaped: escaped))
         }
     }
 }

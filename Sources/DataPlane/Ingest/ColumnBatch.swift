@@ -40,20 +40,57 @@ public struct ColumnBatch: Sendable, Hashable {
     }
 }
 
-/// The typed columns of a batch being read: one array per column, appended
-/// to in place (re-wrapping a `ColumnValues` per value costs a copy check each time).
+/// One typed column of the batches being read: a block of `capacity`
+/// values written by row, kept from batch to batch. A class holding a
+/// pointer, so that writing a value neither makes the array of columns
+/// unique nor checks exclusive access at run time.
+final class ColumnBuilder<Value> {
+    let capacity: Int
+    private let storage: UnsafeMutablePointer<Value?>
+
+    init(capacity: Int) {
+        self.capacity = max(1, capacity)
+        storage = .allocate(capacity: self.capacity)
+        storage.initialize(repeating: nil, count: self.capacity)
+    }
+
+    deinit {
+        storage.deinitialize(count: capacity)
+        storage.deallocate()
+    }
+
+    /// Writes the value of row `row`.
+    @inline(__always)
+    func set(row: Int, _ value: Value?) {
+        precondition(row >= 0 && row < capacity, "row \(row) is past the batch's capacity \(capacity)")
+        storage[row] = value
+    }
+
+    /// The values of the first `count` rows.
+    func values(count: Int) -> [Value?] {
+        Array(UnsafeBufferPointer(start: storage, count: min(count, capacity)))
+    }
+}
+
+/// The typed columns of a batch being read, filled row by row: a record's
+/// values are written at row `rows`, which counts only when the record is
+/// complete (a record abandoned half-way is overwritten by the next).
 struct ColumnBuilders {
     enum Kind { case int64, int32, float64, bool, timestamp, string }
     let kinds: [Kind]
     /// Each column's index among the arrays of its kind.
     let slots: [Int]
-    var integers: [[Int64?]] = []
-    var doubles: [[Double?]] = []
-    var booleans: [[Bool?]] = []
-    var times: [[Int64?]] = []
-    var texts: [[String?]] = []
+    private(set) var integers: [ColumnBuilder<Int64>] = []
+    private(set) var doubles: [ColumnBuilder<Double>] = []
+    private(set) var booleans: [ColumnBuilder<Bool>] = []
+    private(set) var times: [ColumnBuilder<Int64>] = []
+    private(set) var texts: [ColumnBuilder<String>] = []
     /// Per timestamp column: the last CSV field's bytes and its value.
     var lastTimes: [(bytes: [UInt8], value: Int64)]
+    /// Complete rows written so far.
+    var rows = 0
+    /// How many rows fit.
+    let capacity: Int
 
     init(schema: [(name: String, type: ValueType)], capacity: Int, lastTimes: [(bytes: [UInt8], value: Int64)] = []) {
         var kinds: [Kind] = [], slots: [Int] = []
@@ -71,26 +108,24 @@ struct ColumnBuilders {
             switch kind {
             case .int64, .int32:
                 slots.append(integers.count)
-                integers.append([])
-                integers[integers.count - 1].reserveCapacity(capacity)
+                integers.append(ColumnBuilder(capacity: capacity))
             case .float64:
                 slots.append(doubles.count)
-                doubles.append([])
-                doubles[doubles.count - 1].reserveCapacity(capacity)
+                doubles.append(ColumnBuilder(capacity: capacity))
             case .bool:
                 slots.append(booleans.count)
-                booleans.append([])
+                booleans.append(ColumnBuilder(capacity: capacity))
             case .timestamp:
                 slots.append(times.count)
-                times.append([])
-                times[times.count - 1].reserveCapacity(capacity)
+                times.append(ColumnBuilder(capacity: capacity))
             case .string:
                 slots.append(texts.count)
-                texts.append([])
+                texts.append(ColumnBuilder(capacity: capacity))
             }
         }
         self.kinds = kinds
         self.slots = slots
+        self.capacity = max(1, capacity)
         self.lastTimes = lastTimes.count == times.count ? lastTimes : Array(repeating: (bytes: [], value: 0), count: times.count)
     }
 
@@ -99,11 +134,11 @@ struct ColumnBuilders {
         kinds.indices.map { position in
             let slot = slots[position]
             switch kinds[position] {
-            case .int64, .int32: return .int64(integers[slot])
-            case .float64: return .float64(doubles[slot])
-            case .bool: return .bool(booleans[slot])
-            case .timestamp: return .timestamp(times[slot])
-            case .string: return .string(texts[slot])
+            case .int64, .int32: return .int64(integers[slot].values(count: rows))
+            case .float64: return .float64(doubles[slot].values(count: rows))
+            case .bool: return .bool(booleans[slot].values(count: rows))
+            case .timestamp: return .timestamp(times[slot].values(count: rows))
+            case .string: return .string(texts[slot].values(count: rows))
             }
         }
     }

@@ -121,20 +121,19 @@ final class PostgresEventSource: EventSource {
     func next() async throws -> ColumnBatch? {
         guard !finished, var iterator else { return nil }
         var values = ColumnBuilders(schema: columns, capacity: batchSize)
-        var rows = 0
         do {
-            while rows < batchSize, let row = try await iterator.next() {
+            while values.rows < values.capacity, let row = try await iterator.next() {
                 let cells = PostgresRandomAccessRow(row)
                 for position in columns.indices {
                     try values.append(cells[position], at: position)
                 }
-                rows += 1
+                values.rows += 1
             }
         } catch {
             throw Self.explain(error, timeout: timeout)
         }
         self.iterator = iterator
-        if rows == 0 {
+        if values.rows == 0 {
             finished = true
             try await connection.execute("COMMIT", logger: logger)
             return nil
@@ -196,15 +195,15 @@ extension ColumnValues {
 }
 
 extension ColumnBuilders {
-    /// Appends the value of a cell of a row from PostgreSQL (cast to the column's type by the query).
-    mutating func append(_ cell: PostgresCell, at position: Int) throws {
+    /// Writes the value of a cell of a row from PostgreSQL (cast to the column's type by the query).
+    func append(_ cell: PostgresCell, at position: Int) throws {
         let slot = slots[position]
         switch kinds[position] {
-        case .int64, .int32: integers[slot].append(try cell.decode(Int64?.self))
-        case .float64: doubles[slot].append(try cell.decode(Double?.self))
-        case .bool: booleans[slot].append(try cell.decode(Bool?.self))
-        case .timestamp: times[slot].append(try cell.decode(Date?.self).map(MaterializationPlan.micros))
-        case .string: texts[slot].append(try cell.decode(String?.self))
+        case .int64, .int32: integers[slot].set(row: rows, try cell.decode(Int64?.self))
+        case .float64: doubles[slot].set(row: rows, try cell.decode(Double?.self))
+        case .bool: booleans[slot].set(row: rows, try cell.decode(Bool?.self))
+        case .timestamp: times[slot].set(row: rows, try cell.decode(Date?.self).map(MaterializationPlan.micros))
+        case .string: texts[slot].set(row: rows, try cell.decode(String?.self))
         }
     }
 }
