@@ -30,27 +30,42 @@ extension LarderBench {
             print(Samples.header)
             var figures: [(String, Duration, Int)] = []
             let phases = ProcessInfo.processInfo.environment["LARDER_BENCH_PHASES"].map { Set($0.split(separator: ",").compactMap { Int($0) }) }
-            for (phase, (name, spec)) in [
-                ("CSV → online store", specs.csvOnline), ("CSV → online + offline stores", specs.csvBoth),
-                ("PostgreSQL → online + offline stores", specs.postgresBoth),
+            let connection = try await database.connect(logger: logger)
+            for (phase, (name, spec, offlineTable)) in [
+                ("CSV → online store", specs.csvOnline, nil), ("CSV → online + offline stores", specs.csvBoth, "driver_stats_csv__v1"),
+                ("PostgreSQL → online + offline stores", specs.postgresBoth, "driver_stats_pg__v1"),
             ].enumerated() where phases?.contains(phase + 1) ?? true {
-                var samples = Samples()
-                var peak = 0
+                // A job writing the offline store runs twice per round: on a new
+                // interval (the table dropped beforehand), then again over the
+                // same interval, which it deletes and writes anew.
+                let kinds = offlineTable == nil ? [name] : ["\(name), new interval", "\(name), rerun replacing it"]
+                var samples = Array(repeating: Samples(), count: kinds.count)
+                var peaks = Array(repeating: 0, count: kinds.count)
                 for run in 0..<runs {
-                    let store = try OnlineStore(directory: folder.appendingPathComponent("online-\(run)-\(UUID().uuidString)").path)
-                    let executor = MaterializeExecutor(configuration: configuration, onlineStore: store, logger: logger)
-                    resetPeakResident()
-                    var metrics: JobMetrics?
-                    samples.add(try await measure {
-                        metrics = try await executor.execute(spec, context: JobContext(attempt: 1, report: { _ in }))
-                    })
-                    peak = max(peak, peakResidentMiB())
-                    precondition(metrics?.rowsWritten == Int64(rows), "wrote \(String(describing: metrics?.rowsWritten)) of \(rows)")
-                    try? FileManager.default.removeItem(atPath: store.directory)
+                    if let offlineTable {
+                        try await connection.execute(PostgresQuery(unsafeSQL: "DROP TABLE IF EXISTS larder_offline.\"\(offlineTable)\""), logger: logger)
+                    }
+                    for kind in kinds.indices {
+                        let store = try OnlineStore(directory: folder.appendingPathComponent("online-\(run)-\(UUID().uuidString)").path)
+                        let executor = MaterializeExecutor(configuration: configuration, onlineStore: store, logger: logger)
+                        // Every measurement starts after a checkpoint, so none pays for another's writes.
+                        _ = try? await connection.execute("CHECKPOINT", logger: logger)
+                        resetPeakResident()
+                        var metrics: JobMetrics?
+                        samples[kind].add(try await measure {
+                            metrics = try await executor.execute(spec, context: JobContext(attempt: 1, report: { _ in }))
+                        })
+                        peaks[kind] = max(peaks[kind], peakResidentMiB())
+                        precondition(metrics?.rowsWritten == Int64(rows), "wrote \(String(describing: metrics?.rowsWritten)) of \(rows)")
+                        try? FileManager.default.removeItem(atPath: store.directory)
+                    }
                 }
-                print(samples.row(name))
-                figures.append((name, samples.values.sorted()[samples.values.count / 2], peak))
+                for kind in kinds.indices {
+                    print(samples[kind].row(kinds[kind]))
+                    figures.append((kinds[kind], samples[kind].values.sorted()[samples[kind].values.count / 2], peaks[kind]))
+                }
             }
+            try await connection.close()
             for (name, median, peak) in figures {
                 let seconds = Double(median.components.seconds) + Double(median.components.attoseconds) / 1e18
                 print(String(format: "%@: %.0f rows/s (median), peak resident memory %d MiB", name, Double(rows) / seconds, peak))

@@ -323,6 +323,25 @@ struct MaterializationProcessTests {
                 features:
                   - name: trip_id
                     type: int64
+                ---
+                kind: PostgresSource
+                name: endless_trips
+                connection: rides_db
+                query: SELECT trip_id, driver_id, completed_at, 'infinity'::timestamptz AS recorded_at FROM public.trips
+                timestamp_field: completed_at
+                created_timestamp_field: recorded_at
+                columns:
+                  trip_id: int64
+                  driver_id: int64
+                ---
+                kind: FeatureView
+                name: endless_driver_trips
+                entities: [driver]
+                source: endless_trips
+                feature_start_time: 2025-01-01T00:00:00Z
+                features:
+                  - name: trip_id
+                    type: int64
 
                 """
             try await fixture.apply(to: JobsWorld.workspace, with: world.jobs.admin)
@@ -343,6 +362,14 @@ struct MaterializationProcessTests {
             #expect(reported.contains("invalid input syntax for type bigint: \"…\"") && reported.contains("SQLSTATE 22P02"), "\(reported)")
             #expect(!reported.contains("secret-value") && brokenAttempt?.failure?.retryable == false)
             #expect(agent.log.contains("secret-value"))
+            // An infinite timestamp has no place in a store: the job fails for good, naming the column.
+            let endless = try await world.materialize("endless_driver_trips", hours: 0..<24)
+            #expect(endless.job.state == .failed)
+            let endlessAttempt = try await world.jobs.admin.job(
+                try #require(try await world.jobs.chunks(of: endless.job.id).first).id, workspace: JobsWorld.workspace).attempts.first
+            #expect(endlessAttempt?.failure?.message.contains("column recorded_at holds an infinite timestamp") == true,
+                    "\(String(describing: endlessAttempt?.failure))")
+            #expect(endlessAttempt?.failure?.retryable == false)
 
             // A malformed value in a CSV file fails the job for good, naming the file, line and column.
             let file = world.files.appendingPathComponent("driver_hourly_stats.csv")

@@ -123,9 +123,13 @@ final class PostgresEventSource: EventSource {
         var values = ColumnBuilders(schema: columns, capacity: batchSize)
         do {
             while values.rows < values.capacity, let row = try await iterator.next() {
-                let cells = PostgresRandomAccessRow(row)
-                for position in columns.indices {
-                    try values.append(cells[position], at: position)
+                var position = 0
+                for cell in row where position < columns.count {
+                    try values.append(cell, at: position)
+                    position += 1
+                }
+                guard position == columns.count else {
+                    throw JobExecutionError("the source query returned \(position) columns, not \(columns.count)", retryable: false)
                 }
                 values.rows += 1
             }
@@ -195,9 +199,42 @@ extension ColumnValues {
 }
 
 extension ColumnBuilders {
+    /// Microseconds from 1970-01-01 to 2000-01-01, where PostgreSQL counts timestamps from.
+    static let postgresEpochMicros: Int64 = 946_684_800_000_000
+
     /// Writes the value of a cell of a row from PostgreSQL (cast to the column's type by the query).
     func append(_ cell: PostgresCell, at position: Int) throws {
         let slot = slots[position]
+        guard let bytes = cell.bytes else {
+            switch kinds[position] {
+            case .int64, .int32: integers[slot].set(row: rows, nil)
+            case .float64: doubles[slot].set(row: rows, nil)
+            case .bool: booleans[slot].set(row: rows, nil)
+            case .timestamp: times[slot].set(row: rows, nil)
+            case .string: texts[slot].set(row: rows, nil)
+            }
+            return
+        }
+        // Rows come in binary: the 8-byte types are read as they are, a
+        // timestamp straight as microseconds (no round trip through Date).
+        if cell.format == .binary, bytes.readableBytes == 8, let word = bytes.getInteger(at: bytes.readerIndex, as: Int64.self) {
+            switch (kinds[position], cell.dataType) {
+            case (.int64, .int8):
+                integers[slot].set(row: rows, word)
+                return
+            case (.float64, .float8):
+                doubles[slot].set(row: rows, Double(bitPattern: UInt64(bitPattern: word)))
+                return
+            case (.timestamp, .timestamptz), (.timestamp, .timestamp):
+                guard word != .max, word != .min else {
+                    throw JobExecutionError("column \(cell.columnName) holds an infinite timestamp, which no feature value can have", retryable: false)
+                }
+                times[slot].set(row: rows, word &+ Self.postgresEpochMicros)
+                return
+            default:
+                break
+            }
+        }
         switch kinds[position] {
         case .int64, .int32: integers[slot].set(row: rows, try cell.decode(Int64?.self))
         case .float64: doubles[slot].set(row: rows, try cell.decode(Double?.self))

@@ -59,26 +59,37 @@ struct Materialization {
             offline = (OfflineTable(schema: location.schema, plan: plan), try executor.connection(named: location.connection))
         }
         var state = Progress(features: plan.outputs.map(\.name))
-        if let offline {
-            let connection = try await offline.url.connect(logger: logger)
-            do {
-                try await offline.table.create(on: connection, logger: logger)
-                var encoder = CopyTextEncoder()
-                try await offline.table.replaceInterval(on: connection, logger: logger) { writer in
-                    try await produce(into: &state) { batch in
-                        encoder.reset()
-                        batch.encode(into: &encoder)
-                        try await writer.write(encoder.buffer)
-                        try online?.upsert(batch.onlineRows)
+        let columns = readColumns
+        let range = readRange
+        // The source opens first: its query runs (and CSV parts parse ahead)
+        // while the offline store deletes the interval it replaces.
+        var source = try await openSource(columns: columns, from: range.from, to: range.to)
+        do {
+            if let offline {
+                let connection = try await offline.url.connect(logger: logger)
+                do {
+                    try await offline.table.create(on: connection, logger: logger)
+                    var encoder = CopyTextEncoder()
+                    try await offline.table.replaceInterval(on: connection, logger: logger) { writer in
+                        try await produce(from: &source, columns: columns, into: &state) { batch in
+                            encoder.reset()
+                            batch.encode(into: &encoder)
+                            try await writer.write(encoder.buffer)
+                            try online?.upsert(batch.onlineRows)
+                        }
                     }
+                    try await connection.close()
+                } catch {
+                    try? await connection.close()
+                    throw error
                 }
-                try await connection.close()
-            } catch {
-                try? await connection.close()
-                throw error
+            } else {
+                try await produce(from: &source, columns: columns, into: &state) { batch in try online?.upsert(batch.onlineRows) }
             }
-        } else {
-            try await produce(into: &state) { batch in try online?.upsert(batch.onlineRows) }
+            if let postgres = source as? PostgresEventSource { try await postgres.connection.close() }
+        } catch {
+            if let postgres = source as? PostgresEventSource { try? await postgres.connection.close() }
+            throw error
         }
         if let online {
             try online.sync()
@@ -108,19 +119,6 @@ struct Materialization {
     }
 
     /// Reads the source and hands each batch of output rows to `sink`.
-    func produce(into state: inout Progress, sink: (OutputBatch) async throws -> Void) async throws {
-        let columns = readColumns
-        let range = readRange
-        var source = try await openSource(columns: columns, from: range.from, to: range.to)
-        do {
-            try await produce(from: &source, columns: columns, into: &state, sink: sink)
-            if let postgres = source as? PostgresEventSource { try await postgres.connection.close() }
-        } catch {
-            if let postgres = source as? PostgresEventSource { try? await postgres.connection.close() }
-            throw error
-        }
-    }
-
     func produce(
         from source: inout any EventSource, columns: [(name: String, type: ValueType)], into state: inout Progress,
         sink: (OutputBatch) async throws -> Void
