@@ -54,6 +54,7 @@ public struct RepositoryDiagnostic: Sendable, Hashable, Codable, CustomStringCon
         case invalidTimestamp = "invalid-timestamp"
         case invalidValue = "invalid-value"
         case dependencyCycle = "dependency-cycle"
+        case invalidExpression = "invalid-expression"
     }
 
     /// What kind of mistake this is.

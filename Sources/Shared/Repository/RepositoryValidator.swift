@@ -41,6 +41,23 @@ public enum RepositoryValidator {
         }
     }
 
+    /// What an on-demand view's expressions may name: each input feature
+    /// (every feature of a whole-view input), typed, then the request fields;
+    /// nil when an input does not resolve.
+    public static func expressionInputs(of view: OnDemandFeatureViewDefinition, schemas: [String: [Column]]) -> [ExpressionInput]? {
+        var inputs: [ExpressionInput] = []
+        for reference in view.inputFeatures {
+            guard let schema = schemas[reference.view] else { return nil }
+            if let feature = reference.feature {
+                guard let column = schema.first(where: { $0.name == feature }) else { return nil }
+                inputs.append(ExpressionInput(name: column.name, view: reference.view, type: column.type))
+            } else {
+                inputs += schema.map { ExpressionInput(name: $0.name, view: reference.view, type: $0.type) }
+            }
+        }
+        return inputs + view.requestFields.map { ExpressionInput(name: $0.name, view: nil, type: $0.type) }
+    }
+
     private struct Check {
         let repository: FeatureRepository
         let entities: [String: EntityDefinition]
@@ -204,6 +221,15 @@ public enum RepositoryValidator {
             var names: Set<String> = Set(view.requestFields.map(\.name))
             for (index, output) in view.outputs.enumerated() where !names.insert(output.name).inserted {
                 report(.duplicateName, object, view.origin, "outputs[\(index)].name", "'\(output.name)' is declared twice (outputs and request fields share names)")
+            }
+            // Expressions are checked against the inputs' types, once every input resolves.
+            guard let inputs = RepositoryValidator.expressionInputs(of: view, schemas: schemas) else { return }
+            for (index, output) in view.outputs.enumerated() {
+                do {
+                    _ = try CompiledExpression.compile(output.expression, inputs: inputs, output: output.type)
+                } catch {
+                    report(.invalidExpression, object, view.origin, "outputs[\(index)].expression", error.explained(in: output.expression))
+                }
             }
         }
 
