@@ -34,6 +34,7 @@ extension LarderBench {
             for (phase, (name, spec, offlineTable)) in [
                 ("CSV → online store", specs.csvOnline, nil), ("CSV → online + offline stores", specs.csvBoth, "driver_stats_csv__v1"),
                 ("PostgreSQL → online + offline stores", specs.postgresBoth, "driver_stats_pg__v1"),
+                ("CSV → windowed aggregations (5 features, 1 h slide) → online + offline stores", specs.csvWindows, "driver_windows_csv__v1"),
             ].enumerated() where phases?.contains(phase + 1) ?? true {
                 // A job writing the offline store runs twice per round: on a new
                 // interval (the table dropped beforehand), then again over the
@@ -144,7 +145,7 @@ extension LarderBench {
     }
 
     /// Signed-spec payloads for the three runs, from a repository built in code.
-    static func driverStatsSpecs(hours: Int) throws -> (csvOnline: JobSpec, csvBoth: JobSpec, postgresBoth: JobSpec) {
+    static func driverStatsSpecs(hours: Int) throws -> (csvOnline: JobSpec, csvBoth: JobSpec, postgresBoth: JobSpec, csvWindows: JobSpec) {
         let columns = [
             Column(name: "driver_id", type: .int64), Column(name: "conv_rate", type: .float64), Column(name: "acc_rate", type: .float64),
             Column(name: "avg_daily_trips", type: .int64),
@@ -167,6 +168,13 @@ extension LarderBench {
             featureViews: [
                 FeatureViewDefinition(name: "driver_stats_csv", entities: ["driver"], source: "driver_stats_files", features: features, ttl: TimeSpan(seconds: 172_800)),
                 FeatureViewDefinition(name: "driver_stats_pg", entities: ["driver"], source: "driver_stats_table", features: features, ttl: TimeSpan(seconds: 172_800)),
+                FeatureViewDefinition(
+                    name: "driver_windows_csv", entities: ["driver"], source: "driver_stats_files", features: [],
+                    aggregations: [
+                        AggregationDefinition(function: .mean, column: "conv_rate", windows: [TimeSpan(seconds: 3_600), TimeSpan(seconds: 86_400), TimeSpan(seconds: 604_800)]),
+                        AggregationDefinition(function: .sum, column: "avg_daily_trips", windows: [TimeSpan(seconds: 86_400), TimeSpan(seconds: 604_800)]),
+                    ],
+                    slide: TimeSpan(seconds: 3_600), ttl: TimeSpan(seconds: 172_800)),
             ])
         let definitions = DefinitionCanonicalizer.canonicalize(repository).map {
             JobSpec.Definition(kind: $0.key.kind.rawValue, name: $0.key.name, version: 1, contentHash: $0.contentHash, definition: $0.spec)
@@ -179,6 +187,6 @@ extension LarderBench {
                 definitions: definitions, targets: .init(offline: offline, online: online), issuedAt: Date())
         }
         return (spec("driver_stats_csv", online: true, offline: false), spec("driver_stats_csv", online: true, offline: true),
-                spec("driver_stats_pg", online: true, offline: true))
+                spec("driver_stats_pg", online: true, offline: true), spec("driver_windows_csv", online: true, offline: true))
     }
 }

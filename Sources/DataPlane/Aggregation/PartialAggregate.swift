@@ -49,6 +49,21 @@ public struct PartialAggregate: Sendable, Hashable {
     /// An empty aggregate.
     public init() {}
 
+    /// An aggregate from its parts (as `TileStore` keeps them).
+    init(
+        count: Int64, sum: Double, integerSum: Int64?, mean: Double, squaredDeviations: Double,
+        minimum: Double?, maximum: Double?, latest: LatestValue?
+    ) {
+        self.count = count
+        self.sum = sum
+        self.integerSum = integerSum
+        self.mean = mean
+        self.squaredDeviations = squaredDeviations
+        self.minimum = minimum
+        self.maximum = maximum
+        self.latest = latest
+    }
+
     /// Whether no value was added.
     public var isEmpty: Bool { count == 0 }
 

@@ -14,13 +14,17 @@ public struct MaterializeExecutor: JobExecutor {
     let logger: Logger
     /// Rows per batch: the memory bound of a plain view, with one batch of the source.
     let batchSize: Int
+    /// How many tiles an aggregation job aims to hold at once: a longer
+    /// interval is computed in passes, each reading its own part of the source.
+    let tileBudget: Int
 
     /// Creates an executor writing to `onlineStore` and the configured offline store.
-    public init(configuration: AgentConfiguration, onlineStore: OnlineStore, logger: Logger, batchSize: Int = 16_384) {
+    public init(configuration: AgentConfiguration, onlineStore: OnlineStore, logger: Logger, batchSize: Int = 16_384, tileBudget: Int = 1_000_000) {
         self.configuration = configuration
         self.onlineStore = onlineStore
         self.logger = logger
         self.batchSize = batchSize
+        self.tileBudget = tileBudget
     }
 
     public var kinds: Set<JobKind> { [.materialize] }
@@ -60,7 +64,7 @@ struct Materialization {
         }
         var state = Progress(features: plan.outputs.map(\.name))
         let columns = readColumns
-        let range = readRange
+        let range = readRange(of: firstPass)
         // The source opens first: its query runs (and CSV parts parse ahead)
         // while the offline store deletes the interval it replaces.
         var source = try await openSource(columns: columns, from: range.from, to: range.to)
@@ -86,9 +90,9 @@ struct Materialization {
             } else {
                 try await produce(from: &source, columns: columns, into: &state) { batch in try online?.upsert(batch.onlineRows) }
             }
-            if let postgres = source as? PostgresEventSource { try await postgres.connection.close() }
+            try await Self.close(source)
         } catch {
-            if let postgres = source as? PostgresEventSource { try? await postgres.connection.close() }
+            try? await Self.close(source)
             throw error
         }
         if let online {
@@ -142,15 +146,57 @@ struct Materialization {
                 try await emit(projection.output(of: batch))
             }
         } else {
-            var windows = try WindowedProjection(plan: plan, columns: columns)
-            while let batch = try await source.next() {
-                try Task.checkCancellation()
-                state.rowsRead += Int64(batch.count)
-                try windows.add(batch)
+            // The interval in passes: each holds the tiles of its boundaries and
+            // of the longest window before them, so memory does not grow with
+            // the interval. The first pass spans the longest window; later ones
+            // are sized from the tiles the previous one held, to stay near the
+            // budget (never shorter than the longest window, so no source row
+            // is read more than twice).
+            var pass = firstPass
+            var reserve = 0
+            var carried: [EntityKey: [Double?]] = [:]
+            while true {
+                var windows = try WindowedProjection(plan: pass, columns: columns, reservingTiles: reserve)
+                windows.carried = carried
+                while let batch = try await source.next() {
+                    try Task.checkCancellation()
+                    state.rowsRead += Int64(batch.count)
+                    try windows.add(batch)
+                }
+                await context.report(JobProgress(phase: "aggregating", rowsRead: state.rowsRead))
+                while let batch = windows.nextOutput(batchSize: executor.batchSize) { try await emit(batch) }
+                // Values carried over: the previous pass's, updated by this one's rows.
+                carried.merge(windows.lastValues) { _, new in new }
+                guard pass.end < plan.end, let window = WindowedProjection.boundaries(pass) else { break }
+                let tile = plan.slide ?? 1
+                let readSeconds = Double(max(tile, window.last - window.first + window.longest))
+                let tilesPerSecond = Double(windows.tileCount) / readSeconds
+                let fitting = tilesPerSecond > 0 ? Int64(Double(executor.tileBudget) / tilesPerSecond) - window.longest : Int64.max / 4
+                let slice = max(window.longest, tile, fitting.dividedRoundingDown(by: tile) * tile)
+                reserve = min(executor.tileBudget, windows.tileCount)
+                var next = plan
+                next.start = pass.end
+                next.end = min(plan.end, pass.end + min(slice, (plan.end - pass.end) / 1_000_000 + 1) * 1_000_000)
+                pass = next
+                let range = readRange(of: pass)
+                try await Self.close(source)
+                source = try await openSource(columns: columns, from: range.from, to: range.to)
             }
-            await context.report(JobProgress(phase: "aggregating", rowsRead: state.rowsRead))
-            for batch in windows.outputs(batchSize: executor.batchSize) { try await emit(batch) }
         }
+    }
+
+    /// The first pass of an aggregation job: up to the longest window (at least one tile) of the interval.
+    var firstPass: MaterializationPlan {
+        guard let window = WindowedProjection.boundaries(plan), let tile = plan.slide else { return plan }
+        var pass = plan
+        let length = max(window.longest, tile)
+        pass.end = min(plan.end, (window.first + length - tile) * 1_000_000)
+        return pass
+    }
+
+    /// Closes a source's connection, if it has one.
+    static func close(_ source: any EventSource) async throws {
+        if let postgres = source as? PostgresEventSource { try await postgres.connection.close() }
     }
 
     /// The source columns read, in order: join keys, event time, created
@@ -171,9 +217,9 @@ struct Materialization {
         return columns
     }
 
-    /// The event times read: the interval, or for aggregations the windows
-    /// ending at the interval's boundaries.
-    var readRange: (from: Int64, to: Int64) {
+    /// The event times a job or pass reads: its interval, or for aggregations
+    /// the windows ending at its boundaries.
+    func readRange(of plan: MaterializationPlan) -> (from: Int64, to: Int64) {
         guard let window = WindowedProjection.boundaries(plan) else { return (plan.start, plan.end) }
         return ((window.first - window.longest) * 1_000_000, window.last * 1_000_000)
     }

@@ -46,7 +46,8 @@ struct PlainProjection {
 /// Folds source batches of an aggregation view into per-entity tiles, then
 /// emits each entity's window values at the boundaries of the interval.
 ///
-/// Memory is bounded by entities × tiles in the read range, not by events.
+/// Memory is bounded by entities × tiles in the read range, not by events
+/// (the executor cuts a long interval into passes to bound the read range).
 struct WindowedProjection {
     let plan: MaterializationPlan
     let aggregator: WindowAggregator
@@ -58,7 +59,14 @@ struct WindowedProjection {
     let last: Int64
     /// Output types, one per windowed feature.
     let outputTypes: [ValueType]
-    private var tiles: [EntityKey: [Int64: [PartialAggregate]]] = [:]
+    private var tiles: TileStore
+    /// The next entity whose rows `nextOutput` emits.
+    private var nextEntity = 0
+    /// Each entity's values at the last boundary before this projection's
+    /// (from the previous pass of the job): a first row repeating them is left out.
+    var carried: [EntityKey: [Double?]] = [:]
+    /// Each entity's values at its last row emitted, for the next pass.
+    private(set) var lastValues: [EntityKey: [Double?]] = [:]
 
     /// The first and last boundaries (seconds) the interval owns, `(start, end]`,
     /// and the longest window; nil for plain views.
@@ -71,7 +79,7 @@ struct WindowedProjection {
         return (first, last, longest)
     }
 
-    init(plan: MaterializationPlan, columns: [(name: String, type: ValueType)]) throws {
+    init(plan: MaterializationPlan, columns: [(name: String, type: ValueType)], reservingTiles: Int = 0) throws {
         guard let bounds = Self.boundaries(plan), let tile = plan.slide else {
             throw JobExecutionError("aggregations need a slide", retryable: false)
         }
@@ -102,6 +110,9 @@ struct WindowedProjection {
         do { aggregator = try WindowAggregator(tile: tile, features: features) } catch {
             throw JobExecutionError(error.description, retryable: false)
         }
+        tiles = TileStore(
+            layouts: inputs.indices.map { input in TileStore.Layout(functions: features.filter { $0.input == input }.map(\.function)) },
+            reservingTiles: reservingTiles)
         outputTypes = types
         first = bounds.first
         last = bounds.last
@@ -121,50 +132,49 @@ struct WindowedProjection {
             case .string(let values): return values.map { $0 == nil ? nil : 1 }
             }
         }
-        let width = inputColumns.count
         let (keys, rows) = try entityKeys(of: batch, keyColumns: keyColumns, times: times)
+        var values: [Double?] = Array(repeating: nil, count: inputColumns.count)
         for (key, row) in zip(keys, rows) {
             let seconds = times[row]!.dividedRoundingDown(by: 1_000_000)
             let createdSeconds = created?[row].map { $0.dividedRoundingDown(by: 1_000_000) } ?? 0
-            let index = aggregator.tileIndex(of: seconds)
-            tiles[key, default: [:]][index, default: Array(repeating: PartialAggregate(), count: width)].withEach { position, aggregate in
-                aggregate.add(inputs[position][row], time: seconds, created: createdSeconds)
-            }
+            for position in values.indices { values[position] = inputs[position][row] }
+            tiles.add(key: key, tile: aggregator.tileIndex(of: seconds), inputs: values, time: seconds, created: createdSeconds)
         }
     }
 
-    /// The window values of every entity at each boundary of the interval
-    /// where a value changes, in batches.
-    func outputs(batchSize: Int) -> [OutputBatch] {
-        var batches: [OutputBatch] = []
+    /// How many tiles the projection holds.
+    var tileCount: Int { tiles.tileCount }
+
+    /// The next batch of window values — each entity's at every boundary of
+    /// the interval where a value changes, entity after entity — or nil when
+    /// every entity is done. Batches are made one at a time, so the rows of
+    /// the whole interval are never in memory together.
+    mutating func nextOutput(batchSize: Int) -> OutputBatch? {
+        guard first <= last else { return nil }
         var keys: [EntityKey] = [], times: [Int64] = [], rows: [[Double?]] = []
-        func flush() {
-            guard !keys.isEmpty else { return }
-            let columns = outputTypes.enumerated().map { feature, type -> ColumnValues in
-                let values = rows.map { $0[feature] }
-                switch type {
-                case .int64, .int32: return .int64(values.map { $0.map { Int64($0.rounded()) } })
-                case .timestamp: return .timestamp(values.map { $0.map { Int64($0.rounded()) } })
-                case .bool: return .bool(values.map { $0.map { $0 != 0 } })
-                default: return .float64(values)
-                }
-            }
-            batches.append(OutputBatch(keys: keys, eventTimes: times, createdTimes: Array(repeating: nil, count: keys.count), features: columns))
-            keys = []
-            times = []
-            rows = []
-        }
-        guard first <= last else { return [] }
-        for (key, entityTiles) in tiles {
-            for row in aggregator.rows(tiles: entityTiles, from: first, to: last) {
+        while keys.count < batchSize, nextEntity < tiles.keys.count {
+            let key = tiles.keys[nextEntity]
+            var entityRows = aggregator.rows(tiles: tiles.tiles(ofEntity: nextEntity), from: first, to: last)
+            if let previous = carried[key], entityRows.first?.values == previous { entityRows.removeFirst() }
+            for row in entityRows {
                 keys.append(key)
                 times.append(row.boundary * 1_000_000)
                 rows.append(row.values)
-                if keys.count >= batchSize { flush() }
+            }
+            if let final = entityRows.last { lastValues[key] = final.values }
+            nextEntity += 1
+        }
+        guard !keys.isEmpty else { return nil }
+        let columns = outputTypes.enumerated().map { feature, type -> ColumnValues in
+            let values = rows.map { $0[feature] }
+            switch type {
+            case .int64, .int32: return .int64(values.map { $0.map { Int64($0.rounded()) } })
+            case .timestamp: return .timestamp(values.map { $0.map { Int64($0.rounded()) } })
+            case .bool: return .bool(values.map { $0.map { $0 != 0 } })
+            default: return .float64(values)
             }
         }
-        flush()
-        return batches
+        return OutputBatch(keys: keys, eventTimes: times, createdTimes: Array(repeating: nil, count: keys.count), features: columns)
     }
 }
 
@@ -198,12 +208,4 @@ func entityKeys(of batch: ColumnBatch, keyColumns: Int, times: [Int64?]) throws 
         rows.append(row)
     }
     return (keys, rows)
-}
-
-extension Array {
-    /// Calls `body` on each element in place.
-    @inline(__always)
-    mutating func withEach(_ body: (Int, inout Element) -> Void) {
-        for index in indices { body(index, &self[index]) }
-    }
 }
