@@ -62,6 +62,7 @@ let package = Package(
                 .embedInCode("Database/Migrations/0003_plan_writes.sql"),
                 .embedInCode("Database/Migrations/0004_signing_key.sql"),
                 .embedInCode("Database/Migrations/0005_jobs.sql"),
+                .embedInCode("Database/Migrations/0006_access_version.sql"),
             ]
         ),
         .target(

@@ -23,4 +23,9 @@ public enum DataPlane {
     public static func definitionsDirectory(_ configuration: AgentConfiguration) -> String {
         (configuration.dataDirectory as NSString).appendingPathComponent("definitions")
     }
+
+    /// Where the agent keeps its workspace's signed access snapshot.
+    public static func accessSnapshotFile(_ configuration: AgentConfiguration) -> String {
+        (configuration.dataDirectory as NSString).appendingPathComponent("access-snapshot.json")
+    }
 }

@@ -48,12 +48,15 @@ extension LarderAgentCommand {
                 throw ValidationError("cannot open the agent's data directory \(configuration.dataDirectory): \(error)")
             }
             let cached = cache.loadAll(logger: logger)
+            let accessGuard = AccessGuard(
+                file: URL(fileURLWithPath: DataPlane.accessSnapshotFile(configuration)), publicKey: configuration.publicKey, logger: logger)
             logger.info("opened the online store", metadata: [
                 "tables": "\(onlineStore.schemas.count)", "cached_definitions": "\(cached.count)",
+                "access_version": "\(accessGuard.version.map(String.init) ?? "none")",
             ])
             let runner = AgentRunner(
                 configuration: configuration, executors: DataPlane.executors(configuration: configuration, onlineStore: onlineStore, logger: logger),
-                logger: logger, definitionCache: cache)
+                logger: logger, definitionCache: cache, accessGuard: accessGuard)
             let group = ServiceGroup(configuration: .init(
                 services: [
                     .init(service: runner, successTerminationBehavior: .gracefullyShutdownGroup),

@@ -387,4 +387,43 @@ struct JobCommandTests {
             #expect(agent.stop() == 0)
         }
     }
+
+    @Test("the real agent fetches its workspace's access snapshot, keeps it on disk, and installs a revocation within seconds")
+    func accessSnapshotFollowsRevocations() async throws {
+        try await TestDatabase.withIsolatedDatabase { database in
+            let world = try await JobsWorld.make(database: database, agents: 1)
+            defer { _ = world.server.stop() }
+            _ = try await world.admin.createPrincipal(CreatePrincipalRequest(name: "carol", kind: .user))
+            _ = try await world.admin.grant(.consumer, to: "carol", workspace: JobsWorld.workspace)
+            let token = try await world.admin.createToken(for: "carol").resource.publicId
+            let agent = try AgentProcess(
+                name: "agent-1", config: try world.config(for: "agent-1", concurrency: 1), token: world.agentTokens["agent-1"]!,
+                jobMilliseconds: 0, binary: "larder-agent")
+            let file = world.folder.appendingPathComponent("agent-1/access-snapshot.json")
+            let key = try SigningPublicKey(parsing: world.publicKey)
+            func held() -> AccessSnapshot? {
+                guard let data = try? Data(contentsOf: file), let document = try? APICoding.makeDecoder().decode(SignedDocument.self, from: data)
+                else { return nil }
+                return try? AccessSnapshot(verified: document.verified(with: key))
+            }
+            func waitFor(_ condition: (AccessSnapshot) -> Bool, seconds: Double) async -> AccessSnapshot? {
+                let deadline = Date().addingTimeInterval(seconds)
+                while Date() < deadline {
+                    if let snapshot = held(), condition(snapshot) { return snapshot }
+                    try? await Task.sleep(for: .milliseconds(100))
+                }
+                return nil
+            }
+            let first = await waitFor({ $0.entries.contains { $0.tokenPublicId == token } }, seconds: 30)
+            #expect(first?.workspace == JobsWorld.workspace, "\(agent.log.suffix(2_000))")
+            // Heartbeats come every second here: a revocation reaches the agent's disk within a few.
+            let revoked = Date()
+            _ = try await world.admin.revokeToken(token, of: "carol")
+            let second = await waitFor({ !$0.entries.contains { $0.tokenPublicId == token } }, seconds: 10)
+            #expect(second != nil && second!.version > first!.version, "\(agent.log.suffix(2_000))")
+            #expect(Date().timeIntervalSince(revoked) < 5)
+            #expect(agent.log.contains("installed the access snapshot"))
+            #expect(agent.stop() == 0)
+        }
+    }
 }

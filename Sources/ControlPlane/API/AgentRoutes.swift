@@ -13,6 +13,7 @@ struct AgentRoutes {
 
     func register(on routes: inout APIRouteBuilder) {
         let store = self.store, wakeups = self.wakeups, settings = self.settings, keys = self.keys
+        let snapshots = AccessSnapshots(client: store.client, logger: store.logger)
         @Sendable func identity(_ context: ControlPlaneRequestContext) async throws -> AgentIdentity {
             // Read with the token; only an agent's token gets past the route's permission.
             guard let agent = context.caller?.agent else { throw JobError.unknownAgent(context.callerName) }
@@ -34,8 +35,20 @@ struct AgentRoutes {
         }
         routes.add(.post, "/v1/agent/heartbeat", permission: .agentProtocol) { request, context in
             let heartbeat = try await request.decodeStrictBody(as: AgentHeartbeat.self, context: context)
-            let abort = try await store.heartbeat(heartbeat, agent: try await identity(context))
-            return try APIResponse.json(AgentHeartbeatReply(abort: abort, serverTime: Date()))
+            let agent = try await identity(context)
+            let abort = try await store.heartbeat(heartbeat, agent: agent)
+            let accessVersion = try await snapshots.version(ofWorkspace: agent.workspaceID)
+            return try APIResponse.json(AgentHeartbeatReply(abort: abort, serverTime: Date(), accessVersion: accessVersion))
+        }
+        routes.add(.post, "/v1/agent/access-snapshot", permission: .agentProtocol) { request, context in
+            let body = try await request.decodeStrictBody(as: AccessSnapshotRequest.self, context: context)
+            try Self.check(instanceID: body.instanceId)
+            let agent = try await identity(context)
+            let version = try await snapshots.version(ofWorkspace: agent.workspaceID)
+            if body.haveVersion == version { return try APIResponse.json(AccessSnapshotReply(version: version, snapshot: nil)) }
+            let snapshot = try await snapshots.snapshot(ofWorkspace: agent.workspaceID, named: agent.workspace)
+            let signed = try await keys.current().sign(try snapshot.jsonValue())
+            return try APIResponse.json(AccessSnapshotReply(version: snapshot.version, snapshot: signed))
         }
         routes.add(.post, "/v1/agent/jobs:claim", permission: .agentProtocol) { request, context in
             let claim = try await request.decodeStrictBody(as: ClaimRequest.self, context: context)

@@ -131,7 +131,12 @@ public struct PostgresAccessStore: AccessStore {
 
     public func disablePrincipal(named name: String) async throws {
         let rows = try await client.query(
-            "UPDATE principals SET disabled_at = coalesce(disabled_at, now()) WHERE name = \(name) RETURNING name", logger: logger)
+            """
+            WITH changed AS (
+                UPDATE principals SET disabled_at = coalesce(disabled_at, now()) WHERE name = \(name) RETURNING name, id AS principal_id
+            ), \(unescaped: Self.bumpAccessOfChanged)
+            SELECT name FROM changed
+            """, logger: logger)
         for try await _ in rows.decode(String.self) { return }
         throw AccessError.principalNotFound(name)
     }
@@ -151,6 +156,17 @@ public struct PostgresAccessStore: AccessStore {
         return nil
     }
 
+    /// A CTE moving on the access version of every workspace where the
+    /// principals in `changed` (a CTE with `principal_id`) hold a role — or of
+    /// every workspace, for an admin — in the same statement as the change.
+    static let bumpAccessOfChanged = """
+        bumped AS (
+            UPDATE workspaces w SET access_version = w.access_version + 1
+            WHERE w.id IN (SELECT b.workspace_id FROM role_bindings b WHERE b.principal_id IN (SELECT principal_id FROM changed))
+               OR EXISTS (SELECT 1 FROM principals p WHERE p.id IN (SELECT principal_id FROM changed) AND p.is_admin)
+        )
+        """
+
     static let tokenColumns = """
         SELECT t.public_id, p.name, t.description, t.expires_at, t.revoked_at, t.last_used_at, t.created_at, t.created_by
         FROM api_tokens t JOIN principals p ON p.id = t.principal_id
@@ -168,10 +184,13 @@ public struct PostgresAccessStore: AccessStore {
     ) async throws -> TokenResource {
         let rows = try await client.query(
             """
-            INSERT INTO api_tokens (public_id, principal_id, secret_hash, description, expires_at, created_by)
-            SELECT \(token.publicID), p.id, \(Data(token.secretHash)), \(description), \(expiresAt), \(creator)
-            FROM principals p WHERE p.name = \(principal)
-            RETURNING public_id
+            WITH changed AS (
+                INSERT INTO api_tokens (public_id, principal_id, secret_hash, description, expires_at, created_by)
+                SELECT \(token.publicID), p.id, \(Data(token.secretHash)), \(description), \(expiresAt), \(creator)
+                FROM principals p WHERE p.name = \(principal)
+                RETURNING public_id, principal_id
+            ), \(unescaped: Self.bumpAccessOfChanged)
+            SELECT public_id FROM changed
             """, logger: logger)
         for try await _ in rows.decode(String.self) {
             return try await tokens(of: principal).first { $0.publicId == token.publicID }!
@@ -191,9 +210,12 @@ public struct PostgresAccessStore: AccessStore {
     public func revokeToken(publicID: String, of principal: String) async throws -> TokenResource {
         let rows = try await client.query(
             """
-            UPDATE api_tokens t SET revoked_at = coalesce(t.revoked_at, now())
-            FROM principals p WHERE p.id = t.principal_id AND p.name = \(principal) AND t.public_id = \(publicID)
-            RETURNING t.public_id
+            WITH changed AS (
+                UPDATE api_tokens t SET revoked_at = coalesce(t.revoked_at, now())
+                FROM principals p WHERE p.id = t.principal_id AND p.name = \(principal) AND t.public_id = \(publicID)
+                RETURNING t.public_id, t.principal_id
+            ), \(unescaped: Self.bumpAccessOfChanged)
+            SELECT public_id FROM changed
             """, logger: logger)
         for try await _ in rows.decode(String.self) {
             return try await tokens(of: principal).first { $0.publicId == publicID }!
@@ -208,11 +230,16 @@ public struct PostgresAccessStore: AccessStore {
         }
         let rows = try await client.query(
             """
-            INSERT INTO role_bindings (principal_id, workspace_id, role, created_by)
-            SELECT p.id, w.id, \(role.rawValue), \(creator) FROM principals p, workspaces w
-            WHERE p.name = \(principal) AND w.name = \(workspace)
-            ON CONFLICT (principal_id, workspace_id, role) DO UPDATE SET role = EXCLUDED.role
-            RETURNING created_at, created_by
+            WITH granted AS (
+                INSERT INTO role_bindings (principal_id, workspace_id, role, created_by)
+                SELECT p.id, w.id, \(role.rawValue), \(creator) FROM principals p, workspaces w
+                WHERE p.name = \(principal) AND w.name = \(workspace)
+                ON CONFLICT (principal_id, workspace_id, role) DO UPDATE SET role = EXCLUDED.role
+                RETURNING workspace_id, created_at, created_by
+            ), bumped AS (
+                UPDATE workspaces SET access_version = access_version + 1 WHERE id IN (SELECT workspace_id FROM granted)
+            )
+            SELECT created_at, created_by FROM granted
             """, logger: logger)
         for try await (createdAt, createdBy) in rows.decode((Date, String).self) {
             return RoleBindingResource(principal: principal, kind: target.kind, workspace: workspace, role: role, createdAt: createdAt, createdBy: createdBy)
@@ -223,10 +250,15 @@ public struct PostgresAccessStore: AccessStore {
     public func revoke(_ role: WorkspaceRole, from principal: String, in workspace: String) async throws {
         let rows = try await client.query(
             """
-            DELETE FROM role_bindings b USING principals p, workspaces w
-            WHERE b.principal_id = p.id AND b.workspace_id = w.id AND p.name = \(principal) AND w.name = \(workspace)
-              AND b.role = \(role.rawValue)
-            RETURNING b.role
+            WITH revoked AS (
+                DELETE FROM role_bindings b USING principals p, workspaces w
+                WHERE b.principal_id = p.id AND b.workspace_id = w.id AND p.name = \(principal) AND w.name = \(workspace)
+                  AND b.role = \(role.rawValue)
+                RETURNING b.role, b.workspace_id
+            ), bumped AS (
+                UPDATE workspaces SET access_version = access_version + 1 WHERE id IN (SELECT workspace_id FROM revoked)
+            )
+            SELECT role FROM revoked
             """, logger: logger)
         for try await _ in rows.decode(String.self) { return }
         throw AccessError.bindingNotFound("\(principal) has no role \(role.rawValue) in \(workspace)")

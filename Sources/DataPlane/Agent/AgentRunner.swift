@@ -24,6 +24,10 @@ public struct AgentRunner: Service {
     let running = RunningJobs()
     /// Where verified specs are kept for when the control plane is unreachable.
     let definitionCache: DefinitionCache?
+    /// The workspace's access snapshot, kept current from the control plane.
+    let accessGuard: AccessGuard?
+    /// How often the access snapshot is asked for even without a heartbeat saying it changed.
+    static let accessPollSeconds = 30
 
     /// Why the agent stopped.
     public struct Refusal: Error, CustomStringConvertible {
@@ -34,10 +38,11 @@ public struct AgentRunner: Service {
     /// Creates a runner.
     public init(
         configuration: AgentConfiguration, executors: [any JobExecutor], logger: Logger, definitionCache: DefinitionCache? = nil,
-        instanceID: String = UUID().uuidString.lowercased()
+        accessGuard: AccessGuard? = nil, instanceID: String = UUID().uuidString.lowercased()
     ) {
         self.configuration = configuration
         self.definitionCache = definitionCache
+        self.accessGuard = accessGuard
         self.executors = executors
         var http = HTTPClient.Configuration()
         http.timeout.connect = .seconds(5)
@@ -62,7 +67,8 @@ public struct AgentRunner: Service {
                 return   // asked to stop before the control plane answered: a clean stop
             }
             await withTaskGroup(of: Void.self) { group in
-                group.addTask { await sendHeartbeats(every: welcome.heartbeatSeconds) }
+                group.addTask { await sendHeartbeats(every: welcome.heartbeatSeconds, welcome: welcome) }
+                if accessGuard != nil { group.addTask { await pollAccess(welcome) } }
                 if kinds.isEmpty {
                     logger.notice("this agent has no job executors, so it claims no jobs")
                 } else {
@@ -110,16 +116,42 @@ public struct AgentRunner: Service {
         }
     }
 
-    func sendHeartbeats(every seconds: Int) async {
+    func sendHeartbeats(every seconds: Int, welcome: AgentWelcome) async {
         while !Task.isCancelled {
             try? await Task.sleep(for: .seconds(max(seconds, 1)))
             if Task.isCancelled { return }
             do {
                 let reply = try await client.heartbeat(AgentHeartbeat(instanceId: instanceID, runningJobs: await running.ids))
                 for job in reply.abort { await running.abort(job) }
+                // Access changed: fetch the new snapshot now rather than at the next poll.
+                if let accessGuard, let version = reply.accessVersion, version > accessGuard.version ?? 0 { await refreshAccess(welcome) }
             } catch {
                 logger.debug("heartbeat failed", metadata: ["larder.error": .string(String(describing: error))])
             }
+        }
+    }
+
+    /// Asks for the access snapshot at once, then every `accessPollSeconds`.
+    func pollAccess(_ welcome: AgentWelcome) async {
+        while !Task.isCancelled {
+            await refreshAccess(welcome)
+            try? await Task.sleep(for: .seconds(Self.accessPollSeconds))
+        }
+    }
+
+    /// Fetches the access snapshot if the control plane has a newer one, and installs it.
+    func refreshAccess(_ welcome: AgentWelcome) async {
+        guard let accessGuard else { return }
+        do {
+            let reply = try await client.accessSnapshot(AccessSnapshotRequest(instanceId: instanceID, haveVersion: accessGuard.version))
+            guard let document = reply.snapshot else { return }
+            let snapshot = try accessGuard.install(document, workspace: welcome.workspace)
+            logger.info("installed the access snapshot", metadata: [
+                "larder.access_version": "\(snapshot.version)", "larder.tokens": "\(snapshot.entries.count)",
+            ])
+        } catch {
+            if Task.isCancelled { return }
+            logger.warning("cannot refresh the access snapshot; keeping the one held", metadata: ["larder.error": .string(String(describing: error))])
         }
     }
 

@@ -77,11 +77,15 @@ public struct AgentHeartbeatReply: Sendable, Codable, Hashable {
     public var abort: [Int64]
     /// The control plane's clock.
     public var serverTime: Date
+    /// The version of the workspace's access snapshot: one newer than the
+    /// agent holds means it should fetch it again.
+    public var accessVersion: Int64?
 
     /// Creates a value.
-    public init(abort: [Int64], serverTime: Date) {
+    public init(abort: [Int64], serverTime: Date, accessVersion: Int64? = nil) {
         self.abort = abort
         self.serverTime = serverTime
+        self.accessVersion = accessVersion
     }
 }
 
@@ -203,7 +207,7 @@ public struct JobCompletion: Sendable, Codable, Hashable {
 /// The signed description of a job: everything an agent needs to run it,
 /// and nothing it could use to run something else (it names its job, workspace
 /// and attempt window).
-public struct JobSpec: Sendable, Codable, Hashable {
+public struct JobSpec: Sendable, Codable, Hashable, SignedPayload {
     /// A definition the job reads: the feature view and everything upstream of it.
     public struct Definition: Sendable, Codable, Hashable {
         /// The object's kind, such as `FeatureView`.
@@ -293,17 +297,4 @@ public struct JobSpec: Sendable, Codable, Hashable {
         self.issuedAt = issuedAt
     }
 
-    /// The spec as the JSON value that is signed.
-    public func jsonValue() throws -> JSONValue {
-        let encoder = APICoding.makeEncoder()
-        encoder.keyEncodingStrategy = .useDefaultKeys
-        return try JSONDecoder().decode(JSONValue.self, from: encoder.encode(self))
-    }
-
-    /// Reads a spec from a verified payload.
-    public init(verified payload: JSONValue) throws {
-        let decoder = APICoding.makeDecoder()
-        decoder.keyDecodingStrategy = .useDefaultKeys
-        self = try decoder.decode(JobSpec.self, from: Data(payload.canonicalString.utf8))
-    }
 }

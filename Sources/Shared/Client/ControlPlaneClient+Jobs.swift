@@ -51,6 +51,11 @@ extension ControlPlaneClient {
         try await send(.POST, "/v1/agent/heartbeat", body: heartbeat)
     }
 
+    /// The workspace's signed access snapshot, unless `request.haveVersion` is current.
+    public func accessSnapshot(_ request: AccessSnapshotRequest) async throws -> AccessSnapshotReply {
+        try await send(.POST, "/v1/agent/access-snapshot", body: request)
+    }
+
     /// Claims a job, waiting up to `request.waitSeconds` for one.
     public func claim(_ request: ClaimRequest) async throws -> ClaimedJob? {
         try await send(.POST, "/v1/agent/jobs:claim", body: request, as: ClaimResponse.self).job

@@ -1,8 +1,8 @@
 import Crypto
 import Foundation
-import Shared
 
-/// A bearer token: `lrd_<public id>_<secret>`.
+/// A bearer token: `lrd_<public id>_<secret>`. The control plane issues and
+/// checks them; agents check them too, against their access snapshot.
 ///
 /// The public id (12 characters) finds the token and is safe to show; the
 /// secret (256 random bits, base64url) is shown once at creation and stored
@@ -63,8 +63,9 @@ extension APIToken: CustomStringConvertible, CustomReflectable {
 }
 
 /// Comparisons whose duration does not depend on where inputs differ.
-enum ConstantTime {
-    static func equals(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+public enum ConstantTime {
+    /// Whether `a` and `b` hold the same bytes, looking at every byte.
+    public static func equals(_ a: [UInt8], _ b: [UInt8]) -> Bool {
         guard a.count == b.count else { return false }
         var difference: UInt8 = 0
         for index in a.indices { difference |= a[index] ^ b[index] }

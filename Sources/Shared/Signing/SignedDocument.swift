@@ -112,3 +112,23 @@ public struct SignedDocument: Sendable, Codable, Hashable {
         return value
     }
 }
+
+/// A value the control plane signs (a job spec, an access snapshot): its
+/// Swift property names and ISO-8601 dates, as canonical JSON.
+public protocol SignedPayload: Codable {}
+
+extension SignedPayload {
+    /// The value as the JSON that is signed.
+    public func jsonValue() throws -> JSONValue {
+        let encoder = APICoding.makeEncoder()
+        encoder.keyEncodingStrategy = .useDefaultKeys
+        return try JSONDecoder().decode(JSONValue.self, from: encoder.encode(self))
+    }
+
+    /// Reads the value from a verified payload.
+    public init(verified payload: JSONValue) throws {
+        let decoder = APICoding.makeDecoder()
+        decoder.keyDecodingStrategy = .useDefaultKeys
+        self = try decoder.decode(Self.self, from: Data(payload.canonicalString.utf8))
+    }
+}

@@ -1,0 +1,115 @@
+import Foundation
+import Logging
+import Shared
+import Synchronization
+
+/// The agent's copy of its workspace's access snapshot, and the check every
+/// feature read passes: the token must be in the snapshot (by public id and
+/// the SHA-256 of its secret, compared in constant time), not expired, and
+/// its principal must hold `consumer`. The snapshot is verified with the
+/// pinned public key whenever it is installed or read from disk, and kept on
+/// disk so that a restarted agent authorizes reads without the control plane
+/// — until the snapshot's own expiry, after which every read is refused as
+/// unavailable rather than allowed on stale rules.
+public final class AccessGuard: Sendable {
+    /// What a request's token may do.
+    public enum Decision: Sendable, Equatable {
+        /// A consumer (or more): the read may go on.
+        case allowed(principal: String)
+        /// No token, or one the snapshot does not know or that has expired: 401.
+        case unauthenticated(String)
+        /// A member without `consumer`: 403.
+        case forbidden(principal: String)
+        /// No usable snapshot (none yet, or expired): 503.
+        case unavailable(String)
+    }
+
+    /// Why a snapshot was refused.
+    public struct Refusal: Error, Sendable, CustomStringConvertible {
+        public let description: String
+    }
+
+    private struct State {
+        var snapshot: AccessSnapshot?
+        var entries: [String: AccessSnapshot.Entry] = [:]
+    }
+
+    private let file: URL
+    private let publicKey: SigningPublicKey
+    private let state: Mutex<State>
+
+    /// A guard keeping its snapshot in `file`; reads the one there, if it is
+    /// valid, for workspace `workspace` (nil: whichever it is for).
+    public init(file: URL, publicKey: SigningPublicKey, workspace: String? = nil, logger: Logger) {
+        self.file = file
+        self.publicKey = publicKey
+        var initial = State()
+        if let data = try? Data(contentsOf: file) {
+            do {
+                let document = try APICoding.makeDecoder().decode(SignedDocument.self, from: data)
+                let snapshot = try AccessSnapshot(verified: try document.verified(with: publicKey))
+                if let workspace, snapshot.workspace != workspace {
+                    throw Refusal(description: "it is for workspace \(snapshot.workspace), not \(workspace)")
+                }
+                initial = Self.state(of: snapshot)
+            } catch {
+                logger.warning("ignored the access snapshot on disk", metadata: ["larder.file": "\(file.path)", "larder.error": "\(error)"])
+            }
+        }
+        state = Mutex(initial)
+    }
+
+    private static func state(of snapshot: AccessSnapshot) -> State {
+        State(snapshot: snapshot, entries: Dictionary(snapshot.entries.map { ($0.tokenPublicId, $0) }, uniquingKeysWith: { first, _ in first }))
+    }
+
+    /// The version of the snapshot held, if any.
+    public var version: Int64? { state.withLock { $0.snapshot?.version } }
+
+    /// The snapshot held, if any.
+    public var snapshot: AccessSnapshot? { state.withLock { $0.snapshot } }
+
+    /// Verifies `document` and, when it is for `workspace` and newer than the
+    /// one held, keeps it (in memory and on disk). Returns the snapshot now held.
+    @discardableResult
+    public func install(_ document: SignedDocument, workspace: String) throws -> AccessSnapshot {
+        let snapshot: AccessSnapshot
+        do {
+            snapshot = try AccessSnapshot(verified: try document.verified(with: publicKey))
+        } catch {
+            throw Refusal(description: "the access snapshot does not verify with the pinned key: \(error)")
+        }
+        guard snapshot.workspace == workspace else {
+            throw Refusal(description: "the access snapshot is for workspace \(snapshot.workspace), not this agent's \(workspace)")
+        }
+        if let held = self.snapshot, held.version >= snapshot.version { return held }
+        let encoder = APICoding.makeEncoder()
+        try FileManager.default.createDirectory(at: file.deletingLastPathComponent(), withIntermediateDirectories: true)
+        try encoder.encode(document).write(to: file, options: .atomic)
+        try? FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: file.path)
+        state.withLock { $0 = Self.state(of: snapshot) }
+        return snapshot
+    }
+
+    /// Whether the bearer `token` (the `Authorization` header's value after
+    /// `Bearer `) may read features at `now`.
+    public func authorize(token: String?, now: Date = Date()) -> Decision {
+        state.withLock { state in
+            guard let snapshot = state.snapshot else {
+                return .unavailable("the agent has no access snapshot yet; it fetches one from the control plane when it connects")
+            }
+            guard now < snapshot.expiresAt else {
+                return .unavailable("the agent's access snapshot expired at \(RFC3339.format(snapshot.expiresAt)); it has not reached the control plane since")
+            }
+            guard let token, !token.isEmpty else { return .unauthenticated("send a token as 'Authorization: Bearer lrd_…'") }
+            guard let parsed = APIToken(parsing: token), let entry = state.entries[parsed.publicID],
+                  let stored = Data(base64URL: entry.secretSha256), parsed.matches(storedHash: Array(stored))
+            else {
+                return .unauthenticated("the token is not valid for this workspace")
+            }
+            if let expiry = entry.tokenExpiresAt, expiry <= now { return .unauthenticated("the token expired at \(RFC3339.format(expiry))") }
+            guard entry.roles.contains(.consumer) else { return .forbidden(principal: entry.principal) }
+            return .allowed(principal: entry.principal)
+        }
+    }
+}

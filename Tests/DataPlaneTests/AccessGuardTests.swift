@@ -1,0 +1,118 @@
+import DataPlane
+import Foundation
+import Logging
+import Shared
+import Testing
+import TestSupport
+
+/// The agent's authorization of feature reads from its signed access snapshot.
+@Suite("Access guard at the agent")
+struct AccessGuardTests {
+    struct Member {
+        var token: APIToken
+        var principal: String
+        var roles: [WorkspaceRole]
+        var expiresAt: Date?
+    }
+
+    static func snapshot(_ members: [Member], workspace: String = "rides", version: Int64 = 1, issuedAt: Date, expiresAt: Date) -> AccessSnapshot {
+        AccessSnapshot(
+            workspace: workspace, version: version, issuedAt: issuedAt, expiresAt: expiresAt,
+            entries: members.map {
+                AccessSnapshot.Entry(
+                    tokenPublicId: $0.token.publicID, secretSha256: Data($0.token.secretHash).base64URL, principal: $0.principal,
+                    roles: $0.roles, tokenExpiresAt: $0.expiresAt)
+            })
+    }
+
+    static func folder() -> URL { FileManager.default.temporaryDirectory.appendingPathComponent("larder-guard-\(UUID().uuidString)") }
+
+    @Test("random members, roles, expiries and forged tokens: each request gets the decision the rules give, before and after a restart",
+          arguments: Array(1...25) as [UInt64])
+    func decisions(seed: UInt64) throws {
+        var random = SeededGenerator(seed: seed)
+        let keys = SigningKeyPair.generate()
+        let now = Date(timeIntervalSince1970: 1_800_000_000)
+        let members = (0..<Int.random(in: 1...8, using: &random)).map { index in
+            Member(
+                token: APIToken.generate(), principal: "p\(index)",
+                roles: WorkspaceRole.allCases.filter { _ in Bool.random(using: &random) },
+                expiresAt: [nil, now.addingTimeInterval(-1), now.addingTimeInterval(3_600)].randomElement(using: &random)!)
+        }
+        let document = try keys.sign(try Self.snapshot(members, issuedAt: now, expiresAt: now.addingTimeInterval(86_400)).jsonValue())
+        let file = Self.folder().appendingPathComponent("access-snapshot.json")
+        defer { try? FileManager.default.removeItem(at: file.deletingLastPathComponent()) }
+        let guardian = AccessGuard(file: file, publicKey: keys.publicKey, logger: Logger(label: "test"))
+        #expect(guardian.authorize(token: members[0].token.text, now: now) == .unavailable(
+            "the agent has no access snapshot yet; it fetches one from the control plane when it connects"))
+        try guardian.install(document, workspace: "rides")
+        let restarted = AccessGuard(file: file, publicKey: keys.publicKey, workspace: "rides", logger: Logger(label: "test"))
+
+        for _ in 0..<40 {
+            let member = members.randomElement(using: &random)!
+            let expected: AccessGuard.Decision
+            let token: String?
+            switch Int.random(in: 0..<5, using: &random) {
+            case 0:   // another secret under a known public id
+                token = "lrd_\(member.token.publicID)_\(APIToken.generate().text.dropFirst("lrd_".count + 13))"
+                expected = .unauthenticated("the token is not valid for this workspace")
+            case 1:   // a token the snapshot does not hold
+                token = APIToken.generate().text
+                expected = .unauthenticated("the token is not valid for this workspace")
+            case 2:   // not a token at all, or none
+                token = [nil, "", "Bearer", "lrd_short_x"].randomElement(using: &random)!
+                expected = token?.isEmpty ?? true
+                    ? .unauthenticated("send a token as 'Authorization: Bearer lrd_…'") : .unauthenticated("the token is not valid for this workspace")
+            default:
+                token = member.token.text
+                if let expiry = member.expiresAt, expiry <= now {
+                    expected = .unauthenticated("the token expired at \(RFC3339.format(expiry))")
+                } else if member.roles.contains(.consumer) {
+                    expected = .allowed(principal: member.principal)
+                } else {
+                    expected = .forbidden(principal: member.principal)
+                }
+            }
+            #expect(guardian.authorize(token: token, now: now) == expected, "seed \(seed)")
+            #expect(restarted.authorize(token: token, now: now) == expected, "seed \(seed), after a restart")
+        }
+        // Past the snapshot's expiry, every read is refused as unavailable, the valid ones too.
+        let consumer = members.first { $0.roles.contains(.consumer) && $0.expiresAt.map { $0 > now } ?? true }
+        if let consumer {
+            guard case .unavailable = guardian.authorize(token: consumer.token.text, now: now.addingTimeInterval(86_401)) else {
+                Issue.record("an expired snapshot still allowed a read")
+                return
+            }
+        }
+    }
+
+    @Test("a snapshot signed by another key, for another workspace, or older than the one held is not installed")
+    func refusals() throws {
+        let keys = SigningKeyPair.generate(), other = SigningKeyPair.generate()
+        let now = Date()
+        let member = Member(token: APIToken.generate(), principal: "carol", roles: [.viewer, .consumer], expiresAt: nil)
+        let file = Self.folder().appendingPathComponent("access-snapshot.json")
+        defer { try? FileManager.default.removeItem(at: file.deletingLastPathComponent()) }
+        let guardian = AccessGuard(file: file, publicKey: keys.publicKey, logger: Logger(label: "test"))
+        let forged = try other.sign(try Self.snapshot([member], issuedAt: now, expiresAt: now.addingTimeInterval(60)).jsonValue())
+        #expect(throws: AccessGuard.Refusal.self) { try guardian.install(forged, workspace: "rides") }
+        let elsewhere = try keys.sign(try Self.snapshot([member], workspace: "payments", issuedAt: now, expiresAt: now.addingTimeInterval(60)).jsonValue())
+        #expect(throws: AccessGuard.Refusal.self) { try guardian.install(elsewhere, workspace: "rides") }
+        #expect(guardian.version == nil)
+
+        let newer = try keys.sign(try Self.snapshot([member], version: 5, issuedAt: now, expiresAt: now.addingTimeInterval(60)).jsonValue())
+        let older = try keys.sign(try Self.snapshot([], version: 4, issuedAt: now, expiresAt: now.addingTimeInterval(60)).jsonValue())
+        try guardian.install(newer, workspace: "rides")
+        try guardian.install(older, workspace: "rides")
+        #expect(guardian.version == 5)
+        #expect(guardian.authorize(token: member.token.text, now: now) == .allowed(principal: "carol"))
+        // The file on disk is the agent's alone, and a tampered file is ignored on restart.
+        let mode = try FileManager.default.attributesOfItem(atPath: file.path)[.posixPermissions] as? Int
+        #expect(mode == 0o600)
+        var text = try String(contentsOf: file, encoding: .utf8)
+        text = text.replacingOccurrences(of: "carol", with: "mallory")
+        try text.write(to: file, atomically: true, encoding: .utf8)
+        let restarted = AccessGuard(file: file, publicKey: keys.publicKey, logger: Logger(label: "test"))
+        #expect(restarted.version == nil)
+    }
+}
