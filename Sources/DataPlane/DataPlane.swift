@@ -24,6 +24,11 @@ public enum DataPlane {
         (configuration.dataDirectory as NSString).appendingPathComponent("definitions")
     }
 
+    /// Where the agent keeps its workspace's signed registry snapshot.
+    public static func registrySnapshotFile(_ configuration: AgentConfiguration) -> String {
+        (configuration.dataDirectory as NSString).appendingPathComponent("registry-snapshot.json")
+    }
+
     /// Where the agent keeps its workspace's signed access snapshot.
     public static func accessSnapshotFile(_ configuration: AgentConfiguration) -> String {
         (configuration.dataDirectory as NSString).appendingPathComponent("access-snapshot.json")

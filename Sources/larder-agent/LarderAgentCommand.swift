@@ -50,13 +50,16 @@ extension LarderAgentCommand {
             let cached = cache.loadAll(logger: logger)
             let accessGuard = AccessGuard(
                 file: URL(fileURLWithPath: DataPlane.accessSnapshotFile(configuration)), publicKey: configuration.publicKey, logger: logger)
+            let registryCache = RegistryCache(
+                file: URL(fileURLWithPath: DataPlane.registrySnapshotFile(configuration)), publicKey: configuration.publicKey, logger: logger)
             logger.info("opened the online store", metadata: [
                 "tables": "\(onlineStore.schemas.count)", "cached_definitions": "\(cached.count)",
                 "access_version": "\(accessGuard.version.map(String.init) ?? "none")",
+                "registry_revision": "\(registryCache.revision.map(String.init) ?? "none")",
             ])
             let runner = AgentRunner(
                 configuration: configuration, executors: DataPlane.executors(configuration: configuration, onlineStore: onlineStore, logger: logger),
-                logger: logger, definitionCache: cache, accessGuard: accessGuard)
+                logger: logger, definitionCache: cache, accessGuard: accessGuard, registryCache: registryCache)
             let group = ServiceGroup(configuration: .init(
                 services: [
                     .init(service: runner, successTerminationBehavior: .gracefullyShutdownGroup),

@@ -388,7 +388,7 @@ struct JobCommandTests {
         }
     }
 
-    @Test("the real agent fetches its workspace's access snapshot, keeps it on disk, and installs a revocation within seconds")
+    @Test("the real agent fetches its workspace's access and registry snapshots, keeps them on disk, and installs a revocation or an apply within seconds")
     func accessSnapshotFollowsRevocations() async throws {
         try await TestDatabase.withIsolatedDatabase { database in
             let world = try await JobsWorld.make(database: database, agents: 1)
@@ -423,6 +423,27 @@ struct JobCommandTests {
             #expect(second != nil && second!.version > first!.version, "\(agent.log.suffix(2_000))")
             #expect(Date().timeIntervalSince(revoked) < 5)
             #expect(agent.log.contains("installed the access snapshot"))
+
+            // The registry snapshot likewise: every object of the example, then a new revision after an apply.
+            let registryFile = world.folder.appendingPathComponent("agent-1/registry-snapshot.json")
+            func registry() -> AgentRegistrySnapshot? {
+                guard let data = try? Data(contentsOf: registryFile),
+                      let document = try? APICoding.makeDecoder().decode(SignedDocument.self, from: data)
+                else { return nil }
+                return try? AgentRegistrySnapshot(verified: document.verified(with: key))
+            }
+            let deadline = Date().addingTimeInterval(10)
+            while registry() == nil, Date() < deadline { try await Task.sleep(for: .milliseconds(100)) }
+            let before = try #require(registry(), "\(agent.log.suffix(2_000))")
+            #expect(before.definitions.contains { $0.kind == "FeatureService" })
+            try await RepositoryFixture.example(workspace: JobsWorld.workspace).unscheduled()
+                .replacing("ttl: 2d", with: "ttl: 3d", in: "features.yaml").apply(to: JobsWorld.workspace, with: world.admin)
+            let applied = Date()
+            while (registry()?.revision ?? 0) <= before.revision, Date().timeIntervalSince(applied) < 10 {
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            #expect((registry()?.revision ?? 0) > before.revision, "\(agent.log.suffix(2_000))")
+            #expect(Date().timeIntervalSince(applied) < 5)
             #expect(agent.stop() == 0)
         }
     }

@@ -18,7 +18,7 @@ struct AgentProtocolSchemaTests {
         "attempt", "lease_token", "lease_expires_at", "spec", "payload", "signature", "key_fingerprint", "progress", "phase", "fraction",
         "rows_read", "rows_written", "cancel_requested", "outcome", "started_at", "finished_at", "metrics", "failure", "watermark",
         "features", "feature", "count", "null_count", "min", "max", "mean", "message", "retryable", "access_version", "have_version",
-        "snapshot",
+        "snapshot", "registry_revision", "have_revision", "revision",
     ]
     /// Free-text fields an agent may send, each bounded.
     static let boundedText: [String: Int] = ["instance_id": 128, "phase": 64, "message": 2_000]
@@ -76,7 +76,7 @@ struct AgentProtocolSchemaTests {
     func closedSchemas() {
         var problems: [String] = []
         var seen: Set<String> = []
-        #expect(Self.agentOperations.count == 7)
+        #expect(Self.agentOperations.count == 8)
         for (path, operation) in Self.agentOperations {
             let body = (((operation["requestBody"] as? [String: Any])?["content"] as? [String: Any])?["application/json"] as? [String: Any])?["schema"]
             let request = try! #require(body as? [String: Any], "\(path) has no request body schema")
@@ -127,7 +127,9 @@ struct AgentProtocolSchemaTests {
             ("AgentHello", AgentHello(instanceId: "i", version: "v", hostname: "h", capabilities: [.materialize])),
             ("AgentHeartbeat", AgentHeartbeat(instanceId: "i", runningJobs: [1])),
             ("ClaimRequest", ClaimRequest(instanceId: "i", kinds: [.materialize], waitSeconds: 1)),
-            ("AgentHeartbeatReply", AgentHeartbeatReply(abort: [1], serverTime: Date(), accessVersion: 2)),
+            ("AgentHeartbeatReply", AgentHeartbeatReply(abort: [1], serverTime: Date(), accessVersion: 2, registryRevision: 3)),
+            ("RegistrySnapshotRequest", RegistrySnapshotRequest(instanceId: "i", haveRevision: 1)),
+            ("RegistrySnapshotReply", RegistrySnapshotReply(revision: 2, snapshot: SignedDocument(payload: "{}", signature: "s", keyFingerprint: "f"))),
             ("AccessSnapshotRequest", AccessSnapshotRequest(instanceId: "i", haveVersion: 1)),
             ("AccessSnapshotReply", AccessSnapshotReply(version: 2, snapshot: SignedDocument(payload: "{}", signature: "s", keyFingerprint: "f"))),
             ("LeaseExtension", LeaseExtension(leaseToken: token, progress: JobProgress(phase: "p", fraction: 0.5, rowsRead: 1, rowsWritten: 1))),

@@ -115,4 +115,27 @@ struct AccessGuardTests {
         let restarted = AccessGuard(file: file, publicKey: keys.publicKey, logger: Logger(label: "test"))
         #expect(restarted.version == nil)
     }
+
+    @Test("the registry cache installs only newer snapshots signed by the pinned key for its workspace, and reads them back after a restart")
+    func registryCache() throws {
+        let keys = SigningKeyPair.generate(), other = SigningKeyPair.generate()
+        let file = Self.folder().appendingPathComponent("registry-snapshot.json")
+        defer { try? FileManager.default.removeItem(at: file.deletingLastPathComponent()) }
+        func snapshot(_ revision: Int64, workspace: String = "rides") -> AgentRegistrySnapshot {
+            AgentRegistrySnapshot(workspace: workspace, revision: revision, issuedAt: Date(), definitions: [
+                JobSpec.Definition(kind: "Entity", name: "driver", version: Int(revision), contentHash: "h\(revision)", definition: .object([:])),
+            ])
+        }
+        let cache = RegistryCache(file: file, publicKey: keys.publicKey, logger: Logger(label: "test"))
+        #expect(cache.revision == nil)
+        #expect(throws: AccessGuard.Refusal.self) { try cache.install(try other.sign(try snapshot(3).jsonValue()), workspace: "rides") }
+        #expect(throws: AccessGuard.Refusal.self) { try cache.install(try keys.sign(try snapshot(3, workspace: "payments").jsonValue()), workspace: "rides") }
+        try cache.install(try keys.sign(try snapshot(3).jsonValue()), workspace: "rides")
+        try cache.install(try keys.sign(try snapshot(2).jsonValue()), workspace: "rides")
+        #expect(cache.revision == 3 && cache.snapshot?.definitions.first?.contentHash == "h3")
+        let restarted = RegistryCache(file: file, publicKey: keys.publicKey, workspace: "rides", logger: Logger(label: "test"))
+        #expect(restarted.snapshot == cache.snapshot)
+        #expect(RegistryCache(file: file, publicKey: keys.publicKey, workspace: "payments", logger: Logger(label: "test")).revision == nil)
+        #expect(RegistryCache(file: file, publicKey: other.publicKey, logger: Logger(label: "test")).revision == nil)
+    }
 }

@@ -146,3 +146,39 @@ struct AccessSnapshotTests {
         }
     }
 }
+
+/// The signed registry snapshots agents resolve feature requests with.
+@Suite("Registry snapshots for agents")
+struct RegistrySnapshotTests {
+    @Test("the snapshot holds the current version of every object, signed; an apply that changes something moves the revision on, in the heartbeat too")
+    func currentVersions() async throws {
+        try await JobsFixture.with(agents: 1) { world in
+            let agent = world.agents[0]
+            let key = try await world.keys.current().publicKey
+            func fetch(have: Int64? = nil) async throws -> (Int64, AgentRegistrySnapshot?) {
+                let reply = try await agent.registrySnapshot(RegistrySnapshotRequest(instanceId: "instance-1", haveRevision: have))
+                return (reply.revision, try reply.snapshot.map { try AgentRegistrySnapshot(verified: $0.verified(with: key)) })
+            }
+            let (revision, fetched) = try await fetch()
+            let snapshot = try #require(fetched)
+            #expect(snapshot.workspace == JobsFixture.workspace && snapshot.revision == revision)
+            // Every object of the example, each at its current version, as the registry lists them.
+            let fixture = RepositoryFixture.example(workspace: JobsFixture.workspace).unscheduled()
+            let repository = RepositoryLoader.load(files: fixture.files.map { ($0.key, $0.value) }).repository
+            let expected = Set(DefinitionCanonicalizer.canonicalize(repository).map { "\($0.key.kind.rawValue) \($0.key.name) \($0.contentHash)" })
+            #expect(Set(snapshot.definitions.map { "\($0.kind) \($0.name) \($0.contentHash)" }) == expected)
+            #expect(snapshot.definitions.allSatisfy { $0.version == 1 })
+            #expect(snapshot.definitions.contains { $0.kind == "FeatureService" } && snapshot.definitions.contains { $0.kind == "OnDemandFeatureView" })
+
+            // Holding the current revision: nothing is sent. An apply that changes a view moves the revision on.
+            #expect(try await fetch(have: revision).1 == nil)
+            try await fixture.replacing("ttl: 2d", with: "ttl: 3d", in: "features.yaml").apply(to: JobsFixture.workspace, with: world.server.client)
+            let beat = try await agent.heartbeat(AgentHeartbeat(instanceId: "instance-1", runningJobs: []))
+            #expect(try #require(beat.registryRevision) > revision)
+            let (newRevision, newer) = try await fetch(have: revision)
+            #expect(newRevision == beat.registryRevision)
+            let view = try #require(newer?.definitions.first { $0.kind == "FeatureView" && $0.name == "driver_hourly_stats" })
+            #expect(view.version == 2)
+        }
+    }
+}

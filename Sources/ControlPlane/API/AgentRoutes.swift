@@ -14,6 +14,7 @@ struct AgentRoutes {
     func register(on routes: inout APIRouteBuilder) {
         let store = self.store, wakeups = self.wakeups, settings = self.settings, keys = self.keys
         let snapshots = AccessSnapshots(client: store.client, logger: store.logger)
+        let registry = AgentRegistrySnapshots(client: store.client, logger: store.logger)
         @Sendable func identity(_ context: ControlPlaneRequestContext) async throws -> AgentIdentity {
             // Read with the token; only an agent's token gets past the route's permission.
             guard let agent = context.caller?.agent else { throw JobError.unknownAgent(context.callerName) }
@@ -38,7 +39,19 @@ struct AgentRoutes {
             let agent = try await identity(context)
             let abort = try await store.heartbeat(heartbeat, agent: agent)
             let accessVersion = try await snapshots.version(ofWorkspace: agent.workspaceID)
-            return try APIResponse.json(AgentHeartbeatReply(abort: abort, serverTime: Date(), accessVersion: accessVersion))
+            let registryRevision = try await registry.revision(ofWorkspace: agent.workspaceID)
+            return try APIResponse.json(AgentHeartbeatReply(
+                abort: abort, serverTime: Date(), accessVersion: accessVersion, registryRevision: registryRevision))
+        }
+        routes.add(.post, "/v1/agent/registry-snapshot", permission: .agentProtocol) { request, context in
+            let body = try await request.decodeStrictBody(as: RegistrySnapshotRequest.self, context: context)
+            try Self.check(instanceID: body.instanceId)
+            let agent = try await identity(context)
+            let revision = try await registry.revision(ofWorkspace: agent.workspaceID)
+            if body.haveRevision == revision { return try APIResponse.json(RegistrySnapshotReply(revision: revision, snapshot: nil)) }
+            let snapshot = try await registry.snapshot(ofWorkspace: agent.workspaceID, named: agent.workspace)
+            let signed = try await keys.current().sign(try snapshot.jsonValue())
+            return try APIResponse.json(RegistrySnapshotReply(revision: snapshot.revision, snapshot: signed))
         }
         routes.add(.post, "/v1/agent/access-snapshot", permission: .agentProtocol) { request, context in
             let body = try await request.decodeStrictBody(as: AccessSnapshotRequest.self, context: context)

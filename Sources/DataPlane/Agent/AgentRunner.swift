@@ -26,8 +26,10 @@ public struct AgentRunner: Service {
     let definitionCache: DefinitionCache?
     /// The workspace's access snapshot, kept current from the control plane.
     let accessGuard: AccessGuard?
-    /// How often the access snapshot is asked for even without a heartbeat saying it changed.
-    static let accessPollSeconds = 30
+    /// The workspace's registry snapshot, likewise.
+    let registryCache: RegistryCache?
+    /// How often the snapshots are asked for even without a heartbeat saying they changed.
+    static let snapshotPollSeconds = 30
 
     /// Why the agent stopped.
     public struct Refusal: Error, CustomStringConvertible {
@@ -38,11 +40,12 @@ public struct AgentRunner: Service {
     /// Creates a runner.
     public init(
         configuration: AgentConfiguration, executors: [any JobExecutor], logger: Logger, definitionCache: DefinitionCache? = nil,
-        accessGuard: AccessGuard? = nil, instanceID: String = UUID().uuidString.lowercased()
+        accessGuard: AccessGuard? = nil, registryCache: RegistryCache? = nil, instanceID: String = UUID().uuidString.lowercased()
     ) {
         self.configuration = configuration
         self.definitionCache = definitionCache
         self.accessGuard = accessGuard
+        self.registryCache = registryCache
         self.executors = executors
         var http = HTTPClient.Configuration()
         http.timeout.connect = .seconds(5)
@@ -68,7 +71,7 @@ public struct AgentRunner: Service {
             }
             await withTaskGroup(of: Void.self) { group in
                 group.addTask { await sendHeartbeats(every: welcome.heartbeatSeconds, welcome: welcome) }
-                if accessGuard != nil { group.addTask { await pollAccess(welcome) } }
+                if accessGuard != nil || registryCache != nil { group.addTask { await pollSnapshots(welcome) } }
                 if kinds.isEmpty {
                     logger.notice("this agent has no job executors, so it claims no jobs")
                 } else {
@@ -123,19 +126,39 @@ public struct AgentRunner: Service {
             do {
                 let reply = try await client.heartbeat(AgentHeartbeat(instanceId: instanceID, runningJobs: await running.ids))
                 for job in reply.abort { await running.abort(job) }
-                // Access changed: fetch the new snapshot now rather than at the next poll.
+                // Access or the registry changed: fetch the new snapshot now rather than at the next poll.
                 if let accessGuard, let version = reply.accessVersion, version > accessGuard.version ?? 0 { await refreshAccess(welcome) }
+                if let registryCache, let revision = reply.registryRevision, revision > registryCache.revision ?? -1 {
+                    await refreshRegistry(welcome)
+                }
             } catch {
                 logger.debug("heartbeat failed", metadata: ["larder.error": .string(String(describing: error))])
             }
         }
     }
 
-    /// Asks for the access snapshot at once, then every `accessPollSeconds`.
-    func pollAccess(_ welcome: AgentWelcome) async {
+    /// Asks for the snapshots at once, then every `snapshotPollSeconds`.
+    func pollSnapshots(_ welcome: AgentWelcome) async {
         while !Task.isCancelled {
             await refreshAccess(welcome)
-            try? await Task.sleep(for: .seconds(Self.accessPollSeconds))
+            await refreshRegistry(welcome)
+            try? await Task.sleep(for: .seconds(Self.snapshotPollSeconds))
+        }
+    }
+
+    /// Fetches the registry snapshot if the control plane has a newer one, and installs it.
+    func refreshRegistry(_ welcome: AgentWelcome) async {
+        guard let registryCache else { return }
+        do {
+            let reply = try await client.registrySnapshot(RegistrySnapshotRequest(instanceId: instanceID, haveRevision: registryCache.revision))
+            guard let document = reply.snapshot else { return }
+            let snapshot = try registryCache.install(document, workspace: welcome.workspace)
+            logger.info("installed the registry snapshot", metadata: [
+                "larder.registry_revision": "\(snapshot.revision)", "larder.objects": "\(snapshot.definitions.count)",
+            ])
+        } catch {
+            if Task.isCancelled { return }
+            logger.warning("cannot refresh the registry snapshot; keeping the one held", metadata: ["larder.error": .string(String(describing: error))])
         }
     }
 

@@ -25,38 +25,21 @@ public final class AccessGuard: Sendable {
     }
 
     /// Why a snapshot was refused.
-    public struct Refusal: Error, Sendable, CustomStringConvertible {
-        public let description: String
-    }
+    public typealias Refusal = SnapshotRefusal
 
     private struct State {
         var snapshot: AccessSnapshot?
         var entries: [String: AccessSnapshot.Entry] = [:]
     }
 
-    private let file: URL
-    private let publicKey: SigningPublicKey
+    private let file: SignedSnapshotFile<AccessSnapshot>
     private let state: Mutex<State>
 
     /// A guard keeping its snapshot in `file`; reads the one there, if it is
     /// valid, for workspace `workspace` (nil: whichever it is for).
     public init(file: URL, publicKey: SigningPublicKey, workspace: String? = nil, logger: Logger) {
-        self.file = file
-        self.publicKey = publicKey
-        var initial = State()
-        if let data = try? Data(contentsOf: file) {
-            do {
-                let document = try APICoding.makeDecoder().decode(SignedDocument.self, from: data)
-                let snapshot = try AccessSnapshot(verified: try document.verified(with: publicKey))
-                if let workspace, snapshot.workspace != workspace {
-                    throw Refusal(description: "it is for workspace \(snapshot.workspace), not \(workspace)")
-                }
-                initial = Self.state(of: snapshot)
-            } catch {
-                logger.warning("ignored the access snapshot on disk", metadata: ["larder.file": "\(file.path)", "larder.error": "\(error)"])
-            }
-        }
-        state = Mutex(initial)
+        self.file = SignedSnapshotFile(file: file, publicKey: publicKey, name: "access snapshot")
+        state = Mutex(self.file.load(workspace: workspace, logger: logger).map(Self.state(of:)) ?? State())
     }
 
     private static func state(of snapshot: AccessSnapshot) -> State {
@@ -73,20 +56,9 @@ public final class AccessGuard: Sendable {
     /// one held, keeps it (in memory and on disk). Returns the snapshot now held.
     @discardableResult
     public func install(_ document: SignedDocument, workspace: String) throws -> AccessSnapshot {
-        let snapshot: AccessSnapshot
-        do {
-            snapshot = try AccessSnapshot(verified: try document.verified(with: publicKey))
-        } catch {
-            throw Refusal(description: "the access snapshot does not verify with the pinned key: \(error)")
-        }
-        guard snapshot.workspace == workspace else {
-            throw Refusal(description: "the access snapshot is for workspace \(snapshot.workspace), not this agent's \(workspace)")
-        }
+        let snapshot = try file.verify(document, workspace: workspace)
         if let held = self.snapshot, held.version >= snapshot.version { return held }
-        let encoder = APICoding.makeEncoder()
-        try FileManager.default.createDirectory(at: file.deletingLastPathComponent(), withIntermediateDirectories: true)
-        try encoder.encode(document).write(to: file, options: .atomic)
-        try? FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: file.path)
+        try file.write(document)
         state.withLock { $0 = Self.state(of: snapshot) }
         return snapshot
     }

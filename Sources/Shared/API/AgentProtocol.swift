@@ -80,12 +80,15 @@ public struct AgentHeartbeatReply: Sendable, Codable, Hashable {
     /// The version of the workspace's access snapshot: one newer than the
     /// agent holds means it should fetch it again.
     public var accessVersion: Int64?
+    /// The workspace's registry revision, likewise for the registry snapshot.
+    public var registryRevision: Int64?
 
     /// Creates a value.
-    public init(abort: [Int64], serverTime: Date, accessVersion: Int64? = nil) {
+    public init(abort: [Int64], serverTime: Date, accessVersion: Int64? = nil, registryRevision: Int64? = nil) {
         self.abort = abort
         self.serverTime = serverTime
         self.accessVersion = accessVersion
+        self.registryRevision = registryRevision
     }
 }
 

@@ -56,6 +56,11 @@ extension ControlPlaneClient {
         try await send(.POST, "/v1/agent/access-snapshot", body: request)
     }
 
+    /// The workspace's signed registry snapshot, unless `request.haveRevision` is current.
+    public func registrySnapshot(_ request: RegistrySnapshotRequest) async throws -> RegistrySnapshotReply {
+        try await send(.POST, "/v1/agent/registry-snapshot", body: request)
+    }
+
     /// Claims a job, waiting up to `request.waitSeconds` for one.
     public func claim(_ request: ClaimRequest) async throws -> ClaimedJob? {
         try await send(.POST, "/v1/agent/jobs:claim", body: request, as: ClaimResponse.self).job

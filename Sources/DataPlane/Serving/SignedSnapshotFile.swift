@@ -1,0 +1,68 @@
+import Foundation
+import Logging
+import Shared
+
+/// A snapshot the control plane signs for a workspace's agents and they
+/// keep on disk: the access snapshot, the registry snapshot.
+public protocol AgentSnapshot: SignedPayload, Sendable {
+    /// The workspace it is for.
+    var workspace: String { get }
+    /// Its version: a newer snapshot has a greater one.
+    var snapshotVersion: Int64 { get }
+}
+
+extension AccessSnapshot: AgentSnapshot {
+    public var snapshotVersion: Int64 { version }
+}
+
+extension AgentRegistrySnapshot: AgentSnapshot {
+    public var snapshotVersion: Int64 { revision }
+}
+
+/// Why a snapshot was refused.
+public struct SnapshotRefusal: Error, Sendable, CustomStringConvertible {
+    public let description: String
+}
+
+/// Where an agent keeps one signed snapshot: a file only it may read (mode
+/// 0600), written atomically, verified with the pinned key whenever it is
+/// installed or read back, so a tampered file is never used.
+struct SignedSnapshotFile<Snapshot: AgentSnapshot>: Sendable {
+    let file: URL
+    let publicKey: SigningPublicKey
+    /// What it is, for messages ("access snapshot").
+    let name: String
+
+    /// The snapshot on disk, if there is one that verifies (and is for `workspace`, when given).
+    func load(workspace: String?, logger: Logger) -> Snapshot? {
+        guard let data = try? Data(contentsOf: file) else { return nil }
+        do {
+            let document = try APICoding.makeDecoder().decode(SignedDocument.self, from: data)
+            return try verify(document, workspace: workspace)
+        } catch {
+            logger.warning("ignored the \(name) on disk", metadata: ["larder.file": "\(file.path)", "larder.error": "\(error)"])
+            return nil
+        }
+    }
+
+    /// The snapshot `document` holds, once its signature and workspace check out.
+    func verify(_ document: SignedDocument, workspace: String?) throws -> Snapshot {
+        let snapshot: Snapshot
+        do {
+            snapshot = try Snapshot(verified: try document.verified(with: publicKey))
+        } catch {
+            throw SnapshotRefusal(description: "the \(name) does not verify with the pinned key: \(error)")
+        }
+        if let workspace, snapshot.workspace != workspace {
+            throw SnapshotRefusal(description: "the \(name) is for workspace \(snapshot.workspace), not this agent's \(workspace)")
+        }
+        return snapshot
+    }
+
+    /// Writes `document` in place of the file's, atomically.
+    func write(_ document: SignedDocument) throws {
+        try FileManager.default.createDirectory(at: file.deletingLastPathComponent(), withIntermediateDirectories: true)
+        try APICoding.makeEncoder().encode(document).write(to: file, options: .atomic)
+        try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: file.path)
+    }
+}
