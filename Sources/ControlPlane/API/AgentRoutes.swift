@@ -38,10 +38,9 @@ struct AgentRoutes {
             let heartbeat = try await request.decodeStrictBody(as: AgentHeartbeat.self, context: context)
             let agent = try await identity(context)
             let abort = try await store.heartbeat(heartbeat, agent: agent)
-            let accessVersion = try await snapshots.version(ofWorkspace: agent.workspaceID)
-            let registryRevision = try await registry.revision(ofWorkspace: agent.workspaceID)
+            let versions = try await store.snapshotVersions(of: agent)
             return try APIResponse.json(AgentHeartbeatReply(
-                abort: abort, serverTime: Date(), accessVersion: accessVersion, registryRevision: registryRevision))
+                abort: abort, serverTime: Date(), accessVersion: versions.access, registryRevision: versions.registry))
         }
         routes.add(.post, "/v1/agent/registry-snapshot", permission: .agentProtocol) { request, context in
             let body = try await request.decodeStrictBody(as: RegistrySnapshotRequest.self, context: context)

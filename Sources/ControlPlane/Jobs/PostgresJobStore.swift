@@ -216,6 +216,14 @@ public struct PostgresJobStore: Sendable {
         return abort
     }
 
+    /// The workspace's access version and registry revision, as a heartbeat answers them (one read).
+    public func snapshotVersions(of agent: AgentIdentity) async throws -> (access: Int64, registry: Int64) {
+        let rows = try await client.query(
+            "SELECT access_version, revision FROM workspaces WHERE id = \(agent.workspaceID)", logger: logger)
+        for try await (access, registry) in rows.decode((Int64, Int64).self) { return (access, registry) }
+        throw RegistryError.workspaceNotFound(agent.workspace)
+    }
+
     /// Leases the oldest claimable job to the agent, if there is one.
     public func claim(_ request: ClaimRequest, agent: AgentIdentity) async throws -> ClaimedJob? {
         let kinds = request.kinds.filter { $0 != .backfill }.map(\.rawValue)

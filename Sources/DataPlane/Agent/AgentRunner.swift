@@ -127,8 +127,10 @@ public struct AgentRunner: Service {
                 let reply = try await client.heartbeat(AgentHeartbeat(instanceId: instanceID, runningJobs: await running.ids))
                 for job in reply.abort { await running.abort(job) }
                 // Access or the registry changed: fetch the new snapshot now rather than at the next poll.
-                if let accessGuard, let version = reply.accessVersion, version > accessGuard.version ?? 0 { await refreshAccess(welcome) }
-                if let registryCache, let revision = reply.registryRevision, revision > registryCache.revision ?? -1 {
+                if let version = reply.accessVersion, accessGuard.map({ $0.version.map { version > $0 } ?? true }) == true {
+                    await refreshAccess(welcome)
+                }
+                if let revision = reply.registryRevision, registryCache.map({ $0.revision.map { revision > $0 } ?? true }) == true {
                     await refreshRegistry(welcome)
                 }
             } catch {

@@ -383,8 +383,8 @@ extension ColumnBuilders {
             lastTimes[slot] = (Array(field), value)
             times[slot].set(row: rows, value)
         case .int32, .bool, .string:
-            let unused = CSVReader.Failure(file: "", line: 0, column: nil, message: "")
-            return (try? append(field, escaped: false, at: position) { _ in unused }) != nil
+            // A failure is only built if the value does not parse; the general path then reports it.
+            return (try? append(field, escaped: false, at: position) { _ in CSVReader.Failure(file: "", line: 0, column: nil, message: "") }) != nil
         }
         return true
     }

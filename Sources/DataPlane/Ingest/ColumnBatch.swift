@@ -92,7 +92,7 @@ struct ColumnBuilders {
     /// How many rows fit.
     let capacity: Int
 
-    init(schema: [(name: String, type: ValueType)], capacity: Int, lastTimes: [(bytes: [UInt8], value: Int64)] = []) {
+    init(schema: [(name: String, type: ValueType)], capacity: Int) {
         var kinds: [Kind] = [], slots: [Int] = []
         for column in schema {
             let kind: Kind
@@ -126,7 +126,7 @@ struct ColumnBuilders {
         self.kinds = kinds
         self.slots = slots
         self.capacity = max(1, capacity)
-        self.lastTimes = lastTimes.count == times.count ? lastTimes : Array(repeating: (bytes: [], value: 0), count: times.count)
+        lastTimes = Array(repeating: (bytes: [], value: 0), count: times.count)
     }
 
     /// The columns, in schema order.
