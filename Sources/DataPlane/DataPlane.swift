@@ -33,4 +33,9 @@ public enum DataPlane {
     public static func accessSnapshotFile(_ configuration: AgentConfiguration) -> String {
         (configuration.dataDirectory as NSString).appendingPathComponent("access-snapshot.json")
     }
+
+    /// The file the feature server writes its bound address to (`http://host:port`) once it listens.
+    public static func servingAddressFile(_ configuration: AgentConfiguration) -> String {
+        (configuration.dataDirectory as NSString).appendingPathComponent("serving-address")
+    }
 }

@@ -60,11 +60,22 @@ extension LarderAgentCommand {
             let runner = AgentRunner(
                 configuration: configuration, executors: DataPlane.executors(configuration: configuration, onlineStore: onlineStore, logger: logger),
                 logger: logger, definitionCache: cache, accessGuard: accessGuard, registryCache: registryCache)
+            var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
+                .init(service: runner, successTerminationBehavior: .gracefullyShutdownGroup),
+                .init(service: OnlineStoreMaintenance(store: onlineStore, logger: logger)),
+            ]
+            if let serving = configuration.serving {
+                // Serves from the local store and snapshots: it keeps answering while the control plane is down.
+                let addressFile = DataPlane.servingAddressFile(configuration)
+                try? FileManager.default.removeItem(atPath: addressFile)
+                let server = FeatureServer.build(
+                    settings: serving, reader: OnlineFeatureReader(store: onlineStore, registry: registryCache), guard: accessGuard,
+                    metrics: AgentMetrics(), logger: logger,
+                    onListening: { address in try? Data((address + "\n").utf8).write(to: URL(fileURLWithPath: addressFile), options: .atomic) })
+                services.append(.init(service: server))
+            }
             let group = ServiceGroup(configuration: .init(
-                services: [
-                    .init(service: runner, successTerminationBehavior: .gracefullyShutdownGroup),
-                    .init(service: OnlineStoreMaintenance(store: onlineStore, logger: logger)),
-                ],
+                services: services,
                 gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
             do {
                 try await group.run()

@@ -118,6 +118,8 @@ struct JobsWorld {
             public_key: \(key ?? publicKey)
             data_directory: \(folder.appendingPathComponent(name).path)
             concurrency: \(concurrency)
+            serving:
+              listen: 127.0.0.1:0
 
             """.write(to: url, atomically: true, encoding: .utf8)
         return url

@@ -76,6 +76,9 @@ struct MaterializationWorld {
             offline_store:
               connection: rides_db
               schema: larder_offline
+            serving:
+              listen: 127.0.0.1:0
+              max_batch_entities: 100
 
             """.write(to: url, atomically: true, encoding: .utf8)
         return try AgentProcess(name: "agent-1", config: url, token: jobs.agentTokens["agent-1"]!, jobMilliseconds: 0, binary: "larder-agent")

@@ -15,7 +15,7 @@ struct APIErrorMiddleware: RouterMiddleware {
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         var context = context
-        let requestID = Self.acceptableID(request.headers[Self.requestIDHeader]) ?? UUID().uuidString.lowercased()
+        let requestID = RequestID.acceptable(request.headers[Self.requestIDHeader]) ?? UUID().uuidString.lowercased()
         context.requestID = requestID
         context.logger[metadataKey: "larder.request_id"] = .string(requestID)
         var response: Response
@@ -37,14 +37,6 @@ struct APIErrorMiddleware: RouterMiddleware {
         response.headers[Self.requestIDHeader] = requestID
         if response.status == .unauthorized { response.headers[.wwwAuthenticate] = "Bearer realm=\"larder\"" }
         return response
-    }
-
-    /// A caller-supplied id, if it is short and plain enough to log.
-    static func acceptableID(_ value: String?) -> String? {
-        guard let value, !value.isEmpty, value.count <= 128,
-              value.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "-_.:".contains($0)) })
-        else { return nil }
-        return value
     }
 
     static func response(for problem: APIProblem, requestID: String) -> Response {

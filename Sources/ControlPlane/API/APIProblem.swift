@@ -52,52 +52,11 @@ struct APIProblem: Error {
         }
     }
 
-    static func code(for status: HTTPResponse.Status) -> String {
-        switch status {
-        case .notFound: return "not-found"
-        case .methodNotAllowed: return "method-not-allowed"
-        case .contentTooLarge: return "payload-too-large"
-        case .unsupportedMediaType: return "unsupported-media-type"
-        case .badRequest: return "invalid-request"
-        default: return "http-\(status.code)"
-        }
-    }
+    static func code(for status: HTTPResponse.Status) -> String { ProblemDetails.code(forStatus: Int(status.code)) }
 
     init(_ error: DecodingError) {
-        func path(_ context: DecodingError.Context) -> String {
-            context.codingPath.reduce("") { path, key in
-                if let index = key.intValue { return "\(path)[\(index)]" }
-                let name = key.stringValue.snakeCased
-                return path.isEmpty ? name : "\(path).\(name)"
-            }
-        }
-        switch error {
-        case .keyNotFound(let key, let context):
-            let parent = path(context)
-            let field = parent.isEmpty ? key.stringValue.snakeCased : "\(parent).\(key.stringValue.snakeCased)"
-            self = .badRequest(field: field, "missing field '\(field)'")
-        case .typeMismatch(_, let context), .valueNotFound(_, let context):
-            self = .badRequest(field: path(context), "field '\(path(context))' has the wrong type: \(context.debugDescription)")
-        case .dataCorrupted(let context):
-            let field = path(context)
-            self = .badRequest(field: field, field.isEmpty ? "the body is not valid JSON" : "field '\(field)' is invalid: \(context.debugDescription)")
-        @unknown default:
-            self = .badRequest(field: "", "the body could not be read")
-        }
+        let (field, detail) = error.fieldAndDetail
+        self = .badRequest(field: field, detail)
     }
 }
 
-extension String {
-    /// `planId` → `plan_id`, matching the API's snake_case keys.
-    var snakeCased: String {
-        var result = ""
-        for character in self {
-            if character.isUppercase {
-                result += "_" + character.lowercased()
-            } else {
-                result.append(character)
-            }
-        }
-        return result
-    }
-}

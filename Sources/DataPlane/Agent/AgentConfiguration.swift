@@ -16,6 +16,10 @@ import Yams
 ///     postgres: postgres://reader:secret@db.internal:5432/rides?sslmode=require
 ///   local_files:
 ///     directory: /data/exports
+/// serving:                                # the feature server (default: listen 127.0.0.1:6566)
+///   listen: 0.0.0.0:6566                  # or `serving: off`
+///   max_batch_entities: 1000
+///   metrics_without_token: false          # true: Prometheus scrapes /metrics without a token
 /// ```
 public struct AgentConfiguration: Sendable {
     /// The control plane's base URL.
@@ -34,6 +38,31 @@ public struct AgentConfiguration: Sendable {
     public var offlineStore: OfflineStoreLocation?
     /// The longest a source query may run before PostgreSQL cancels it.
     public var sourceStatementTimeout: Duration
+    /// The feature server's settings; nil when it is off.
+    public var serving: ServingSettings?
+
+    /// How the agent's feature server listens and what it accepts.
+    public struct ServingSettings: Sendable, Hashable {
+        /// The address to listen on.
+        public var host: String
+        /// The port (0: any free one, written to `<data_directory>/serving-address`).
+        public var port: Int
+        /// The most entities one request may ask for (more: 413).
+        public var maxBatchEntities: Int
+        /// The largest request body, in bytes (more: 413).
+        public var maxBodyBytes: Int
+        /// Whether `/metrics` answers without a token (by default it needs a consumer token, like every read).
+        public var metricsWithoutToken: Bool
+
+        /// The defaults: loopback port 6566, 1,000 entities, 8 MiB bodies, metrics behind a token.
+        public init(host: String = "127.0.0.1", port: Int = 6566, maxBatchEntities: Int = 1_000, maxBodyBytes: Int = 8 << 20, metricsWithoutToken: Bool = false) {
+            self.host = host
+            self.port = port
+            self.maxBatchEntities = maxBatchEntities
+            self.maxBodyBytes = maxBodyBytes
+            self.metricsWithoutToken = metricsWithoutToken
+        }
+    }
 
     /// The offline store's place: a schema in one of the agent's PostgreSQL connections.
     public struct OfflineStoreLocation: Sendable, Hashable {
@@ -59,8 +88,9 @@ public struct AgentConfiguration: Sendable {
     public init(
         controlPlaneURL: String, token: String, publicKey: SigningPublicKey, dataDirectory: String, concurrency: Int = 2,
         connections: [String: SourceConnection] = [:], offlineStore: OfflineStoreLocation? = nil,
-        sourceStatementTimeout: Duration = .seconds(600)
+        sourceStatementTimeout: Duration = .seconds(600), serving: ServingSettings? = ServingSettings()
     ) {
+        self.serving = serving
         self.connections = connections
         self.offlineStore = offlineStore
         self.sourceStatementTimeout = sourceStatementTimeout
@@ -88,7 +118,7 @@ public struct AgentConfiguration: Sendable {
             return (string, key.mark?.line ?? 0)
         }
         let known: Set<String> = [
-            "control_plane", "token_file", "public_key", "data_directory", "concurrency", "connections", "offline_store", "source_statement_timeout",
+            "control_plane", "token_file", "public_key", "data_directory", "concurrency", "connections", "offline_store", "source_statement_timeout", "serving",
         ]
         for (key, _) in mapping {
             guard let name = key.string, known.contains(name) else {
@@ -147,8 +177,48 @@ public struct AgentConfiguration: Sendable {
             }
             timeout = .seconds(span.seconds)
         }
+        var serving: ServingSettings? = ServingSettings()
+        if let (key, node) = mapping.first(where: { $0.key.string == "serving" }) {
+            serving = try Self.serving(node, line: key.mark?.line ?? 0, file: path)
+        }
         self.init(
             controlPlaneURL: url.value, token: token, publicKey: publicKey, dataDirectory: directory.value, concurrency: concurrency,
-            connections: connections, offlineStore: offlineStore, sourceStatementTimeout: timeout)
+            connections: connections, offlineStore: offlineStore, sourceStatementTimeout: timeout, serving: serving)
+    }
+
+    /// Reads the `serving:` block: `off`, or a mapping of settings.
+    static func serving(_ node: Node, line: Int, file path: String) throws(Invalid) -> ServingSettings? {
+        if let text = node.string, text == "off" || text == "false" { return nil }
+        guard let fields = node.mapping else {
+            throw Invalid(description: "\(path):\(line): serving: 'off', or settings such as 'listen: 127.0.0.1:6566'")
+        }
+        var settings = ServingSettings()
+        for (key, value) in fields {
+            let at = "\(path):\(key.mark?.line ?? line): serving.\(key.string ?? "?")"
+            switch key.string {
+            case "listen":
+                guard let text = value.string, let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
+                      (0...65_535).contains(port), colon > text.startIndex
+                else { throw Invalid(description: "\(at): an address and port such as 127.0.0.1:6566 or 0.0.0.0:6566") }
+                settings.host = String(text[..<colon]).trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
+                settings.port = port
+            case "max_batch_entities":
+                guard let number = value.string.flatMap(Int.init), (1...100_000).contains(number) else {
+                    throw Invalid(description: "\(at): a number from 1 to 100000")
+                }
+                settings.maxBatchEntities = number
+            case "max_body_bytes":
+                guard let number = value.string.flatMap(Int.init), (1_024...(1 << 30)).contains(number) else {
+                    throw Invalid(description: "\(at): a number of bytes from 1024 to 1073741824")
+                }
+                settings.maxBodyBytes = number
+            case "metrics_without_token":
+                guard let flag = value.string.flatMap({ ["true": true, "false": false][$0] }) else { throw Invalid(description: "\(at): true or false") }
+                settings.metricsWithoutToken = flag
+            default:
+                throw Invalid(description: "\(at): unknown setting; serving takes listen, max_batch_entities, max_body_bytes, metrics_without_token")
+            }
+        }
+        return settings
     }
 }

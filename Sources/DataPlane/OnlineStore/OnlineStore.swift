@@ -9,7 +9,13 @@ import Synchronization
 public final class OnlineStore: Sendable {
     /// The folder holding one log file per table.
     public let directory: String
-    private let tables: Mutex<[String: OnlineTable]>
+    private let tables: Mutex<[TableID: OnlineTable]>
+
+    /// A table's identity: a view and one of its versions.
+    struct TableID: Hashable {
+        var view: String
+        var version: Int
+    }
 
     /// Whether the store only reads its files (for inspecting a running agent's store).
     public let readOnly: Bool
@@ -25,11 +31,11 @@ public final class OnlineStore: Sendable {
         } catch {
             throw .io("cannot create \(directory): \(error.localizedDescription)")
         }
-        var tables: [String: OnlineTable] = [:]
+        var tables: [TableID: OnlineTable] = [:]
         let files = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
         for file in files.sorted() where file.hasSuffix(".log") {
             let table = try OnlineTable.open(path: (directory as NSString).appendingPathComponent(file), readOnly: readOnly)
-            tables[Self.fileName(view: table.schema.view, version: table.schema.version)] = table
+            tables[TableID(view: table.schema.view, version: table.schema.version)] = table
         }
         self.tables = Mutex(tables)
     }
@@ -51,22 +57,33 @@ public final class OnlineStore: Sendable {
     /// The table for `schema`'s view version, created if missing. An existing
     /// table with another schema is an error.
     public func table(for schema: OnlineTableSchema) throws(OnlineStoreError) -> OnlineTable {
-        let name = Self.fileName(view: schema.view, version: schema.version)
+        let id = TableID(view: schema.view, version: schema.version)
         return try tables.withLock { tables throws(OnlineStoreError) -> OnlineTable in
-            if let table = tables[name] {
+            if let table = tables[id] {
                 guard table.schema == schema else { throw .schemaMismatch("\(schema.view) v\(schema.version) is stored with another schema") }
                 return table
             }
             guard !readOnly else { throw .io("the store is open read-only") }
-            let table = try OnlineTable(path: (directory as NSString).appendingPathComponent(name), schema: schema)
-            tables[name] = table
+            let path = (directory as NSString).appendingPathComponent(Self.fileName(view: schema.view, version: schema.version))
+            let table = try OnlineTable(path: path, schema: schema)
+            tables[id] = table
             return table
         }
     }
 
     /// The table of a view version, if stored.
     public func table(view: String, version: Int) -> OnlineTable? {
-        tables.withLock { $0[Self.fileName(view: view, version: version)] }
+        tables.withLock { $0[TableID(view: view, version: version)] }
+    }
+
+    /// The table serving `view` at `version`: that version's table, or, while
+    /// it does not exist yet (a new version not materialized so far), the
+    /// newest older one.
+    public func servingTable(view: String, version: Int) -> OnlineTable? {
+        tables.withLock { tables in
+            if let table = tables[TableID(view: view, version: version)] { return table }
+            return tables.values.filter { $0.schema.view == view && $0.schema.version < version }.max { $0.schema.version < $1.schema.version }
+        }
     }
 
     /// The schemas of every stored table.
@@ -83,9 +100,9 @@ public final class OnlineStore: Sendable {
             let older = tables.filter { $0.value.schema.view == view && $0.value.schema.version < version }
                 .sorted { $0.value.schema.version > $1.value.schema.version }
             var dropped: [Int] = []
-            for (name, table) in older.dropFirst() {
+            for (id, table) in older.dropFirst() {
                 table.deleteFile()
-                tables[name] = nil
+                tables[id] = nil
                 dropped.append(table.schema.version)
             }
             return dropped.sorted()

@@ -141,6 +141,9 @@ public final class OnlineTable: Sendable {
     /// Entities stored.
     public var count: Int { state.withLock { $0.slots.index.count } }
 
+    /// The newest event time stored (microseconds since the epoch), if any row is.
+    public var newestEventTime: Int64? { state.withLock { $0.slots.newest == Int64.min ? nil : $0.slots.newest } }
+
     /// Bytes in the table's log file.
     public var logSize: Int {
         state.withLock { $0.log?.size } ?? ((try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0)
@@ -176,6 +179,35 @@ public final class OnlineTable: Sendable {
             let record = state.slots.record(slot, layout: layout)
             if let ttl = schema.ttlSeconds, record.eventTime < now - ttl * 1_000_000 { return .expired(record) }
             return .present(record)
+        }
+    }
+
+    /// Copies the stored values of `keys` into rows of `grid` (row `i` for
+    /// `keys[i]`) under one lock: for each `(feature, column)` of `reads`, the
+    /// table's feature `feature` into column `column`, with its status and
+    /// event time judged against the TTL at `now` (microseconds). Cells of
+    /// keys not stored keep the grid's `notFound`.
+    func gather(_ keys: [EntityKey], now: Int64, reads: [(feature: Int, column: Int)], into grid: inout FeatureGrid) {
+        let cutoff = schema.ttlSeconds.map { now - $0 * 1_000_000 } ?? Int64.min
+        let width = grid.width
+        state.withLock { state in
+            for (row, key) in keys.enumerated() {
+                guard let slot = state.slots.index[key].map(Int.init) else { continue }
+                let event = state.slots.eventTimes[slot], base = row * width
+                if event < cutoff {
+                    for read in reads {
+                        grid.statuses[base + read.column] = .expired
+                        grid.eventTimes[base + read.column] = event
+                    }
+                    continue
+                }
+                for read in reads {
+                    let value = state.slots.value(slot, read.feature, layout: layout)
+                    grid.values[base + read.column] = value
+                    grid.statuses[base + read.column] = FeatureStatus(of: value)
+                    grid.eventTimes[base + read.column] = event
+                }
+            }
         }
     }
 
@@ -266,6 +298,8 @@ struct Slots {
     var nulls: [UInt64] = []
     /// Per string feature, one value per slot.
     var strings: [[String?]]
+    /// The newest event time stored.
+    var newest = Int64.min
 
     init(_ layout: SlotLayout) {
         strings = Array(repeating: [], count: layout.stringFeatures)
@@ -277,19 +311,19 @@ struct Slots {
         nulls[slot * layout.nullWords + feature / 64] & (UInt64(1) << UInt64(feature % 64)) != 0
     }
 
+    /// The value of feature `feature` of `slot`.
+    @inline(__always)
+    func value(_ slot: Int, _ feature: Int, layout: SlotLayout) -> FeatureValue {
+        if isNull(slot, feature, layout: layout) { return .null }
+        let type = layout.types[feature]
+        if type == .string { return strings[layout.positions[feature]][slot].map(FeatureValue.string) ?? .null }
+        return type.value(bits: words[slot * layout.wordFeatures + layout.positions[feature]])
+    }
+
     func record(_ slot: Int, layout: SlotLayout) -> OnlineRecord {
-        var values: [FeatureValue] = []
-        values.reserveCapacity(layout.types.count)
-        for (feature, type) in layout.types.enumerated() {
-            if isNull(slot, feature, layout: layout) {
-                values.append(.null)
-            } else if type == .string {
-                values.append(strings[layout.positions[feature]][slot].map(FeatureValue.string) ?? .null)
-            } else {
-                values.append(type.value(bits: words[slot * layout.wordFeatures + layout.positions[feature]]))
-            }
-        }
-        return OnlineRecord(eventTime: eventTimes[slot], createdTime: createdTimes[slot], values: values)
+        OnlineRecord(
+            eventTime: eventTimes[slot], createdTime: createdTimes[slot],
+            values: (0..<layout.types.count).map { value(slot, $0, layout: layout) })
     }
 
     /// Stores the rows of `rows` that are at least as new as what is stored;
@@ -317,6 +351,7 @@ struct Slots {
                 nulls.append(contentsOf: repeatElement(0, count: layout.nullWords))
                 for position in 0..<layout.stringFeatures { strings[position].append(nil) }
             }
+            if event > newest { newest = event }
             winners.append(row)
             slots.append(slot)
             keys.append(key)

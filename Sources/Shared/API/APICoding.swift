@@ -69,6 +69,18 @@ public struct ProblemDetails: Sendable, Codable, Error, CustomStringConvertible 
     /// The prefix of every problem type.
     public static let typePrefix = "urn:larder:problem:"
 
+    /// The stable code of a problem that is only an HTTP status.
+    public static func code(forStatus status: Int) -> String {
+        switch status {
+        case 404: return "not-found"
+        case 405: return "method-not-allowed"
+        case 413: return "payload-too-large"
+        case 415: return "unsupported-media-type"
+        case 400: return "invalid-request"
+        default: return "http-\(status)"
+        }
+    }
+
     /// The code part of `type`, such as `plan-conflict`.
     public var code: String { type.hasPrefix(Self.typePrefix) ? String(type.dropFirst(Self.typePrefix.count)) : type }
 
@@ -90,5 +102,59 @@ public struct Page<Item: Sendable & Codable>: Sendable, Codable {
     public init(items: [Item], nextCursor: String?) {
         self.items = items
         self.nextCursor = nextCursor
+    }
+}
+
+extension DecodingError {
+    /// The offending field of a request body (a snake_case JSON path such as
+    /// `entities[2].driver_id`) and what is wrong with it, for a 400 problem.
+    public var fieldAndDetail: (field: String, detail: String) {
+        func path(_ context: DecodingError.Context) -> String {
+            context.codingPath.reduce("") { path, key in
+                if let index = key.intValue { return "\(path)[\(index)]" }
+                let name = key.stringValue.snakeCased
+                return path.isEmpty ? name : "\(path).\(name)"
+            }
+        }
+        switch self {
+        case .keyNotFound(let key, let context):
+            let parent = path(context)
+            let field = parent.isEmpty ? key.stringValue.snakeCased : "\(parent).\(key.stringValue.snakeCased)"
+            return (field, "missing field '\(field)'")
+        case .typeMismatch(_, let context), .valueNotFound(_, let context):
+            return (path(context), "field '\(path(context))' has the wrong type: \(context.debugDescription)")
+        case .dataCorrupted(let context):
+            let field = path(context)
+            return (field, field.isEmpty ? "the body is not valid JSON" : "field '\(field)' is invalid: \(context.debugDescription)")
+        @unknown default:
+            return ("", "the body could not be read")
+        }
+    }
+}
+
+extension String {
+    /// `planId` → `plan_id`, matching the API's snake_case keys.
+    public var snakeCased: String {
+        var result = ""
+        for character in self {
+            if character.isUppercase {
+                result += "_" + character.lowercased()
+            } else {
+                result.append(character)
+            }
+        }
+        return result
+    }
+}
+
+/// Request ids: every API response carries one in `X-Request-Id`, and every
+/// log line about the request names it.
+public enum RequestID {
+    /// A caller-supplied id, if it is short and plain enough to log.
+    public static func acceptable(_ value: String?) -> String? {
+        guard let value, !value.isEmpty, value.count <= 128,
+              value.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "-_.:".contains($0)) })
+        else { return nil }
+        return value
     }
 }

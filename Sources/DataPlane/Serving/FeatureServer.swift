@@ -1,0 +1,243 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Logging
+import ServiceLifecycle
+import Shared
+
+/// The agent's feature server: models in the customer's environment read
+/// features here, without any call to the control plane.
+///
+/// - `POST /v1/features/online`: features of a service or references, for a
+///   batch of entities (consumer role).
+/// - `GET /metrics`: Prometheus metrics (consumer role, unless configured open).
+/// - `GET /healthz`, `GET /readyz`: liveness, and whether the agent holds the
+///   snapshots it needs to answer (no token: they reveal nothing else).
+public enum FeatureServer {
+    /// The server for `settings`, as a service to run in the agent's group.
+    /// `onListening` receives the bound address (`http://host:port`).
+    public static func build(
+        settings: AgentConfiguration.ServingSettings, reader: OnlineFeatureReader, guard accessGuard: AccessGuard, metrics: AgentMetrics,
+        logger: Logger, onListening: @escaping @Sendable (String) async -> Void = { _ in }
+    ) -> some Service {
+        let router = makeRouter(settings: settings, reader: reader, guard: accessGuard, metrics: metrics)
+        return Application(
+            router: router,
+            configuration: .init(address: .hostname(settings.host, port: settings.port), serverName: "larder-agent"),
+            onServerRunning: { channel in
+                let address = "http://\(settings.host.contains(":") ? "[\(settings.host)]" : settings.host):\(channel.localAddress?.port ?? settings.port)"
+                logger.info("feature server listening", metadata: ["larder.address": .string(address)])
+                await onListening(address)
+            },
+            logger: logger)
+    }
+
+    /// The routes, for the server and for tests.
+    public static func makeRouter(
+        settings: AgentConfiguration.ServingSettings, reader: OnlineFeatureReader, guard accessGuard: AccessGuard, metrics: AgentMetrics,
+        now: @escaping @Sendable () -> Date = { Date() }
+    ) -> Router<FeatureServerContext> {
+        let router = Router(context: FeatureServerContext.self)
+        router.add(middleware: FeatureServerErrorMiddleware())
+        let handler = OnlineFeaturesHandler(settings: settings, reader: reader, guard: accessGuard, metrics: metrics, now: now)
+        router.post("/v1/features/online") { request, context in try await handler.handle(request, context: context) }
+        router.get("/metrics") { request, _ in
+            if !settings.metricsWithoutToken { try authorize(request, guard: accessGuard, now: now()) }
+            var headers = HTTPFields()
+            headers[.contentType] = "text/plain; version=0.0.4; charset=utf-8"
+            return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: metrics.exposition(store: reader.store, now: now()))))
+        }
+        router.get("/healthz") { _, _ in json(#"{"status":"ok"}"#) }
+        router.get("/readyz") { _, _ in
+            guard reader.revision != nil else {
+                throw FeatureServerProblem(status: .serviceUnavailable, code: "not-ready", detail: ServingError.noRegistry.description)
+            }
+            if case .unavailable(let detail) = accessGuard.authorize(token: nil, now: now()) {
+                throw FeatureServerProblem(status: .serviceUnavailable, code: "not-ready", detail: detail)
+            }
+            return json(#"{"status":"ready"}"#)
+        }
+        return router
+    }
+
+    /// Lets the request on if its bearer token may read features; throws the problem otherwise.
+    @discardableResult
+    static func authorize(_ request: Request, guard accessGuard: AccessGuard, now: Date) throws -> String {
+        var token: String?
+        if let header = request.headers[.authorization] {
+            guard header.lowercased().hasPrefix("bearer ") else {
+                throw FeatureServerProblem(status: .unauthorized, code: "unauthenticated", detail: "send a token as 'Authorization: Bearer lrd_…'")
+            }
+            token = String(header.dropFirst(7)).trimmingCharacters(in: .whitespaces)
+        }
+        switch accessGuard.authorize(token: token, now: now) {
+        case .allowed(let principal): return principal
+        case .unauthenticated(let detail): throw FeatureServerProblem(status: .unauthorized, code: "unauthenticated", detail: detail)
+        case .forbidden(let principal):
+            throw FeatureServerProblem(status: .forbidden, code: "forbidden", detail: "\(principal) may not read features: it needs the consumer role in this workspace")
+        case .unavailable(let detail): throw FeatureServerProblem(status: .serviceUnavailable, code: "access-unavailable", detail: detail)
+        }
+    }
+
+    static func json(_ text: String, status: HTTPResponse.Status = .ok) -> Response {
+        var headers = HTTPFields()
+        headers[.contentType] = "application/json"
+        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(string: text)))
+    }
+}
+
+/// `POST /v1/features/online`.
+struct OnlineFeaturesHandler: Sendable {
+    let settings: AgentConfiguration.ServingSettings
+    let reader: OnlineFeatureReader
+    let accessGuard: AccessGuard
+    let metrics: AgentMetrics
+    let now: @Sendable () -> Date
+    static let decoder = APICoding.makeDecoder()
+
+    init(settings: AgentConfiguration.ServingSettings, reader: OnlineFeatureReader, guard accessGuard: AccessGuard, metrics: AgentMetrics,
+         now: @escaping @Sendable () -> Date) {
+        self.settings = settings
+        self.reader = reader
+        self.accessGuard = accessGuard
+        self.metrics = metrics
+        self.now = now
+    }
+
+    func handle(_ request: Request, context: FeatureServerContext) async throws -> Response {
+        let started = ContinuousClock.now
+        var service = "none"
+        do {
+            let (response, grid, outputs, name) = try await answer(request, context: context, service: &service)
+            metrics.observe(service: name, status: 200, nanoseconds: Self.nanoseconds(since: started), grid: grid, outputs: outputs)
+            return response
+        } catch {
+            metrics.observe(service: service, status: Int(FeatureServerProblem(error).status.code), nanoseconds: Self.nanoseconds(since: started))
+            throw error
+        }
+    }
+
+    static func nanoseconds(since start: ContinuousClock.Instant) -> Int64 {
+        let elapsed = ContinuousClock.now - start
+        return elapsed.components.seconds * 1_000_000_000 + elapsed.components.attoseconds / 1_000_000_000
+    }
+
+    func answer(_ request: Request, context: FeatureServerContext, service: inout String) async throws
+        -> (Response, FeatureGrid, Int, String)
+    {
+        let date = now()
+        try FeatureServer.authorize(request, guard: accessGuard, now: date)
+        let body = try await request.body.collect(upTo: settings.maxBodyBytes)
+        let parsed: OnlineFeatureRequest
+        do { parsed = try Self.decoder.decode(OnlineFeatureRequest.self, from: Data(body.readableBytesView)) } catch let error as DecodingError {
+            let (field, detail) = error.fieldAndDetail
+            throw FeatureRequestError.invalid(field, detail)
+        }
+        let resolved: ResolvedRequest
+        switch (parsed.featureService, parsed.features) {
+        case (let name?, nil):
+            service = name
+            resolved = try reader.resolve(service: name)
+        case (nil, let references?):
+            guard !references.isEmpty else { throw FeatureRequestError.invalid("features", "list at least one feature, such as driver_hourly_stats:conv_rate") }
+            service = "-"
+            resolved = try reader.resolve(references: references)
+        default:
+            throw FeatureRequestError.invalid("feature_service", "give either feature_service (a service's name) or features (a list of view:feature references), not both")
+        }
+        let batch = try EntityBatch(parsed, for: resolved, limit: settings.maxBatchEntities)
+        let grid = reader.read(resolved, batch: batch, now: Int64(date.timeIntervalSince1970 * 1_000_000))
+        let bytes = OnlineFeatureResponse.encode(grid, resolved: resolved, service: parsed.featureService, revision: reader.revision ?? 0)
+        var headers = HTTPFields()
+        headers[.contentType] = "application/json"
+        context.logger.debug("features served", metadata: ["larder.feature_service": .string(service), "larder.entities": "\(batch.count)"])
+        return (Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: bytes))), grid, resolved.outputs.count, service)
+    }
+}
+
+/// The request context of the feature server: the request id, and the
+/// largest body accepted before the handler's own limit applies.
+public struct FeatureServerContext: RequestContext {
+    public var coreContext: CoreRequestContextStorage
+    /// The request's id, echoed in `X-Request-Id` and every log line.
+    public var requestID = ""
+
+    public init(source: ApplicationRequestContextSource) {
+        coreContext = .init(source: source)
+    }
+
+    public var maxUploadSize: Int { 1 << 30 }
+}
+
+/// An error of the feature server, sent as `application/problem+json`.
+struct FeatureServerProblem: Error {
+    var status: HTTPResponse.Status
+    var details: ProblemDetails
+
+    init(status: HTTPResponse.Status, code: String, detail: String, field: String? = nil) {
+        self.status = status
+        details = ProblemDetails(code: code, title: status.reasonPhrase, status: Int(status.code), detail: detail, field: field)
+    }
+
+    /// Every error of the feature server mapped to HTTP, in one place.
+    init(_ error: any Error) {
+        switch error {
+        case let problem as FeatureServerProblem:
+            self = problem
+        case let serving as ServingError:
+            switch serving {
+            case .unknownService: self.init(status: .notFound, code: "unknown-feature-service", detail: serving.description, field: "feature_service")
+            case .unknownView, .unknownFeature: self.init(status: .notFound, code: "unknown-feature", detail: serving.description, field: "features")
+            case .malformedReference: self.init(status: .badRequest, code: "invalid-request", detail: serving.description, field: "features")
+            case .noRegistry, .unreadableSnapshot: self.init(status: .serviceUnavailable, code: "registry-unavailable", detail: serving.description)
+            }
+        case let request as FeatureRequestError:
+            switch request.kind {
+            case .invalid: self.init(status: .badRequest, code: "invalid-request", detail: request.detail, field: request.field)
+            case .tooManyEntities: self.init(status: .contentTooLarge, code: "payload-too-large", detail: request.detail, field: request.field)
+            }
+        case let http as HTTPError:
+            self.init(status: http.status, code: ProblemDetails.code(forStatus: Int(http.status.code)), detail: http.body ?? http.status.reasonPhrase)
+        case let http as any HTTPResponseError:
+            self.init(status: http.status, code: ProblemDetails.code(forStatus: Int(http.status.code)),
+                      detail: http.status == .contentTooLarge ? "the request body is too large for this agent" : http.status.reasonPhrase)
+        default:
+            self.init(status: .internalServerError, code: "internal",
+                      detail: "the agent failed to handle the request; the request id identifies it in the agent's logs")
+        }
+    }
+}
+
+/// Gives every request an id, puts it in the logger and the response, and
+/// turns every error into an `application/problem+json` response.
+struct FeatureServerErrorMiddleware: RouterMiddleware {
+    typealias Context = FeatureServerContext
+    static let requestIDHeader = HTTPField.Name("X-Request-Id")!
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        var context = context
+        let requestID = RequestID.acceptable(request.headers[Self.requestIDHeader]) ?? UUID().uuidString.lowercased()
+        context.requestID = requestID
+        context.logger[metadataKey: "larder.request_id"] = .string(requestID)
+        var response: Response
+        do {
+            response = try await next(request, context)
+        } catch {
+            let problem = FeatureServerProblem(error)
+            if problem.status.code >= 500, problem.status != .serviceUnavailable {
+                context.logger.error("request failed", metadata: ["larder.error": .string(String(describing: error))])
+            } else {
+                context.logger.debug("request rejected", metadata: ["larder.problem": .string(problem.details.code)])
+            }
+            var details = problem.details
+            details.requestId = requestID
+            var headers = HTTPFields()
+            headers[.contentType] = "application/problem+json"
+            if problem.status == .unauthorized { headers[.wwwAuthenticate] = "Bearer realm=\"larder\"" }
+            let body = (try? APICoding.makeEncoder().encode(details)) ?? Data()
+            response = Response(status: problem.status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: body)))
+        }
+        response.headers[Self.requestIDHeader] = requestID
+        return response
+    }
+}

@@ -1,0 +1,113 @@
+import Foundation
+import Shared
+import Synchronization
+
+/// Reads features for the feature server: resolves what a request names
+/// against the agent's registry snapshot (never asking the control plane),
+/// then reads the online store and computes the on-demand outputs.
+///
+/// The catalog is rebuilt when the registry cache holds a newer snapshot;
+/// each feature service is resolved once per catalog.
+public final class OnlineFeatureReader: Sendable {
+    /// The store read.
+    public let store: OnlineStore
+    let registry: RegistryCache
+
+    private struct Resolved {
+        var catalog: ServingCatalog
+        var services: [String: ResolvedRequest] = [:]
+    }
+
+    private let resolved: Mutex<Resolved?> = Mutex(nil)
+
+    /// A reader of `store`, resolving names with the snapshot `registry` holds.
+    public init(store: OnlineStore, registry: RegistryCache) {
+        self.store = store
+        self.registry = registry
+    }
+
+    /// The registry revision requests are resolved against, if the agent has a snapshot.
+    public var revision: Int64? { registry.revision }
+
+    /// The current catalog, rebuilt if the registry cache moved on.
+    func catalog() throws(ServingError) -> ServingCatalog {
+        guard let snapshot = registry.snapshot else { throw .noRegistry }
+        let current = resolved.withLock { $0?.catalog }
+        if let current, current.revision == snapshot.revision { return current }
+        let catalog: ServingCatalog
+        do { catalog = try ServingCatalog(snapshot: snapshot) } catch {
+            // A snapshot this agent cannot use: keep serving from the one before, if any.
+            if let current { return current }
+            throw error
+        }
+        resolved.withLock { held in
+            if held.map({ $0.catalog.revision < catalog.revision }) ?? true { held = Resolved(catalog: catalog) }
+        }
+        return catalog
+    }
+
+    /// The resolution of feature service `name` (cached per registry revision).
+    public func resolve(service name: String) throws(ServingError) -> ResolvedRequest {
+        let catalog = try catalog()
+        if let cached = resolved.withLock({ held in held?.catalog.revision == catalog.revision ? held?.services[name] : nil }) { return cached }
+        let request = try catalog.resolve(service: name)
+        resolved.withLock { held in
+            if held?.catalog.revision == catalog.revision { held?.services[name] = request }
+        }
+        return request
+    }
+
+    /// The resolution of feature references.
+    public func resolve(references: [String]) throws(ServingError) -> ResolvedRequest {
+        try catalog().resolve(references: references)
+    }
+
+    /// Reads `resolved` for the rows of `batch` at `now` (microseconds since the epoch).
+    public func read(_ resolved: ResolvedRequest, batch: EntityBatch, now: Int64) -> FeatureGrid {
+        var grid = FeatureGrid(entities: batch.count, width: resolved.width)
+        for view in resolved.views {
+            guard let table = store.servingTable(view: view.view, version: view.version) else { continue }
+            // Match by name and type: a previous version's table may lack a feature or hold it as another type.
+            var reads: [(feature: Int, column: Int)] = []
+            for read in view.reads {
+                if let index = table.schema.features.firstIndex(where: { $0.name == read.feature && $0.type == read.type }) {
+                    reads.append((index, read.column))
+                }
+            }
+            guard !reads.isEmpty else { continue }
+            var keys: [EntityKey] = []
+            keys.reserveCapacity(batch.count)
+            for row in 0..<batch.count { keys.append(batch.key(row, columns: view.keys)) }
+            table.gather(keys, now: now, reads: reads, into: &grid)
+        }
+        if !resolved.derivations.isEmpty { derive(resolved, batch: batch, into: &grid) }
+        return grid
+    }
+
+    /// Computes the on-demand outputs row by row. A computed value's event
+    /// time is that of the oldest input its expression reads, so callers see its age.
+    func derive(_ resolved: ResolvedRequest, batch: EntityBatch, into grid: inout FeatureGrid) {
+        var inputs: [FeatureValue] = []
+        for row in 0..<batch.count {
+            let base = row * grid.width
+            for derivation in resolved.derivations {
+                inputs.removeAll(keepingCapacity: true)
+                var oldest = Int64.max
+                for input in derivation.inputs {
+                    switch input {
+                    case .column(let column): inputs.append(grid.values[base + column])
+                    case .requestField(let index): inputs.append(batch.requestValues[index][row])
+                    }
+                }
+                for column in derivation.timedColumns {
+                    let time = grid.eventTimes[base + column]
+                    if time != FeatureGrid.noTime, time < oldest { oldest = time }
+                }
+                let value = derivation.expression.evaluate(inputs)
+                grid.values[base + derivation.column] = value
+                grid.statuses[base + derivation.column] = FeatureStatus(of: value)
+                grid.eventTimes[base + derivation.column] = oldest == Int64.max ? FeatureGrid.noTime : oldest
+            }
+        }
+    }
+}
