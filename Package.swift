@@ -124,7 +124,11 @@ let package = Package(
         // Benchmarks (release build, through scripts/bench).
         .executableTarget(
             name: "larder-bench",
-            dependencies: ["ControlPlane", "DataPlane", "Shared", "TestSupport"],
+            dependencies: [
+                "ControlPlane", "DataPlane", "Shared", "TestSupport",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             path: "Benchmarks/larder-bench"
         ),
 

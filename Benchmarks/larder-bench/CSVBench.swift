@@ -88,9 +88,9 @@ extension LarderBench {
         return kilobytes * 1_024
     }
 
-    /// The process's peak resident set (VmHWM), in MiB.
-    static func peakResidentMiB() -> Int {
-        guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+    /// A process's peak resident set (VmHWM), in MiB: this one's by default.
+    static func peakResidentMiB(process: String = "self") -> Int {
+        guard let status = try? String(contentsOfFile: "/proc/\(process)/status", encoding: .utf8),
               let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
               let kilobytes = Int(line.split(separator: " ").dropFirst().first ?? "")
         else { return -1 }

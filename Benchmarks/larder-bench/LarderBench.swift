@@ -10,6 +10,11 @@ import TestSupport
 struct LarderBench {
     static func main() async throws {
         let arguments = CommandLine.arguments.dropFirst()
+        if arguments.first == "serve-features" {
+            // The child process of the serving benchmark.
+            try await serveFeatures(entities: Int(arguments.dropFirst().first ?? "") ?? 1_000_000)
+            return
+        }
         let selected = Set(arguments.filter { !$0.hasPrefix("-") })
         let runs = Int(ProcessInfo.processInfo.environment["LARDER_BENCH_RUNS"] ?? "") ?? 5
         print("larder-bench \(LarderVersion.description): \(ProcessInfo.processInfo.activeProcessorCount) cores, \(runs) runs each")
@@ -23,6 +28,11 @@ struct LarderBench {
             }
         }
         if selected.isEmpty || selected.contains("online-memory") { try onlineMemory(entities: 1_000_000) }
+        if selected.isEmpty || selected.contains("serving") {
+            let environment = ProcessInfo.processInfo.environment
+            try await serving(
+                entities: Int(environment["LARDER_BENCH_ENTITIES"] ?? "") ?? 1_000_000, seconds: Int(environment["LARDER_BENCH_SECONDS"] ?? "") ?? 10)
+        }
         if selected.isEmpty || selected.contains("jobs") { try await jobs(jobsPerRun: Int(ProcessInfo.processInfo.environment["LARDER_BENCH_JOBS"] ?? "") ?? 2_000) }
     }
 

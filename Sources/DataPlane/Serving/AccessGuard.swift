@@ -29,7 +29,8 @@ public final class AccessGuard: Sendable {
 
     private struct State {
         var snapshot: AccessSnapshot?
-        var entries: [String: AccessSnapshot.Entry] = [:]
+        /// Each entry by public id, with its secret's hash decoded once.
+        var entries: [String: (entry: AccessSnapshot.Entry, hash: [UInt8])] = [:]
     }
 
     private let file: SignedSnapshotFile<AccessSnapshot>
@@ -43,7 +44,11 @@ public final class AccessGuard: Sendable {
     }
 
     private static func state(of snapshot: AccessSnapshot) -> State {
-        State(snapshot: snapshot, entries: Dictionary(snapshot.entries.map { ($0.tokenPublicId, $0) }, uniquingKeysWith: { first, _ in first }))
+        State(
+            snapshot: snapshot,
+            entries: Dictionary(
+                snapshot.entries.compactMap { entry in Data(base64URL: entry.secretSha256).map { (entry.tokenPublicId, (entry, Array($0))) } },
+                uniquingKeysWith: { first, _ in first }))
     }
 
     /// The version of the snapshot held, if any.
@@ -66,22 +71,23 @@ public final class AccessGuard: Sendable {
     /// Whether the bearer `token` (the `Authorization` header's value after
     /// `Bearer `) may read features at `now`.
     public func authorize(token: String?, now: Date = Date()) -> Decision {
-        state.withLock { state in
-            guard let snapshot = state.snapshot else {
-                return .unavailable("the agent has no access snapshot yet; it fetches one from the control plane when it connects")
-            }
-            guard now < snapshot.expiresAt else {
-                return .unavailable("the agent's access snapshot expired at \(RFC3339.format(snapshot.expiresAt)); it has not reached the control plane since")
-            }
-            guard let token, !token.isEmpty else { return .unauthenticated("send a token as 'Authorization: Bearer lrd_…'") }
-            guard let parsed = APIToken(parsing: token), let entry = state.entries[parsed.publicID],
-                  let stored = Data(base64URL: entry.secretSha256), parsed.matches(storedHash: Array(stored))
-            else {
-                return .unauthenticated("the token is not valid for this workspace")
-            }
-            if let expiry = entry.tokenExpiresAt, expiry <= now { return .unauthenticated("the token expired at \(RFC3339.format(expiry))") }
-            guard entry.roles.contains(.consumer) else { return .forbidden(principal: entry.principal) }
-            return .allowed(principal: entry.principal)
+        // Parsing and hashing happen outside the lock: every feature read passes here.
+        let parsed = token.flatMap(APIToken.init(parsing:))
+        let (expiresAt, held) = state.withLock { state in
+            (state.snapshot?.expiresAt, parsed.flatMap { state.entries[$0.publicID] })
         }
+        guard let expiresAt else {
+            return .unavailable("the agent has no access snapshot yet; it fetches one from the control plane when it connects")
+        }
+        guard now < expiresAt else {
+            return .unavailable("the agent's access snapshot expired at \(RFC3339.format(expiresAt)); it has not reached the control plane since")
+        }
+        guard let token, !token.isEmpty else { return .unauthenticated("send a token as 'Authorization: Bearer lrd_…'") }
+        guard let parsed, let held, parsed.matches(storedHash: held.hash) else {
+            return .unauthenticated("the token is not valid for this workspace")
+        }
+        if let expiry = held.entry.tokenExpiresAt, expiry <= now { return .unauthenticated("the token expired at \(RFC3339.format(expiry))") }
+        guard held.entry.roles.contains(.consumer) else { return .forbidden(principal: held.entry.principal) }
+        return .allowed(principal: held.entry.principal)
     }
 }

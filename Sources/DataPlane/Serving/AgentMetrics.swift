@@ -22,9 +22,15 @@ public final class AgentMetrics: Sendable {
     /// Served feature values by status.
     static let values = "larder_feature_values_total"
 
+    private struct ServiceInstruments {
+        var timer: CoreMetrics.Timer
+        /// Request counters by HTTP status.
+        var requests: [Int: CoreMetrics.Counter] = [:]
+    }
+
     private struct Instruments {
-        var timers: [String: CoreMetrics.Timer] = [:]
-        var requests: [String: CoreMetrics.Counter] = [:]
+        var services: [String: ServiceInstruments] = [:]
+        var pushed: [String: CoreMetrics.Counter] = [:]
         var storeGauges: [String: CoreMetrics.Gauge] = [:]
     }
 
@@ -52,19 +58,18 @@ public final class AgentMetrics: Sendable {
     /// references, `none` when it failed before naming one), its HTTP status
     /// and how long it took; and the statuses of the values it served.
     func observe(service: String, status: Int, nanoseconds: Int64, grid: FeatureGrid? = nil, outputs: Int = 0) {
-        let key = "\(service)\u{0}\(status)"
         let (timer, counter) = instruments.withLock { instruments in
-            let timer = instruments.timers[service] ?? {
-                let made = CoreMetrics.Timer(label: Self.requestDuration, dimensions: [("feature_service", service)], factory: factory)
-                instruments.timers[service] = made
-                return made
-            }()
-            let counter = instruments.requests[key] ?? {
-                let made = CoreMetrics.Counter(label: Self.requests, dimensions: [("feature_service", service), ("code", "\(status)")], factory: factory)
-                instruments.requests[key] = made
-                return made
-            }()
-            return (timer, counter)
+            var held = instruments.services[service] ?? ServiceInstruments(
+                timer: CoreMetrics.Timer(label: Self.requestDuration, dimensions: [("feature_service", service)], factory: factory))
+            let counter = held.requests[status] ?? CoreMetrics.Counter(
+                label: Self.requests, dimensions: [("feature_service", service), ("code", "\(status)")], factory: factory)
+            if held.requests[status] == nil {
+                held.requests[status] = counter
+                instruments.services[service] = held
+            } else if instruments.services[service] == nil {
+                instruments.services[service] = held
+            }
+            return (held.timer, counter)
         }
         timer.recordNanoseconds(nanoseconds)
         counter.increment()
@@ -88,11 +93,10 @@ public final class AgentMetrics: Sendable {
 
     /// Counts rows a push wrote, by push source.
     func pushed(_ rows: Int, source: String) {
-        let key = "push\u{0}\(source)"
         let counter = instruments.withLock { instruments in
-            instruments.requests[key] ?? {
+            instruments.pushed[source] ?? {
                 let made = CoreMetrics.Counter(label: "larder_rows_pushed_total", dimensions: [("source", source)], factory: factory)
-                instruments.requests[key] = made
+                instruments.pushed[source] = made
                 return made
             }()
         }

@@ -4,6 +4,7 @@ import Hummingbird
 import Logging
 import ServiceLifecycle
 import Shared
+import Synchronization
 
 /// The agent's feature server: models in the customer's environment read
 /// features here, without any call to the control plane.
@@ -65,10 +66,13 @@ public enum FeatureServer {
     static func authorize(_ request: Request, guard accessGuard: AccessGuard, now: Date) throws -> String {
         var token: String?
         if let header = request.headers[.authorization] {
-            guard header.lowercased().hasPrefix("bearer ") else {
+            // By bytes: Foundation's case folding and trimming cost more than the rest of the check.
+            let bytes = header.utf8
+            guard bytes.count > 7, bytes.prefix(6).map({ $0 | 0x20 }).elementsEqual("bearer".utf8), bytes.dropFirst(6).first == UInt8(ascii: " ") else {
                 throw FeatureServerProblem(status: .unauthorized, code: "unauthenticated", detail: "send a token as 'Authorization: Bearer lrd_…'")
             }
-            token = String(header.dropFirst(7)).trimmingCharacters(in: .whitespaces)
+            let value = bytes.dropFirst(7).drop(while: { $0 == UInt8(ascii: " ") })
+            token = String(decoding: value.reversed().drop(while: { $0 == UInt8(ascii: " ") }).reversed(), as: UTF8.self)
         }
         switch accessGuard.authorize(token: token, now: now) {
         case .allowed(let principal): return principal
@@ -93,7 +97,6 @@ struct OnlineFeaturesHandler: Sendable {
     let accessGuard: AccessGuard
     let metrics: AgentMetrics
     let now: @Sendable () -> Date
-    static let decoder = APICoding.makeDecoder()
 
     init(settings: AgentConfiguration.ServingSettings, reader: OnlineFeatureReader, guard accessGuard: AccessGuard, metrics: AgentMetrics,
          now: @escaping @Sendable () -> Date) {
@@ -128,11 +131,7 @@ struct OnlineFeaturesHandler: Sendable {
         let date = now()
         try FeatureServer.authorize(request, guard: accessGuard, now: date)
         let body = try await request.body.collect(upTo: settings.maxBodyBytes)
-        let parsed: OnlineFeatureRequest
-        do { parsed = try Self.decoder.decode(OnlineFeatureRequest.self, from: Data(body.readableBytesView)) } catch let error as DecodingError {
-            let (field, detail) = error.fieldAndDetail
-            throw FeatureRequestError.invalid(field, detail)
-        }
+        let parsed = try OnlineFeatureRequest(json: body.readableBytesView)
         let resolved: ResolvedRequest
         switch (parsed.featureService, parsed.features) {
         case (let name?, nil):
@@ -146,11 +145,12 @@ struct OnlineFeaturesHandler: Sendable {
             throw FeatureRequestError.invalid("feature_service", "give either feature_service (a service's name) or features (a list of view:feature references), not both")
         }
         let batch = try EntityBatch(parsed, for: resolved, limit: settings.maxBatchEntities)
-        let grid = reader.read(resolved, batch: batch, now: Int64(date.timeIntervalSince1970 * 1_000_000))
-        let bytes = OnlineFeatureResponse.encode(grid, resolved: resolved, service: parsed.featureService, revision: reader.revision ?? 0)
+        let (bytes, grid) = reader.answer(resolved, batch: batch, now: Int64(date.timeIntervalSince1970 * 1_000_000), service: parsed.featureService)
         var headers = HTTPFields()
         headers[.contentType] = "application/json"
-        context.logger.debug("features served", metadata: ["larder.feature_service": .string(service), "larder.entities": "\(batch.count)"])
+        context.logger.debug("features served", metadata: [
+            "larder.feature_service": .string(service), "larder.entities": "\(batch.count)", "larder.request_id": .string(context.requestID),
+        ])
         return (Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: bytes))), grid, resolved.outputs.count, service)
     }
 }
@@ -213,21 +213,23 @@ struct FeatureServerProblem: Error {
 struct FeatureServerErrorMiddleware: RouterMiddleware {
     typealias Context = FeatureServerContext
     static let requestIDHeader = HTTPField.Name("X-Request-Id")!
+    static let ids = RequestIDs()
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         var context = context
-        let requestID = RequestID.acceptable(request.headers[Self.requestIDHeader]) ?? UUID().uuidString.lowercased()
+        let requestID = RequestID.acceptable(request.headers[Self.requestIDHeader]) ?? Self.ids.next()
+        // The id goes into log lines as they are written (setting it on the logger
+        // would copy its metadata on every request, logged or not).
         context.requestID = requestID
-        context.logger[metadataKey: "larder.request_id"] = .string(requestID)
         var response: Response
         do {
             response = try await next(request, context)
         } catch {
             let problem = FeatureServerProblem(error)
             if problem.status.code >= 500, problem.status != .serviceUnavailable {
-                context.logger.error("request failed", metadata: ["larder.error": .string(String(describing: error))])
+                context.logger.error("request failed", metadata: ["larder.error": .string(String(describing: error)), "larder.request_id": .string(requestID)])
             } else {
-                context.logger.debug("request rejected", metadata: ["larder.problem": .string(problem.details.code)])
+                context.logger.debug("request rejected", metadata: ["larder.problem": .string(problem.details.code), "larder.request_id": .string(requestID)])
             }
             var details = problem.details
             details.requestId = requestID
@@ -239,5 +241,17 @@ struct FeatureServerErrorMiddleware: RouterMiddleware {
         }
         response.headers[Self.requestIDHeader] = requestID
         return response
+    }
+}
+
+/// Request ids without a UUID per request: a random prefix per process and a
+/// counter (unique within the agent's logs, and cheap on the hot path).
+final class RequestIDs: Sendable {
+    private let prefix = String(UInt64.random(in: 0...UInt64.max) & 0xFFFF_FFFF_FFFF, radix: 16)
+    private let counter = Atomic<UInt64>(0)
+
+    func next() -> String {
+        let value = counter.add(1, ordering: .relaxed).newValue
+        return "\(prefix)-\(String(value, radix: 16))"
     }
 }

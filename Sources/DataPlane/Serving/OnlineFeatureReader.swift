@@ -48,6 +48,11 @@ public final class OnlineFeatureReader: Sendable {
 
     /// The resolution of feature service `name` (cached per registry revision).
     public func resolve(service name: String) throws(ServingError) -> ResolvedRequest {
+        // The common case, checked first: this service resolved at the current revision.
+        if let revision = registry.revision,
+           let cached = resolved.withLock({ held in held?.catalog.revision == revision ? held?.services[name] : nil }) {
+            return cached
+        }
         let catalog = try catalog()
         if let cached = resolved.withLock({ held in held?.catalog.revision == catalog.revision ? held?.services[name] : nil }) { return cached }
         let request = try catalog.resolve(service: name)
@@ -82,6 +87,13 @@ public final class OnlineFeatureReader: Sendable {
         }
         if !resolved.derivations.isEmpty { derive(resolved, batch: batch, into: &grid) }
         return grid
+    }
+
+    /// Reads `resolved` for `batch` at `now` and writes the JSON answer
+    /// (see `OnlineFeatureResponse`), naming `service` when one was asked for.
+    public func answer(_ resolved: ResolvedRequest, batch: EntityBatch, now: Int64, service: String?) -> (body: [UInt8], grid: FeatureGrid) {
+        let grid = read(resolved, batch: batch, now: now)
+        return (OnlineFeatureResponse.encode(grid, resolved: resolved, service: service, revision: revision ?? 0), grid)
     }
 
     /// Computes the on-demand outputs row by row. A computed value's event

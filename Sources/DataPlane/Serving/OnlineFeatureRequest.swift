@@ -12,7 +12,7 @@ import Shared
 /// Either `feature_service` or `features` (`view:feature` or `view`
 /// references). Each entity row carries the join keys; request fields come
 /// from the row or, when it lacks them, from `request_context`.
-public struct OnlineFeatureRequest: Sendable, Decodable {
+public struct OnlineFeatureRequest: Sendable, Hashable {
     /// A feature service's name.
     public var featureService: String?
     /// Feature references, when no service is named.
@@ -32,7 +32,7 @@ public struct OnlineFeatureRequest: Sendable, Decodable {
 }
 
 /// A JSON value that is not an object or an array.
-public enum JSONScalar: Sendable, Hashable, Decodable, ExpressibleByIntegerLiteral, ExpressibleByFloatLiteral, ExpressibleByStringLiteral,
+public enum JSONScalar: Sendable, Hashable, ExpressibleByIntegerLiteral, ExpressibleByFloatLiteral, ExpressibleByStringLiteral,
     ExpressibleByBooleanLiteral
 {
     case null
@@ -40,24 +40,6 @@ public enum JSONScalar: Sendable, Hashable, Decodable, ExpressibleByIntegerLiter
     case int(Int64)
     case double(Double)
     case string(String)
-
-    public init(from decoder: any Decoder) throws {
-        let container = try decoder.singleValueContainer()
-        if container.decodeNil() {
-            self = .null
-        } else if let value = try? container.decode(Int64.self) {
-            self = .int(value)
-        } else if let value = try? container.decode(Double.self) {
-            self = .double(value)
-        } else if let value = try? container.decode(String.self) {
-            self = .string(value)
-        } else if let value = try? container.decode(Bool.self) {
-            self = .bool(value)
-        } else {
-            throw DecodingError.typeMismatch(
-                JSONScalar.self, .init(codingPath: decoder.codingPath, debugDescription: "expected a number, a string, true, false or null"))
-        }
-    }
 
     public init(integerLiteral value: Int64) { self = .int(value) }
     public init(floatLiteral value: Double) { self = .double(value) }

@@ -22,7 +22,7 @@ public final class RegistryCache: Sendable {
     public var snapshot: AgentRegistrySnapshot? { state.withLock { $0 } }
 
     /// The revision of the snapshot held, if any.
-    public var revision: Int64? { snapshot?.revision }
+    public var revision: Int64? { state.withLock { $0?.revision } }
 
     /// Verifies `document` and, when it is for `workspace` and newer than the
     /// one held, keeps it (in memory and on disk). Returns the snapshot now held.

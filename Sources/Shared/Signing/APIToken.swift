@@ -36,8 +36,13 @@ public struct APIToken: Sendable, Hashable {
         guard let separator = rest.firstIndex(of: "_") else { return nil }
         let publicID = String(rest[..<separator])
         let secret = String(rest[rest.index(after: separator)...])
-        guard publicID.count == 12, publicID.allSatisfy({ Self.publicIDAlphabet.contains($0) }),
-              secret.count == 43, secret.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_") })
+        // Byte checks: tokens arrive with every feature read, and `Character` properties are slow.
+        guard publicID.utf8.count == 12, publicID.allSatisfy({ Self.publicIDAlphabet.contains($0) }),
+              secret.utf8.count == 43,
+              secret.utf8.allSatisfy({ byte in
+                  (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(byte) || (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(byte)
+                      || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) || byte == UInt8(ascii: "-") || byte == UInt8(ascii: "_")
+              })
         else { return nil }
         self.init(publicID: publicID, secret: secret)
     }

@@ -1,0 +1,267 @@
+import DataPlane
+import Foundation
+import Logging
+import ServiceLifecycle
+import Shared
+
+/// The serving benchmark: a feature service of 5 stored features from 2
+/// views and 1 on-demand feature, over 1,000,000 stored entities.
+///
+/// - In process: the cost of a read per (entity, view), without HTTP.
+/// - Over loopback: a child `larder-bench serve-features` process runs the
+///   agent's real feature server; `wrk` loads it, closed-loop at several
+///   connection counts and paced at about 5,000 requests/s.
+extension LarderBench {
+    static let benchService = """
+        kind: FeatureService
+        name: bench_ranking
+        features:
+          - driver_hourly_stats:conv_rate
+          - driver_hourly_stats:acc_rate
+          - driver_hourly_stats:avg_daily_trips
+          - driver_trip_aggregates:trips_count_7d
+          - driver_trip_aggregates:fare_mean_7d
+          - trip_quote:expected_fare
+
+        """
+
+    /// A feature server's state over `entities` generated drivers: the
+    /// example's registry plus `bench_ranking`, one consumer token, both views filled.
+    struct ServingWorld {
+        let folder: URL
+        let store: OnlineStore
+        let reader: OnlineFeatureReader
+        let accessGuard: AccessGuard
+        let token: String
+
+        init(entities: Int) throws {
+            folder = FileManager.default.temporaryDirectory.appendingPathComponent("larder-serving-bench-\(UUID().uuidString)")
+            try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+            let logger = Logger(label: "bench")
+            let files = RepositoryScaffold.files.map { ($0.path, $0.contents) } + [("bench_service.yaml", LarderBench.benchService)]
+            let repository = RepositoryLoader.load(files: files).repository
+            let keys = SigningKeyPair.generate()
+            let definitions = DefinitionCanonicalizer.canonicalize(repository).map {
+                JobSpec.Definition(kind: $0.key.kind.rawValue, name: $0.key.name, version: 1, contentHash: $0.contentHash, definition: $0.spec)
+            }
+            let now = Date()
+            let registry = RegistryCache(file: folder.appendingPathComponent("registry.json"), publicKey: keys.publicKey, logger: logger)
+            try registry.install(
+                try keys.sign(try AgentRegistrySnapshot(workspace: "bench", revision: 1, issuedAt: now, definitions: definitions).jsonValue()),
+                workspace: "bench")
+            let token = APIToken.generate()
+            accessGuard = AccessGuard(file: folder.appendingPathComponent("access.json"), publicKey: keys.publicKey, logger: logger)
+            let access = AccessSnapshot(
+                workspace: "bench", version: 1, issuedAt: now, expiresAt: now.addingTimeInterval(86_400),
+                entries: [.init(tokenPublicId: token.publicID, secretSha256: Data(token.secretHash).base64URL, principal: "model", roles: [.viewer, .consumer], tokenExpiresAt: nil)])
+            try accessGuard.install(try keys.sign(try access.jsonValue()), workspace: "bench")
+            self.token = token.text
+
+            store = try OnlineStore(directory: folder.appendingPathComponent("online").path)
+            let schemas = RepositoryValidator.viewSchemas(of: repository)
+            let nowMicros = Int64(now.timeIntervalSince1970 * 1_000_000)
+            var random = SystemRandomNumberGenerator()
+            for view in ["driver_hourly_stats", "driver_trip_aggregates"] {
+                let features = schemas[view]!
+                let ttl = repository.featureViews.first { $0.name == view }?.ttl?.seconds
+                let table = try store.table(for: OnlineTableSchema(
+                    view: view, version: 1, keys: [Column(name: "driver_id", type: .int64)], features: features, ttlSeconds: ttl))
+                var start = 0
+                while start < entities {
+                    let end = min(start + 100_000, entities)
+                    let count = end - start
+                    let columns: [ColumnValues] = features.map { feature in
+                        feature.type.isInteger
+                            ? .int64((0..<count).map { _ in Int64.random(in: 0...500, using: &random) })
+                            : .float64((0..<count).map { _ in Double.random(in: 0...1, using: &random) })
+                    }
+                    try table.upsert(OnlineRows(
+                        keys: (start..<end).map { .int(Int64($0)) },
+                        eventTimes: (0..<count).map { _ in nowMicros - Int64.random(in: 0...3_600_000_000, using: &random) },
+                        createdTimes: Array(repeating: nowMicros, count: count), features: columns))
+                    start = end
+                }
+            }
+            reader = OnlineFeatureReader(store: store, registry: registry)
+        }
+
+        func remove() { try? FileManager.default.removeItem(at: folder) }
+    }
+
+    /// `larder-bench serving`: in-process reads, then HTTP under wrk.
+    static func serving(entities: Int, seconds: Int) async throws {
+        print("\n## online serving: bench_ranking (5 stored features from 2 views + 1 on-demand), \(entities) entities per view")
+        let world = try ServingWorld(entities: entities)
+        defer { world.remove() }
+        try inProcessReads(world, entities: entities)
+        try await overHTTP(entities: entities, seconds: seconds)
+    }
+
+    /// Reads without HTTP: per (entity, view), stored features only and the whole service.
+    static func inProcessReads(_ world: ServingWorld, entities: Int) throws {
+        let stored = try world.reader.resolve(references: [
+            "driver_hourly_stats:conv_rate", "driver_hourly_stats:acc_rate", "driver_hourly_stats:avg_daily_trips",
+            "driver_trip_aggregates:trips_count_7d", "driver_trip_aggregates:fare_mean_7d",
+        ])
+        let service = try world.reader.resolve(service: "bench_ranking")
+        var random = SystemRandomNumberGenerator()
+        print("\n| in process | entities per request | requests | ns per request | ns per (entity, view) |")
+        print("|---|---|---|---|---|")
+        for (name, resolved) in [("stored features (read)", stored), ("bench_ranking (read + on-demand + JSON)", service)] {
+            for size in [1, 100] {
+                let batches = try (0..<1_000).map { _ in
+                    try EntityBatch(
+                        OnlineFeatureRequest(
+                            entities: (0..<size).map { _ in ["driver_id": .int(Int64.random(in: 0..<Int64(entities), using: &random))] },
+                            requestContext: resolved.requestFields.isEmpty ? nil : ["trip_distance_km": 3.5]),
+                        for: resolved, limit: 1_000)
+                }
+                let now = Int64(Date().timeIntervalSince1970 * 1_000_000)
+                let encode = !resolved.derivations.isEmpty
+                var requests = 0
+                var sink = 0
+                let clock = ContinuousClock()
+                let started = clock.now
+                while clock.now - started < .seconds(2) {
+                    for batch in batches {
+                        if encode {
+                            sink &+= world.reader.answer(resolved, batch: batch, now: now, service: "bench_ranking").body.count
+                        } else {
+                            sink &+= world.reader.read(resolved, batch: batch, now: now).values.count
+                        }
+                    }
+                    requests += batches.count
+                }
+                let elapsed = clock.now - started
+                let nanoseconds = Double(elapsed.components.seconds) * 1e9 + Double(elapsed.components.attoseconds) / 1e9
+                let perRequest = nanoseconds / Double(requests)
+                precondition(sink > 0)
+                print("| \(name) | \(size) | \(requests) | \(String(format: "%.0f", perRequest)) | \(String(format: "%.0f", perRequest / Double(size * resolved.views.count))) |")
+            }
+        }
+    }
+
+    /// `larder-bench serve-features ENTITIES`: the child process of the HTTP
+    /// benchmark. Prints `ready <url> <token>` once it listens; runs until SIGTERM.
+    static func serveFeatures(entities: Int) async throws {
+        let world = try ServingWorld(entities: entities)
+        defer { world.remove() }
+        var logger = Logger(label: "bench-server")
+        logger.logLevel = .warning
+        let server = FeatureServer.build(
+            settings: .init(host: "127.0.0.1", port: 0, maxBatchEntities: 1_000), reader: world.reader, guard: world.accessGuard,
+            metrics: AgentMetrics(), logger: logger,
+            onListening: { address in
+                FileHandle.standardOutput.write(Data("ready \(address) \(world.token)\n".utf8))
+            })
+        let group = ServiceGroup(configuration: .init(services: [.init(service: server)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await group.run()
+    }
+
+    /// One wrk run's figures.
+    struct LoadResult {
+        var requests: Int
+        var seconds: Double
+        var p50: Double, p99: Double, p999: Double, max: Double
+        var errors: Int
+
+        var rate: Double { Double(requests) / seconds }
+    }
+
+    static let wrkScript = #"""
+        local batch = tonumber(os.getenv("LARDER_BENCH_BATCH"))
+        local population = tonumber(os.getenv("LARDER_BENCH_ENTITIES"))
+        local pace = tonumber(os.getenv("LARDER_BENCH_DELAY_MS") or "0")
+        local health = os.getenv("LARDER_BENCH_HEALTH") == "1"
+        wrk.method = "POST"
+        wrk.headers["Content-Type"] = "application/json"
+        wrk.headers["Authorization"] = "Bearer " .. os.getenv("LARDER_BENCH_TOKEN")
+        local threads = 0
+        function setup(thread) threads = threads + 1; thread:set("seed", threads) end
+        function init(args) math.randomseed(seed * 7919 + os.time()) end
+        function request()
+          if health then return wrk.format("GET", "/healthz", nil, nil) end
+          local parts = {}
+          for i = 1, batch do parts[i] = '{"driver_id":' .. math.random(0, population - 1) .. '}' end
+          return wrk.format(nil, "/v1/features/online", nil,
+            '{"feature_service":"bench_ranking","request_context":{"trip_distance_km":3.5},"entities":[' .. table.concat(parts, ",") .. ']}')
+        end
+        if pace > 0 then function delay() return pace end end
+        function done(summary, latency, requests)
+          io.write(string.format("RESULT %d %d %.0f %.0f %.0f %.0f %d\n", summary.requests, summary.duration,
+            latency:percentile(50), latency:percentile(99), latency:percentile(99.9), latency.max,
+            summary.errors.status + summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout))
+        end
+        """#
+
+    /// Starts the server child, runs the wrk matrix against it, prints the table.
+    static func overHTTP(entities: Int, seconds: Int) async throws {
+        guard let wrk = ["/usr/bin/wrk", "/usr/local/bin/wrk"].first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
+            print("\nwrk is not installed (apt-get install wrk): skipping the HTTP part")
+            return
+        }
+        let child = Process()
+        child.executableURL = URL(fileURLWithPath: CommandLine.arguments[0])
+        child.arguments = ["serve-features", "\(entities)"]
+        let output = Pipe()
+        child.standardOutput = output
+        try child.run()
+        defer {
+            child.terminate()
+            child.waitUntilExit()
+        }
+        var line = ""
+        let handle = output.fileHandleForReading
+        while !line.hasSuffix("\n") {
+            let byte = handle.readData(ofLength: 1)
+            guard !byte.isEmpty else { throw CocoaError(.fileReadUnknown) }
+            line += String(decoding: byte, as: UTF8.self)
+        }
+        let parts = line.split(separator: " ").map { String($0).trimmingCharacters(in: .whitespacesAndNewlines) }
+        guard parts.count == 3, parts[0] == "ready" else { throw CocoaError(.fileReadCorruptFile) }
+        let url = parts[1], token = parts[2]
+        let script = FileManager.default.temporaryDirectory.appendingPathComponent("larder-bench-\(UUID().uuidString).lua")
+        try wrkScript.write(to: script, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(at: script) }
+
+        func load(batch: Int, threads: Int, connections: Int, delayMilliseconds: Int = 0, health: Bool = false) throws -> LoadResult {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: wrk)
+            process.arguments = ["-t\(threads)", "-c\(connections)", "-d\(seconds)s", "--timeout", "5s", "-s", script.path, url]
+            process.environment = [
+                "LARDER_BENCH_BATCH": "\(batch)", "LARDER_BENCH_ENTITIES": "\(entities)", "LARDER_BENCH_TOKEN": token,
+                "LARDER_BENCH_DELAY_MS": "\(delayMilliseconds)", "LARDER_BENCH_HEALTH": health ? "1" : "0",
+            ]
+            let pipe = Pipe()
+            process.standardOutput = pipe
+            try process.run()
+            let text = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            process.waitUntilExit()
+            guard let result = text.split(separator: "\n").first(where: { $0.hasPrefix("RESULT ") })?.split(separator: " ").dropFirst().compactMap({ Double($0) }),
+                  result.count == 7
+            else { throw CocoaError(.fileReadCorruptFile, userInfo: [NSLocalizedDescriptionKey: text]) }
+            return LoadResult(requests: Int(result[0]), seconds: result[1] / 1e6, p50: result[2], p99: result[3], p999: result[4], max: result[5], errors: Int(result[6]))
+        }
+
+        // Warm up: the server's first requests fault pages in.
+        _ = try load(batch: 1, threads: 1, connections: 4)
+        print("\n| over HTTP (wrk, \(seconds) s each) | entities per request | wrk threads × connections | requests/s | p50 | p99 | p99.9 | max | errors |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        func row(_ what: String, _ batch: Int, _ threads: Int, _ connections: Int, _ result: LoadResult) {
+            func ms(_ micros: Double) -> String { String(format: "%.2f ms", micros / 1_000) }
+            print("| \(what) | \(batch) | \(threads) × \(connections) | \(String(format: "%.0f", result.rate)) | \(ms(result.p50)) | \(ms(result.p99)) | \(ms(result.p999)) | \(ms(result.max)) | \(result.errors) |")
+        }
+        // Paced: 12 connections each waiting 2 ms after every answer (about 5,000–5,700 requests/s).
+        row("paced", 1, 1, 12, try load(batch: 1, threads: 1, connections: 12, delayMilliseconds: 2))
+        for connections in [1, 8, 32, 128] {
+            row("closed loop", 1, connections == 1 ? 1 : 2, connections, try load(batch: 1, threads: connections == 1 ? 1 : 2, connections: connections))
+        }
+        // The HTTP stack's own ceiling on this machine, in the same run: GET /healthz does no work.
+        row("GET /healthz (no work: the server's ceiling)", 0, 2, 32, try load(batch: 0, threads: 2, connections: 32, health: true))
+        row("paced", 100, 1, 4, try load(batch: 100, threads: 1, connections: 4, delayMilliseconds: 2))
+        for connections in [1, 8, 32] {
+            row("closed loop", 100, connections == 1 ? 1 : 2, connections, try load(batch: 100, threads: connections == 1 ? 1 : 2, connections: connections))
+        }
+        print("(server process peak memory: \(peakResidentMiB(process: "\(child.processIdentifier)")) MiB)")
+    }
+}
