@@ -34,6 +34,11 @@ public enum DataPlane {
         (configuration.dataDirectory as NSString).appendingPathComponent("access-snapshot.json")
     }
 
+    /// The folder of the push journal (accepted pushes, replayed at start).
+    public static func pushDirectory(_ configuration: AgentConfiguration) -> String {
+        (configuration.dataDirectory as NSString).appendingPathComponent("push")
+    }
+
     /// The file the feature server writes its bound address to (`http://host:port`) once it listens.
     public static func servingAddressFile(_ configuration: AgentConfiguration) -> String {
         (configuration.dataDirectory as NSString).appendingPathComponent("serving-address")

@@ -68,9 +68,23 @@ extension LarderAgentCommand {
                 // Serves from the local store and snapshots: it keeps answering while the control plane is down.
                 let addressFile = DataPlane.servingAddressFile(configuration)
                 try? FileManager.default.removeItem(atPath: addressFile)
+                let reader = OnlineFeatureReader(store: onlineStore, registry: registryCache)
+                let metrics = AgentMetrics()
+                let push: PushIngestor
+                do {
+                    var offline: (schema: String, url: PostgresURL)?
+                    if let location = configuration.offlineStore, case .postgres(let url)? = configuration.connections[location.connection] {
+                        offline = (location.schema, url)
+                    }
+                    push = try PushIngestor(
+                        directory: DataPlane.pushDirectory(configuration), store: onlineStore, reader: reader, metrics: metrics,
+                        offlineStore: offline, logger: logger)
+                } catch {
+                    throw ValidationError("cannot open the push journal in \(configuration.dataDirectory): \(error)")
+                }
+                services.append(.init(service: push))
                 let server = FeatureServer.build(
-                    settings: serving, reader: OnlineFeatureReader(store: onlineStore, registry: registryCache), guard: accessGuard,
-                    metrics: AgentMetrics(), logger: logger,
+                    settings: serving, reader: reader, guard: accessGuard, metrics: metrics, push: push, logger: logger,
                     onListening: { address in try? Data((address + "\n").utf8).write(to: URL(fileURLWithPath: addressFile), options: .atomic) })
                 services.append(.init(service: server))
             }

@@ -1,4 +1,5 @@
 import AsyncHTTPClient
+import DataPlane
 import Foundation
 import Logging
 import NIOCore
@@ -240,6 +241,110 @@ struct FeatureServerProcessTests {
             let after = try await again.features(Self.ranking, token: dana.token)
             #expect(after.results.map(\.values) == renewed.results.map(\.values), "\(restarted.log.suffix(2_000))")
             #expect(try await again.call(.GET, "/readyz", token: nil).status == 200)
+            #expect(restarted.stop() == 0)
+        }
+    }
+
+    @Test("pushes over HTTP: an operator's rows reach the online store and the offline store once per idempotency key, windows fold them in, a bad row is refused whole, and a restart keeps it all")
+    func pushes() async throws {
+        try await MaterializationProcessTests.withWorld(drivers: 2, hours: 1, trips: 10) { world in
+            let admin = world.jobs.admin, workspace = JobsWorld.workspace
+            try await RepositoryFixture.example(workspace: workspace).unscheduled().adding("pushes.yaml", RepositoryFixture.pushes)
+                .apply(to: workspace, with: admin)
+            _ = try await admin.createPrincipal(CreatePrincipalRequest(name: "ingest", kind: .serviceAccount))
+            _ = try await admin.grant(.operator, to: "ingest", workspace: workspace)
+            _ = try await admin.grant(.consumer, to: "ingest", workspace: workspace)
+            let ingest = try await admin.createToken(for: "ingest").token
+            _ = try await admin.createPrincipal(CreatePrincipalRequest(name: "model", kind: .serviceAccount))
+            _ = try await admin.grant(.consumer, to: "model", workspace: workspace)
+            let model = try await admin.createToken(for: "model").token
+
+            let agent = try world.startAgent()
+            let server = try await FeatureServerCaller.waitForAddress(dataDirectory: world.dataDirectory)
+            let now = Date()
+            let recent = RFC3339.format(now.addingTimeInterval(-5))
+            let earlier = RFC3339.format(now.addingTimeInterval(-1_800))
+            let body = #"{"rows":[{"driver_id":1001,"event_timestamp":"\#(earlier)","lat":38.7,"lon":-9.1,"speed":40},{"driver_id":1001,"event_timestamp":"\#(recent)","lat":41.1,"lon":-8.6,"speed":60},{"driver_id":1002,"event_timestamp":"\#(recent)","lat":40.2,"lon":-8.4,"speed":null}]}"#
+            func push(_ body: String, token: String?, key: String? = nil) async throws -> (status: Int, body: Data) {
+                var request = HTTPClientRequest(url: server.baseURL + "/v1/push/driver_pings")
+                request.method = .POST
+                if let token { request.headers.add(name: "Authorization", value: "Bearer \(token)") }
+                if let key { request.headers.add(name: "Idempotency-Key", value: key) }
+                request.body = .bytes(ByteBuffer(string: body))
+                let response = try await HTTPClient.shared.execute(request, timeout: .seconds(30))
+                return (Int(response.status.code), Data(try await response.body.collect(upTo: 1 << 20).readableBytesView))
+            }
+            // The access snapshot with the new tokens arrives within seconds.
+            var first = try await push(body, token: ingest, key: "batch-1")
+            let deadline = Date().addingTimeInterval(20)
+            while first.status == 401 || first.status == 503, Date() < deadline {
+                try await Task.sleep(for: .milliseconds(200))
+                first = try await push(body, token: ingest, key: "batch-1")
+            }
+            #expect(first.status == 200, "\(String(decoding: first.body, as: UTF8.self)) \(agent.log.suffix(2_000))")
+            let receipt = try APICoding.makeDecoder().decode(PushReceipt.self, from: first.body)
+            #expect(receipt.rows == 3 && !receipt.duplicate && receipt.views == ["driver_position", "driver_speed"])
+            // A retry with the same key: nothing written twice.
+            let retry = try APICoding.makeDecoder().decode(PushReceipt.self, from: try await push(body, token: ingest, key: "batch-1").body)
+            #expect(retry.duplicate)
+            #expect(try await push(body, token: model, key: "batch-2").status == 403)
+            #expect(try await push(body, token: nil).status == 401)
+            let rejected = try await push(#"{"rows":[{"driver_id":1003,"event_timestamp":"\#(recent)"},{"driver_id":1003,"event_timestamp":"\#(recent)","speed":"fast"}]}"#, token: ingest)
+            #expect(rejected.status == 400)
+            #expect(try APICoding.makeDecoder().decode(ProblemDetails.self, from: rejected.body).field == "rows[1].speed")
+            #expect(try await push(#"{"rows":[]}"#.replacingOccurrences(of: "[]", with: "[{}]"), token: ingest).status == 400)
+            var missing = HTTPClientRequest(url: server.baseURL + "/v1/push/trips")
+            missing.method = .POST
+            missing.headers.add(name: "Authorization", value: "Bearer \(ingest)")
+            missing.body = .bytes(ByteBuffer(string: body))
+            #expect(try await HTTPClient.shared.execute(missing, timeout: .seconds(30)).status.code == 404)
+
+            // Online: the newest position per driver; the window counts what closed tiles hold.
+            func read() async throws -> ServedFeatures {
+                try await server.features(
+                    #"{"features":["driver_position:lat","driver_speed:speed_count_1h","driver_speed:speed_mean_1h"],"entities":[{"driver_id":1001},{"driver_id":1002},{"driver_id":1003}]}"#,
+                    token: model)
+            }
+            let served = try await read()
+            #expect(served.cell(0, "driver_position:lat")?.value == .number(41.1))
+            #expect(served.cell(1, "driver_position:lat")?.value == .number(40.2))
+            #expect(served.results[2].statuses == ["not_found", "not_found", "not_found"])
+            // The window at the last 10-minute boundary: the event 30 minutes ago is in it (the recent ones only once their tile closes).
+            // (A boundary may pass while the test runs: either side's count is right.)
+            let counts = [now, Date()].map { instant in
+                let boundary = floor(instant.timeIntervalSince1970 / 600) * 600
+                return JSONCell.number(Double([now.addingTimeInterval(-1_800), now.addingTimeInterval(-5)].filter { $0.timeIntervalSince1970 < boundary }.count))
+            }
+            #expect(counts.contains(served.cell(0, "driver_speed:speed_count_1h")?.value ?? .null))
+
+            // Offline: each row once, although pushed twice.
+            let offline = try await world.count("SELECT count(*)::int FROM larder_offline.driver_position__v1")
+            #expect(offline == 3)
+            #expect(try await world.count("SELECT count(*)::int FROM larder_offline.larder_push_receipts WHERE key = 'batch-1'") == 1)
+
+            // Without a key, the same rows are new rows: the offline store gets them again.
+            #expect(try await push(body, token: ingest).status == 200)
+            #expect(try await world.count("SELECT count(*)::int FROM larder_offline.driver_position__v1") == 6)
+            let before = try await read()
+
+            // A restart replays the journal: the same values, and the key is still known.
+            #expect(agent.stop() == 0)
+            try? FileManager.default.removeItem(at: world.dataDirectory.appendingPathComponent("serving-address"))
+            let restarted = try world.startAgent()
+            let again = try await FeatureServerCaller.waitForAddress(dataDirectory: world.dataDirectory)
+            let reread = try await again.features(
+                #"{"features":["driver_position:lat","driver_speed:speed_count_1h","driver_speed:speed_mean_1h"],"entities":[{"driver_id":1001},{"driver_id":1002},{"driver_id":1003}]}"#,
+                token: model)
+            #expect(reread.results.map(\.values) == before.results.map(\.values))
+            var replay = HTTPClientRequest(url: again.baseURL + "/v1/push/driver_pings")
+            replay.method = .POST
+            replay.headers.add(name: "Authorization", value: "Bearer \(ingest)")
+            replay.headers.add(name: "Idempotency-Key", value: "batch-1")
+            replay.body = .bytes(ByteBuffer(string: body))
+            let replayed = try await HTTPClient.shared.execute(replay, timeout: .seconds(30))
+            let replayedReceipt = try APICoding.makeDecoder().decode(PushReceipt.self, from: Data(try await replayed.body.collect(upTo: 1 << 20).readableBytesView))
+            #expect(replayedReceipt.duplicate)
+            #expect(try await world.count("SELECT count(*)::int FROM larder_offline.driver_position__v1") == 6)
             #expect(restarted.stop() == 0)
         }
     }

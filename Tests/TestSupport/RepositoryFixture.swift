@@ -30,6 +30,51 @@ public struct RepositoryFixture: Sendable {
         return copy
     }
 
+    /// Adds (or replaces) file `path`.
+    public func adding(_ path: String, _ contents: String) -> RepositoryFixture {
+        var copy = self
+        copy.files[path] = contents
+        return copy
+    }
+
+    /// A push source of driver pings with a plain view (the latest position)
+    /// and an aggregation view (speed over 10-minute tiles), for push tests.
+    public static let pushes = """
+        kind: PushSource
+        name: driver_pings
+        timestamp_field: event_timestamp
+        columns:
+          driver_id: int64
+          lat: float64
+          lon: float64
+          speed: float64
+        ---
+        kind: FeatureView
+        name: driver_position
+        entities: [driver]
+        source: driver_pings
+        ttl: 1h
+        features:
+          - name: lat
+            type: float64
+          - name: lon
+            type: float64
+        ---
+        kind: FeatureView
+        name: driver_speed
+        entities: [driver]
+        source: driver_pings
+        slide: 10m
+        aggregations:
+          - function: count
+            column: speed
+            windows: [10m, 1h]
+          - function: mean
+            column: speed
+            windows: [1h]
+
+        """
+
     /// Creates a fixture of `files`.
     public init(files: [String: String]) { self.files = files }
 

@@ -74,7 +74,7 @@ struct Materialization {
                 do {
                     try await offline.table.create(on: connection, logger: logger)
                     var encoder = CopyTextEncoder()
-                    try await offline.table.replaceInterval(on: connection, logger: logger) { writer in
+                    try await offline.table.replaceInterval(from: plan.start, to: plan.end, on: connection, logger: logger) { writer in
                         try await produce(from: &source, columns: columns, into: &state) { batch in
                             encoder.reset()
                             batch.encode(into: &encoder)

@@ -13,18 +13,38 @@ import Shared
 /// each row.
 struct OfflineTable: Sendable {
     let schema: String
-    let plan: MaterializationPlan
+    let view: String
+    let version: Int
+    let keys: [Column]
+    let outputs: [Column]
+    /// Whether rows sit at window boundaries (aggregation views).
+    let windowed: Bool
+
+    /// The table of a materialization's view version.
+    init(schema: String, plan: MaterializationPlan) {
+        self.init(schema: schema, view: plan.view, version: plan.version, keys: plan.keys, outputs: plan.outputs, windowed: !plan.aggregations.isEmpty)
+    }
+
+    /// The table of `view`'s `version`.
+    init(schema: String, view: String, version: Int, keys: [Column], outputs: [Column], windowed: Bool) {
+        self.schema = schema
+        self.view = view
+        self.version = version
+        self.keys = keys
+        self.outputs = outputs
+        self.windowed = windowed
+    }
 
     /// The table's name: `<view>__v<version>`.
-    var name: String { "\(plan.view)__v\(plan.version)" }
+    var name: String { "\(view)__v\(version)" }
 
     /// The schema-qualified, quoted name.
     var qualifiedName: String { SQLIdentifier.quote(schema) + "." + SQLIdentifier.quote(name) }
 
     /// The columns, in order, with their SQL types.
     var columns: [(name: String, type: ValueType)] {
-        plan.keys.map { ($0.name, $0.type) } + [("event_timestamp", .timestamp), ("created_timestamp", .timestamp)]
-            + plan.outputs.map { ($0.name, $0.type) }
+        keys.map { ($0.name, $0.type) } + [("event_timestamp", .timestamp), ("created_timestamp", .timestamp)]
+            + outputs.map { ($0.name, $0.type) }
     }
 
     /// Whether the stores can hold values of `type`.
@@ -58,7 +78,7 @@ struct OfflineTable: Sendable {
         // Feature columns may be null; keys and event times never are.
         var definitions: [String] = []
         for (index, column) in columns.enumerated() {
-            let nullable = index >= plan.keys.count + 1
+            let nullable = index >= keys.count + 1
             definitions.append(SQLIdentifier.quote(column.name) + " " + Self.sqlType(column.type) + (nullable ? "" : " NOT NULL"))
         }
         try await connection.inTransaction(logger: logger) { connection in
@@ -79,11 +99,12 @@ struct OfflineTable: Sendable {
     /// in one transaction. Plain views own `[start, end)`; aggregation rows
     /// sit at window boundaries and own `(start, end]`.
     func replaceInterval(
-        on connection: PostgresConnection, logger: Logger, produce: (PostgresCopyFromWriter) async throws -> Void
+        from startMicros: Int64, to endMicros: Int64, on connection: PostgresConnection, logger: Logger,
+        produce: (PostgresCopyFromWriter) async throws -> Void
     ) async throws {
-        let start = Date(timeIntervalSince1970: Double(plan.start) / 1_000_000)
-        let end = Date(timeIntervalSince1970: Double(plan.end) / 1_000_000)
-        let range = plan.aggregations.isEmpty ? "event_timestamp >= $1 AND event_timestamp < $2" : "event_timestamp > $1 AND event_timestamp <= $2"
+        let start = Date(timeIntervalSince1970: Double(startMicros) / 1_000_000)
+        let end = Date(timeIntervalSince1970: Double(endMicros) / 1_000_000)
+        let range = windowed ? "event_timestamp > $1 AND event_timestamp <= $2" : "event_timestamp >= $1 AND event_timestamp < $2"
         try await connection.inTransaction(logger: logger) { connection in
             var delete = PostgresQuery(unsafeSQL: "DELETE FROM \(qualifiedName) WHERE \(range)")
             delete.binds.append(start)

@@ -69,8 +69,9 @@ public final class AccessGuard: Sendable {
     }
 
     /// Whether the bearer `token` (the `Authorization` header's value after
-    /// `Bearer `) may read features at `now`.
-    public func authorize(token: String?, now: Date = Date()) -> Decision {
+    /// `Bearer `) holds `role` at `now`: `consumer` to read features,
+    /// `operator` to push rows.
+    public func authorize(token: String?, now: Date = Date(), role: WorkspaceRole = .consumer) -> Decision {
         // Parsing and hashing happen outside the lock: every feature read passes here.
         let parsed = token.flatMap(APIToken.init(parsing:))
         let (expiresAt, held) = state.withLock { state in
@@ -87,7 +88,7 @@ public final class AccessGuard: Sendable {
             return .unauthenticated("the token is not valid for this workspace")
         }
         if let expiry = held.entry.tokenExpiresAt, expiry <= now { return .unauthenticated("the token expired at \(RFC3339.format(expiry))") }
-        guard held.entry.roles.contains(.consumer) else { return .forbidden(principal: held.entry.principal) }
+        guard held.entry.roles.contains(role) else { return .forbidden(principal: held.entry.principal) }
         return .allowed(principal: held.entry.principal)
     }
 }

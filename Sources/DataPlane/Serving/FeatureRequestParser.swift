@@ -1,5 +1,15 @@
 import Foundation
 
+extension JSONScalar {
+    /// The rows of a push body, `{"rows": [{…}, …]}`; errors name the field.
+    public static func pushRows(json: some ContiguousBytes) throws(FeatureRequestError) -> [[String: JSONScalar]] {
+        let result = json.withUnsafeBytes { raw in
+            Result { () throws(FeatureRequestError) in try FeatureRequestParser.pushRows(raw.bindMemory(to: UInt8.self)) }
+        }
+        return try result.get()
+    }
+}
+
 extension OnlineFeatureRequest {
     /// Reads a request from its JSON text; errors name the field.
     public init(json: some ContiguousBytes) throws(FeatureRequestError) {
@@ -27,6 +37,22 @@ struct FeatureRequestParser {
     static func parse(_ body: UnsafeBufferPointer<UInt8>) throws(FeatureRequestError) -> OnlineFeatureRequest {
         var parser = FeatureRequestParser(bytes: body)
         return try parser.request()
+    }
+
+    /// Parses the body of a push, `{"rows": [{…}, …]}`, into its rows.
+    static func pushRows(_ body: UnsafeBufferPointer<UInt8>) throws(FeatureRequestError) -> [[String: JSONScalar]] {
+        var parser = FeatureRequestParser(bytes: body)
+        var rows: [[String: JSONScalar]]?
+        try parser.object(path: "") { parser, key throws(FeatureRequestError) in
+            guard key == "rows" else { throw .invalid(key, "unknown field '\(key)'; a push has only rows") }
+            var read: [[String: JSONScalar]] = []
+            try parser.array(path: key) { parser, index throws(FeatureRequestError) in read.append(try parser.scalars(path: "rows[\(index)]")) }
+            rows = read
+        }
+        parser.skipWhitespace()
+        guard parser.index == parser.bytes.count else { throw parser.syntax("", "unexpected text after the push object") }
+        guard let rows else { throw .invalid("rows", "missing field 'rows'") }
+        return rows
     }
 
     private init(bytes: UnsafeBufferPointer<UInt8>) {

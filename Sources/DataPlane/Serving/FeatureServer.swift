@@ -11,6 +11,7 @@ import Synchronization
 ///
 /// - `POST /v1/features/online`: features of a service or references, for a
 ///   batch of entities (consumer role).
+/// - `POST /v1/push/{source}`: rows for a `PushSource` (operator role).
 /// - `GET /metrics`: Prometheus metrics (consumer role, unless configured open).
 /// - `GET /healthz`, `GET /readyz`: liveness, and whether the agent holds the
 ///   snapshots it needs to answer (no token: they reveal nothing else).
@@ -19,9 +20,9 @@ public enum FeatureServer {
     /// `onListening` receives the bound address (`http://host:port`).
     public static func build(
         settings: AgentConfiguration.ServingSettings, reader: OnlineFeatureReader, guard accessGuard: AccessGuard, metrics: AgentMetrics,
-        logger: Logger, onListening: @escaping @Sendable (String) async -> Void = { _ in }
+        push: PushIngestor? = nil, logger: Logger, onListening: @escaping @Sendable (String) async -> Void = { _ in }
     ) -> some Service {
-        let router = makeRouter(settings: settings, reader: reader, guard: accessGuard, metrics: metrics)
+        let router = makeRouter(settings: settings, reader: reader, guard: accessGuard, metrics: metrics, push: push)
         return Application(
             router: router,
             configuration: .init(address: .hostname(settings.host, port: settings.port), serverName: "larder-agent"),
@@ -36,12 +37,25 @@ public enum FeatureServer {
     /// The routes, for the server and for tests.
     public static func makeRouter(
         settings: AgentConfiguration.ServingSettings, reader: OnlineFeatureReader, guard accessGuard: AccessGuard, metrics: AgentMetrics,
-        now: @escaping @Sendable () -> Date = { Date() }
+        push: PushIngestor? = nil, now: @escaping @Sendable () -> Date = { Date() }
     ) -> Router<FeatureServerContext> {
         let router = Router(context: FeatureServerContext.self)
         router.add(middleware: FeatureServerErrorMiddleware())
         let handler = OnlineFeaturesHandler(settings: settings, reader: reader, guard: accessGuard, metrics: metrics, now: now)
         router.post("/v1/features/online") { request, context in try await handler.handle(request, context: context) }
+        if let push {
+            router.post("/v1/push/:source") { request, context in
+                try FeatureServer.authorize(request, guard: accessGuard, now: now(), role: .operator)
+                let source = try context.parameters.require("source")
+                let key = try idempotencyKey(request)
+                let body = try await request.body.collect(upTo: settings.maxBodyBytes)
+                let receipt = try await push.push(source: source, body: Array(body.readableBytesView), key: key, now: now())
+                context.logger.debug("rows pushed", metadata: [
+                    "larder.source": .string(source), "larder.rows": "\(receipt.rows)", "larder.request_id": .string(context.requestID),
+                ])
+                return json(String(decoding: try APICoding.makeEncoder().encode(receipt), as: UTF8.self))
+            }
+        }
         router.get("/metrics") { request, _ in
             if !settings.metricsWithoutToken { try authorize(request, guard: accessGuard, now: now()) }
             var headers = HTTPFields()
@@ -63,7 +77,7 @@ public enum FeatureServer {
 
     /// Lets the request on if its bearer token may read features; throws the problem otherwise.
     @discardableResult
-    static func authorize(_ request: Request, guard accessGuard: AccessGuard, now: Date) throws -> String {
+    static func authorize(_ request: Request, guard accessGuard: AccessGuard, now: Date, role: WorkspaceRole = .consumer) throws -> String {
         var token: String?
         if let header = request.headers[.authorization] {
             // By bytes: Foundation's case folding and trimming cost more than the rest of the check.
@@ -74,13 +88,28 @@ public enum FeatureServer {
             let value = bytes.dropFirst(7).drop(while: { $0 == UInt8(ascii: " ") })
             token = String(decoding: value.reversed().drop(while: { $0 == UInt8(ascii: " ") }).reversed(), as: UTF8.self)
         }
-        switch accessGuard.authorize(token: token, now: now) {
+        switch accessGuard.authorize(token: token, now: now, role: role) {
         case .allowed(let principal): return principal
         case .unauthenticated(let detail): throw FeatureServerProblem(status: .unauthorized, code: "unauthenticated", detail: detail)
         case .forbidden(let principal):
-            throw FeatureServerProblem(status: .forbidden, code: "forbidden", detail: "\(principal) may not read features: it needs the consumer role in this workspace")
+            throw FeatureServerProblem(
+                status: .forbidden, code: "forbidden",
+                detail: "\(principal) may not \(role == .consumer ? "read features" : "push rows"): it needs the \(role.rawValue) role in this workspace")
         case .unavailable(let detail): throw FeatureServerProblem(status: .serviceUnavailable, code: "access-unavailable", detail: detail)
         }
+    }
+
+    static let idempotencyKeyHeader = HTTPField.Name("Idempotency-Key")!
+
+    /// The push's `Idempotency-Key`, if any: at most 128 plain characters.
+    static func idempotencyKey(_ request: Request) throws -> String? {
+        guard let value = request.headers[idempotencyKeyHeader] else { return nil }
+        guard let key = RequestID.acceptable(value) else {
+            throw FeatureServerProblem(
+                status: .badRequest, code: "invalid-request",
+                detail: "an Idempotency-Key is 1 to 128 letters, digits and '-_.:'", field: "Idempotency-Key")
+        }
+        return key
     }
 
     static func json(_ text: String, status: HTTPResponse.Status = .ok) -> Response {
@@ -188,8 +217,14 @@ struct FeatureServerProblem: Error {
             switch serving {
             case .unknownService: self.init(status: .notFound, code: "unknown-feature-service", detail: serving.description, field: "feature_service")
             case .unknownView, .unknownFeature: self.init(status: .notFound, code: "unknown-feature", detail: serving.description, field: "features")
+            case .unknownSource: self.init(status: .notFound, code: "unknown-push-source", detail: serving.description)
             case .malformedReference: self.init(status: .badRequest, code: "invalid-request", detail: serving.description, field: "features")
             case .noRegistry, .unreadableSnapshot: self.init(status: .serviceUnavailable, code: "registry-unavailable", detail: serving.description)
+            }
+        case let push as PushError:
+            switch push {
+            case .inProgress: self.init(status: .conflict, code: "push-in-progress", detail: push.description, field: "Idempotency-Key")
+            case .offlineUnavailable: self.init(status: .serviceUnavailable, code: "offline-store-unavailable", detail: push.description)
             }
         case let request as FeatureRequestError:
             switch request.kind {

@@ -15,6 +15,8 @@ public enum ServingError: Error, Sendable, Equatable, CustomStringConvertible {
     case unreadableSnapshot(String)
     /// The agent has no registry snapshot yet.
     case noRegistry
+    /// No push source of that name.
+    case unknownSource(String)
 
     public var description: String {
         switch self {
@@ -23,6 +25,7 @@ public enum ServingError: Error, Sendable, Equatable, CustomStringConvertible {
         case .unknownFeature(let view, let feature): return "view '\(view)' has no feature '\(feature)'"
         case .malformedReference(let text): return "'\(text)' is not a feature reference such as driver_hourly_stats:conv_rate"
         case .unreadableSnapshot(let detail): return "the registry snapshot cannot be read: \(detail)"
+        case .unknownSource(let name): return "no push source named '\(name)'"
         case .noRegistry: return "the agent has no registry snapshot yet; it fetches one from the control plane when it connects"
         }
     }

@@ -1,0 +1,83 @@
+import Foundation
+import Shared
+
+/// What a push to one `PushSource` writes: the source's schema, and the
+/// current version of every feature view that reads it.
+struct PushTargets: Sendable {
+    /// A plain view: each feature is a column of the pushed rows.
+    struct PlainView: Sendable {
+        var schema: OnlineTableSchema
+        /// The pushed column each feature reads, in feature order.
+        var columns: [String]
+        var online: Bool
+        var offline: Bool
+    }
+
+    /// A time-window aggregation view, folded incrementally.
+    struct WindowedView: Sendable {
+        var schema: OnlineTableSchema
+        var aggregator: WindowAggregator
+        /// The pushed columns aggregated, in `WindowedFeature.input` order.
+        var inputs: [String]
+        /// The longest window, in seconds.
+        var longest: Int64
+    }
+
+    var source: SourceDefinition
+    var plain: [PlainView]
+    var windowed: [WindowedView]
+    /// The registry revision they were resolved at.
+    var revision: Int64
+}
+
+extension ServingCatalog {
+    /// The targets of a push to source `name`: 404 when there is no push source of that name.
+    func pushTargets(source name: String) throws(ServingError) -> PushTargets {
+        guard let source = repository.sources.first(where: { $0.name == name }), case .push = source.connector else {
+            throw .unknownSource(name)
+        }
+        var targets = PushTargets(source: source, plain: [], windowed: [], revision: revision)
+        let types = source.schema
+        for view in repository.featureViews where view.source == name {
+            let keys = joinKeys[view.name] ?? []
+            let version = versions[view.name] ?? 1
+            let ttl = view.ttl.map(\.seconds).flatMap { $0 > 0 ? $0 : nil }
+            if view.aggregations.isEmpty {
+                let features = view.features.map { Column(name: $0.name, type: $0.type) }
+                targets.plain.append(.init(
+                    schema: OnlineTableSchema(view: view.name, version: version, keys: keys, features: features, ttlSeconds: ttl),
+                    columns: view.features.map { $0.column ?? $0.name }, online: view.online, offline: view.offline))
+                continue
+            }
+            var inputs: [String] = [], features: [WindowedFeature] = [], outputs: [Column] = []
+            for aggregation in view.aggregations {
+                if !inputs.contains(aggregation.column) { inputs.append(aggregation.column) }
+                for window in aggregation.windows {
+                    features.append(WindowedFeature(function: aggregation.function, input: inputs.firstIndex(of: aggregation.column)!, window: window.seconds))
+                    outputs.append(Column(
+                        name: aggregation.featureName(window: window),
+                        type: aggregation.function.outputType(for: types[aggregation.column] ?? .float64) ?? .float64))
+                }
+            }
+            let windows = view.aggregations.flatMap(\.windows).map(\.seconds)
+            let tile = view.slide?.seconds ?? windows.reduce(0) { Self.gcd($0, $1) }
+            guard let aggregator = try? WindowAggregator(tile: tile, features: features) else {
+                throw .unreadableSnapshot("the windows of \(view.name) are not whole slides")
+            }
+            targets.windowed.append(.init(
+                schema: OnlineTableSchema(view: view.name, version: version, keys: keys, features: outputs, ttlSeconds: ttl),
+                aggregator: aggregator, inputs: inputs, longest: windows.max() ?? tile))
+        }
+        return targets
+    }
+
+    static func gcd(_ a: Int64, _ b: Int64) -> Int64 { b == 0 ? a : gcd(b, a % b) }
+
+    /// The push sources of the registry, by name.
+    var pushSources: [String] {
+        repository.sources.compactMap { source in
+            if case .push = source.connector { return source.name }
+            return nil
+        }
+    }
+}

@@ -1,0 +1,173 @@
+import DataPlane
+import Foundation
+import Logging
+import Shared
+import Testing
+import TestSupport
+
+/// Pushes to an agent, in process: random pushes with retried idempotency
+/// keys and late events, against a brute-force computation of every value.
+@Suite("Push ingestion against a model")
+struct PushIngestorTests {
+    struct World {
+        let folder: URL
+        let store: OnlineStore
+        let reader: OnlineFeatureReader
+        let registry: RegistryCache
+
+        init() throws {
+            folder = FileManager.default.temporaryDirectory.appendingPathComponent("larder-push-\(UUID().uuidString)")
+            try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+            // No offline store in process (the process tests write one): the plain view keeps none.
+            let pushes = RepositoryFixture.pushes.replacingOccurrences(of: "ttl: 1h\n", with: "ttl: 1h\noffline: false\n")
+            let files = RepositoryScaffold.files.map { ($0.path, $0.contents) } + [("pushes.yaml", pushes)]
+            let loaded = RepositoryLoader.load(files: files)
+            precondition(loaded.isValid, "\(loaded.diagnostics)")
+            let keys = SigningKeyPair.generate()
+            let definitions = DefinitionCanonicalizer.canonicalize(loaded.repository).map {
+                JobSpec.Definition(kind: $0.key.kind.rawValue, name: $0.key.name, version: 1, contentHash: $0.contentHash, definition: $0.spec)
+            }
+            registry = RegistryCache(file: folder.appendingPathComponent("registry.json"), publicKey: keys.publicKey, logger: Logger(label: "test"))
+            try registry.install(
+                try keys.sign(try AgentRegistrySnapshot(workspace: "rides", revision: 1, issuedAt: Date(), definitions: definitions).jsonValue()),
+                workspace: "rides")
+            store = try OnlineStore(directory: folder.appendingPathComponent("online").path)
+            reader = OnlineFeatureReader(store: store, registry: registry)
+        }
+
+        func ingestor() throws -> PushIngestor {
+            try PushIngestor(directory: folder.appendingPathComponent("push").path, store: store, reader: reader, metrics: AgentMetrics(), logger: Logger(label: "test"))
+        }
+
+        /// The served cells of `drivers` for `features`.
+        func read(_ features: [String], drivers: [Int64], now: Date) throws -> FeatureGrid {
+            let resolved = try reader.resolve(references: features)
+            let batch = try EntityBatch(OnlineFeatureRequest(entities: drivers.map { ["driver_id": .int($0)] }), for: resolved, limit: 1_000)
+            return reader.read(resolved, batch: batch, now: Int64(now.timeIntervalSince1970 * 1_000_000))
+        }
+    }
+
+    struct Event {
+        var driver: Int64
+        var time: Int64   // seconds
+        var speed: Double?
+        var lat: Double
+    }
+
+    static func body(_ events: [Event]) -> [UInt8] {
+        let rows = events.map { event in
+            #"{"driver_id":\#(event.driver),"event_timestamp":"\#(RFC3339.format(Date(timeIntervalSince1970: Double(event.time))))","lat":\#(event.lat),"lon":1.5,"speed":\#(event.speed.map { "\($0)" } ?? "null")}"#
+        }
+        return Array(#"{"rows":[\#(rows.joined(separator: ","))]}"#.utf8)
+    }
+
+    @Test("random pushes, retried keys, late events and restarts: plain views hold each driver's newest row, windows equal a brute-force count and mean at the last boundary",
+          arguments: Array(1...10) as [UInt64])
+    func matchesModel(seed: UInt64) async throws {
+        var random = SeededGenerator(seed: seed)
+        let world = try World()
+        defer { try? FileManager.default.removeItem(at: world.folder) }
+        var ingestor = try world.ingestor()
+        let start: Int64 = 1_800_000_000 - 1_800_000_000 % 600   // a 10-minute boundary
+        var clock = start
+        var accepted: [Event] = []
+        var keys: [String: [Event]] = [:]
+        for step in 0..<30 {
+            clock += Int64.random(in: 0...400, using: &random)
+            let now = Date(timeIntervalSince1970: Double(clock))
+            if Int.random(in: 0..<8, using: &random) == 0 {
+                ingestor = try world.ingestor()   // a restart: the journal is replayed
+            }
+            // A retry of an earlier key, or a new push (some events late, some ahead of the clock by a few seconds).
+            if let (key, _) = keys.randomElement(using: &random), Bool.random(using: &random) {
+                let receipt = try await ingestor.push(source: "driver_pings", body: Self.body(keys[key]!), key: key, now: now)
+                #expect(receipt.duplicate, "step \(step)")
+            } else {
+                let events = (0..<Int.random(in: 1...6, using: &random)).map { _ in
+                    Event(driver: Int64.random(in: 1...5, using: &random), time: clock - Int64.random(in: -5...5_000, using: &random),
+                          speed: Int.random(in: 0..<5, using: &random) == 0 ? nil : Double(Int.random(in: 0...120, using: &random)),
+                          lat: Double(Int.random(in: 0...90_000, using: &random)) / 1_000)
+                }
+                let key: String? = Bool.random(using: &random) ? "k\(step)" : nil
+                let receipt = try await ingestor.push(source: "driver_pings", body: Self.body(events), key: key, now: now)
+                #expect(!receipt.duplicate && receipt.rows == events.count && receipt.views == ["driver_position", "driver_speed"])
+                accepted += events
+                if let key { keys[key] = events }
+            }
+            try await ingestor.tick(now: now)
+
+            let drivers: [Int64] = [1, 2, 3, 4, 5, 6]
+            let grid = try world.read(["driver_position:lat", "driver_speed"], drivers: drivers, now: now)
+            let boundary = clock - clock % 600
+            for (row, driver) in drivers.enumerated() {
+                let mine = accepted.filter { $0.driver == driver }
+                // Plain view: the newest event wins (ties: the later push, as the created time is when it arrived).
+                let newest = mine.enumerated().max { ($0.element.time, $0.offset) < ($1.element.time, $1.offset) }?.element
+                let lat = grid[row, 0]
+                if let newest {
+                    let expired = newest.time * 1_000_000 < clock * 1_000_000 - 3_600 * 1_000_000
+                    #expect(lat.status == (expired ? .expired : .present) && lat.eventTime == newest.time * 1_000_000, "seed \(seed) step \(step) driver \(driver)")
+                    if !expired { #expect(lat.value == .double(newest.lat)) }
+                } else {
+                    #expect(lat.status == .notFound)
+                }
+                // Windows at the last boundary: [b - w, b).
+                func window(_ seconds: Int64) -> [Double] { mine.filter { $0.time >= boundary - seconds && $0.time < boundary }.compactMap(\.speed) }
+                let count10m = grid[row, 1], count1h = grid[row, 2], mean1h = grid[row, 3]
+                if mine.isEmpty || (count10m.status == .notFound && window(3_600).isEmpty) {
+                    continue   // never written, or nothing in any window yet
+                }
+                #expect(count10m.value == .int(Int64(window(600).count)), "seed \(seed) step \(step) driver \(driver)")
+                #expect(count1h.value == .int(Int64(window(3_600).count)), "seed \(seed) step \(step) driver \(driver)")
+                let speeds = window(3_600)
+                if speeds.isEmpty {
+                    #expect(mean1h.value == .null)
+                } else if case .double(let mean) = mean1h.value {
+                    #expect(abs(mean - speeds.reduce(0, +) / Double(speeds.count)) < 1e-9)
+                } else {
+                    Issue.record("seed \(seed) step \(step) driver \(driver): mean \(mean1h)")
+                }
+                // Written at the boundary where the values last changed (as materialization writes only changes).
+                #expect(count1h.eventTime.map { $0 <= boundary * 1_000_000 && $0 % 600_000_000 == 0 } == true)
+            }
+        }
+    }
+
+    @Test("a bad row rejects the whole push, naming its index and field; nothing is written or journaled")
+    func rejects() async throws {
+        let world = try World()
+        defer { try? FileManager.default.removeItem(at: world.folder) }
+        let ingestor = try world.ingestor()
+        let now = Date(timeIntervalSince1970: 1_800_000_000)
+        func field(_ body: String) async -> String? {
+            do { _ = try await ingestor.push(source: "driver_pings", body: Array(body.utf8), key: "same", now: now) } catch let error as FeatureRequestError {
+                return error.field
+            } catch {
+                return "\(error)"
+            }
+            return nil
+        }
+        let good = #"{"driver_id":1,"event_timestamp":"2027-01-15T08:00:00Z","lat":1,"lon":2,"speed":3}"#
+        #expect(await field(#"{"rows":[\#(good),{"driver_id":1,"event_timestamp":"2027-01-15T08:00:00Z","speed":"fast"}]}"#) == "rows[1].speed")
+        #expect(await field(#"{"rows":[\#(good),{"event_timestamp":"2027-01-15T08:00:00Z"}]}"#) == "rows[1].driver_id")
+        #expect(await field(#"{"rows":[{"driver_id":1,"lat":1}]}"#) == "rows[0].event_timestamp")
+        #expect(await field(#"{"rows":[{"driver_id":1,"event_timestamp":"yesterday"}]}"#) == "rows[0].event_timestamp")
+        #expect(await field(#"{"rows":[{"driver_id":1,"event_timestamp":"2027-01-15T08:00:00Z","altitude":3}]}"#) == "rows[0].altitude")
+        #expect(await field(#"{"rows":[]}"#) == "rows")
+        #expect(await field(#"{"row":[]}"#) == "row")
+        #expect(world.store.schemas.isEmpty)
+        do {
+            _ = try await ingestor.push(source: "trips", body: Array(#"{"rows":[]}"#.utf8), key: nil, now: now)
+            Issue.record("a pull source took a push")
+        } catch let error as ServingError {
+            #expect(error == .unknownSource("trips"))
+        }
+        // The key of the rejected pushes was never used: the good push goes through once.
+        #expect(await field(#"{"rows":[\#(good)]}"#) == nil)
+        let again = try await ingestor.push(source: "driver_pings", body: Array(#"{"rows":[\#(good)]}"#.utf8), key: "same", now: now)
+        #expect(again.duplicate && again.rows == 1)
+        // Restarted: still a duplicate.
+        let restarted = try world.ingestor()
+        #expect(try await restarted.push(source: "driver_pings", body: Array(#"{"rows":[\#(good)]}"#.utf8), key: "same", now: now).duplicate)
+    }
+}
