@@ -194,7 +194,8 @@ struct AgentProcessTests {
         try await TestDatabase.withIsolatedDatabase { database in
             let world = try await JobsWorld.make(database: database, agents: 2, environment: ["LARDER_LEASE_SECONDS": "2"])
             defer { _ = world.server.stop() }   // before the database is dropped
-            let doomed = try world.startAgent("agent-1", concurrency: 1, jobMilliseconds: 3_000)
+            // A long job, so the kill lands mid-job even when a loaded machine delays this test's polling by seconds.
+            let doomed = try world.startAgent("agent-1", concurrency: 1, jobMilliseconds: 20_000)
             let started = try await world.materialize(hours: 1)
             let job = try #require(try await world.chunks(of: started.backfill.id).first)
             // Wait until the doomed agent is running the job, then kill it.

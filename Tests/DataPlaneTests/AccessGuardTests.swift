@@ -116,6 +116,32 @@ struct AccessGuardTests {
         #expect(restarted.version == nil)
     }
 
+    @Test("past half its validity a snapshot asks for renewal; a renewal of the same version issued later replaces it, an earlier one does not; the push role is checked too")
+    func renewal() throws {
+        let keys = SigningKeyPair.generate()
+        let issued = Date(timeIntervalSince1970: 1_800_000_000)
+        let member = Member(token: APIToken.generate(), principal: "ingest", roles: [.viewer, .operator], expiresAt: nil)
+        let file = Self.folder().appendingPathComponent("access-snapshot.json")
+        defer { try? FileManager.default.removeItem(at: file.deletingLastPathComponent()) }
+        let guardian = AccessGuard(file: file, publicKey: keys.publicKey, logger: Logger(label: "test"))
+        #expect(guardian.needsRenewal(now: issued))
+        func install(issuedAt: Date) throws -> AccessSnapshot {
+            try guardian.install(
+                try keys.sign(try Self.snapshot([member], version: 4, issuedAt: issuedAt, expiresAt: issuedAt.addingTimeInterval(86_400)).jsonValue()),
+                workspace: "rides")
+        }
+        _ = try install(issuedAt: issued)
+        #expect(!guardian.needsRenewal(now: issued.addingTimeInterval(43_199)))
+        #expect(guardian.needsRenewal(now: issued.addingTimeInterval(43_200)))
+        let renewed = try install(issuedAt: issued.addingTimeInterval(43_200))
+        #expect(renewed.issuedAt == issued.addingTimeInterval(43_200) && guardian.snapshot?.issuedAt == renewed.issuedAt)
+        #expect(try install(issuedAt: issued).issuedAt == renewed.issuedAt)
+        // Valid until the renewal's expiry, not the first one's.
+        let late = issued.addingTimeInterval(86_400 + 60)
+        #expect(guardian.authorize(token: member.token.text, now: late, role: .operator) == .allowed(principal: "ingest"))
+        #expect(guardian.authorize(token: member.token.text, now: late) == .forbidden(principal: "ingest"))
+    }
+
     @Test("the registry cache installs only newer snapshots signed by the pinned key for its workspace, and reads them back after a restart")
     func registryCache() throws {
         let keys = SigningKeyPair.generate(), other = SigningKeyPair.generate()

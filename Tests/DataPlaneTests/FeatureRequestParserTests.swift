@@ -94,6 +94,16 @@ struct FeatureRequestParserTests {
         #expect(field(#"{"entities":[{"a":"\ud800"}]}"#) != nil)
         #expect(field(#"{"entities":[]} x"#) != nil)
         #expect(field("") != nil)
+        // Past the limit, reading stops at once with 413.
+        let many = "{\"entities\":[" + Array(repeating: "{}", count: 11).joined(separator: ",") + "]}"
+        do {
+            _ = try OnlineFeatureRequest(json: Array(many.utf8), limit: 10)
+            Issue.record("11 entities passed a limit of 10")
+        } catch {
+            #expect(error.kind == .tooManyEntities && error.field == "entities")
+        }
+        #expect(try JSONScalar.pushRows(json: Array(#"{"rows":[{},{}]}"#.utf8), limit: 2).count == 2)
+        #expect((try? JSONScalar.pushRows(json: Array(#"{"rows":[{},{},{}]}"#.utf8), limit: 2)) == nil)
         var random = SeededGenerator(seed: seed)
         let valid = Array(#"{"feature_service":"driver_ranking","entities":[{"driver_id":1001,"trip_distance_km":3.5},{"driver_id":-7,"name":"a\"b\u00e9"}],"request_context":{"x":null,"y":true}}"#.utf8)
         for _ in 0..<300 {

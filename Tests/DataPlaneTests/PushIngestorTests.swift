@@ -14,6 +14,7 @@ struct PushIngestorTests {
         let store: OnlineStore
         let reader: OnlineFeatureReader
         let registry: RegistryCache
+        let keys: SigningKeyPair
 
         init() throws {
             folder = FileManager.default.temporaryDirectory.appendingPathComponent("larder-push-\(UUID().uuidString)")
@@ -23,7 +24,7 @@ struct PushIngestorTests {
             let files = RepositoryScaffold.files.map { ($0.path, $0.contents) } + [("pushes.yaml", pushes)]
             let loaded = RepositoryLoader.load(files: files)
             precondition(loaded.isValid, "\(loaded.diagnostics)")
-            let keys = SigningKeyPair.generate()
+            keys = SigningKeyPair.generate()
             let definitions = DefinitionCanonicalizer.canonicalize(loaded.repository).map {
                 JobSpec.Definition(kind: $0.key.kind.rawValue, name: $0.key.name, version: 1, contentHash: $0.contentHash, definition: $0.spec)
             }
@@ -166,8 +167,58 @@ struct PushIngestorTests {
         #expect(await field(#"{"rows":[\#(good)]}"#) == nil)
         let again = try await ingestor.push(source: "driver_pings", body: Array(#"{"rows":[\#(good)]}"#.utf8), key: "same", now: now)
         #expect(again.duplicate && again.rows == 1)
+        // An event time more than an hour ahead of the agent's clock is refused.
+        do {
+            _ = try await ingestor.push(
+                source: "driver_pings", body: Array(#"{"rows":[{"driver_id":1,"event_timestamp":"2027-01-15T09:00:01Z","speed":3}]}"#.utf8), key: nil, now: now)
+            Issue.record("an event an hour and a second ahead was taken")
+        } catch let error as FeatureRequestError {
+            #expect(error.field == "rows[0].event_timestamp")
+        }
+        _ = try await ingestor.push(
+            source: "driver_pings", body: Array(#"{"rows":[{"driver_id":1,"event_timestamp":"2027-01-15T09:00:00Z","speed":3}]}"#.utf8), key: nil, now: now)
         // Restarted: still a duplicate.
         let restarted = try world.ingestor()
         #expect(try await restarted.push(source: "driver_pings", body: Array(#"{"rows":[\#(good)]}"#.utf8), key: "same", now: now).duplicate)
+    }
+
+    @Test("a new version of an aggregation view starts from the journal's earlier pushes, and the old version stops being written")
+    func newVersionRefolds() async throws {
+        let world = try World()
+        defer { try? FileManager.default.removeItem(at: world.folder) }
+        let ingestor = try world.ingestor()
+        let start: Int64 = 1_800_000_000 - 1_800_000_000 % 600
+        func push(_ driver: Int64, at time: Int64, now: Int64) async throws {
+            _ = try await ingestor.push(
+                source: "driver_pings", body: Self.body([Event(driver: driver, time: time, speed: 10, lat: 1)]), key: nil,
+                now: Date(timeIntervalSince1970: Double(now)))
+        }
+        try await push(1, at: start + 10, now: start + 20)
+        try await push(1, at: start + 30, now: start + 40)
+        // An apply makes driver_speed v2 (the registry moves on); the next push lands in v2's windows.
+        let files = RepositoryScaffold.files.map { ($0.path, $0.contents) }
+            + [("pushes.yaml", RepositoryFixture.pushes.replacingOccurrences(of: "ttl: 1h\n", with: "ttl: 1h\noffline: false\n"))]
+        let repository = RepositoryLoader.load(files: files).repository
+        let keys = world.keys
+        let definitions = DefinitionCanonicalizer.canonicalize(repository).map {
+            JobSpec.Definition(kind: $0.key.kind.rawValue, name: $0.key.name, version: $0.key.name == "driver_speed" ? 2 : 1,
+                               contentHash: $0.contentHash, definition: $0.spec)
+        }
+        try world.registry.install(
+            try keys.sign(try AgentRegistrySnapshot(workspace: "rides", revision: 2, issuedAt: Date(), definitions: definitions).jsonValue()),
+            workspace: "rides")
+        _ = try await ingestor.push(
+            source: "driver_pings", body: Self.body([Event(driver: 1, time: start + 700, speed: 20, lat: 1)]), key: nil,
+            now: Date(timeIntervalSince1970: Double(start + 1_300)))
+        let reader = world.reader
+        let resolved = try reader.resolve(references: ["driver_speed:speed_count_1h"])
+        let batch = try EntityBatch(OnlineFeatureRequest(entities: [["driver_id": 1]]), for: resolved, limit: 10)
+        // At the boundary start + 1200: all three events are in the hour.
+        #expect(reader.read(resolved, batch: batch, now: (start + 1_300) * 1_000_000)[0, 0].value == .int(3))
+        #expect(world.store.table(view: "driver_speed", version: 2) != nil)
+        // A restart replays the journal into v2 alone: the same value.
+        let restarted = try world.ingestor()
+        try await restarted.tick(now: Date(timeIntervalSince1970: Double(start + 1_300)))
+        #expect(reader.read(resolved, batch: batch, now: (start + 1_300) * 1_000_000)[0, 0].value == .int(3))
     }
 }

@@ -164,11 +164,15 @@ public struct AgentRunner: Service {
         }
     }
 
-    /// Fetches the access snapshot if the control plane has a newer one, and installs it.
+    /// Fetches the access snapshot if the control plane has a newer one (or the
+    /// one held is past half its validity), and installs it.
     func refreshAccess(_ welcome: AgentWelcome) async {
         guard let accessGuard else { return }
         do {
-            let reply = try await client.accessSnapshot(AccessSnapshotRequest(instanceId: instanceID, haveVersion: accessGuard.version))
+            // Past half its validity, ask for the snapshot even at the same version: the control plane
+            // then signs a fresh one, so an agent whose workspace's access never changes does not fail closed.
+            let haveVersion = accessGuard.needsRenewal(now: Date()) ? nil : accessGuard.version
+            let reply = try await client.accessSnapshot(AccessSnapshotRequest(instanceId: instanceID, haveVersion: haveVersion))
             guard let document = reply.snapshot else { return }
             let snapshot = try accessGuard.install(document, workspace: welcome.workspace)
             logger.info("installed the access snapshot", metadata: [

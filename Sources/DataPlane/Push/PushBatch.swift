@@ -16,7 +16,9 @@ struct PushBatch: Sendable {
 
     /// Checks `rows` against `targets`: at most `limit` rows; `receivedAt`
     /// (microseconds) stands in for a missing created time.
-    init(rows: [[String: JSONScalar]], targets: PushTargets, receivedAt: Int64, limit: Int) throws(FeatureRequestError) {
+    /// Event times after `latest` (microseconds) are refused: a row dated years
+    /// ahead would otherwise stay every view's newest for good.
+    init(rows: [[String: JSONScalar]], targets: PushTargets, receivedAt: Int64, limit: Int, latest: Int64) throws(FeatureRequestError) {
         let source = targets.source
         guard !rows.isEmpty else { throw .invalid("rows", "give at least one row") }
         guard rows.count <= limit else {
@@ -42,6 +44,9 @@ struct PushBatch: Sendable {
             }
             guard case .timestamp(let time) = columns[source.timestampField]![index] else {
                 throw .invalid("rows[\(index)].\(source.timestampField)", "missing the event time, an RFC 3339 timestamp such as 2026-01-02T03:04:05Z")
+            }
+            guard time <= latest else {
+                throw .invalid("rows[\(index)].\(source.timestampField)", "the event time is more than an hour ahead of the agent's clock")
             }
             eventTimes.append(time)
             if let created = source.createdTimestampField, case .timestamp(let value) = columns[created]![index] {

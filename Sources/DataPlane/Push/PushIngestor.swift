@@ -33,6 +33,8 @@ public actor PushIngestor: Service {
     let maxRows: Int
     /// How long idempotency keys are remembered, in microseconds.
     static let receiptRetention: Int64 = 24 * 3_600 * 1_000_000
+    /// How far past the agent's clock an event time may be (clock skew), in microseconds.
+    static let allowedSkew: Int64 = 3_600 * 1_000_000
     private let journal: PushJournal
     /// Replayed entries not applied yet (no registry snapshot at start).
     private var pending: [PushJournal.Entry] = []
@@ -44,6 +46,8 @@ public actor PushIngestor: Service {
     /// Whether the agent has an offline store at all (views that keep one need it).
     let hasOfflineStore: Bool
     private var lastPrune = Date.distantPast
+    /// True while the journal is being replayed.
+    private var replaying = false
 
     /// Opens the journal in `directory` and replays it.
     public init(
@@ -74,8 +78,8 @@ public actor PushIngestor: Service {
         }
         let catalog = try reader.catalog()
         let targets = try catalog.pushTargets(source: source)
-        let rows = try JSONScalar.pushRows(json: body)
-        let batch = try PushBatch(rows: rows, targets: targets, receivedAt: micros, limit: maxRows)
+        let rows = try JSONScalar.pushRows(json: body, limit: maxRows)
+        let batch = try PushBatch(rows: rows, targets: targets, receivedAt: micros, limit: maxRows, latest: micros + Self.allowedSkew)
         let flight = Self.receiptKey(source, key ?? UUID().uuidString)
         guard inFlight.insert(flight).inserted else { throw PushError.inProgress(key ?? "") }
         defer { inFlight.remove(flight) }
@@ -131,16 +135,42 @@ public actor PushIngestor: Service {
             try table.sync()
         }
         for view in targets.windowed {
-            let id = "\(view.schema.view)@\(view.schema.version)"
-            var state = windows[id] ?? PushWindowState(view: view)
+            let id = Self.windowID(view.schema)
+            var state: PushWindowState
+            if let held = windows[id] {
+                state = held
+            } else {
+                // A view version seen for the first time (a new version, or after a restart): its
+                // windows start from the journal's earlier pushes to the source, not from nothing.
+                state = try earlierWindows(view, source: targets.source.name, before: batch)
+            }
             let touched = state.fold(batch, keys: batch.entityKeys(view.schema.keys))
-            if let rows = state.rows(for: touched, at: state.boundary(atOrBefore: now), created: now) {
+            let rows = state.rows(for: touched, at: state.boundary(atOrBefore: now), created: now)
+            windows[id] = state   // kept before writing: a failed write must not lose the fold
+            if let rows {
                 let table = try store.table(for: view.schema)
                 try table.upsert(rows)
                 try table.sync()
             }
-            windows[id] = state
         }
+    }
+
+    static func windowID(_ schema: OnlineTableSchema) -> String { "\(schema.view)@\(schema.version)" }
+
+    /// The window state of `view` built from the journal's pushes to `source`
+    /// (all but `batch`, which the caller folds). Empty while replaying: the
+    /// replay folds every entry in order itself.
+    private func earlierWindows(_ view: PushTargets.WindowedView, source: String, before batch: PushBatch) throws -> PushWindowState {
+        var state = PushWindowState(view: view)
+        guard !replaying, let catalog = try? reader.catalog(), let targets = try? catalog.pushTargets(source: source) else { return state }
+        let entries = try journal.entries()
+        for entry in entries.dropLast() where entry.source == source {
+            guard let rows = try? JSONScalar.pushRows(json: entry.body),
+                  let earlier = try? PushBatch(rows: rows, targets: targets, receivedAt: entry.receivedAt, limit: .max, latest: .max)
+            else { continue }
+            _ = state.fold(earlier, keys: earlier.entityKeys(view.schema.keys))
+        }
+        return state
     }
 
     /// Applies journal entries replayed at start, once the registry is known.
@@ -148,11 +178,15 @@ public actor PushIngestor: Service {
         guard !pending.isEmpty, let catalog = try? reader.catalog() else { return }
         let entries = pending
         pending = []
+        replaying = true
+        defer { replaying = false }
         var applied = 0
-        for entry in entries {
+        for (position, entry) in entries.enumerated() {
+            // Should applying fail, the entries not applied yet are kept for the next attempt.
+            pending = Array(entries[(position + 1)...])
             // An entry whose source or rows no longer fit the registry is skipped: it was valid when accepted.
             guard let targets = try? catalog.pushTargets(source: entry.source), let rows = try? JSONScalar.pushRows(json: entry.body),
-                  let batch = try? PushBatch(rows: rows, targets: targets, receivedAt: entry.receivedAt, limit: Int.max)
+                  let batch = try? PushBatch(rows: rows, targets: targets, receivedAt: entry.receivedAt, limit: Int.max, latest: .max)
             else { continue }
             if let key = entry.key, entry.receivedAt >= now - Self.receiptRetention {
                 receipts[Self.receiptKey(entry.source, key)] = (Self.receipt(batch, targets: targets), entry.receivedAt)
@@ -168,6 +202,13 @@ public actor PushIngestor: Service {
     public func tick(now: Date = Date()) throws {
         let micros = Int64(now.timeIntervalSince1970 * 1_000_000)
         try replayPending(now: micros)
+        if let catalog = try? reader.catalog() {
+            // Versions no longer current stop being written (their tables retire with the view's).
+            let current = Set(catalog.pushSources.flatMap { source in
+                ((try? catalog.pushTargets(source: source))?.windowed ?? []).map { Self.windowID($0.schema) }
+            })
+            windows = windows.filter { current.contains($0.key) }
+        }
         for (id, var state) in windows {
             if let rows = state.advance(to: state.boundary(atOrBefore: micros), created: micros) {
                 let table = try store.table(for: state.view.schema)

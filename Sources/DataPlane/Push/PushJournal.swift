@@ -49,6 +49,15 @@ final class PushJournal: @unchecked Sendable {
         try log.sync()
     }
 
+    /// Every entry, read from the file.
+    func entries() throws(OnlineStoreError) -> [Entry] {
+        var entries: [Entry] = []
+        _ = try OnlineLog.open(path: path, readOnly: true, header: { _ throws(OnlineStoreError) in }, frame: { payload throws(OnlineStoreError) in
+            if let entry = Self.decode(payload) { entries.append(entry) }
+        })
+        return entries
+    }
+
     /// Rewrites the journal with only the entries `keep` accepts.
     func compact(keep: (Entry) -> Bool) throws(OnlineStoreError) {
         var frames: [[UInt8]] = []

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import PostgresNIO
 import Shared
+import Synchronization
 
 /// Appends pushed rows to the offline store: the tables of the plain views
 /// reading the push source (`<schema>.<view>__v<version>`, as materialization
@@ -9,10 +10,18 @@ import Shared
 /// recorded in `<schema>.larder_push_receipts` in the same transaction, and a
 /// key already there appends nothing: a retry after a crash that came between
 /// this commit and the agent's own journal is not written twice.
-struct PushOfflineWriter: Sendable {
+final class PushOfflineWriter: Sendable {
     let schema: String
     let url: PostgresURL
     let logger: Logger
+    /// Tables (and the receipts table) known to exist: their DDL runs once per agent run.
+    private let created = Mutex(Set<String>())
+
+    init(schema: String, url: PostgresURL, logger: Logger) {
+        self.schema = schema
+        self.url = url
+        self.logger = logger
+    }
     /// How long receipts are kept in the offline store.
     static let receiptRetention = "7 days"
 
@@ -22,8 +31,14 @@ struct PushOfflineWriter: Sendable {
     func append(_ rows: [(table: OfflineTable, batch: OutputBatch)], source: String, key: String?, receivedAt: Int64) async throws -> Bool {
         let connection = try await url.connect(logger: logger)
         do {
-            for (table, _) in rows { try await table.create(on: connection, logger: logger) }
-            if key != nil { try await createReceipts(on: connection) }
+            for (table, _) in rows where !created.withLock({ $0.contains(table.name) }) {
+                try await table.create(on: connection, logger: logger)
+                created.withLock { _ = $0.insert(table.name) }
+            }
+            if key != nil, !created.withLock({ $0.contains("larder_push_receipts") }) {
+                try await createReceipts(on: connection)
+                created.withLock { _ = $0.insert("larder_push_receipts") }
+            }
             let appended = try await connection.inTransaction(logger: logger) { connection -> Bool in
                 if let key {
                     var insert = PostgresQuery(unsafeSQL: """

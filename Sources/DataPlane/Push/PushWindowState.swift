@@ -16,6 +16,8 @@ struct PushWindowState {
     private(set) var tiles: [EntityKey: [Int64: [PartialAggregate]]] = [:]
     /// The values last written to the online store, per entity.
     private var served: [EntityKey: [Double?]] = [:]
+    /// The boundary `advance(to:)` last moved to.
+    private var advancedTo = Int64.min
 
     init(view: PushTargets.WindowedView) {
         self.view = view
@@ -76,6 +78,9 @@ struct PushWindowState {
     /// Every entity's row at `boundary` that changed, then forgets tiles no
     /// window can reach any more (and entities left with none).
     mutating func advance(to boundary: Int64, created: Int64) -> OnlineRows? {
+        // Values change only as boundaries pass (pushes rewrite the entities they touch themselves).
+        guard boundary != advancedTo else { return nil }
+        advancedTo = boundary
         let rows = rows(for: Array(tiles.keys), at: boundary, created: created)
         let oldest = view.aggregator.tileIndex(of: boundary - view.longest)
         for (key, entity) in tiles {

@@ -59,13 +59,26 @@ public final class AccessGuard: Sendable {
 
     /// Verifies `document` and, when it is for `workspace` and newer than the
     /// one held, keeps it (in memory and on disk). Returns the snapshot now held.
+    /// A snapshot of the same version issued later (a renewal) replaces the one held.
     @discardableResult
     public func install(_ document: SignedDocument, workspace: String) throws -> AccessSnapshot {
         let snapshot = try file.verify(document, workspace: workspace)
-        if let held = self.snapshot, held.version >= snapshot.version { return held }
-        try file.write(document)
-        state.withLock { $0 = Self.state(of: snapshot) }
-        return snapshot
+        let file = self.file
+        // Checked and replaced under the lock: the heartbeat and the poll may install at once.
+        return try state.withLock { state throws -> AccessSnapshot in
+            if let held = state.snapshot, (held.version, held.issuedAt) >= (snapshot.version, snapshot.issuedAt) { return held }
+            try file.write(document)
+            state = Self.state(of: snapshot)
+            return snapshot
+        }
+    }
+
+    /// Whether the snapshot held is past half its validity (or there is none): time to ask for a fresh one.
+    public func needsRenewal(now: Date) -> Bool {
+        state.withLock { state in
+            guard let snapshot = state.snapshot else { return true }
+            return now >= snapshot.issuedAt.addingTimeInterval(snapshot.expiresAt.timeIntervalSince(snapshot.issuedAt) / 2)
+        }
     }
 
     /// Whether the bearer `token` (the `Authorization` header's value after

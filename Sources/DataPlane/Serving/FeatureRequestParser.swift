@@ -2,19 +2,20 @@ import Foundation
 
 extension JSONScalar {
     /// The rows of a push body, `{"rows": [{…}, …]}`; errors name the field.
-    public static func pushRows(json: some ContiguousBytes) throws(FeatureRequestError) -> [[String: JSONScalar]] {
+    public static func pushRows(json: some ContiguousBytes, limit: Int = .max) throws(FeatureRequestError) -> [[String: JSONScalar]] {
         let result = json.withUnsafeBytes { raw in
-            Result { () throws(FeatureRequestError) in try FeatureRequestParser.pushRows(raw.bindMemory(to: UInt8.self)) }
+            Result { () throws(FeatureRequestError) in try FeatureRequestParser.pushRows(raw.bindMemory(to: UInt8.self), limit: limit) }
         }
         return try result.get()
     }
 }
 
 extension OnlineFeatureRequest {
-    /// Reads a request from its JSON text; errors name the field.
-    public init(json: some ContiguousBytes) throws(FeatureRequestError) {
+    /// Reads a request from its JSON text; errors name the field. More than
+    /// `limit` entities stop the reading at once (413), before they take memory.
+    public init(json: some ContiguousBytes, limit: Int = .max) throws(FeatureRequestError) {
         let result = json.withUnsafeBytes { raw in
-            Result { () throws(FeatureRequestError) in try FeatureRequestParser.parse(raw.bindMemory(to: UInt8.self)) }
+            Result { () throws(FeatureRequestError) in try FeatureRequestParser.parse(raw.bindMemory(to: UInt8.self), limit: limit) }
         }
         self = try result.get()
     }
@@ -30,23 +31,30 @@ extension OnlineFeatureRequest {
 struct FeatureRequestParser {
     private let bytes: UnsafeBufferPointer<UInt8>
     private var index = 0
+    /// The most entities or rows read before the body is refused.
+    private let limit: Int
     /// The deepest nesting accepted: the shape needs 3.
     private static let maximumDepth = 8
 
     /// Parses `body` into a request.
-    static func parse(_ body: UnsafeBufferPointer<UInt8>) throws(FeatureRequestError) -> OnlineFeatureRequest {
-        var parser = FeatureRequestParser(bytes: body)
+    static func parse(_ body: UnsafeBufferPointer<UInt8>, limit: Int = .max) throws(FeatureRequestError) -> OnlineFeatureRequest {
+        var parser = FeatureRequestParser(bytes: body, limit: limit)
         return try parser.request()
     }
 
     /// Parses the body of a push, `{"rows": [{…}, …]}`, into its rows.
-    static func pushRows(_ body: UnsafeBufferPointer<UInt8>) throws(FeatureRequestError) -> [[String: JSONScalar]] {
-        var parser = FeatureRequestParser(bytes: body)
+    static func pushRows(_ body: UnsafeBufferPointer<UInt8>, limit: Int = .max) throws(FeatureRequestError) -> [[String: JSONScalar]] {
+        var parser = FeatureRequestParser(bytes: body, limit: limit)
         var rows: [[String: JSONScalar]]?
         try parser.object(path: "") { parser, key throws(FeatureRequestError) in
             guard key == "rows" else { throw .invalid(key, "unknown field '\(key)'; a push has only rows") }
             var read: [[String: JSONScalar]] = []
-            try parser.array(path: key) { parser, index throws(FeatureRequestError) in read.append(try parser.scalars(path: "rows[\(index)]")) }
+            try parser.array(path: key) { parser, index throws(FeatureRequestError) in
+                guard index < parser.limit else {
+                    throw FeatureRequestError(kind: .tooManyEntities, field: "rows", detail: "more than \(parser.limit) rows; this agent takes at most \(parser.limit) per push")
+                }
+                read.append(try parser.scalars(path: "rows[\(index)]"))
+            }
             rows = read
         }
         parser.skipWhitespace()
@@ -55,8 +63,9 @@ struct FeatureRequestParser {
         return rows
     }
 
-    private init(bytes: UnsafeBufferPointer<UInt8>) {
+    private init(bytes: UnsafeBufferPointer<UInt8>, limit: Int) {
         self.bytes = bytes
+        self.limit = limit
     }
 
     private mutating func request() throws(FeatureRequestError) -> OnlineFeatureRequest {
@@ -75,6 +84,10 @@ struct FeatureRequestParser {
             case "entities":
                 sawEntities = true
                 try parser.array(path: key) { parser, index throws(FeatureRequestError) in
+                    guard index < parser.limit else {
+                        throw FeatureRequestError(
+                            kind: .tooManyEntities, field: "entities", detail: "more than \(parser.limit) entities; this agent serves at most \(parser.limit) per request")
+                    }
                     request.entities.append(try parser.scalars(path: "entities[\(index)]"))
                 }
             case "request_context":

@@ -160,12 +160,12 @@ struct OnlineFeaturesHandler: Sendable {
         let date = now()
         try FeatureServer.authorize(request, guard: accessGuard, now: date)
         let body = try await request.body.collect(upTo: settings.maxBodyBytes)
-        let parsed = try OnlineFeatureRequest(json: body.readableBytesView)
+        let parsed = try OnlineFeatureRequest(json: body.readableBytesView, limit: settings.maxBatchEntities)
         let resolved: ResolvedRequest
         switch (parsed.featureService, parsed.features) {
         case (let name?, nil):
-            service = name
             resolved = try reader.resolve(service: name)
+            service = name   // only a name that resolved becomes a metric label: clients cannot grow the label set
         case (nil, let references?):
             guard !references.isEmpty else { throw FeatureRequestError.invalid("features", "list at least one feature, such as driver_hourly_stats:conv_rate") }
             service = "-"

@@ -19,6 +19,8 @@ public final class OnlineFeatureReader: Sendable {
     }
 
     private let resolved: Mutex<Resolved?> = Mutex(nil)
+    /// The revision of a registry snapshot that could not be read, if any.
+    private let unusableRevision: Mutex<Int64?> = Mutex(nil)
 
     /// A reader of `store`, resolving names with the snapshot `registry` holds.
     public init(store: OnlineStore, registry: RegistryCache) {
@@ -34,9 +36,12 @@ public final class OnlineFeatureReader: Sendable {
         guard let snapshot = registry.snapshot else { throw .noRegistry }
         let current = resolved.withLock { $0?.catalog }
         if let current, current.revision == snapshot.revision { return current }
+        // A snapshot found unusable is not decoded again on every request.
+        if let current, unusableRevision.withLock({ $0 == snapshot.revision }) { return current }
         let catalog: ServingCatalog
         do { catalog = try ServingCatalog(snapshot: snapshot) } catch {
             // A snapshot this agent cannot use: keep serving from the one before, if any.
+            unusableRevision.withLock { $0 = snapshot.revision }
             if let current { return current }
             throw error
         }

@@ -29,9 +29,13 @@ public final class RegistryCache: Sendable {
     @discardableResult
     public func install(_ document: SignedDocument, workspace: String) throws -> AgentRegistrySnapshot {
         let snapshot = try file.verify(document, workspace: workspace)
-        if let held = self.snapshot, held.revision >= snapshot.revision { return held }
-        try file.write(document)
-        state.withLock { $0 = snapshot }
-        return snapshot
+        let file = self.file
+        // Checked and replaced under the lock: the heartbeat and the poll may install at once.
+        return try state.withLock { held throws -> AgentRegistrySnapshot in
+            if let held, held.revision >= snapshot.revision { return held }
+            try file.write(document)
+            held = snapshot
+            return snapshot
+        }
     }
 }
