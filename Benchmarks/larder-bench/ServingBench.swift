@@ -1,5 +1,7 @@
 import DataPlane
 import Foundation
+import HTTPTypes
+import Hummingbird
 import Logging
 import ServiceLifecycle
 import Shared
@@ -148,12 +150,23 @@ extension LarderBench {
         defer { world.remove() }
         var logger = Logger(label: "bench-server")
         logger.logLevel = .warning
-        let server = FeatureServer.build(
-            settings: .init(host: "127.0.0.1", port: 0, maxBatchEntities: 1_000), reader: world.reader, guard: world.accessGuard,
-            metrics: AgentMetrics(), logger: logger,
-            onListening: { address in
-                FileHandle.standardOutput.write(Data("ready \(address) \(world.token)\n".utf8))
-            })
+        let router = FeatureServer.makeRouter(
+            settings: .init(host: "127.0.0.1", port: 0, maxBatchEntities: 1_000), reader: world.reader, guard: world.accessGuard, metrics: AgentMetrics())
+        // Calibration: the HTTP cost of a request like a feature read (a POST whose body is
+        // read, a 1 KiB answer) with none of the feature server's work.
+        let answer = ByteBuffer(bytes: Array(repeating: UInt8(ascii: " "), count: 1_024))
+        router.post("/bench/echo") { request, _ in
+            _ = try await request.body.collect(upTo: 1 << 20)
+            var headers = HTTPFields()
+            headers[.contentType] = "application/json"
+            return Response(status: .ok, headers: headers, body: .init(byteBuffer: answer))
+        }
+        let server = Application(
+            router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0), serverName: "larder-bench"),
+            onServerRunning: { channel in
+                FileHandle.standardOutput.write(Data("ready http://127.0.0.1:\(channel.localAddress?.port ?? 0) \(world.token)\n".utf8))
+            },
+            logger: logger)
         let group = ServiceGroup(configuration: .init(services: [.init(service: server)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
     }
@@ -173,6 +186,7 @@ extension LarderBench {
         local population = tonumber(os.getenv("LARDER_BENCH_ENTITIES"))
         local pace = tonumber(os.getenv("LARDER_BENCH_DELAY_MS") or "0")
         local health = os.getenv("LARDER_BENCH_HEALTH") == "1"
+        local echo = os.getenv("LARDER_BENCH_ECHO") == "1"
         wrk.method = "POST"
         wrk.headers["Content-Type"] = "application/json"
         wrk.headers["Authorization"] = "Bearer " .. os.getenv("LARDER_BENCH_TOKEN")
@@ -183,7 +197,7 @@ extension LarderBench {
           if health then return wrk.format("GET", "/healthz", nil, nil) end
           local parts = {}
           for i = 1, batch do parts[i] = '{"driver_id":' .. math.random(0, population - 1) .. '}' end
-          return wrk.format(nil, "/v1/features/online", nil,
+          return wrk.format(nil, echo and "/bench/echo" or "/v1/features/online", nil,
             '{"feature_service":"bench_ranking","request_context":{"trip_distance_km":3.5},"entities":[' .. table.concat(parts, ",") .. ']}')
         end
         if pace > 0 then function delay() return pace end end
@@ -224,13 +238,13 @@ extension LarderBench {
         try wrkScript.write(to: script, atomically: true, encoding: .utf8)
         defer { try? FileManager.default.removeItem(at: script) }
 
-        func load(batch: Int, threads: Int, connections: Int, delayMilliseconds: Int = 0, health: Bool = false) throws -> LoadResult {
+        func load(batch: Int, threads: Int, connections: Int, delayMilliseconds: Int = 0, health: Bool = false, echo: Bool = false) throws -> LoadResult {
             let process = Process()
             process.executableURL = URL(fileURLWithPath: wrk)
             process.arguments = ["-t\(threads)", "-c\(connections)", "-d\(seconds)s", "--timeout", "5s", "-s", script.path, url]
             process.environment = [
                 "LARDER_BENCH_BATCH": "\(batch)", "LARDER_BENCH_ENTITIES": "\(entities)", "LARDER_BENCH_TOKEN": token,
-                "LARDER_BENCH_DELAY_MS": "\(delayMilliseconds)", "LARDER_BENCH_HEALTH": health ? "1" : "0",
+                "LARDER_BENCH_DELAY_MS": "\(delayMilliseconds)", "LARDER_BENCH_HEALTH": health ? "1" : "0", "LARDER_BENCH_ECHO": echo ? "1" : "0",
             ]
             let pipe = Pipe()
             process.standardOutput = pipe
@@ -258,6 +272,7 @@ extension LarderBench {
         }
         // The HTTP stack's own ceiling on this machine, in the same run: GET /healthz does no work.
         row("GET /healthz (no work: the server's ceiling)", 0, 2, 32, try load(batch: 0, threads: 2, connections: 32, health: true))
+        row("POST /bench/echo (the same body read, a 1 KiB answer, no work)", 1, 2, 32, try load(batch: 1, threads: 2, connections: 32, echo: true))
         row("paced", 100, 1, 4, try load(batch: 100, threads: 1, connections: 4, delayMilliseconds: 2))
         for connections in [1, 8, 32] {
             row("closed loop", 100, connections == 1 ? 1 : 2, connections, try load(batch: 100, threads: connections == 1 ? 1 : 2, connections: connections))
