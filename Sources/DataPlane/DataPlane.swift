@@ -14,33 +14,37 @@ public enum DataPlane {
         [MaterializeExecutor(configuration: configuration, onlineStore: onlineStore, logger: logger)]
     }
 
+    static func inDataDirectory(_ configuration: AgentConfiguration, _ name: String) -> String {
+        (configuration.dataDirectory as NSString).appendingPathComponent(name)
+    }
+
     /// Where the agent keeps its online store under its data directory.
     public static func onlineStoreDirectory(_ configuration: AgentConfiguration) -> String {
-        (configuration.dataDirectory as NSString).appendingPathComponent("online")
+        inDataDirectory(configuration, "online")
     }
 
     /// Where the agent keeps its signed definitions under its data directory.
     public static func definitionsDirectory(_ configuration: AgentConfiguration) -> String {
-        (configuration.dataDirectory as NSString).appendingPathComponent("definitions")
+        inDataDirectory(configuration, "definitions")
     }
 
     /// Where the agent keeps its workspace's signed registry snapshot.
     public static func registrySnapshotFile(_ configuration: AgentConfiguration) -> String {
-        (configuration.dataDirectory as NSString).appendingPathComponent("registry-snapshot.json")
+        inDataDirectory(configuration, "registry-snapshot.json")
     }
 
     /// Where the agent keeps its workspace's signed access snapshot.
     public static func accessSnapshotFile(_ configuration: AgentConfiguration) -> String {
-        (configuration.dataDirectory as NSString).appendingPathComponent("access-snapshot.json")
+        inDataDirectory(configuration, "access-snapshot.json")
     }
 
     /// The folder of the push journal (accepted pushes, replayed at start).
     public static func pushDirectory(_ configuration: AgentConfiguration) -> String {
-        (configuration.dataDirectory as NSString).appendingPathComponent("push")
+        inDataDirectory(configuration, "push")
     }
 
     /// The file the feature server writes its bound address to (`http://host:port`) once it listens.
     public static func servingAddressFile(_ configuration: AgentConfiguration) -> String {
-        (configuration.dataDirectory as NSString).appendingPathComponent("serving-address")
+        inDataDirectory(configuration, "serving-address")
     }
 }

@@ -151,16 +151,11 @@ public struct AgentRunner: Service {
     /// Fetches the registry snapshot if the control plane has a newer one, and installs it.
     func refreshRegistry(_ welcome: AgentWelcome) async {
         guard let registryCache else { return }
-        do {
+        await refresh("registry snapshot") {
             let reply = try await client.registrySnapshot(RegistrySnapshotRequest(instanceId: instanceID, haveRevision: registryCache.revision))
-            guard let document = reply.snapshot else { return }
+            guard let document = reply.snapshot else { return nil }
             let snapshot = try registryCache.install(document, workspace: welcome.workspace)
-            logger.info("installed the registry snapshot", metadata: [
-                "larder.registry_revision": "\(snapshot.revision)", "larder.objects": "\(snapshot.definitions.count)",
-            ])
-        } catch {
-            if Task.isCancelled { return }
-            logger.warning("cannot refresh the registry snapshot; keeping the one held", metadata: ["larder.error": .string(String(describing: error))])
+            return ["larder.registry_revision": "\(snapshot.revision)", "larder.objects": "\(snapshot.definitions.count)"]
         }
     }
 
@@ -168,19 +163,25 @@ public struct AgentRunner: Service {
     /// one held is past half its validity), and installs it.
     func refreshAccess(_ welcome: AgentWelcome) async {
         guard let accessGuard else { return }
-        do {
+        await refresh("access snapshot") {
             // Past half its validity, ask for the snapshot even at the same version: the control plane
             // then signs a fresh one, so an agent whose workspace's access never changes does not fail closed.
             let haveVersion = accessGuard.needsRenewal(now: Date()) ? nil : accessGuard.version
             let reply = try await client.accessSnapshot(AccessSnapshotRequest(instanceId: instanceID, haveVersion: haveVersion))
-            guard let document = reply.snapshot else { return }
+            guard let document = reply.snapshot else { return nil }
             let snapshot = try accessGuard.install(document, workspace: welcome.workspace)
-            logger.info("installed the access snapshot", metadata: [
-                "larder.access_version": "\(snapshot.version)", "larder.tokens": "\(snapshot.entries.count)",
-            ])
+            return ["larder.access_version": "\(snapshot.version)", "larder.tokens": "\(snapshot.entries.count)"]
+        }
+    }
+
+    /// Runs one snapshot refresh: logs what `fetch` installed (its metadata), or
+    /// that the held snapshot stays when the fetch failed.
+    func refresh(_ name: String, fetch: () async throws -> Logger.Metadata?) async {
+        do {
+            if let installed = try await fetch() { logger.info("installed the \(name)", metadata: installed) }
         } catch {
             if Task.isCancelled { return }
-            logger.warning("cannot refresh the access snapshot; keeping the one held", metadata: ["larder.error": .string(String(describing: error))])
+            logger.warning("cannot refresh the \(name); keeping the one held", metadata: ["larder.error": .string(String(describing: error))])
         }
     }
 

@@ -41,14 +41,7 @@ public struct MaterializationPlan: Sendable {
     /// The output columns, in order: plain features, or one per aggregation and window.
     public var outputs: [Column] {
         if aggregations.isEmpty { return features.map { Column(name: $0.name, type: $0.type) } }
-        let types = source.schema
-        return aggregations.flatMap { aggregation in
-            aggregation.windows.map { window in
-                Column(
-                    name: aggregation.featureName(window: window),
-                    type: aggregation.function.outputType(for: types[aggregation.column] ?? .float64) ?? .float64)
-            }
-        }
+        return AggregationLayout(aggregations, sourceTypes: source.schema).outputs
     }
 
     /// The online table's schema for this view version.

@@ -57,8 +57,8 @@ struct WindowedProjection {
     let inputColumns: [Int]
     let first: Int64
     let last: Int64
-    /// Output types, one per windowed feature.
-    let outputTypes: [ValueType]
+    /// The inputs, windowed features and output columns.
+    let layout: AggregationLayout
     private var tiles: TileStore
     /// The next entity whose rows `nextOutput` emits.
     private var nextEntity = 0
@@ -86,21 +86,15 @@ struct WindowedProjection {
         self.plan = plan
         keyColumns = plan.keys.count
         createdColumn = plan.source.createdTimestampField.flatMap { name in columns.firstIndex { $0.name == name } }
-        var inputs: [String] = []
-        var features: [WindowedFeature] = []
-        var types: [ValueType] = []
         let schema = plan.source.schema
         for aggregation in plan.aggregations {
             let type = schema[aggregation.column] ?? .float64
             if !(type.isNumeric || type == .timestamp), aggregation.function != .count {
                 throw JobExecutionError("\(aggregation.function.rawValue) over \(aggregation.column) (\(type.rawValue)) is not supported", retryable: false)
             }
-            if !inputs.contains(aggregation.column) { inputs.append(aggregation.column) }
-            for window in aggregation.windows {
-                features.append(WindowedFeature(function: aggregation.function, input: inputs.firstIndex(of: aggregation.column)!, window: window.seconds))
-                types.append(aggregation.function.outputType(for: type) ?? .float64)
-            }
         }
+        layout = AggregationLayout(plan.aggregations, sourceTypes: schema)
+        let inputs = layout.inputs, features = layout.features
         inputColumns = try inputs.map { name in
             guard let index = columns.firstIndex(where: { $0.name == name }) else {
                 throw JobExecutionError("the source has no column \(name)", retryable: false)
@@ -113,7 +107,6 @@ struct WindowedProjection {
         tiles = TileStore(
             layouts: inputs.indices.map { input in TileStore.Layout(functions: features.filter { $0.input == input }.map(\.function)) },
             reservingTiles: reservingTiles)
-        outputTypes = types
         first = bounds.first
         last = bounds.last
     }
@@ -165,15 +158,7 @@ struct WindowedProjection {
             nextEntity += 1
         }
         guard !keys.isEmpty else { return nil }
-        let columns = outputTypes.enumerated().map { feature, type -> ColumnValues in
-            let values = rows.map { $0[feature] }
-            switch type {
-            case .int64, .int32: return .int64(values.map { $0.map { Int64($0.rounded()) } })
-            case .timestamp: return .timestamp(values.map { $0.map { Int64($0.rounded()) } })
-            case .bool: return .bool(values.map { $0.map { $0 != 0 } })
-            default: return .float64(values)
-            }
-        }
+        let columns = layout.columns(rows)
         return OutputBatch(keys: keys, eventTimes: times, createdTimes: Array(repeating: nil, count: keys.count), features: columns)
     }
 }

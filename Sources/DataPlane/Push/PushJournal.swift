@@ -60,11 +60,7 @@ final class PushJournal: @unchecked Sendable {
 
     /// Rewrites the journal with only the entries `keep` accepts.
     func compact(keep: (Entry) -> Bool) throws(OnlineStoreError) {
-        var frames: [[UInt8]] = []
-        _ = try OnlineLog.open(path: path, readOnly: true, header: { _ throws(OnlineStoreError) in }, frame: { payload throws(OnlineStoreError) in
-            if let entry = Self.decode(payload), keep(entry) { frames.append(payload) }
-        })
-        log = try OnlineLog.create(path: path, header: Self.header, frames: frames)
+        log = try OnlineLog.create(path: path, header: Self.header, frames: try entries().filter(keep).map(Self.encode))
         baseline = log.size
     }
 

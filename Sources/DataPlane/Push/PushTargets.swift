@@ -16,9 +16,9 @@ struct PushTargets: Sendable {
     /// A time-window aggregation view, folded incrementally.
     struct WindowedView: Sendable {
         var schema: OnlineTableSchema
+        /// The pushed columns aggregated, the windowed features and their output columns.
+        var layout: AggregationLayout
         var aggregator: WindowAggregator
-        /// The pushed columns aggregated, in `WindowedFeature.input` order.
-        var inputs: [String]
         /// The longest window, in seconds.
         var longest: Int64
     }
@@ -49,24 +49,15 @@ extension ServingCatalog {
                     columns: view.features.map { $0.column ?? $0.name }, online: view.online, offline: view.offline))
                 continue
             }
-            var inputs: [String] = [], features: [WindowedFeature] = [], outputs: [Column] = []
-            for aggregation in view.aggregations {
-                if !inputs.contains(aggregation.column) { inputs.append(aggregation.column) }
-                for window in aggregation.windows {
-                    features.append(WindowedFeature(function: aggregation.function, input: inputs.firstIndex(of: aggregation.column)!, window: window.seconds))
-                    outputs.append(Column(
-                        name: aggregation.featureName(window: window),
-                        type: aggregation.function.outputType(for: types[aggregation.column] ?? .float64) ?? .float64))
-                }
-            }
+            let layout = AggregationLayout(view.aggregations, sourceTypes: types)
             let windows = view.aggregations.flatMap(\.windows).map(\.seconds)
             let tile = view.slide?.seconds ?? windows.reduce(0) { Self.gcd($0, $1) }
-            guard let aggregator = try? WindowAggregator(tile: tile, features: features) else {
+            guard let aggregator = try? WindowAggregator(tile: tile, features: layout.features) else {
                 throw .unreadableSnapshot("the windows of \(view.name) are not whole slides")
             }
             targets.windowed.append(.init(
-                schema: OnlineTableSchema(view: view.name, version: version, keys: keys, features: outputs, ttlSeconds: ttl),
-                aggregator: aggregator, inputs: inputs, longest: windows.max() ?? tile))
+                schema: OnlineTableSchema(view: view.name, version: version, keys: keys, features: layout.outputs, ttlSeconds: ttl),
+                layout: layout, aggregator: aggregator, longest: windows.max() ?? tile))
         }
         return targets
     }

@@ -32,7 +32,7 @@ struct PushWindowState {
 
     /// Adds events to their entities' tiles; returns the entities touched.
     mutating func fold(_ batch: PushBatch, keys: [EntityKey]) -> Set<EntityKey> {
-        let inputs = view.inputs.map { batch.numbers($0) }
+        let inputs = view.layout.inputs.map { batch.numbers($0) }
         var touched = Set<EntityKey>()
         for row in 0..<batch.count {
             let seconds = batch.eventTimes[row].dividedRoundingDown(by: 1_000_000)
@@ -61,15 +61,7 @@ struct PushWindowState {
             values.append(now)
         }
         guard !written.isEmpty else { return nil }
-        let columns = view.schema.features.enumerated().map { feature, column -> ColumnValues in
-            let cells = values.map { $0[feature] }
-            switch column.type {
-            case .int64, .int32: return .int64(cells.map { $0.map { Int64($0.rounded()) } })
-            case .timestamp: return .timestamp(cells.map { $0.map { Int64($0.rounded()) } })
-            case .bool: return .bool(cells.map { $0.map { $0 != 0 } })
-            default: return .float64(cells)
-            }
-        }
+        let columns = view.layout.columns(values)
         return OnlineRows(
             keys: written, eventTimes: Array(repeating: boundary * 1_000_000, count: written.count),
             createdTimes: Array(repeating: created, count: written.count), features: columns)

@@ -61,14 +61,10 @@ public final class AgentMetrics: Sendable {
         let (timer, counter) = instruments.withLock { instruments in
             var held = instruments.services[service] ?? ServiceInstruments(
                 timer: CoreMetrics.Timer(label: Self.requestDuration, dimensions: [("feature_service", service)], factory: factory))
-            let counter = held.requests[status] ?? CoreMetrics.Counter(
-                label: Self.requests, dimensions: [("feature_service", service), ("code", "\(status)")], factory: factory)
-            if held.requests[status] == nil {
-                held.requests[status] = counter
-                instruments.services[service] = held
-            } else if instruments.services[service] == nil {
-                instruments.services[service] = held
-            }
+            if let counter = held.requests[status] { return (held.timer, counter) }
+            let counter = CoreMetrics.Counter(label: Self.requests, dimensions: [("feature_service", service), ("code", "\(status)")], factory: factory)
+            held.requests[status] = counter
+            instruments.services[service] = held
             return (held.timer, counter)
         }
         timer.recordNanoseconds(nanoseconds)

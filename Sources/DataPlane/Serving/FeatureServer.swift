@@ -41,7 +41,7 @@ public enum FeatureServer {
     ) -> Router<FeatureServerContext> {
         let router = Router(context: FeatureServerContext.self)
         router.add(middleware: FeatureServerErrorMiddleware())
-        let handler = OnlineFeaturesHandler(settings: settings, reader: reader, guard: accessGuard, metrics: metrics, now: now)
+        let handler = OnlineFeaturesHandler(settings: settings, reader: reader, accessGuard: accessGuard, metrics: metrics, now: now)
         router.post("/v1/features/online") { request, context in try await handler.handle(request, context: context) }
         if let push {
             router.post("/v1/push/:source") { request, context in
@@ -81,12 +81,14 @@ public enum FeatureServer {
         var token: String?
         if let header = request.headers[.authorization] {
             // By bytes: Foundation's case folding and trimming cost more than the rest of the check.
-            let bytes = header.utf8
-            guard bytes.count > 7, bytes.prefix(6).map({ $0 | 0x20 }).elementsEqual("bearer".utf8), bytes.dropFirst(6).first == UInt8(ascii: " ") else {
+            let bytes = header.utf8, space = UInt8(ascii: " ")
+            guard bytes.count > 7, zip(bytes, "bearer ".utf8).allSatisfy({ $0 | 0x20 == $1 }) else {
                 throw FeatureServerProblem(status: .unauthorized, code: "unauthenticated", detail: "send a token as 'Authorization: Bearer lrd_…'")
             }
-            let value = bytes.dropFirst(7).drop(while: { $0 == UInt8(ascii: " ") })
-            token = String(decoding: value.reversed().drop(while: { $0 == UInt8(ascii: " ") }).reversed(), as: UTF8.self)
+            var start = bytes.index(bytes.startIndex, offsetBy: 7), end = bytes.endIndex
+            while start < end, bytes[start] == space { start = bytes.index(after: start) }
+            while end > start, bytes[bytes.index(before: end)] == space { end = bytes.index(before: end) }
+            token = String(Substring(bytes[start..<end]))
         }
         switch accessGuard.authorize(token: token, now: now, role: role) {
         case .allowed(let principal): return principal
@@ -127,21 +129,12 @@ struct OnlineFeaturesHandler: Sendable {
     let metrics: AgentMetrics
     let now: @Sendable () -> Date
 
-    init(settings: AgentConfiguration.ServingSettings, reader: OnlineFeatureReader, guard accessGuard: AccessGuard, metrics: AgentMetrics,
-         now: @escaping @Sendable () -> Date) {
-        self.settings = settings
-        self.reader = reader
-        self.accessGuard = accessGuard
-        self.metrics = metrics
-        self.now = now
-    }
-
     func handle(_ request: Request, context: FeatureServerContext) async throws -> Response {
         let started = ContinuousClock.now
         var service = "none"
         do {
-            let (response, grid, outputs, name) = try await answer(request, context: context, service: &service)
-            metrics.observe(service: name, status: 200, nanoseconds: Self.nanoseconds(since: started), grid: grid, outputs: outputs)
+            let (response, grid, outputs) = try await answer(request, context: context, service: &service)
+            metrics.observe(service: service, status: 200, nanoseconds: Self.nanoseconds(since: started), grid: grid, outputs: outputs)
             return response
         } catch {
             metrics.observe(service: service, status: Int(FeatureServerProblem(error).status.code), nanoseconds: Self.nanoseconds(since: started))
@@ -154,9 +147,9 @@ struct OnlineFeaturesHandler: Sendable {
         return elapsed.components.seconds * 1_000_000_000 + elapsed.components.attoseconds / 1_000_000_000
     }
 
-    func answer(_ request: Request, context: FeatureServerContext, service: inout String) async throws
-        -> (Response, FeatureGrid, Int, String)
-    {
+    /// The answer, with its grid and output count for the metrics; `service`
+    /// becomes the metric label once a name resolved.
+    func answer(_ request: Request, context: FeatureServerContext, service: inout String) async throws -> (Response, FeatureGrid, Int) {
         let date = now()
         try FeatureServer.authorize(request, guard: accessGuard, now: date)
         let body = try await request.body.collect(upTo: settings.maxBodyBytes)
@@ -180,7 +173,7 @@ struct OnlineFeaturesHandler: Sendable {
         context.logger.debug("features served", metadata: [
             "larder.feature_service": .string(service), "larder.entities": "\(batch.count)", "larder.request_id": .string(context.requestID),
         ])
-        return (Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: bytes))), grid, resolved.outputs.count, service)
+        return (Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: bytes))), grid, resolved.outputs.count)
     }
 }
 
