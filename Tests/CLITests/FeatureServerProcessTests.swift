@@ -322,11 +322,13 @@ struct FeatureServerProcessTests {
             // Offline: each row once, although pushed twice.
             let offline = try await world.count("SELECT count(*)::int FROM larder_offline.driver_position__v1")
             #expect(offline == 3)
+            #expect(try await world.count("SELECT count(*)::int FROM larder_offline.driver_pings__events") == 3)
             #expect(try await world.count("SELECT count(*)::int FROM larder_offline.larder_push_receipts WHERE key = 'batch-1'") == 1)
 
             // Without a key, the same rows are new rows: the offline store gets them again.
             #expect(try await push(body, token: ingest).status == 200)
             #expect(try await world.count("SELECT count(*)::int FROM larder_offline.driver_position__v1") == 6)
+            #expect(try await world.count("SELECT count(*)::int FROM larder_offline.driver_pings__events") == 6)
             let before = try await read()
 
             // A restart replays the journal: the same values, and the key is still known.

@@ -1,6 +1,7 @@
 import DataPlane
 import Foundation
 import Logging
+import PostgresNIO
 import Shared
 import Testing
 import TestSupport
@@ -16,11 +17,19 @@ struct PushIngestorTests {
         let registry: RegistryCache
         let keys: SigningKeyPair
 
-        init() throws {
+        /// The offline store pushes append to, if any.
+        let offline: (schema: String, url: PostgresURL)?
+
+        /// Without an offline store, the views keep none.
+        static let onlineOnlyPushes = RepositoryFixture.pushes
+            .replacingOccurrences(of: "ttl: 1h\n", with: "ttl: 1h\noffline: false\n")
+            .replacingOccurrences(of: "slide: 10m\n", with: "slide: 10m\noffline: false\n")
+
+        init(offline: (schema: String, url: PostgresURL)? = nil) throws {
+            self.offline = offline
             folder = FileManager.default.temporaryDirectory.appendingPathComponent("larder-push-\(UUID().uuidString)")
             try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
-            // No offline store in process (the process tests write one): the plain view keeps none.
-            let pushes = RepositoryFixture.pushes.replacingOccurrences(of: "ttl: 1h\n", with: "ttl: 1h\noffline: false\n")
+            let pushes = offline == nil ? Self.onlineOnlyPushes : RepositoryFixture.pushes
             let files = RepositoryScaffold.files.map { ($0.path, $0.contents) } + [("pushes.yaml", pushes)]
             let loaded = RepositoryLoader.load(files: files)
             precondition(loaded.isValid, "\(loaded.diagnostics)")
@@ -37,7 +46,9 @@ struct PushIngestorTests {
         }
 
         func ingestor() throws -> PushIngestor {
-            try PushIngestor(directory: folder.appendingPathComponent("push").path, store: store, reader: reader, metrics: AgentMetrics(), logger: Logger(label: "test"))
+            try PushIngestor(
+                directory: folder.appendingPathComponent("push").path, store: store, reader: reader, metrics: AgentMetrics(), offlineStore: offline,
+                logger: Logger(label: "test"))
         }
 
         /// The served cells of `drivers` for `features`.
@@ -197,7 +208,7 @@ struct PushIngestorTests {
         try await push(1, at: start + 30, now: start + 40)
         // An apply makes driver_speed v2 (the registry moves on); the next push lands in v2's windows.
         let files = RepositoryScaffold.files.map { ($0.path, $0.contents) }
-            + [("pushes.yaml", RepositoryFixture.pushes.replacingOccurrences(of: "ttl: 1h\n", with: "ttl: 1h\noffline: false\n"))]
+            + [("pushes.yaml", World.onlineOnlyPushes)]
         let repository = RepositoryLoader.load(files: files).repository
         let keys = world.keys
         let definitions = DefinitionCanonicalizer.canonicalize(repository).map {
@@ -220,5 +231,90 @@ struct PushIngestorTests {
         let restarted = try world.ingestor()
         try await restarted.tick(now: Date(timeIntervalSince1970: Double(start + 1_300)))
         #expect(reader.read(resolved, batch: batch, now: (start + 1_300) * 1_000_000)[0, 0].value == .int(3))
+    }
+
+    @Test("pushes land in the offline store: every event in the source's log and the plain view's table; the aggregation view's rows, refreshed at random moments while late events arrive, give at every instant the brute-force window values",
+          arguments: Array(1...4) as [UInt64])
+    func offlineMatchesModel(seed: UInt64) async throws {
+        try await TestDatabase.withIsolatedDatabase { url in
+            var random = SeededGenerator(seed: seed)
+            let world = try World(offline: (schema: "features", url: url))
+            defer { try? FileManager.default.removeItem(at: world.folder) }
+            let ingestor = try world.ingestor()
+            let start: Int64 = 1_800_000_000 - 1_800_000_000 % 600
+            var clock = start
+            var accepted: [Event] = []
+            var keyed: [String: [Event]] = [:]
+            var refreshes = 0
+            for step in 0..<25 {
+                clock += Int64.random(in: 0...900, using: &random)
+                let now = Date(timeIntervalSince1970: Double(clock))
+                if let (key, events) = keyed.randomElement(using: &random), Int.random(in: 0..<4, using: &random) == 0 {
+                    #expect(try await ingestor.push(source: "driver_pings", body: Self.body(events), key: key, now: now).duplicate)
+                } else {
+                    // Late events (up to three hours) reach boundaries an earlier refresh wrote.
+                    let events = (0..<Int.random(in: 1...8, using: &random)).map { _ in
+                        Event(driver: Int64.random(in: 1...4, using: &random), time: clock - Int64.random(in: 0...10_800, using: &random),
+                              speed: Int.random(in: 0..<5, using: &random) == 0 ? nil : Double(Int.random(in: 0...120, using: &random)),
+                              lat: Double(Int.random(in: 0...90_000, using: &random)) / 1_000)
+                    }
+                    let key = "k\(step)"
+                    _ = try await ingestor.push(source: "driver_pings", body: Self.body(events), key: key, now: now)
+                    accepted += events
+                    keyed[key] = events
+                }
+                if Int.random(in: 0..<3, using: &random) == 0 {
+                    try await ingestor.refreshOfflineWindows()
+                    refreshes += 1
+                }
+            }
+            try await ingestor.refreshOfflineWindows()
+            #expect(try await ingestor.refreshOfflineWindows() == 0, "a refresh with nothing new writes nothing")
+
+            let logger = Logger(label: "test")
+            let connection = try await url.connect(logger: logger)
+            defer { Task { try? await connection.close() } }
+            func count(_ table: String) async throws -> Int {
+                var total = 0
+                for try await (value) in try await connection.query(PostgresQuery(unsafeSQL: "SELECT count(*) FROM features.\"\(table)\""), logger: logger)
+                    .decode(Int.self) { total = value }
+                return total
+            }
+            #expect(try await count("driver_pings__events") == accepted.count)
+            #expect(try await count("driver_position__v1") == accepted.count)
+
+            // Each driver's rows: (boundary, count 10m, count 1h, mean 1h).
+            var rows: [Int64: [(boundary: Int64, count10m: Int64?, count1h: Int64?, mean1h: Double?)]] = [:]
+            let query = PostgresQuery(unsafeSQL: """
+                SELECT driver_id, extract(epoch FROM event_timestamp)::bigint, speed_count_10m, speed_count_1h, speed_mean_1h
+                FROM features."driver_speed__v1" ORDER BY driver_id, event_timestamp
+                """)
+            for try await (driver, boundary, count10m, count1h, mean1h) in try await connection.query(query, logger: logger)
+                .decode((Int64, Int64, Int64?, Int64?, Double?).self) {
+                #expect(boundary % 600 == 0)
+                rows[driver, default: []].append((boundary, count10m, count1h, mean1h))
+            }
+            for driver: Int64 in 1...4 {
+                let mine = accepted.filter { $0.driver == driver }
+                let held = rows[driver] ?? []
+                #expect(Set(held.map(\.boundary)).count == held.count, "one row per boundary")
+                var instant = start - 12_000
+                while instant <= clock + 4_000 {
+                    defer { instant += 250 }
+                    let boundary = instant - instant % 600
+                    func window(_ seconds: Int64) -> [Double] { mine.filter { $0.time >= boundary - seconds && $0.time < boundary }.compactMap(\.speed) }
+                    let row = held.last { $0.boundary <= instant }
+                    let where_ = "seed \(seed) driver \(driver) at \(instant) (\(refreshes) refreshes)"
+                    #expect((row?.count10m ?? 0) == Int64(window(600).count), "\(where_)")
+                    #expect((row?.count1h ?? 0) == Int64(window(3_600).count), "\(where_)")
+                    let speeds = window(3_600)
+                    if speeds.isEmpty {
+                        #expect(row?.mean1h == nil, "\(where_)")
+                    } else {
+                        #expect(abs((row?.mean1h ?? .nan) - speeds.reduce(0, +) / Double(speeds.count)) < 1e-9, "\(where_)")
+                    }
+                }
+            }
+        }
     }
 }

@@ -85,17 +85,19 @@ public actor PushIngestor: Service {
         defer { inFlight.remove(flight) }
         // The offline store first: if it fails, nothing is recorded and the client retries.
         let offlineViews = targets.plain.filter(\.offline)
-        if !offlineViews.isEmpty {
-            guard let offline else {
-                throw PushError.offlineUnavailable("\(offlineViews.map(\.schema.view).joined(separator: ", ")) keeps an offline store, but this agent's configuration has no offline_store")
-            }
+        if offline == nil, let view = offlineViews.first?.schema.view ?? targets.windowed.first(where: \.offline)?.schema.view {
+            throw PushError.offlineUnavailable("\(view) keeps an offline store, but this agent's configuration has no offline_store")
+        }
+        if let offline {
             let tables = offlineViews.map { view in
                 (OfflineTable(schema: offline.schema, view: view.schema.view, version: view.schema.version, keys: view.schema.keys, outputs: view.schema.features, windowed: false),
                  OutputBatch(
                     keys: batch.entityKeys(view.schema.keys), eventTimes: batch.eventTimes, createdTimes: batch.createdTimes,
                     features: zip(view.columns, view.schema.features).map { batch.values($0, as: $1.type) }))
             }
-            do { _ = try await offline.append(tables, source: source, key: key, receivedAt: micros) } catch {
+            do {
+                _ = try await offline.append(tables, events: batch, log: PushEventLog(schema: offline.schema, source: targets.source), key: key, receivedAt: micros)
+            } catch {
                 logger.warning("cannot append pushed rows to the offline store", metadata: ["larder.source": .string(source), "larder.error": "\(String(describing: error))"])
                 throw PushError.offlineUnavailable("the offline store could not take the rows; nothing was written, retry the push")
             }
@@ -122,7 +124,7 @@ public actor PushIngestor: Service {
     static func receipt(_ batch: PushBatch, targets: PushTargets) -> PushReceipt {
         PushReceipt(
             source: targets.source.name, rows: batch.count,
-            views: targets.plain.filter(\.online).map(\.schema.view) + targets.windowed.map(\.schema.view), duplicate: false)
+            views: targets.plain.filter(\.online).map(\.schema.view) + targets.windowed.filter(\.online).map(\.schema.view), duplicate: false)
     }
 
     /// Writes a checked batch: plain views' rows, then the windows it touched.
@@ -134,7 +136,7 @@ public actor PushIngestor: Service {
                 features: zip(view.columns, view.schema.features).map { batch.values($0, as: $1.type) }))
             try table.sync()
         }
-        for view in targets.windowed {
+        for view in targets.windowed where view.online {
             let id = Self.windowID(view.schema)
             var state: PushWindowState
             if let held = windows[id] {
@@ -230,11 +232,50 @@ public actor PushIngestor: Service {
         }
     }
 
-    /// Ticks every few seconds until shutdown.
+    /// Brings the offline tables of push-fed aggregation views up to date
+    /// with their sources' event logs (`PushedWindowTables`); returns the rows written.
+    @discardableResult
+    public func refreshOfflineWindows() async throws -> Int {
+        guard let offline, let catalog = try? reader.catalog() else { return 0 }
+        let views = catalog.pushSources.compactMap { try? catalog.pushTargets(source: $0) }
+            .flatMap { targets in targets.windowed.filter(\.offline).map { (targets.source, $0) } }
+        guard !views.isEmpty else { return 0 }
+        let tables = PushedWindowTables(schema: offline.schema, logger: logger)
+        let connection = try await offline.url.connect(logger: logger)
+        do {
+            var written = 0
+            for (source, view) in views {
+                let refresh = try await tables.refresh(view, log: PushEventLog(schema: offline.schema, source: source), on: connection)
+                if refresh.entities > 0 {
+                    logger.debug("refreshed a push-fed view's offline rows", metadata: [
+                        "larder.view": "\(view.schema.view)", "larder.entities": "\(refresh.entities)", "larder.rows": "\(refresh.rows)",
+                    ])
+                }
+                written += refresh.rows
+            }
+            try await connection.close()
+            return written
+        } catch {
+            try? await connection.close()
+            throw error
+        }
+    }
+
+    /// How often the offline tables of push-fed aggregation views are refreshed.
+    static let offlineRefreshInterval: TimeInterval = 60
+
+    /// Ticks every few seconds until shutdown; refreshes the offline windows every minute.
     public func run() async throws {
+        var lastRefresh = Date()
         while !Task.isShuttingDownGracefully {
             do { try await cancelWhenGracefulShutdown { try await Task.sleep(for: .seconds(5)) } } catch { return }
             do { try tick() } catch { logger.warning("cannot advance the push windows", metadata: ["larder.error": "\(error)"]) }
+            if Date().timeIntervalSince(lastRefresh) >= Self.offlineRefreshInterval {
+                lastRefresh = Date()
+                do { try await refreshOfflineWindows() } catch {
+                    logger.warning("cannot refresh the offline rows of push-fed views", metadata: ["larder.error": "\(String(describing: error))"])
+                }
+            }
         }
     }
 }

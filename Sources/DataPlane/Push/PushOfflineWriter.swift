@@ -4,9 +4,10 @@ import PostgresNIO
 import Shared
 import Synchronization
 
-/// Appends pushed rows to the offline store: the tables of the plain views
-/// reading the push source (`<schema>.<view>__v<version>`, as materialization
-/// writes them), all in one transaction. With an idempotency key, the key is
+/// Appends pushed rows to the offline store: the source's event log
+/// (`PushEventLog`) and the tables of the plain views reading the source
+/// (`<schema>.<view>__v<version>`, as materialization writes them), all in
+/// one transaction. With an idempotency key, the key is
 /// recorded in `<schema>.larder_push_receipts` in the same transaction, and a
 /// key already there appends nothing: a retry after a crash that came between
 /// this commit and the agent's own journal is not written twice.
@@ -27,10 +28,18 @@ final class PushOfflineWriter: Sendable {
 
     var receiptsTable: String { SQLIdentifier.quote(schema) + ".larder_push_receipts" }
 
-    /// Appends `rows` to each table; false when `key` was applied before (nothing appended).
-    func append(_ rows: [(table: OfflineTable, batch: OutputBatch)], source: String, key: String?, receivedAt: Int64) async throws -> Bool {
+    /// Appends `events` to the log and `rows` to each table; false when `key`
+    /// was applied before (nothing appended).
+    func append(
+        _ rows: [(table: OfflineTable, batch: OutputBatch)], events: PushBatch, log: PushEventLog, key: String?, receivedAt: Int64
+    ) async throws -> Bool {
+        let source = log.source.name
         let connection = try await url.connect(logger: logger)
         do {
+            if !created.withLock({ $0.contains(log.name) }) {
+                try await log.create(on: connection, logger: logger)
+                created.withLock { _ = $0.insert(log.name) }
+            }
             for (table, _) in rows where !created.withLock({ $0.contains(table.name) }) {
                 try await table.create(on: connection, logger: logger)
                 created.withLock { _ = $0.insert(table.name) }
@@ -52,6 +61,7 @@ final class PushOfflineWriter: Sendable {
                     guard inserted else { return false }
                 }
                 try await connection.execute(PostgresQuery(unsafeSQL: "SET LOCAL search_path TO \(SQLIdentifier.quote(schema))"), logger: logger)
+                try await log.append(events, receivedAt: receivedAt, on: connection, logger: logger)
                 for (table, batch) in rows {
                     var encoder = CopyTextEncoder()
                     batch.encode(into: &encoder)

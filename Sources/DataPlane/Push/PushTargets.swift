@@ -21,6 +21,9 @@ struct PushTargets: Sendable {
         var aggregator: WindowAggregator
         /// The longest window, in seconds.
         var longest: Int64
+        var online: Bool
+        /// Whether its offline table is derived from the source's event log.
+        var offline: Bool
     }
 
     var source: SourceDefinition
@@ -57,7 +60,7 @@ extension ServingCatalog {
             }
             targets.windowed.append(.init(
                 schema: OnlineTableSchema(view: view.name, version: version, keys: keys, features: layout.outputs, ttlSeconds: ttl),
-                layout: layout, aggregator: aggregator, longest: windows.max() ?? tile))
+                layout: layout, aggregator: aggregator, longest: windows.max() ?? tile, online: view.online, offline: view.offline))
         }
         return targets
     }
