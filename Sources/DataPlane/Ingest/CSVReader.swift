@@ -186,6 +186,15 @@ public struct CSVReader {
     /// The columns being filled, kept from batch to batch (with the last timestamps, which rows often share).
     private var builders: ColumnBuilders?
 
+    /// The column names of `path`'s header row, in file order.
+    public static func columnNames(path: String) throws -> [String] {
+        var reader = try CSVReader(path: path, schema: [], batchSize: 1, chunkSize: 1 << 16, part: nil)
+        guard try reader.nextRecord() != nil else {
+            throw Failure(file: path, line: 1, column: nil, message: "the file is empty; it needs a header row naming its columns")
+        }
+        return reader.fields.map { reader.text($0).trimmingCharacters(in: .whitespaces) }
+    }
+
     private mutating func readHeader() throws {
         guard let headerLine = try nextRecord() else {
             throw Failure(file: path, line: 1, column: nil, message: "the file is empty; it needs a header row naming its columns")

@@ -1,0 +1,287 @@
+import Crypto
+import Foundation
+import Logging
+import PostgresNIO
+import Shared
+
+/// What a training dataset is built from.
+public struct DatasetRequest: Sendable {
+    /// A feature service's name, or
+    public var featureService: String?
+    /// feature references (`view:feature`, `view`).
+    public var features: [String]?
+    /// The entity table: a CSV file with a header row.
+    public var entities: URL
+    /// The entity table's timestamp column.
+    public var timestampColumn: String
+    /// Whether timestamps without a UTC offset are taken as UTC (otherwise refused).
+    public var assumeUTC: Bool
+
+    /// Creates a request.
+    public init(featureService: String? = nil, features: [String]? = nil, entities: URL, timestampColumn: String = "event_timestamp", assumeUTC: Bool = false) {
+        self.featureService = featureService
+        self.features = features
+        self.entities = entities
+        self.timestampColumn = timestampColumn
+        self.assumeUTC = assumeUTC
+    }
+}
+
+/// What a built dataset is: its metadata, never its values.
+public struct DatasetSummary: Sendable, Hashable, Codable {
+    /// One output column.
+    public struct Column: Sendable, Hashable, Codable {
+        public var name: String
+        /// The declared type; `input` for a column passed through from the entity table.
+        public var type: String
+    }
+
+    /// One feature view version read.
+    public struct ViewVersion: Sendable, Hashable, Codable {
+        public var view: String
+        public var version: Int
+    }
+
+    /// Rows written (one per entity row).
+    public var rows: Int
+    public var columns: [Column]
+    /// The feature view versions read.
+    public var views: [ViewVersion]
+    /// The earliest and latest entity timestamps (RFC 3339), nil when there are no rows.
+    public var earliest: String?
+    public var latest: String?
+    /// The registry revision the features were resolved at.
+    public var registryRevision: Int64
+    /// SHA-256 of the output bytes, hex.
+    public var sha256: String
+}
+
+/// Builds point-in-time correct training datasets on the agent, from the
+/// customer's offline store (`docs/point-in-time.md`).
+///
+/// The entity table is read in chunks of `chunkRows` rows, in input order.
+/// For each chunk and each feature view version, the offline table's rows of
+/// the chunk's entities within its time range (less the view's TTL) are
+/// streamed from PostgreSQL and matched in memory (`PointInTimeJoin`); the
+/// on-demand features are then computed with the evaluator the feature
+/// server uses; the chunk's rows are written, input columns first. Memory
+/// holds one chunk and its candidate rows for one view at a time.
+public struct TrainingDatasetBuilder: Sendable {
+    let reader: OnlineFeatureReader
+    let offlineStore: (schema: String, url: PostgresURL)?
+    let chunkRows: Int
+    let logger: Logger
+
+    /// A builder resolving names with `reader`'s registry snapshot and reading `offlineStore`.
+    public init(reader: OnlineFeatureReader, offlineStore: (schema: String, url: PostgresURL)?, chunkRows: Int = 262_144, logger: Logger) {
+        self.reader = reader
+        self.offlineStore = offlineStore
+        self.chunkRows = chunkRows
+        self.logger = logger
+    }
+
+    /// A dataset ready to write: checked against the registry and the offline store.
+    public struct Prepared: Sendable {
+        let request: DatasetRequest
+        let resolved: ResolvedRequest
+        let revision: Int64
+        let ttls: [String: Int64]
+        let tables: [OfflineTable]
+        let header: [String]
+    }
+
+    /// Resolves `request` and checks the entity table's header and the
+    /// offline tables, so a bad request fails before any output is written.
+    public func prepare(_ request: DatasetRequest) async throws -> Prepared {
+        guard let offlineStore else {
+            throw DatasetError(kind: .noOfflineStore, field: "offline_store", detail: "this agent's configuration has no offline_store to read features from")
+        }
+        let catalog = try reader.catalog()
+        let resolved: ResolvedRequest
+        if let service = request.featureService {
+            resolved = try catalog.resolve(service: service)
+        } else if let features = request.features, !features.isEmpty {
+            resolved = try catalog.resolve(references: features)
+        } else {
+            throw DatasetError(kind: .invalidInput, field: "feature_service", detail: "name a feature service or give features")
+        }
+        // Check the header now (join keys, timestamp, request fields), before anything else.
+        _ = try EntityTableReader(
+            path: request.entities.path, label: "entities", timestampColumn: request.timestampColumn, assumeUTC: request.assumeUTC,
+            resolved: resolved, chunkRows: 1)
+        var ttls: [String: Int64] = [:]
+        var tables: [OfflineTable] = []
+        for view in resolved.views {
+            let definition = catalog.repository.featureViews.first { $0.name == view.view }
+            if let seconds = definition?.ttl?.seconds, seconds > 0 { ttls[view.view] = seconds * 1_000_000 }
+            tables.append(OfflineTable(
+                schema: offlineStore.schema, view: view.view, version: view.version, keys: view.keys,
+                outputs: view.reads.map { Column(name: $0.feature, type: $0.type) }, windowed: !(definition?.aggregations.isEmpty ?? true)))
+        }
+        let header = try CSVReader.columnNames(path: request.entities.path)
+        let connection = try await offlineStore.url.connect(logger: logger)
+        do {
+            for (view, table) in zip(resolved.views, tables) {
+                guard try await OfflineCandidates(table: table, view: view, logger: logger).exists(on: connection) else {
+                    throw DatasetError(
+                        kind: .notMaterialized, field: "\(view.view)",
+                        detail: "feature view \(view.view) version \(view.version) has no offline table (\(table.schema).\(table.name)); materialize it first")
+                }
+            }
+            try await connection.close()
+        } catch {
+            try? await connection.close()
+            throw error
+        }
+        let output = header + resolved.outputs.map { Self.columnName($0.name) }
+        if let clash = Set(header).intersection(output.dropFirst(header.count)).first {
+            throw DatasetError(kind: .invalidInput, field: "entities", detail: "the entity table has a column '\(clash)', the name of a feature column; rename it")
+        }
+        return Prepared(request: request, resolved: resolved, revision: catalog.revision, ttls: ttls, tables: tables, header: output)
+    }
+
+    /// A feature's column name in a dataset: `view__feature`.
+    static func columnName(_ output: String) -> String { output.replacingOccurrences(of: ":", with: "__") }
+
+    /// Writes the dataset as CSV through `write`, chunk by chunk; returns its summary.
+    public func writeCSV(_ prepared: Prepared, to write: (ByteBuffer) async throws -> Void) async throws -> DatasetSummary {
+        guard let offlineStore else { throw DatasetError(kind: .noOfflineStore, field: "offline_store", detail: "no offline_store") }
+        let resolved = prepared.resolved
+        var entities = try EntityTableReader(
+            path: prepared.request.entities.path, label: "entities", timestampColumn: prepared.request.timestampColumn,
+            assumeUTC: prepared.request.assumeUTC, resolved: resolved, chunkRows: chunkRows)
+        var hash = SHA256()
+        var csv = DatasetCSVWriter()
+        csv.header(prepared.header)
+        var rows = 0
+        var earliest = Int64.max, latest = Int64.min
+        let connection = try await offlineStore.url.connect(logger: logger)
+        do {
+            while let chunk = try entities.next() {
+                let grid = try await features(of: chunk, prepared: prepared, on: connection)
+                for row in 0..<chunk.count {
+                    for column in chunk.text { csv.text(column[row]) }
+                    for output in 0..<resolved.outputs.count { csv.value(grid.values[row * grid.width + output]) }
+                    csv.endRow()
+                    if csv.bytes.count >= 1 << 20 {
+                        hash.update(data: csv.bytes)
+                        try await write(ByteBuffer(bytes: csv.bytes))
+                        csv.bytes.removeAll(keepingCapacity: true)
+                    }
+                }
+                rows += chunk.count
+                earliest = min(earliest, chunk.times.min() ?? .max)
+                latest = max(latest, chunk.times.max() ?? .min)
+            }
+            try await connection.close()
+        } catch {
+            try? await connection.close()
+            throw error
+        }
+        if !csv.bytes.isEmpty {
+            hash.update(data: csv.bytes)
+            try await write(ByteBuffer(bytes: csv.bytes))
+        }
+        func text(_ micros: Int64) -> String {
+            var bytes: [UInt8] = []
+            TimestampText.append(micros, style: .rfc3339, to: &bytes)
+            return String(decoding: bytes, as: UTF8.self)
+        }
+        return DatasetSummary(
+            rows: rows,
+            columns: entities.columns.map { .init(name: $0, type: "input") }
+                + resolved.outputs.map { .init(name: Self.columnName($0.name), type: $0.type.rawValue) },
+            views: resolved.views.map { .init(view: $0.view, version: $0.version) },
+            earliest: rows > 0 ? text(earliest) : nil, latest: rows > 0 ? text(latest) : nil,
+            registryRevision: prepared.revision, sha256: hash.finalize().map { String(format: "%02x", $0) }.joined())
+    }
+
+    /// The feature cells of a chunk's rows: each view matched point in time, then the on-demand outputs.
+    func features(of chunk: EntityChunk, prepared: Prepared, on connection: PostgresConnection) async throws -> FeatureGrid {
+        let resolved = prepared.resolved
+        var grid = FeatureGrid(entities: chunk.count, width: resolved.width)
+        let earliest = chunk.times.min() ?? 0, latest = chunk.times.max() ?? 0
+        for (view, table) in zip(resolved.views, prepared.tables) {
+            // The chunk's distinct entities of this view, and each row's.
+            var index: [EntityKey: Int32] = [:]
+            var entityOfRow: [Int32] = []
+            entityOfRow.reserveCapacity(chunk.count)
+            for row in 0..<chunk.count {
+                let key = chunk.batch.key(row, columns: view.keys)
+                if let known = index[key] {
+                    entityOfRow.append(known)
+                } else {
+                    let next = Int32(index.count)
+                    index[key] = next
+                    entityOfRow.append(next)
+                }
+            }
+            let ttl = prepared.ttls[view.view]
+            let candidates = try await OfflineCandidates(table: table, view: view, logger: logger)
+                .read(entities: index, from: ttl.map { earliest - $0 }, to: latest, on: connection)
+            let matches = PointInTimeJoin.match(entities: entityOfRow, times: chunk.times, distinctEntities: index.count, rows: candidates)
+            PointInTimeJoin.fill(&grid, view: view, rows: candidates, matches: matches, times: chunk.times, ttl: ttl)
+        }
+        if !resolved.derivations.isEmpty { reader.derive(resolved, batch: chunk.batch, into: &grid) }
+        return grid
+    }
+}
+
+/// Writes dataset rows as CSV (RFC 4180): a field is quoted when it holds a
+/// comma, quote or line break; null is an empty field; numbers in their
+/// shortest exact form; timestamps in RFC 3339, UTC. The same values give the same bytes.
+struct DatasetCSVWriter {
+    var bytes: [UInt8] = []
+    private var first = true
+
+    mutating func header(_ names: [String]) {
+        for name in names { text(name) }
+        endRow()
+    }
+
+    private mutating func separate() {
+        if first { first = false } else { bytes.append(UInt8(ascii: ",")) }
+    }
+
+    mutating func endRow() {
+        bytes.append(UInt8(ascii: "\n"))
+        first = true
+    }
+
+    mutating func text(_ field: String?) {
+        separate()
+        guard let field else { return }
+        let utf8 = field.utf8
+        if utf8.contains(where: { $0 == UInt8(ascii: ",") || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\n") || $0 == UInt8(ascii: "\r") })
+            || field.isEmpty
+        {
+            bytes.append(UInt8(ascii: "\""))
+            for byte in utf8 {
+                if byte == UInt8(ascii: "\"") { bytes.append(byte) }
+                bytes.append(byte)
+            }
+            bytes.append(UInt8(ascii: "\""))
+        } else {
+            bytes.append(contentsOf: utf8)
+        }
+    }
+
+    mutating func value(_ value: FeatureValue) {
+        switch value {
+        case .null: separate()
+        case .int(let number):
+            separate()
+            bytes.append(contentsOf: String(number).utf8)
+        case .double(let number):
+            separate()
+            bytes.append(contentsOf: number.description.utf8)
+        case .bool(let flag):
+            separate()
+            bytes.append(contentsOf: (flag ? "true" : "false").utf8)
+        case .timestamp(let micros):
+            separate()
+            TimestampText.append(micros, style: .rfc3339, to: &bytes)
+        case .string(let string): text(string)
+        }
+    }
+}

@@ -1,0 +1,268 @@
+@testable import DataPlane
+import Foundation
+import Logging
+import PostgresNIO
+import Shared
+import Testing
+import TestSupport
+
+/// Training datasets against a brute-force oracle, with a real PostgreSQL
+/// offline store: random feature rows (duplicate times, created-time ties,
+/// exact duplicates in time), random entity rows (repeated keys and times,
+/// unknown keys, rows before the first event, rows exactly at t and at
+/// t - ttl, a microsecond past it, events after every row), read in random
+/// chunk sizes.
+@Suite("Training datasets against a brute-force oracle")
+struct TrainingDatasetTests {
+    struct World {
+        let folder: URL
+        let reader: OnlineFeatureReader
+
+        init() throws {
+            folder = FileManager.default.temporaryDirectory.appendingPathComponent("larder-dataset-\(UUID().uuidString)")
+            try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+            let loaded = RepositoryLoader.load(files: RepositoryScaffold.files.map { ($0.path, $0.contents) })
+            precondition(loaded.isValid, "\(loaded.diagnostics)")
+            let keys = SigningKeyPair.generate()
+            let definitions = DefinitionCanonicalizer.canonicalize(loaded.repository).map {
+                JobSpec.Definition(kind: $0.key.kind.rawValue, name: $0.key.name, version: 1, contentHash: $0.contentHash, definition: $0.spec)
+            }
+            let registry = RegistryCache(file: folder.appendingPathComponent("registry.json"), publicKey: keys.publicKey, logger: Logger(label: "test"))
+            try registry.install(
+                try keys.sign(try AgentRegistrySnapshot(workspace: "driver-stats", revision: 1, issuedAt: Date(), definitions: definitions).jsonValue()),
+                workspace: "driver-stats")
+            reader = OnlineFeatureReader(store: try OnlineStore(directory: folder.appendingPathComponent("online").path), registry: registry)
+        }
+    }
+
+    /// A stored row of driver_hourly_stats (ttl 2 days) or driver_trip_aggregates (no ttl).
+    struct FeatureRow {
+        var driver: Int64
+        var time: Int64      // microseconds
+        var created: Int64?  // microseconds
+        var values: [Double?]
+    }
+
+    /// The oracle: the newest row of `driver` at or before `time` (by time, created, then values), within `ttl`.
+    static func expected(_ rows: [FeatureRow], driver: Int64, time: Int64, ttl: Int64?) -> FeatureRow? {
+        func key(_ row: FeatureRow) -> [Double] {
+            [Double(row.time), Double(row.created ?? Int64.min)] + row.values.map { $0 ?? -.infinity }
+        }
+        let newest = rows.filter { $0.driver == driver && $0.time <= time }.max { key($0).lexicographicallyPrecedes(key($1)) }
+        guard let newest, ttl.map({ newest.time >= time - $0 }) ?? true else { return nil }
+        return newest
+    }
+
+    static func timestamp(_ micros: Int64) -> String {
+        let date = Date(timeIntervalSince1970: Double(micros.dividedRoundingDown(by: 1_000_000)))
+        let fraction = micros - micros.dividedRoundingDown(by: 1_000_000) * 1_000_000
+        let text = RFC3339.format(date)
+        return fraction == 0 ? text : text.dropLast() + "." + String(format: "%06d", fraction) + "Z"
+    }
+
+    /// A small RFC 4180 reader for the output.
+    static func parseCSV(_ text: String) -> [[String?]] {
+        var rows: [[String?]] = [], row: [String?] = [], field = "", quoted = false, inQuotes = false
+        var characters = Array(text)[...]
+        while let character = characters.popFirst() {
+            if inQuotes {
+                if character == "\"" {
+                    if characters.first == "\"" { field.append("\""); characters.removeFirst() } else { inQuotes = false }
+                } else { field.append(character) }
+            } else if character == "\"" {
+                inQuotes = true
+                quoted = true
+            } else if character == "," || character == "\n" {
+                row.append(field.isEmpty && !quoted ? nil : field)
+                field = ""
+                quoted = false
+                if character == "\n" {
+                    rows.append(row)
+                    row = []
+                }
+            } else {
+                field.append(character)
+            }
+        }
+        return rows
+    }
+
+    @Test("every cell equals the brute-force point-in-time value; on-demand outputs computed from them; input columns passed through; the same bytes at any chunk size",
+          arguments: Array(1...6) as [UInt64])
+    func matchesOracle(seed: UInt64) async throws {
+        try await TestDatabase.withIsolatedDatabase { url in
+            var random = SeededGenerator(seed: seed)
+            let world = try World()
+            defer { try? FileManager.default.removeItem(at: world.folder) }
+            let logger = Logger(label: "test")
+            let base: Int64 = 1_800_000_000 * 1_000_000
+            let hour: Int64 = 3_600 * 1_000_000
+            let ttl = 2 * 24 * hour
+
+            // Feature rows over ten days for drivers 1…8 (9 and 10 never occur).
+            var stats: [FeatureRow] = [], aggregates: [FeatureRow] = []
+            for _ in 0..<Int.random(in: 20...160, using: &random) {
+                let driver = Int64.random(in: 1...8, using: &random)
+                var time = base + Int64.random(in: 0...(240 * hour), using: &random)
+                if let earlier = stats.randomElement(using: &random), Bool.random(using: &random) { time = earlier.time }   // same event time
+                let created: Int64? = Int.random(in: 0..<4, using: &random) == 0 ? nil : base + Int64.random(in: 0...3, using: &random)
+                let conv: Double? = Int.random(in: 0..<6, using: &random) == 0 ? nil : Double(Int.random(in: 0...100, using: &random)) / 100
+                stats.append(FeatureRow(
+                    driver: driver, time: time, created: created,
+                    values: [conv, Double(Int.random(in: 0...100, using: &random)) / 100, Double(Int.random(in: 0...40, using: &random))]))
+            }
+            for _ in 0..<Int.random(in: 10...80, using: &random) {
+                let driver = Int64.random(in: 1...8, using: &random)
+                let boundary = base + Int64.random(in: 0...240, using: &random) * hour
+                let fare: Double? = Bool.random(using: &random) ? nil : Double(Int.random(in: 500...4_000, using: &random)) / 100
+                aggregates.append(FeatureRow(
+                    driver: driver, time: boundary, created: nil,
+                    values: [Double(Int.random(in: 0...30, using: &random)), Double(Int.random(in: 0...200, using: &random)), fare]))
+            }
+
+            // The offline tables, as materialization lays them out.
+            let connection = try await url.connect(logger: logger)
+            func run(_ sql: String) async throws { try await connection.execute(PostgresQuery(unsafeSQL: sql), logger: logger) }
+            func literal(_ micros: Int64?) -> String { micros.map { "'\(Self.timestamp($0))'" } ?? "NULL" }
+            func number(_ value: Double?) -> String { value.map { "\($0)" } ?? "NULL" }
+            try await run("CREATE SCHEMA features")
+            try await run("""
+                CREATE TABLE features.driver_hourly_stats__v1 (driver_id bigint NOT NULL, event_timestamp timestamptz NOT NULL, created_timestamp timestamptz,
+                conv_rate double precision, acc_rate double precision, avg_daily_trips bigint)
+                """)
+            try await run("""
+                CREATE TABLE features.driver_trip_aggregates__v1 (driver_id bigint NOT NULL, event_timestamp timestamptz NOT NULL, created_timestamp timestamptz,
+                trips_count_1h bigint, trips_count_1d bigint, trips_count_7d bigint, fare_mean_1d double precision, fare_mean_7d double precision,
+                distance_km_sum_7d double precision)
+                """)
+            for row in stats {
+                try await run("""
+                    INSERT INTO features.driver_hourly_stats__v1 VALUES (\(row.driver), \(literal(row.time)), \(literal(row.created)),
+                    \(number(row.values[0])), \(number(row.values[1])), \(row.values[2].map { String(Int64($0)) } ?? "NULL"))
+                    """)
+            }
+            for row in aggregates {
+                try await run("""
+                    INSERT INTO features.driver_trip_aggregates__v1 VALUES (\(row.driver), \(literal(row.time)), NULL,
+                    0, \(Int64(row.values[0]!)), \(Int64(row.values[1]!)), NULL, \(number(row.values[2])), NULL)
+                    """)
+            }
+            try await connection.close()
+
+            // Entity rows: random times (some before every event, some after all), rows exactly at a stored
+            // time, at time + ttl and a microsecond past it; a label with commas and quotes to pass through.
+            var lines = ["driver_id,event_timestamp,trip_distance_km,label"]
+            var entityRows: [(driver: Int64, time: Int64, distance: Double?, label: String)] = []
+            for index in 0..<Int.random(in: 1...120, using: &random) {
+                let driver = Int64.random(in: 1...10, using: &random)
+                var time = base + Int64.random(in: (-24 * hour)...(264 * hour), using: &random)
+                if let stored = stats.filter({ $0.driver == driver }).randomElement(using: &random) {
+                    switch Int.random(in: 0..<5, using: &random) {
+                    case 0: time = stored.time
+                    case 1: time = stored.time + ttl
+                    case 2: time = stored.time + ttl + 1
+                    default: break
+                    }
+                }
+                if let repeated = entityRows.randomElement(using: &random), Int.random(in: 0..<6, using: &random) == 0 {
+                    time = repeated.time   // a repeated time, possibly a repeated key too
+                }
+                let distance: Double? = Int.random(in: 0..<5, using: &random) == 0 ? nil : Double(Int.random(in: 1...300, using: &random)) / 10
+                let label = ["yes", "no", "a, \"quoted\" label", ""].randomElement(using: &random)! + "\(index)"
+                entityRows.append((driver, time, distance, label))
+                // Some rows written with an offset: the same instant, normalized to UTC.
+                let text = Bool.random(using: &random)
+                    ? Self.timestamp(time)
+                    : Self.timestamp(time + 2 * hour).replacingOccurrences(of: "Z", with: "+02:00")
+                let quotedLabel = "\"" + label.replacingOccurrences(of: "\"", with: "\"\"") + "\""
+                lines.append("\(driver),\(text),\(distance.map { "\($0)" } ?? ""),\(quotedLabel)")
+            }
+            let entities = world.folder.appendingPathComponent("entities.csv")
+            try (lines.joined(separator: "\n") + "\n").write(to: entities, atomically: true, encoding: .utf8)
+
+            func build(chunkRows: Int) async throws -> (bytes: [UInt8], summary: DatasetSummary) {
+                let builder = TrainingDatasetBuilder(reader: world.reader, offlineStore: (schema: "features", url: url), chunkRows: chunkRows, logger: logger)
+                let prepared = try await builder.prepare(DatasetRequest(featureService: "driver_ranking", entities: entities))
+                var bytes: [UInt8] = []
+                let summary = try await builder.writeCSV(prepared) { bytes.append(contentsOf: $0.readableBytesView) }
+                return (bytes, summary)
+            }
+            let (bytes, summary) = try await build(chunkRows: Int.random(in: 1...40, using: &random))
+            let rows = Self.parseCSV(String(decoding: bytes, as: UTF8.self))
+            #expect(rows.first == [
+                "driver_id", "event_timestamp", "trip_distance_km", "label",
+                "driver_hourly_stats__conv_rate", "driver_hourly_stats__acc_rate", "driver_hourly_stats__avg_daily_trips",
+                "driver_trip_aggregates__trips_count_1d", "driver_trip_aggregates__trips_count_7d", "driver_trip_aggregates__fare_mean_7d",
+                "trip_quote__expected_fare", "trip_quote__likely_to_convert",
+            ])
+            #expect(rows.count == entityRows.count + 1 && summary.rows == entityRows.count)
+            #expect(summary.views == [.init(view: "driver_hourly_stats", version: 1), .init(view: "driver_trip_aggregates", version: 1)])
+            for (index, entity) in entityRows.enumerated() where index + 1 < rows.count {
+                let row = rows[index + 1]
+                let place = "seed \(seed) row \(index + 1) driver \(entity.driver) at \(Self.timestamp(entity.time))"
+                #expect(row[0] == "\(entity.driver)" && row[3] == entity.label, "\(place): input columns pass through")
+                let stat = Self.expected(stats, driver: entity.driver, time: entity.time, ttl: ttl)
+                #expect(row[4] == stat?.values[0].map { "\($0)" }, "\(place): conv_rate")
+                #expect(row[5] == stat?.values[1].map { "\($0)" }, "\(place): acc_rate")
+                #expect(row[6] == stat?.values[2].map { "\(Int64($0))" }, "\(place): avg_daily_trips")
+                let window = Self.expected(aggregates, driver: entity.driver, time: entity.time, ttl: nil)
+                #expect(row[7] == window.map { "\(Int64($0.values[0]!))" }, "\(place): trips_count_1d")
+                #expect(row[8] == window.map { "\(Int64($0.values[1]!))" }, "\(place): trips_count_7d")
+                let fare = window?.values[2]
+                #expect(row[9] == fare.map { "\($0)" }, "\(place): fare_mean_7d")
+                if let fare, let distance = entity.distance {
+                    #expect(row[10] == "\(distance * fare)", "\(place): expected_fare")
+                } else {
+                    #expect(row[10] == nil, "\(place): expected_fare")
+                }
+                #expect(row[11] == stat?.values[0].map { $0 > 0.5 ? "true" : "false" }, "\(place): likely_to_convert")
+            }
+            // The same inputs give the same bytes, whatever the chunking.
+            let again = try await build(chunkRows: 100_000)
+            #expect(again.bytes == bytes && again.summary.sha256 == summary.sha256)
+        }
+    }
+
+    @Test("a timestamp without an offset is refused, naming the row and column, unless the table's timestamps are said to be UTC; missing columns and unmaterialized views are named before any output")
+    func refusals() async throws {
+        try await TestDatabase.withIsolatedDatabase { url in
+            let world = try World()
+            defer { try? FileManager.default.removeItem(at: world.folder) }
+            let logger = Logger(label: "test")
+            let connection = try await url.connect(logger: logger)
+            try await connection.execute("CREATE SCHEMA features", logger: logger)
+            try await connection.execute(
+                "CREATE TABLE features.driver_hourly_stats__v1 (driver_id bigint, event_timestamp timestamptz, created_timestamp timestamptz, conv_rate double precision, acc_rate double precision, avg_daily_trips bigint)",
+                logger: logger)
+            try await connection.execute(
+                "INSERT INTO features.driver_hourly_stats__v1 VALUES (1, '2027-01-01T00:00:00Z', NULL, 0.5, 0.25, 3)", logger: logger)
+            try await connection.close()
+            let builder = TrainingDatasetBuilder(reader: world.reader, offlineStore: (schema: "features", url: url), chunkRows: 10, logger: logger)
+            let file = world.folder.appendingPathComponent("entities.csv")
+            func build(_ csv: String, assumeUTC: Bool = false, features: [String] = ["driver_hourly_stats"]) async throws -> String {
+                try csv.write(to: file, atomically: true, encoding: .utf8)
+                let prepared = try await builder.prepare(DatasetRequest(features: features, entities: file, assumeUTC: assumeUTC))
+                var bytes: [UInt8] = []
+                _ = try await builder.writeCSV(prepared) { bytes.append(contentsOf: $0.readableBytesView) }
+                return String(decoding: bytes, as: UTF8.self)
+            }
+            func refusal(_ csv: String, features: [String] = ["driver_hourly_stats"]) async -> DatasetError? {
+                do { _ = try await build(csv, features: features) } catch let error as DatasetError { return error } catch { return nil }
+                return nil
+            }
+            let naive = "driver_id,event_timestamp\n1,2027-01-01T01:00:00Z\n1,2027-01-01 02:00:00\n"
+            let error = await refusal(naive)
+            #expect(error?.field == "entities row 2, column event_timestamp" && error?.detail.contains("no UTC offset") == true)
+            #expect(try await build(naive, assumeUTC: true) == """
+                driver_id,event_timestamp,driver_hourly_stats__conv_rate,driver_hourly_stats__acc_rate,driver_hourly_stats__avg_daily_trips
+                1,2027-01-01T01:00:00Z,0.5,0.25,3
+                1,2027-01-01 02:00:00,0.5,0.25,3
+
+                """)
+            #expect(await refusal("driver,event_timestamp\n1,2027-01-01T01:00:00Z\n")?.field == "entities: column driver_id")
+            #expect(await refusal("driver_id,event_timestamp\nx,2027-01-01T01:00:00Z\n")?.field == "entities row 1, column driver_id")
+            #expect(await refusal("driver_id,event_timestamp\n1,2027-01-01T01:00:00Z\n", features: ["driver_trip_aggregates"])?.kind == .notMaterialized)
+            #expect(await refusal("driver_id,event_timestamp\n1,2027-01-01T01:00:00Z\n", features: ["trip_quote"])?.field == "entities: column trip_distance_km")
+        }
+    }
+}
