@@ -18,6 +18,11 @@ public enum DataPlane {
         (configuration.dataDirectory as NSString).appendingPathComponent(name)
     }
 
+    /// Where the feature server spools uploaded entity tables while their datasets are built.
+    public static func datasetUploadsDirectory(_ configuration: AgentConfiguration) -> String {
+        inDataDirectory(configuration, "datasets")
+    }
+
     /// Where the agent keeps its online store under its data directory.
     public static func onlineStoreDirectory(_ configuration: AgentConfiguration) -> String {
         inDataDirectory(configuration, "online")

@@ -71,11 +71,11 @@ extension LarderAgentCommand {
                 let reader = OnlineFeatureReader(store: onlineStore, registry: registryCache)
                 let metrics = AgentMetrics()
                 let push: PushIngestor
+                var offline: (schema: String, url: PostgresURL)?
+                if let location = configuration.offlineStore, case .postgres(let url)? = configuration.connections[location.connection] {
+                    offline = (location.schema, url)
+                }
                 do {
-                    var offline: (schema: String, url: PostgresURL)?
-                    if let location = configuration.offlineStore, case .postgres(let url)? = configuration.connections[location.connection] {
-                        offline = (location.schema, url)
-                    }
                     push = try PushIngestor(
                         directory: DataPlane.pushDirectory(configuration), store: onlineStore, reader: reader, metrics: metrics,
                         offlineStore: offline, logger: logger)
@@ -84,7 +84,11 @@ extension LarderAgentCommand {
                 }
                 services.append(.init(service: push))
                 let server = FeatureServer.build(
-                    settings: serving, reader: reader, guard: accessGuard, metrics: metrics, push: push, logger: logger,
+                    settings: serving, reader: reader, guard: accessGuard, metrics: metrics, push: push,
+                    datasets: .init(
+                        builder: TrainingDatasetBuilder(reader: reader, offlineStore: offline, logger: logger),
+                        uploads: DataPlane.datasetUploadsDirectory(configuration)),
+                    logger: logger,
                     onListening: { address in try? Data((address + "\n").utf8).write(to: URL(fileURLWithPath: addressFile), options: .atomic) })
                 services.append(.init(service: server))
             }

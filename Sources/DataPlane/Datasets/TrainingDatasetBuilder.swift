@@ -105,10 +105,12 @@ public struct TrainingDatasetBuilder: Sendable {
         } else {
             throw DatasetError(kind: .invalidInput, field: "feature_service", detail: "name a feature service or give features")
         }
-        // Check the header now (join keys, timestamp, request fields), before anything else.
-        _ = try EntityTableReader(
+        // Check every entity row now (join keys, timestamps, request fields): a bad row is
+        // refused before any output, not half-way through a streamed answer.
+        var check = try EntityTableReader(
             path: request.entities.path, label: "entities", timestampColumn: request.timestampColumn, assumeUTC: request.assumeUTC,
-            resolved: resolved, chunkRows: 1)
+            resolved: resolved, chunkRows: chunkRows)
+        while try check.next() != nil {}
         var ttls: [String: Int64] = [:]
         var tables: [OfflineTable] = []
         for view in resolved.views {

@@ -12,6 +12,8 @@ import Synchronization
 /// - `POST /v1/features/online`: features of a service or references, for a
 ///   batch of entities (consumer role).
 /// - `POST /v1/push/{source}`: rows for a `PushSource` (operator role).
+/// - `POST /v1/datasets/build`: a training dataset for the entity table in
+///   the body, streamed back as CSV (consumer role).
 /// - `GET /metrics`: Prometheus metrics (consumer role, unless configured open).
 /// - `GET /healthz`, `GET /readyz`: liveness, and whether the agent holds the
 ///   snapshots it needs to answer (no token: they reveal nothing else).
@@ -20,9 +22,9 @@ public enum FeatureServer {
     /// `onListening` receives the bound address (`http://host:port`).
     public static func build(
         settings: AgentConfiguration.ServingSettings, reader: OnlineFeatureReader, guard accessGuard: AccessGuard, metrics: AgentMetrics,
-        push: PushIngestor? = nil, logger: Logger, onListening: @escaping @Sendable (String) async -> Void = { _ in }
+        push: PushIngestor? = nil, datasets: DatasetRoute? = nil, logger: Logger, onListening: @escaping @Sendable (String) async -> Void = { _ in }
     ) -> some Service {
-        let router = makeRouter(settings: settings, reader: reader, guard: accessGuard, metrics: metrics, push: push)
+        let router = makeRouter(settings: settings, reader: reader, guard: accessGuard, metrics: metrics, push: push, datasets: datasets)
         return Application(
             router: router,
             configuration: .init(address: .hostname(settings.host, port: settings.port), serverName: "larder-agent"),
@@ -37,7 +39,7 @@ public enum FeatureServer {
     /// The routes, for the server and for tests.
     public static func makeRouter(
         settings: AgentConfiguration.ServingSettings, reader: OnlineFeatureReader, guard accessGuard: AccessGuard, metrics: AgentMetrics,
-        push: PushIngestor? = nil, now: @escaping @Sendable () -> Date = { Date() }
+        push: PushIngestor? = nil, datasets: DatasetRoute? = nil, now: @escaping @Sendable () -> Date = { Date() }
     ) -> Router<FeatureServerContext> {
         let router = Router(context: FeatureServerContext.self)
         router.add(middleware: FeatureServerErrorMiddleware())
@@ -54,6 +56,12 @@ public enum FeatureServer {
                     "larder.source": .string(source), "larder.rows": "\(receipt.rows)", "larder.request_id": .string(context.requestID),
                 ])
                 return json(String(decoding: try APICoding.makeEncoder().encode(receipt), as: UTF8.self))
+            }
+        }
+        if let datasets {
+            router.post("/v1/datasets/build") { request, context in
+                try FeatureServer.authorize(request, guard: accessGuard, now: now())
+                return try await datasets.handle(request, context: context)
             }
         }
         router.get("/metrics") { request, _ in
@@ -218,6 +226,12 @@ struct FeatureServerProblem: Error {
             switch push {
             case .inProgress: self.init(status: .conflict, code: "push-in-progress", detail: push.description, field: "Idempotency-Key")
             case .offlineUnavailable: self.init(status: .serviceUnavailable, code: "offline-store-unavailable", detail: push.description)
+            }
+        case let dataset as DatasetError:
+            switch dataset.kind {
+            case .invalidInput: self.init(status: .badRequest, code: "invalid-request", detail: dataset.detail, field: dataset.field)
+            case .notMaterialized: self.init(status: .conflict, code: "not-materialized", detail: dataset.detail, field: dataset.field)
+            case .noOfflineStore: self.init(status: .serviceUnavailable, code: "offline-store-unavailable", detail: dataset.detail)
             }
         case let request as FeatureRequestError:
             switch request.kind {

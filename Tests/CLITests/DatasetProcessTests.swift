@@ -1,0 +1,132 @@
+import AsyncHTTPClient
+import DataPlane
+import Foundation
+import Logging
+import NIOCore
+import PostgresNIO
+import Shared
+import Testing
+import TestSupport
+
+/// Training datasets from a real `larder-agent` over HTTP, against a
+/// brute-force SQL join over the offline tables the agent materialized.
+@Suite("Training datasets from a real agent", .serialized)
+struct DatasetProcessTests {
+    static func build(_ server: FeatureServerCaller, query: String, csv: String, token: String?) async throws -> (status: Int, body: String, headers: [String: String]) {
+        var request = HTTPClientRequest(url: server.baseURL + "/v1/datasets/build?" + query)
+        request.method = .POST
+        if let token { request.headers.add(name: "Authorization", value: "Bearer \(token)") }
+        request.headers.add(name: "Content-Type", value: "text/csv")
+        request.body = .bytes(ByteBuffer(string: csv))
+        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(60))
+        let bytes: ByteBuffer
+        do { bytes = try await response.body.collect(upTo: 64 << 20) } catch {
+            Issue.record("\(query): \(response.status) \(response.headers): \(error)")
+            throw error
+        }
+        var headers: [String: String] = [:]
+        for header in response.headers { headers[header.name.lowercased()] = header.value }
+        return (Int(response.status.code), String(decoding: bytes.readableBytesView, as: UTF8.self), headers)
+    }
+
+    @Test("a feature service's training set for random labelled events: every cell equals a SQL point-in-time lookup in the offline store, labels pass through, the same bytes twice; errors as problem+json")
+    func buildsOverHTTP() async throws {
+        try await MaterializationProcessTests.withWorld(drivers: 20, hours: 48, trips: 3_000) { world in
+            let admin = world.jobs.admin, workspace = JobsWorld.workspace
+            _ = try await admin.createPrincipal(CreatePrincipalRequest(name: "dora", kind: .user))
+            _ = try await admin.grant(.consumer, to: "dora", workspace: workspace)
+            let dora = try await admin.createToken(for: "dora").token
+            let agent = try world.startAgent()
+            for view in ["driver_hourly_stats", "driver_trip_aggregates"] {
+                let job = try await world.materialize(view, hours: 0..<48)
+                #expect(job.job.state == .succeeded, "\(agent.log.suffix(2_000))")
+            }
+            let server = try await FeatureServerCaller.waitForAddress(dataDirectory: world.dataDirectory)
+
+            // Labelled events: known and unknown drivers, before, during and well after the data.
+            var random = SeededGenerator(seed: 7)
+            var events: [(driver: Int, time: Date, distance: Double, label: Int)] = []
+            for _ in 0..<150 {
+                let driver = Int.random(in: 0..<10, using: &random) == 0 ? 5_000 : 1_000 + Int.random(in: 0..<20, using: &random)
+                let time = MaterializationWorld.day0.addingTimeInterval(Double(Int.random(in: -7_200...(52 * 3_600 + 3 * 86_400), using: &random)))
+                events.append((driver, time, Double(Int.random(in: 1...200, using: &random)) / 10, Int.random(in: 0...1, using: &random)))
+            }
+            let csv = "driver_id,event_timestamp,trip_distance_km,label\n"
+                + events.map { "\($0.driver),\(RFC3339.format($0.time)),\($0.distance),\($0.label)" }.joined(separator: "\n") + "\n"
+
+            // The consumer's access snapshot reaches the agent within seconds.
+            var answer: (status: Int, body: String, headers: [String: String])
+            do { answer = try await Self.build(server, query: "feature_service=driver_ranking", csv: csv, token: dora) } catch {
+                Issue.record("\(error): \(agent.log.suffix(3_000))")
+                throw error
+            }
+            let deadline = Date().addingTimeInterval(20)
+            while answer.status != 200, Date() < deadline {
+                try await Task.sleep(for: .milliseconds(200))
+                do { answer = try await Self.build(server, query: "feature_service=driver_ranking", csv: csv, token: dora) } catch {
+                    Issue.record("\(error) after \(answer.status) \(answer.body): \(agent.log.suffix(3_000))")
+                    throw error
+                }
+            }
+            #expect(answer.status == 200, "\(answer.body)")
+            #expect(answer.headers["content-type"] == "text/csv; charset=utf-8")
+            #expect(answer.headers["larder-dataset-views"] == "driver_hourly_stats@1,driver_trip_aggregates@1")
+            let lines = answer.body.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+            #expect(lines.first == "driver_id,event_timestamp,trip_distance_km,label,driver_hourly_stats__conv_rate,driver_hourly_stats__acc_rate,driver_hourly_stats__avg_daily_trips,driver_trip_aggregates__trips_count_1d,driver_trip_aggregates__trips_count_7d,driver_trip_aggregates__fare_mean_7d,trip_quote__expected_fare,trip_quote__likely_to_convert")
+            #expect(lines.count == events.count + 2 && lines.last == "")
+
+            // The oracle: the newest offline row at or before each event (2-day TTL for the hourly stats).
+            try await TestDatabase.withClient(world.customer) { client in
+                let logger = Logger(label: "test")
+                var present = 0
+                for (index, event) in events.enumerated() where index + 1 < lines.count {
+                    let cells = lines[index + 1].split(separator: ",", omittingEmptySubsequences: false).map(String.init)
+                    #expect(cells.prefix(4) == ["\(event.driver)", RFC3339.format(event.time), "\(event.distance)", "\(event.label)"][...])
+                    var stats: [String] = ["", "", ""]
+                    for try await (conv, acc, trips, time) in try await client.query("""
+                        SELECT conv_rate::float8, acc_rate::float8, avg_daily_trips::bigint, event_timestamp FROM larder_offline.driver_hourly_stats__v1
+                        WHERE driver_id = \(event.driver) AND event_timestamp <= \(event.time)
+                        ORDER BY event_timestamp DESC, created_timestamp DESC NULLS LAST LIMIT 1
+                        """, logger: logger).decode((Double?, Double?, Int64?, Date).self) where time >= event.time.addingTimeInterval(-2 * 86_400) {
+                        stats = [conv.map { "\($0)" } ?? "", acc.map { "\($0)" } ?? "", trips.map { "\($0)" } ?? ""]
+                        present += 1
+                    }
+                    #expect(Array(cells[4...6]) == stats, "row \(index + 1): \(lines[index + 1])")
+                    var windows: [String] = ["", "", ""]
+                    var fare: Double?
+                    for try await (count1d, count7d, mean) in try await client.query("""
+                        SELECT trips_count_1d::bigint, trips_count_7d::bigint, fare_mean_7d::float8 FROM larder_offline.driver_trip_aggregates__v1
+                        WHERE driver_id = \(event.driver) AND event_timestamp <= \(event.time) ORDER BY event_timestamp DESC LIMIT 1
+                        """, logger: logger).decode((Int64?, Int64?, Double?).self) {
+                        windows = [count1d.map { "\($0)" } ?? "", count7d.map { "\($0)" } ?? "", mean.map { "\($0)" } ?? ""]
+                        fare = mean
+                    }
+                    #expect(Array(cells[7...9]) == windows, "row \(index + 1): \(lines[index + 1])")
+                    #expect(cells[10] == (fare.map { "\(event.distance * $0)" } ?? ""), "row \(index + 1): expected_fare")
+                    #expect(cells[11] == (Double(stats[0]).map { $0 > 0.5 ? "true" : "false" } ?? ""), "row \(index + 1): likely_to_convert")
+                }
+                #expect(present > 10, "some events fall within the stats' TTL")
+            }
+
+            // The same request, the same bytes.
+            #expect(try await Self.build(server, query: "feature_service=driver_ranking", csv: csv, token: dora).body == answer.body)
+
+            // Errors.
+            func problem(_ query: String, _ csv: String, token: String? = dora) async throws -> (Int, ProblemDetails?) {
+                let (status, body, headers) = try await Self.build(server, query: query, csv: csv, token: token)
+                #expect(headers["content-type"] == "application/problem+json")
+                return (status, try? APICoding.makeDecoder().decode(ProblemDetails.self, from: Data(body.utf8)))
+            }
+            #expect(try await problem("feature_service=driver_ranking", csv, token: nil).0 == 401)
+            let naive = try await problem("features=driver_hourly_stats", "driver_id,event_timestamp\n1000,2025-01-01 10:00:00\n")
+            #expect(naive.0 == 400 && naive.1?.field == "entities row 1, column event_timestamp")
+            let unknown = try await problem("feature_service=ranking", csv)
+            #expect(unknown.0 == 404 && unknown.1?.field == "feature_service")
+            let noKey = try await problem("features=driver_hourly_stats", "driver,event_timestamp\n1000,2025-01-01T10:00:00Z\n")
+            #expect(noKey.0 == 400 && noKey.1?.field == "entities: column driver_id")
+            let assumed = try await Self.build(server, query: "features=driver_hourly_stats:conv_rate&assume_utc=true", csv: "driver_id,event_timestamp\n1000,2025-01-01 10:00:00\n", token: dora)
+            #expect(assumed.status == 200 && assumed.body.hasPrefix("driver_id,event_timestamp,driver_hourly_stats__conv_rate\n1000,2025-01-01 10:00:00,"))
+            #expect(agent.stop() == 0)
+        }
+    }
+}
