@@ -33,6 +33,13 @@ struct LarderBench {
             try await serving(
                 entities: Int(environment["LARDER_BENCH_ENTITIES"] ?? "") ?? 1_000_000, seconds: Int(environment["LARDER_BENCH_SECONDS"] ?? "") ?? 10)
         }
+        if selected.isEmpty || selected.contains("datasets") {
+            let environment = ProcessInfo.processInfo.environment
+            try await datasets(
+                driverCounts: (environment["LARDER_BENCH_DRIVERS"] ?? "1000,10000").split(separator: ",").compactMap { Int($0) },
+                entityRows: (environment["LARDER_BENCH_ENTITY_ROWS"] ?? "10000,100000,1000000").split(separator: ",").compactMap { Int($0) },
+                runs: min(runs, 3))
+        }
         if selected.isEmpty || selected.contains("jobs") { try await jobs(jobsPerRun: Int(ProcessInfo.processInfo.environment["LARDER_BENCH_JOBS"] ?? "") ?? 2_000) }
     }
 

@@ -101,7 +101,7 @@ struct TrainingDatasetTests {
 
             // Feature rows over ten days for drivers 1…8 (9 and 10 never occur).
             var stats: [FeatureRow] = [], aggregates: [FeatureRow] = []
-            for _ in 0..<Int.random(in: 20...160, using: &random) {
+            for _ in 0..<Int.random(in: 20...600, using: &random) {
                 let driver = Int64.random(in: 1...8, using: &random)
                 var time = base + Int64.random(in: 0...(240 * hour), using: &random)
                 if let earlier = stats.randomElement(using: &random), Bool.random(using: &random) { time = earlier.time }   // same event time
@@ -180,8 +180,12 @@ struct TrainingDatasetTests {
             let entities = world.folder.appendingPathComponent("entities.csv")
             try (lines.joined(separator: "\n") + "\n").write(to: entities, atomically: true, encoding: .utf8)
 
+            // Tables read in ranges of one page, of many, or row by row (servers before PostgreSQL 14).
+            let reads: [Int?] = [1, 1_000, nil]
+            let pagesPerRange = reads[Int(seed) % reads.count]
             func build(chunkRows: Int) async throws -> (bytes: [UInt8], summary: DatasetSummary) {
-                let builder = TrainingDatasetBuilder(reader: world.reader, offlineStore: (schema: "features", url: url), chunkRows: chunkRows, logger: logger)
+                let builder = TrainingDatasetBuilder(
+                    reader: world.reader, offlineStore: (schema: "features", url: url), chunkRows: chunkRows, pagesPerRange: pagesPerRange, logger: logger)
                 let prepared = try await builder.prepare(DatasetRequest(featureService: "driver_ranking", entities: entities))
                 var bytes: [UInt8] = []
                 let summary = try await builder.writeCSV(prepared) { bytes.append(contentsOf: $0.readableBytesView) }

@@ -70,13 +70,19 @@ public struct TrainingDatasetBuilder: Sendable {
     let reader: OnlineFeatureReader
     let offlineStore: (schema: String, url: PostgresURL)?
     let chunkRows: Int
+    /// How offline tables are read (`OfflineCandidates.pagesPerRange`).
+    let pagesPerRange: Int?
     let logger: Logger
 
     /// A builder resolving names with `reader`'s registry snapshot and reading `offlineStore`.
-    public init(reader: OnlineFeatureReader, offlineStore: (schema: String, url: PostgresURL)?, chunkRows: Int = 262_144, logger: Logger) {
+    public init(
+        reader: OnlineFeatureReader, offlineStore: (schema: String, url: PostgresURL)?, chunkRows: Int = 1_000_000, pagesPerRange: Int? = 1_000,
+        logger: Logger
+    ) {
         self.reader = reader
         self.offlineStore = offlineStore
         self.chunkRows = chunkRows
+        self.pagesPerRange = pagesPerRange
         self.logger = logger
     }
 
@@ -219,7 +225,7 @@ public struct TrainingDatasetBuilder: Sendable {
                 }
             }
             let ttl = prepared.ttls[view.view]
-            let candidates = try await OfflineCandidates(table: table, view: view, logger: logger)
+            let candidates = try await OfflineCandidates(table: table, view: view, pagesPerRange: pagesPerRange, logger: logger)
                 .read(entities: index, from: ttl.map { earliest - $0 }, to: latest, on: connection)
             let matches = PointInTimeJoin.match(entities: entityOfRow, times: chunk.times, distinctEntities: index.count, rows: candidates)
             PointInTimeJoin.fill(&grid, view: view, rows: candidates, matches: matches, times: chunk.times, ttl: ttl)
