@@ -65,6 +65,7 @@ let package = Package(
                 .embedInCode("Database/Migrations/0004_signing_key.sql"),
                 .embedInCode("Database/Migrations/0005_jobs.sql"),
                 .embedInCode("Database/Migrations/0006_access_version.sql"),
+                .embedInCode("Database/Migrations/0007_dataset_jobs.sql"),
             ]
         ),
         .target(

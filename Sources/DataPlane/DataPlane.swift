@@ -11,7 +11,10 @@ public enum DataPlane {
 
     /// The executors this build of the agent has.
     public static func executors(configuration: AgentConfiguration, onlineStore: OnlineStore, logger: Logger) -> [any JobExecutor] {
-        [MaterializeExecutor(configuration: configuration, onlineStore: onlineStore, logger: logger)]
+        [
+            MaterializeExecutor(configuration: configuration, onlineStore: onlineStore, logger: logger),
+            DatasetExecutor(configuration: configuration, logger: logger),
+        ]
     }
 
     static func inDataDirectory(_ configuration: AgentConfiguration, _ name: String) -> String {

@@ -29,18 +29,29 @@ struct DatasetProcessTests {
         return (Int(response.status.code), String(decoding: bytes.readableBytesView, as: UTF8.self), headers)
     }
 
+    /// A principal holding `role` in the workspace, and its token.
+    static func member(_ name: String, _ role: WorkspaceRole, in world: MaterializationWorld) async throws -> String {
+        let admin = world.jobs.admin
+        _ = try await admin.createPrincipal(CreatePrincipalRequest(name: name, kind: .user))
+        _ = try await admin.grant(role, to: name, workspace: JobsWorld.workspace)
+        return try await admin.createToken(for: name).token
+    }
+
+    /// Starts the world's agent and materializes the example's two batch views over their 48 hours.
+    static func materializedAgent(_ world: MaterializationWorld) async throws -> AgentProcess {
+        let agent = try world.startAgent()
+        for view in ["driver_hourly_stats", "driver_trip_aggregates"] {
+            let job = try await world.materialize(view, hours: 0..<48)
+            #expect(job.job.state == .succeeded, "\(agent.log.suffix(2_000))")
+        }
+        return agent
+    }
+
     @Test("a feature service's training set for random labelled events: every cell equals a SQL point-in-time lookup in the offline store, labels pass through, the same bytes twice; errors as problem+json")
     func buildsOverHTTP() async throws {
         try await MaterializationProcessTests.withWorld(drivers: 20, hours: 48, trips: 3_000) { world in
-            let admin = world.jobs.admin, workspace = JobsWorld.workspace
-            _ = try await admin.createPrincipal(CreatePrincipalRequest(name: "dora", kind: .user))
-            _ = try await admin.grant(.consumer, to: "dora", workspace: workspace)
-            let dora = try await admin.createToken(for: "dora").token
-            let agent = try world.startAgent()
-            for view in ["driver_hourly_stats", "driver_trip_aggregates"] {
-                let job = try await world.materialize(view, hours: 0..<48)
-                #expect(job.job.state == .succeeded, "\(agent.log.suffix(2_000))")
-            }
+            let dora = try await Self.member("dora", .consumer, in: world)
+            let agent = try await Self.materializedAgent(world)
             let server = try await FeatureServerCaller.waitForAddress(dataDirectory: world.dataDirectory)
 
             // Labelled events: known and unknown drivers, before, during and well after the data.
@@ -126,6 +137,109 @@ struct DatasetProcessTests {
             #expect(noKey.0 == 400 && noKey.1?.field == "entities: column driver_id")
             let assumed = try await Self.build(server, query: "features=driver_hourly_stats:conv_rate&assume_utc=true", csv: "driver_id,event_timestamp\n1000,2025-01-01 10:00:00\n", token: dora)
             #expect(assumed.status == 200 && assumed.body.hasPrefix("driver_id,event_timestamp,driver_hourly_stats__conv_rate\n1000,2025-01-01 10:00:00,"))
+            #expect(agent.stop() == 0)
+        }
+    }
+
+    @Test("dataset jobs through the control plane: larder datasets create from a CSV file and from a query, to a CSV file (the same bytes as the agent's API gives) and to a new table (the same values), ls and describe with metadata only, and clear refusals")
+    func jobsThroughTheControlPlane() async throws {
+        try await MaterializationProcessTests.withWorld(drivers: 20, hours: 48, trips: 3_000) { world in
+            let workspace = JobsWorld.workspace
+            let dora = try await Self.member("dora", .consumer, in: world)
+            let vic = try await Self.member("vic", .viewer, in: world)
+            let agent = try await Self.materializedAgent(world)
+            // The labelled events: a CSV file in the agent's folder, and the same rows in the customer's database.
+            var random = SeededGenerator(seed: 11)
+            var events: [(driver: Int, time: Date, distance: Double, label: Int)] = []
+            for _ in 0..<120 {
+                let driver = Int.random(in: 0..<10, using: &random) == 0 ? 5_000 : 1_000 + Int.random(in: 0..<20, using: &random)
+                let time = MaterializationWorld.day0.addingTimeInterval(Double(Int.random(in: -7_200...(52 * 3_600), using: &random)))
+                events.append((driver, time, Double(Int.random(in: 1...200, using: &random)) / 10, Int.random(in: 0...1, using: &random)))
+            }
+            let csv = "driver_id,event_timestamp,trip_distance_km,label\n"
+                + events.map { "\($0.driver),\(RFC3339.format($0.time)),\($0.distance),\($0.label)" }.joined(separator: "\n") + "\n"
+            try csv.write(to: world.files.appendingPathComponent("labels.csv"), atomically: true, encoding: .utf8)
+            try await TestDatabase.withClient(world.customer) { client in
+                let logger = Logger(label: "test")
+                try await client.execute(
+                    "CREATE TABLE public.labels (seq int, driver_id bigint, event_timestamp timestamptz, trip_distance_km float8, label int)",
+                    logger: logger)
+                for (index, event) in events.enumerated() {
+                    try await client.execute(
+                        "INSERT INTO public.labels VALUES (\(index), \(event.driver), \(event.time), \(event.distance), \(event.label))", logger: logger)
+                }
+            }
+            let environment = ["LARDER_URL": world.jobs.server.baseURL, "LARDER_TOKEN": dora, "LARDER_WORKSPACE": workspace]
+            func larder(_ arguments: String..., token: String? = nil) throws -> LarderBinary.Result {
+                var merged = environment
+                if let token { merged["LARDER_TOKEN"] = token }
+                return try LarderBinary.run(arguments, in: world.jobs.folder, environment: merged)
+            }
+
+            // From the CSV file to a CSV file: the bytes the agent's API gives for the same table.
+            let built = try larder(
+                "datasets", "create", "--service", "driver_ranking", "--entities", "local_files:labels.csv", "--out", "local_files:out/training.csv",
+                "--wait")
+            #expect(built.status == 0, "\(built.standardOutput)\(built.standardError)\(agent.log.suffix(2_000))")
+            #expect(built.standardOutput.contains("rows:       120"), "\(built.standardOutput)")
+            #expect(built.standardOutput.contains("driver_hourly_stats v1, driver_trip_aggregates v1"))
+            let file = try String(contentsOf: world.files.appendingPathComponent("out/training.csv"), encoding: .utf8)
+            let server = try await FeatureServerCaller.waitForAddress(dataDirectory: world.dataDirectory)
+            var direct = try await Self.build(server, query: "feature_service=driver_ranking", csv: csv, token: dora)
+            let deadline = Date().addingTimeInterval(20)
+            while direct.status != 200, Date() < deadline {
+                try await Task.sleep(for: .milliseconds(200))
+                direct = try await Self.build(server, query: "feature_service=driver_ranking", csv: csv, token: dora)
+            }
+            #expect(direct.status == 200 && file == direct.body)
+
+            // From a query to a new table: the same feature values, row for row.
+            let table = try larder(
+                "datasets", "create", "--service", "driver_ranking",
+                "--entities-query", "rides_db:SELECT seq, driver_id, event_timestamp, trip_distance_km, label FROM public.labels ORDER BY seq",
+                "--out-table", "rides_db:ml.training", "--wait")
+            #expect(table.status == 0, "\(table.standardOutput)\(table.standardError)")
+            let lines = file.split(separator: "\n").dropFirst().map { $0.split(separator: ",", omittingEmptySubsequences: false).map(String.init) }
+            try await TestDatabase.withClient(world.customer) { client in
+                var row = 0
+                for try await (seq, conv, count7d, fare, likely) in try await client.query(
+                    """
+                    SELECT seq::int, driver_hourly_stats__conv_rate, driver_trip_aggregates__trips_count_7d, trip_quote__expected_fare,
+                           trip_quote__likely_to_convert
+                    FROM ml.training ORDER BY seq::int
+                    """, logger: Logger(label: "test")).decode((Int, Double?, Int64?, Double?, Bool?).self) {
+                    #expect(seq == row)
+                    let cells = lines[row]
+                    #expect(conv.map { "\($0)" } ?? "" == cells[4], "row \(row)")
+                    #expect(count7d.map { "\($0)" } ?? "" == cells[8], "row \(row)")
+                    #expect(fare.map { "\($0)" } ?? "" == cells[10], "row \(row)")
+                    #expect(likely.map { "\($0)" } ?? "" == cells[11], "row \(row)")
+                    row += 1
+                }
+                #expect(row == 120)
+            }
+
+            // The control plane holds the metadata: ls and describe.
+            let listed = try larder("datasets", "ls")
+            #expect(listed.status == 0 && listed.standardOutput.contains("rides_db:ml.training") && listed.standardOutput.contains("local_files:out/training.csv"))
+            let id = try #require(built.standardOutput.split(separator: "\n").first?.split(separator: " ").dropFirst().first?.dropLast())
+            let described = try larder("datasets", "describe", String(id), "--json")
+            let job = try APICoding.makeDecoder().decode(JobResource.self, from: Data(described.standardOutput.utf8))
+            let metadata = try #require(job.metrics?.dataset)
+            #expect(metadata.rows == 120 && metadata.columns.count == 12 && metadata.columns[0] == .init(name: "driver_id", type: "input"))
+            #expect(metadata.columns[4] == .init(name: "driver_hourly_stats__conv_rate", type: "float64"))
+            #expect(metadata.sha256.count == 64 && metadata.earliest == events.map(\.time).min())
+
+            // Refusals: an existing table, a viewer, an unknown service, a missing file.
+            let again = try larder(
+                "datasets", "create", "--service", "driver_ranking", "--entities", "local_files:labels.csv", "--out-table", "rides_db:ml.training", "--wait")
+            #expect(again.status != 0 && again.standardOutput.contains("exists already"), "\(again.standardOutput)")
+            let viewer = try larder("datasets", "create", "--service", "driver_ranking", "--entities", "local_files:labels.csv", "--out", "local_files:x.csv", token: vic)
+            #expect(viewer.status != 0 && viewer.standardError.contains("consumer"), "\(viewer.standardError)")
+            let unknown = try larder("datasets", "create", "--service", "ranking", "--entities", "local_files:labels.csv", "--out", "local_files:x.csv")
+            #expect(unknown.status != 0 && unknown.standardError.contains("no feature service named 'ranking'"), "\(unknown.standardError)")
+            let missing = try larder("datasets", "create", "--service", "driver_ranking", "--entities", "local_files:nope.csv", "--out", "local_files:x.csv", "--wait")
+            #expect(missing.status != 0 && missing.standardOutput.contains("nope.csv"), "\(missing.standardOutput)")
             #expect(agent.stop() == 0)
         }
     }

@@ -18,10 +18,13 @@ struct AgentProtocolSchemaTests {
         "attempt", "lease_token", "lease_expires_at", "spec", "payload", "signature", "key_fingerprint", "progress", "phase", "fraction",
         "rows_read", "rows_written", "cancel_requested", "outcome", "started_at", "finished_at", "metrics", "failure", "watermark",
         "features", "feature", "count", "null_count", "min", "max", "mean", "message", "retryable", "access_version", "have_version",
-        "snapshot", "registry_revision", "have_revision", "revision",
+        "snapshot", "registry_revision", "have_revision", "revision", "dataset", "rows", "columns", "name", "type", "views", "view",
+        "earliest", "latest", "sha256",
     ]
     /// Free-text fields an agent may send, each bounded.
-    static let boundedText: [String: Int] = ["instance_id": 128, "phase": 64, "message": 2_000]
+    static let boundedText: [String: Int] = [
+        "instance_id": 128, "phase": 64, "message": 2_000, "name": 256, "type": 16, "view": 63, "sha256": 64,
+    ]
 
     static func resolve(_ schema: [String: Any]) -> [String: Any] {
         guard let reference = schema["$ref"] as? String else { return schema }
@@ -137,7 +140,9 @@ struct AgentProtocolSchemaTests {
                 leaseToken: token, outcome: .succeeded, startedAt: Date(), finishedAt: Date(),
                 metrics: JobMetrics(rowsRead: 1, rowsWritten: 1, watermark: Date(), features: [
                     FeatureSummary(feature: "f", count: 1, nullCount: 0, min: 1, max: 1, mean: 1),
-                ]),
+                ], dataset: DatasetMetadata(
+                    rows: 1, columns: [.init(name: "c", type: "input")], views: [.init(view: "v", version: 1)], earliest: Date(), latest: Date(),
+                    registryRevision: 1, sha256: "s")),
                 failure: JobFailure(message: "m", retryable: true))),
         ]
         for (name, sample) in samples {

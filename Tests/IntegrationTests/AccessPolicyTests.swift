@@ -119,6 +119,7 @@ enum DocumentedPermissions {
         "POST /v1/workspaces/{workspace}/jobs/{job}/cancel": .workspace(.operator),
         "POST /v1/workspaces/{workspace}/jobs/{job}/retry": .workspace(.operator),
         "POST /v1/workspaces/{workspace}/materializations": .workspace(.operator),
+        "POST /v1/workspaces/{workspace}/datasets": .workspace(.consumer),
         "POST /v1/agent/hello": .agentProtocol, "POST /v1/agent/heartbeat": .agentProtocol, "POST /v1/agent/jobs:claim": .agentProtocol,
         "POST /v1/agent/access-snapshot": .agentProtocol, "POST /v1/agent/registry-snapshot": .agentProtocol,
         "POST /v1/agent/jobs/{job}/lease": .agentProtocol, "POST /v1/agent/jobs/{job}/progress": .agentProtocol,
@@ -174,6 +175,8 @@ struct AccessPolicyTests {
             "POST /v1/workspaces/{workspace}/agents": #"{"name":"agent-\#(unique)","environment":"prod"}"#,
             "POST /v1/workspaces/{workspace}/materializations":
                 #"{"feature_view":"driver_hourly_stats","start":"2025-02-01T00:00:00Z","end":"2025-02-01T02:00:00Z","chunk":"1h"}"#,
+            "POST /v1/workspaces/{workspace}/datasets":
+                #"{"feature_service":"driver_ranking","entities":{"connection":"files","path":"labels.csv"},"output":{"connection":"files","path":"out.csv"}}"#,
             "POST /v1/agent/hello": #"{"instance_id":"matrix","version":"test","hostname":"test","capabilities":[]}"#,
             "POST /v1/agent/heartbeat": #"{"instance_id":"matrix","running_jobs":[]}"#,
             "POST /v1/agent/access-snapshot": #"{"instance_id":"matrix"}"#,

@@ -53,6 +53,12 @@ struct JobRoutes {
             try await store.requireWorkspace(workspace)
             return try APIResponse.json(try await store.materialize(body, workspace: workspace, by: context.callerName), status: .created)
         }
+        // Building a dataset reads feature values (on the agent): the consumer role.
+        routes.add(.post, "/v1/workspaces/{workspace}/datasets", permission: .workspace(.consumer)) { request, context in
+            let body = try await request.decodeBody(as: CreateDatasetRequest.self, context: context)
+            let workspace = try context.pathParameter("workspace")
+            return try APIResponse.json(try await store.createDataset(body, workspace: workspace, by: context.callerName), status: .created)
+        }
         routes.add(.get, "/v1/workspaces/{workspace}/agents", permission: .workspace(.viewer)) { _, context in
             let workspace = try context.pathParameter("workspace")
             try await store.requireWorkspace(workspace)

@@ -13,6 +13,7 @@ public enum ControlPlaneMigrations {
         migration("0004_signing_key.sql", PackageResources._004_signing_key_sql),
         migration("0005_jobs.sql", PackageResources._005_jobs_sql),
         migration("0006_access_version.sql", PackageResources._006_access_version_sql),
+        migration("0007_dataset_jobs.sql", PackageResources._007_dataset_jobs_sql),
     ]
 
     static func migration(_ fileName: String, _ bytes: [UInt8]) -> Migration {

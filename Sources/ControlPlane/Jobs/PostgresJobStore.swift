@@ -138,6 +138,58 @@ public struct PostgresJobStore: Sendable {
         }
     }
 
+    /// `larder datasets create`: queues a dataset job for an agent of the
+    /// workspace, its spec carrying the workspace's current definitions (at
+    /// one registry revision) and the request. The features asked for must exist.
+    public func createDataset(_ request: CreateDatasetRequest, workspace: String, by principal: String) async throws -> JobResource {
+        if let (field, detail) = request.problem { throw JobError.invalidArgument(field: field, detail: detail) }
+        return try await client.withConnection { connection in
+            try await connection.inTransaction(logger: logger, begin: "BEGIN ISOLATION LEVEL REPEATABLE READ") { connection in
+                var workspaceID: Int64?
+                for try await id in try await connection.query("SELECT id FROM workspaces WHERE name = \(workspace)", logger: logger).decode(Int64.self) {
+                    workspaceID = id
+                }
+                guard let workspaceID else { throw RegistryError.workspaceNotFound(workspace) }
+                let snapshot = try await AgentRegistrySnapshots(client: client, logger: logger)
+                    .snapshot(ofWorkspace: workspaceID, named: workspace, on: connection)
+                // What the request names must exist now (the agent resolves it with these definitions).
+                let names = Set(snapshot.definitions.map { "\($0.kind):\($0.name)" })
+                if let service = request.featureService, !names.contains("FeatureService:\(service)") {
+                    throw JobError.invalidArgument(field: "feature_service", detail: "no feature service named '\(service)' in workspace \(workspace)")
+                }
+                for reference in request.features ?? [] {
+                    let view = String(reference.split(separator: ":").first ?? "")
+                    guard names.contains("FeatureView:\(view)") || names.contains("OnDemandFeatureView:\(view)") else {
+                        throw JobError.invalidArgument(field: "features", detail: "no feature view or on-demand view named '\(view)' in workspace \(workspace)")
+                    }
+                }
+                let requestText = String(decoding: try APICoding.makeEncoder().encode(request), as: UTF8.self)
+                let trigger = "requested by \(principal)"
+                var id: Int64 = 0
+                for try await value in try await connection.query(
+                    """
+                    INSERT INTO jobs (workspace_id, kind, state, environment, trigger, max_attempts, created_by, dataset)
+                    VALUES (\(workspaceID), 'dataset', 'queued', \(request.environment), \(trigger), \(settings.maxAttempts), \(principal),
+                            \(requestText)::jsonb)
+                    RETURNING id
+                    """, logger: logger).decode(Int64.self) { id = value }
+                let spec = JobSpec(
+                    jobId: id, kind: .dataset, workspace: workspace, featureView: nil, version: nil, start: nil, end: nil,
+                    definitions: snapshot.definitions, targets: .init(offline: false, online: false), issuedAt: Date(),
+                    dataset: request, registryRevision: snapshot.revision)
+                let signing = try await keys.current()
+                let signed = try signing.sign(try spec.jsonValue())
+                try await connection.execute(
+                    """
+                    UPDATE jobs SET spec_payload = \(signed.payload), spec_signature = \(signed.signature), spec_key = \(signing.publicKey.fingerprint)
+                    WHERE id = \(id)
+                    """, logger: logger)
+                try await connection.execute("INSERT INTO job_events (job_id, event, detail) VALUES (\(id), 'queued', \(trigger))", logger: logger)
+                return try await jobs(where: "j.id = \(id)", on: connection).first!
+            }
+        }
+    }
+
     /// Inserts a backfill job (no spec: agents run its chunks, not it).
     func createBackfill(
         _ view: ViewVersion, start: Date, end: Date, environment: String?, trigger: String, by principal: String,
@@ -533,7 +585,7 @@ public struct PostgresJobStore: Sendable {
                j.lease_expires_at, j.cancel_requested, j.progress::text, j.metrics::text, j.failure::text,
                CASE WHEN j.kind = 'backfill' THEN b.chunks END AS chunks, j.created_at,
                CASE WHEN j.kind = 'backfill' THEN GREATEST(j.updated_at, b.updated_at) ELSE j.updated_at END,
-               CASE WHEN j.kind <> 'backfill' THEN j.finished_at WHEN b.unfinished = 0 THEN b.finished_at END
+               CASE WHEN j.kind <> 'backfill' THEN j.finished_at WHEN b.unfinished = 0 THEN b.finished_at END, j.dataset::text
         FROM jobs j JOIN workspaces w ON w.id = j.workspace_id
         LEFT JOIN object_versions v ON v.id = j.version_id LEFT JOIN registry_objects o ON o.id = v.object_id
         LEFT JOIN LATERAL (
@@ -566,7 +618,7 @@ public struct PostgresJobStore: Sendable {
             notBefore: state == "queued" ? try cells[13].decode(Date.self) : nil, agent: try cells[14].decode(String?.self),
             leaseExpiresAt: try cells[15].decode(Date?.self), cancelRequested: try cells[16].decode(Bool.self),
             progress: try json(17, JobProgress.self), metrics: try json(18, JobMetrics.self), failure: try json(19, JobFailure.self),
-            chunks: try json(20, [String: Int].self), createdAt: try cells[21].decode(Date.self), updatedAt: try cells[22].decode(Date.self),
+            chunks: try json(20, [String: Int].self), dataset: try json(24, CreateDatasetRequest.self), createdAt: try cells[21].decode(Date.self), updatedAt: try cells[22].decode(Date.self),
             finishedAt: try cells[23].decode(Date?.self))
     }
 

@@ -27,35 +27,6 @@ public struct DatasetRequest: Sendable {
     }
 }
 
-/// What a built dataset is: its metadata, never its values.
-public struct DatasetSummary: Sendable, Hashable, Codable {
-    /// One output column.
-    public struct Column: Sendable, Hashable, Codable {
-        public var name: String
-        /// The declared type; `input` for a column passed through from the entity table.
-        public var type: String
-    }
-
-    /// One feature view version read.
-    public struct ViewVersion: Sendable, Hashable, Codable {
-        public var view: String
-        public var version: Int
-    }
-
-    /// Rows written (one per entity row).
-    public var rows: Int
-    public var columns: [Column]
-    /// The feature view versions read.
-    public var views: [ViewVersion]
-    /// The earliest and latest entity timestamps (RFC 3339), nil when there are no rows.
-    public var earliest: String?
-    public var latest: String?
-    /// The registry revision the features were resolved at.
-    public var registryRevision: Int64
-    /// SHA-256 of the output bytes, hex.
-    public var sha256: String
-}
-
 /// Builds point-in-time correct training datasets on the agent, from the
 /// customer's offline store (`docs/point-in-time.md`).
 ///
@@ -67,7 +38,8 @@ public struct DatasetSummary: Sendable, Hashable, Codable {
 /// server uses; the chunk's rows are written, input columns first. Memory
 /// holds one chunk and its candidate rows for one view at a time.
 public struct TrainingDatasetBuilder: Sendable {
-    let reader: OnlineFeatureReader
+    /// The registry the features are resolved with.
+    let catalog: @Sendable () throws -> ServingCatalog
     let offlineStore: (schema: String, url: PostgresURL)?
     let chunkRows: Int
     /// How offline tables are read (`OfflineCandidates.pagesPerRange`).
@@ -79,7 +51,15 @@ public struct TrainingDatasetBuilder: Sendable {
         reader: OnlineFeatureReader, offlineStore: (schema: String, url: PostgresURL)?, chunkRows: Int = 1_000_000, pagesPerRange: Int? = 1_000,
         logger: Logger
     ) {
-        self.reader = reader
+        self.init(catalog: { try reader.catalog() }, offlineStore: offlineStore, chunkRows: chunkRows, pagesPerRange: pagesPerRange, logger: logger)
+    }
+
+    /// A builder resolving names with `catalog` (a dataset job's own definitions).
+    init(
+        catalog: @escaping @Sendable () throws -> ServingCatalog, offlineStore: (schema: String, url: PostgresURL)?, chunkRows: Int = 1_000_000,
+        pagesPerRange: Int? = 1_000, logger: Logger
+    ) {
+        self.catalog = catalog
         self.offlineStore = offlineStore
         self.chunkRows = chunkRows
         self.pagesPerRange = pagesPerRange
@@ -102,7 +82,7 @@ public struct TrainingDatasetBuilder: Sendable {
         guard let offlineStore else {
             throw DatasetError(kind: .noOfflineStore, field: "offline_store", detail: "this agent's configuration has no offline_store to read features from")
         }
-        let catalog = try reader.catalog()
+        let catalog = try catalog()
         let resolved: ResolvedRequest
         if let service = request.featureService {
             resolved = try catalog.resolve(service: service)
@@ -151,16 +131,36 @@ public struct TrainingDatasetBuilder: Sendable {
     /// A feature's column name in a dataset: `view__feature`.
     static func columnName(_ output: String) -> String { output.replacingOccurrences(of: ":", with: "__") }
 
+    /// The dataset's columns with their PostgreSQL types (entity-table columns as text).
+    func tableColumns(_ prepared: Prepared) -> [(name: String, sqlType: String)] {
+        let inputs = prepared.header.count - prepared.resolved.outputs.count
+        return prepared.header.prefix(inputs).map { ($0, "text") }
+            + prepared.resolved.outputs.map { (Self.columnName($0.name), OfflineTable.sqlType($0.type)) }
+    }
+
     /// Writes the dataset as CSV through `write`, chunk by chunk; returns its summary.
-    public func writeCSV(_ prepared: Prepared, to write: (ByteBuffer) async throws -> Void) async throws -> DatasetSummary {
+    public func writeCSV(_ prepared: Prepared, to write: (ByteBuffer) async throws -> Void) async throws -> DatasetMetadata {
+        var encoder = DatasetCSVWriter()
+        encoder.header(prepared.header)
+        return try await self.write(prepared, encoder: encoder, to: write)
+    }
+
+    /// Writes the dataset's rows in PostgreSQL's COPY text format (no header), for a table.
+    func writeCopyRows(_ prepared: Prepared, to write: (ByteBuffer) async throws -> Void) async throws -> DatasetMetadata {
+        try await self.write(prepared, encoder: DatasetCopyWriter(), to: write)
+    }
+
+    /// Writes the rows with `encoder` through `write`, chunk by chunk; returns the summary.
+    func write<Encoder: DatasetRowEncoder>(_ prepared: Prepared, encoder: Encoder, to write: (ByteBuffer) async throws -> Void) async throws
+        -> DatasetMetadata
+    {
         guard let offlineStore else { throw DatasetError(kind: .noOfflineStore, field: "offline_store", detail: "no offline_store") }
         let resolved = prepared.resolved
         var entities = try EntityTableReader(
             path: prepared.request.entities.path, label: "entities", timestampColumn: prepared.request.timestampColumn,
             assumeUTC: prepared.request.assumeUTC, resolved: resolved, chunkRows: chunkRows)
         var hash = SHA256()
-        var csv = DatasetCSVWriter()
-        csv.header(prepared.header)
+        var csv = encoder
         var rows = 0
         var earliest = Int64.max, latest = Int64.min
         let connection = try await offlineStore.url.connect(logger: logger)
@@ -190,17 +190,13 @@ public struct TrainingDatasetBuilder: Sendable {
             hash.update(data: csv.bytes)
             try await write(ByteBuffer(bytes: csv.bytes))
         }
-        func text(_ micros: Int64) -> String {
-            var bytes: [UInt8] = []
-            TimestampText.append(micros, style: .rfc3339, to: &bytes)
-            return String(decoding: bytes, as: UTF8.self)
-        }
-        return DatasetSummary(
-            rows: rows,
+        func date(_ micros: Int64) -> Date { Date(timeIntervalSince1970: Double(micros) / 1_000_000) }
+        return DatasetMetadata(
+            rows: Int64(rows),
             columns: entities.columns.map { .init(name: $0, type: "input") }
                 + resolved.outputs.map { .init(name: Self.columnName($0.name), type: $0.type.rawValue) },
             views: resolved.views.map { .init(view: $0.view, version: $0.version) },
-            earliest: rows > 0 ? text(earliest) : nil, latest: rows > 0 ? text(latest) : nil,
+            earliest: rows > 0 ? date(earliest) : nil, latest: rows > 0 ? date(latest) : nil,
             registryRevision: prepared.revision, sha256: hash.finalize().map { String(format: "%02x", $0) }.joined())
     }
 
@@ -230,15 +226,23 @@ public struct TrainingDatasetBuilder: Sendable {
             let matches = PointInTimeJoin.match(entities: entityOfRow, times: chunk.times, distinctEntities: index.count, rows: candidates)
             PointInTimeJoin.fill(&grid, view: view, rows: candidates, matches: matches, times: chunk.times, ttl: ttl)
         }
-        if !resolved.derivations.isEmpty { reader.derive(resolved, batch: chunk.batch, into: &grid) }
+        if !resolved.derivations.isEmpty { OnlineFeatureReader.derive(resolved, batch: chunk.batch, into: &grid) }
         return grid
     }
+}
+
+/// Encodes dataset rows: each input column's text, then each feature value.
+protocol DatasetRowEncoder {
+    var bytes: [UInt8] { get set }
+    mutating func text(_ field: String?)
+    mutating func value(_ value: FeatureValue)
+    mutating func endRow()
 }
 
 /// Writes dataset rows as CSV (RFC 4180): a field is quoted when it holds a
 /// comma, quote or line break; null is an empty field; numbers in their
 /// shortest exact form; timestamps in RFC 3339, UTC. The same values give the same bytes.
-struct DatasetCSVWriter {
+struct DatasetCSVWriter: DatasetRowEncoder {
     var bytes: [UInt8] = []
     private var first = true
 
@@ -291,5 +295,43 @@ struct DatasetCSVWriter {
             TimestampText.append(micros, style: .rfc3339, to: &bytes)
         case .string(let string): text(string)
         }
+    }
+}
+
+/// Writes dataset rows in PostgreSQL's COPY text format, for a table: input
+/// columns as text, features typed.
+struct DatasetCopyWriter: DatasetRowEncoder {
+    private var encoder = CopyTextEncoder()
+    private var first = true
+
+    var bytes: [UInt8] {
+        get { encoder.bytes }
+        set { if newValue.isEmpty { encoder.reset() } }
+    }
+
+    private mutating func separate() {
+        if first { first = false } else { encoder.separator() }
+    }
+
+    mutating func text(_ field: String?) {
+        separate()
+        if let field { encoder.string(field) } else { encoder.null() }
+    }
+
+    mutating func value(_ value: FeatureValue) {
+        separate()
+        switch value {
+        case .null: encoder.null()
+        case .int(let number): encoder.int(number)
+        case .double(let number): encoder.double(number)
+        case .bool(let flag): encoder.bool(flag)
+        case .timestamp(let micros): encoder.timestamp(micros)
+        case .string(let text): encoder.string(text)
+        }
+    }
+
+    mutating func endRow() {
+        encoder.endRow()
+        first = true
     }
 }

@@ -90,7 +90,7 @@ public final class OnlineFeatureReader: Sendable {
             for row in 0..<batch.count { keys.append(batch.key(row, columns: view.keys)) }
             table.gather(keys, now: now, reads: reads, into: &grid)
         }
-        if !resolved.derivations.isEmpty { derive(resolved, batch: batch, into: &grid) }
+        if !resolved.derivations.isEmpty { Self.derive(resolved, batch: batch, into: &grid) }
         return grid
     }
 
@@ -103,7 +103,7 @@ public final class OnlineFeatureReader: Sendable {
 
     /// Computes the on-demand outputs row by row. A computed value's event
     /// time is that of the oldest input its expression reads, so callers see its age.
-    func derive(_ resolved: ResolvedRequest, batch: EntityBatch, into grid: inout FeatureGrid) {
+    static func derive(_ resolved: ResolvedRequest, batch: EntityBatch, into grid: inout FeatureGrid) {
         var inputs: [FeatureValue] = []
         for row in 0..<batch.count {
             let base = row * grid.width

@@ -274,20 +274,26 @@ public struct JobSpec: Sendable, Codable, Hashable, SignedPayload {
     public var targets: Targets
     /// When the control plane signed it.
     public var issuedAt: Date
+    /// For a dataset job: what to build.
+    public var dataset: CreateDatasetRequest?
+    /// For a dataset job: the registry revision of `definitions` (the whole workspace's current objects).
+    public var registryRevision: Int64?
 
     // Spelled out rather than converted by a key strategy, which would also
     // rewrite the keys inside the definitions.
     enum CodingKeys: String, CodingKey {
         case format, jobId = "job_id", kind, workspace, featureView = "feature_view", version, start, end, definitions, targets
-        case issuedAt = "issued_at"
+        case issuedAt = "issued_at", dataset, registryRevision = "registry_revision"
     }
 
     /// Creates a spec.
     public init(
         jobId: Int64, kind: JobKind, workspace: String, featureView: String?, version: Int?, start: Date?, end: Date?,
-        definitions: [Definition], targets: Targets, issuedAt: Date
+        definitions: [Definition], targets: Targets, issuedAt: Date, dataset: CreateDatasetRequest? = nil, registryRevision: Int64? = nil
     ) {
         format = 1
+        self.dataset = dataset
+        self.registryRevision = registryRevision
         self.jobId = jobId
         self.kind = kind
         self.workspace = workspace

@@ -85,13 +85,16 @@ public struct JobMetrics: Sendable, Codable, Hashable {
     public var watermark: Date?
     /// Per-feature statistics.
     public var features: [FeatureSummary]
+    /// For a dataset job: what it built.
+    public var dataset: DatasetMetadata?
 
     /// Creates metrics.
-    public init(rowsRead: Int64, rowsWritten: Int64, watermark: Date? = nil, features: [FeatureSummary] = []) {
+    public init(rowsRead: Int64, rowsWritten: Int64, watermark: Date? = nil, features: [FeatureSummary] = [], dataset: DatasetMetadata? = nil) {
         self.rowsRead = rowsRead
         self.rowsWritten = rowsWritten
         self.watermark = watermark
         self.features = features
+        self.dataset = dataset
     }
 }
 
@@ -159,6 +162,8 @@ public struct JobResource: Sendable, Codable, Hashable {
     public var failure: JobFailure?
     /// For a backfill: how many chunks are in each state.
     public var chunks: [String: Int]?
+    /// For a dataset job: what was asked.
+    public var dataset: CreateDatasetRequest?
     /// When it was created.
     public var createdAt: Date
     /// When it last changed.
@@ -167,7 +172,7 @@ public struct JobResource: Sendable, Codable, Hashable {
     public var finishedAt: Date?
 
     /// Creates a value.
-    public init(id: Int64, workspace: String, kind: JobKind, state: JobState, featureView: String? = nil, version: Int? = nil, start: Date? = nil, end: Date? = nil, parentId: Int64? = nil, environment: String? = nil, trigger: String, attempts: Int, maxAttempts: Int, notBefore: Date? = nil, agent: String? = nil, leaseExpiresAt: Date? = nil, cancelRequested: Bool, progress: JobProgress? = nil, metrics: JobMetrics? = nil, failure: JobFailure? = nil, chunks: [String: Int]? = nil, createdAt: Date, updatedAt: Date, finishedAt: Date? = nil) {
+    public init(id: Int64, workspace: String, kind: JobKind, state: JobState, featureView: String? = nil, version: Int? = nil, start: Date? = nil, end: Date? = nil, parentId: Int64? = nil, environment: String? = nil, trigger: String, attempts: Int, maxAttempts: Int, notBefore: Date? = nil, agent: String? = nil, leaseExpiresAt: Date? = nil, cancelRequested: Bool, progress: JobProgress? = nil, metrics: JobMetrics? = nil, failure: JobFailure? = nil, chunks: [String: Int]? = nil, dataset: CreateDatasetRequest? = nil, createdAt: Date, updatedAt: Date, finishedAt: Date? = nil) {
         self.id = id
         self.workspace = workspace
         self.kind = kind
@@ -189,6 +194,7 @@ public struct JobResource: Sendable, Codable, Hashable {
         self.metrics = metrics
         self.failure = failure
         self.chunks = chunks
+        self.dataset = dataset
         self.createdAt = createdAt
         self.updatedAt = updatedAt
         self.finishedAt = finishedAt

@@ -34,6 +34,11 @@ extension ControlPlaneClient {
         try await send(.POST, "/v1/workspaces/\(Self.segment(workspace))/materializations", body: request)
     }
 
+    /// Queues a dataset job.
+    public func createDataset(_ request: CreateDatasetRequest, workspace: String) async throws -> JobResource {
+        try await send(.POST, "/v1/workspaces/\(Self.segment(workspace))/datasets", body: request)
+    }
+
     /// The workspace's agents and their status.
     public func agents(workspace: String) async throws -> [AgentResource] {
         try await send(.GET, "/v1/workspaces/\(Self.segment(workspace))/agents")
