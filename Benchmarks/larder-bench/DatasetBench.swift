@@ -1,4 +1,7 @@
 import DataPlane
+#if canImport(Glibc)
+import Glibc
+#endif
 import Foundation
 import Logging
 import NIOCore
@@ -11,7 +14,8 @@ import TestSupport
 /// against entity tables of random labelled events.
 extension LarderBench {
     static func datasets(driverCounts: [Int], entityRows: [Int], runs: Int) async throws {
-        let logger = Logger(label: "larder-bench")
+        var logger = Logger(label: "larder-bench")
+        if ProcessInfo.processInfo.environment["LARDER_BENCH_DEBUG"] != nil { logger.logLevel = .debug }
         let folder = FileManager.default.temporaryDirectory.appendingPathComponent("larder-bench-datasets-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: folder) }
@@ -57,6 +61,8 @@ extension LarderBench {
                     try writeEntities(rows: rows, drivers: drivers, customers: customers, to: file)
                     var samples = Samples(), peak = 0, bytes = 0
                     for _ in 0..<runs {
+                        // Memory freed by the previous run goes back to the system first, so each peak is this run's own.
+                        returnFreedMemory()
                         resetPeakResident()
                         bytes = 0
                         samples.add(try await measure {
@@ -72,6 +78,16 @@ extension LarderBench {
                 }
             }
         }
+    }
+
+    /// glibc's `malloc_trim(0)` (not in Swift's Glibc module): gives freed heap pages back to the system.
+    static func returnFreedMemory() {
+        #if canImport(Glibc)
+        typealias Trim = @convention(c) (Int) -> Int32
+        if let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "malloc_trim") {
+            _ = unsafeBitCast(symbol, to: Trim.self)(0)
+        }
+        #endif
     }
 
     /// A registry reader over the scaffold repository (driver_hourly_stats: 2-day TTL; customer_trip_stats: 30 days).

@@ -12,14 +12,20 @@ import Shared
 /// range scan), each range's columns aggregated into arrays by the server
 /// and parsed here from their binary form: one result row per range instead
 /// of one per table row, which is where a row-by-row read spends its time.
-/// The ranges are read in one REPEATABLE READ transaction, so they see one
+/// The ranges are read in one REPEATABLE READ transaction (two, sharing an
+/// exported snapshot, when reading over two connections), so they see one
 /// snapshot of the table. Older servers are read row by row.
-struct OfflineCandidates {
+struct OfflineCandidates: Sendable {
     let table: OfflineTable
     let view: ResolvedRequest.ViewRead
     /// Pages per range of a bulk read (1,000: about 100,000 rows of a narrow
     /// table); nil reads row by row.
     var pagesPerRange: Int? = 1_000
+    /// Whether rows may hold a created time (views whose source declares none never do: the column is not read).
+    var hasCreated = true
+    /// A second connection's URL: the ranges are then read over two connections sharing one snapshot,
+    /// so the server prepares one range while the agent parses another.
+    var parallel: PostgresURL?
     let logger: Logger
 
     /// Whether the table exists.
@@ -56,31 +62,91 @@ struct OfflineCandidates {
 
     /// Reads the table in ranges of pages, each as one row of arrays.
     func readInRanges(entities: [EntityKey: Int32], from: Int64?, to: Int64, pagesPerRange: Int, on connection: PostgresConnection) async throws -> CandidateRows {
-        let columns = view.keys.map { SQLIdentifier.quote($0.name) } + ["event_timestamp", "created_timestamp"] + view.reads.map { SQLIdentifier.quote($0.feature) }
+        let columns = view.keys.map { SQLIdentifier.quote($0.name) } + ["event_timestamp"] + (hasCreated ? ["created_timestamp"] : [])
+            + view.reads.map { SQLIdentifier.quote($0.feature) }
         let filter = timeFilter(from: from, to: to, firstParameter: 3)
         let statement = """
             SELECT \(columns.map { "array_agg(\($0))" }.joined(separator: ", ")) FROM \(table.qualifiedName)
             WHERE ctid >= format('(%s,0)', $1::bigint)::tid AND ctid < format('(%s,0)', $2::bigint)::tid AND \(filter.sql)
             """
-        var rows = CandidateRows(types: view.reads.map(\.type))
-        try await connection.inTransaction(logger: logger, begin: "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY") { connection in
+        let lookup = EntityLookup(entities, keys: view.keys)
+        return try await connection.inTransaction(logger: logger, begin: "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY") { connection in
             var pages: Int64 = 0
             var size = PostgresQuery(unsafeSQL: "SELECT pg_relation_size($1::regclass) / current_setting('block_size')::bigint")
             size.binds.append(table.qualifiedName)
             for try await (count) in try await connection.query(size, logger: logger).decode(Int64.self) { pages = count }
-            var first: Int64 = 0
-            while first < pages {
-                var query = PostgresQuery(unsafeSQL: statement)
-                query.binds.append(first)
-                query.binds.append(first + Int64(pagesPerRange))
-                for bind in filter.binds { query.binds.append(bind) }
-                first += Int64(pagesPerRange)
-                for try await row in try await connection.query(query, logger: logger) {
-                    try ArrayColumns(row: row, keys: view.keys, reads: view.reads).append(to: &rows, entities: entities)
+            let ranges = Array(stride(from: Int64(0), to: pages, by: pagesPerRange))
+            // The table's estimated rows: room for all of them, so the columns never grow by copying.
+            var estimate: Int64 = 0
+            var statistics = PostgresQuery(unsafeSQL: "SELECT GREATEST(reltuples, 0)::bigint FROM pg_class WHERE oid = $1::regclass")
+            statistics.binds.append(table.qualifiedName)
+            for try await (count) in try await connection.query(statistics, logger: logger).decode(Int64.self) { estimate = count }
+            /// Reads `ranges` on `connection`, handing each range's rows to `deliver`.
+            @Sendable func read(_ ranges: [Int64], on connection: PostgresConnection, deliver: (CandidateRows) async throws -> Void) async throws {
+                for first in ranges {
+                    var query = PostgresQuery(unsafeSQL: statement)
+                    query.binds.append(first)
+                    query.binds.append(first + Int64(pagesPerRange))
+                    for bind in filter.binds { query.binds.append(bind) }
+                    var part = CandidateRows(types: view.reads.map(\.type))
+                    for try await row in try await connection.query(query, logger: logger) {
+                        try ArrayColumns(row: row, keyCount: view.keys.count, hasCreated: hasCreated)
+                            .append(to: &part, lookup: lookup, keyTypes: view.keys.map(\.type), featureTypes: view.reads.map(\.type))
+                    }
+                    try await deliver(part)
                 }
             }
+            var rows = CandidateRows(types: view.reads.map(\.type))
+            rows.reserve(Int(min(estimate, 200_000_000)))
+            guard let parallel, ranges.count > 1 else {
+                try await read(ranges, on: connection) { rows.append($0) }
+                return rows
+            }
+            // A second connection on the same snapshot reads every other range; each range's rows
+            // are appended as they come, so memory holds the result and a range or two besides.
+            var snapshot = ""
+            for try await (id) in try await connection.query("SELECT pg_export_snapshot()", logger: logger).decode(String.self) { snapshot = id }
+            guard !snapshot.isEmpty, snapshot.allSatisfy({ $0.isHexDigit || $0 == "-" }) else {
+                try await read(ranges, on: connection) { rows.append($0) }
+                return rows
+            }
+            let second = try await parallel.connect(logger: logger)
+            do {
+                try await second.inTransaction(logger: logger, begin: "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY") { second in
+                    try await second.execute(PostgresQuery(unsafeSQL: "SET TRANSACTION SNAPSHOT '\(snapshot)'"), logger: logger)
+                    let (parts, continuation) = AsyncThrowingStream.makeStream(of: CandidateRows.self, bufferingPolicy: .bufferingOldest(2))
+                    try await withThrowingTaskGroup(of: Void.self) { group in
+                        group.addTask {
+                            try await withThrowingTaskGroup(of: Void.self) { readers in
+                                for (index, reader) in [connection, second].enumerated() {
+                                    let mine = ranges.enumerated().filter { $0.offset % 2 == index }.map(\.element)
+                                    readers.addTask {
+                                        try await read(mine, on: reader) { part in
+                                            // Waits while two parts are pending: a reader does not run far ahead of the appends.
+                                            while case .dropped = continuation.yield(part) { try await Task.sleep(for: .milliseconds(2)) }
+                                        }
+                                    }
+                                }
+                                do {
+                                    try await readers.waitForAll()
+                                    continuation.finish()
+                                } catch {
+                                    continuation.finish(throwing: error)
+                                    throw error
+                                }
+                            }
+                        }
+                        for try await part in parts { rows.append(part) }
+                        try await group.waitForAll()
+                    }
+                }
+                try await second.close()
+                return rows
+            } catch {
+                try? await second.close()
+                throw error
+            }
         }
-        return rows
     }
 
     /// Reads the rows one by one (servers before PostgreSQL 14, which cannot scan a range of pages).
@@ -111,7 +177,7 @@ struct OfflineCandidates {
             guard let entity = entities[key] else { continue }
             rows.entity.append(entity)
             rows.times.append(MaterializationPlan.micros(try cells[keyCount].decode(Date.self)))
-            rows.created.append(try cells[keyCount + 1].decode(Date?.self).map(MaterializationPlan.micros) ?? CandidateRows.noCreated)
+            rows.created.append(hasCreated ? try cells[keyCount + 1].decode(Date?.self).map(MaterializationPlan.micros) ?? CandidateRows.noCreated : CandidateRows.noCreated)
             for (position, read) in view.reads.enumerated() {
                 let cell = cells[keyCount + 2 + position]
                 let value: FeatureValue
@@ -129,113 +195,133 @@ struct OfflineCandidates {
     }
 }
 
-/// One result row of a bulk read: each column an array in PostgreSQL's
-/// binary array format (a header, then each element's length, -1 for null,
-/// and its bytes), read in place.
-struct ArrayColumns {
-    let keys: [ByteBuffer]
-    let times: ByteBuffer
-    let created: ByteBuffer
-    let features: [ByteBuffer]
-    let keyTypes: [ValueType]
-    let featureTypes: [ValueType]
-    let isEmpty: Bool
+/// The chunk's entities by key, with a dictionary of plain integers for the
+/// common single integer key (hashing an `EntityKey` costs more).
+struct EntityLookup: Sendable {
+    let byKey: [EntityKey: Int32]
+    let byInteger: [Int64: Int32]?
 
-    init(row: PostgresRow, keys keyColumns: [Column], reads: [(feature: String, type: ValueType, column: Int)]) throws {
+    init(_ entities: [EntityKey: Int32], keys: [Column]) {
+        byKey = entities
+        if keys.count == 1, keys[0].type.isInteger {
+            var integers: [Int64: Int32] = [:]
+            integers.reserveCapacity(entities.count)
+            for (key, entity) in entities { if case .int(let value) = key { integers[value] = entity } }
+            byInteger = integers
+        } else {
+            byInteger = nil
+        }
+    }
+}
+
+/// One result row of a bulk read: each column an array in PostgreSQL's
+/// binary array format (a header; then per element its length, -1 for null,
+/// and its bytes), parsed in place into typed columns.
+struct ArrayColumns {
+    let cells: [ByteBuffer?]
+    let keyCount: Int
+    let hasCreated: Bool
+
+    init(row: PostgresRow, keyCount: Int, hasCreated: Bool) {
         var cells: [ByteBuffer?] = []
         for cell in row { cells.append(cell.bytes) }
-        // No row in the range: every aggregate is null.
-        isEmpty = cells.contains { $0 == nil }
-        let buffers = cells.map { $0 ?? ByteBuffer() }
-        keys = Array(buffers.prefix(keyColumns.count))
-        times = buffers[keyColumns.count]
-        created = buffers[keyColumns.count + 1]
-        features = Array(buffers.dropFirst(keyColumns.count + 2))
-        keyTypes = keyColumns.map(\.type)
-        featureTypes = reads.map(\.type)
+        self.cells = cells
+        self.keyCount = keyCount
+        self.hasCreated = hasCreated
     }
 
     /// PostgreSQL's epoch (2000-01-01) in microseconds since 1970.
     static let postgresEpoch: Int64 = 946_684_800_000_000
 
-    /// Each element's bytes (nil for null) of a one-dimensional array.
-    static func elements(_ buffer: ByteBuffer) throws -> [ByteBuffer?] {
-        var buffer = buffer
-        guard let dimensions = buffer.readInteger(as: Int32.self), buffer.readInteger(as: Int32.self) != nil, buffer.readInteger(as: UInt32.self) != nil else {
-            throw JobExecutionError("offline store: an unreadable array", retryable: false)
-        }
-        guard dimensions == 1, let count = buffer.readInteger(as: Int32.self), buffer.readInteger(as: Int32.self) != nil else { return [] }
-        var elements: [ByteBuffer?] = []
-        elements.reserveCapacity(Int(count))
-        for _ in 0..<count {
-            guard let length = buffer.readInteger(as: Int32.self) else { throw JobExecutionError("offline store: a cut array", retryable: false) }
-            if length < 0 {
-                elements.append(nil)
-            } else {
-                guard let bytes = buffer.readSlice(length: Int(length)) else { throw JobExecutionError("offline store: a cut array", retryable: false) }
-                elements.append(bytes)
+    /// A column parsed: fixed-width values as 64-bit patterns (null flags
+    /// beside), or text.
+    struct Parsed {
+        var bits: [Int64] = []
+        var nulls: [Bool] = []
+        var texts: [String?] = []
+        var count: Int { max(bits.count, texts.count) }
+    }
+
+    /// Parses a one-dimensional array of `type`.
+    static func parse(_ buffer: ByteBuffer, type: ValueType) throws -> Parsed {
+        try buffer.withUnsafeReadableBytes { raw -> Parsed in
+            var offset = 0
+            func int32() throws -> Int32 {
+                guard offset + 4 <= raw.count else { throw JobExecutionError("offline store: a cut array", retryable: false) }
+                defer { offset += 4 }
+                return Int32(bigEndian: raw.loadUnaligned(fromByteOffset: offset, as: Int32.self))
             }
+            let dimensions = try int32()
+            _ = try int32()   // has nulls
+            _ = try int32()   // element type
+            var parsed = Parsed()
+            guard dimensions == 1 else { return parsed }
+            let count = Int(try int32())
+            _ = try int32()   // lower bound
+            let text = type == .string || type == .bytes
+            if text { parsed.texts.reserveCapacity(count) } else {
+                parsed.bits.reserveCapacity(count)
+                parsed.nulls.reserveCapacity(count)
+            }
+            for _ in 0..<count {
+                let length = Int(try int32())
+                if length < 0 {
+                    if text { parsed.texts.append(nil) } else {
+                        parsed.bits.append(0)
+                        parsed.nulls.append(true)
+                    }
+                    continue
+                }
+                guard offset + length <= raw.count else { throw JobExecutionError("offline store: a cut array", retryable: false) }
+                if text {
+                    parsed.texts.append(String(decoding: UnsafeRawBufferPointer(rebasing: raw[offset..<(offset + length)]), as: UTF8.self))
+                } else {
+                    let value: Int64
+                    switch (type, length) {
+                    case (_, 8): value = Int64(bigEndian: raw.loadUnaligned(fromByteOffset: offset, as: Int64.self))
+                    case (.float32, 4): value = Int64(bitPattern: Double(Float(bitPattern: UInt32(bigEndian: raw.loadUnaligned(fromByteOffset: offset, as: UInt32.self)))).bitPattern)
+                    case (_, 4): value = Int64(Int32(bigEndian: raw.loadUnaligned(fromByteOffset: offset, as: Int32.self)))
+                    case (_, 1): value = Int64(raw[offset])
+                    default: throw JobExecutionError("offline store: an array element of \(length) bytes for \(type.rawValue)", retryable: false)
+                    }
+                    parsed.bits.append(type == .timestamp ? value + postgresEpoch : value)
+                    parsed.nulls.append(false)
+                }
+                offset += length
+            }
+            return parsed
         }
-        return elements
     }
 
-    /// The value of one element of a column of `type`.
-    static func value(_ element: ByteBuffer?, type: ValueType) -> FeatureValue {
-        guard var bytes = element else { return .null }
-        switch type {
-        case .int64: return bytes.readInteger(as: Int64.self).map(FeatureValue.int) ?? .null
-        case .int32: return bytes.readInteger(as: Int32.self).map { .int(Int64($0)) } ?? .null
-        case .float64: return bytes.readInteger(as: UInt64.self).map { .double(Double(bitPattern: $0)) } ?? .null
-        case .float32: return bytes.readInteger(as: UInt32.self).map { .double(Double(Float(bitPattern: $0))) } ?? .null
-        case .bool: return bytes.readInteger(as: UInt8.self).map { .bool($0 != 0) } ?? .null
-        case .timestamp: return bytes.readInteger(as: Int64.self).map { .timestamp($0 + postgresEpoch) } ?? .null
-        default: return .string(bytes.readString(length: bytes.readableBytes) ?? "")
-        }
-    }
-
-    /// Appends the rows of `entities` to `rows`.
-    func append(to rows: inout CandidateRows, entities: [EntityKey: Int32]) throws {
-        guard !isEmpty else { return }
-        let keyColumns = try keys.map(Self.elements)
-        let timeColumn = try Self.elements(times)
-        let createdColumn = try Self.elements(created)
-        let featureColumns = try features.map(Self.elements)
+    /// Appends the rows of the chunk's entities to `rows`.
+    func append(to rows: inout CandidateRows, lookup: EntityLookup, keyTypes: [ValueType], featureTypes: [ValueType]) throws {
+        // No row in the range: every aggregate is null.
+        guard !cells.contains(where: { $0 == nil }) else { return }
+        let buffers = cells.map { $0! }
+        let keys = try zip(buffers.prefix(keyCount), keyTypes).map { try Self.parse($0, type: $1.isInteger ? .int64 : .string) }
+        let times = try Self.parse(buffers[keyCount], type: .timestamp)
+        let created = hasCreated ? try Self.parse(buffers[keyCount + 1], type: .timestamp) : nil
+        let base = keyCount + (hasCreated ? 2 : 1)
+        let features = try featureTypes.enumerated().map { try Self.parse(buffers[base + $0.offset], type: $0.element) }
         var parts: [EntityKey.Part] = []
-        for row in timeColumn.indices {
-            let key: EntityKey
-            if keyColumns.count == 1 {
-                key = Self.key(keyColumns[0][row], type: keyTypes[0])
+        for row in 0..<times.count {
+            let entity: Int32?
+            if let integers = lookup.byInteger {
+                entity = integers[keys[0].bits[row]]
             } else {
                 parts.removeAll(keepingCapacity: true)
-                for (column, type) in zip(keyColumns, keyTypes) {
-                    switch Self.key(column[row], type: type) {
-                    case .int(let value): parts.append(.int(value))
-                    case .string(let value): parts.append(.string(value))
-                    case .composite: break
-                    }
+                for (column, type) in zip(keys, keyTypes) {
+                    parts.append(type.isInteger ? .int(column.bits[row]) : .string(column.texts[row] ?? ""))
                 }
-                key = EntityKey(parts)
+                entity = lookup.byKey[EntityKey(parts)]
             }
-            guard let entity = entities[key], case .timestamp(let time) = Self.value(timeColumn[row], type: .timestamp) else { continue }
+            guard let entity, !times.nulls[row] else { continue }
             rows.entity.append(entity)
-            rows.times.append(time)
-            if case .timestamp(let created) = Self.value(createdColumn[row], type: .timestamp) {
-                rows.created.append(created)
-            } else {
-                rows.created.append(CandidateRows.noCreated)
+            rows.times.append(times.bits[row])
+            rows.created.append(created.map { $0.nulls[row] ? CandidateRows.noCreated : $0.bits[row] } ?? CandidateRows.noCreated)
+            for (position, column) in features.enumerated() {
+                rows.columns[position].append(parsed: column, row: row)
             }
-            for (position, column) in featureColumns.enumerated() {
-                rows.columns[position].append(Self.value(column[row], type: featureTypes[position]))
-            }
-        }
-    }
-
-    /// A join key element.
-    static func key(_ element: ByteBuffer?, type: ValueType) -> EntityKey {
-        switch value(element, type: type) {
-        case .int(let number): return .int(number)
-        case .string(let text): return .string(text)
-        default: return .string("")
         }
     }
 }

@@ -29,6 +29,30 @@ struct StoredFeatureColumn: Sendable {
         nulls.append(false)
     }
 
+    /// Appends row `row` of a parsed array column (same type).
+    mutating func append(parsed column: ArrayColumns.Parsed, row: Int) {
+        if isText {
+            strings.append(column.texts[row])
+            nulls.append(column.texts[row] == nil)
+        } else {
+            bits.append(column.bits[row])
+            nulls.append(column.nulls[row])
+        }
+    }
+
+    /// Makes room for `count` values.
+    mutating func reserve(_ count: Int) {
+        if isText { strings.reserveCapacity(count) } else { bits.reserveCapacity(count) }
+        nulls.reserveCapacity(count)
+    }
+
+    /// Appends another column's rows (same type).
+    mutating func append(_ other: StoredFeatureColumn) {
+        bits.append(contentsOf: other.bits)
+        strings.append(contentsOf: other.strings)
+        nulls.append(contentsOf: other.nulls)
+    }
+
     /// The value of row `row`.
     func value(_ row: Int) -> FeatureValue {
         if nulls[row] { return .null }
@@ -78,6 +102,24 @@ struct CandidateRows: Sendable {
     }
 
     var count: Int { times.count }
+
+    /// Makes room for `count` rows. (Untouched room of a large allocation is
+    /// not resident, so an estimate too high costs address space, not memory;
+    /// too low, and growing copies the arrays while the old ones are held.)
+    mutating func reserve(_ count: Int) {
+        entity.reserveCapacity(count)
+        times.reserveCapacity(count)
+        created.reserveCapacity(count)
+        for index in columns.indices { columns[index].reserve(count) }
+    }
+
+    /// Appends `other`'s rows (read from the same view).
+    mutating func append(_ other: CandidateRows) {
+        entity.append(contentsOf: other.entity)
+        times.append(contentsOf: other.times)
+        created.append(contentsOf: other.created)
+        for index in columns.indices { columns[index].append(other.columns[index]) }
+    }
 
     /// Whether row `a` is newer than row `b`: by event time, then created
     /// time, then values (so the choice never depends on read order).

@@ -72,8 +72,12 @@ public struct TrainingDatasetBuilder: Sendable {
         let resolved: ResolvedRequest
         let revision: Int64
         let ttls: [String: Int64]
+        /// Views whose rows may hold a created time (their source declares one, and they do not aggregate).
+        let created: Set<String>
         let tables: [OfflineTable]
         let header: [String]
+        /// The entity table, when it is one chunk (read while checking it).
+        let onlyChunk: EntityChunk?
     }
 
     /// Resolves `request` and checks the entity table's header and the
@@ -96,12 +100,24 @@ public struct TrainingDatasetBuilder: Sendable {
         var check = try EntityTableReader(
             path: request.entities.path, label: "entities", timestampColumn: request.timestampColumn, assumeUTC: request.assumeUTC,
             resolved: resolved, chunkRows: chunkRows)
-        while try check.next() != nil {}
+        // A table of one chunk is kept as read, not parsed a second time.
+        var chunks = 0
+        var only: EntityChunk?
+        while let chunk = try check.next() {
+            chunks += 1
+            only = chunks == 1 ? chunk : nil
+        }
         var ttls: [String: Int64] = [:]
+        var created: Set<String> = []
         var tables: [OfflineTable] = []
         for view in resolved.views {
             let definition = catalog.repository.featureViews.first { $0.name == view.view }
             if let seconds = definition?.ttl?.seconds, seconds > 0 { ttls[view.view] = seconds * 1_000_000 }
+            let source = catalog.repository.sources.first { $0.name == definition?.source }
+            // Pushed rows always carry one (the arrival time when the source declares none).
+            var pushed = false
+            if case .push? = source?.connector { pushed = true }
+            if definition?.aggregations.isEmpty ?? false, source?.createdTimestampField != nil || source == nil || pushed { created.insert(view.view) }
             tables.append(OfflineTable(
                 schema: offlineStore.schema, view: view.view, version: view.version, keys: view.keys,
                 outputs: view.reads.map { Column(name: $0.feature, type: $0.type) }, windowed: !(definition?.aggregations.isEmpty ?? true)))
@@ -125,7 +141,8 @@ public struct TrainingDatasetBuilder: Sendable {
         if let clash = Set(header).intersection(output.dropFirst(header.count)).first {
             throw DatasetError(kind: .invalidInput, field: "entities", detail: "the entity table has a column '\(clash)', the name of a feature column; rename it")
         }
-        return Prepared(request: request, resolved: resolved, revision: catalog.revision, ttls: ttls, tables: tables, header: output)
+        return Prepared(request: request, resolved: resolved, revision: catalog.revision, ttls: ttls, created: created, tables: tables, header: output,
+            onlyChunk: only)
     }
 
     /// A feature's column name in a dataset: `view__feature`.
@@ -165,7 +182,15 @@ public struct TrainingDatasetBuilder: Sendable {
         var earliest = Int64.max, latest = Int64.min
         let connection = try await offlineStore.url.connect(logger: logger)
         do {
-            while let chunk = try entities.next() {
+            var kept = prepared.onlyChunk
+            func next() throws -> EntityChunk? {
+                if let chunk = kept {
+                    kept = nil
+                    return chunk
+                }
+                return prepared.onlyChunk == nil ? try entities.next() : nil
+            }
+            while let chunk = try next() {
                 let grid = try await features(of: chunk, prepared: prepared, on: connection)
                 for row in 0..<chunk.count {
                     for column in chunk.text { csv.text(column[row]) }
@@ -221,10 +246,18 @@ public struct TrainingDatasetBuilder: Sendable {
                 }
             }
             let ttl = prepared.ttls[view.view]
-            let candidates = try await OfflineCandidates(table: table, view: view, pagesPerRange: pagesPerRange, logger: logger)
+            let started = ContinuousClock.now
+            let candidates = try await OfflineCandidates(
+                table: table, view: view, pagesPerRange: pagesPerRange, hasCreated: prepared.created.contains(view.view), parallel: offlineStore?.url,
+                logger: logger)
                 .read(entities: index, from: ttl.map { earliest - $0 }, to: latest, on: connection)
+            let read = ContinuousClock.now
             let matches = PointInTimeJoin.match(entities: entityOfRow, times: chunk.times, distinctEntities: index.count, rows: candidates)
             PointInTimeJoin.fill(&grid, view: view, rows: candidates, matches: matches, times: chunk.times, ttl: ttl)
+            logger.debug("dataset chunk matched", metadata: [
+                "larder.view": .string(view.view), "larder.candidates": "\(candidates.count)", "larder.entity_rows": "\(chunk.count)",
+                "larder.read": "\(read - started)", "larder.match": "\(ContinuousClock.now - read)",
+            ])
         }
         if !resolved.derivations.isEmpty { OnlineFeatureReader.derive(resolved, batch: chunk.batch, into: &grid) }
         return grid
