@@ -240,6 +240,59 @@ struct DatasetProcessTests {
             #expect(unknown.status != 0 && unknown.standardError.contains("no feature service named 'ranking'"), "\(unknown.standardError)")
             let missing = try larder("datasets", "create", "--service", "driver_ranking", "--entities", "local_files:nope.csv", "--out", "local_files:x.csv", "--wait")
             #expect(missing.status != 0 && missing.standardOutput.contains("nope.csv"), "\(missing.standardOutput)")
+            // A bad value fails the job naming its row and column; the value itself stays on the agent.
+            try "driver_id,event_timestamp,trip_distance_km\n1001,2025-01-01T10:00:00Z,1\n1002,2025-01-01 10:00:07,2\n"
+                .write(to: world.files.appendingPathComponent("naive.csv"), atomically: true, encoding: .utf8)
+            let naive = try larder("datasets", "create", "--service", "driver_ranking", "--entities", "local_files:naive.csv", "--out", "local_files:x.csv", "--wait")
+            #expect(naive.status != 0 && naive.standardOutput.contains("entities row 2, column event_timestamp"), "\(naive.standardOutput)")
+            #expect(!naive.standardOutput.contains("10:00:07"))
+            let badQuery = try larder(
+                "datasets", "create", "--service", "driver_ranking", "--entities-query", "rides_db:SELECT 'secret-42'::int AS driver_id",
+                "--out", "local_files:x.csv", "--wait")
+            #expect(badQuery.status != 0 && badQuery.standardOutput.contains("SQLSTATE 22P02"), "\(badQuery.standardOutput)")
+            // (The query itself is the request's, shown as asked; the server's message quoting the value is not.)
+            #expect(badQuery.standardOutput.split(separator: "\n").filter { $0.hasPrefix("error:") }.allSatisfy { !$0.contains("secret-42") })
+            #expect(agent.log.contains("secret-42"), "the agent's own log has the whole message")
+            #expect(agent.stop() == 0)
+        }
+    }
+
+    @Test("window features in a dataset equal what the online store served when materialization stood at those times: replayed at 24 h and 48 h")
+    func windowsMatchOnlineReplay() async throws {
+        try await MaterializationProcessTests.withWorld(drivers: 20, hours: 48, trips: 3_000) { world in
+            let dora = try await Self.member("dora", .consumer, in: world)
+            let agent = try world.startAgent()
+            let server = try await FeatureServerCaller.waitForAddress(dataDirectory: world.dataDirectory)
+            let features = ["trips_count_1h", "trips_count_1d", "trips_count_7d", "fare_mean_1d", "fare_mean_7d", "distance_km_sum_7d"]
+            let drivers = Array(1_000..<1_020)
+            var served: [Int: [JSONCell]] = [:]
+            for hours in [24, 48] {
+                // Materialization up to `hours`: the online store now holds each driver's values as of then.
+                let job = try await world.materialize("driver_trip_aggregates", hours: (hours - 24)..<hours)
+                #expect(job.job.state == .succeeded, "\(agent.log.suffix(2_000))")
+                let request = #"{"features":["driver_trip_aggregates"],"entities":[\#(drivers.map { #"{"driver_id":\#($0)}"# }.joined(separator: ","))]}"#
+                var answer: ServedFeatures?
+                let deadline = Date().addingTimeInterval(20)
+                while answer == nil, Date() < deadline {
+                    answer = try? await server.features(request, token: dora)
+                    if answer == nil { try await Task.sleep(for: .milliseconds(200)) }
+                }
+                let online = try #require(answer)
+                for (row, driver) in drivers.enumerated() {
+                    served[driver] = features.map { online.cell(row, "driver_trip_aggregates:\($0)")?.value ?? .null }
+                }
+                // The dataset at that instant (and a second before it) gives the same values.
+                let instant = MaterializationWorld.day0.addingTimeInterval(Double(hours) * 3_600)
+                let csv = "driver_id,event_timestamp\n" + drivers.map { "\($0),\(RFC3339.format(instant))" }.joined(separator: "\n") + "\n"
+                let built = try await Self.build(server, query: "features=driver_trip_aggregates", csv: csv, token: dora)
+                #expect(built.status == 200, "\(built.body)")
+                let lines = built.body.split(separator: "\n").dropFirst().map { $0.split(separator: ",", omittingEmptySubsequences: false).map(String.init) }
+                #expect(lines.count == drivers.count)
+                for (row, driver) in drivers.enumerated() where row < lines.count {
+                    let cells = lines[row].dropFirst(2).map { text -> JSONCell in text.isEmpty ? .null : .number(Double(text)!) }
+                    #expect(cells == served[driver], "driver \(driver) at \(hours) h: dataset \(cells), online \(served[driver] ?? [])")
+                }
+            }
             #expect(agent.stop() == 0)
         }
     }

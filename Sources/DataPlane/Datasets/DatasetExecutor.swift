@@ -60,8 +60,9 @@ public struct DatasetExecutor: JobExecutor {
                 featureService: request.featureService, features: request.features, entities: entities,
                 timestampColumn: request.timestampColumn ?? "event_timestamp", assumeUTC: request.assumeUtc ?? false))
         } catch let error as DatasetError {
-            // Bad input stays bad: no retry. (The field may name an entity row, never its value.)
-            throw JobExecutionError("\(error.field): \(error.detail)", retryable: false)
+            // Bad input stays bad: no retry. The control plane is told the row and column, not
+            // the value (quoted in the detail; the agent's log has it).
+            throw JobExecutionError("\(error.field): \(redactingQuotes(error.detail))", retryable: false, localDetail: error.description)
         } catch let error as ServingError {
             throw JobExecutionError(error.description, retryable: false)
         }
@@ -183,13 +184,7 @@ struct EntityQueryExport {
         do {
             try await connection.query("BEGIN", logger: logger)
             // A view names the query's columns and their types.
-            do {
-                try await connection.execute(PostgresQuery(unsafeSQL: "CREATE TEMPORARY VIEW larder_entities AS \(query)"), logger: logger)
-            } catch let error as PSQLError {
-                throw JobExecutionError(
-                    "entities: the query failed: \(error.serverInfo?[.message] ?? "error") (SQLSTATE \(error.serverInfo?[.sqlState] ?? "?"))",
-                    retryable: false)
-            }
+            try await connection.execute(PostgresQuery(unsafeSQL: "CREATE TEMPORARY VIEW larder_entities AS \(query)"), logger: logger)
             var columns: [(name: String, type: String)] = []
             for try await (name, type) in try await connection.query(
                 """
@@ -222,7 +217,20 @@ struct EntityQueryExport {
         } catch {
             _ = try? await connection.query("ROLLBACK", logger: logger)
             try? await connection.close()
-            throw error
+            throw Self.explain(error)
         }
+    }
+
+    /// A failure of the entity query, in words. The server's message may
+    /// quote the customer's data: the control plane is told it with every
+    /// quoted part left out; the agent's log has it whole.
+    static func explain(_ error: any Error) -> any Error {
+        guard let error = error as? PSQLError, let message = error.serverInfo?[.message] else { return error }
+        let state = error.serverInfo?[.sqlState]
+        // A mistake in the query (bad SQL, a missing column, a bad cast) does not go away by retrying.
+        let permanent = state.map { $0.hasPrefix("42") || $0.hasPrefix("22") } ?? false
+        return JobExecutionError(
+            "entities: the query failed: \(redactingQuotes(message)) (SQLSTATE \(state ?? "?"); the agent's log has the full message)",
+            retryable: !permanent, localDetail: message)
     }
 }
