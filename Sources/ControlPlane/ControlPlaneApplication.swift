@@ -24,13 +24,15 @@ public enum ControlPlaneApplication {
         let migrations = MigrationRunner()
         let wakeups = JobWakeups()
         let keys = SigningKeys(client: client, logger: logger)
-        let (router, _) = makeRouter(client: client, logger: logger, settings: configuration.jobs, wakeups: wakeups, keys: keys)
+        let replica = UUID().uuidString.lowercased()
+        let metrics = ControlPlaneMetrics(replica: configuration.jobs.schedulerEnabled ? replica : nil)
+        let (router, _) = makeRouter(client: client, logger: logger, settings: configuration.jobs, wakeups: wakeups, keys: keys, metrics: metrics)
         let access = PostgresAccessStore(client: client, logger: logger)
         let started = StartupGate()
         var services: [any Service] = [client, AfterStartup(started, JobNotificationListener(client: client, wakeups: wakeups, logger: logger))]
         if configuration.jobs.schedulerEnabled {
             let store = PostgresJobStore(client: client, logger: logger, keys: keys, settings: configuration.jobs)
-            services.append(AfterStartup(started, JobScheduler(client: client, store: store, settings: configuration.jobs, logger: logger)))
+            services.append(AfterStartup(started, JobScheduler(client: client, store: store, settings: configuration.jobs, logger: logger, replica: replica)))
         }
         var server: HTTPServerBuilder = .http1()
         if let tls = configuration.tls {
@@ -67,15 +69,24 @@ public enum ControlPlaneApplication {
     public static func makeRouter(
         client: PostgresClient, logger: Logger, limiter: FailedAuthenticationLimiter = FailedAuthenticationLimiter(),
         now: @escaping @Sendable () -> Date = { Date() }, settings: JobSettings = JobSettings(), wakeups: JobWakeups = JobWakeups(),
-        keys: SigningKeys? = nil
+        keys: SigningKeys? = nil, metrics: ControlPlaneMetrics = ControlPlaneMetrics()
     ) -> (Router<ControlPlaneRequestContext>, [RouteDescriptor]) {
         let access = PostgresAccessStore(client: client, logger: logger)
         let router = Router(context: ControlPlaneRequestContext.self)
+        // Outermost: times every request, errors included (the error middleware below answers them).
+        router.add(middleware: APIMetricsMiddleware(metrics: metrics))
         router.add(middleware: APIErrorMiddleware())
         router.add(middleware: AccessMiddleware(store: access, limiter: limiter, now: now))
         router.add(middleware: LogRequestsMiddleware(.debug))
         var routes = APIRouteBuilder(router: router)
         HealthRoutes(client: client, migrations: MigrationRunner()).register(on: &routes)
+        // Counts and latencies only, no names but routes, job kinds and workspaces: any signed-in principal.
+        routes.add(.get, "/metrics", permission: .authenticated) { _, context in
+            var headers = HTTPFields()
+            headers[.contentType] = "text/plain; version=0.0.4; charset=utf-8"
+            let text = try await metrics.exposition(client: client, settings: settings, logger: context.logger)
+            return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: text)))
+        }
         let registry = RegistryService(store: PostgresRegistryStore(client: client, logger: logger), now: now)
         RegistryRoutes(registry: registry).register(on: &routes)
         AccessRoutes(store: access, limiter: limiter, now: now).register(on: &routes)

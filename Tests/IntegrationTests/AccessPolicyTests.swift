@@ -94,7 +94,7 @@ enum DocumentedPermissions {
     static let table: [String: Permission] = [
         "GET /healthz": .publicAccess, "GET /readyz": .publicAccess, "GET /openapi.json": .publicAccess,
         "POST /v1/login": .publicAccess,
-        "GET /v1/whoami": .authenticated, "GET /v1/workspaces": .authenticated,
+        "GET /v1/whoami": .authenticated, "GET /v1/workspaces": .authenticated, "GET /metrics": .authenticated,
         "POST /v1/workspaces": .instanceAdmin, "DELETE /v1/workspaces/{workspace}": .instanceAdmin,
         "GET /v1/principals": .instanceAdmin, "POST /v1/principals": .instanceAdmin,
         "DELETE /v1/principals/{principal}": .instanceAdmin, "POST /v1/workspaces/{workspace}/agents": .instanceAdmin,

@@ -31,10 +31,11 @@ public final class AgentMetrics: Sendable {
     private struct Instruments {
         var services: [String: ServiceInstruments] = [:]
         var pushed: [String: CoreMetrics.Counter] = [:]
-        var storeGauges: [String: CoreMetrics.Gauge] = [:]
     }
 
     private let instruments = Mutex(Instruments())
+    /// Retired tables stop being reported.
+    private let storeGauges = ScrapedGauges(vanished: .destroyed)
     private let statusCounters: [FeatureStatus: CoreMetrics.Counter]
 
     /// Creates the agent's metrics in a new registry.
@@ -104,31 +105,17 @@ public final class AgentMetrics: Sendable {
     /// table (the view's freshness as this agent serves it).
     public func exposition(store: OnlineStore, now: Date = Date()) -> [UInt8] {
         let nowMicros = Int64(now.timeIntervalSince1970 * 1_000_000)
-        var readings: [(name: String, dimensions: [(String, String)], value: Double)] = []
+        var readings: [ScrapedGauges.Reading] = []
         for schema in store.schemas {
             guard let table = store.table(view: schema.view, version: schema.version) else { continue }
             let dimensions = [("view", schema.view), ("version", "\(schema.version)")]
-            readings.append(("larder_online_store_entities", dimensions, Double(table.count)))
-            readings.append(("larder_online_store_log_bytes", dimensions, Double(table.logSize)))
+            readings.append(.init(name: "larder_online_store_entities", dimensions: dimensions, value: Double(table.count)))
+            readings.append(.init(name: "larder_online_store_log_bytes", dimensions: dimensions, value: Double(table.logSize)))
             if let newest = table.newestEventTime {
-                readings.append(("larder_feature_view_freshness_seconds", dimensions, Double(nowMicros - newest) / 1_000_000))
+                readings.append(.init(name: "larder_feature_view_freshness_seconds", dimensions: dimensions, value: Double(nowMicros - newest) / 1_000_000))
             }
         }
-        instruments.withLock { instruments in
-            var current: Set<String> = []
-            for reading in readings {
-                let key = reading.name + "\u{0}" + reading.dimensions.map(\.1).joined(separator: "\u{0}")
-                current.insert(key)
-                let gauge = instruments.storeGauges[key] ?? CoreMetrics.Gauge(label: reading.name, dimensions: reading.dimensions, factory: factory)
-                instruments.storeGauges[key] = gauge
-                gauge.record(reading.value)
-            }
-            // Retired tables stop being reported.
-            for (key, gauge) in instruments.storeGauges where !current.contains(key) {
-                gauge.destroy()
-                instruments.storeGauges[key] = nil
-            }
-        }
+        storeGauges.record(readings, factory: factory)
         var buffer: [UInt8] = []
         registry.emit(into: &buffer)
         return buffer
