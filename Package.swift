@@ -69,6 +69,7 @@ let package = Package(
                 .embedInCode("Database/Migrations/0005_jobs.sql"),
                 .embedInCode("Database/Migrations/0006_access_version.sql"),
                 .embedInCode("Database/Migrations/0007_dataset_jobs.sql"),
+                .embedInCode("Database/Migrations/0008_alerts.sql"),
             ]
         ),
         .target(

@@ -94,7 +94,7 @@ enum DocumentedPermissions {
     static let table: [String: Permission] = [
         "GET /healthz": .publicAccess, "GET /readyz": .publicAccess, "GET /openapi.json": .publicAccess,
         "POST /v1/login": .publicAccess,
-        "GET /v1/whoami": .authenticated, "GET /v1/workspaces": .authenticated, "GET /metrics": .authenticated,
+        "GET /v1/whoami": .authenticated, "GET /v1/workspaces": .authenticated, "GET /metrics": .authenticated, "GET /v1/alerts": .authenticated,
         "POST /v1/workspaces": .instanceAdmin, "DELETE /v1/workspaces/{workspace}": .instanceAdmin,
         "GET /v1/principals": .instanceAdmin, "POST /v1/principals": .instanceAdmin,
         "DELETE /v1/principals/{principal}": .instanceAdmin, "POST /v1/workspaces/{workspace}/agents": .instanceAdmin,
@@ -120,6 +120,7 @@ enum DocumentedPermissions {
         "POST /v1/workspaces/{workspace}/jobs/{job}/retry": .workspace(.operator),
         "POST /v1/workspaces/{workspace}/materializations": .workspace(.operator),
         "POST /v1/workspaces/{workspace}/datasets": .workspace(.consumer),
+        "GET /v1/workspaces/{workspace}/freshness": .workspace(.viewer),
         "POST /v1/agent/hello": .agentProtocol, "POST /v1/agent/heartbeat": .agentProtocol, "POST /v1/agent/jobs:claim": .agentProtocol,
         "POST /v1/agent/access-snapshot": .agentProtocol, "POST /v1/agent/registry-snapshot": .agentProtocol,
         "POST /v1/agent/jobs/{job}/lease": .agentProtocol, "POST /v1/agent/jobs/{job}/progress": .agentProtocol,

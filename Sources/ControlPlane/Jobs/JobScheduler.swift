@@ -11,7 +11,8 @@ import Shared
 ///   control plane get time to extend their leases first);
 /// - queues, for every current feature-view version with a batch schedule,
 ///   each interval due since the version's progress mark. A version seen for
-///   the first time is backfilled from its feature start time.
+///   the first time is backfilled from its feature start time;
+/// - evaluates freshness SLOs (`FreshnessMonitor`): opens and resolves `stale` alerts.
 ///
 /// Only the lease holder schedules; every enqueue transaction checks the lease
 /// again, so a replica that lost it cannot write.
@@ -54,6 +55,10 @@ public struct JobScheduler: Service {
                     try await cancelWhenGracefulShutdown {
                         if let since, ContinuousClock.now - since >= settings.leaseDuration { try await store.expireLeases() }
                         try await tick()
+                        // Freshness SLOs: stale views open an alert, recovered ones resolve it.
+                        do { try await FreshnessMonitor(client: client, logger: logger).evaluate(now: now()) } catch {
+                            logger.warning("cannot evaluate freshness", metadata: ["larder.error": "\(String(describing: error))"])
+                        }
                     }
                 } else if leadingSince != nil {
                     leadingSince = nil

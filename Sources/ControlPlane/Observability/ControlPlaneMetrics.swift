@@ -91,6 +91,31 @@ public final class ControlPlaneMetrics: Sendable {
             readings.append(.init(name: "larder_job_oldest_queued_seconds", dimensions: [("workspace", workspace)], value: oldest))
             readings.append(.init(name: "larder_agents_online", dimensions: [("workspace", workspace)], value: Double(online)))
         }
+        // Freshness per view against its SLO, and the open alerts.
+        let monitor = FreshnessMonitor(client: client, logger: logger)
+        var workspaces: [String] = []
+        for try await (name) in try await client.query("SELECT name FROM workspaces ORDER BY name", logger: logger).decode(String.self) {
+            workspaces.append(name)
+        }
+        for workspace in workspaces {
+            for reading in (try? await monitor.freshness(workspace: workspace)) ?? [] {
+                let dimensions = [("workspace", workspace), ("view", reading.view)]
+                if let behind = reading.stalenessSeconds {
+                    readings.append(.init(name: "larder_feature_view_staleness_seconds", dimensions: dimensions, value: Double(behind)))
+                }
+                if let slo = reading.expectedSeconds {
+                    readings.append(.init(name: "larder_feature_view_freshness_slo_seconds", dimensions: dimensions, value: Double(slo)))
+                    readings.append(.init(name: "larder_feature_view_stale", dimensions: dimensions, value: reading.state == .stale ? 1 : 0))
+                }
+            }
+        }
+        for try await (workspace, kind, count) in try await client.query(
+            """
+            SELECT w.name, a.kind, count(*)::bigint FROM alerts a JOIN workspaces w ON w.id = a.workspace_id
+            WHERE a.resolved_at IS NULL GROUP BY 1, 2
+            """, logger: logger).decode((String, String, Int64).self) {
+            readings.append(.init(name: "larder_alerts_open", dimensions: [("workspace", workspace), ("kind", kind)], value: Double(count)))
+        }
         var leader = false
         if let replica {
             for try await (holds) in try await client.query(

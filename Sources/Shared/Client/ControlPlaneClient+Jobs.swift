@@ -39,6 +39,16 @@ extension ControlPlaneClient {
         try await send(.POST, "/v1/workspaces/\(Self.segment(workspace))/datasets", body: request)
     }
 
+    /// Each current feature view's freshness.
+    public func freshness(workspace: String) async throws -> [FeatureViewFreshness] {
+        try await send(.GET, "/v1/workspaces/\(Self.segment(workspace))/freshness")
+    }
+
+    /// Alerts, newest first: open ones unless `all`.
+    public func alerts(workspace: String?, all: Bool = false, limit: Int = 100) async throws -> [AlertResource] {
+        try await send(.GET, "/v1/alerts", query: [("workspace", workspace), ("state", all ? "all" : "open"), ("limit", "\(limit)")])
+    }
+
     /// The workspace's agents and their status.
     public func agents(workspace: String) async throws -> [AgentResource] {
         try await send(.GET, "/v1/workspaces/\(Self.segment(workspace))/agents")

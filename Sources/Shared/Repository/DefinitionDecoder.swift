@@ -27,7 +27,7 @@ enum DefinitionDecoder {
         .pushSource: ["kind", "name", "timestamp_field", "created_timestamp_field", "columns"] + metadataFields,
         .featureView: [
             "kind", "name", "entities", "source", "features", "sql", "aggregations", "slide", "ttl", "online", "offline",
-            "schedule", "feature_start_time",
+            "schedule", "feature_start_time", "freshness",
         ] + metadataFields,
         .onDemandFeatureView: ["kind", "name", "inputs", "outputs"] + metadataFields,
         .featureService: ["kind", "name", "features"] + metadataFields,
@@ -248,11 +248,16 @@ enum DefinitionDecoder {
         var ttl = fields.timeSpan("ttl", code: .invalidTTL)
         if ttl?.seconds == 0 { ttl = nil }
         let schedule = decodeSchedule(fields: fields)
+        var freshness = fields.timeSpan("freshness")
+        if let given = freshness, given.seconds < 60 {
+            context.report(.invalidDuration, at: fields.location(of: "freshness"), path: "freshness", "freshness must be at least 1m, found \(given)")
+            freshness = nil
+        }
         let view = FeatureViewDefinition(
             name: name ?? "", entities: entities, source: source ?? "", features: features, transformation: sql,
             aggregations: aggregations, slide: slide, ttl: ttl, online: fields.bool("online") ?? true,
             offline: fields.bool("offline") ?? true, schedule: schedule, featureStartTime: fields.timestamp("feature_start_time"),
-            metadata: metadata, origin: context.origin(of: document))
+            freshness: freshness, metadata: metadata, origin: context.origin(of: document))
         guard name != nil, source != nil else { return nil }
         return .featureView(view)
     }

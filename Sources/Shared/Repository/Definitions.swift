@@ -272,6 +272,9 @@ public struct FeatureViewDefinition: Sendable, Hashable, Codable {
     public var schedule: BatchSchedule?
     /// The earliest event time backfills start from.
     public var featureStartTime: Date?
+    /// How old the newest materialized event time may grow before the view is
+    /// stale; nil means twice the schedule's interval (no SLO without a schedule).
+    public var freshness: TimeSpan?
     /// Description, owner and tags.
     public var metadata: DefinitionMetadata
     /// Where it was declared.
@@ -282,8 +285,9 @@ public struct FeatureViewDefinition: Sendable, Hashable, Codable {
         name: String, entities: [String], source: String, features: [FeatureDefinition] = [],
         transformation: String? = nil, aggregations: [AggregationDefinition] = [], slide: TimeSpan? = nil,
         ttl: TimeSpan? = nil, online: Bool = true, offline: Bool = true, schedule: BatchSchedule? = nil,
-        featureStartTime: Date? = nil, metadata: DefinitionMetadata = .init(), origin: DefinitionOrigin? = nil
+        featureStartTime: Date? = nil, freshness: TimeSpan? = nil, metadata: DefinitionMetadata = .init(), origin: DefinitionOrigin? = nil
     ) {
+        self.freshness = freshness
         self.name = name
         self.entities = entities
         self.source = source

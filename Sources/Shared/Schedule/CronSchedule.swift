@@ -174,4 +174,30 @@ public enum BatchSchedule: Sendable, Hashable, Codable, CustomStringConvertible 
         case .cron(let cron): return "cron \(cron.expression)"
         }
     }
+
+    /// The longest gap between two runs, in seconds (a cron schedule's over
+    /// the next 30 runs from `date`).
+    public func longestGap(after date: Date = Date()) -> Int64 {
+        switch self {
+        case .interval(let span): return span.seconds
+        case .cron(let cron):
+            var longest: Int64 = 0
+            var previous = cron.nextFire(after: date)
+            for _ in 0..<30 {
+                guard let last = previous, let next = cron.nextFire(after: last) else { break }
+                longest = max(longest, Int64(next.timeIntervalSince(last)))
+                previous = next
+            }
+            return longest
+        }
+    }
+}
+
+extension FeatureViewDefinition {
+    /// The freshness SLO in seconds: the declared one, or twice the longest
+    /// gap between scheduled runs; nil without either.
+    public var expectedFreshness: Int64? {
+        if let freshness { return freshness.seconds }
+        return schedule.map { 2 * $0.longestGap() }
+    }
 }

@@ -65,6 +65,11 @@ public struct TimeSpan: Sendable, Hashable, Codable, Comparable, CustomStringCon
 
     public static func < (lhs: TimeSpan, rhs: TimeSpan) -> Bool { lhs.seconds < rhs.seconds }
 
+    /// `seconds` for a person: `6h2m`, `45m`, `20s` (seconds dropped past an hour).
+    public static func approximate(_ seconds: Int64) -> String {
+        TimeSpan(seconds: seconds >= 3_600 ? seconds - seconds % 60 : max(0, seconds)).description
+    }
+
     public init(from decoder: any Decoder) throws {
         seconds = try decoder.singleValueContainer().decode(Int64.self)
     }

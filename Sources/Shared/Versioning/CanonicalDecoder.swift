@@ -58,7 +58,8 @@ public enum CanonicalDecoder {
                     slide: spec.optionalInteger("slide").map(TimeSpan.init(seconds:)), ttl: spec.optionalInteger("ttl").map(TimeSpan.init(seconds:)),
                     online: operational?.optionalBool("online") ?? true, offline: operational?.optionalBool("offline") ?? true,
                     schedule: try schedule(operational?.optionalObject("schedule"), owner: whole.owner),
-                    featureStartTime: operational?.optionalString("feature_start_time").flatMap(RFC3339.parse)))
+                    featureStartTime: operational?.optionalString("feature_start_time").flatMap(RFC3339.parse),
+                    freshness: operational?.optionalInteger("freshness").map(TimeSpan.init(seconds:))))
             case .onDemandFeatureView:
                 let inputs = try spec.object("inputs")
                 repository.onDemandFeatureViews.append(OnDemandFeatureViewDefinition(

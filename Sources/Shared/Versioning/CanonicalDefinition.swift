@@ -210,6 +210,7 @@ public enum DefinitionCanonicalizer {
         let operational = JSONValue.compactObject([
             "online": .bool(view.online), "offline": .bool(view.offline), "schedule": schedule,
             "feature_start_time": .optional(view.featureStartTime.map(RFC3339.format)),
+            "freshness": view.freshness.map { .integer($0.seconds) } ?? .null,
         ])
         let featureDescriptions = view.features.compactMap { feature in feature.description.map { (feature.name, JSONValue.string($0)) } }
         let described = descriptive(

@@ -1,0 +1,66 @@
+import Foundation
+
+/// A feature view's freshness: how far behind now its newest materialized
+/// event time is, against its SLO (`GET /v1/workspaces/{ws}/freshness`).
+public struct FeatureViewFreshness: Sendable, Codable, Hashable {
+    /// Where a view stands.
+    public enum State: String, Sendable, Codable, Hashable {
+        /// Within its SLO.
+        case fresh
+        /// Behind its SLO (or never materialized for longer than it).
+        case stale
+        /// Not materialized yet, and younger than its SLO.
+        case pending
+        /// No schedule and no declared freshness: nothing to hold it to.
+        case noSLO = "no-slo"
+    }
+
+    public var view: String
+    public var version: Int
+    /// The end of the newest materialized interval of this version.
+    public var watermark: Date?
+    /// Now minus the watermark.
+    public var stalenessSeconds: Int64?
+    /// The SLO: the declared freshness, or twice the schedule's longest gap.
+    public var expectedSeconds: Int64?
+    public var state: State
+
+    /// Creates a reading.
+    public init(view: String, version: Int, watermark: Date?, stalenessSeconds: Int64?, expectedSeconds: Int64?, state: State) {
+        self.view = view
+        self.version = version
+        self.watermark = watermark
+        self.stalenessSeconds = stalenessSeconds
+        self.expectedSeconds = expectedSeconds
+        self.state = state
+    }
+}
+
+/// An alert: a condition that opened (its event) and, once over, resolved (its recovery).
+public struct AlertResource: Sendable, Codable, Hashable {
+    public var id: Int64
+    public var workspace: String
+    /// `stale`, `job-failed`, `agent-offline`, `expectation-violated`.
+    public var kind: String
+    /// What it is about: a feature view, a job, an agent.
+    public var subject: String
+    public var detail: String
+    public var openedAt: Date
+    public var resolvedAt: Date?
+    public var resolvedDetail: String?
+
+    /// Creates an alert.
+    public init(
+        id: Int64, workspace: String, kind: String, subject: String, detail: String, openedAt: Date, resolvedAt: Date? = nil,
+        resolvedDetail: String? = nil
+    ) {
+        self.id = id
+        self.workspace = workspace
+        self.kind = kind
+        self.subject = subject
+        self.detail = detail
+        self.openedAt = openedAt
+        self.resolvedAt = resolvedAt
+        self.resolvedDetail = resolvedDetail
+    }
+}
