@@ -94,7 +94,10 @@ public enum ControlPlaneApplication {
         let jobs = PostgresJobStore(client: client, logger: logger, keys: keys, settings: settings)
         JobRoutes(store: jobs).register(on: &routes)
         AgentRoutes(store: jobs, wakeups: wakeups, settings: settings, keys: keys).register(on: &routes)
-        MonitoringRoutes(monitor: FreshnessMonitor(client: client, logger: logger)).register(on: &routes)
+        MonitoringRoutes(
+            monitor: FreshnessMonitor(client: client, logger: logger),
+            alerts: AlertMonitor(client: client, logger: logger, heartbeat: settings.heartbeatInterval)
+        ).register(on: &routes)
         return (router, routes.descriptors)
     }
 

@@ -43,17 +43,18 @@ struct FreshnessTests {
             #expect(views.map(\.expectedSeconds) == expected)
 
             try await TestDatabase.withClient(server.database) { database in
-                let monitor = FreshnessMonitor(client: database, logger: Logger(label: "test"))
+                let freshness = FreshnessMonitor(client: database, logger: Logger(label: "test"))
+                let monitor = AlertMonitor(client: database, logger: Logger(label: "test"), heartbeat: .seconds(3_600))
                 // Materialized to 6 hours ago: 6h behind a 3h SLO.
                 try await materialize(-10, -6)
                 let stale = try await monitor.evaluate(now: now)
-                #expect(stale.opened.map(\.subject) == ["driver_hourly_stats"], "\(stale)")
+                #expect(stale.opened.filter { $0.kind == "stale" }.map(\.subject) == ["driver_hourly_stats"], "\(stale)")
                 #expect(stale.opened.first?.detail.contains("its SLO is 3h") == true)
-                let reading = try await monitor.freshness(workspace: Self.workspace, now: now).first { $0.view == "driver_hourly_stats" }
+                let reading = try await freshness.freshness(workspace: Self.workspace, now: now).first { $0.view == "driver_hourly_stats" }
                 #expect(reading?.state == .stale && (reading?.stalenessSeconds ?? 0) >= 6 * 3_600)
                 // Still stale: no second alert.
                 #expect(try await monitor.evaluate(now: now.addingTimeInterval(60)).opened.isEmpty)
-                #expect(try await client.alerts(workspace: Self.workspace).map(\.subject) == ["driver_hourly_stats"])
+                #expect(try await client.alerts(workspace: Self.workspace).filter { $0.kind == "stale" }.map(\.subject) == ["driver_hourly_stats"])
                 // The same in the metrics.
                 let samples = ControlPlaneMetricsTests.samples(try await ControlPlaneMetricsTests.scrape(server, token: server.adminToken).text)
                 #expect(ControlPlaneMetricsTests.value(samples, "larder_feature_view_stale", ["view": "driver_hourly_stats"]) == 1)
@@ -63,7 +64,7 @@ struct FreshnessTests {
 
                 // Three hours on, the never-materialized hourly aggregates are behind their 2h default too.
                 let later = try await monitor.evaluate(now: now.addingTimeInterval(3 * hour))
-                #expect(later.opened.map(\.subject) == ["driver_trip_aggregates"])
+                #expect(later.opened.filter { $0.kind == "stale" }.map(\.subject) == ["driver_trip_aggregates"])
 
                 // Caught up: recovered, the alert resolved.
                 try await materialize(-6, -1)

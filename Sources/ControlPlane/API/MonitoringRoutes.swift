@@ -5,9 +5,10 @@ import Shared
 /// Freshness and alerts.
 struct MonitoringRoutes {
     let monitor: FreshnessMonitor
+    let alerts: AlertMonitor
 
     func register(on routes: inout APIRouteBuilder) {
-        let monitor = self.monitor
+        let monitor = self.monitor, alerts = self.alerts
         routes.add(.get, "/v1/workspaces/{workspace}/freshness", permission: .workspace(.viewer)) { _, context in
             try APIResponse.json(try await monitor.freshness(workspace: try context.pathParameter("workspace")))
         }
@@ -22,7 +23,7 @@ struct MonitoringRoutes {
             }
             let state = request.queryString("state") ?? "open"
             guard state == "open" || state == "all" else { throw APIProblem.badRequest(field: "state", "'state' is open or all") }
-            return try APIResponse.json(try await monitor.alerts(
+            return try APIResponse.json(try await alerts.alerts(
                 workspaces: visible, open: state == "open", limit: try request.queryInteger("limit", default: 100, range: 1...1_000)))
         }
     }

@@ -12,7 +12,8 @@ import Shared
 /// - queues, for every current feature-view version with a batch schedule,
 ///   each interval due since the version's progress mark. A version seen for
 ///   the first time is backfilled from its feature start time;
-/// - evaluates freshness SLOs (`FreshnessMonitor`): opens and resolves `stale` alerts.
+/// - evaluates the alert conditions (`AlertMonitor`): stale views, quiet
+///   agents, jobs that failed for good.
 ///
 /// Only the lease holder schedules; every enqueue transaction checks the lease
 /// again, so a replica that lost it cannot write.
@@ -55,9 +56,9 @@ public struct JobScheduler: Service {
                     try await cancelWhenGracefulShutdown {
                         if let since, ContinuousClock.now - since >= settings.leaseDuration { try await store.expireLeases() }
                         try await tick()
-                        // Freshness SLOs: stale views open an alert, recovered ones resolve it.
-                        do { try await FreshnessMonitor(client: client, logger: logger).evaluate(now: now()) } catch {
-                            logger.warning("cannot evaluate freshness", metadata: ["larder.error": "\(String(describing: error))"])
+                        // Alerts: stale views, quiet agents, failed jobs open one; their recovery resolves it.
+                        do { try await AlertMonitor(client: client, logger: logger, heartbeat: settings.heartbeatInterval).evaluate(now: now()) } catch {
+                            logger.warning("cannot evaluate the alert conditions", metadata: ["larder.error": "\(String(describing: error))"])
                         }
                     }
                 } else if leadingSince != nil {
