@@ -59,6 +59,7 @@ let package = Package(
                 .product(name: "CryptoExtras", package: "swift-crypto"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ],
             resources: [
                 .embedInCode("API/openapi.yaml"),
@@ -70,6 +71,7 @@ let package = Package(
                 .embedInCode("Database/Migrations/0006_access_version.sql"),
                 .embedInCode("Database/Migrations/0007_dataset_jobs.sql"),
                 .embedInCode("Database/Migrations/0008_alerts.sql"),
+                .embedInCode("Database/Migrations/0009_alert_deliveries.sql"),
             ]
         ),
         .target(
@@ -175,6 +177,9 @@ let package = Package(
             name: "IntegrationTests",
             dependencies: [
                 "TestSupport",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Crypto", package: "swift-crypto"),
                 "ControlPlane",
                 "Shared",
                 .product(name: "PostgresNIO", package: "postgres-nio"),

@@ -32,7 +32,12 @@ public enum ControlPlaneApplication {
         var services: [any Service] = [client, AfterStartup(started, JobNotificationListener(client: client, wakeups: wakeups, logger: logger))]
         if configuration.jobs.schedulerEnabled {
             let store = PostgresJobStore(client: client, logger: logger, keys: keys, settings: configuration.jobs)
-            services.append(AfterStartup(started, JobScheduler(client: client, store: store, settings: configuration.jobs, logger: logger, replica: replica)))
+            services.append(AfterStartup(started, JobScheduler(
+                client: client, store: store, settings: configuration.jobs, logger: logger, replica: replica,
+                webhooks: configuration.alertWebhooks?.urls ?? [])))
+        }
+        if let webhooks = configuration.alertWebhooks {
+            services.append(AfterStartup(started, WebhookDispatcher(client: client, settings: webhooks, logger: logger)))
         }
         var server: HTTPServerBuilder = .http1()
         if let tls = configuration.tls {

@@ -82,5 +82,21 @@ struct ServerContractTests {
         #expect(throws: ControlPlaneConfiguration.Invalid.self) {
             try ControlPlaneConfiguration(databaseURL: "postgres://x@h/d", listen: nil, tlsCertificate: "c.pem", tlsKey: nil, logLevel: nil, environment: [:])
         }
+        // Alert webhooks: URLs and a secret long enough, or a refusal naming the variable.
+        let hooks = try ControlPlaneConfiguration(
+            databaseURL: "postgres://x@h/d", listen: nil, tlsCertificate: nil, tlsKey: nil, logLevel: nil,
+            environment: ["LARDER_ALERT_WEBHOOKS": "https://hooks.example/a, http://10.0.0.2:9000/b", "LARDER_ALERT_WEBHOOK_SECRET": "0123456789abcdef"])
+        #expect(hooks.alertWebhooks?.urls == ["https://hooks.example/a", "http://10.0.0.2:9000/b"] && defaults.alertWebhooks == nil)
+        for environment in [["LARDER_ALERT_WEBHOOKS": "https://hooks.example/a"],
+                            ["LARDER_ALERT_WEBHOOKS": "https://hooks.example/a", "LARDER_ALERT_WEBHOOK_SECRET": "short"],
+                            ["LARDER_ALERT_WEBHOOKS": "hooks.example", "LARDER_ALERT_WEBHOOK_SECRET": "0123456789abcdef"]] {
+            do {
+                _ = try ControlPlaneConfiguration(
+                    databaseURL: "postgres://x@h/d", listen: nil, tlsCertificate: nil, tlsKey: nil, logLevel: nil, environment: environment)
+                Issue.record("accepted \(environment)")
+            } catch {
+                #expect(error.description.hasPrefix("LARDER_ALERT_WEBHOOK"))
+            }
+        }
     }
 }

@@ -27,17 +27,19 @@ public enum TestControlPlane {
     public static func withControlPlane<Result: Sendable>(
         database: PostgresURL? = nil, logger: Logger? = nil, adminToken: APIToken = .generate(),
         tls: (certificate: String, key: String)? = nil, jobs: JobSettings = JobSettings(schedulerEnabled: false),
-        _ body: (RunningControlPlane) async throws -> Result
+        alertWebhooks: AlertWebhookSettings? = nil, _ body: (RunningControlPlane) async throws -> Result
     ) async throws -> Result {
-        if let database { return try await run(on: database, logger: logger, adminToken: adminToken, tls: tls, jobs: jobs, body) }
+        if let database {
+            return try await run(on: database, logger: logger, adminToken: adminToken, tls: tls, jobs: jobs, alertWebhooks: alertWebhooks, body)
+        }
         return try await TestDatabase.withIsolatedDatabase { url in
-            try await run(on: url, logger: logger, adminToken: adminToken, tls: tls, jobs: jobs, body)
+            try await run(on: url, logger: logger, adminToken: adminToken, tls: tls, jobs: jobs, alertWebhooks: alertWebhooks, body)
         }
     }
 
     static func run<Result: Sendable>(
         on database: PostgresURL, logger: Logger?, adminToken: APIToken, tls: (certificate: String, key: String)?, jobs: JobSettings,
-        _ body: (RunningControlPlane) async throws -> Result
+        alertWebhooks: AlertWebhookSettings? = nil, _ body: (RunningControlPlane) async throws -> Result
     ) async throws -> Result {
         let logger = logger ?? {
             var logger = Logger(label: "larder.test-control-plane")
@@ -46,7 +48,7 @@ public enum TestControlPlane {
         }()
         let configuration = ControlPlaneConfiguration(
             database: database, host: "127.0.0.1", port: 0, tls: tls, logLevel: .warning, databasePoolSize: 8,
-            bootstrapToken: adminToken, jobs: jobs)
+            bootstrapToken: adminToken, jobs: jobs, alertWebhooks: alertWebhooks)
         let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
         let application = try ControlPlaneApplication.build(configuration: configuration, logger: logger) { port in
             continuation.yield(port)

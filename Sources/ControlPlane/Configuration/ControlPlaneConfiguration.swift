@@ -22,6 +22,8 @@ import Shared
 /// | scheduler tick | | `LARDER_SCHEDULER_INTERVAL_SECONDS` | 10 |
 /// | backfill chunk | | `LARDER_BACKFILL_CHUNK` | `1d` |
 /// | scheduler on this replica | | `LARDER_SCHEDULER` (`on`/`off`) | `on` |
+/// | alert webhooks | | `LARDER_ALERT_WEBHOOKS` (comma-separated URLs) | none |
+/// | their signing secret | | `LARDER_ALERT_WEBHOOK_SECRET` (at least 16 characters) | required with webhooks |
 public struct ControlPlaneConfiguration: Sendable {
     /// The registry database.
     public var database: PostgresURL
@@ -39,6 +41,8 @@ public struct ControlPlaneConfiguration: Sendable {
     public var bootstrapToken: APIToken?
     /// Leases, retries and scheduling.
     public var jobs: JobSettings
+    /// Where alert events are posted, if anywhere.
+    public var alertWebhooks: AlertWebhookSettings?
 
     /// Why a configuration is unusable.
     public struct Invalid: Error, CustomStringConvertible, Sendable {
@@ -49,9 +53,11 @@ public struct ControlPlaneConfiguration: Sendable {
     /// Creates a configuration.
     public init(
         database: PostgresURL, host: String = "127.0.0.1", port: Int = 7070, tls: (certificate: String, key: String)? = nil,
-        logLevel: Logger.Level = .info, databasePoolSize: Int = 20, bootstrapToken: APIToken? = nil, jobs: JobSettings = JobSettings()
+        logLevel: Logger.Level = .info, databasePoolSize: Int = 20, bootstrapToken: APIToken? = nil, jobs: JobSettings = JobSettings(),
+        alertWebhooks: AlertWebhookSettings? = nil
     ) {
         self.jobs = jobs
+        self.alertWebhooks = alertWebhooks
         self.database = database
         self.host = host
         self.port = port
@@ -100,9 +106,20 @@ public struct ControlPlaneConfiguration: Sendable {
             }
             bootstrapToken = token
         }
+        var webhooks: AlertWebhookSettings?
+        if let text = environment["LARDER_ALERT_WEBHOOKS"], !text.isEmpty {
+            let urls = text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+            for url in urls where !(url.hasPrefix("https://") || url.hasPrefix("http://")) || URL(string: url)?.host == nil {
+                throw Invalid(description: "LARDER_ALERT_WEBHOOKS: '\(url)' is not an http(s) URL")
+            }
+            guard let secret = environment["LARDER_ALERT_WEBHOOK_SECRET"], secret.count >= 16 else {
+                throw Invalid(description: "LARDER_ALERT_WEBHOOK_SECRET must be set (at least 16 characters) when LARDER_ALERT_WEBHOOKS is")
+            }
+            webhooks = AlertWebhookSettings(urls: urls, secret: secret)
+        }
         self.init(
             database: database, host: host, port: port, tls: tls, logLevel: level, databasePoolSize: poolSize,
-            bootstrapToken: bootstrapToken, jobs: try Self.jobSettings(environment))
+            bootstrapToken: bootstrapToken, jobs: try Self.jobSettings(environment), alertWebhooks: webhooks)
     }
 
     /// Job settings from the environment.

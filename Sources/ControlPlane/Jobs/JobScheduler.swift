@@ -24,6 +24,8 @@ public struct JobScheduler: Service {
     let logger: Logger
     /// This replica's name in the lease.
     let replica: String
+    /// Webhooks alert events are queued for.
+    let webhooks: [String]
     let now: @Sendable () -> Date
 
     static let leaseName = "scheduler"
@@ -31,8 +33,9 @@ public struct JobScheduler: Service {
     /// Creates a scheduler.
     public init(
         client: PostgresClient, store: PostgresJobStore, settings: JobSettings, logger: Logger,
-        replica: String = UUID().uuidString.lowercased(), now: @escaping @Sendable () -> Date = { Date() }
+        replica: String = UUID().uuidString.lowercased(), webhooks: [String] = [], now: @escaping @Sendable () -> Date = { Date() }
     ) {
+        self.webhooks = webhooks
         self.client = client
         self.store = store
         self.settings = settings
@@ -57,7 +60,8 @@ public struct JobScheduler: Service {
                         if let since, ContinuousClock.now - since >= settings.leaseDuration { try await store.expireLeases() }
                         try await tick()
                         // Alerts: stale views, quiet agents, failed jobs open one; their recovery resolves it.
-                        do { try await AlertMonitor(client: client, logger: logger, heartbeat: settings.heartbeatInterval).evaluate(now: now()) } catch {
+                        do { try await AlertMonitor(client: client, logger: logger, heartbeat: settings.heartbeatInterval, webhooks: webhooks)
+                            .evaluate(now: now()) } catch {
                             logger.warning("cannot evaluate the alert conditions", metadata: ["larder.error": "\(String(describing: error))"])
                         }
                     }

@@ -20,12 +20,25 @@ public struct AlertMonitor: Sendable {
     let logger: Logger
     /// Agents heartbeat this often.
     let heartbeat: Duration
+    /// Webhooks each opening and resolution is queued for (`WebhookDispatcher` posts them).
+    let webhooks: [String]
 
     /// Creates a monitor.
-    public init(client: PostgresClient, logger: Logger, heartbeat: Duration) {
+    public init(client: PostgresClient, logger: Logger, heartbeat: Duration, webhooks: [String] = []) {
         self.client = client
         self.logger = logger
         self.heartbeat = heartbeat
+        self.webhooks = webhooks
+    }
+
+    /// Queues `event` of alert `id` for every webhook (in the caller's statement order, right after the event).
+    func queueDeliveries(alert id: Int64, event: String, on connection: PostgresConnection) async throws {
+        guard !webhooks.isEmpty else { return }
+        try await connection.execute(
+            """
+            INSERT INTO alert_deliveries (alert_id, event, url) SELECT \(id), \(event), u FROM unnest(\(webhooks)::text[]) AS u
+            ON CONFLICT DO NOTHING
+            """, logger: logger)
     }
 
     /// What holds now for one kind: each subject's detail, and the words of a recovery.
@@ -117,6 +130,7 @@ public struct AlertMonitor: Sendable {
                 RETURNING id, opened_at
                 """, logger: logger).decode((Int64, Date).self) {
                 opened.append(AlertResource(id: id, workspace: name, kind: condition.kind, subject: subject, detail: detail, openedAt: openedAt))
+                try await queueDeliveries(alert: id, event: "opened", on: connection)
                 logger.warning("alert opened", metadata: [
                     "larder.workspace": .string(name), "larder.alert": .string(condition.kind), "larder.subject": .string(subject),
                 ])
@@ -131,6 +145,7 @@ public struct AlertMonitor: Sendable {
             let recovery = condition.recovery(subject)
             try await connection.execute(
                 "UPDATE alerts SET resolved_at = \(now), resolved_detail = \(recovery) WHERE id = \(id) AND resolved_at IS NULL", logger: logger)
+            try await queueDeliveries(alert: id, event: "resolved", on: connection)
             resolved.append(AlertResource(
                 id: id, workspace: name, kind: condition.kind, subject: subject, detail: detail, openedAt: openedAt, resolvedAt: now,
                 resolvedDetail: recovery))
