@@ -13,20 +13,23 @@ struct AlertTests {
     func agentsAndJobs() async throws {
         try await JobsFixture.with(agents: 2, settings: JobsFixture.patientSettings) { fixture in
             try await TestDatabase.withClient(fixture.server.database) { database in
-                let monitor = AlertMonitor(client: database, logger: Logger(label: "test"), heartbeat: .seconds(1))
+                let monitor = AlertMonitor(client: database, logger: Logger(label: "test"), heartbeat: .seconds(10))
                 for (index, agent) in fixture.agents.enumerated() {
                     _ = try await agent.heartbeat(AgentHeartbeat(instanceId: "instance-\(index + 1)", runningJobs: []))
                 }
                 #expect(try await monitor.evaluate(now: Date()).opened.isEmpty, "both agents heartbeat just now")
-                let silent = try await monitor.evaluate(now: Date().addingTimeInterval(10))
+                let silent = try await monitor.evaluate(now: Date().addingTimeInterval(100))
                 #expect(silent.opened.map(\.kind) == ["agent-offline", "agent-offline"])
                 #expect(silent.opened.map(\.subject).sorted() == ["agent-1", "agent-2"])
-                #expect(try await monitor.evaluate(now: Date().addingTimeInterval(11)).opened.isEmpty, "one open alert per agent")
+                #expect(try await monitor.evaluate(now: Date().addingTimeInterval(101)).opened.isEmpty, "one open alert per agent")
 
                 // agent-1 heartbeats again; agent-2 stays silent.
+                // Judged at a moment 30 s (three intervals) after agent-1's heartbeat, less 0.6 s: agent-1
+                // heartbeat within the window, agent-2's last one (1.2 s or more before) outside it.
                 try await Task.sleep(for: .milliseconds(1_200))
+                let before = Date()
                 _ = try await fixture.agents[0].heartbeat(AgentHeartbeat(instanceId: "instance-1", runningJobs: []))
-                let back = try await monitor.evaluate(now: Date().addingTimeInterval(2))
+                let back = try await monitor.evaluate(now: before.addingTimeInterval(29.4))
                 #expect(back.resolved.map(\.subject) == ["agent-1"] && back.resolved.first?.resolvedDetail == "recovered: agent-1 heartbeats again")
                 #expect(back.opened.isEmpty)
 

@@ -37,7 +37,11 @@ struct ControlPlaneMetricsTests {
 
     @Test("API latency and counts by route and status, jobs by kind and state, queue depth and age, agents online, the scheduler lease; only for a signed-in principal")
     func exportsTheLedger() async throws {
-        try await JobsFixture.with(agents: 2, settings: JobsFixture.patientSettings) { fixture in
+        // Agents count as online for three 20 s heartbeat intervals: however loaded the machine, still online when scraped.
+        let settings = JobSettings(
+            leaseDuration: .seconds(60), heartbeatInterval: .seconds(20), maxClaimWait: .seconds(30), retryBaseDelay: .milliseconds(20),
+            retryMaxDelay: .milliseconds(100), maxAttempts: 4, schedulerEnabled: false, claimRecheckInterval: .seconds(30))
+        try await JobsFixture.with(agents: 2, settings: settings) { fixture in
             let workspace = JobsFixture.workspace
             _ = try await fixture.materialize(hours: 3)
             let claimed = try #require(try await fixture.claim(0))
@@ -45,6 +49,10 @@ struct ControlPlaneMetricsTests {
             do { _ = try await fixture.server.client.jobs(workspace: "nowhere") } catch {}
 
             #expect(try await Self.scrape(fixture.server, token: nil).status == 401)
+            // Both agents heartbeat now: online for three heartbeat intervals, however loaded the machine.
+            for (index, agent) in fixture.agents.enumerated() {
+                _ = try await agent.heartbeat(AgentHeartbeat(instanceId: "instance-\(index + 1)", runningJobs: []))
+            }
             let (status, text) = try await Self.scrape(fixture.server, token: fixture.server.adminToken)
             #expect(status == 200)
             let samples = Self.samples(text)
