@@ -177,6 +177,8 @@ let package = Package(
             name: "IntegrationTests",
             dependencies: [
                 "TestSupport",
+                "DataPlane",
+                .product(name: "Yams", package: "Yams"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Crypto", package: "swift-crypto"),
