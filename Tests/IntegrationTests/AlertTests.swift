@@ -50,4 +50,33 @@ struct AlertTests {
             }
         }
     }
+
+    @Test("the scheduler's own loop raises agent-offline when a real agent client stops heartbeating, and resolves it when it comes back")
+    func schedulerLoopRaisesAndResolves() async throws {
+        let settings = JobSettings(
+            leaseDuration: .seconds(5), heartbeatInterval: .seconds(1), maxClaimWait: .seconds(2), schedulerInterval: .milliseconds(200),
+            schedulerEnabled: true)
+        try await TestControlPlane.withControlPlane(jobs: settings) { server in
+            let client = server.client
+            _ = try await client.createWorkspace("rides")
+            _ = try await client.createAgent(name: "agent-1", environment: "prod", workspace: "rides")
+            let agent = ControlPlaneClient(baseURL: server.baseURL, token: try await client.createToken(for: "agent-1").token)
+            _ = try await agent.hello(AgentHello(instanceId: "i1", version: "test", hostname: "test", capabilities: [.materialize]))
+            func open() async throws -> [AlertResource] { try await client.alerts(workspace: "rides").filter { $0.kind == "agent-offline" } }
+            // Silent: within a few seconds past three heartbeat intervals, the alert is open.
+            var deadline = Date().addingTimeInterval(20)
+            while try await open().isEmpty, Date() < deadline { try await Task.sleep(for: .milliseconds(200)) }
+            #expect(try await open().map(\.subject) == ["agent-1"])
+            // Back: it resolves.
+            _ = try await agent.heartbeat(AgentHeartbeat(instanceId: "i1", runningJobs: []))
+            deadline = Date().addingTimeInterval(20)
+            while try await !open().isEmpty, Date() < deadline {
+                _ = try await agent.heartbeat(AgentHeartbeat(instanceId: "i1", runningJobs: []))
+                try await Task.sleep(for: .milliseconds(200))
+            }
+            #expect(try await open().isEmpty)
+            let all = try await client.alerts(workspace: "rides", all: true).filter { $0.kind == "agent-offline" }
+            #expect(all.count == 1 && all.first?.resolvedDetail == "recovered: agent-1 heartbeats again")
+        }
+    }
 }
