@@ -208,7 +208,7 @@ struct EntityQueryExport {
                 csv.endRow()
                 if csv.bytes.count >= 1 << 20 {
                     try handle.write(contentsOf: csv.bytes)
-                    csv.bytes.removeAll(keepingCapacity: true)
+                    csv.clear()
                 }
             }
             try handle.write(contentsOf: csv.bytes)
@@ -221,16 +221,9 @@ struct EntityQueryExport {
         }
     }
 
-    /// A failure of the entity query, in words. The server's message may
-    /// quote the customer's data: the control plane is told it with every
-    /// quoted part left out; the agent's log has it whole.
+    /// A failure of the entity query, in words (`queryFailure`).
     static func explain(_ error: any Error) -> any Error {
-        guard let error = error as? PSQLError, let message = error.serverInfo?[.message] else { return error }
-        let state = error.serverInfo?[.sqlState]
-        // A mistake in the query (bad SQL, a missing column, a bad cast) does not go away by retrying.
-        let permanent = state.map { $0.hasPrefix("42") || $0.hasPrefix("22") } ?? false
-        return JobExecutionError(
-            "entities: the query failed: \(redactingQuotes(message)) (SQLSTATE \(state ?? "?"); the agent's log has the full message)",
-            retryable: !permanent, localDetail: message)
+        guard let error = error as? PSQLError else { return error }
+        return queryFailure(error, what: "entities: the query") ?? error
     }
 }

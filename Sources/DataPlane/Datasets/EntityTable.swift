@@ -46,7 +46,7 @@ struct EntityChunk: Sendable {
 struct EntityTableReader {
     let path: String
     /// The name the errors give the table.
-    let label: String
+    static let label = "entities"
     /// The header's columns, in order.
     let columns: [String]
     let timestampColumn: String
@@ -55,9 +55,9 @@ struct EntityTableReader {
     private var reader: CSVReader
     private var rowsRead = 0
 
-    init(path: String, label: String, timestampColumn: String, assumeUTC: Bool, resolved: ResolvedRequest, chunkRows: Int) throws(DatasetError) {
+    init(path: String, timestampColumn: String, assumeUTC: Bool, resolved: ResolvedRequest, chunkRows: Int) throws(DatasetError) {
         self.path = path
-        self.label = label
+        let label = Self.label
         self.timestampColumn = timestampColumn
         self.assumeUTC = assumeUTC
         self.resolved = resolved
@@ -85,6 +85,7 @@ struct EntityTableReader {
 
     /// The next chunk, or nil at the end of the table.
     mutating func next() throws(DatasetError) -> EntityChunk? {
+        let label = Self.label
         let batch: ColumnBatch
         do {
             guard let read = try reader.next() else { return nil }

@@ -71,16 +71,17 @@ struct OfflineCandidates: Sendable {
             """
         let lookup = EntityLookup(entities, keys: view.keys)
         return try await connection.inTransaction(logger: logger, begin: "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY") { connection in
-            var pages: Int64 = 0
-            var size = PostgresQuery(unsafeSQL: "SELECT pg_relation_size($1::regclass) / current_setting('block_size')::bigint")
+            // The table's pages, and its estimated rows: room for all of them, so the columns never grow by copying.
+            var pages: Int64 = 0, estimate: Int64 = 0
+            var size = PostgresQuery(unsafeSQL: """
+                SELECT pg_relation_size(oid) / current_setting('block_size')::bigint, GREATEST(reltuples, 0)::bigint FROM pg_class WHERE oid = $1::regclass
+                """)
             size.binds.append(table.qualifiedName)
-            for try await (count) in try await connection.query(size, logger: logger).decode(Int64.self) { pages = count }
+            for try await (count, rows) in try await connection.query(size, logger: logger).decode((Int64, Int64).self) {
+                pages = count
+                estimate = rows
+            }
             let ranges = Array(stride(from: Int64(0), to: pages, by: pagesPerRange))
-            // The table's estimated rows: room for all of them, so the columns never grow by copying.
-            var estimate: Int64 = 0
-            var statistics = PostgresQuery(unsafeSQL: "SELECT GREATEST(reltuples, 0)::bigint FROM pg_class WHERE oid = $1::regclass")
-            statistics.binds.append(table.qualifiedName)
-            for try await (count) in try await connection.query(statistics, logger: logger).decode(Int64.self) { estimate = count }
             /// Reads `ranges` on `connection`, handing each range's rows to `deliver`.
             @Sendable func read(_ ranges: [Int64], on connection: PostgresConnection, deliver: (CandidateRows) async throws -> Void) async throws {
                 for first in ranges {
@@ -239,7 +240,6 @@ struct ArrayColumns {
         var bits: [Int64] = []
         var nulls: [Bool] = []
         var texts: [String?] = []
-        var count: Int { max(bits.count, texts.count) }
     }
 
     /// Parses a one-dimensional array of `type`.
@@ -304,7 +304,7 @@ struct ArrayColumns {
         let base = keyCount + (hasCreated ? 2 : 1)
         let features = try featureTypes.enumerated().map { try Self.parse(buffers[base + $0.offset], type: $0.element) }
         var parts: [EntityKey.Part] = []
-        for row in 0..<times.count {
+        for row in 0..<times.bits.count {
             let entity: Int32?
             if let integers = lookup.byInteger {
                 entity = integers[keys[0].bits[row]]

@@ -97,9 +97,7 @@ public struct TrainingDatasetBuilder: Sendable {
         }
         // Check every entity row now (join keys, timestamps, request fields): a bad row is
         // refused before any output, not half-way through a streamed answer.
-        var check = try EntityTableReader(
-            path: request.entities.path, label: "entities", timestampColumn: request.timestampColumn, assumeUTC: request.assumeUTC,
-            resolved: resolved, chunkRows: chunkRows)
+        var check = try entityReader(request, resolved: resolved)
         // A table of one chunk is kept as read, not parsed a second time.
         var chunks = 0
         var only: EntityChunk?
@@ -145,6 +143,13 @@ public struct TrainingDatasetBuilder: Sendable {
             onlyChunk: only)
     }
 
+    /// The reader of `request`'s entity table.
+    func entityReader(_ request: DatasetRequest, resolved: ResolvedRequest) throws(DatasetError) -> EntityTableReader {
+        try EntityTableReader(
+            path: request.entities.path, timestampColumn: request.timestampColumn, assumeUTC: request.assumeUTC, resolved: resolved,
+            chunkRows: chunkRows)
+    }
+
     /// A feature's column name in a dataset: `view__feature`.
     static func columnName(_ output: String) -> String { output.replacingOccurrences(of: ":", with: "__") }
 
@@ -173,9 +178,7 @@ public struct TrainingDatasetBuilder: Sendable {
     {
         guard let offlineStore else { throw DatasetError(kind: .noOfflineStore, field: "offline_store", detail: "no offline_store") }
         let resolved = prepared.resolved
-        var entities = try EntityTableReader(
-            path: prepared.request.entities.path, label: "entities", timestampColumn: prepared.request.timestampColumn,
-            assumeUTC: prepared.request.assumeUTC, resolved: resolved, chunkRows: chunkRows)
+        var entities = try entityReader(prepared.request, resolved: resolved)
         var hash = SHA256()
         var csv = encoder
         var rows = 0
@@ -199,7 +202,7 @@ public struct TrainingDatasetBuilder: Sendable {
                     if csv.bytes.count >= 1 << 20 {
                         hash.update(data: csv.bytes)
                         try await write(ByteBuffer(bytes: csv.bytes))
-                        csv.bytes.removeAll(keepingCapacity: true)
+                        csv.clear()
                     }
                 }
                 rows += chunk.count
@@ -266,7 +269,9 @@ public struct TrainingDatasetBuilder: Sendable {
 
 /// Encodes dataset rows: each input column's text, then each feature value.
 protocol DatasetRowEncoder {
-    var bytes: [UInt8] { get set }
+    /// The bytes encoded since the last `clear()`.
+    var bytes: [UInt8] { get }
+    mutating func clear()
     mutating func text(_ field: String?)
     mutating func value(_ value: FeatureValue)
     mutating func endRow()
@@ -276,8 +281,10 @@ protocol DatasetRowEncoder {
 /// comma, quote or line break; null is an empty field; numbers in their
 /// shortest exact form; timestamps in RFC 3339, UTC. The same values give the same bytes.
 struct DatasetCSVWriter: DatasetRowEncoder {
-    var bytes: [UInt8] = []
+    private(set) var bytes: [UInt8] = []
     private var first = true
+
+    mutating func clear() { bytes.removeAll(keepingCapacity: true) }
 
     mutating func header(_ names: [String]) {
         for name in names { text(name) }
@@ -337,10 +344,9 @@ struct DatasetCopyWriter: DatasetRowEncoder {
     private var encoder = CopyTextEncoder()
     private var first = true
 
-    var bytes: [UInt8] {
-        get { encoder.bytes }
-        set { if newValue.isEmpty { encoder.reset() } }
-    }
+    var bytes: [UInt8] { encoder.bytes }
+
+    mutating func clear() { encoder.reset() }
 
     private mutating func separate() {
         if first { first = false } else { encoder.separator() }

@@ -152,17 +152,23 @@ final class PostgresEventSource: EventSource {
         if state == "57014" {
             return JobExecutionError("the source query ran longer than the statement timeout (\(timeout.components.seconds) s) and was cancelled", retryable: true)
         }
-        if let message = error.serverInfo?[.message] {
-            // Errors in the query itself (a missing column, bad SQL) will not go away by retrying.
-            let permanent = state.map { $0.hasPrefix("42") || $0.hasPrefix("22") } ?? false
-            // The server's message may quote data ("invalid input syntax for type integer: "abc""):
-            // the control plane is told the message with every quoted part left out; the agent's log has it whole.
-            return JobExecutionError(
-                "the source query failed: \(redactingQuotes(message)) (SQLSTATE \(state ?? "?"); the agent's log has the full message)",
-                retryable: !permanent, localDetail: message)
-        }
-        return JobExecutionError("the source database failed: \(String(reflecting: error))", retryable: true)
+        return queryFailure(error, what: "the source query")
+            ?? JobExecutionError("the source database failed: \(String(reflecting: error))", retryable: true)
     }
+}
+
+/// A query's failure as the server reported it, in words the control plane
+/// may be told: the server's message may quote data ("invalid input syntax
+/// for type integer: "abc""), so every quoted part is left out (the agent's
+/// log has it whole). Mistakes in the query itself (bad SQL, a missing
+/// column, a bad cast) will not go away by retrying. Nil without a message.
+func queryFailure(_ error: PSQLError, what: String) -> JobExecutionError? {
+    guard let message = error.serverInfo?[.message] else { return nil }
+    let state = error.serverInfo?[.sqlState]
+    let permanent = state.map { $0.hasPrefix("42") || $0.hasPrefix("22") } ?? false
+    return JobExecutionError(
+        "\(what) failed: \(redactingQuotes(message)) (SQLSTATE \(state ?? "?"); the agent's log has the full message)",
+        retryable: !permanent, localDetail: message)
 }
 
 /// `text` with the inside of every '…' or "…" replaced by an ellipsis.

@@ -43,8 +43,6 @@ public actor PushIngestor: Service {
     /// Keys of pushes being applied (a push waits on the offline store, and the actor lets others in meanwhile).
     private var inFlight: Set<String> = []
     let offline: PushOfflineWriter?
-    /// Whether the agent has an offline store at all (views that keep one need it).
-    let hasOfflineStore: Bool
     private var lastPrune = Date.distantPast
     /// True while the journal is being replayed.
     private var replaying = false
@@ -55,7 +53,6 @@ public actor PushIngestor: Service {
         maxRows: Int = 10_000, logger: Logger
     ) throws {
         offline = offlineStore.map { PushOfflineWriter(schema: $0.schema, url: $0.url, logger: logger) }
-        hasOfflineStore = offlineStore != nil
         self.store = store
         self.reader = reader
         self.metrics = metrics
