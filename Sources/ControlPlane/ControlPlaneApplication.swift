@@ -101,7 +101,8 @@ public enum ControlPlaneApplication {
         AgentRoutes(store: jobs, wakeups: wakeups, settings: settings, keys: keys).register(on: &routes)
         MonitoringRoutes(
             monitor: FreshnessMonitor(client: client, logger: logger),
-            alerts: AlertMonitor(client: client, logger: logger, heartbeat: settings.heartbeatInterval)
+            alerts: AlertMonitor(client: client, logger: logger, heartbeat: settings.heartbeatInterval),
+            quality: QualityMonitor(client: client, logger: logger)
         ).register(on: &routes)
         return (router, routes.descriptors)
     }

@@ -125,7 +125,12 @@ struct JobsCommand: AsyncParsableCommand {
                     for feature in metrics.features {
                         let numbers = [feature.min.map { "min \($0)" }, feature.max.map { "max \($0)" }, feature.mean.map { "mean \($0)" }]
                             .compactMap { $0 }.joined(separator: ", ")
-                        print("  \(feature.feature): \(feature.count) values, \(feature.nullCount) null\(numbers.isEmpty ? "" : ", " + numbers)")
+                        let outside = feature.disallowedCount.map { ", \($0) not allowed" } ?? ""
+                        print("  \(feature.feature): \(feature.count) values, \(feature.nullCount) null\(numbers.isEmpty ? "" : ", " + numbers)\(outside)")
+                    }
+                    if let report = metrics.expectations {
+                        print("expectations: \(report.violations.count) of \(report.results.count) violated (policy \(report.policy.rawValue))")
+                        for result in report.results { print("  \(result.passed ? "ok  " : "FAIL")  \(result.summary)") }
                     }
                 }
                 if let failure = job.failure { print("last error:   \(failure.message)\(failure.retryable ? " (retryable)" : "")") }

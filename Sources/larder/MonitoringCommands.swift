@@ -28,6 +28,42 @@ struct StatusCommand: AsyncParsableCommand {
     }
 }
 
+/// `larder expectations`: each view's data-quality results in its newest evaluated job.
+struct ExpectationsCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "expectations",
+        abstract: "Show the data-quality expectations of each feature view and how its newest materialization met them.")
+    @OptionGroup var server: ServerOptions
+    @Argument(help: "Only this feature view.") var view: String?
+    @Flag(help: "Print JSON.") var json = false
+
+    func run() async throws {
+        try await CLIOutput.reportingErrors {
+            let workspace = try server.workspaceName()
+            var views = try await server.client().expectations(workspace: workspace)
+            if let view {
+                views = views.filter { $0.view == view }
+                guard !views.isEmpty else {
+                    CLIOutput.error("error: feature view '\(view)' of workspace \(workspace) declares no expectations (or does not exist)")
+                    throw ExitCode(1)
+                }
+            }
+            if json { return try CLIOutput.json(views) }
+            guard !views.isEmpty else { return print("no feature view of workspace \(workspace) declares expectations") }
+            print(CLIOutput.table(
+                ["VIEW", "VERSION", "POLICY", "STATE", "JOB", "CHECKED", "VIOLATED"],
+                views.map {
+                    [$0.view, "v\($0.version)", $0.policy.rawValue, $0.state.rawValue, $0.job.map(String.init) ?? "-",
+                     $0.finishedAt.map(JobText.time) ?? "-", "\($0.results.filter { !$0.passed }.count) of \($0.results.count)"]
+                }))
+            for quality in views where !quality.results.isEmpty {
+                print("\n\(quality.view) (job \(quality.job ?? 0)):")
+                for result in quality.results { print("  \(result.passed ? "ok  " : "FAIL")  \(result.summary)") }
+            }
+        }
+    }
+}
+
 /// `larder alerts`: open alerts (or all) of the workspaces the caller may view.
 struct AlertsCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "alerts", abstract: "List alerts, newest first: open ones unless --all.")

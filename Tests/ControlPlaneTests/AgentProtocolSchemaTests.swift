@@ -19,7 +19,8 @@ struct AgentProtocolSchemaTests {
         "rows_read", "rows_written", "cancel_requested", "outcome", "started_at", "finished_at", "metrics", "failure", "watermark",
         "features", "feature", "count", "null_count", "min", "max", "mean", "message", "retryable", "access_version", "have_version",
         "snapshot", "registry_revision", "have_revision", "revision", "dataset", "rows", "columns", "name", "type", "views", "view",
-        "earliest", "latest", "sha256",
+        "earliest", "latest", "sha256", "disallowed_count", "expectations", "policy", "results", "check", "observed", "lower_limit",
+        "upper_limit", "passed",
     ]
     /// Free-text fields an agent may send, each bounded.
     static let boundedText: [String: Int] = [
@@ -139,10 +140,13 @@ struct AgentProtocolSchemaTests {
             ("JobCompletion", JobCompletion(
                 leaseToken: token, outcome: .succeeded, startedAt: Date(), finishedAt: Date(),
                 metrics: JobMetrics(rowsRead: 1, rowsWritten: 1, watermark: Date(), features: [
-                    FeatureSummary(feature: "f", count: 1, nullCount: 0, min: 1, max: 1, mean: 1),
+                    FeatureSummary(feature: "f", count: 1, nullCount: 0, min: 1, max: 1, mean: 1, disallowedCount: 0),
                 ], dataset: DatasetMetadata(
                     rows: 1, columns: [.init(name: "c", type: "input")], views: [.init(view: "v", version: 1)], earliest: Date(), latest: Date(),
-                    registryRevision: 1, sha256: "s")),
+                    registryRevision: 1, sha256: "s"),
+                expectations: ExpectationReport(policy: .fail, results: [
+                    ExpectationResult(feature: "f", check: .min, observed: 1, lowerLimit: 0, upperLimit: 2, passed: true),
+                ])),
                 failure: JobFailure(message: "m", retryable: true))),
         ]
         for (name, sample) in samples {

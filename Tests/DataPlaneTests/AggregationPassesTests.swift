@@ -116,7 +116,7 @@ struct AggregationPassesTests {
         let context = JobContext(attempt: 1, report: { _ in })
 
         // One pass: the projection over the whole interval.
-        let whole = Materialization(plan: plan, executor: MaterializeExecutor(configuration: configuration, onlineStore: store, logger: logger), context: context, logger: logger)
+        let whole = Materialization(plan: plan, job: 1, executor: MaterializeExecutor(configuration: configuration, onlineStore: store, logger: logger), context: context, logger: logger)
         let columns = whole.readColumns
         let range = whole.readRange(of: plan)
         var source = try await whole.openSource(columns: columns, from: range.from, to: range.to)
@@ -127,11 +127,11 @@ struct AggregationPassesTests {
 
         // Many passes: a budget of a few tiles keeps every pass as short as the longest window.
         let passes = Materialization(
-            plan: plan, executor: MaterializeExecutor(configuration: configuration, onlineStore: store, logger: logger, batchSize: 64, tileBudget: 3),
+            plan: plan, job: 2, executor: MaterializeExecutor(configuration: configuration, onlineStore: store, logger: logger, batchSize: 64, tileBudget: 3),
             context: context, logger: logger)
         let first = passes.readRange(of: passes.firstPass)
         var passSource = try await passes.openSource(columns: columns, from: first.from, to: first.to)
-        var state = Materialization.Progress(features: plan.outputs.map(\.name))
+        var state = Materialization.Progress(features: plan.outputs.map(\.name), expectations: nil)
         var actual: [String] = []
         try await passes.produce(from: &passSource, columns: columns, into: &state) { batch in actual += Self.rows(of: batch) }
         #expect(!expected.isEmpty)

@@ -88,6 +88,52 @@ struct OnlineStoreTests {
         Self.check(table, against: Self.expected(all), keys: 0..<60, now: 40)
     }
 
+    @Test("staged rows are invisible until committed, then merge newest-wins; discarded or left by a stopped agent, they never land", arguments: [5, 6, 7])
+    func staging(seed: UInt64) throws {
+        var random = SeededGenerator(seed: seed)
+        let directory = Self.directory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        func batch() -> [Row] {
+            (0..<Int.random(in: 1...300, using: &random)).map { _ in
+                Row(
+                    key: Int64.random(in: 0..<80, using: &random), event: Int64.random(in: 0..<40, using: &random),
+                    created: Int64.random(in: 0..<3, using: &random), rate: Double.random(in: 0...1, using: &random),
+                    trips: Bool.random(using: &random) ? Int64.random(in: 0...99, using: &random) : nil, city: "c")
+            }
+        }
+        let store = try OnlineStore(directory: directory)
+        let table = try store.table(for: Self.schema)
+        let served = batch()
+        try table.upsert(Self.rows(served))
+
+        // A failing job: staged, then discarded. The served rows are untouched.
+        let failing = try store.stagingTable(for: Self.schema, job: 1)
+        try failing.upsert(Self.rows(batch()))
+        Self.check(table, against: Self.expected(served), keys: 0..<90, now: 40)
+        store.discard(failing)
+
+        // A passing job: staged in several batches, committed; the result is as if written directly.
+        let staged = try store.stagingTable(for: Self.schema, job: 2)
+        var passing: [Row] = []
+        for _ in 0..<Int.random(in: 1...4, using: &random) {
+            let rows = batch()
+            try staged.upsert(Self.rows(rows))
+            passing += rows
+        }
+        Self.check(table, against: Self.expected(served), keys: 0..<90, now: 40)
+        try store.commit(staged)
+        Self.check(table, against: Self.expected(served + passing), keys: 0..<90, now: 40)
+
+        // A job staging when the agent stopped: reopening drops its rows and keeps the store's.
+        let abandoned = try store.stagingTable(for: Self.schema, job: 3)
+        try abandoned.upsert(Self.rows(batch()))
+        let reopened = try OnlineStore(directory: directory)
+        let folder = (directory as NSString).appendingPathComponent("staging")
+        #expect(((try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []).isEmpty)
+        #expect(reopened.schemas == [Self.schema])
+        Self.check(try #require(reopened.table(view: "driver_stats", version: 1)), against: Self.expected(served + passing), keys: 0..<90, now: 40)
+    }
+
     @Test("an older row never replaces a newer one; equal event times go to the greater created time")
     func noRegression() throws {
         let directory = Self.directory()

@@ -120,7 +120,7 @@ enum DocumentedPermissions {
         "POST /v1/workspaces/{workspace}/jobs/{job}/retry": .workspace(.operator),
         "POST /v1/workspaces/{workspace}/materializations": .workspace(.operator),
         "POST /v1/workspaces/{workspace}/datasets": .workspace(.consumer),
-        "GET /v1/workspaces/{workspace}/freshness": .workspace(.viewer),
+        "GET /v1/workspaces/{workspace}/freshness": .workspace(.viewer), "GET /v1/workspaces/{workspace}/expectations": .workspace(.viewer),
         "POST /v1/agent/hello": .agentProtocol, "POST /v1/agent/heartbeat": .agentProtocol, "POST /v1/agent/jobs:claim": .agentProtocol,
         "POST /v1/agent/access-snapshot": .agentProtocol, "POST /v1/agent/registry-snapshot": .agentProtocol,
         "POST /v1/agent/jobs/{job}/lease": .agentProtocol, "POST /v1/agent/jobs/{job}/progress": .agentProtocol,

@@ -51,6 +51,97 @@ struct AlertTests {
         }
     }
 
+    @Test("materialization stops: the scheduler's own loop opens a stale alert at the first tick past the SLO, not before")
+    func staleThroughSchedulerLoop() async throws {
+        let start = RFC3339.parse("2025-01-03T00:05:00Z")!
+        try await SchedulerFixture.with(start: start) { fixture in
+            let client = fixture.server.client
+            _ = try await client.createAgent(name: "agent-1", environment: "prod", workspace: SchedulerFixture.workspace)
+            let agent = ControlPlaneClient(baseURL: fixture.server.baseURL, token: try await client.createToken(for: "agent-1").token)
+            _ = try await agent.hello(AgentHello(instanceId: "i", version: "test", hostname: "test", capabilities: [.materialize]))
+            let scheduler = fixture.scheduler("replica-a", interval: .milliseconds(100))
+            // The new version's backfill runs to completion first: the loop would rightly call the view
+            // stale between its two daily chunks.
+            /// Runs queued jobs until the view is materialized to the last hour boundary before the clock;
+            /// `ticking`, before the loop runs, ticks by hand (a backfill's chunks may take several ticks to queue).
+            func catchUp(ticking: Bool = false) async throws {
+                let target = Date(timeIntervalSince1970: (fixture.clock.now.timeIntervalSince1970 / 3_600).rounded(.down) * 3_600)
+                let deadline = Date().addingTimeInterval(60)
+                while Date() < deadline {
+                    if ticking {
+                        #expect(try await scheduler.holdLease())
+                        _ = try await scheduler.tick()
+                    }
+                    while let claimed = try await agent.claim(ClaimRequest(instanceId: "i", kinds: [.materialize], waitSeconds: 0)) {
+                        _ = try await agent.complete(job: claimed.id, JobsFixture.success(claimed))
+                    }
+                    let views = try await client.freshness(workspace: SchedulerFixture.workspace)
+                    if views.first(where: { $0.view == "driver_hourly_stats" })?.watermark == target { return }
+                    try await Task.sleep(for: .milliseconds(50))
+                }
+                let rows = try await fixture.client.query(
+                    "SELECT id || ' ' || kind || ' ' || state || ' ' || coalesce(interval_start::text, '') || ' nb ' || not_before::text || ' now ' || now()::text FROM jobs ORDER BY id",
+                    logger: Logger(label: "test"))
+                var jobs: [String] = []
+                for try await row in rows.decode(String.self) { jobs.append(row) }
+                Issue.record("driver_hourly_stats was not materialized to \(RFC3339.format(target)): \(jobs)")
+            }
+            try await catchUp(ticking: true)
+            let loop = Task { try await scheduler.run() }
+            defer { loop.cancel() }
+            /// Waits until the loop has renewed its lease twice since the call: a whole iteration (tick and
+            /// alert evaluation) ran at the clock's current time, however loaded the machine is.
+            func settle(working: Bool) async throws {
+                func expiry() async throws -> Date? {
+                    let rows = try await fixture.client.query(
+                        "SELECT expires_at FROM leader_leases WHERE name = 'scheduler'", logger: Logger(label: "test"))
+                    for try await value in rows.decode(Date.self) { return value }
+                    return nil
+                }
+                var last = try await expiry(), renewals = 0
+                let deadline = Date().addingTimeInterval(60)
+                while renewals < 2, Date() < deadline {
+                    try await Task.sleep(for: .milliseconds(50))
+                    let current = try await expiry()
+                    if let current, current != last { renewals += 1; last = current }
+                }
+                #expect(renewals == 2, "the scheduler loop did not run")
+                if working { try await catchUp() }
+            }
+            func staleAlert() async throws -> AlertResource? {
+                try await client.alerts(workspace: SchedulerFixture.workspace).first { $0.kind == "stale" && $0.subject == "driver_hourly_stats" }
+            }
+            // Hourly runs while the agent works: never stale (the SLO is twice the schedule, 2h).
+            for _ in 0..<3 {
+                fixture.clock.advance(by: 3_600)
+                try await settle(working: true)
+                if let alert = try await staleAlert() {
+                    let jobs = try await fixture.materializations(of: "driver_hourly_stats")
+                        .map { "\($0.id) \($0.state) \(RFC3339.format($0.start!))–\(RFC3339.format($0.end!)) \($0.trigger ?? "")" }
+                    Issue.record("stale while materializing at \(RFC3339.format(fixture.clock.now)): \(alert.detail); jobs: \(jobs)")
+                }
+            }
+            let reading = try #require(try await client.freshness(workspace: SchedulerFixture.workspace).first { $0.view == "driver_hourly_stats" })
+            let watermark = try #require(reading.watermark)
+            #expect(watermark == RFC3339.parse("2025-01-03T03:00:00Z"))
+            #expect(reading.expectedSeconds == 7_200)
+
+            // The agent stops; time moves in 10-minute steps. The alert opens at the first tick more than 2h past the watermark.
+            var opened: AlertResource?
+            for _ in 0..<20 where opened == nil {
+                fixture.clock.advance(by: 600)
+                try await settle(working: false)
+                opened = try await staleAlert()
+                let behind = fixture.clock.now.timeIntervalSince(watermark)
+                if behind <= 7_200 { #expect(opened == nil, "stale only \(behind) s behind") }
+            }
+            let alert = try #require(opened)
+            let behind = alert.openedAt.timeIntervalSince(watermark)
+            #expect(behind > 7_200 && behind <= 7_800, "opened \(behind) s past the watermark")
+            #expect(alert.detail.contains("its SLO is 2h"), "\(alert.detail)")
+        }
+    }
+
     @Test("the scheduler's own loop raises agent-offline when a real agent client stops heartbeating, and resolves it when it comes back")
     func schedulerLoopRaisesAndResolves() async throws {
         let settings = JobSettings(

@@ -104,16 +104,16 @@ struct SchedulerTests {
     @Test("only the lease holder schedules; a replica that lost the lease stops, and another takes over when it expires")
     func leaderLease() async throws {
         try await SchedulerFixture.with(start: Self.day2) { fixture in
-            // A lease lasts three ticks: 3 s here.
-            let a = fixture.scheduler("replica-a", interval: .seconds(1))
-            let b = fixture.scheduler("replica-b", interval: .seconds(1))
+            // A lease lasts three ticks: 9 s here (shorter ones are at the mercy of a loaded machine's stalls).
+            let a = fixture.scheduler("replica-a", interval: .seconds(3))
+            let b = fixture.scheduler("replica-b", interval: .seconds(3))
             #expect(try await a.holdLease())
             #expect(try await !b.holdLease())
             #expect(try await b.tick() == 0, "a replica without the lease queues nothing")
             #expect(try await a.holdLease())
             #expect(try await a.tick() > 0)
             // a stops renewing (it died): its lease runs out, b takes over, and a cannot schedule any more.
-            try await Task.sleep(for: .milliseconds(3_200))
+            try await Task.sleep(for: .milliseconds(9_200))
             #expect(try await b.holdLease())
             #expect(try await !a.holdLease())
             fixture.clock.advance(by: 3_600)

@@ -2,15 +2,19 @@ import Foundation
 import Hummingbird
 import Shared
 
-/// Freshness and alerts.
+/// Freshness, data quality and alerts.
 struct MonitoringRoutes {
     let monitor: FreshnessMonitor
     let alerts: AlertMonitor
+    let quality: QualityMonitor
 
     func register(on routes: inout APIRouteBuilder) {
-        let monitor = self.monitor, alerts = self.alerts
+        let monitor = self.monitor, alerts = self.alerts, quality = self.quality
         routes.add(.get, "/v1/workspaces/{workspace}/freshness", permission: .workspace(.viewer)) { _, context in
             try APIResponse.json(try await monitor.freshness(workspace: try context.pathParameter("workspace")))
+        }
+        routes.add(.get, "/v1/workspaces/{workspace}/expectations", permission: .workspace(.viewer)) { _, context in
+            try APIResponse.json(try await quality.quality(workspace: try context.pathParameter("workspace")))
         }
         // Every signed-in principal sees the alerts of the workspaces it may view (admins: all).
         routes.add(.get, "/v1/alerts", permission: .authenticated) { request, context in

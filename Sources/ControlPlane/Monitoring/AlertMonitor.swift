@@ -113,7 +113,20 @@ public struct AlertMonitor: Sendable {
             """, logger: logger).decode((Int64, String, Int).self) {
             failed.holding["dataset job \(job)"] = "dataset job \(job) failed after \(attempts) attempt(s): \(message)"
         }
-        return [stale, offline, failed]
+        // Expectations the newest evaluated job broke.
+        let qualities = try await QualityMonitor(client: client, logger: logger).quality(workspaceID: workspaceID, name: name, on: connection)
+        var violated = Condition(kind: "expectation-violated", holding: [:]) { subject in
+            guard let quality = qualities.first(where: { $0.view == subject }), let job = quality.job else {
+                return "recovered: \(subject) no longer declares expectations"
+            }
+            return "recovered: job \(job) of \(subject) met every expectation"
+        }
+        for quality in qualities where quality.state == .failed || quality.state == .warned {
+            let outcome = quality.state == .failed ? "failed and wrote nothing (policy fail)" : "wrote its rows (policy warn)"
+            let broken = quality.results.filter { !$0.passed }.map(\.summary).joined(separator: "; ")
+            violated.holding[quality.view] = "job \(quality.job ?? 0) of \(quality.view) v\(quality.version) broke its expectations and \(outcome): \(broken)"
+        }
+        return [stale, offline, failed, violated]
     }
 
     /// Opens an alert for each subject `condition` holds for (none open yet),

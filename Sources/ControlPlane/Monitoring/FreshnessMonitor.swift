@@ -20,20 +20,14 @@ public struct FreshnessMonitor: Sendable {
     /// The freshness of every current feature view of `workspace`, by name.
     public func freshness(workspace: String, now: Date = Date()) async throws -> [FeatureViewFreshness] {
         try await client.withConnection { connection in
-            var id: Int64?
-            for try await value in try await connection.query("SELECT id FROM workspaces WHERE name = \(workspace)", logger: logger)
-                .decode(Int64.self) { id = value }
-            guard let id else { throw RegistryError.workspaceNotFound(workspace) }
+            let id = try await CurrentDefinitions.workspaceID(named: workspace, logger: logger, on: connection)
             return try await freshness(workspaceID: id, name: workspace, now: now, on: connection)
         }
     }
 
     func freshness(workspaceID: Int64, name: String, now: Date, on connection: PostgresConnection) async throws -> [FeatureViewFreshness] {
-        let snapshot = try await AgentRegistrySnapshots(client: client, logger: logger).snapshot(ofWorkspace: workspaceID, named: name, on: connection)
-        let repository: FeatureRepository
-        do { repository = try CanonicalDecoder.repository(workspace: name, definitions: snapshot.definitions) } catch {
-            throw RegistryError.invalidArgument(field: "workspace", detail: "the workspace's definitions cannot be read: \(error)")
-        }
+        let current = try await CurrentDefinitions.read(workspaceID: workspaceID, name: name, client: client, logger: logger, on: connection)
+        let repository = current.repository
         var watermarks: [String: Date] = [:], created: [String: Date] = [:]
         for try await (view, watermark, since) in try await connection.query(
             """
@@ -45,7 +39,7 @@ public struct FreshnessMonitor: Sendable {
             watermarks[view] = watermark
             created[view] = since
         }
-        let versions = Dictionary(snapshot.definitions.map { ($0.name, $0.version) }, uniquingKeysWith: { first, _ in first })
+        let versions = current.versions
         return repository.featureViews.sorted { $0.name < $1.name }.map { view in
             let expected = view.expectedFreshness
             let watermark = watermarks[view.name] ?? nil

@@ -299,7 +299,8 @@ public struct AgentRunner: Service {
             if let local = (error as? JobExecutionError)?.localDetail { details["larder.detail"] = .string(local) }
             logger.warning("job failed", metadata: details)
             await complete(claimed, JobCompletion(
-                leaseToken: claimed.leaseToken, outcome: .failed, startedAt: startedAt, finishedAt: finishedAt, failure: failure))
+                leaseToken: claimed.leaseToken, outcome: .failed, startedAt: startedAt, finishedAt: finishedAt,
+                metrics: (error as? JobExecutionError)?.metrics, failure: failure))
         case .cancelRequested:
             logger.notice("job cancelled", metadata: metadata)
             await complete(claimed, JobCompletion(

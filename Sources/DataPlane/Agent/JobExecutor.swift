@@ -37,12 +37,16 @@ public struct JobExecutionError: Error, Sendable, CustomStringConvertible {
     /// What only the agent's own log may hold (it may quote the customer's
     /// data); `message` is what the control plane is told.
     public var localDetail: String?
+    /// The declared metrics of what the attempt saw before it failed (such as
+    /// the results of the expectations that failed it), reported with the failure.
+    public var metrics: JobMetrics?
 
     /// Creates an error.
-    public init(_ message: String, retryable: Bool, localDetail: String? = nil) {
+    public init(_ message: String, retryable: Bool, localDetail: String? = nil, metrics: JobMetrics? = nil) {
         self.message = message
         self.retryable = retryable
         self.localDetail = localDetail
+        self.metrics = metrics
     }
 
     public var description: String { message }

@@ -1,8 +1,9 @@
 import Shared
 
 /// The declared per-feature metrics of a job: how many values, how many
-/// nulls, and for numbers their min, max and mean. Nothing else of the
-/// values leaves the agent.
+/// nulls, for numbers their min, max and mean, and for features with
+/// allowed values how many were not allowed. Nothing else of the values
+/// leaves the agent.
 struct FeatureStatistics {
     private var names: [String]
     private var counts: [Int64]
@@ -10,14 +11,21 @@ struct FeatureStatistics {
     private var minimums: [Double?]
     private var maximums: [Double?]
     private var sums: [Double]
+    /// Per feature: the values it may take (as text), when its expectations list them.
+    private let allowed: [Set<String>?]
+    private var disallowed: [Int64]
 
-    init(features: [String]) {
+    /// Statistics of `features`; `allowedValues` maps a feature to the values
+    /// it may take, each counted as disallowed otherwise.
+    init(features: [String], allowedValues: [String: [String]] = [:]) {
         names = features
         counts = Array(repeating: 0, count: features.count)
         nulls = counts
+        disallowed = counts
         minimums = Array(repeating: nil, count: features.count)
         maximums = minimums
         sums = Array(repeating: 0, count: features.count)
+        allowed = features.map { allowedValues[$0].map(Set.init) }
     }
 
     /// Adds the values of one batch (one column per feature).
@@ -44,6 +52,7 @@ struct FeatureStatistics {
             case .string(let values):
                 for value in values { if value == nil { missing += 1 } else { count += 1 } }
             }
+            if let allowed = allowed[feature] { disallowed[feature] += Self.countDisallowed(column, allowed: allowed) }
             counts[feature] += count
             nulls[feature] += missing
             sums[feature] += sum
@@ -52,12 +61,34 @@ struct FeatureStatistics {
         }
     }
 
+    /// The non-null values of `column` whose text is not in `allowed`
+    /// (integers in decimal, bools as `true`/`false`, any case).
+    static func countDisallowed(_ column: ColumnValues, allowed: Set<String>) -> Int64 {
+        var outside: Int64 = 0
+        switch column {
+        case .string(let values):
+            for case let value? in values where !allowed.contains(value) { outside += 1 }
+        case .int64(let values):
+            let numbers = Set(allowed.compactMap { Int64($0) })
+            for case let value? in values where !numbers.contains(value) { outside += 1 }
+        case .bool(let values):
+            let truths = Set(allowed.compactMap { Bool($0.lowercased()) })
+            for case let value? in values where !truths.contains(value) { outside += 1 }
+        case .float64(let values):
+            for case _? in values { outside += 1 }
+        case .timestamp(let values):
+            for case _? in values { outside += 1 }
+        }
+        return outside
+    }
+
     /// The summaries, one per feature.
     var summaries: [FeatureSummary] {
         names.indices.map { feature in
             FeatureSummary(
                 feature: names[feature], count: counts[feature], nullCount: nulls[feature], min: minimums[feature], max: maximums[feature],
-                mean: minimums[feature] == nil || counts[feature] == 0 ? nil : sums[feature] / Double(counts[feature]))
+                mean: minimums[feature] == nil || counts[feature] == 0 ? nil : sums[feature] / Double(counts[feature]),
+                disallowedCount: allowed[feature] == nil ? nil : disallowed[feature])
         }
     }
 }

@@ -31,6 +31,8 @@ public struct MaterializationPlan: Sendable {
     public var end: Int64
     /// Which stores to write.
     public var targets: JobSpec.Targets
+    /// The view's data-quality expectations, if it declares any.
+    public var expectations: ViewExpectations?
 
     /// Why a spec cannot be planned.
     public struct Invalid: Error, Sendable, CustomStringConvertible {
@@ -54,9 +56,9 @@ public struct MaterializationPlan: Sendable {
         guard spec.kind == .materialize, let view = spec.featureView, let version = spec.version, let start = spec.start, let end = spec.end else {
             throw Invalid(description: "job \(spec.jobId) is not a materialization with a view, a version and an interval")
         }
-        func definition(_ kind: ObjectKind, _ name: String) throws(Invalid) -> [String: JSONValue] {
+        func definition(_ kind: ObjectKind, _ name: String, part: String = "spec") throws(Invalid) -> [String: JSONValue] {
             guard let found = spec.definitions.first(where: { $0.kind == kind.rawValue && $0.name == name }),
-                case .object(let object) = found.definition, case .object(let semantic)? = object["spec"]
+                case .object(let object) = found.definition, case .object(let semantic)? = object[part]
             else { throw Invalid(description: "the spec lacks the definition of \(kind) \(name)") }
             return semantic
         }
@@ -147,6 +149,7 @@ public struct MaterializationPlan: Sendable {
         self.start = Self.micros(start)
         self.end = Self.micros(end)
         self.targets = spec.targets
+        self.expectations = CanonicalDecoder.expectations(operational: (try? definition(.featureView, view, part: "operational")).map(JSONValue.object))
         try check()
     }
 

@@ -35,7 +35,7 @@ public struct MaterializeExecutor: JobExecutor {
         var logger = logger
         logger[metadataKey: "job"] = "\(spec.jobId)"
         logger[metadataKey: "view"] = "\(plan.view)@v\(plan.version)"
-        return try await Materialization(plan: plan, executor: self, context: context, logger: logger).run()
+        return try await Materialization(plan: plan, job: spec.jobId, executor: self, context: context, logger: logger).run()
     }
 
     func connection(named name: String) throws -> PostgresURL {
@@ -49,6 +49,7 @@ public struct MaterializeExecutor: JobExecutor {
 /// One run of one materialization job.
 struct Materialization {
     let plan: MaterializationPlan
+    let job: Int64
     let executor: MaterializeExecutor
     let context: JobContext
     let logger: Logger
@@ -62,48 +63,79 @@ struct Materialization {
             }
             offline = (OfflineTable(schema: location.schema, plan: plan), try executor.connection(named: location.connection))
         }
-        var state = Progress(features: plan.outputs.map(\.name))
+        // Under the fail policy the online rows are staged until the
+        // expectations pass: a failing job leaves the served values as they were.
+        let staged = plan.expectations?.policy == .fail && online != nil ? try stagingTable() : nil
+        let onlineTarget = staged ?? online
+        var state = Progress(features: plan.outputs.map(\.name), expectations: plan.expectations)
         let columns = readColumns
         let range = readRange(of: firstPass)
-        // The source opens first: its query runs (and CSV parts parse ahead)
-        // while the offline store deletes the interval it replaces.
-        var source = try await openSource(columns: columns, from: range.from, to: range.to)
         do {
-            if let offline {
-                let connection = try await offline.url.connect(logger: logger)
-                do {
-                    try await offline.table.create(on: connection, logger: logger)
-                    var encoder = CopyTextEncoder()
-                    try await offline.table.replaceInterval(from: plan.start, to: plan.end, on: connection, logger: logger) { writer in
-                        try await produce(from: &source, columns: columns, into: &state) { batch in
-                            encoder.reset()
-                            batch.encode(into: &encoder)
-                            try await writer.write(encoder.buffer)
-                            try online?.upsert(batch.onlineRows)
+            // The source opens first: its query runs (and CSV parts parse ahead)
+            // while the offline store deletes the interval it replaces.
+            var source = try await openSource(columns: columns, from: range.from, to: range.to)
+            do {
+                if let offline {
+                    let connection = try await offline.url.connect(logger: logger)
+                    do {
+                        try await offline.table.create(on: connection, logger: logger)
+                        var encoder = CopyTextEncoder()
+                        try await offline.table.replaceInterval(from: plan.start, to: plan.end, on: connection, logger: logger) { writer in
+                            try await produce(from: &source, columns: columns, into: &state) { batch in
+                                encoder.reset()
+                                batch.encode(into: &encoder)
+                                try await writer.write(encoder.buffer)
+                                try onlineTarget?.upsert(batch.onlineRows)
+                            }
+                            // Before the offline rows commit: a failing job rolls them back.
+                            try state.checkExpectations(watermark: watermark)
                         }
+                        try await connection.close()
+                    } catch {
+                        try? await connection.close()
+                        throw error
                     }
-                    try await connection.close()
-                } catch {
-                    try? await connection.close()
-                    throw error
+                } else {
+                    try await produce(from: &source, columns: columns, into: &state) { batch in try onlineTarget?.upsert(batch.onlineRows) }
+                    try state.checkExpectations(watermark: watermark)
                 }
-            } else {
-                try await produce(from: &source, columns: columns, into: &state) { batch in try online?.upsert(batch.onlineRows) }
+                try await Self.close(source)
+            } catch {
+                try? await Self.close(source)
+                throw error
             }
-            try await Self.close(source)
         } catch {
-            try? await Self.close(source)
+            if let staged { executor.onlineStore.discard(staged) }
             throw error
         }
         if let online {
+            if let staged {
+                do { try executor.onlineStore.commit(staged) } catch {
+                    executor.onlineStore.discard(staged)
+                    throw JobExecutionError("cannot apply the staged online rows: \(error)", retryable: true)
+                }
+            }
             try online.sync()
             let retired = executor.onlineStore.retire(view: plan.view, before: plan.version)
             if !retired.isEmpty { logger.info("retired online tables of older versions", metadata: ["versions": "\(retired)"]) }
         }
+        let metrics = state.metrics(watermark: watermark)
+        if let violations = metrics.expectations?.violations, !violations.isEmpty {
+            logger.warning("expectations violated; the job wrote its rows (policy warn)", metadata: [
+                "larder.violations": .string(violations.map(\.summary).joined(separator: "; ")),
+            ])
+        }
         logger.info("materialized", metadata: ["rows_read": "\(state.rowsRead)", "rows_written": "\(state.rowsWritten)"])
-        return JobMetrics(
-            rowsRead: state.rowsRead, rowsWritten: state.rowsWritten, watermark: Date(timeIntervalSince1970: Double(plan.end) / 1_000_000),
-            features: state.statistics.summaries)
+        return metrics
+    }
+
+    /// The end of the job's interval: the watermark it reports.
+    var watermark: Date { Date(timeIntervalSince1970: Double(plan.end) / 1_000_000) }
+
+    func stagingTable() throws -> OnlineTable {
+        do { return try executor.onlineStore.stagingTable(for: plan.onlineSchema, job: job) } catch {
+            throw JobExecutionError(error.description, retryable: true)
+        }
     }
 
     func onlineTable() throws -> OnlineTable {
@@ -118,8 +150,31 @@ struct Materialization {
         var rowsWritten: Int64 = 0
         var batches = 0
         var statistics: FeatureStatistics
+        let expectations: ViewExpectations?
 
-        init(features: [String]) { statistics = FeatureStatistics(features: features) }
+        init(features: [String], expectations: ViewExpectations?) {
+            self.expectations = expectations
+            var allowed: [String: [String]] = [:]
+            for feature in expectations?.features ?? [] { allowed[feature.feature] = feature.allowedValues }
+            statistics = FeatureStatistics(features: features, allowedValues: allowed)
+        }
+
+        /// The declared metrics so far, with the expectations' results.
+        func metrics(watermark: Date) -> JobMetrics {
+            let summaries = statistics.summaries
+            return JobMetrics(
+                rowsRead: rowsRead, rowsWritten: rowsWritten, watermark: watermark, features: summaries,
+                expectations: expectations.map { $0.evaluate(rowsWritten: rowsWritten, summaries: summaries) })
+        }
+
+        /// Fails the job when an expectation is violated under the fail policy.
+        func checkExpectations(watermark: Date) throws {
+            let metrics = metrics(watermark: watermark)
+            guard let report = metrics.expectations, report.policy == .fail, !report.violations.isEmpty else { return }
+            throw JobExecutionError(
+                "expectations violated, nothing written (policy fail): " + report.violations.map(\.summary).joined(separator: "; "),
+                retryable: false, metrics: metrics)
+        }
     }
 
     /// Reads the source and hands each batch of output rows to `sink`.

@@ -31,6 +31,10 @@ public final class OnlineStore: Sendable {
         } catch {
             throw .io("cannot create \(directory): \(error.localizedDescription)")
         }
+        if !readOnly {
+            // Staged rows of jobs that never finished: never applied, so dropped.
+            try? FileManager.default.removeItem(atPath: (directory as NSString).appendingPathComponent(Self.stagingFolder))
+        }
         var tables: [TableID: OnlineTable] = [:]
         let files = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
         for file in files.sorted() where file.hasSuffix(".log") {
@@ -70,6 +74,42 @@ public final class OnlineStore: Sendable {
             return table
         }
     }
+
+    /// The folder of staged tables, inside the store's.
+    static let stagingFolder = "staging"
+
+    /// A new, empty table outside the store for `schema`, which a job writes
+    /// before it knows whether its rows may be served (its view's expectations
+    /// fail jobs that break them). Nothing reads it; `commit(_:)` applies it
+    /// to the store's table, `discard(_:)` drops it. Staged tables left by a
+    /// stopped agent are dropped when the store opens.
+    public func stagingTable(for schema: OnlineTableSchema, job: Int64) throws(OnlineStoreError) -> OnlineTable {
+        guard !readOnly else { throw .io("the store is open read-only") }
+        let folder = (directory as NSString).appendingPathComponent(Self.stagingFolder)
+        do {
+            try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        } catch {
+            throw .io("cannot create \(folder): \(error.localizedDescription)")
+        }
+        let path = (folder as NSString).appendingPathComponent("job-\(job)-" + Self.fileName(view: schema.view, version: schema.version))
+        unlink(path)
+        return try OnlineTable(path: path, schema: schema)
+    }
+
+    /// Writes every row of a staged table into the store's table of its view
+    /// version (newest wins, as for any write), makes it durable, and drops
+    /// the staged table. Returns how many rows were stored.
+    @discardableResult
+    public func commit(_ staged: OnlineTable) throws(OnlineStoreError) -> Int {
+        let target = try table(for: staged.schema)
+        let stored = try staged.copy(into: target)
+        try target.sync()
+        staged.deleteFile()
+        return stored
+    }
+
+    /// Drops a staged table.
+    public func discard(_ staged: OnlineTable) { staged.deleteFile() }
 
     /// The table of a view version, if stored.
     public func table(view: String, version: Int) -> OnlineTable? {

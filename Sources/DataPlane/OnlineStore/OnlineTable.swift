@@ -224,6 +224,26 @@ public final class OnlineTable: Sendable {
         }
     }
 
+    /// Writes every stored row into `target`, which has the same schema, in
+    /// chunks (each replaces its entity's row there unless that one is newer).
+    /// Returns how many rows `target` stored.
+    func copy(into target: OnlineTable) throws(OnlineStoreError) -> Int {
+        guard target.schema == schema else { throw .schemaMismatch("\(target.schema.view) v\(target.schema.version) has another schema") }
+        let (keys, slots) = state.withLock { state in (Array(state.slots.index.keys), state.slots.index.values.map { Int($0) }) }
+        let decoder = FrameDecoder(schema: schema, types: layout.types)
+        var stored = 0
+        var start = 0
+        while start < keys.count {
+            let end = min(start + 65_536, keys.count)
+            let frame = state.withLock { state in
+                FrameEncoder.encode(keys: Array(keys[start..<end]), slots: Array(slots[start..<end]), of: state.slots, layout: layout)
+            }
+            stored += try target.upsert(try decoder.decode(frame))
+            start = end
+        }
+        return stored
+    }
+
     /// Deletes the table's file: for retired versions.
     func deleteFile() {
         state.withLock { state in if state.log != nil { _ = unlink(path) } }

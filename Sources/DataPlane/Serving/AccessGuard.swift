@@ -86,7 +86,7 @@ public final class AccessGuard: Sendable {
     /// `operator` to push rows.
     public func authorize(token: String?, now: Date = Date(), role: WorkspaceRole = .consumer) -> Decision {
         // Parsing and hashing happen outside the lock: every feature read passes here.
-        let parsed = token.flatMap(APIToken.init(parsing:))
+        let parsed = token.flatMap { APIToken(parsing: $0) }
         let (expiresAt, held) = state.withLock { state in
             (state.snapshot?.expiresAt, parsed.flatMap { state.entries[$0.publicID] })
         }

@@ -62,15 +62,20 @@ public struct FeatureSummary: Sendable, Codable, Hashable {
     public var max: Double?
     /// For numeric features: the mean.
     public var mean: Double?
+    /// For features with allowed values: how many values were not among them.
+    public var disallowedCount: Int64?
 
     /// Creates a summary.
-    public init(feature: String, count: Int64, nullCount: Int64, min: Double? = nil, max: Double? = nil, mean: Double? = nil) {
+    public init(
+        feature: String, count: Int64, nullCount: Int64, min: Double? = nil, max: Double? = nil, mean: Double? = nil, disallowedCount: Int64? = nil
+    ) {
         self.feature = feature
         self.count = count
         self.nullCount = nullCount
         self.min = min
         self.max = max
         self.mean = mean
+        self.disallowedCount = disallowedCount
     }
 }
 
@@ -87,14 +92,20 @@ public struct JobMetrics: Sendable, Codable, Hashable {
     public var features: [FeatureSummary]
     /// For a dataset job: what it built.
     public var dataset: DatasetMetadata?
+    /// For a materialization of a view with expectations: their results.
+    public var expectations: ExpectationReport?
 
     /// Creates metrics.
-    public init(rowsRead: Int64, rowsWritten: Int64, watermark: Date? = nil, features: [FeatureSummary] = [], dataset: DatasetMetadata? = nil) {
+    public init(
+        rowsRead: Int64, rowsWritten: Int64, watermark: Date? = nil, features: [FeatureSummary] = [], dataset: DatasetMetadata? = nil,
+        expectations: ExpectationReport? = nil
+    ) {
         self.rowsRead = rowsRead
         self.rowsWritten = rowsWritten
         self.watermark = watermark
         self.features = features
         self.dataset = dataset
+        self.expectations = expectations
     }
 }
 

@@ -64,3 +64,45 @@ public struct AlertResource: Sendable, Codable, Hashable {
         self.resolvedDetail = resolvedDetail
     }
 }
+
+/// A feature view's data quality: its declared expectations' results in the
+/// newest finished materialization of its current version
+/// (`GET /v1/workspaces/{ws}/expectations`).
+public struct FeatureViewQuality: Sendable, Codable, Hashable {
+    /// Where a view stands.
+    public enum State: String, Sendable, Codable, Hashable {
+        /// Every expectation held.
+        case passed
+        /// Some did not; the job wrote its rows (policy warn).
+        case warned
+        /// Some did not; the job failed and wrote nothing (policy fail).
+        case failed
+        /// No materialization of this version has finished since the expectations were declared.
+        case unchecked
+    }
+
+    public var view: String
+    public var version: Int
+    /// The view's policy as declared now.
+    public var policy: ViolationPolicy
+    public var state: State
+    /// The job that evaluated them.
+    public var job: Int64?
+    /// When that job finished.
+    public var finishedAt: Date?
+    /// Each check's result in that job.
+    public var results: [ExpectationResult]
+
+    /// Creates a reading.
+    public init(
+        view: String, version: Int, policy: ViolationPolicy, state: State, job: Int64? = nil, finishedAt: Date? = nil, results: [ExpectationResult] = []
+    ) {
+        self.view = view
+        self.version = version
+        self.policy = policy
+        self.state = state
+        self.job = job
+        self.finishedAt = finishedAt
+        self.results = results
+    }
+}

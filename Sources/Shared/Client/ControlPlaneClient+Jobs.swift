@@ -44,6 +44,11 @@ extension ControlPlaneClient {
         try await send(.GET, "/v1/workspaces/\(Self.segment(workspace))/freshness")
     }
 
+    /// The data quality of each current feature view that declares expectations.
+    public func expectations(workspace: String) async throws -> [FeatureViewQuality] {
+        try await send(.GET, "/v1/workspaces/\(Self.segment(workspace))/expectations")
+    }
+
     /// Alerts, newest first: open ones unless `all`.
     public func alerts(workspace: String?, all: Bool = false, limit: Int = 100) async throws -> [AlertResource] {
         try await send(.GET, "/v1/alerts", query: [("workspace", workspace), ("state", all ? "all" : "open"), ("limit", "\(limit)")])

@@ -27,7 +27,7 @@ enum DefinitionDecoder {
         .pushSource: ["kind", "name", "timestamp_field", "created_timestamp_field", "columns"] + metadataFields,
         .featureView: [
             "kind", "name", "entities", "source", "features", "sql", "aggregations", "slide", "ttl", "online", "offline",
-            "schedule", "feature_start_time", "freshness",
+            "schedule", "feature_start_time", "freshness", "expectations",
         ] + metadataFields,
         .onDemandFeatureView: ["kind", "name", "inputs", "outputs"] + metadataFields,
         .featureService: ["kind", "name", "features"] + metadataFields,
@@ -178,6 +178,8 @@ enum DefinitionDecoder {
         let source = fields.identifier("source", required: true)
 
         var features: [FeatureDefinition] = []
+        /// Features whose declaration has an error already reported: expectations on them are not checked again.
+        var unreadable: Set<String> = []
         var aggregations: [AggregationDefinition] = []
         var sql: String?
         let plain = fields.exclusive("features", "aggregations")
@@ -194,6 +196,8 @@ enum DefinitionDecoder {
             let column = feature.identifier("column")
             if let name, let type {
                 features.append(FeatureDefinition(name: name, type: type, column: column, description: feature.string("description")))
+            } else if let name {
+                unreadable.insert(name)
             }
         }
         if fields.exclusive("aggregations", "sql") { sql = fields.string("sql")?.trimmingCharacters(in: .whitespacesAndNewlines) }
@@ -257,9 +261,75 @@ enum DefinitionDecoder {
             name: name ?? "", entities: entities, source: source ?? "", features: features, transformation: sql,
             aggregations: aggregations, slide: slide, ttl: ttl, online: fields.bool("online") ?? true,
             offline: fields.bool("offline") ?? true, schedule: schedule, featureStartTime: fields.timestamp("feature_start_time"),
-            freshness: freshness, metadata: metadata, origin: context.origin(of: document))
+            freshness: freshness, expectations: decodeExpectations(fields: fields, skipping: unreadable), metadata: metadata, origin: context.origin(of: document))
         guard name != nil, source != nil else { return nil }
         return .featureView(view)
+    }
+
+    /// The `expectations:` block: `on_violation`, `rows_per_job: {min, max}`
+    /// and `features: {name: {max_null_fraction, min, max, allowed_values}}`.
+    private static func decodeExpectations(fields: YAMLFieldReader, skipping unreadable: Set<String>) -> ViewExpectations? {
+        let context = fields.context
+        guard let node = fields.value("expectations"),
+              let block = YAMLFieldReader(node, path: "expectations", allowed: ["on_violation", "rows_per_job", "features"], context: context)
+        else { return nil }
+        var policy = ViolationPolicy.warn
+        if let text = block.string("on_violation") {
+            if let given = ViolationPolicy(rawValue: text) {
+                policy = given
+            } else {
+                context.report(
+                    .invalidValue, at: block.value("on_violation")!, path: "expectations.on_violation", "unknown policy '\(text)'",
+                    hint: "write fail (the job fails and writes nothing) or warn (it writes and reports)")
+            }
+        }
+        var minRows: Int64?, maxRows: Int64?
+        if let rowsNode = block.value("rows_per_job"),
+           let rows = YAMLFieldReader(rowsNode, path: "expectations.rows_per_job", allowed: ["min", "max"], context: context)
+        {
+            minRows = rows.integer("min").map(Int64.init)
+            maxRows = rows.integer("max").map(Int64.init)
+            if minRows == nil, maxRows == nil, !rows.has("min"), !rows.has("max") {
+                context.report(.missingField, at: rowsNode, path: "expectations.rows_per_job", "give 'min', 'max' or both")
+            }
+            for (key, value) in [("min", minRows), ("max", maxRows)] where (value ?? 0) < 0 {
+                context.report(.invalidValue, at: rows.value(key)!, path: "expectations.rows_per_job.\(key)", "a row count cannot be negative")
+            }
+            if let low = minRows, let high = maxRows, low > high {
+                context.report(
+                    .invalidValue, at: rowsNode, path: "expectations.rows_per_job", "min \(low) is greater than max \(high)")
+            }
+        }
+        var features: [FeatureExpectation] = []
+        for entry in block.namedEntries("features") ?? [] {
+            guard let checks = YAMLFieldReader(
+                entry.value, path: entry.path, allowed: ["max_null_fraction", "min", "max", "allowed_values"], context: context)
+            else { continue }
+            var expectation = FeatureExpectation(
+                feature: entry.name, maxNullFraction: checks.number("max_null_fraction"), min: checks.number("min"), max: checks.number("max"))
+            if let fraction = expectation.maxNullFraction, !(0...1).contains(fraction) {
+                context.report(
+                    .invalidValue, at: checks.value("max_null_fraction")!, path: joinPath(entry.path, "max_null_fraction"),
+                    "max_null_fraction must be between 0 and 1, found \(fraction)")
+            }
+            if let low = expectation.min, let high = expectation.max, low > high {
+                context.report(.invalidValue, at: entry.value, path: entry.path, "min \(low) is greater than max \(high)")
+            }
+            if let items = checks.list("allowed_values", acceptsSingle: true) {
+                let values = items.compactMap { YAMLFieldReader.scalarText($0.node, path: $0.path, context: context) }
+                if values.isEmpty {
+                    context.report(.missingField, at: checks.value("allowed_values")!, path: joinPath(entry.path, "allowed_values"), "'allowed_values' must not be empty")
+                }
+                expectation.allowedValues = values
+            }
+            if !["max_null_fraction", "min", "max", "allowed_values"].contains(where: checks.has) {
+                context.report(
+                    .missingField, at: entry.value, path: entry.path, "no check for '\(entry.name)'",
+                    hint: "give max_null_fraction, min, max or allowed_values")
+            }
+            if !unreadable.contains(entry.name) { features.append(expectation) }
+        }
+        return ViewExpectations(policy: policy, minRows: minRows, maxRows: maxRows, features: features)
     }
 
     private static func decodeSchedule(fields: YAMLFieldReader) -> BatchSchedule? {

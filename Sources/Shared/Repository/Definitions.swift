@@ -275,6 +275,8 @@ public struct FeatureViewDefinition: Sendable, Hashable, Codable {
     /// How old the newest materialized event time may grow before the view is
     /// stale; nil means twice the schedule's interval (no SLO without a schedule).
     public var freshness: TimeSpan?
+    /// Data-quality checks run on each materialization job; nil when none are declared.
+    public var expectations: ViewExpectations?
     /// Description, owner and tags.
     public var metadata: DefinitionMetadata
     /// Where it was declared.
@@ -285,9 +287,11 @@ public struct FeatureViewDefinition: Sendable, Hashable, Codable {
         name: String, entities: [String], source: String, features: [FeatureDefinition] = [],
         transformation: String? = nil, aggregations: [AggregationDefinition] = [], slide: TimeSpan? = nil,
         ttl: TimeSpan? = nil, online: Bool = true, offline: Bool = true, schedule: BatchSchedule? = nil,
-        featureStartTime: Date? = nil, freshness: TimeSpan? = nil, metadata: DefinitionMetadata = .init(), origin: DefinitionOrigin? = nil
+        featureStartTime: Date? = nil, freshness: TimeSpan? = nil, expectations: ViewExpectations? = nil, metadata: DefinitionMetadata = .init(),
+        origin: DefinitionOrigin? = nil
     ) {
         self.freshness = freshness
+        self.expectations = expectations
         self.name = name
         self.entities = entities
         self.source = source

@@ -172,6 +172,53 @@ public enum RepositoryValidator {
                 }
             }
             aggregations(view, object: object, source: source, schema: schema)
+            expectations(view, object: object, source: source)
+        }
+
+        /// Checks that expectations name features of the view and suit their types.
+        mutating func expectations(_ view: FeatureViewDefinition, object: String, source: SourceDefinition) {
+            guard let expectations = view.expectations else { return }
+            if case .push = source.connector {
+                report(
+                    .conflictingFields, object, view.origin, "expectations",
+                    "expectations are checked on materialization jobs, but views over the PushSource '\(source.name)' are written by pushes",
+                    hint: "remove 'expectations', or declare them on a view over a batch source")
+                return
+            }
+            let outputs = RepositoryValidator.outputFeatures(of: view, source: source)
+            for expectation in expectations.features {
+                let path = "expectations.features.\(expectation.feature)"
+                guard let type = outputs.first(where: { $0.name == expectation.feature })?.type else {
+                    report(
+                        .unknownFeature, object, view.origin, path, "the view has no feature '\(expectation.feature)'",
+                        hint: SpellingSuggestion.hint(for: expectation.feature, among: outputs.map(\.name)))
+                    continue
+                }
+                if expectation.min != nil || expectation.max != nil, !(type.isInteger || type.isFloatingPoint) {
+                    report(
+                        .typeMismatch, object, view.origin, joinPath(path, expectation.min != nil ? "min" : "max"),
+                        "min and max apply to numbers, but '\(expectation.feature)' is \(type)",
+                        hint: type == .string || type == .bool ? "list the values it may take under allowed_values" : nil)
+                }
+                guard let allowed = expectation.allowedValues else { continue }
+                let valuePath = joinPath(path, "allowed_values")
+                switch type {
+                case .string: break
+                case .bool:
+                    for value in allowed where !["true", "false"].contains(value.lowercased()) {
+                        report(.typeMismatch, object, view.origin, valuePath, "'\(value)' is not a value of the bool feature '\(expectation.feature)'")
+                    }
+                case _ where type.isInteger:
+                    for value in allowed where Int64(value) == nil {
+                        report(.typeMismatch, object, view.origin, valuePath, "'\(value)' is not a whole number, the type of '\(expectation.feature)'")
+                    }
+                default:
+                    report(
+                        .typeMismatch, object, view.origin, valuePath,
+                        "allowed_values applies to string, integer and bool features, but '\(expectation.feature)' is \(type)",
+                        hint: "bound it with min and max instead")
+                }
+            }
         }
 
         mutating func aggregations(_ view: FeatureViewDefinition, object: String, source: SourceDefinition, schema: [String: ValueType]) {

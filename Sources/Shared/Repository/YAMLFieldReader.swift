@@ -172,6 +172,16 @@ struct YAMLFieldReader {
         return number
     }
 
+    /// A number field (whole or with a fraction).
+    func number(_ key: String) -> Double? {
+        guard let value = value(key), let text = string(key) else { return nil }
+        guard let number = Double(text), number.isFinite else {
+            context.report(.wrongShape, at: value, path: joinPath(path, key), "expected a number, found '\(text)'")
+            return nil
+        }
+        return number
+    }
+
     /// A duration field such as `1h` or `7d`.
     func timeSpan(_ key: String, code: RepositoryDiagnostic.Code = .invalidDuration, required: Bool = false) -> TimeSpan? {
         guard let value = value(key, required: required), let text = string(key) else { return nil }

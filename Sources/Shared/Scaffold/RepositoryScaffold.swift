@@ -47,6 +47,13 @@ public enum RepositoryScaffold {
                 description: Share of offers the driver accepted.
               - name: avg_daily_trips
                 type: int64
+            # Checked by the agent on every materialization job. warn: the job
+            # writes and an alert opens; fail: the job fails and writes nothing.
+            expectations:
+              on_violation: warn
+              features:
+                conv_rate: {max_null_fraction: 0.1, min: 0, max: 1}
+                acc_rate: {min: 0, max: 1}
             description: Hourly quality statistics of each driver.
             owner: rides-ml@example.com
             tags:

@@ -11,28 +11,32 @@ import Foundation
 public struct APIToken: Sendable, Hashable {
     /// The prefix every token starts with, so secret scanners can spot leaked tokens.
     public static let prefix = "lrd_"
+    /// The prefix of enrollment tokens: one-time secrets exchanged for an agent's credentials.
+    public static let enrollmentPrefix = "lre_"
     static let publicIDAlphabet = Array("abcdefghijkmnpqrstuvwxyz23456789")
 
     /// The public id.
     public let publicID: String
     /// The secret.
     let secret: String
+    /// `lrd_` for API tokens, `lre_` for enrollment tokens.
+    public let prefix: String
 
     /// The token as sent in `Authorization: Bearer …`.
-    public var text: String { "\(Self.prefix)\(publicID)_\(secret)" }
+    public var text: String { "\(prefix)\(publicID)_\(secret)" }
 
-    /// A new random token.
-    public static func generate() -> APIToken {
+    /// A new random token (an API token unless another prefix is given).
+    public static func generate(prefix: String = APIToken.prefix) -> APIToken {
         var generator = SystemRandomNumberGenerator()
         let publicID = String((0..<12).map { _ in publicIDAlphabet.randomElement(using: &generator)! })
         let secret = SymmetricKey(size: .bits256).withUnsafeBytes { Data($0) }.base64URL
-        return APIToken(publicID: publicID, secret: secret)
+        return APIToken(publicID: publicID, secret: secret, prefix: prefix)
     }
 
-    /// Reads a token; nil when it does not have the token's shape.
-    public init?(parsing text: String) {
-        guard text.hasPrefix(Self.prefix) else { return nil }
-        let rest = text.dropFirst(Self.prefix.count)
+    /// Reads a token with `prefix` (an API token by default); nil when it does not have the token's shape.
+    public init?(parsing text: String, prefix: String = APIToken.prefix) {
+        guard text.hasPrefix(prefix) else { return nil }
+        let rest = text.dropFirst(prefix.count)
         guard let separator = rest.firstIndex(of: "_") else { return nil }
         let publicID = String(rest[..<separator])
         let secret = String(rest[rest.index(after: separator)...])
@@ -44,12 +48,13 @@ public struct APIToken: Sendable, Hashable {
                       || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) || byte == UInt8(ascii: "-") || byte == UInt8(ascii: "_")
               })
         else { return nil }
-        self.init(publicID: publicID, secret: secret)
+        self.init(publicID: publicID, secret: secret, prefix: prefix)
     }
 
-    init(publicID: String, secret: String) {
+    init(publicID: String, secret: String, prefix: String = APIToken.prefix) {
         self.publicID = publicID
         self.secret = secret
+        self.prefix = prefix
     }
 
     /// The SHA-256 of the secret: what is stored.
@@ -63,7 +68,7 @@ public struct APIToken: Sendable, Hashable {
 
 extension APIToken: CustomStringConvertible, CustomReflectable {
     /// The token with its secret left out, so printing or dumping it leaks nothing.
-    public var description: String { "\(Self.prefix)\(publicID)_…" }
+    public var description: String { "\(prefix)\(publicID)_…" }
     public var customMirror: Mirror { Mirror(self, children: ["publicID": publicID]) }
 }
 

@@ -59,7 +59,8 @@ public enum CanonicalDecoder {
                     online: operational?.optionalBool("online") ?? true, offline: operational?.optionalBool("offline") ?? true,
                     schedule: try schedule(operational?.optionalObject("schedule"), owner: whole.owner),
                     featureStartTime: operational?.optionalString("feature_start_time").flatMap(RFC3339.parse),
-                    freshness: operational?.optionalInteger("freshness").map(TimeSpan.init(seconds:))))
+                    freshness: operational?.optionalInteger("freshness").map(TimeSpan.init(seconds:)),
+                    expectations: operational?.optionalObject("expectations").map(expectations)))
             case .onDemandFeatureView:
                 let inputs = try spec.object("inputs")
                 repository.onDemandFeatureViews.append(OnDemandFeatureViewDefinition(
@@ -83,6 +84,28 @@ public enum CanonicalDecoder {
             }
         }
         return repository
+    }
+
+    /// The expectations in a view's canonical operational part, if it declares any.
+    public static func expectations(operational: JSONValue?) -> ViewExpectations? {
+        guard let operational else { return nil }
+        return Fields(operational, owner: "operational").optionalObject("expectations").map(expectations)
+    }
+
+    static func expectations(_ fields: Fields) -> ViewExpectations {
+        let rows = fields.optionalObject("rows_per_job")
+        var features: [FeatureExpectation] = []
+        if case .object(let members)? = fields.members["features"] {
+            for (name, value) in members {
+                let checks = Fields(value, owner: fields.owner)
+                features.append(FeatureExpectation(
+                    feature: name, maxNullFraction: checks.optionalNumber("max_null_fraction"), min: checks.optionalNumber("min"),
+                    max: checks.optionalNumber("max"), allowedValues: checks.members["allowed_values"] == nil ? nil : try? checks.strings("allowed_values")))
+            }
+        }
+        return ViewExpectations(
+            policy: fields.optionalString("on_violation").flatMap(ViolationPolicy.init(rawValue:)) ?? .warn,
+            minRows: rows?.optionalInteger("min"), maxRows: rows?.optionalInteger("max"), features: features)
     }
 
     static func schedule(_ fields: Fields?, owner: String) throws(Invalid) -> BatchSchedule? {
@@ -148,6 +171,9 @@ public enum CanonicalDecoder {
             if case .bool(let value)? = members[key] { return value }
             return nil
         }
+
+        /// A number written as decimal text.
+        func optionalNumber(_ key: String) -> Double? { optionalString(key).flatMap(Double.init) }
 
         func type(_ key: String) throws(Invalid) -> ValueType {
             guard let type = ValueType(rawValue: try string(key)) else { throw Invalid(description: "\(owner): '\(key)' is not a known type") }

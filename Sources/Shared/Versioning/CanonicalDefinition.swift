@@ -211,6 +211,7 @@ public enum DefinitionCanonicalizer {
             "online": .bool(view.online), "offline": .bool(view.offline), "schedule": schedule,
             "feature_start_time": .optional(view.featureStartTime.map(RFC3339.format)),
             "freshness": view.freshness.map { .integer($0.seconds) } ?? .null,
+            "expectations": view.expectations.map(canonical) ?? .null,
         ])
         let featureDescriptions = view.features.compactMap { feature in feature.description.map { (feature.name, JSONValue.string($0)) } }
         let described = descriptive(
@@ -219,6 +220,25 @@ public enum DefinitionCanonicalizer {
         let upstream = [UpstreamReference(key: ObjectKey(kind: sourceKind, name: view.source))]
             + unique(view.entities).map { UpstreamReference(key: ObjectKey(kind: .entity, name: $0)) }
         return (semantic, operational, described, upstream)
+    }
+
+    /// Expectations as canonical JSON. Canonical specs hold no fractional
+    /// numbers, so limits are written as their shortest exact decimal text.
+    static func canonical(_ expectations: ViewExpectations) -> JSONValue {
+        func number(_ value: Double?) -> JSONValue { value.map { .string("\($0)") } ?? .null }
+        let features = expectations.features.map { feature in
+            (feature.feature, JSONValue.compactObject([
+                "max_null_fraction": number(feature.maxNullFraction), "min": number(feature.min), "max": number(feature.max),
+                "allowed_values": feature.allowedValues.map { .array($0.map(JSONValue.string)) } ?? .null,
+            ]))
+        }
+        return .compactObject([
+            "on_violation": .string(expectations.policy.rawValue),
+            "rows_per_job": expectations.minRows == nil && expectations.maxRows == nil ? .null : .compactObject([
+                "min": expectations.minRows.map(JSONValue.integer) ?? .null, "max": expectations.maxRows.map(JSONValue.integer) ?? .null,
+            ]),
+            "features": .object(Dictionary(features, uniquingKeysWith: { first, _ in first })),
+        ])
     }
 
     static func canonical(
