@@ -72,6 +72,7 @@ let package = Package(
                 .embedInCode("Database/Migrations/0007_dataset_jobs.sql"),
                 .embedInCode("Database/Migrations/0008_alerts.sql"),
                 .embedInCode("Database/Migrations/0009_alert_deliveries.sql"),
+                .embedInCode("Database/Migrations/0010_enrollment.sql"),
             ]
         ),
         .target(
@@ -113,6 +114,7 @@ let package = Package(
             name: "larder-agent",
             dependencies: [
                 "DataPlane",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),

@@ -98,6 +98,7 @@ public enum ControlPlaneApplication {
         let keys = keys ?? SigningKeys(client: client, logger: logger)
         let jobs = PostgresJobStore(client: client, logger: logger, keys: keys, settings: settings)
         JobRoutes(store: jobs).register(on: &routes)
+        EnrollmentRoutes(enrollment: AgentEnrollment(client: client, logger: logger, keys: keys), limiter: limiter).register(on: &routes)
         AgentRoutes(store: jobs, wakeups: wakeups, settings: settings, keys: keys).register(on: &routes)
         MonitoringRoutes(
             monitor: FreshnessMonitor(client: client, logger: logger),

@@ -12,7 +12,7 @@ struct LarderAgentCommand: AsyncParsableCommand {
         commandName: DataPlane.component,
         abstract: "The Larder data-plane agent: runs jobs and serves features in your environment.",
         version: LarderVersion.description,
-        subcommands: [Run.self, Online.self],
+        subcommands: [Run.self, Enroll.self, RotateCredentials.self, Online.self],
         defaultSubcommand: Run.self
     )
 }
@@ -23,11 +23,12 @@ extension LarderAgentCommand {
         static let configuration = CommandConfiguration(abstract: "Connect to the control plane and run jobs (the default).")
 
         @Option(help: "The agent's configuration file (LARDER_AGENT_CONFIG, default ./agent.yaml).") var config: String?
+        @Option(help: "The folder `larder-agent enroll` wrote: its agent.yaml is the configuration.") var dataDir: String?
         @Option(help: "trace, debug, info, notice, warning, error or critical (LARDER_LOG_LEVEL, default info).") var logLevel: String?
 
         func run() async throws {
             let environment = ProcessInfo.processInfo.environment
-            let path = config ?? environment["LARDER_AGENT_CONFIG"] ?? "agent.yaml"
+            let path = AgentFiles.configurationPath(config: config, dataDirectory: dataDir)
             let configuration: AgentConfiguration
             do { configuration = try AgentConfiguration(file: path) } catch { throw ValidationError(error.description) }
             let levelText = logLevel ?? environment["LARDER_LOG_LEVEL"] ?? "info"
@@ -109,12 +110,13 @@ extension LarderAgentCommand {
             abstract: "Print the online store's tables, or the stored values of some entities (read-only).")
 
         @Option(help: "The agent's configuration file (LARDER_AGENT_CONFIG, default ./agent.yaml).") var config: String?
+        @Option(help: "The folder `larder-agent enroll` wrote: its agent.yaml is the configuration.") var dataDir: String?
         @Option(help: "The feature view to look up.") var view: String?
         @Option(help: "The view's version (default: the newest stored).") var version: Int?
         @Option(name: .customLong("key"), help: "An entity's join key value(s), comma-separated for several keys; repeatable.") var keys: [String] = []
 
         func run() throws {
-            let path = config ?? ProcessInfo.processInfo.environment["LARDER_AGENT_CONFIG"] ?? "agent.yaml"
+            let path = AgentFiles.configurationPath(config: config, dataDirectory: dataDir)
             let configuration: AgentConfiguration
             do { configuration = try AgentConfiguration(file: path, requireToken: false) } catch { throw ValidationError(error.description) }
             let store: OnlineStore

@@ -14,9 +14,11 @@ struct LoginCommand: AsyncParsableCommand {
     @Option(help: "The control plane's URL.") var url: String = ProcessInfo.processInfo.environment["LARDER_URL"] ?? "http://127.0.0.1:7070"
     @Option(help: "A token; '-' reads it from standard input.") var token: String?
     @Option(help: "A user name: log in with the user's password.") var user: String?
+    @Flag(help: "Allow http:// to a control plane on another host (tokens cross the network unencrypted).") var allowInsecureHttp = false
 
     func validate() throws {
         if (token == nil) == (user == nil) { throw ValidationError("give either --token or --user") }
+        try CLIHTTP.check(url, allowInsecureHTTP: allowInsecureHttp)
     }
 
     func run() async throws {
@@ -44,7 +46,7 @@ struct WhoAmICommand: AsyncParsableCommand {
 
     func run() async throws {
         try await CLIOutput.reportingErrors {
-            let me = try await server.client().whoami()
+            let me = try await try server.client().whoami()
             if json { return try CLIOutput.json(me) }
             print("\(me.principal.name) (\(me.principal.kind.rawValue)\(me.principal.admin ? ", admin" : "")), token \(me.tokenPublicId)")
             for (workspace, roles) in me.roles.sorted(by: { $0.key < $1.key }) {
@@ -66,7 +68,7 @@ struct PrincipalsCommand: AsyncParsableCommand {
         @Flag(help: "Print JSON.") var json = false
         func run() async throws {
             try await CLIOutput.reportingErrors {
-                let principals = try await server.client().principals()
+                let principals = try await try server.client().principals()
                 if json { return try CLIOutput.json(principals) }
                 print(CLIOutput.table(
                     ["NAME", "KIND", "ADMIN", "WORKSPACE", "STATE", "DESCRIPTION"],
@@ -89,7 +91,7 @@ struct PrincipalsCommand: AsyncParsableCommand {
         func run() async throws {
             try await CLIOutput.reportingErrors {
                 let secret = password ? String(cString: getpass("password for \(name): ")) : nil
-                let created = try await server.client().createPrincipal(CreatePrincipalRequest(
+                let created = try await try server.client().createPrincipal(CreatePrincipalRequest(
                     name: name, kind: serviceAccount ? .serviceAccount : .user, admin: admin, description: description, password: secret))
                 print("created \(created.kind.rawValue) '\(created.name)'")
             }
@@ -102,7 +104,7 @@ struct PrincipalsCommand: AsyncParsableCommand {
         @Argument(help: "The name.") var name: String
         func run() async throws {
             try await CLIOutput.reportingErrors {
-                try await server.client().disablePrincipal(name)
+                try await try server.client().disablePrincipal(name)
                 print("disabled '\(name)'")
             }
         }
@@ -114,7 +116,7 @@ struct PrincipalsCommand: AsyncParsableCommand {
         @Argument(help: "The user.") var name: String
         func run() async throws {
             try await CLIOutput.reportingErrors {
-                try await server.client().setPassword(String(cString: getpass("new password for \(name): ")), for: name)
+                try await try server.client().setPassword(String(cString: getpass("new password for \(name): ")), for: name)
                 print("password set")
             }
         }
@@ -135,7 +137,7 @@ struct ServiceAccountsCommand: AsyncParsableCommand {
         @Flag(help: "Also create a token and print it (shown once).") var token = false
         func run() async throws {
             try await CLIOutput.reportingErrors {
-                let client = server.client()
+                let client = try server.client()
                 _ = try await client.createPrincipal(CreatePrincipalRequest(name: name, kind: .serviceAccount, description: description))
                 print("created service account '\(name)'")
                 if let role {
@@ -173,7 +175,7 @@ struct TokensCommand: AsyncParsableCommand {
         @Flag(help: "Print JSON.") var json = false
         func run() async throws {
             try await CLIOutput.reportingErrors {
-                let client = server.client()
+                let client = try server.client()
                 let tokens = try await client.tokens(of: try await TokensCommand.owner(principal, client: client))
                 if json { return try CLIOutput.json(tokens) }
                 print(CLIOutput.table(
@@ -199,7 +201,7 @@ struct TokensCommand: AsyncParsableCommand {
                 seconds = Int(span.seconds)
             }
             try await CLIOutput.reportingErrors {
-                let client = server.client()
+                let client = try server.client()
                 let created = try await client.createToken(
                     for: try await TokensCommand.owner(principal, client: client), description: description, expiresInSeconds: seconds)
                 print(created.token)
@@ -215,7 +217,7 @@ struct TokensCommand: AsyncParsableCommand {
         @Option(help: "Whose token (default: yours).") var principal: String?
         func run() async throws {
             try await CLIOutput.reportingErrors {
-                let client = server.client()
+                let client = try server.client()
                 try await client.revokeToken(id, of: try await TokensCommand.owner(principal, client: client))
                 print("revoked \(id)")
             }
@@ -235,7 +237,7 @@ struct AccessCommand: AsyncParsableCommand {
         @Flag(help: "Print JSON.") var json = false
         func run() async throws {
             try await CLIOutput.reportingErrors {
-                let bindings = try await server.client().bindings(workspace: try server.workspaceName())
+                let bindings = try await try server.client().bindings(workspace: try server.workspaceName())
                 if json { return try CLIOutput.json(bindings) }
                 print(CLIOutput.table(
                     ["PRINCIPAL", "KIND", "ROLE", "GRANTED BY", "AT"],
@@ -252,7 +254,7 @@ struct AccessCommand: AsyncParsableCommand {
         func run() async throws {
             try await CLIOutput.reportingErrors {
                 let workspace = try server.workspaceName()
-                try await server.client().grant(role, to: principal, workspace: workspace)
+                try await try server.client().grant(role, to: principal, workspace: workspace)
                 print("granted \(role.rawValue) in '\(workspace)' to \(principal)")
             }
         }
@@ -266,7 +268,7 @@ struct AccessCommand: AsyncParsableCommand {
         func run() async throws {
             try await CLIOutput.reportingErrors {
                 let workspace = try server.workspaceName()
-                try await server.client().revoke(role, from: principal, workspace: workspace)
+                try await try server.client().revoke(role, from: principal, workspace: workspace)
                 print("revoked \(role.rawValue) in '\(workspace)' from \(principal)")
             }
         }
@@ -290,7 +292,7 @@ struct AuditCommand: AsyncParsableCommand {
             sinceDate = date
         }
         try await CLIOutput.reportingErrors {
-            let page = try await server.client().audit(
+            let page = try await try server.client().audit(
                 workspace: server.workspace ?? ProcessInfo.processInfo.environment["LARDER_WORKSPACE"], principal: principal,
                 outcome: outcome, since: sinceDate, limit: limit)
             if json { return try CLIOutput.json(page.items) }

@@ -7,11 +7,20 @@ import Shared
 /// unreachable server after 5 seconds instead of retrying for the whole
 /// request timeout. It lives as long as the process.
 enum CLIHTTP {
+    /// Verifies the control plane against the system's trust store, or only against `LARDER_CA_FILE` when set.
     static let client: HTTPClient = {
-        var configuration = HTTPClient.Configuration()
-        configuration.timeout.connect = .seconds(5)
-        return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+        let caFile = ProcessInfo.processInfo.environment["LARDER_CA_FILE"].flatMap { $0.isEmpty ? nil : $0 }
+        do { return try ControlPlaneConnection.makeHTTPClient(caFile: caFile) } catch {
+            CLIOutput.error("error: LARDER_CA_FILE: \(error)")
+            exit(1)
+        }
     }()
+
+    /// Refuses plain HTTP to another host unless `--allow-insecure-http` or `LARDER_ALLOW_INSECURE_HTTP=1`.
+    static func check(_ url: String, allowInsecureHTTP: Bool) throws {
+        let allowed = allowInsecureHTTP || ["1", "true"].contains(ProcessInfo.processInfo.environment["LARDER_ALLOW_INSECURE_HTTP"]?.lowercased() ?? "")
+        do { try ControlPlaneConnection.check(url, allowInsecureHTTP: allowed) } catch { throw ValidationError(error.description) }
+    }
 }
 
 /// Options shared by the commands that talk to the control plane.
@@ -25,6 +34,9 @@ struct ServerOptions: ParsableArguments {
     @Option(name: .customLong("repo"), help: "The repository folder whose larder.yaml supplies defaults.")
     var repository: String = "."
 
+    @Flag(help: "Allow http:// to a control plane on another host (tokens cross the network unencrypted; LARDER_ALLOW_INSECURE_HTTP=1).")
+    var allowInsecureHttp = false
+
     /// The repository's larder.yaml settings, if there is a readable one.
     var repositoryConfig: RepositoryConfig? {
         let file = URL(fileURLWithPath: repository).appendingPathComponent(RepositoryLoader.configFileName)
@@ -36,12 +48,13 @@ struct ServerOptions: ParsableArguments {
     /// A client of the control plane: the URL from `--url`, `LARDER_URL`,
     /// `larder login`'s configuration, `larder.yaml`, or the default; the
     /// token from `LARDER_TOKEN` or `larder login`'s configuration.
-    func client(config: RepositoryConfig? = nil) -> ControlPlaneClient {
+    func client(config: RepositoryConfig? = nil) throws -> ControlPlaneClient {
         let environment = ProcessInfo.processInfo.environment
         let stored = CLIConfiguration.load()
         let base = url ?? environment["LARDER_URL"].flatMap { $0.isEmpty ? nil : $0 } ?? stored?.url
             ?? (config ?? repositoryConfig)?.controlPlaneURL ?? "http://127.0.0.1:7070"
         let token = environment["LARDER_TOKEN"].flatMap { $0.isEmpty ? nil : $0 } ?? stored?.token
+        try CLIHTTP.check(base, allowInsecureHTTP: allowInsecureHttp)
         return ControlPlaneClient(baseURL: base, token: token, httpClient: CLIHTTP.client)
     }
 

@@ -69,7 +69,7 @@ struct DatasetsCommand: AsyncParsableCommand {
         func run() async throws {
             let request = try request()
             try await CLIOutput.reportingErrors {
-                let client = server.client()
+                let client = try server.client()
                 let workspace = try server.workspaceName()
                 var job = try await client.createDataset(request, workspace: workspace)
                 if !wait {
@@ -97,7 +97,7 @@ struct DatasetsCommand: AsyncParsableCommand {
 
         func run() async throws {
             try await CLIOutput.reportingErrors {
-                let page = try await server.client().jobs(workspace: try server.workspaceName(), kind: .dataset, limit: limit)
+                let page = try await try server.client().jobs(workspace: try server.workspaceName(), kind: .dataset, limit: limit)
                 if json { return try CLIOutput.json(page.items) }
                 Swift.print(CLIOutput.table(
                     ["ID", "STATE", "FEATURES", "ENTITIES", "OUTPUT", "ROWS", "CREATED"],
@@ -117,7 +117,7 @@ struct DatasetsCommand: AsyncParsableCommand {
 
         func run() async throws {
             try await CLIOutput.reportingErrors {
-                let job = try await server.client().job(id, workspace: try server.workspaceName()).job
+                let job = try await try server.client().job(id, workspace: try server.workspaceName()).job
                 guard job.kind == .dataset else { throw ValidationError("job \(id) is a \(job.kind.rawValue) job, not a dataset") }
                 if json { return try CLIOutput.json(job) }
                 DatasetsCommand.show(job)

@@ -5,8 +5,49 @@ import Shared
 /// `larder agents ls`.
 struct AgentsCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "agents", abstract: "Register and show a workspace's data-plane agents.", subcommands: [List.self, Create.self],
-        defaultSubcommand: List.self)
+        commandName: "agents", abstract: "Enroll, register, show and remove a workspace's data-plane agents.",
+        subcommands: [List.self, EnrollToken.self, Create.self, Remove.self], defaultSubcommand: List.self)
+
+    struct EnrollToken: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "enroll-token",
+            abstract: "Create a one-time enrollment token for installing an agent (workspace owners and admins).",
+            discussion: "On the agent's host: larder-agent enroll --url <control plane> --token <token> --data-dir <dir>")
+        @OptionGroup var server: ServerOptions
+        @Option(help: "The environment the agent runs in, such as prod-eu.") var environment: String
+        @Option(help: "The agent's name (default: <environment>-<random>).") var agent: String?
+        @Option(help: "How long the token may be used, such as 30m or 1h (at most 7d).") var ttl: String = "1h"
+
+        func run() async throws {
+            guard let span = try? TimeSpan.parse(ttl), span.seconds > 0 else { throw ValidationError("--ttl takes a duration such as 30m or 1h") }
+            try await CLIOutput.reportingErrors {
+                let client = try server.client()
+                let workspace = try server.workspaceName()
+                let created = try await client.createEnrollmentToken(
+                    CreateEnrollmentTokenRequest(environment: environment, agent: agent, ttlSeconds: span.seconds), workspace: workspace)
+                print("enrollment token for an agent of \(workspace) (\(environment)), usable once until \(JobText.time(created.expiresAt)):")
+                print(created.token)
+                print("control plane key fingerprint (larder-agent enroll prints it too; they must match): \(created.keyFingerprint)")
+                print("on the agent's host: larder-agent enroll --url \(client.baseURL) --token <the token> --data-dir /var/lib/larder-agent"
+                    + " --expect-fingerprint \(created.keyFingerprint)")
+            }
+        }
+    }
+
+    struct Remove: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "remove", abstract: "Remove an agent: disabled and its tokens revoked at once; its running jobs are queued again.")
+        @OptionGroup var server: ServerOptions
+        @Argument(help: "The agent's name.") var name: String
+
+        func run() async throws {
+            try await CLIOutput.reportingErrors {
+                let workspace = try server.workspaceName()
+                try await try server.client().removeAgent(name, workspace: workspace)
+                print("removed agent \(name) of \(workspace): its tokens no longer work")
+            }
+        }
+    }
 
     struct Create: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
@@ -17,7 +58,7 @@ struct AgentsCommand: AsyncParsableCommand {
 
         func run() async throws {
             try await CLIOutput.reportingErrors {
-                let client = server.client()
+                let client = try server.client()
                 let workspace = try server.workspaceName()
                 _ = try await client.createAgent(name: name, environment: environment, workspace: workspace)
                 let token = try await client.createToken(for: name, description: "agent token")
@@ -35,7 +76,7 @@ struct AgentsCommand: AsyncParsableCommand {
 
         func run() async throws {
             try await CLIOutput.reportingErrors {
-                let agents = try await server.client().agents(workspace: try server.workspaceName())
+                let agents = try await try server.client().agents(workspace: try server.workspaceName())
                 if json { return try CLIOutput.json(agents) }
                 print(CLIOutput.table(
                     ["NAME", "ENVIRONMENT", "STATUS", "LAST SEEN", "VERSION", "HOST", "RUNS", "ACTIVE JOBS"],
@@ -76,7 +117,7 @@ struct JobsCommand: AsyncParsableCommand {
 
         func run() async throws {
             try await CLIOutput.reportingErrors {
-                let page = try await server.client().jobs(
+                let page = try await try server.client().jobs(
                     workspace: try server.workspaceName(), state: state.flatMap(JobState.init(rawValue:)), view: view,
                     kind: kind.flatMap(JobKind.init(rawValue:)), parent: parent, limit: limit)
                 if json { return try CLIOutput.json(page.items) }
@@ -100,7 +141,7 @@ struct JobsCommand: AsyncParsableCommand {
 
         func run() async throws {
             try await CLIOutput.reportingErrors {
-                let detail = try await server.client().job(id, workspace: try server.workspaceName())
+                let detail = try await try server.client().job(id, workspace: try server.workspaceName())
                 if json { return try CLIOutput.json(detail) }
                 let job = detail.job
                 print("job \(job.id): \(job.kind.rawValue), \(JobText.state(job))")
@@ -157,7 +198,7 @@ struct JobsCommand: AsyncParsableCommand {
 
         func run() async throws {
             try await CLIOutput.reportingErrors {
-                let job = try await server.client().cancelJob(id, workspace: try server.workspaceName())
+                let job = try await try server.client().cancelJob(id, workspace: try server.workspaceName())
                 print(job.state == .cancelled ? "cancelled job \(id)" : "asked the agent running job \(id) to stop; it is \(JobText.state(job))")
             }
         }
@@ -171,7 +212,7 @@ struct JobsCommand: AsyncParsableCommand {
 
         func run() async throws {
             try await CLIOutput.reportingErrors {
-                let job = try await server.client().retryJob(id, workspace: try server.workspaceName())
+                let job = try await try server.client().retryJob(id, workspace: try server.workspaceName())
                 print("job \(id) is \(JobText.state(job)) again\(job.kind == .backfill ? " (\(JobText.chunks(job)))" : "")")
             }
         }
@@ -196,7 +237,7 @@ struct MaterializeCommand: AsyncParsableCommand {
         guard let from = RFC3339.parse(start) else { throw ValidationError("--start '\(start)' is not an RFC 3339 time such as 2025-01-01T00:00:00Z") }
         guard let to = RFC3339.parse(end) else { throw ValidationError("--end '\(end)' is not an RFC 3339 time such as 2025-01-02T00:00:00Z") }
         try await CLIOutput.reportingErrors {
-            let response = try await server.client().materialize(
+            let response = try await try server.client().materialize(
                 MaterializeRequest(featureView: view, start: from, end: to, chunk: chunk, environment: environment),
                 workspace: try server.workspaceName())
             if json { return try CLIOutput.json(response) }

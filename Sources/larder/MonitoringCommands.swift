@@ -11,7 +11,7 @@ struct StatusCommand: AsyncParsableCommand {
 
     func run() async throws {
         try await CLIOutput.reportingErrors {
-            let client = server.client()
+            let client = try server.client()
             let workspace = try server.workspaceName()
             let views = try await client.freshness(workspace: workspace)
             if json { return try CLIOutput.json(views) }
@@ -40,7 +40,7 @@ struct ExpectationsCommand: AsyncParsableCommand {
     func run() async throws {
         try await CLIOutput.reportingErrors {
             let workspace = try server.workspaceName()
-            var views = try await server.client().expectations(workspace: workspace)
+            var views = try await try server.client().expectations(workspace: workspace)
             if let view {
                 views = views.filter { $0.view == view }
                 guard !views.isEmpty else {
@@ -75,7 +75,7 @@ struct AlertsCommand: AsyncParsableCommand {
     func run() async throws {
         try await CLIOutput.reportingErrors {
             let workspace = server.workspace ?? ProcessInfo.processInfo.environment["LARDER_WORKSPACE"]
-            let alerts = try await server.client().alerts(workspace: workspace, all: all, limit: limit)
+            let alerts = try await try server.client().alerts(workspace: workspace, all: all, limit: limit)
             if json { return try CLIOutput.json(alerts) }
             print(CLIOutput.table(
                 ["ID", "WORKSPACE", "KIND", "SUBJECT", "OPENED", "RESOLVED", "DETAIL"],

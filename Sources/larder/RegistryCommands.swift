@@ -16,7 +16,7 @@ struct WorkspacesCommand: AsyncParsableCommand {
 
         func run() async throws {
             try await CLIOutput.reportingErrors {
-                let workspace = try await server.client().createWorkspace(name, description: description)
+                let workspace = try await try server.client().createWorkspace(name, description: description)
                 print("created workspace '\(workspace.name)'")
             }
         }
@@ -29,7 +29,7 @@ struct WorkspacesCommand: AsyncParsableCommand {
 
         func run() async throws {
             try await CLIOutput.reportingErrors {
-                let workspaces = try await server.client().workspaces()
+                let workspaces = try await try server.client().workspaces()
                 if json { return try CLIOutput.json(workspaces) }
                 print(CLIOutput.table(
                     ["NAME", "OBJECTS", "REVISION", "DESCRIPTION"],
@@ -45,7 +45,7 @@ struct WorkspacesCommand: AsyncParsableCommand {
 
         func run() async throws {
             try await CLIOutput.reportingErrors {
-                try await server.client().deleteWorkspace(name)
+                try await try server.client().deleteWorkspace(name)
                 print("deleted workspace '\(name)'")
             }
         }
@@ -77,7 +77,7 @@ struct PlanCommand: AsyncParsableCommand {
     func run() async throws {
         let (config, files) = try readRepository(directory)
         try await CLIOutput.reportingErrors {
-            let plan = try await server.client(config: config).plan(workspace: try server.workspaceName(config: config), files: files)
+            let plan = try await try server.client(config: config).plan(workspace: try server.workspaceName(config: config), files: files)
             if json { return try CLIOutput.json(plan) }
             print(PlanText.render(plan))
         }
@@ -96,7 +96,7 @@ struct ApplyCommand: AsyncParsableCommand {
     func run() async throws {
         let (config, files) = try readRepository(directory)
         try await CLIOutput.reportingErrors {
-            let client = server.client(config: config)
+            let client = try server.client(config: config)
             let workspace = try server.workspaceName(config: config)
             let plan = try await client.plan(workspace: workspace, files: files)
             if !json { print(PlanText.render(plan)) }
@@ -129,7 +129,7 @@ struct ListCommand: AsyncParsableCommand {
     func run() async throws {
         let collection = try parseCollection(kind)
         try await CLIOutput.reportingErrors {
-            let objects = try await server.client().objects(
+            let objects = try await try server.client().objects(
                 workspace: try server.workspaceName(), collection: collection, includeRetired: retired)
             if json { return try CLIOutput.json(objects) }
             print(CLIOutput.table(
@@ -153,7 +153,7 @@ struct DescribeCommand: AsyncParsableCommand {
     func run() async throws {
         let collection = try parseCollection(kind)
         try await CLIOutput.reportingErrors {
-            let client = server.client()
+            let client = try server.client()
             let workspace = try server.workspaceName()
             if let version {
                 let found = try await client.version(version, workspace: workspace, collection: collection, name: name)
@@ -188,7 +188,7 @@ struct VersionsCommand: AsyncParsableCommand {
     func run() async throws {
         let collection = try parseCollection(kind)
         try await CLIOutput.reportingErrors {
-            let versions = try await server.client().versions(workspace: try server.workspaceName(), collection: collection, name: name)
+            let versions = try await try server.client().versions(workspace: try server.workspaceName(), collection: collection, name: name)
             if json { return try CLIOutput.json(versions) }
             print(CLIOutput.table(
                 ["VERSION", "HASH", "CREATED", "BY", "READS"],
@@ -218,7 +218,7 @@ struct LineageCommand: AsyncParsableCommand {
     func run() async throws {
         let collection = try parseCollection(kind)
         try await CLIOutput.reportingErrors {
-            let graph = try await server.client().lineage(
+            let graph = try await try server.client().lineage(
                 workspace: try server.workspaceName(), collection: collection, name: name,
                 direction: upstream ? .upstream : .downstream, depth: depth)
             if json { return try CLIOutput.json(graph) }
@@ -239,7 +239,7 @@ struct SearchCommand: AsyncParsableCommand {
 
     func run() async throws {
         try await CLIOutput.reportingErrors {
-            let results = try await server.client().search(workspace: try server.workspaceName(), text: text, kind: kind, tag: tag, owner: owner)
+            let results = try await try server.client().search(workspace: try server.workspaceName(), text: text, kind: kind, tag: tag, owner: owner)
             if json { return try CLIOutput.json(results) }
             print(CLIOutput.table(
                 ["KIND", "NAME", "VERSION", "OWNER", "DESCRIPTION"],

@@ -14,17 +14,18 @@ final class AgentProcess {
     let logFile: URL
     let name: String
 
-    init(name: String, config: URL, token: String, jobMilliseconds: Int, binary: String = "larder-test-agent") throws {
+    /// `token` nil: the agent reads its token from its configuration's token file; `arguments` replace the default ones.
+    init(name: String, config: URL, token: String?, jobMilliseconds: Int, binary: String = "larder-test-agent", arguments: [String]? = nil) throws {
         self.name = name
         let folder = config.deletingLastPathComponent()
         executionLog = folder.appendingPathComponent("\(name).executions")
         logFile = folder.appendingPathComponent("\(name).log")
         FileManager.default.createFile(atPath: logFile.path, contents: nil)
         process.executableURL = LarderBinary.directory.appendingPathComponent(binary)
-        process.arguments = binary == "larder-agent" ? ["run", "--config", config.path] : []
+        process.arguments = arguments ?? (binary == "larder-agent" ? ["run", "--config", config.path] : [])
         var environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("LARDER_") }
         environment["LARDER_AGENT_CONFIG"] = config.path
-        environment["LARDER_AGENT_TOKEN"] = token
+        if let token { environment["LARDER_AGENT_TOKEN"] = token }
         environment["LARDER_TEST_EXECUTION_LOG"] = executionLog.path
         environment["LARDER_TEST_JOB_MILLISECONDS"] = "\(jobMilliseconds)"
         process.environment = environment

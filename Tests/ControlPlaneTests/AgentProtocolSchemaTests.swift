@@ -20,7 +20,7 @@ struct AgentProtocolSchemaTests {
         "features", "feature", "count", "null_count", "min", "max", "mean", "message", "retryable", "access_version", "have_version",
         "snapshot", "registry_revision", "have_revision", "revision", "dataset", "rows", "columns", "name", "type", "views", "view",
         "earliest", "latest", "sha256", "disallowed_count", "expectations", "policy", "results", "check", "observed", "lower_limit",
-        "upper_limit", "passed",
+        "upper_limit", "passed", "grace_seconds", "token", "previous_expires_at",
     ]
     /// Free-text fields an agent may send, each bounded.
     static let boundedText: [String: Int] = [
@@ -80,7 +80,7 @@ struct AgentProtocolSchemaTests {
     func closedSchemas() {
         var problems: [String] = []
         var seen: Set<String> = []
-        #expect(Self.agentOperations.count == 8)
+        #expect(Self.agentOperations.count == 9)
         for (path, operation) in Self.agentOperations {
             let body = (((operation["requestBody"] as? [String: Any])?["content"] as? [String: Any])?["application/json"] as? [String: Any])?["schema"]
             let request = try! #require(body as? [String: Any], "\(path) has no request body schema")
@@ -130,6 +130,7 @@ struct AgentProtocolSchemaTests {
         let samples: [(String, any Encodable)] = [
             ("AgentHello", AgentHello(instanceId: "i", version: "v", hostname: "h", capabilities: [.materialize])),
             ("AgentHeartbeat", AgentHeartbeat(instanceId: "i", runningJobs: [1])),
+            ("RotateCredentialsRequest", RotateCredentialsRequest(graceSeconds: 1)),
             ("ClaimRequest", ClaimRequest(instanceId: "i", kinds: [.materialize], waitSeconds: 1)),
             ("AgentHeartbeatReply", AgentHeartbeatReply(abort: [1], serverTime: Date(), accessVersion: 2, registryRevision: 3)),
             ("RegistrySnapshotRequest", RegistrySnapshotRequest(instanceId: "i", haveRevision: 1)),

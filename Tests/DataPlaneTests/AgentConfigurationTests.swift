@@ -52,8 +52,33 @@ struct AgentConfigurationTests {
         }
         #expect { _ = try Self.load(base + "concurency: 2\n", in: folder) } throws: { "\($0)".contains("unknown setting 'concurency'") }
         #expect { _ = try Self.load(base, in: folder, environment: [:]) } throws: { "\($0)".contains("no token") }
-        #expect { _ = try Self.load("control_plane: http://x\npublic_key: ed25519:nope\ndata_directory: /tmp\n", in: folder) } throws: {
+        #expect { _ = try Self.load("control_plane: http://127.0.0.1:1\npublic_key: ed25519:nope\ndata_directory: /tmp\n", in: folder) } throws: {
             "\($0)".contains("public_key")
+        }
+        #expect { _ = try Self.load(base + "ca_file: /no/such/ca.pem\n", in: folder) } throws: { "\($0)".contains("ca_file: cannot read /no/such/ca.pem") }
+    }
+
+    @Test("plain HTTP only to this machine unless allowed; passwords from the environment as ${NAME}, never echoed")
+    func transportAndSecrets() throws {
+        let folder = try Self.folder()
+        let rest = "public_key: \(Self.key)\ndata_directory: /tmp\n"
+        for host in ["http://127.0.0.1:7070", "http://localhost:7070", "http://[::1]:7070", "https://larder.example.com"] {
+            #expect(try Self.load("control_plane: \(host)\n" + rest, in: folder).controlPlaneURL == host)
+        }
+        #expect { _ = try Self.load("control_plane: http://larder.example.com\n" + rest, in: folder) } throws: {
+            "\($0)".contains("agent.yaml:1: control_plane: refusing plain HTTP to larder.example.com")
+        }
+        let allowed = try Self.load("control_plane: http://larder.example.com\nallow_insecure_http: true\n" + rest, in: folder)
+        #expect(allowed.allowInsecureHTTP)
+        #expect(try Self.load("control_plane: http://10.0.0.5:7070\n" + rest, in: folder, environment: ["LARDER_AGENT_TOKEN": "t", "LARDER_ALLOW_INSECURE_HTTP": "1"])
+            .allowInsecureHTTP)
+
+        let connection = "control_plane: http://127.0.0.1:7070\n" + rest + "connections:\n  db:\n    postgres: postgres://reader:${DB_PASSWORD}@db.internal/rides\n"
+        let configuration = try Self.load(connection, in: folder, environment: ["LARDER_AGENT_TOKEN": "t", "DB_PASSWORD": "p@ss:w/rd"])
+        guard case .postgres(let url)? = configuration.connections["db"] else { Issue.record("no db connection"); return }
+        #expect(url.password == "p@ss:w/rd" && url.host == "db.internal")
+        #expect { _ = try Self.load(connection, in: folder, environment: ["LARDER_AGENT_TOKEN": "t"]) } throws: {
+            "\($0)".contains("connections.db.postgres: the environment variable DB_PASSWORD is not set")
         }
     }
 

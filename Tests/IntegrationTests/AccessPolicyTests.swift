@@ -43,6 +43,7 @@ struct Cast {
         _ = try await admin.createPrincipal(CreatePrincipalRequest(name: "target-user", kind: .user, password: "correct horse battery"))
         try await admin.grant(.viewer, to: "target-user", workspace: workspace)
         _ = try await admin.createPrincipal(CreatePrincipalRequest(name: "disposable-user", kind: .user))
+        _ = try await admin.createAgent(name: "disposable-agent", environment: "prod", workspace: Cast.workspace)
         let spare = try await admin.createToken(for: principalName(.viewer), description: "spare").resource.publicId
         let plan = try await admin.plan(workspace: workspace, files: RepositoryFixture.example(workspace: workspace).apiFiles)
         // Job 1 (a backfill) exists before any member calls a job route.
@@ -93,7 +94,9 @@ enum ExpectedAccess: Equatable {
 enum DocumentedPermissions {
     static let table: [String: Permission] = [
         "GET /healthz": .publicAccess, "GET /readyz": .publicAccess, "GET /openapi.json": .publicAccess,
-        "POST /v1/login": .publicAccess,
+        "POST /v1/login": .publicAccess, "POST /v1/enroll": .publicAccess,
+        "POST /v1/workspaces/{workspace}/enrollment-tokens": .workspace(.owner), "DELETE /v1/workspaces/{workspace}/agents/{agent}": .workspace(.owner),
+        "POST /v1/agent/credentials": .agentProtocol,
         "GET /v1/whoami": .authenticated, "GET /v1/workspaces": .authenticated, "GET /metrics": .authenticated, "GET /v1/alerts": .authenticated,
         "POST /v1/workspaces": .instanceAdmin, "DELETE /v1/workspaces/{workspace}": .instanceAdmin,
         "GET /v1/principals": .instanceAdmin, "POST /v1/principals": .instanceAdmin,
@@ -157,6 +160,7 @@ struct AccessPolicyTests {
         let values = [
             "{workspace}": Cast.workspace, "{job}": "1", "{collection}": "feature-views", "{name}": "driver_hourly_stats", "{version}": "1",
             "{plan}": cast.planID.uuidString.lowercased(), "{token}": cast.spareTokenOfViewer, "{role}": "viewer",
+            "{agent}": "disposable-agent",
             "{principal}": route.path == "/v1/principals/{principal}" && route.method == "DELETE" ? "disposable-user"
                 : route.path.hasSuffix("{principal}/{role}") ? "target-user" : Cast.principalName(.viewer),
         ]
@@ -169,6 +173,10 @@ struct AccessPolicyTests {
             "POST /v1/workspaces/{workspace}/plans": files,
             "POST /v1/workspaces/{workspace}/applies": #"{"plan_id":"\#(cast.planID.uuidString)"}"#,
             "POST /v1/login": #"{"name":"target-user","password":"correct horse battery"}"#,
+            // A malformed token: 400 for everyone, and no failed attempt counted against the shared address.
+            "POST /v1/enroll": #"{"token":"not-a-token","hostname":"matrix"}"#,
+            "POST /v1/workspaces/{workspace}/enrollment-tokens": #"{"environment":"prod"}"#,
+            "POST /v1/agent/credentials": #"{"grace_seconds":600}"#,
             "POST /v1/principals": #"{"name":"p-\#(unique)","kind":"service_account"}"#,
             "PUT /v1/principals/{principal}/password": #"{"password":"another long password"}"#,
             "POST /v1/principals/{principal}/tokens": "{}",

@@ -7,7 +7,9 @@ import Yams
 ///
 /// ```yaml
 /// control_plane: https://larder.example.com
-/// token_file: /etc/larder/agent.token     # or LARDER_AGENT_TOKEN
+/// token_file: /etc/larder/agent.token     # or LARDER_AGENT_TOKEN (`larder-agent enroll` writes both)
+/// ca_file: /etc/larder/ca.pem             # trust only this CA for the control plane (default: the system's)
+/// allow_insecure_http: false              # true: allow http:// to a host other than this one
 /// public_key: ed25519:…                   # from `larder-control key`
 /// data_directory: /var/lib/larder
 /// concurrency: 2                          # jobs run at once
@@ -24,8 +26,14 @@ import Yams
 public struct AgentConfiguration: Sendable {
     /// The control plane's base URL.
     public var controlPlaneURL: String
-    /// The agent's token.
+    /// The agent's token (as read at start).
     public var token: String
+    /// The file the token was read from, re-read when it changes (credential rotation); nil when it came from the environment.
+    public var tokenFile: String?
+    /// The CA certificates (PEM) the control plane's certificate must chain to; nil: the system's trust store.
+    public var caFile: String?
+    /// Whether `http://` to a non-loopback control plane is allowed.
+    public var allowInsecureHTTP: Bool
     /// The pinned key that must have signed every job spec.
     public var publicKey: SigningPublicKey
     /// Where the agent keeps its stores and state.
@@ -88,8 +96,12 @@ public struct AgentConfiguration: Sendable {
     public init(
         controlPlaneURL: String, token: String, publicKey: SigningPublicKey, dataDirectory: String, concurrency: Int = 2,
         connections: [String: SourceConnection] = [:], offlineStore: OfflineStoreLocation? = nil,
-        sourceStatementTimeout: Duration = .seconds(600), serving: ServingSettings? = ServingSettings()
+        sourceStatementTimeout: Duration = .seconds(600), serving: ServingSettings? = ServingSettings(), tokenFile: String? = nil,
+        caFile: String? = nil, allowInsecureHTTP: Bool = false
     ) {
+        self.tokenFile = tokenFile
+        self.caFile = caFile
+        self.allowInsecureHTTP = allowInsecureHTTP
         self.serving = serving
         self.connections = connections
         self.offlineStore = offlineStore
@@ -119,6 +131,7 @@ public struct AgentConfiguration: Sendable {
         }
         let known: Set<String> = [
             "control_plane", "token_file", "public_key", "data_directory", "concurrency", "connections", "offline_store", "source_statement_timeout", "serving",
+            "ca_file", "allow_insecure_http",
         ]
         for (key, _) in mapping {
             guard let name = key.string, known.contains(name) else {
@@ -127,6 +140,20 @@ public struct AgentConfiguration: Sendable {
         }
         guard let url = field("control_plane"), url.value.hasPrefix("http://") || url.value.hasPrefix("https://") else {
             throw Invalid(description: "\(path): control_plane: the control plane's URL, such as https://larder.example.com, is required")
+        }
+        var allowInsecureHTTP = ["1", "true"].contains(environment["LARDER_ALLOW_INSECURE_HTTP"]?.lowercased() ?? "")
+        if let flag = field("allow_insecure_http") {
+            guard let value = ["true": true, "false": false][flag.value] else {
+                throw Invalid(description: "\(path):\(flag.line): allow_insecure_http: true or false")
+            }
+            allowInsecureHTTP = allowInsecureHTTP || value
+        }
+        do { try ControlPlaneConnection.check(url.value, allowInsecureHTTP: allowInsecureHTTP) } catch {
+            throw Invalid(description: "\(path):\(url.line): control_plane: \(error.description)")
+        }
+        let caFile = field("ca_file")
+        if let caFile, !FileManager.default.isReadableFile(atPath: caFile.value) {
+            throw Invalid(description: "\(path):\(caFile.line): ca_file: cannot read \(caFile.value)")
         }
         guard let key = field("public_key") else {
             throw Invalid(description: "\(path): public_key: required; print it on the control plane with 'larder-control key'")
@@ -144,7 +171,9 @@ public struct AgentConfiguration: Sendable {
             concurrency = value
         }
         var token = environment["LARDER_AGENT_TOKEN"] ?? ""
+        var tokenFile: String?
         if token.isEmpty, let file = field("token_file") {
+            tokenFile = file.value
             do { token = try String(contentsOfFile: file.value, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines) } catch {
                 throw Invalid(description: "\(path):\(file.line): token_file: cannot read \(file.value)")
             }
@@ -154,7 +183,7 @@ public struct AgentConfiguration: Sendable {
         }
         var connections: [String: SourceConnection] = [:]
         if let node = mapping.first(where: { $0.key.string == "connections" })?.value {
-            connections = try SourceConnection.parse(node, file: path)
+            connections = try SourceConnection.parse(node, file: path, environment: environment)
         }
         var offlineStore: OfflineStoreLocation?
         if let (key, node) = mapping.first(where: { $0.key.string == "offline_store" }) {
@@ -183,7 +212,8 @@ public struct AgentConfiguration: Sendable {
         }
         self.init(
             controlPlaneURL: url.value, token: token, publicKey: publicKey, dataDirectory: directory.value, concurrency: concurrency,
-            connections: connections, offlineStore: offlineStore, sourceStatementTimeout: timeout, serving: serving)
+            connections: connections, offlineStore: offlineStore, sourceStatementTimeout: timeout, serving: serving, tokenFile: tokenFile,
+            caFile: caFile?.value, allowInsecureHTTP: allowInsecureHTTP)
     }
 
     /// Reads the `serving:` block: `off`, or a mapping of settings.

@@ -47,12 +47,19 @@ public struct AgentRunner: Service {
         self.accessGuard = accessGuard
         self.registryCache = registryCache
         self.executors = executors
-        var http = HTTPClient.Configuration()
-        http.timeout.connect = .seconds(5)
-        http.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = configuration.concurrency * 3 + 4
-        self.http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: http)
-        self.client = ControlPlaneClient(
-            baseURL: configuration.controlPlaneURL, token: configuration.token, httpClient: self.http, timeout: .seconds(90))
+        let soft = configuration.concurrency * 3 + 4
+        // The CA file was checked when the configuration was read; should it vanish since, the system's trust store is used.
+        self.http = (try? ControlPlaneConnection.makeHTTPClient(caFile: configuration.caFile) { $0.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = soft })
+            ?? HTTPClient(eventLoopGroupProvider: .singleton)
+        if let file = configuration.tokenFile {
+            // Re-read when the file changes: `larder-agent rotate-credentials` replaces it while the agent runs.
+            let token = TokenFile(path: file, initial: configuration.token)
+            self.client = ControlPlaneClient(
+                baseURL: configuration.controlPlaneURL, tokenProvider: { token.current() }, httpClient: self.http, timeout: .seconds(90))
+        } else {
+            self.client = ControlPlaneClient(
+                baseURL: configuration.controlPlaneURL, token: configuration.token, httpClient: self.http, timeout: .seconds(90))
+        }
         self.logger = logger
         self.instanceID = instanceID
     }
@@ -120,11 +127,13 @@ public struct AgentRunner: Service {
     }
 
     func sendHeartbeats(every seconds: Int, welcome: AgentWelcome) async {
+        var refused = false
         while !Task.isCancelled {
             try? await Task.sleep(for: .seconds(max(seconds, 1)))
             if Task.isCancelled { return }
             do {
                 let reply = try await client.heartbeat(AgentHeartbeat(instanceId: instanceID, runningJobs: await running.ids))
+                refused = false
                 for job in reply.abort { await running.abort(job) }
                 // Access or the registry changed: fetch the new snapshot now rather than at the next poll.
                 if let version = reply.accessVersion, accessGuard.map({ $0.version.map { version > $0 } ?? true }) == true {
@@ -133,6 +142,14 @@ public struct AgentRunner: Service {
                 if let revision = reply.registryRevision, registryCache.map({ $0.revision.map { revision > $0 } ?? true }) == true {
                     await refreshRegistry(welcome)
                 }
+            } catch let problem as ProblemDetails where problem.status == 401 || problem.status == 403 {
+                // Removed, or its token revoked: no more jobs. Serving goes on from the local stores and snapshots.
+                if !refused {
+                    logger.error("the control plane refused this agent's token: it no longer claims jobs", metadata: [
+                        "larder.error": .string(problem.detail),
+                    ])
+                }
+                refused = true
             } catch {
                 logger.debug("heartbeat failed", metadata: ["larder.error": .string(String(describing: error))])
             }

@@ -77,8 +77,10 @@ public enum SourceConnection: Sendable, Hashable, CustomStringConvertible {
     }
 
     /// Reads the `connections:` mapping of an agent configuration: each name
-    /// maps to `{postgres: URL}` or `{directory: folder}`. Errors name the line.
-    static func parse(_ node: Node, file: String) throws(AgentConfiguration.Invalid) -> [String: SourceConnection] {
+    /// maps to `{postgres: URL}` or `{directory: folder}`. A PostgreSQL URL may
+    /// name variables of the agent's environment as `${NAME}` (a password kept
+    /// out of the file); their values are put in percent-encoded. Errors name the line.
+    static func parse(_ node: Node, file: String, environment: [String: String] = [:]) throws(AgentConfiguration.Invalid) -> [String: SourceConnection] {
         guard let mapping = node.mapping else {
             throw AgentConfiguration.Invalid(description: "\(file):\(node.mark?.line ?? 0): connections: a mapping of names to connections")
         }
@@ -95,8 +97,18 @@ public enum SourceConnection: Sendable, Hashable, CustomStringConvertible {
             }
             switch kind {
             case "postgres":
+                var expanded = text
+                while let open = expanded.range(of: "${"), let close = expanded[open.upperBound...].firstIndex(of: "}") {
+                    let variable = String(expanded[open.upperBound..<close])
+                    guard let value = environment[variable] else {
+                        throw AgentConfiguration.Invalid(
+                            description: "\(file):\(line): connections.\(name).postgres: the environment variable \(variable) is not set")
+                    }
+                    let encoded = value.addingPercentEncoding(withAllowedCharacters: .alphanumerics.union(CharacterSet(charactersIn: "-._~"))) ?? value
+                    expanded.replaceSubrange(open.lowerBound...close, with: encoded)
+                }
                 do {
-                    connections[name] = .postgres(try PostgresURL(parsing: text))
+                    connections[name] = .postgres(try PostgresURL(parsing: expanded))
                 } catch {
                     throw AgentConfiguration.Invalid(description: "\(file):\(line): connections.\(name).postgres: \(error.description)")
                 }

@@ -75,6 +75,26 @@ extension ControlPlaneClient {
         try await send(.POST, "/v1/workspaces/\(Self.segment(workspace))/agents", body: CreateAgentRequest(name: name, environment: environment))
     }
 
+    /// Creates a one-time enrollment token for installing an agent (workspace owners).
+    public func createEnrollmentToken(_ request: CreateEnrollmentTokenRequest, workspace: String) async throws -> EnrollmentTokenResource {
+        try await send(.POST, "/v1/workspaces/\(Self.segment(workspace))/enrollment-tokens", body: request)
+    }
+
+    /// Exchanges an enrollment token for a new agent's credentials (no bearer token needed).
+    public func enroll(_ request: EnrollRequest) async throws -> EnrollResponse {
+        try await send(.POST, "/v1/enroll", body: request)
+    }
+
+    /// As an agent: replaces this client's token with a new one; the old one expires after `graceSeconds`.
+    public func rotateCredentials(graceSeconds: Int64? = nil) async throws -> RotateCredentialsResponse {
+        try await send(.POST, "/v1/agent/credentials", body: RotateCredentialsRequest(graceSeconds: graceSeconds))
+    }
+
+    /// Removes an agent of a workspace: it is disabled and its tokens revoked at once.
+    public func removeAgent(_ name: String, workspace: String) async throws {
+        try await sendRaw(.DELETE, "/v1/workspaces/\(Self.segment(workspace))/agents/\(Self.segment(name))")
+    }
+
     /// One page of the audit log, newest first.
     public func audit(
         workspace: String? = nil, principal: String? = nil, outcome: String? = nil, since: Date? = nil, cursor: String? = nil, limit: Int = 100

@@ -26,6 +26,8 @@ public struct ControlPlaneClient: Sendable {
     public let baseURL: String
     /// The bearer token sent with every request, if any.
     public let token: String?
+    /// Asked for the token before each request, when given (an agent whose token file may be rotated under it).
+    let tokenProvider: (@Sendable () -> String?)?
     let http: HTTPClient
     let timeout: TimeAmount
 
@@ -33,6 +35,16 @@ public struct ControlPlaneClient: Sendable {
     public init(baseURL: String, token: String? = nil, httpClient: HTTPClient = .shared, timeout: TimeAmount = .seconds(60)) {
         self.baseURL = baseURL.hasSuffix("/") ? String(baseURL.dropLast()) : baseURL
         self.token = token
+        self.tokenProvider = nil
+        self.http = httpClient
+        self.timeout = timeout
+    }
+
+    /// Creates a client that asks `tokenProvider` for the token before each request.
+    public init(baseURL: String, tokenProvider: @escaping @Sendable () -> String?, httpClient: HTTPClient, timeout: TimeAmount = .seconds(60)) {
+        self.baseURL = baseURL.hasSuffix("/") ? String(baseURL.dropLast()) : baseURL
+        self.token = nil
+        self.tokenProvider = tokenProvider
         self.http = httpClient
         self.timeout = timeout
     }
@@ -74,7 +86,7 @@ public struct ControlPlaneClient: Sendable {
         var request = HTTPClientRequest(url: url)
         request.method = method
         request.headers.add(name: "Accept", value: "application/json")
-        if let token { request.headers.add(name: "Authorization", value: "Bearer \(token)") }
+        if let token = tokenProvider?() ?? token { request.headers.add(name: "Authorization", value: "Bearer \(token)") }
         if let body {
             request.headers.add(name: "Content-Type", value: "application/json")
             request.body = .bytes(ByteBuffer(bytes: try APICoding.makeEncoder().encode(body)))

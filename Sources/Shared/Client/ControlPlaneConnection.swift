@@ -1,0 +1,50 @@
+import AsyncHTTPClient
+import Foundation
+import NIOSSL
+
+/// How the CLI and the agent reach the control plane safely: HTTPS verified
+/// against the system's trust store or a given CA bundle, and plain HTTP only
+/// to a loopback address unless explicitly allowed.
+public enum ControlPlaneConnection {
+    /// Why a control-plane URL is refused.
+    public struct Refused: Error, Sendable, CustomStringConvertible {
+        public let description: String
+    }
+
+    /// Whether `host` is this machine: `localhost`, 127.0.0.0/8 or `::1`.
+    public static func isLoopback(host: String) -> Bool {
+        let bare = host.trimmingCharacters(in: CharacterSet(charactersIn: "[]")).lowercased()
+        return bare == "localhost" || bare == "::1" || bare.hasPrefix("127.")
+    }
+
+    /// Checks `url`: `https://`, or `http://` to a loopback host, or `http://`
+    /// anywhere when `allowInsecureHTTP` (tokens would cross the network in clear).
+    public static func check(_ url: String, allowInsecureHTTP: Bool) throws(Refused) {
+        guard let components = URLComponents(string: url), let scheme = components.scheme?.lowercased(), let host = components.host, !host.isEmpty
+        else { throw Refused(description: "'\(url)' is not a URL such as https://larder.example.com") }
+        switch scheme {
+        case "https": return
+        case "http":
+            guard isLoopback(host: host) || allowInsecureHTTP else {
+                throw Refused(description: "refusing plain HTTP to \(host): tokens would cross the network unencrypted; use https://, or allow it explicitly (--allow-insecure-http, allow_insecure_http: true, LARDER_ALLOW_INSECURE_HTTP=1)")
+            }
+        default:
+            throw Refused(description: "'\(url)': the control plane is reached over https:// (or http:// on this machine)")
+        }
+    }
+
+    /// An HTTP client that verifies servers against the system's trust store,
+    /// or only against the CA certificates in `caFile` (PEM) when given.
+    public static func makeHTTPClient(caFile: String?, configure: (inout HTTPClient.Configuration) -> Void = { _ in }) throws(Refused) -> HTTPClient {
+        var configuration = HTTPClient.Configuration()
+        configuration.timeout.connect = .seconds(5)
+        if let caFile {
+            guard FileManager.default.isReadableFile(atPath: caFile) else { throw Refused(description: "cannot read the CA bundle \(caFile)") }
+            var tls = TLSConfiguration.makeClientConfiguration()
+            tls.trustRoots = .file(caFile)
+            configuration.tlsConfiguration = tls
+        }
+        configure(&configuration)
+        return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+    }
+}

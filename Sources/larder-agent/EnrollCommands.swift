@@ -1,0 +1,161 @@
+import ArgumentParser
+import AsyncHTTPClient
+import DataPlane
+import Foundation
+import Shared
+
+/// Where an enrolled agent keeps its files, and how they are written.
+enum AgentFiles {
+    static let configurationName = "agent.yaml"
+    static let tokenName = "agent.token"
+
+    /// `--config`, else `<data dir>/agent.yaml`, else `LARDER_AGENT_CONFIG`, else `./agent.yaml`.
+    static func configurationPath(config: String?, dataDirectory: String?) -> String {
+        if let config { return config }
+        if let dataDirectory { return (dataDirectory as NSString).appendingPathComponent(configurationName) }
+        return ProcessInfo.processInfo.environment["LARDER_AGENT_CONFIG"] ?? configurationName
+    }
+
+    /// Runs `body` with an HTTP client trusting `caFile` (or the system's store), shut down after.
+    static func withHTTPClient<Result: Sendable>(caFile: String?, _ body: (HTTPClient) async throws -> Result) async throws -> Result {
+        let http: HTTPClient
+        do { http = try ControlPlaneConnection.makeHTTPClient(caFile: caFile) } catch { throw ValidationError(error.description) }
+        do {
+            let result = try await body(http)
+            try? await http.shutdown()
+            return result
+        } catch {
+            try? await http.shutdown()
+            throw error
+        }
+    }
+
+    /// Writes `text` to `path` with mode 0600, replacing it atomically (a temporary file renamed into place).
+    static func writePrivate(_ text: String, to path: String) throws {
+        let temporary = path + ".tmp-\(getpid())"
+        unlink(temporary)
+        let descriptor = open(temporary, O_WRONLY | O_CREAT | O_EXCL, 0o600)
+        guard descriptor >= 0 else { throw ValidationError("cannot write \(temporary): \(String(cString: strerror(errno)))") }
+        let bytes = Array(text.utf8)
+        let written = bytes.withUnsafeBytes { write(descriptor, $0.baseAddress, $0.count) }
+        fsync(descriptor)
+        close(descriptor)
+        guard written == bytes.count, rename(temporary, path) == 0 else {
+            unlink(temporary)
+            throw ValidationError("cannot write \(path): \(String(cString: strerror(errno)))")
+        }
+    }
+}
+
+extension LarderAgentCommand {
+    /// Exchanges an enrollment token for this agent's credentials and writes its configuration.
+    struct Enroll: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Enroll this host's agent with a one-time token from `larder agents enroll-token`, then exit.",
+            discussion: """
+                Writes <data-dir>/agent.yaml (the control plane, its pinned signing key, the token file) and \
+                <data-dir>/agent.token (mode 0600; never printed). Add the connections your sources name to agent.yaml \
+                (passwords may stay in the environment as ${VARIABLE}), then start it with `larder-agent run --data-dir <data-dir>`.
+                """)
+
+        @Option(help: "The control plane's URL.") var url: String
+        @Option(help: "The enrollment token (or LARDER_ENROLLMENT_TOKEN).") var token: String?
+        @Option(help: "Where the agent keeps its configuration, credentials and stores.") var dataDir: String
+        @Option(help: "Refuse to enroll unless the control plane's key has this fingerprint (as `larder agents enroll-token` printed it).")
+        var expectFingerprint: String?
+        @Option(help: "Trust only the CA certificates in this PEM file for the control plane (default: the system's trust store).") var caFile: String?
+        @Flag(help: "Allow http:// to a host other than this one (tokens cross the network unencrypted).") var allowInsecureHttp = false
+
+        func run() async throws {
+            let environment = ProcessInfo.processInfo.environment
+            guard let secret = token ?? environment["LARDER_ENROLLMENT_TOKEN"], !secret.isEmpty else {
+                throw ValidationError("give the enrollment token with --token or LARDER_ENROLLMENT_TOKEN")
+            }
+            do { try ControlPlaneConnection.check(url, allowInsecureHTTP: allowInsecureHttp) } catch { throw ValidationError(error.description) }
+            let directory = URL(fileURLWithPath: dataDir).standardizedFileURL.path
+            let tokenPath = (directory as NSString).appendingPathComponent(AgentFiles.tokenName)
+            let configPath = (directory as NSString).appendingPathComponent(AgentFiles.configurationName)
+            guard !FileManager.default.fileExists(atPath: tokenPath) else {
+                throw ValidationError("\(directory) already holds an enrolled agent (\(AgentFiles.tokenName)); use another folder, or remove it first")
+            }
+            do {
+                try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            } catch {
+                throw ValidationError("cannot create \(directory): \(error.localizedDescription)")
+            }
+            let answer: EnrollResponse = try await AgentFiles.withHTTPClient(caFile: caFile) { http in
+                do {
+                    return try await ControlPlaneClient(baseURL: url, httpClient: http)
+                        .enroll(EnrollRequest(token: secret, hostname: ProcessInfo.processInfo.hostName))
+                } catch let problem as ProblemDetails {
+                    throw ValidationError("the control plane refused the enrollment: \(problem.detail)")
+                } catch {
+                    throw ValidationError("cannot reach the control plane at \(url): \(error)")
+                }
+            }
+            let key: SigningPublicKey
+            do { key = try SigningPublicKey(parsing: answer.publicKey) } catch {
+                throw ValidationError("the control plane sent an unreadable signing key: \(error.description)")
+            }
+            if let expected = expectFingerprint, expected != key.fingerprint {
+                // The token is spent, but nothing is written: this host trusts nothing it was sent.
+                throw ValidationError("the control plane's key has fingerprint \(key.fingerprint), not \(expected); nothing was written")
+            }
+            try AgentFiles.writePrivate(answer.token + "\n", to: tokenPath)
+            var lines = [
+                "# Written by larder-agent enroll: agent \(answer.agent) of workspace \(answer.workspace) (\(answer.environment)).",
+                "control_plane: \(url)",
+                "# The control plane's signing key, pinned: every job spec and snapshot must carry its signature.",
+                "public_key: \(key.description)",
+                "token_file: \(tokenPath)",
+                "data_directory: \(directory)",
+            ]
+            if let caFile { lines.append("ca_file: \(URL(fileURLWithPath: caFile).standardizedFileURL.path)") }
+            if allowInsecureHttp { lines.append("allow_insecure_http: true") }
+            lines += [
+                "# The connections your sources name stay on this host. A password can stay in the environment:",
+                "# connections:",
+                "#   rides_db:",
+                "#     postgres: postgres://reader:${RIDES_DB_PASSWORD}@db.internal:5432/rides?sslmode=require",
+                "#   local_files:",
+                "#     directory: /data/exports",
+                "# offline_store:",
+                "#   connection: rides_db",
+                "#   schema: larder_offline",
+            ]
+            try AgentFiles.writePrivate(lines.joined(separator: "\n") + "\n", to: configPath)
+            print("enrolled as agent \(answer.agent) of workspace \(answer.workspace) (environment \(answer.environment))")
+            print("control plane key fingerprint: \(key.fingerprint)  (check it against what `larder agents enroll-token` printed)")
+            print("wrote \(configPath) and \(tokenPath) (mode 0600)")
+            print("next: add your sources' connections to \(configPath), then run: larder-agent run --data-dir \(directory)")
+        }
+    }
+
+    /// Replaces the agent's token with a new one while it runs.
+    struct RotateCredentials: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "rotate-credentials",
+            abstract: "Replace the agent's token with a new one; a running agent picks it up from its token file, no restart needed.")
+
+        @Option(help: "The agent's configuration file (LARDER_AGENT_CONFIG, default ./agent.yaml).") var config: String?
+        @Option(help: "The folder `larder-agent enroll` wrote.") var dataDir: String?
+        @Option(help: "Seconds the old token keeps working, for requests in flight (0 to 3600).") var graceSeconds: Int64 = 600
+
+        func run() async throws {
+            let path = AgentFiles.configurationPath(config: config, dataDirectory: dataDir)
+            let configuration: AgentConfiguration
+            do { configuration = try AgentConfiguration(file: path, environment: [:]) } catch { throw ValidationError(error.description) }
+            guard let tokenFile = configuration.tokenFile else {
+                throw ValidationError("\(path) has no token_file: rotation rewrites that file (a token from LARDER_AGENT_TOKEN cannot be replaced here)")
+            }
+            let answer: RotateCredentialsResponse = try await AgentFiles.withHTTPClient(caFile: configuration.caFile) { http in
+                let client = ControlPlaneClient(baseURL: configuration.controlPlaneURL, token: configuration.token, httpClient: http)
+                do { return try await client.rotateCredentials(graceSeconds: graceSeconds) } catch let problem as ProblemDetails {
+                    throw ValidationError("the control plane refused: \(problem.detail)")
+                }
+            }
+            try AgentFiles.writePrivate(answer.token + "\n", to: tokenFile)
+            print("wrote a new token to \(tokenFile); the old one stops working at \(RFC3339.format(answer.previousExpiresAt))")
+        }
+    }
+}
