@@ -2,6 +2,7 @@ import ArgumentParser
 import AsyncHTTPClient
 import DataPlane
 import Foundation
+import Logging
 import Shared
 
 /// Where an enrolled agent keeps its files, and how they are written.
@@ -156,6 +157,47 @@ extension LarderAgentCommand {
             }
             try AgentFiles.writePrivate(answer.token + "\n", to: tokenFile)
             print("wrote a new token to \(tokenFile); the old one stops working at \(RFC3339.format(answer.previousExpiresAt))")
+        }
+    }
+}
+
+extension LarderAgentCommand {
+    /// Rebuilds the online store from the offline store, with the agent stopped.
+    struct RebuildOnline: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "rebuild-online",
+            abstract: "Rebuild the online store from the offline store (after losing or restoring the data directory); stop the agent first.",
+            discussion: """
+                For each feature view the agent has materialized (its cached signed definitions), every entity's newest offline row \
+                becomes its online row. Each table is built aside and then replaces the old one, so a failure leaves it as it was.
+                """)
+
+        @Option(help: "The agent's configuration file (LARDER_AGENT_CONFIG, default ./agent.yaml).") var config: String?
+        @Option(help: "The folder `larder-agent enroll` wrote.") var dataDir: String?
+        @Option(name: .customLong("view"), help: "Only this feature view; repeatable (default: every view kept online and offline).") var views: [String] = []
+
+        func run() async throws {
+            let path = AgentFiles.configurationPath(config: config, dataDirectory: dataDir)
+            let configuration: AgentConfiguration
+            do { configuration = try AgentConfiguration(file: path, requireToken: false) } catch { throw ValidationError(error.description) }
+            let lock: AgentLock
+            do { lock = try AgentLock(directory: configuration.dataDirectory) } catch { throw ValidationError(error.description) }
+            defer { withExtendedLifetime(lock) {} }
+            var logger = Logger(label: DataPlane.component)
+            logger.logLevel = .notice
+            let rebuilt: [OnlineRebuild.Rebuilt]
+            do {
+                let store = try OnlineStore(directory: DataPlane.onlineStoreDirectory(configuration))
+                let cache = try DefinitionCache(directory: DataPlane.definitionsDirectory(configuration), publicKey: configuration.publicKey)
+                rebuilt = try await OnlineRebuild(configuration: configuration, store: store, cache: cache, logger: logger)
+                    .run(views: views.isEmpty ? nil : Set(views))
+            } catch let failure as JobExecutionError {
+                throw ValidationError(failure.message)
+            } catch {
+                throw ValidationError("the rebuild failed: \(error)")
+            }
+            for table in rebuilt { print("rebuilt \(table.view) v\(table.version): \(table.entities) entities") }
+            if rebuilt.isEmpty { print("nothing to rebuild: this agent has materialized no view kept both online and offline") }
         }
     }
 }

@@ -12,7 +12,7 @@ struct LarderAgentCommand: AsyncParsableCommand {
         commandName: DataPlane.component,
         abstract: "The Larder data-plane agent: runs jobs and serves features in your environment.",
         version: LarderVersion.description,
-        subcommands: [Run.self, Enroll.self, RotateCredentials.self, Online.self],
+        subcommands: [Run.self, Enroll.self, RotateCredentials.self, Online.self, RebuildOnline.self],
         defaultSubcommand: Run.self
     )
 }
@@ -39,6 +39,18 @@ extension LarderAgentCommand {
                 return handler
             }
             let logger = Logger(label: DataPlane.component)
+            // One agent per data directory, and no store-rewriting tool beside it.
+            let lock: AgentLock
+            do {
+                try FileManager.default.createDirectory(
+                    atPath: configuration.dataDirectory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+                lock = try AgentLock(directory: configuration.dataDirectory)
+            } catch let busy as AgentLock.Busy {
+                throw ValidationError(busy.description)
+            } catch {
+                throw ValidationError("cannot create the data directory \(configuration.dataDirectory): \(error.localizedDescription)")
+            }
+            defer { withExtendedLifetime(lock) {} }
             // The stores and the signed definitions open from local disk: no control plane needed.
             let onlineStore: OnlineStore
             let cache: DefinitionCache

@@ -108,6 +108,20 @@ public final class OnlineStore: Sendable {
         return stored
     }
 
+    /// Makes a staged table the store's table of its view version, in place
+    /// of whatever that table held (for rebuilding it from the offline store).
+    /// Returns how many entities it holds.
+    @discardableResult
+    public func replace(with staged: OnlineTable) throws(OnlineStoreError) -> Int {
+        let id = TableID(view: staged.schema.view, version: staged.schema.version)
+        tables.withLock { tables in
+            tables[id]?.deleteFile()
+            tables[id] = nil
+        }
+        try commit(staged)
+        return table(view: id.view, version: id.version)?.count ?? 0
+    }
+
     /// Drops a staged table.
     public func discard(_ staged: OnlineTable) { staged.deleteFile() }
 
