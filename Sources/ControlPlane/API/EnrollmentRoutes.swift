@@ -28,7 +28,7 @@ struct EnrollmentRoutes {
             }
         }
         routes.add(.post, "/v1/agent/credentials", permission: .agentProtocol) { request, context in
-            let body = try await request.decodeBody(as: RotateCredentialsRequest.self, context: context)
+            let body = try await request.decodeStrictBody(as: RotateCredentialsRequest.self, context: context)
             guard let caller = context.caller else { throw AccessError.unauthenticated("a token is required") }
             return try APIResponse.json(try await enrollment.rotate(agent: caller.name, presented: caller.tokenPublicID, grace: body.graceSeconds ?? 600))
         }
