@@ -19,8 +19,8 @@ enum AgentFiles {
 
     /// Runs `body` with an HTTP client trusting `caFile` (or the system's store), shut down after.
     static func withHTTPClient<Result: Sendable>(caFile: String?, _ body: (HTTPClient) async throws -> Result) async throws -> Result {
-        let http: HTTPClient
-        do { http = try ControlPlaneConnection.makeHTTPClient(caFile: caFile) } catch { throw ValidationError(error.description) }
+        do { try ControlPlaneConnection.checkCAFile(caFile) } catch { throw ValidationError(error.description) }
+        let http = ControlPlaneConnection.makeHTTPClient(caFile: caFile)
         do {
             let result = try await body(http)
             try? await http.shutdown()

@@ -10,16 +10,16 @@ enum CLIHTTP {
     /// Verifies the control plane against the system's trust store, or only against `LARDER_CA_FILE` when set.
     static let client: HTTPClient = {
         let caFile = ProcessInfo.processInfo.environment["LARDER_CA_FILE"].flatMap { $0.isEmpty ? nil : $0 }
-        do { return try ControlPlaneConnection.makeHTTPClient(caFile: caFile) } catch {
+        do { try ControlPlaneConnection.checkCAFile(caFile) } catch {
             CLIOutput.error("error: LARDER_CA_FILE: \(error)")
             exit(1)
         }
+        return ControlPlaneConnection.makeHTTPClient(caFile: caFile)
     }()
 
     /// Refuses plain HTTP to another host unless `--allow-insecure-http` or `LARDER_ALLOW_INSECURE_HTTP=1`.
     static func check(_ url: String, allowInsecureHTTP: Bool) throws {
-        let allowed = allowInsecureHTTP || ["1", "true"].contains(ProcessInfo.processInfo.environment["LARDER_ALLOW_INSECURE_HTTP"]?.lowercased() ?? "")
-        do { try ControlPlaneConnection.check(url, allowInsecureHTTP: allowed) } catch { throw ValidationError(error.description) }
+        do { try ControlPlaneConnection.check(url, allowInsecureHTTP: allowInsecureHTTP) } catch { throw ValidationError(error.description) }
     }
 }
 

@@ -141,14 +141,15 @@ public struct AgentConfiguration: Sendable {
         guard let url = field("control_plane"), url.value.hasPrefix("http://") || url.value.hasPrefix("https://") else {
             throw Invalid(description: "\(path): control_plane: the control plane's URL, such as https://larder.example.com, is required")
         }
-        var allowInsecureHTTP = ["1", "true"].contains(environment["LARDER_ALLOW_INSECURE_HTTP"]?.lowercased() ?? "")
+        var allowInsecureHTTP = false
         if let flag = field("allow_insecure_http") {
             guard let value = ["true": true, "false": false][flag.value] else {
                 throw Invalid(description: "\(path):\(flag.line): allow_insecure_http: true or false")
             }
-            allowInsecureHTTP = allowInsecureHTTP || value
+            allowInsecureHTTP = value
         }
-        do { try ControlPlaneConnection.check(url.value, allowInsecureHTTP: allowInsecureHTTP) } catch {
+        allowInsecureHTTP = allowInsecureHTTP || ControlPlaneConnection.insecureHTTPAllowed(in: environment)
+        do { try ControlPlaneConnection.check(url.value, allowInsecureHTTP: allowInsecureHTTP, environment: environment) } catch {
             throw Invalid(description: "\(path):\(url.line): control_plane: \(error.description)")
         }
         let caFile = field("ca_file")

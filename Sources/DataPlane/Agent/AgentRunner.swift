@@ -48,9 +48,9 @@ public struct AgentRunner: Service {
         self.registryCache = registryCache
         self.executors = executors
         let soft = configuration.concurrency * 3 + 4
-        // The CA file was checked when the configuration was read; should it vanish since, the system's trust store is used.
-        self.http = (try? ControlPlaneConnection.makeHTTPClient(caFile: configuration.caFile) { $0.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = soft })
-            ?? HTTPClient(eventLoopGroupProvider: .singleton)
+        self.http = ControlPlaneConnection.makeHTTPClient(caFile: configuration.caFile) {
+            $0.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = soft
+        }
         if let file = configuration.tokenFile {
             // Re-read when the file changes: `larder-agent rotate-credentials` replaces it while the agent runs.
             let token = TokenFile(path: file, initial: configuration.token)

@@ -11,8 +11,8 @@ struct FeatureStatistics {
     private var minimums: [Double?]
     private var maximums: [Double?]
     private var sums: [Double]
-    /// Per feature: the values it may take (as text), when its expectations list them.
-    private let allowed: [Set<String>?]
+    /// Per feature: the values it may take, when its expectations list them.
+    private let allowed: [AllowedValues?]
     private var disallowed: [Int64]
 
     /// Statistics of `features`; `allowedValues` maps a feature to the values
@@ -25,7 +25,7 @@ struct FeatureStatistics {
         minimums = Array(repeating: nil, count: features.count)
         maximums = minimums
         sums = Array(repeating: 0, count: features.count)
-        allowed = features.map { allowedValues[$0].map(Set.init) }
+        allowed = features.map { allowedValues[$0].map(AllowedValues.init) }
     }
 
     /// Adds the values of one batch (one column per feature).
@@ -61,19 +61,30 @@ struct FeatureStatistics {
         }
     }
 
-    /// The non-null values of `column` whose text is not in `allowed`
-    /// (integers in decimal, bools as `true`/`false`, any case).
-    static func countDisallowed(_ column: ColumnValues, allowed: Set<String>) -> Int64 {
+    /// A feature's allowed values, read once from their text: strings as
+    /// written, integers in decimal, bools as `true`/`false` in any case.
+    struct AllowedValues {
+        let strings: Set<String>
+        let integers: Set<Int64>
+        let bools: Set<Bool>
+
+        init(_ texts: [String]) {
+            strings = Set(texts)
+            integers = Set(texts.compactMap { Int64($0) })
+            bools = Set(texts.compactMap { Bool($0.lowercased()) })
+        }
+    }
+
+    /// The non-null values of `column` not among `allowed`.
+    static func countDisallowed(_ column: ColumnValues, allowed: AllowedValues) -> Int64 {
         var outside: Int64 = 0
         switch column {
         case .string(let values):
-            for case let value? in values where !allowed.contains(value) { outside += 1 }
+            for case let value? in values where !allowed.strings.contains(value) { outside += 1 }
         case .int64(let values):
-            let numbers = Set(allowed.compactMap { Int64($0) })
-            for case let value? in values where !numbers.contains(value) { outside += 1 }
+            for case let value? in values where !allowed.integers.contains(value) { outside += 1 }
         case .bool(let values):
-            let truths = Set(allowed.compactMap { Bool($0.lowercased()) })
-            for case let value? in values where !truths.contains(value) { outside += 1 }
+            for case let value? in values where !allowed.bools.contains(value) { outside += 1 }
         case .float64(let values):
             for case _? in values { outside += 1 }
         case .timestamp(let values):

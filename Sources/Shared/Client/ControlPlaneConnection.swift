@@ -17,9 +17,18 @@ public enum ControlPlaneConnection {
         return bare == "localhost" || bare == "::1" || bare.hasPrefix("127.")
     }
 
+    /// Whether the environment allows plain HTTP to another host (`LARDER_ALLOW_INSECURE_HTTP=1` or `true`).
+    public static func insecureHTTPAllowed(in environment: [String: String]) -> Bool {
+        ["1", "true"].contains(environment["LARDER_ALLOW_INSECURE_HTTP"]?.lowercased() ?? "")
+    }
+
     /// Checks `url`: `https://`, or `http://` to a loopback host, or `http://`
-    /// anywhere when `allowInsecureHTTP` (tokens would cross the network in clear).
-    public static func check(_ url: String, allowInsecureHTTP: Bool) throws(Refused) {
+    /// anywhere when `allowInsecureHTTP` or the environment allows it (tokens
+    /// would cross the network in clear).
+    public static func check(
+        _ url: String, allowInsecureHTTP: Bool, environment: [String: String] = ProcessInfo.processInfo.environment
+    ) throws(Refused) {
+        let allowInsecureHTTP = allowInsecureHTTP || insecureHTTPAllowed(in: environment)
         guard let components = URLComponents(string: url), let scheme = components.scheme?.lowercased(), let host = components.host, !host.isEmpty
         else { throw Refused(description: "'\(url)' is not a URL such as https://larder.example.com") }
         switch scheme {
@@ -33,13 +42,19 @@ public enum ControlPlaneConnection {
         }
     }
 
+    /// Refuses a CA bundle that cannot be read, so the mistake is named before any connection.
+    public static func checkCAFile(_ caFile: String?) throws(Refused) {
+        if let caFile, !FileManager.default.isReadableFile(atPath: caFile) { throw Refused(description: "cannot read the CA bundle \(caFile)") }
+    }
+
     /// An HTTP client that verifies servers against the system's trust store,
-    /// or only against the CA certificates in `caFile` (PEM) when given.
-    public static func makeHTTPClient(caFile: String?, configure: (inout HTTPClient.Configuration) -> Void = { _ in }) throws(Refused) -> HTTPClient {
+    /// or only against the CA certificates in `caFile` (PEM) when given. The
+    /// bundle is read when connecting: should it be missing then, connections
+    /// fail rather than trust anything else.
+    public static func makeHTTPClient(caFile: String?, configure: (inout HTTPClient.Configuration) -> Void = { _ in }) -> HTTPClient {
         var configuration = HTTPClient.Configuration()
         configuration.timeout.connect = .seconds(5)
         if let caFile {
-            guard FileManager.default.isReadableFile(atPath: caFile) else { throw Refused(description: "cannot read the CA bundle \(caFile)") }
             var tls = TLSConfiguration.makeClientConfiguration()
             tls.trustRoots = .file(caFile)
             configuration.tlsConfiguration = tls
