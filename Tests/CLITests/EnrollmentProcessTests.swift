@@ -82,15 +82,17 @@ struct EnrollmentProcessTests {
             }
             #expect(try await waitForHeartbeat(after: .distantPast), "\(agent.log)")
 
-            // Rotate with no grace: the old token dies at once, and the running agent goes on with the new one.
-            let rotated = try LarderBinary.run(["rotate-credentials", "--data-dir", directory, "--grace-seconds", "0"], binary: "larder-agent")
+            // Rotate with a short grace (requests in flight with the old token still pass): once it is over the
+            // old token is refused, and the running agent goes on with the new one, never refused.
+            let rotated = try LarderBinary.run(["rotate-credentials", "--data-dir", directory, "--grace-seconds", "3"], binary: "larder-agent")
             #expect(rotated.status == 0, "\(rotated.standardError)")
             let newToken = try String(contentsOfFile: tokenFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
             #expect(newToken != agentToken && Self.mode(tokenFile) == 0o600)
+            try await Task.sleep(for: .milliseconds(3_500))
             let old = ControlPlaneClient(baseURL: world.server.baseURL, token: agentToken)
             await #expect(throws: ProblemDetails.self) { _ = try await old.hello(AgentHello(instanceId: "x", version: "t", hostname: "h", capabilities: [])) }
-            let afterRotation = Date()
-            #expect(try await waitForHeartbeat(after: afterRotation.addingTimeInterval(1)), "\(agent.log)")
+            let afterGrace = Date()
+            #expect(try await waitForHeartbeat(after: afterGrace.addingTimeInterval(1)), "\(agent.log)")
             #expect(!agent.log.contains("refused"), "\(agent.log)")
 
             // Removed: refused at once; the agent says so and stops claiming.
