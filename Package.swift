@@ -32,9 +32,12 @@ let package = Package(
     ],
     targets: [
         // Libraries: all logic lives here, so tests exercise what the binaries run.
+        // The git revision a release build stamps in (a C define: see LarderBuildInfo.c).
+        .target(name: "LarderBuildInfo"),
         .target(
             name: "Shared",
             dependencies: [
+                "LarderBuildInfo",
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
@@ -85,6 +88,8 @@ let package = Package(
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "HummingbirdTLS", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
@@ -173,6 +178,7 @@ let package = Package(
             dependencies: [
                 "larder", "larder-control", "larder-agent", "larder-test-agent", "TestSupport", "DataPlane",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ]
         ),
         .testTarget(

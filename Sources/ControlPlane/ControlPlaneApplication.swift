@@ -41,9 +41,7 @@ public enum ControlPlaneApplication {
         }
         var server: HTTPServerBuilder = .http1()
         if let tls = configuration.tls {
-            let certificates = try NIOSSLCertificate.fromPEMFile(tls.certificate).map { NIOSSLCertificateSource.certificate($0) }
-            let key = try NIOSSLPrivateKey(file: tls.key, format: .pem)
-            server = try .tls(.http1(), tlsConfiguration: .makeServerConfiguration(certificateChain: certificates, privateKey: .privateKey(key)))
+            server = try .tls(.http1(), tlsConfiguration: TLSFiles(certificate: tls.certificate, key: tls.key).serverConfiguration())
         }
         var application = Application(
             router: router, server: server,

@@ -61,7 +61,18 @@ extension LarderAgentCommand {
 
         @Option(help: "The control plane's URL.") var url: String
         @Option(help: "The enrollment token (or LARDER_ENROLLMENT_TOKEN).") var token: String?
+        @Option(help: "Read the enrollment token from this file (a mounted secret, say) instead of --token.") var tokenFile: String?
         @Option(help: "Where the agent keeps its configuration, credentials and stores.") var dataDir: String
+        @Option(help: """
+            A YAML file of this agent's own settings (connections, offline_store, serving, concurrency, \
+            source_statement_timeout), copied into agent.yaml ahead of what enroll writes.
+            """)
+        var settings: String?
+        @Flag(help: """
+            When <data-dir> already holds credentials, keep them (an enrollment token works once) and only rewrite agent.yaml \
+            from --settings; exit 0. Makes the command safe to run on every container start.
+            """)
+        var skipIfEnrolled = false
         @Option(help: "Refuse to enroll unless the control plane's key has this fingerprint (as `larder agents enroll-token` printed it).")
         var expectFingerprint: String?
         @Option(help: "Trust only the CA certificates in this PEM file for the control plane (default: the system's trust store).") var caFile: String?
@@ -69,15 +80,34 @@ extension LarderAgentCommand {
 
         func run() async throws {
             let environment = ProcessInfo.processInfo.environment
-            guard let secret = token ?? environment["LARDER_ENROLLMENT_TOKEN"], !secret.isEmpty else {
-                throw ValidationError("give the enrollment token with --token or LARDER_ENROLLMENT_TOKEN")
-            }
-            do { try ControlPlaneConnection.check(url, allowInsecureHTTP: allowInsecureHttp) } catch { throw ValidationError(error.description) }
             let directory = URL(fileURLWithPath: dataDir).standardizedFileURL.path
             let tokenPath = (directory as NSString).appendingPathComponent(AgentFiles.tokenName)
             let configPath = (directory as NSString).appendingPathComponent(AgentFiles.configurationName)
-            guard !FileManager.default.fileExists(atPath: tokenPath) else {
-                throw ValidationError("\(directory) already holds an enrolled agent (\(AgentFiles.tokenName)); use another folder, or remove it first")
+            let settingsText: String?
+            do { settingsText = try settings.map(EnrolledConfiguration.settings(file:)) } catch { throw ValidationError(error.description) }
+
+            if FileManager.default.fileExists(atPath: tokenPath) {
+                guard skipIfEnrolled else {
+                    throw ValidationError("\(directory) already holds an enrolled agent (\(AgentFiles.tokenName)); use another folder, or remove it first")
+                }
+                try keepEnrollment(directory: directory, configPath: configPath, settingsText: settingsText, environment: environment)
+                return
+            }
+            let secret = try enrollmentToken(environment: environment)
+            do { try ControlPlaneConnection.check(url, allowInsecureHTTP: allowInsecureHttp) } catch { throw ValidationError(error.description) }
+            let caPath = caFile.map { URL(fileURLWithPath: $0).standardizedFileURL.path }
+            func identity(_ key: SigningPublicKey, summary: String) -> EnrolledConfiguration.Identity {
+                EnrolledConfiguration.Identity(
+                    controlPlane: url, publicKey: key, tokenFile: tokenPath, dataDirectory: directory, caFile: caPath,
+                    allowInsecureHTTP: allowInsecureHttp, summary: summary)
+            }
+            // The settings are checked before the one-time token is spent.
+            if let settingsText, let settings {
+                do {
+                    try EnrolledConfiguration.validate(
+                        settings: settingsText, settingsPath: settings, identity: identity(SigningKeyPair.generate().publicKey, summary: ""),
+                        environment: environment)
+                } catch { throw ValidationError(error.description) }
             }
             do {
                 try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
@@ -103,35 +133,64 @@ extension LarderAgentCommand {
                 throw ValidationError("the control plane's key has fingerprint \(key.fingerprint), not \(expected); nothing was written")
             }
             try AgentFiles.writePrivate(answer.token + "\n", to: tokenPath)
-            var lines = [
-                "# Written by larder-agent enroll: agent \(answer.agent) of workspace \(answer.workspace) (\(answer.environment)).",
-                "control_plane: \(url)",
-                "# The control plane's signing key, pinned: every job spec and snapshot must carry its signature.",
-                "public_key: \(key.description)",
-                "token_file: \(tokenPath)",
-                "data_directory: \(directory)",
-            ]
-            if let caFile { lines.append("ca_file: \(URL(fileURLWithPath: caFile).standardizedFileURL.path)") }
-            if allowInsecureHttp { lines.append("allow_insecure_http: true") }
-            lines += [
-                "# The connections your sources name stay on this host. A password can stay in the environment:",
-                "# connections:",
-                "#   rides_db:",
-                "#     postgres: postgres://reader:${RIDES_DB_PASSWORD}@db.internal:5432/rides?sslmode=require",
-                "#   local_files:",
-                "#     directory: /data/exports",
-                "# offline_store:",
-                "#   connection: rides_db",
-                "#   schema: larder_offline",
-            ]
-            try AgentFiles.writePrivate(lines.joined(separator: "\n") + "\n", to: configPath)
+            let enrolled = identity(key, summary: "agent \(answer.agent) of workspace \(answer.workspace) (\(answer.environment))")
+            try AgentFiles.writePrivate(EnrolledConfiguration.render(enrolled, settings: settingsText, settingsPath: settings), to: configPath)
             print("enrolled as agent \(answer.agent) of workspace \(answer.workspace) (environment \(answer.environment))")
             print("control plane key fingerprint: \(key.fingerprint)  (check it against what `larder agents enroll-token` printed)")
             print("wrote \(configPath) and \(tokenPath) (mode 0600)")
-            print("next: add your sources' connections to \(configPath), then run: larder-agent run --data-dir \(directory)")
+            if settingsText == nil {
+                print("next: add your sources' connections to \(configPath), then run: larder-agent run --data-dir \(directory)")
+            } else {
+                print("next: larder-agent run --data-dir \(directory)")
+            }
+        }
+
+        /// The token from --token, --token-file or LARDER_ENROLLMENT_TOKEN (exactly one).
+        func enrollmentToken(environment: [String: String]) throws -> String {
+            guard token == nil || tokenFile == nil else { throw ValidationError("give the enrollment token with --token or --token-file, not both") }
+            if let tokenFile {
+                let text: String
+                do { text = try String(contentsOfFile: tokenFile, encoding: .utf8) } catch {
+                    throw ValidationError("cannot read the enrollment token file \(tokenFile): \(error.localizedDescription)")
+                }
+                let secret = text.trimmingCharacters(in: .whitespacesAndNewlines)
+                guard !secret.isEmpty else { throw ValidationError("the enrollment token file \(tokenFile) is empty") }
+                return secret
+            }
+            guard let secret = token ?? environment["LARDER_ENROLLMENT_TOKEN"], !secret.isEmpty else {
+                throw ValidationError("give the enrollment token with --token, --token-file or LARDER_ENROLLMENT_TOKEN")
+            }
+            return secret
+        }
+
+        /// Already enrolled: keeps the credentials and the pinned key; rewrites agent.yaml when settings are given.
+        func keepEnrollment(directory: String, configPath: String, settingsText: String?, environment: [String: String]) throws {
+            let existing: String
+            do { existing = try String(contentsOfFile: configPath, encoding: .utf8) } catch {
+                throw ValidationError("\(directory) holds \(AgentFiles.tokenName) but no readable \(AgentFiles.configurationName); remove the folder and enroll again")
+            }
+            let identity: EnrolledConfiguration.Identity
+            do { identity = try EnrolledConfiguration.identity(inConfiguration: existing, path: configPath) } catch {
+                throw ValidationError(error.description)
+            }
+            if identity.controlPlane != url {
+                print("note: keeping the enrolled control plane \(identity.controlPlane); --url \(url) is not used")
+            }
+            guard let settingsText, let settings else {
+                print("already enrolled (\(identity.summary)); kept \(configPath) as it is")
+                return
+            }
+            do { try EnrolledConfiguration.validate(settings: settingsText, settingsPath: settings, identity: identity, environment: environment) } catch {
+                throw ValidationError(error.description)
+            }
+            try AgentFiles.writePrivate(EnrolledConfiguration.render(identity, settings: settingsText, settingsPath: settings), to: configPath)
+            print("already enrolled (\(identity.summary)); kept its credentials and pinned key \(identity.publicKey.fingerprint)")
+            print("wrote \(configPath) with the settings of \(settings)")
         }
     }
+}
 
+extension LarderAgentCommand {
     /// Replaces the agent's token with a new one while it runs.
     struct RotateCredentials: AsyncParsableCommand {
         static let configuration = CommandConfiguration(

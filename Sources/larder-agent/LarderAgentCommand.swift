@@ -96,13 +96,18 @@ extension LarderAgentCommand {
                     throw ValidationError("cannot open the push journal in \(configuration.dataDirectory): \(error)")
                 }
                 services.append(.init(service: push))
-                let server = FeatureServer.build(
-                    settings: serving, reader: reader, guard: accessGuard, metrics: metrics, push: push,
-                    datasets: .init(
-                        builder: TrainingDatasetBuilder(reader: reader, offlineStore: offline, logger: logger),
-                        uploads: DataPlane.datasetUploadsDirectory(configuration)),
-                    logger: logger,
-                    onListening: { address in try? Data((address + "\n").utf8).write(to: URL(fileURLWithPath: addressFile), options: .atomic) })
+                let server: any Service
+                do {
+                    server = try FeatureServer.build(
+                        settings: serving, reader: reader, guard: accessGuard, metrics: metrics, push: push,
+                        datasets: .init(
+                            builder: TrainingDatasetBuilder(reader: reader, offlineStore: offline, logger: logger),
+                            uploads: DataPlane.datasetUploadsDirectory(configuration)),
+                        logger: logger,
+                        onListening: { address in try? Data((address + "\n").utf8).write(to: URL(fileURLWithPath: addressFile), options: .atomic) })
+                } catch {
+                    throw ValidationError("cannot serve HTTPS with serving.tls_certificate and serving.tls_key: \(error)")
+                }
                 services.append(.init(service: server))
             }
             let group = ServiceGroup(configuration: .init(

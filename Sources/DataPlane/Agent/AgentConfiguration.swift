@@ -61,6 +61,8 @@ public struct AgentConfiguration: Sendable {
         public var maxBodyBytes: Int
         /// Whether `/metrics` answers without a token (by default it needs a consumer token, like every read).
         public var metricsWithoutToken: Bool
+        /// HTTPS instead of HTTP: the certificate chain and key (`tls_certificate`, `tls_key`).
+        public var tls: TLSFiles?
 
         /// The defaults: loopback port 6566, 1,000 entities, 8 MiB bodies, metrics behind a token.
         public init(host: String = "127.0.0.1", port: Int = 6566, maxBatchEntities: Int = 1_000, maxBodyBytes: Int = 8 << 20, metricsWithoutToken: Bool = false) {
@@ -120,6 +122,11 @@ public struct AgentConfiguration: Sendable {
         do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
             throw Invalid(description: "\(path): cannot read the agent configuration: \(error.localizedDescription)")
         }
+        try self.init(text: text, path: path, environment: environment, requireToken: requireToken)
+    }
+
+    /// Reads a configuration's text; `path` names it in errors.
+    public init(text: String, path: String, environment: [String: String] = ProcessInfo.processInfo.environment, requireToken: Bool = true) throws(Invalid) {
         let node: Node?
         do { node = try Yams.compose(yaml: text) } catch {
             throw Invalid(description: "\(path): not valid YAML: \(error)")
@@ -224,6 +231,7 @@ public struct AgentConfiguration: Sendable {
             throw Invalid(description: "\(path):\(line): serving: 'off', or settings such as 'listen: 127.0.0.1:6566'")
         }
         var settings = ServingSettings()
+        var certificate: String?, privateKey: String?
         for (key, value) in fields {
             let at = "\(path):\(key.mark?.line ?? line): serving.\(key.string ?? "?")"
             switch key.string {
@@ -246,9 +254,19 @@ public struct AgentConfiguration: Sendable {
             case "metrics_without_token":
                 guard let flag = value.string.flatMap({ ["true": true, "false": false][$0] }) else { throw Invalid(description: "\(at): true or false") }
                 settings.metricsWithoutToken = flag
+            case "tls_certificate", "tls_key":
+                guard let file = value.string, FileManager.default.isReadableFile(atPath: file) else {
+                    throw Invalid(description: "\(at): cannot read \(value.string ?? "?") (a PEM file)")
+                }
+                if key.string == "tls_certificate" { certificate = file } else { privateKey = file }
             default:
-                throw Invalid(description: "\(at): unknown setting; serving takes listen, max_batch_entities, max_body_bytes, metrics_without_token")
+                throw Invalid(description: "\(at): unknown setting; serving takes listen, max_batch_entities, max_body_bytes, metrics_without_token, tls_certificate, tls_key")
             }
+        }
+        switch (certificate, privateKey) {
+        case (let certificate?, let privateKey?): settings.tls = TLSFiles(certificate: certificate, key: privateKey)
+        case (nil, nil): break
+        default: throw Invalid(description: "\(path):\(line): serving: HTTPS needs both tls_certificate and tls_key")
         }
         return settings
     }

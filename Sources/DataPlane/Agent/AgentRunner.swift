@@ -93,7 +93,7 @@ public struct AgentRunner: Service {
     /// with the key this agent pins.
     func sayHello() async throws -> AgentWelcome {
         let hello = AgentHello(
-            instanceId: instanceID, version: LarderVersion.description, hostname: ProcessInfo.processInfo.hostName, capabilities: kinds)
+            instanceId: instanceID, version: LarderVersion.number, hostname: ProcessInfo.processInfo.hostName, capabilities: kinds)
         var delay = 0.5
         while true {
             try Task.checkCancellation()

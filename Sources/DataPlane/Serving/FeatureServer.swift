@@ -1,6 +1,8 @@
 import Foundation
 import HTTPTypes
 import Hummingbird
+import HummingbirdCore
+import HummingbirdTLS
 import Logging
 import ServiceLifecycle
 import Shared
@@ -19,17 +21,20 @@ import Synchronization
 ///   snapshots it needs to answer (no token: they reveal nothing else).
 public enum FeatureServer {
     /// The server for `settings`, as a service to run in the agent's group.
-    /// `onListening` receives the bound address (`http://host:port`).
+    /// `onListening` receives the bound address (`http://host:port`, or `https://` with TLS settings).
+    /// Throws when the TLS certificate or key cannot be read.
     public static func build(
         settings: AgentConfiguration.ServingSettings, reader: OnlineFeatureReader, guard accessGuard: AccessGuard, metrics: AgentMetrics,
         push: PushIngestor? = nil, datasets: DatasetRoute? = nil, logger: Logger, onListening: @escaping @Sendable (String) async -> Void = { _ in }
-    ) -> some Service {
+    ) throws -> some Service {
         let router = makeRouter(settings: settings, reader: reader, guard: accessGuard, metrics: metrics, push: push, datasets: datasets)
+        let server: HTTPServerBuilder = try settings.tls.map { try .tls(.http1(), tlsConfiguration: $0.serverConfiguration()) } ?? .http1()
+        let scheme = settings.tls == nil ? "http" : "https"
         return Application(
-            router: router,
+            router: router, server: server,
             configuration: .init(address: .hostname(settings.host, port: settings.port), serverName: "larder-agent"),
             onServerRunning: { channel in
-                let address = "http://\(settings.host.contains(":") ? "[\(settings.host)]" : settings.host):\(channel.localAddress?.port ?? settings.port)"
+                let address = "\(scheme)://\(settings.host.contains(":") ? "[\(settings.host)]" : settings.host):\(channel.localAddress?.port ?? settings.port)"
                 logger.info("feature server listening", metadata: ["larder.address": .string(address)])
                 await onListening(address)
             },
