@@ -179,6 +179,7 @@ let package = Package(
                 "larder", "larder-control", "larder-agent", "larder-test-agent", "TestSupport", "DataPlane",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Yams", package: "Yams"),
             ]
         ),
         .testTarget(

@@ -27,6 +27,34 @@ struct EnrollmentTests {
         }
     }
 
+    @Test("version skew: agents of this release or older (same major) say hello; a newer or other-major agent is refused with 409 naming what to upgrade")
+    func versionSkew() async throws {
+        try await TestControlPlane.withControlPlane { server in
+            _ = try await server.client.createWorkspace(Self.workspace)
+            let created = try await server.client.createEnrollmentToken(CreateEnrollmentTokenRequest(environment: "prod"), workspace: Self.workspace)
+            let enrolled = try await ControlPlaneClient(baseURL: server.baseURL).enroll(EnrollRequest(token: created.token, hostname: "h"))
+            let agent = ControlPlaneClient(baseURL: server.baseURL, token: enrolled.token)
+            let own = try #require(LarderVersion.release(LarderVersion.number))
+            func hello(_ version: String) async -> ProblemDetails? {
+                do {
+                    _ = try await agent.hello(AgentHello(instanceId: "i", version: version, hostname: "h", capabilities: [.materialize]))
+                    return nil
+                } catch { return error as? ProblemDetails }
+            }
+            var accepted = [LarderVersion.number, "\(own.major).\(own.minor).99", "custom-build"]
+            if own.minor > 0 { accepted.append("\(own.major).\(own.minor - 1).7") }
+            for version in accepted {
+                #expect(await hello(version) == nil, "\(version)")
+            }
+            for (version, upgrade) in [("\(own.major).\(own.minor + 1).0", "upgrade the control plane first"), ("\(own.major + 1).0.0-rc1", "agents must be of release")] {
+                let refused = await hello(version)
+                #expect(refused?.status == 409 && refused?.type == "urn:larder:problem:agent-version-unsupported" && refused?.field == "version", "\(version)")
+                #expect(refused?.detail.contains(upgrade) == true, "\(refused?.detail ?? "accepted")")
+            }
+            #expect(LarderVersion.release("1.2") == nil && LarderVersion.release("1.2.x") == nil && LarderVersion.release("1.2.3-rc1")! == (1, 2))
+        }
+    }
+
     @Test("an enrollment token works once: it creates an agent of its environment with a working token and the key to pin; reused, expired or forged, it is refused and creates nothing")
     func enrollOnce() async throws {
         try await TestControlPlane.withControlPlane { server in

@@ -24,6 +24,7 @@ struct AgentRoutes {
             let hello = try await request.decodeStrictBody(as: AgentHello.self, context: context)
             let agent = try await identity(context)
             try Self.check(instanceID: hello.instanceId)
+            try Self.check(agentVersion: hello.version)
             try await store.hello(hello, agent: agent)
             let fingerprint = try await keys.current().publicKey.fingerprint
             context.logger.info("agent said hello", metadata: [
@@ -101,6 +102,22 @@ struct AgentRoutes {
             let job = try await store.complete(job: try context.jobID(), completion, agent: try await identity(context))
             return try APIResponse.json(job)
         }
+    }
+
+    /// The version skew this control plane supports: agents of its own major version, of its release or older.
+    /// A newer agent may send fields this release does not know, so it is refused (upgrade the control plane
+    /// first). Versions that are not `MAJOR.MINOR.PATCH` (custom builds) are let through.
+    static func check(agentVersion: String) throws {
+        guard let agent = LarderVersion.release(agentVersion), let own = LarderVersion.release(LarderVersion.number) else { return }
+        let problem: String
+        if agent.major != own.major {
+            problem = "agent release \(agentVersion) is not supported by this control plane (\(LarderVersion.number)): agents must be of release \(own.major).x"
+        } else if agent.minor > own.minor {
+            problem = "agent release \(agentVersion) is newer than this control plane (\(LarderVersion.number)): upgrade the control plane first"
+        } else {
+            return
+        }
+        throw APIProblem(status: .conflict, code: "agent-version-unsupported", title: "Agent version unsupported", detail: problem, field: "version")
     }
 
     static func check(instanceID: String) throws {
