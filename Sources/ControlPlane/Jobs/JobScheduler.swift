@@ -76,13 +76,14 @@ public struct JobScheduler: Service {
             try? await cancelWhenGracefulShutdown { try await Task.sleep(for: settings.schedulerInterval) }
         }
         if leadingSince != nil {
-            // Hand the lease over at once, but never hold up shutdown on an unreachable database.
-            await withTaskGroup(of: Void.self) { group in
-                group.addTask { try? await releaseLease() }
-                group.addTask { try? await Task.sleep(for: .seconds(2)) }
-                await group.next()
-                group.cancelAll()
-            }
+            // Hand the lease over at once, but never hold up shutdown on an unreachable database: whichever
+            // ends first, the release or two seconds, ends the wait. (A task group would also wait for a
+            // release that ignores cancellation, such as a query on a client that has shut down.)
+            let (ended, end) = AsyncStream<Void>.makeStream()
+            let scheduler = self
+            Task { try? await scheduler.releaseLease(); end.yield() }
+            Task { try? await Task.sleep(for: .seconds(2)); end.yield() }
+            for await _ in ended { break }
         }
     }
 
