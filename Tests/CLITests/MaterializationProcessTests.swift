@@ -252,13 +252,19 @@ struct MaterializationProcessTests {
                     end: MaterializationWorld.day0.addingTimeInterval(48 * 3_600), chunk: "4d"),
                 workspace: JobsWorld.workspace)
             #expect(started.chunksQueued == 1)
-            // Kill the agent once it has written its first batch to the online store (of 9).
+            // Kill the agent once it has written its first batch to the online store (of 9). The watch runs on a
+            // thread of its own: a test task can wake late on a busy machine, after the job has finished.
             let log = world.dataDirectory.appendingPathComponent("online/driver_hourly_stats@v1.log").path
-            let deadline = Date().addingTimeInterval(60)
-            while Date() < deadline, ((try? FileManager.default.attributesOfItem(atPath: log)[.size] as? Int) ?? 0) < 200_000 {
-                try await Task.sleep(for: .milliseconds(5))
+            let pid = first.process.processIdentifier
+            let watcher = Thread {
+                let deadline = Date().addingTimeInterval(60)
+                while Date() < deadline, ((try? FileManager.default.attributesOfItem(atPath: log)[.size] as? Int) ?? 0) < 200_000 {
+                    usleep(1_000)
+                }
+                kill(pid, SIGKILL)
             }
-            first.signal(SIGKILL)
+            watcher.start()
+            while first.process.isRunning { try await Task.sleep(for: .milliseconds(20)) }
             _ = first.stop()
             let chunks = try await world.jobs.chunks(of: started.backfill.id)
             #expect(chunks.allSatisfy { $0.state != .succeeded }, "the job finished before the kill")
