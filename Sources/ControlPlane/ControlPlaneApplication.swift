@@ -41,7 +41,7 @@ public enum ControlPlaneApplication {
         }
         var server: HTTPServerBuilder = .http1()
         if let tls = configuration.tls {
-            server = try .tls(.http1(), tlsConfiguration: TLSFiles(certificate: tls.certificate, key: tls.key).serverConfiguration())
+            server = try .tls(.http1(), tlsConfiguration: tls.serverConfiguration())
         }
         var application = Application(
             router: router, server: server,

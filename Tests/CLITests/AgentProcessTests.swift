@@ -52,15 +52,7 @@ final class AgentProcess {
 
     /// SIGTERM, then the exit status. An agent still running 30 s later fails the test and is killed.
     func stop() -> Int32 {
-        if process.isRunning { process.terminate() }
-        let deadline = Date().addingTimeInterval(30)
-        while process.isRunning, Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
-        if process.isRunning {
-            Issue.record("\(name) did not exit within 30 s of SIGTERM; its log ends:\n\(log.suffix(3_000))")
-            kill(process.processIdentifier, SIGKILL)
-        }
-        process.waitUntilExit()
-        return process.terminationStatus
+        process.terminateAndWait(name: name) { log }
     }
 
     deinit { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }

@@ -1,6 +1,7 @@
 import DataPlane
 import Foundation
 import Shared
+import Synchronization
 import Testing
 import Yams
 
@@ -39,14 +40,13 @@ struct ContainerKitTests {
     }
 
     /// `binary subcommands… --help`, once each.
-    nonisolated(unsafe) static var helpCache: [[String]: (Int32, String)] = [:]
-    static let helpLock = NSLock()
+    static let helpCache = Mutex<[[String]: (status: Int32, text: String)]>([:])
     static func help(_ binary: String, _ subcommands: [String]) throws -> (status: Int32, text: String) {
         let key = [binary] + subcommands
-        if let cached = helpLock.withLock({ helpCache[key] }) { return cached }
-        let result = try DeployKitTests.run(LarderBinary.directory.appendingPathComponent(binary).path, subcommands + ["--help"])
-        helpLock.withLock { helpCache[key] = (result.status, result.output) }
-        return (result.status, result.output)
+        if let cached = helpCache.withLock({ $0[key] }) { return cached }
+        let result = try LarderBinary.command([LarderBinary.directory.appendingPathComponent(binary).path] + subcommands + ["--help"])
+        helpCache.withLock { $0[key] = (result.status, result.standardOutput) }
+        return (result.status, result.standardOutput)
     }
 
     /// What is wrong with a command line: a binary we do not build, a subcommand or a flag it lacks.

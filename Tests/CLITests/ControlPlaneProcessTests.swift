@@ -57,15 +57,7 @@ final class ControlPlaneProcess {
     /// Sends SIGTERM and waits; returns the exit status. A server that has not exited 30 s later fails the
     /// test (its graceful shutdown hung: the log's tail is in the issue) and is killed, so a run never hangs.
     func stop() -> Int32 {
-        if process.isRunning { process.terminate() }
-        let deadline = Date().addingTimeInterval(30)
-        while process.isRunning, Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
-        if process.isRunning {
-            Issue.record("larder-control did not exit within 30 s of SIGTERM; its log ends:\n\(log.suffix(3_000))")
-            Foundation.kill(process.processIdentifier, SIGKILL)
-        }
-        process.waitUntilExit()
-        return process.terminationStatus
+        process.terminateAndWait(name: "larder-control") { log }
     }
 
     /// Sends `signal` and waits for the process to end.

@@ -9,20 +9,6 @@ struct DeployKitTests {
     static let systemd = LarderBinary.root.appendingPathComponent("deploy/systemd")
     static let units = ["larder-control.service", "larder-agent.service"]
 
-    /// Runs a program and returns its status, standard output and standard error.
-    static func run(_ executable: String, _ arguments: [String]) throws -> (status: Int32, output: String, error: String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        let output = Pipe(), error = Pipe()
-        process.standardOutput = output
-        process.standardError = error
-        try process.run()
-        let out = output.fileHandleForReading.readDataToEndOfFile(), err = error.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: out, as: UTF8.self), String(decoding: err, as: UTF8.self))
-    }
-
     /// The `key=value` settings of a unit file, in order.
     static func settings(_ text: String) -> [(key: String, value: String)] {
         text.split(separator: "\n").compactMap { line in
@@ -41,10 +27,10 @@ struct DeployKitTests {
             #expect(words[0].hasPrefix("/usr/local/bin/"), "\(command)")
             let binary = LarderBinary.directory.appendingPathComponent((words[0] as NSString).lastPathComponent).path
             #expect(FileManager.default.isExecutableFile(atPath: binary), "\(unit): \(words[0]) is not a binary we build")
-            let help = try Self.run(binary, [words[1], "--help"])
+            let help = try LarderBinary.command([binary, words[1], "--help"])
             #expect(help.status == 0, "\(unit): '\(words[1])' is not a subcommand of \(words[0])")
             for flag in words.dropFirst(2) where flag.hasPrefix("--") {
-                #expect(help.output.contains(flag), "\(unit): \(words[0]) \(words[1]) has no \(flag)")
+                #expect(help.standardOutput.contains(flag), "\(unit): \(words[0]) \(words[1]) has no \(flag)")
             }
         }
     }
@@ -62,8 +48,8 @@ struct DeployKitTests {
             paths.append(path)
         }
         let analyze = ["/usr/bin/systemd-analyze", "/bin/systemd-analyze"].first { FileManager.default.isExecutableFile(atPath: $0) }
-        let result = try Self.run(try #require(analyze, "systemd-analyze is missing (scripts/test installs it)"), ["verify"] + paths)
-        #expect(result.status == 0 && result.error.isEmpty, "\(result.error)")
+        let result = try LarderBinary.command([try #require(analyze, "systemd-analyze is missing (scripts/test installs it)"), "verify"] + paths)
+        #expect(result.status == 0 && result.standardError.isEmpty, "\(result.standardError)")
     }
 
     @Test("hardening: a dedicated user, no new privileges, a read-only system, no capabilities; the agent's state in its own 0700 directory", arguments: units)

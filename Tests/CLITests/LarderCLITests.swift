@@ -45,10 +45,50 @@ enum LarderBinary {
             standardError: String(decoding: errData, as: UTF8.self))
     }
 
+    /// Runs any command (found on PATH), its output collected in files (no pipe to fill up); `environment` replaces the inherited one when given.
+    @discardableResult
+    static func command(_ arguments: [String], environment: [String: String]? = nil, in folder: URL? = nil) throws -> LarderBinary.Result {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = arguments
+        if let environment { process.environment = environment }
+        if let folder { process.currentDirectoryURL = folder }
+        let log = FileManager.default.temporaryDirectory.appendingPathComponent("larder-run-\(UUID().uuidString)")
+        FileManager.default.createFile(atPath: log.path + ".out", contents: nil)
+        FileManager.default.createFile(atPath: log.path + ".err", contents: nil)
+        defer {
+            try? FileManager.default.removeItem(atPath: log.path + ".out")
+            try? FileManager.default.removeItem(atPath: log.path + ".err")
+        }
+        process.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: log.path + ".out"))
+        process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: log.path + ".err"))
+        try process.run()
+        process.waitUntilExit()
+        return LarderBinary.Result(
+            status: process.terminationStatus, standardOutput: try String(contentsOfFile: log.path + ".out", encoding: .utf8),
+            standardError: try String(contentsOfFile: log.path + ".err", encoding: .utf8))
+    }
+
     static func temporaryDirectory() throws -> URL {
         let url = FileManager.default.temporaryDirectory.appendingPathComponent("larder-cli-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
         return url
+    }
+}
+
+extension Process {
+    /// SIGTERM, then up to 30 s for the exit (the status is returned). A process still running then fails the
+    /// test, with the tail of its log, and is killed: a hung shutdown fails a run instead of stalling it.
+    func terminateAndWait(name: String, log: () -> String) -> Int32 {
+        if isRunning { terminate() }
+        let deadline = Date().addingTimeInterval(30)
+        while isRunning, Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
+        if isRunning {
+            Issue.record("\(name) did not exit within 30 s of SIGTERM; its log ends:\n\(log().suffix(3_000))")
+            kill(processIdentifier, SIGKILL)
+        }
+        waitUntilExit()
+        return terminationStatus
     }
 }
 

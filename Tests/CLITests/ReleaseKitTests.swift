@@ -15,30 +15,6 @@ struct ReleaseKitTests {
     static let buildScript = LarderBinary.root.appendingPathComponent("deploy/release/build").path
     static let installScript = LarderBinary.root.appendingPathComponent("deploy/install.sh").path
 
-    /// Runs a command, its output collected; `environment` replaces the inherited one when given.
-    @discardableResult
-    static func run(_ arguments: [String], environment: [String: String]? = nil, in folder: URL? = nil) throws -> LarderBinary.Result {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = arguments
-        if let environment { process.environment = environment }
-        if let folder { process.currentDirectoryURL = folder }
-        let log = FileManager.default.temporaryDirectory.appendingPathComponent("larder-run-\(UUID().uuidString)")
-        FileManager.default.createFile(atPath: log.path + ".out", contents: nil)
-        FileManager.default.createFile(atPath: log.path + ".err", contents: nil)
-        defer {
-            try? FileManager.default.removeItem(atPath: log.path + ".out")
-            try? FileManager.default.removeItem(atPath: log.path + ".err")
-        }
-        process.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: log.path + ".out"))
-        process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: log.path + ".err"))
-        try process.run()
-        process.waitUntilExit()
-        return LarderBinary.Result(
-            status: process.terminationStatus, standardOutput: try String(contentsOfFile: log.path + ".out", encoding: .utf8),
-            standardError: try String(contentsOfFile: log.path + ".err", encoding: .utf8))
-    }
-
     /// The real, effective, saved and filesystem uids of a process, deduplicated.
     static func uids(of pid: Int32) -> Set<Int> {
         let status = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
@@ -88,13 +64,13 @@ struct ReleaseKitTests {
     /// Packages the built binaries, checks the tarball, installs it into a root of its own; returns the root.
     static func packageAndInstall(in folder: URL) throws -> URL {
         let dist = folder.appendingPathComponent("dist")
-        let built = try Self.run([Self.buildScript, "--binaries", LarderBinary.directory.path, "--output", dist.path])
+        let built = try LarderBinary.command([Self.buildScript, "--binaries", LarderBinary.directory.path, "--output", dist.path])
         #expect(built.status == 0, "\(built.standardError)")
         let tarball = try #require(try FileManager.default.contentsOfDirectory(atPath: dist.path).first { $0.hasSuffix(".tar.gz") })
         #expect(tarball.hasPrefix("larder-\(LarderVersion.number)-linux-"))
-        let checked = try Self.run(["sha256sum", "-c", "SHA256SUMS"], in: dist)
+        let checked = try LarderBinary.command(["sha256sum", "-c", "SHA256SUMS"], in: dist)
         #expect(checked.status == 0 && checked.standardOutput.contains("\(tarball): OK"), "\(checked.standardOutput)\(checked.standardError)")
-        let listing = try Self.run(["tar", "-tzf", dist.appendingPathComponent(tarball).path])
+        let listing = try LarderBinary.command(["tar", "-tzf", dist.appendingPathComponent(tarball).path])
         let release = String(tarball.dropLast(".tar.gz".count))
         for entry in ["bin/larder", "bin/larder-control", "bin/larder-agent", "systemd/larder-control.service", "systemd/larder-agent.service",
                       "install.sh", "VERSION"] {
@@ -109,7 +85,7 @@ struct ReleaseKitTests {
         try bytes.write(to: tampered.appendingPathComponent(tarball))
         try FileManager.default.copyItem(at: dist.appendingPathComponent("SHA256SUMS"), to: tampered.appendingPathComponent("SHA256SUMS"))
         let untouched = try Self.seededRoot(in: tampered)
-        let refused = try Self.run(["bash", Self.installScript, tampered.appendingPathComponent(tarball).path, "--root", untouched.path, "--no-enable"])
+        let refused = try LarderBinary.command(["bash", Self.installScript, tampered.appendingPathComponent(tarball).path, "--root", untouched.path, "--no-enable"])
         #expect(refused.status != 0 && refused.standardError.contains("checksum mismatch"), "\(refused.standardError)")
         #expect(try FileManager.default.contentsOfDirectory(atPath: untouched.path) == ["etc"])
         #expect(!(try String(contentsOf: untouched.appendingPathComponent("etc/passwd"), encoding: .utf8)).contains("larder"))
@@ -117,7 +93,7 @@ struct ReleaseKitTests {
         // Installed into a root of its own, twice (the second run changes nothing).
         let root = try Self.seededRoot(in: folder)
         for run in 1...2 {
-            let installed = try Self.run(["bash", Self.installScript, dist.appendingPathComponent(tarball).path, "--root", root.path, "--no-enable"])
+            let installed = try LarderBinary.command(["bash", Self.installScript, dist.appendingPathComponent(tarball).path, "--root", root.path, "--no-enable"])
             #expect(installed.status == 0, "run \(run): \(installed.standardError)")
             if run == 2 { #expect(installed.standardOutput.contains("user larder: exists") && installed.standardOutput.contains("larder-control.service: unchanged")) }
         }
@@ -129,7 +105,7 @@ struct ReleaseKitTests {
         for binary in ["larder", "larder-control", "larder-agent"] {
             let link = root.appendingPathComponent("usr/local/bin/\(binary)").path
             #expect(try FileManager.default.destinationOfSymbolicLink(atPath: link) == "../lib/larder/\(LarderVersion.number)/bin/\(binary)")
-            let version = try Self.run([link, "--version"])
+            let version = try LarderBinary.command([link, "--version"])
             #expect(version.standardOutput.hasPrefix(LarderVersion.number + " (revision "), "\(binary): \(version.standardOutput)")
         }
         let units = root.appendingPathComponent("etc/systemd/system")
@@ -184,7 +160,7 @@ struct ReleaseKitTests {
             }
             logFile = FileManager.default.temporaryDirectory.appendingPathComponent("larder-unit-\(UUID().uuidString).log")
             if let pre = value("ExecStartPre") {
-                let result = try ReleaseKitTests.run(privileged(command(pre)), environment: environment)
+                let result = try LarderBinary.command(privileged(command(pre)), environment: environment)
                 guard result.status == 0 else { throw LarderBinary.Failure(description: "ExecStartPre \(pre) failed: \(result.standardError)") }
             }
             process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
@@ -258,7 +234,7 @@ struct ReleaseKitTests {
             chmod(tokenFile, 0o644)
             chmod(settingsFile, 0o644)
             let data = root.appendingPathComponent("var/lib/larder-agent").path
-            let enrolled = try Self.run([
+            let enrolled = try LarderBinary.command([
                 "setpriv", "--reuid=\(agentAccount.uid)", "--regid=\(agentAccount.gid)", "--clear-groups", "--",
                 root.appendingPathComponent("usr/local/bin/larder-agent").path, "enroll", "--url", baseURL, "--token-file", tokenFile,
                 "--data-dir", data, "--settings", settingsFile,

@@ -3,7 +3,6 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import Logging
-import ServiceLifecycle
 import Shared
 import Testing
 
@@ -46,25 +45,14 @@ struct AgentVersionRefusalTests {
             Response(status: .unauthorized, headers: [.contentType: "application/problem+json"], body: .init(byteBuffer: ByteBuffer(
                 string: #"{"type":"urn:larder:problem:unauthenticated","title":"Unauthorized","status":401,"detail":"the token is revoked"}"#)))
         }
-        let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
-        let application = Application(
-            router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)),
-            onServerRunning: { channel in
-                continuation.yield(channel.localAddress?.port ?? 0)
-                continuation.finish()
-            }, logger: Logger(label: "test-control-plane"))
-        let services = ServiceGroup(configuration: .init(services: [application], logger: Logger(label: "test-control-plane")))
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { try await services.run() }
-            var port = 0
-            for await value in ports { port = value }
+        try await withLoopbackServer(router, label: "test-control-plane") { base in
             let folder = FileManager.default.temporaryDirectory.appendingPathComponent("larder-version-\(UUID().uuidString)")
             defer { try? FileManager.default.removeItem(at: folder) }
             let logs = CapturedLogs()
             func runner(_ path: String) -> AgentRunner {
                 AgentRunner(
                     configuration: AgentConfiguration(
-                        controlPlaneURL: "http://127.0.0.1:\(port)\(path)", token: "lrd_test", publicKey: key, dataDirectory: folder.path),
+                        controlPlaneURL: base + path, token: "lrd_test", publicKey: key, dataDirectory: folder.path),
                     executors: [], logger: logs.logger)
             }
             let started = ContinuousClock.now
@@ -85,8 +73,6 @@ struct AgentVersionRefusalTests {
                 ($0 as? AgentRunner.Refusal)?.description.contains("refused this agent's token") == true
             }
             try await revoked.http.shutdown()
-            await services.triggerGracefulShutdown()
-            try await group.waitForAll()
         }
     }
 }

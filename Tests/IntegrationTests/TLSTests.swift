@@ -11,7 +11,7 @@ struct TLSTests {
     func servesHTTPS() async throws {
         let certificates = try ThrowawayCertificates()
         defer { try? FileManager.default.removeItem(at: certificates.folder) }
-        try await TestControlPlane.withControlPlane(tls: (certificates.serverCertificate, certificates.serverKey)) { server in
+        try await TestControlPlane.withControlPlane(tls: TLSFiles(certificate: certificates.serverCertificate, key: certificates.serverKey)) { server in
             #expect(server.baseURL.hasPrefix("https://127.0.0.1:"))
             var tls = TLSConfiguration.makeClientConfiguration()
             tls.trustRoots = .file(certificates.caCertificate)

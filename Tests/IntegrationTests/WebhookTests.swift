@@ -42,28 +42,7 @@ struct WebhookTests {
                 signature: request.headers[HTTPField.Name("Larder-Signature")!] ?? "", body: Array(bytes.readableBytesView))
             return accepted ? .ok : .serviceUnavailable
         }
-        let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
-        let application = Application(
-            router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)),
-            onServerRunning: { channel in
-                continuation.yield(channel.localAddress?.port ?? 0)
-                continuation.finish()
-            }, logger: Logger(label: "test-receiver"))
-        return try await withThrowingTaskGroup(of: Void.self) { group in
-            let services = ServiceGroup(configuration: .init(services: [application], logger: Logger(label: "test-receiver")))
-            group.addTask { try await services.run() }
-            var port = 0
-            for await value in ports { port = value }
-            do {
-                let result = try await body("http://127.0.0.1:\(port)/hook")
-                await services.triggerGracefulShutdown()
-                try await group.waitForAll()
-                return result
-            } catch {
-                await services.triggerGracefulShutdown()
-                throw error
-            }
-        }
+        return try await withLoopbackServer(router, label: "test-receiver") { base in try await body(base + "/hook") }
     }
 
     @Test("each alert event reaches the receiver once it answers 2xx, signed with HMAC-SHA256, retried with backoff through an outage, never accepted twice")

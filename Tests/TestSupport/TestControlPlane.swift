@@ -26,7 +26,7 @@ public enum TestControlPlane {
     /// `tls` (certificate chain and key PEM files) makes it serve HTTPS.
     public static func withControlPlane<Result: Sendable>(
         database: PostgresURL? = nil, logger: Logger? = nil, adminToken: APIToken = .generate(),
-        tls: (certificate: String, key: String)? = nil, jobs: JobSettings = JobSettings(schedulerEnabled: false),
+        tls: TLSFiles? = nil, jobs: JobSettings = JobSettings(schedulerEnabled: false),
         alertWebhooks: AlertWebhookSettings? = nil, _ body: (RunningControlPlane) async throws -> Result
     ) async throws -> Result {
         if let database {
@@ -38,7 +38,7 @@ public enum TestControlPlane {
     }
 
     static func run<Result: Sendable>(
-        on database: PostgresURL, logger: Logger?, adminToken: APIToken, tls: (certificate: String, key: String)?, jobs: JobSettings,
+        on database: PostgresURL, logger: Logger?, adminToken: APIToken, tls: TLSFiles?, jobs: JobSettings,
         alertWebhooks: AlertWebhookSettings? = nil, _ body: (RunningControlPlane) async throws -> Result
     ) async throws -> Result {
         let logger = logger ?? {

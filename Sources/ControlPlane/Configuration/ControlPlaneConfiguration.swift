@@ -32,7 +32,7 @@ public struct ControlPlaneConfiguration: Sendable {
     /// The port to listen on; 0 picks a free one.
     public var port: Int
     /// PEM certificate chain and private key files, when serving HTTPS.
-    public var tls: (certificate: String, key: String)?
+    public var tls: TLSFiles?
     /// The log level.
     public var logLevel: Logger.Level
     /// The most database connections the pool opens.
@@ -52,7 +52,7 @@ public struct ControlPlaneConfiguration: Sendable {
 
     /// Creates a configuration.
     public init(
-        database: PostgresURL, host: String = "127.0.0.1", port: Int = 7070, tls: (certificate: String, key: String)? = nil,
+        database: PostgresURL, host: String = "127.0.0.1", port: Int = 7070, tls: TLSFiles? = nil,
         logLevel: Logger.Level = .info, databasePoolSize: Int = 20, bootstrapToken: APIToken? = nil, jobs: JobSettings = JobSettings(),
         alertWebhooks: AlertWebhookSettings? = nil
     ) {
@@ -82,11 +82,11 @@ public struct ControlPlaneConfiguration: Sendable {
             throw Invalid(description: "LARDER_DATABASE_URL: \(error.description)")
         }
         let (host, port) = try Self.parseListen(listen ?? environment["LARDER_LISTEN"] ?? "127.0.0.1:7070")
-        var tls: (String, String)?
+        var tls: TLSFiles?
         let certificate = tlsCertificate ?? environment["LARDER_TLS_CERTIFICATE"]
         let key = tlsKey ?? environment["LARDER_TLS_KEY"]
         switch (certificate, key) {
-        case (let certificate?, let key?): tls = (certificate, key)
+        case (let certificate?, let key?): tls = TLSFiles(certificate: certificate, key: key)
         case (nil, nil): tls = nil
         default: throw Invalid(description: "TLS needs both a certificate (LARDER_TLS_CERTIFICATE) and a key (LARDER_TLS_KEY)")
         }

@@ -115,18 +115,18 @@ public struct AgentRunner: Service {
                 throw Refusal(description: "the control plane refused this agent's token: \(problem.detail)")
             } catch let refusal as Refusal {
                 throw refusal
-            } catch let problem as ProblemDetails where problem.type.hasSuffix(":agent-version-unsupported") {
-                // Upgrading: the control plane goes first; until it has, this agent serves but claims nothing.
-                logger.error("the control plane does not accept this agent's release; retrying", metadata: [
-                    "larder.error": .string(problem.detail), "larder.retry_seconds": "\(delay)",
-                ])
-                try await Task.sleep(for: .seconds(delay))
-                delay = min(delay * 2, 30)
             } catch {
                 if Task.isCancelled { throw CancellationError() }
-                logger.warning("cannot reach the control plane; retrying", metadata: [
-                    "larder.error": .string(String(describing: error)), "larder.retry_seconds": "\(delay)",
-                ])
+                if let problem = error as? ProblemDetails, problem.type.hasSuffix(":agent-version-unsupported") {
+                    // Upgrading: the control plane goes first; until it has, this agent serves but claims nothing.
+                    logger.error("the control plane does not accept this agent's release; retrying", metadata: [
+                        "larder.error": .string(problem.detail), "larder.retry_seconds": "\(delay)",
+                    ])
+                } else {
+                    logger.warning("cannot reach the control plane; retrying", metadata: [
+                        "larder.error": .string(String(describing: error)), "larder.retry_seconds": "\(delay)",
+                    ])
+                }
                 try await Task.sleep(for: .seconds(delay))
                 delay = min(delay * 2, 30)
             }
