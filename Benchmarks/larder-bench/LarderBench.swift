@@ -12,7 +12,7 @@ struct LarderBench {
         let arguments = CommandLine.arguments.dropFirst()
         if arguments.first == "serve-features" {
             // The child process of the serving benchmark.
-            try await serveFeatures(entities: Int(arguments.dropFirst().first ?? "") ?? 1_000_000)
+            try await serveFeatures(entities: Int(arguments.dropFirst().first ?? "") ?? 1_000_000, routerOnly: arguments.dropFirst(2).first == "router-only")
             return
         }
         let selected = Set(arguments.filter { !$0.hasPrefix("-") })

@@ -143,15 +143,17 @@ extension LarderBench {
         }
     }
 
-    /// `larder-bench serve-features ENTITIES`: the child process of the HTTP
+    /// `larder-bench serve-features ENTITIES [router-only]`: the child process of the HTTP
     /// benchmark. Prints `ready <url> <token>` once it listens; runs until SIGTERM.
-    static func serveFeatures(entities: Int) async throws {
+    /// `router-only` serves feature reads through the router, as before they were answered on the event loops.
+    static func serveFeatures(entities: Int, routerOnly: Bool) async throws {
         let world = try ServingWorld(entities: entities)
         defer { world.remove() }
         var logger = Logger(label: "bench-server")
         logger.logLevel = .warning
-        let router = FeatureServer.makeRouter(
-            settings: .init(host: "127.0.0.1", port: 0, maxBatchEntities: 1_000), reader: world.reader, guard: world.accessGuard, metrics: AgentMetrics())
+        let settings = AgentConfiguration.ServingSettings(host: "127.0.0.1", port: 0, maxBatchEntities: 1_000)
+        let metrics = AgentMetrics()
+        let router = FeatureServer.makeRouter(settings: settings, reader: world.reader, guard: world.accessGuard, metrics: metrics)
         // Calibration: the HTTP cost of a request like a feature read (a POST whose body is
         // read, a 1 KiB answer) with none of the feature server's work.
         let answer = ByteBuffer(bytes: Array(repeating: UInt8(ascii: " "), count: 1_024))
@@ -161,8 +163,11 @@ extension LarderBench {
             headers[.contentType] = "application/json"
             return Response(status: .ok, headers: headers, body: .init(byteBuffer: answer))
         }
+        // The agent's HTTP/1 setup: feature reads answered on the event loops, the rest by the router.
         let server = Application(
-            router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0), serverName: "larder-bench"),
+            router: router,
+            server: routerOnly ? .http1() : FeatureServer.http1(settings: settings, reader: world.reader, guard: world.accessGuard, metrics: metrics, logger: logger),
+            configuration: .init(address: .hostname("127.0.0.1", port: 0), serverName: "larder-bench"),
             onServerRunning: { channel in
                 FileHandle.standardOutput.write(Data("ready http://127.0.0.1:\(channel.localAddress?.port ?? 0) \(world.token)\n".utf8))
             },
@@ -214,31 +219,39 @@ extension LarderBench {
             print("\nwrk is not installed (apt-get install wrk): skipping the HTTP part")
             return
         }
-        let child = Process()
-        child.executableURL = URL(fileURLWithPath: CommandLine.arguments[0])
-        child.arguments = ["serve-features", "\(entities)"]
-        let output = Pipe()
-        child.standardOutput = output
-        try child.run()
-        defer {
+        /// A `serve-features` child: its process, address and token.
+        func startServer(routerOnly: Bool = false) throws -> (process: Process, url: String, token: String) {
+            let child = Process()
+            child.executableURL = URL(fileURLWithPath: CommandLine.arguments[0])
+            child.arguments = ["serve-features", "\(entities)"] + (routerOnly ? ["router-only"] : [])
+            let output = Pipe()
+            child.standardOutput = output
+            try child.run()
+            var line = ""
+            let handle = output.fileHandleForReading
+            while !line.hasSuffix("\n") {
+                let byte = handle.readData(ofLength: 1)
+                guard !byte.isEmpty else { throw CocoaError(.fileReadUnknown) }
+                line += String(decoding: byte, as: UTF8.self)
+            }
+            let parts = line.split(separator: " ").map { String($0).trimmingCharacters(in: .whitespacesAndNewlines) }
+            guard parts.count == 3, parts[0] == "ready" else { throw CocoaError(.fileReadCorruptFile) }
+            return (child, parts[1], parts[2])
+        }
+        func stop(_ child: Process) {
             child.terminate()
             child.waitUntilExit()
         }
-        var line = ""
-        let handle = output.fileHandleForReading
-        while !line.hasSuffix("\n") {
-            let byte = handle.readData(ofLength: 1)
-            guard !byte.isEmpty else { throw CocoaError(.fileReadUnknown) }
-            line += String(decoding: byte, as: UTF8.self)
-        }
-        let parts = line.split(separator: " ").map { String($0).trimmingCharacters(in: .whitespacesAndNewlines) }
-        guard parts.count == 3, parts[0] == "ready" else { throw CocoaError(.fileReadCorruptFile) }
-        let url = parts[1], token = parts[2]
+        let (child, url, token) = try startServer()
+        defer { stop(child) }
         let script = FileManager.default.temporaryDirectory.appendingPathComponent("larder-bench-\(UUID().uuidString).lua")
         try wrkScript.write(to: script, atomically: true, encoding: .utf8)
         defer { try? FileManager.default.removeItem(at: script) }
 
-        func load(batch: Int, threads: Int, connections: Int, delayMilliseconds: Int = 0, health: Bool = false, echo: Bool = false) throws -> LoadResult {
+        func load(
+            batch: Int, threads: Int, connections: Int, delayMilliseconds: Int = 0, health: Bool = false, echo: Bool = false, url: String = url,
+            token: String = token
+        ) throws -> LoadResult {
             let process = Process()
             process.executableURL = URL(fileURLWithPath: wrk)
             process.arguments = ["-t\(threads)", "-c\(connections)", "-d\(seconds)s", "--timeout", "5s", "-s", script.path, url]
@@ -278,5 +291,16 @@ extension LarderBench {
             row("closed loop", 100, connections == 1 ? 1 : 2, connections, try load(batch: 100, threads: connections == 1 ? 1 : 2, connections: connections))
         }
         print("(server process peak memory: \(peakResidentMiB(process: "\(child.processIdentifier)")) MiB)")
+
+        // The same reads answered through the router (Hummingbird's asynchronous path), in the same run.
+        stop(child)
+        let (routed, routedURL, routedToken) = try startServer(routerOnly: true)
+        defer { stop(routed) }
+        _ = try load(batch: 1, threads: 1, connections: 4, url: routedURL, token: routedToken)
+        print("\n| through the router (as before the event-loop path) | entities per request | wrk threads × connections | requests/s | p50 | p99 | p99.9 | max | errors |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        row("paced", 1, 1, 16, try load(batch: 1, threads: 1, connections: 16, delayMilliseconds: 2, url: routedURL, token: routedToken))
+        row("closed loop", 1, 2, 32, try load(batch: 1, threads: 2, connections: 32, url: routedURL, token: routedToken))
+        row("closed loop", 100, 2, 8, try load(batch: 100, threads: 2, connections: 8, url: routedURL, token: routedToken))
     }
 }

@@ -1,15 +1,17 @@
 import Hummingbird
+import HummingbirdCore
 import Logging
 import ServiceLifecycle
 
 /// Runs `router` on a free port of 127.0.0.1 while `body` runs; `body` gets `http://127.0.0.1:<port>`.
-/// For stand-ins of the other side of a protocol: a webhook receiver, a control plane.
-func withLoopbackServer<Result: Sendable>(
-    _ router: Router<BasicRequestContext>, label: String, _ body: @Sendable (String) async throws -> Result
-) async throws -> Result {
+/// For stand-ins of the other side of a protocol (a webhook receiver, a control plane),
+/// and for the agent's feature server with its own HTTP/1 setup (`server`).
+func withLoopbackServer<Context: RequestContext, Result: Sendable>(
+    _ router: Router<Context>, server: HTTPServerBuilder = .http1(), label: String, _ body: @Sendable (String) async throws -> Result
+) async throws -> Result where Context.Source == ApplicationRequestContextSource {
     let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
     let application = Application(
-        router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)),
+        router: router, server: server, configuration: .init(address: .hostname("127.0.0.1", port: 0)),
         onServerRunning: { channel in
             continuation.yield(channel.localAddress?.port ?? 0)
             continuation.finish()

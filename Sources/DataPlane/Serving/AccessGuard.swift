@@ -33,8 +33,24 @@ public final class AccessGuard: Sendable {
         var entries: [String: (entry: AccessSnapshot.Entry, hash: [UInt8])] = [:]
     }
 
+    /// An allowed token remembered by one connection (see `readmits`), so
+    /// that its next requests skip parsing and hashing it again. It holds only
+    /// while the guard keeps the snapshot it was checked against, and until
+    /// that snapshot or the token expires: a revocation arrives as a new
+    /// snapshot, so it ends every admission at once.
+    public struct Admission: Sendable {
+        /// The `Authorization` header it was granted for, exactly.
+        var header: String
+        var role: WorkspaceRole
+        var principal: String
+        var generation: UInt64
+        var until: Date
+    }
+
     private let file: SignedSnapshotFile<AccessSnapshot>
     private let state: Mutex<State>
+    /// Counts snapshot installs; admissions name the one they were granted under.
+    private let generation = Atomic<UInt64>(0)
 
     /// A guard keeping its snapshot in `file`; reads the one there, if it is
     /// valid, for workspace `workspace` (nil: whichever it is for).
@@ -69,6 +85,7 @@ public final class AccessGuard: Sendable {
             if let held = state.snapshot, (held.version, held.issuedAt) >= (snapshot.version, snapshot.issuedAt) { return held }
             try file.write(document)
             state = Self.state(of: snapshot)
+            generation.add(1, ordering: .releasing)
             return snapshot
         }
     }
@@ -85,23 +102,38 @@ public final class AccessGuard: Sendable {
     /// `Bearer `) holds `role` at `now`: `consumer` to read features,
     /// `operator` to push rows.
     public func authorize(token: String?, now: Date = Date(), role: WorkspaceRole = .consumer) -> Decision {
+        decide(token: token, header: "", now: now, role: role).decision
+    }
+
+    /// Whether `admission` still lets `header` in with `role` at `now`: the
+    /// same header and role, the same snapshot held, neither it nor the token expired.
+    func readmits(_ admission: Admission, header: String, role: WorkspaceRole, now: Date) -> Bool {
+        admission.header == header && admission.role == role && now < admission.until
+            && generation.load(ordering: .acquiring) == admission.generation
+    }
+
+    /// `authorize`, and for an allowed token the admission a connection may
+    /// keep for later requests carrying the same `header`.
+    func decide(token: String?, header: String, now: Date, role: WorkspaceRole) -> (decision: Decision, admission: Admission?) {
         // Parsing and hashing happen outside the lock: every feature read passes here.
         let parsed = token.flatMap { APIToken(parsing: $0) }
-        let (expiresAt, held) = state.withLock { state in
-            (state.snapshot?.expiresAt, parsed.flatMap { state.entries[$0.publicID] })
+        let (expiresAt, held, generation) = state.withLock { state in
+            (state.snapshot?.expiresAt, parsed.flatMap { state.entries[$0.publicID] }, self.generation.load(ordering: .acquiring))
         }
         guard let expiresAt else {
-            return .unavailable("the agent has no access snapshot yet; it fetches one from the control plane when it connects")
+            return (.unavailable("the agent has no access snapshot yet; it fetches one from the control plane when it connects"), nil)
         }
         guard now < expiresAt else {
-            return .unavailable("the agent's access snapshot expired at \(RFC3339.format(expiresAt)); it has not reached the control plane since")
+            return (.unavailable("the agent's access snapshot expired at \(RFC3339.format(expiresAt)); it has not reached the control plane since"), nil)
         }
-        guard let token, !token.isEmpty else { return .unauthenticated("send a token as 'Authorization: Bearer lrd_…'") }
+        guard let token, !token.isEmpty else { return (.unauthenticated("send a token as 'Authorization: Bearer lrd_…'"), nil) }
         guard let parsed, let held, parsed.matches(storedHash: held.hash) else {
-            return .unauthenticated("the token is not valid for this workspace")
+            return (.unauthenticated("the token is not valid for this workspace"), nil)
         }
-        if let expiry = held.entry.tokenExpiresAt, expiry <= now { return .unauthenticated("the token expired at \(RFC3339.format(expiry))") }
-        guard held.entry.roles.contains(role) else { return .forbidden(principal: held.entry.principal) }
-        return .allowed(principal: held.entry.principal)
+        if let expiry = held.entry.tokenExpiresAt, expiry <= now { return (.unauthenticated("the token expired at \(RFC3339.format(expiry))"), nil) }
+        guard held.entry.roles.contains(role) else { return (.forbidden(principal: held.entry.principal), nil) }
+        let until = min(expiresAt, held.entry.tokenExpiresAt ?? expiresAt)
+        return (.allowed(principal: held.entry.principal),
+                Admission(header: header, role: role, principal: held.entry.principal, generation: generation, until: until))
     }
 }

@@ -20,6 +20,9 @@ import Synchronization
 /// - `GET /healthz`, `GET /readyz`: liveness, and whether the agent holds the
 ///   snapshots it needs to answer (no token: they reveal nothing else).
 public enum FeatureServer {
+    /// The `Server` header's value.
+    static let serverName = "larder-agent"
+
     /// The server for `settings`, as a service to run in the agent's group.
     /// `onListening` receives the bound address (`http://host:port`, or `https://` with TLS settings).
     /// Throws when the TLS certificate or key cannot be read.
@@ -28,17 +31,28 @@ public enum FeatureServer {
         push: PushIngestor? = nil, datasets: DatasetRoute? = nil, logger: Logger, onListening: @escaping @Sendable (String) async -> Void = { _ in }
     ) throws -> some Service {
         let router = makeRouter(settings: settings, reader: reader, guard: accessGuard, metrics: metrics, push: push, datasets: datasets)
-        let server: HTTPServerBuilder = try settings.tls.map { try .tls(.http1(), tlsConfiguration: $0.serverConfiguration()) } ?? .http1()
+        let http1 = http1(settings: settings, reader: reader, guard: accessGuard, metrics: metrics, logger: logger)
+        let server: HTTPServerBuilder = try settings.tls.map { try .tls(http1, tlsConfiguration: $0.serverConfiguration()) } ?? http1
         let scheme = settings.tls == nil ? "http" : "https"
         return Application(
             router: router, server: server,
-            configuration: .init(address: .hostname(settings.host, port: settings.port), serverName: "larder-agent"),
+            configuration: .init(address: .hostname(settings.host, port: settings.port), serverName: serverName),
             onServerRunning: { channel in
                 let address = "\(scheme)://\(settings.host.contains(":") ? "[\(settings.host)]" : settings.host):\(channel.localAddress?.port ?? settings.port)"
                 logger.info("feature server listening", metadata: ["larder.address": .string(address)])
                 await onListening(address)
             },
             logger: logger)
+    }
+
+    /// HTTP/1.1 with feature reads answered on each connection's event loop
+    /// (`OnlineFeaturesChannelHandler`); every other request goes to the router.
+    public static func http1(
+        settings: AgentConfiguration.ServingSettings, reader: OnlineFeatureReader, guard accessGuard: AccessGuard, metrics: AgentMetrics,
+        logger: Logger, now: @escaping @Sendable () -> Date = { Date() }
+    ) -> HTTPServerBuilder {
+        let handler = OnlineFeaturesHandler(settings: settings, reader: reader, accessGuard: accessGuard, metrics: metrics, now: now)
+        return .http1(configuration: .init(additionalChannelHandlers: [OnlineFeaturesChannelHandler(handler: handler, logger: logger)]))
     }
 
     /// The routes, for the server and for tests.
@@ -49,6 +63,7 @@ public enum FeatureServer {
         let router = Router(context: FeatureServerContext.self)
         router.add(middleware: FeatureServerErrorMiddleware())
         let handler = OnlineFeaturesHandler(settings: settings, reader: reader, accessGuard: accessGuard, metrics: metrics, now: now)
+        // Reached only when a read must wait behind another request of its connection (see OnlineFeaturesChannelHandler).
         router.post("/v1/features/online") { request, context in try await handler.handle(request, context: context) }
         if let push {
             router.post("/v1/push/:source") { request, context in
@@ -91,8 +106,21 @@ public enum FeatureServer {
     /// Lets the request on if its bearer token may read features; throws the problem otherwise.
     @discardableResult
     static func authorize(_ request: Request, guard accessGuard: AccessGuard, now: Date, role: WorkspaceRole = .consumer) throws -> String {
+        var admission: AccessGuard.Admission?
+        return try authorize(request.headers, guard: accessGuard, now: now, role: role, admission: &admission)
+    }
+
+    /// Lets a request with `headers` on if its bearer token has `role`; throws
+    /// the problem otherwise. `admission` is the connection's remembered token:
+    /// used when it still holds, replaced when a token is allowed.
+    @discardableResult
+    static func authorize(
+        _ headers: HTTPFields, guard accessGuard: AccessGuard, now: Date, role: WorkspaceRole = .consumer, admission: inout AccessGuard.Admission?
+    ) throws -> String {
+        let header = headers[.authorization]
+        if let header, let admitted = admission, accessGuard.readmits(admitted, header: header, role: role, now: now) { return admitted.principal }
         var token: String?
-        if let header = request.headers[.authorization] {
+        if let header {
             // By bytes: Foundation's case folding and trimming cost more than the rest of the check.
             let bytes = header.utf8, space = UInt8(ascii: " ")
             guard bytes.count > 7, zip(bytes, "bearer ".utf8).allSatisfy({ $0 | 0x20 == $1 }) else {
@@ -103,8 +131,11 @@ public enum FeatureServer {
             while end > start, bytes[bytes.index(before: end)] == space { end = bytes.index(before: end) }
             token = String(Substring(bytes[start..<end]))
         }
-        switch accessGuard.authorize(token: token, now: now, role: role) {
-        case .allowed(let principal): return principal
+        let (decision, granted) = accessGuard.decide(token: token, header: header ?? "", now: now, role: role)
+        switch decision {
+        case .allowed(let principal):
+            admission = granted
+            return principal
         case .unauthenticated(let detail): throw FeatureServerProblem(status: .unauthorized, code: "unauthenticated", detail: detail)
         case .forbidden(let principal):
             throw FeatureServerProblem(
@@ -128,13 +159,19 @@ public enum FeatureServer {
     }
 
     static func json(_ text: String, status: HTTPResponse.Status = .ok) -> Response {
+        json(Array(text.utf8), status: status)
+    }
+
+    static func json(_ bytes: [UInt8], status: HTTPResponse.Status = .ok) -> Response {
         var headers = HTTPFields()
         headers[.contentType] = "application/json"
-        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(string: text)))
+        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
     }
 }
 
-/// `POST /v1/features/online`.
+/// `POST /v1/features/online`: answered by `OnlineFeaturesChannelHandler` on
+/// the connection's event loop, or by the router for a read that waits its
+/// turn behind another request of its connection. Both call `respond`.
 struct OnlineFeaturesHandler: Sendable {
     let settings: AgentConfiguration.ServingSettings
     let reader: OnlineFeatureReader
@@ -142,13 +179,36 @@ struct OnlineFeaturesHandler: Sendable {
     let metrics: AgentMetrics
     let now: @Sendable () -> Date
 
+    /// The router's path: reads the body (up to its limit), then `respond`.
     func handle(_ request: Request, context: FeatureServerContext) async throws -> Response {
         let started = ContinuousClock.now
+        var body: ByteBuffer?
+        do {
+            body = try await request.body.collect(upTo: settings.maxBodyBytes)
+        } catch let error as any HTTPResponseError where error.status == .contentTooLarge {
+            body = nil
+        }
+        var admission: AccessGuard.Admission?
+        let answer = try respond(
+            headers: request.headers, body: body, started: started, requestID: context.requestID, logger: context.logger, admission: &admission)
+        return FeatureServer.json(answer)
+    }
+
+    /// The answer's JSON for a request with `headers` and `body` (nil when the
+    /// body was larger than allowed), or the problem to send, thrown. The token
+    /// is checked first (`admission`: the connection's remembered token, see
+    /// `FeatureServer.authorize`), then the body. Records the request's metrics.
+    func respond(
+        headers: HTTPFields, body: ByteBuffer?, started: ContinuousClock.Instant, requestID: String, logger: Logger, admission: inout AccessGuard.Admission?
+    ) throws -> [UInt8] {
         var service = "none"
         do {
-            let (response, grid, outputs) = try await answer(request, context: context, service: &service)
+            let (answer, grid, outputs) = try answer(headers: headers, body: body, service: &service, admission: &admission)
             metrics.observe(service: service, status: 200, nanoseconds: Self.nanoseconds(since: started), grid: grid, outputs: outputs)
-            return response
+            logger.debug("features served", metadata: [
+                "larder.feature_service": .string(service), "larder.entities": "\(grid.entities)", "larder.request_id": .string(requestID),
+            ])
+            return answer
         } catch {
             metrics.observe(service: service, status: Int(FeatureServerProblem(error).status.code), nanoseconds: Self.nanoseconds(since: started))
             throw error
@@ -162,10 +222,12 @@ struct OnlineFeaturesHandler: Sendable {
 
     /// The answer, with its grid and output count for the metrics; `service`
     /// becomes the metric label once a name resolved.
-    func answer(_ request: Request, context: FeatureServerContext, service: inout String) async throws -> (Response, FeatureGrid, Int) {
+    private func answer(headers: HTTPFields, body: ByteBuffer?, service: inout String, admission: inout AccessGuard.Admission?) throws -> ([UInt8], FeatureGrid, Int) {
         let date = now()
-        try FeatureServer.authorize(request, guard: accessGuard, now: date)
-        let body = try await request.body.collect(upTo: settings.maxBodyBytes)
+        try FeatureServer.authorize(headers, guard: accessGuard, now: date, admission: &admission)
+        guard let body else {
+            throw FeatureServerProblem(status: .contentTooLarge, code: "payload-too-large", detail: "the request body is too large for this agent")
+        }
         let parsed = try OnlineFeatureRequest(json: body.readableBytesView, limit: settings.maxBatchEntities)
         let resolved: ResolvedRequest
         switch (parsed.featureService, parsed.features) {
@@ -181,12 +243,7 @@ struct OnlineFeaturesHandler: Sendable {
         }
         let batch = try EntityBatch(parsed, for: resolved, limit: settings.maxBatchEntities)
         let (bytes, grid) = reader.answer(resolved, batch: batch, now: Int64(date.timeIntervalSince1970 * 1_000_000), service: parsed.featureService)
-        var headers = HTTPFields()
-        headers[.contentType] = "application/json"
-        context.logger.debug("features served", metadata: [
-            "larder.feature_service": .string(service), "larder.entities": "\(batch.count)", "larder.request_id": .string(context.requestID),
-        ])
-        return (Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: bytes))), grid, resolved.outputs.count)
+        return (bytes, grid, resolved.outputs.count)
     }
 }
 
@@ -255,6 +312,25 @@ struct FeatureServerProblem: Error {
     }
 }
 
+extension FeatureServerProblem {
+    /// The `application/problem+json` answer to `error` for request
+    /// `requestID`; logs it (as an error when the agent itself failed).
+    static func reply(to error: any Error, requestID: String, logger: Logger) -> (status: HTTPResponse.Status, headers: HTTPFields, body: [UInt8]) {
+        let problem = FeatureServerProblem(error)
+        if problem.status.code >= 500, problem.status != .serviceUnavailable {
+            logger.error("request failed", metadata: ["larder.error": .string(String(describing: error)), "larder.request_id": .string(requestID)])
+        } else {
+            logger.debug("request rejected", metadata: ["larder.problem": .string(problem.details.code), "larder.request_id": .string(requestID)])
+        }
+        var details = problem.details
+        details.requestId = requestID
+        var headers = HTTPFields()
+        headers[.contentType] = "application/problem+json"
+        if problem.status == .unauthorized { headers[.wwwAuthenticate] = "Bearer realm=\"larder\"" }
+        return (problem.status, headers, Array((try? APICoding.makeEncoder().encode(details)) ?? Data()))
+    }
+}
+
 /// Gives every request an id, puts it in the logger and the response, and
 /// turns every error into an `application/problem+json` response.
 struct FeatureServerErrorMiddleware: RouterMiddleware {
@@ -272,19 +348,8 @@ struct FeatureServerErrorMiddleware: RouterMiddleware {
         do {
             response = try await next(request, context)
         } catch {
-            let problem = FeatureServerProblem(error)
-            if problem.status.code >= 500, problem.status != .serviceUnavailable {
-                context.logger.error("request failed", metadata: ["larder.error": .string(String(describing: error)), "larder.request_id": .string(requestID)])
-            } else {
-                context.logger.debug("request rejected", metadata: ["larder.problem": .string(problem.details.code), "larder.request_id": .string(requestID)])
-            }
-            var details = problem.details
-            details.requestId = requestID
-            var headers = HTTPFields()
-            headers[.contentType] = "application/problem+json"
-            if problem.status == .unauthorized { headers[.wwwAuthenticate] = "Bearer realm=\"larder\"" }
-            let body = (try? APICoding.makeEncoder().encode(details)) ?? Data()
-            response = Response(status: problem.status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: body)))
+            let reply = FeatureServerProblem.reply(to: error, requestID: requestID, logger: context.logger)
+            response = Response(status: reply.status, headers: reply.headers, body: .init(byteBuffer: ByteBuffer(bytes: reply.body)))
         }
         response.headers[Self.requestIDHeader] = requestID
         return response

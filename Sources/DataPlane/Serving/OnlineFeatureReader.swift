@@ -60,7 +60,8 @@ public final class OnlineFeatureReader: Sendable {
         }
         let catalog = try catalog()
         if let cached = resolved.withLock({ held in held?.catalog.revision == catalog.revision ? held?.services[name] : nil }) { return cached }
-        let request = try catalog.resolve(service: name)
+        var request = try catalog.resolve(service: name)
+        request.answerOpening = OnlineFeatureResponse.opening(request, service: name, revision: catalog.revision)
         resolved.withLock { held in
             if held?.catalog.revision == catalog.revision { held?.services[name] = request }
         }
@@ -98,7 +99,8 @@ public final class OnlineFeatureReader: Sendable {
     /// (see `OnlineFeatureResponse`), naming `service` when one was asked for.
     public func answer(_ resolved: ResolvedRequest, batch: EntityBatch, now: Int64, service: String?) -> (body: [UInt8], grid: FeatureGrid) {
         let grid = read(resolved, batch: batch, now: now)
-        return (OnlineFeatureResponse.encode(grid, resolved: resolved, service: service, revision: revision ?? 0), grid)
+        let opening = resolved.answerOpening ?? OnlineFeatureResponse.opening(resolved, service: service, revision: revision ?? 0)
+        return (OnlineFeatureResponse.encode(grid, resolved: resolved, opening: opening), grid)
     }
 
     /// Computes the on-demand outputs row by row. A computed value's event

@@ -15,27 +15,15 @@ import Shared
 /// an expired one keeps its event timestamp so callers see its age.
 /// Written by hand: it is on every request's path, and its shape is fixed.
 enum OnlineFeatureResponse {
-    static func encode(_ grid: FeatureGrid, resolved: ResolvedRequest, service: String?, revision: Int64) -> [UInt8] {
+    /// The answer for `grid`, after `opening` (see `opening(_:service:revision:)`).
+    static func encode(_ grid: FeatureGrid, resolved: ResolvedRequest, opening: [UInt8]) -> [UInt8] {
         var out = JSONBytes()
-        out.reserve(256 + grid.entities * resolved.outputs.count * 40)
-        out.raw("{")
-        if let service {
-            out.raw("\"feature_service\":")
-            out.string(service)
-            out.raw(",")
-        }
-        out.raw("\"features\":[")
-        for (index, output) in resolved.outputs.enumerated() {
-            if index > 0 { out.raw(",") }
-            out.raw("{\"name\":")
-            out.string(output.name)
-            out.raw(",\"type\":")
-            out.string(output.type.rawValue)
-            out.raw("}")
-        }
-        out.raw("],\"registry_revision\":")
-        out.integer(revision)
-        out.raw(",\"results\":[")
+        out.reserve(opening.count + 16 + grid.entities * resolved.outputs.count * 40)
+        out.bytes.append(contentsOf: opening)
+        // The features of a view share their event time: its text is written once per row and view.
+        var lastTime = FeatureGrid.noTime
+        var lastText: [UInt8] = []
+        lastText.reserveCapacity(32)
         let columns = resolved.outputs.count
         for row in 0..<grid.entities {
             let base = row * grid.width
@@ -58,11 +46,47 @@ enum OnlineFeatureResponse {
             for column in 0..<columns {
                 if column > 0 { out.raw(",") }
                 let time = grid.eventTimes[base + column]
-                if time == FeatureGrid.noTime { out.raw("null") } else { out.timestamp(time) }
+                if time == FeatureGrid.noTime {
+                    out.raw("null")
+                    continue
+                }
+                if time != lastTime {
+                    lastTime = time
+                    lastText.removeAll(keepingCapacity: true)
+                    TimestampText.append(time, style: .rfc3339, to: &lastText)
+                }
+                out.bytes.append(UInt8(ascii: "\""))
+                out.bytes.append(contentsOf: lastText)
+                out.bytes.append(UInt8(ascii: "\""))
             }
             out.raw("]}")
         }
         out.raw("]}")
+        return out.bytes
+    }
+
+    /// Everything before the results: the service (when one was asked for),
+    /// the features with their types, the registry revision.
+    static func opening(_ resolved: ResolvedRequest, service: String?, revision: Int64) -> [UInt8] {
+        var out = JSONBytes()
+        out.raw("{")
+        if let service {
+            out.raw("\"feature_service\":")
+            out.string(service)
+            out.raw(",")
+        }
+        out.raw("\"features\":[")
+        for (index, output) in resolved.outputs.enumerated() {
+            if index > 0 { out.raw(",") }
+            out.raw("{\"name\":")
+            out.string(output.name)
+            out.raw(",\"type\":")
+            out.string(output.type.rawValue)
+            out.raw("}")
+        }
+        out.raw("],\"registry_revision\":")
+        out.integer(revision)
+        out.raw(",\"results\":[")
         return out.bytes
     }
 }

@@ -94,6 +94,9 @@ public struct ResolvedRequest: Sendable {
     public var requestFields: [Column]
     /// The compiled expression of each requested on-demand output, by `view:output`.
     public var expressions: [String: CompiledExpression]
+    /// The answer's opening (service, features, revision) once written for a
+    /// service resolved by the reader: the same for every read of it.
+    var answerOpening: [UInt8]?
 }
 
 /// The agent's registry, ready to resolve feature requests: built once per

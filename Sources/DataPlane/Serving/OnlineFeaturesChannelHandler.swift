@@ -1,0 +1,165 @@
+import Foundation
+import HTTPTypes
+import Logging
+import NIOCore
+import NIOHTTPTypes
+import Shared
+
+/// Answers `POST /v1/features/online` on the connection's event loop.
+///
+/// A feature read is a few microseconds of work that never waits. Through
+/// the router it would also pay for Hummingbird's asynchronous request
+/// handling: the request's parts handed to a task on Swift's cooperative
+/// pool, its body read as an async sequence, the answer handed back to the
+/// event loop. This handler sits in Hummingbird's HTTP/1 pipeline (an
+/// `additionalChannelHandlers` entry, after the parts are decoded), collects
+/// the body of a feature read itself, answers it with the same
+/// `OnlineFeaturesHandler.respond` the router's route calls, and writes the
+/// response. Every other request passes on to the router untouched.
+///
+/// Responses must leave in the order their requests came. While a request
+/// passed on to the router has not been answered, a feature read that follows
+/// on the same connection (HTTP pipelining) is passed on too, and the router
+/// answers it in turn.
+final class OnlineFeaturesChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPRequestPart
+    typealias InboundOut = HTTPRequestPart
+    typealias OutboundIn = HTTPResponsePart
+    typealias OutboundOut = HTTPResponsePart
+
+    static let path = "/v1/features/online"
+
+    private enum Mode {
+        case idle
+        /// Receiving a feature read answered here.
+        case reading
+        /// Passing a request's parts on to the router, until its end.
+        case passing
+    }
+
+    private let handler: OnlineFeaturesHandler
+    private let logger: Logger
+    private var mode = Mode.idle
+    /// Requests passed on to the router whose responses have not ended.
+    private var unanswered = 0
+    // The feature read being received (kept outside `mode`, so appending does not copy).
+    private var head: HTTPRequest?
+    private var body: ByteBuffer?
+    private var bodyTooLarge = false
+    private var started = ContinuousClock.now
+    private var date = HTTPDateText()
+    /// The token this connection last sent, already checked (a model server keeps its connections and its token).
+    private var admission: AccessGuard.Admission?
+
+    init(handler: OnlineFeaturesHandler, logger: Logger) {
+        self.handler = handler
+        self.logger = logger
+    }
+
+    /// Whether `head` is a feature read (the path may carry a query, which is ignored as the router ignores it).
+    static func isFeatureRead(_ head: HTTPRequest) -> Bool {
+        guard head.method == .post, let path = head.path?.utf8, path.starts(with: Self.path.utf8) else { return false }
+        return path.count == Self.path.utf8.count || path[path.index(path.startIndex, offsetBy: Self.path.utf8.count)] == UInt8(ascii: "?")
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let part = unwrapInboundIn(data)
+        switch (mode, part) {
+        case (.idle, .head(let request)) where unanswered == 0 && Self.isFeatureRead(request):
+            mode = .reading
+            head = request
+            body = nil
+            bodyTooLarge = false
+            started = .now
+        case (.reading, .body(var bytes)):
+            guard !bodyTooLarge else { return }
+            if (body?.readableBytes ?? 0) + bytes.readableBytes > handler.settings.maxBodyBytes {
+                bodyTooLarge = true
+                body = nil
+            } else if body == nil {
+                body = bytes
+            } else {
+                body!.writeBuffer(&bytes)
+            }
+        case (.reading, .end):
+            mode = .idle
+            if let request = head { answer(request, context: context) }
+            head = nil
+            body = nil
+        case (.idle, .head):
+            mode = .passing
+            unanswered += 1
+            context.fireChannelRead(data)
+        case (.passing, .end):
+            mode = .idle
+            context.fireChannelRead(data)
+        default:
+            // The rest of a request passed on (or parts out of order, which the router reports).
+            context.fireChannelRead(data)
+        }
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        if case .end = unwrapOutboundIn(data), unanswered > 0 { unanswered -= 1 }
+        context.write(data, promise: promise)
+    }
+
+    /// Answers the feature read `request` with the body received, and writes the response.
+    private func answer(_ request: HTTPRequest, context: ChannelHandlerContext) {
+        let requestID = RequestID.acceptable(request.headerFields[FeatureServerErrorMiddleware.requestIDHeader]) ?? FeatureServerErrorMiddleware.ids.next()
+        let status: HTTPResponse.Status
+        var headers: HTTPFields
+        let bytes: [UInt8]
+        do {
+            bytes = try handler.respond(
+                headers: request.headerFields, body: bodyTooLarge ? nil : (body ?? ByteBuffer()), started: started, requestID: requestID, logger: logger,
+                admission: &admission)
+            status = .ok
+            headers = HTTPFields()
+            headers[.contentType] = "application/json"
+        } catch {
+            (status, headers, bytes) = FeatureServerProblem.reply(to: error, requestID: requestID, logger: logger)
+        }
+        headers[FeatureServerErrorMiddleware.requestIDHeader] = requestID
+        headers[.contentLength] = String(bytes.count)
+        headers[.date] = date.now()
+        headers[.server] = FeatureServer.serverName
+        context.write(wrapOutboundOut(.head(HTTPResponse(status: status, headerFields: headers))), promise: nil)
+        context.write(wrapOutboundOut(.body(context.channel.allocator.buffer(bytes: bytes))), promise: nil)
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        if let connection = request.headerFields[.connection], connection.lowercased() == "close" {
+            context.close(promise: nil)
+        }
+    }
+}
+
+/// The `Date` header's text (IMF-fixdate), made again only when the second changes.
+struct HTTPDateText {
+    private var second = Int.min
+    private var text = ""
+
+    private static let days = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"]   // 1970-01-01 was a Thursday
+    private static let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+
+    /// The text for the current second.
+    mutating func now() -> String {
+        var time = timespec()
+        clock_gettime(CLOCK_REALTIME, &time)
+        let now = Int(time.tv_sec)
+        if now != second {
+            second = now
+            text = Self.format(secondsSinceEpoch: now)
+        }
+        return text
+    }
+
+    /// `secondsSinceEpoch` as IMF-fixdate, such as `Sun, 06 Nov 1994 08:49:37 GMT`.
+    static func format(secondsSinceEpoch seconds: Int) -> String {
+        let days = Int64(seconds).dividedRoundingDown(by: 86_400)
+        let inDay = Int(Int64(seconds) - days * 86_400)
+        let (year, month, day) = TimestampText.civil(days: days)
+        func two(_ value: some BinaryInteger) -> String { value < 10 ? "0\(value)" : "\(value)" }
+        let weekday = Self.days[Int(((days % 7) + 7) % 7)]
+        return "\(weekday), \(two(day)) \(Self.months[Int(month) - 1]) \(year) \(two(inDay / 3_600)):\(two(inDay % 3_600 / 60)):\(two(inDay % 60)) GMT"
+    }
+}

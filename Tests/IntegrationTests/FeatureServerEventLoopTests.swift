@@ -1,0 +1,356 @@
+import AsyncHTTPClient
+@testable import DataPlane
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdCore
+import Logging
+import NIOCore
+import Shared
+import Testing
+import TestSupport
+
+/// Feature reads answered on the event loop (`OnlineFeaturesChannelHandler`)
+/// against the same reads through the router, over real HTTP on 127.0.0.1.
+@Suite("Feature reads on the event loop")
+struct FeatureServerEventLoopTests {
+    /// The example's registry and an online store of a few drivers, with a
+    /// consumer token and a viewer's token, behind a feature server.
+    struct World: Sendable {
+        let folder: URL
+        let reader: OnlineFeatureReader
+        let accessGuard: AccessGuard
+        let consumer: String
+        let viewer: String
+        /// Small limits, so generated requests cross them.
+        let settings = AgentConfiguration.ServingSettings(host: "127.0.0.1", port: 0, maxBatchEntities: 6, maxBodyBytes: 600)
+        static let drivers = 0..<8
+
+        init() throws {
+            folder = FileManager.default.temporaryDirectory.appendingPathComponent("larder-event-loop-\(UUID().uuidString)")
+            try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+            let logger = Logger(label: "test")
+            let repository = RepositoryLoader.load(files: RepositoryScaffold.files.map { ($0.path, $0.contents) }).repository
+            let keys = SigningKeyPair.generate()
+            let definitions = DefinitionCanonicalizer.canonicalize(repository).map {
+                JobSpec.Definition(kind: $0.key.kind.rawValue, name: $0.key.name, version: 1, contentHash: $0.contentHash, definition: $0.spec)
+            }
+            let now = Date()
+            let registry = RegistryCache(file: folder.appendingPathComponent("registry.json"), publicKey: keys.publicKey, logger: logger)
+            try registry.install(
+                try keys.sign(try AgentRegistrySnapshot(workspace: "rides", revision: 1, issuedAt: now, definitions: definitions).jsonValue()),
+                workspace: "rides")
+            let consumer = APIToken.generate(), viewer = APIToken.generate()
+            accessGuard = AccessGuard(file: folder.appendingPathComponent("access.json"), publicKey: keys.publicKey, logger: logger)
+            let access = AccessSnapshot(
+                workspace: "rides", version: 1, issuedAt: now, expiresAt: now.addingTimeInterval(86_400),
+                entries: [
+                    .init(tokenPublicId: consumer.publicID, secretSha256: Data(consumer.secretHash).base64URL, principal: "model",
+                          roles: [.consumer], tokenExpiresAt: nil),
+                    .init(tokenPublicId: viewer.publicID, secretSha256: Data(viewer.secretHash).base64URL, principal: "analyst",
+                          roles: [.viewer], tokenExpiresAt: nil),
+                ])
+            try accessGuard.install(try keys.sign(try access.jsonValue()), workspace: "rides")
+            self.consumer = consumer.text
+            self.viewer = viewer.text
+
+            let store = try OnlineStore(directory: folder.appendingPathComponent("online").path)
+            let schemas = RepositoryValidator.viewSchemas(of: repository)
+            let nowMicros = Int64(now.timeIntervalSince1970 * 1_000_000)
+            for view in ["driver_hourly_stats", "driver_trip_aggregates"] {
+                let features = schemas[view]!
+                let ttl = repository.featureViews.first { $0.name == view }?.ttl?.seconds
+                let table = try store.table(for: OnlineTableSchema(
+                    view: view, version: 1, keys: [Column(name: "driver_id", type: .int64)], features: features, ttlSeconds: ttl))
+                // Drivers 0..<6 are stored (the rest are unknown); driver 1's values are null.
+                let stored = 0..<6
+                let columns: [ColumnValues] = features.enumerated().map { index, feature in
+                    feature.type.isInteger
+                        ? .int64(stored.map { $0 == 1 ? nil : Int64($0 * 10 + index) })
+                        : .float64(stored.map { $0 == 1 ? nil : Double($0) / 8 + Double(index) })
+                }
+                _ = try table.upsert(OnlineRows(
+                    keys: stored.map { .int(Int64($0)) }, eventTimes: stored.map { nowMicros - Int64($0) * 60_000_000 },
+                    createdTimes: Array(repeating: nowMicros, count: stored.count), features: columns))
+            }
+            reader = OnlineFeatureReader(store: store, registry: registry)
+        }
+
+        func remove() { try? FileManager.default.removeItem(at: folder) }
+
+        /// The agent's server: feature reads answered on the event loop.
+        var eventLoopServer: HTTPServerBuilder {
+            FeatureServer.http1(settings: settings, reader: reader, guard: accessGuard, metrics: AgentMetrics(), logger: Logger(label: "test"))
+        }
+
+        func router() -> Router<FeatureServerContext> {
+            FeatureServer.makeRouter(settings: settings, reader: reader, guard: accessGuard, metrics: AgentMetrics())
+        }
+    }
+
+    /// A generated request: what it sends.
+    struct GeneratedRequest: CustomStringConvertible {
+        var token: String?
+        var body: String
+        var description: String { "token \(token.map { String($0.prefix(12)) } ?? "none"), body \(body)" }
+    }
+
+    static func generate(_ world: World, using random: inout SeededGenerator) -> GeneratedRequest {
+        func entity() -> String {
+            switch Int.random(in: 0..<12, using: &random) {
+            case 0: return #"{"driver_id":"seven"}"#               // wrong key type
+            case 1: return #"{"rider_id":3}"#                      // missing key
+            default: return #"{"driver_id":\#(Int.random(in: World.drivers, using: &random))}"#
+            }
+        }
+        let count = [0, 1, 1, 2, 3, 6, 7][Int.random(in: 0..<7, using: &random)]   // 7 is over the limit of 6
+        let entities = "[" + (0..<count).map { _ in entity() }.joined(separator: ",") + "]"
+        let context = Int.random(in: 0..<4, using: &random) == 0 ? "" : #","request_context":{"trip_distance_km":\#(Double(Int.random(in: 1...90, using: &random)) / 10)}"#
+        let references = ["driver_hourly_stats:conv_rate", "driver_trip_aggregates:fare_mean_7d", "trip_quote:expected_fare", "driver_hourly_stats:nope",
+                          "unknown_view:x", "malformed"]
+        let body: String
+        switch Int.random(in: 0..<10, using: &random) {
+        case 0: body = #"{"feature_service":"no_such_service","entities":\#(entities)}"#
+        case 1: body = #"{"features":[\#((0..<Int.random(in: 0...2, using: &random)).map { _ in "\"" + references.randomElement(using: &random)! + "\"" }.joined(separator: ","))],"entities":\#(entities)\#(context)}"#
+        case 2: body = #"{"feature_service":"driver_ranking","features":["driver_hourly_stats:conv_rate"],"entities":\#(entities)}"#
+        case 3: body = #"{"feature_service":"driver_ranking","entities":\#(entities)\#(context)"#   // cut short
+        case 4: body = #"{"feature_service":"driver_ranking","entities":\#(entities)\#(context),"note":"\#(String(repeating: "x", count: 700))"}"#   // over 600 bytes
+        default: body = #"{"feature_service":"driver_ranking","entities":\#(entities)\#(context)}"#
+        }
+        let token: String?
+        switch Int.random(in: 0..<10, using: &random) {
+        case 0: token = nil
+        case 1: token = world.viewer
+        case 2: token = "lrd_not_a_token"
+        default: token = world.consumer
+        }
+        return GeneratedRequest(token: token, body: body)
+    }
+
+    /// What a response shows a client.
+    struct Answer: Equatable, CustomStringConvertible {
+        var status: UInt
+        var contentType: String?
+        var authenticate: String?
+        var requestID: String?
+        var body: String
+        var description: String { "\(status) \(contentType ?? "-") \(body)" }
+    }
+
+    static func send(_ request: GeneratedRequest, to url: String, id: String, client: HTTPClient) async throws -> Answer {
+        var http = HTTPClientRequest(url: url + "/v1/features/online")
+        http.method = .POST
+        http.headers.add(name: "Content-Type", value: "application/json")
+        http.headers.add(name: "X-Request-Id", value: id)
+        if let token = request.token { http.headers.add(name: "Authorization", value: "Bearer \(token)") }
+        http.body = .bytes(ByteBuffer(string: request.body))
+        let response = try await client.execute(http, timeout: .seconds(10))
+        let body = try await response.body.collect(upTo: 1 << 20)
+        return Answer(
+            status: response.status.code, contentType: response.headers.first(name: "Content-Type"),
+            authenticate: response.headers.first(name: "WWW-Authenticate"), requestID: response.headers.first(name: "X-Request-Id"),
+            body: String(buffer: body))
+    }
+
+    @Test("generated requests — valid, unknown names, bad keys, too many entities, bodies over the limit, broken JSON, missing, foreign and viewer tokens — get the router's exact answer", arguments: [1, 2, 3] as [UInt64])
+    func agreesWithRouter(seed: UInt64) async throws {
+        let world = try World()
+        defer { world.remove() }
+        try await withLoopbackServer(world.router(), server: world.eventLoopServer, label: "event-loop") { eventLoop in
+            try await withLoopbackServer(world.router(), server: .http1(), label: "router") { routed in
+                let client = HTTPClient.shared
+                var random = SeededGenerator(seed: seed)
+                var statuses: [UInt: Int] = [:]
+                for index in 0..<120 {
+                    let request = Self.generate(world, using: &random)
+                    let id = "case-\(seed)-\(index)"
+                    let fast = try await Self.send(request, to: eventLoop, id: id, client: client)
+                    let slow = try await Self.send(request, to: routed, id: id, client: client)
+                    #expect(fast == slow, "\(request)")
+                    #expect(fast.requestID == id)
+                    statuses[fast.status, default: 0] += 1
+                }
+                // The generator reaches every answer the route gives.
+                #expect(Set(statuses.keys).isSuperset(of: [200, 400, 401, 403, 404, 413]), "\(statuses)")
+            }
+        }
+    }
+
+    /// Sends `bytes` in pieces on one connection (from a thread of its own) and
+    /// reads until the server closes it; returns the responses' status lines and bodies.
+    static func exchange(port: Int, pieces: [[UInt8]]) async throws -> [(status: String, body: String)] {
+        let raw: [UInt8] = try await withCheckedThrowingContinuation { continuation in
+            Thread.detachNewThread {
+                continuation.resume(with: Result { try RawConnection.exchange(port: port, pieces: pieces) })
+            }
+        }
+        // Split the stream into responses by their Content-Length.
+        var responses: [(String, String)] = []
+        var rest = raw[...]
+        while let end = rest.firstRange(of: Array("\r\n\r\n".utf8)) {
+            let head = String(decoding: rest[rest.startIndex..<end.lowerBound], as: UTF8.self)
+            let lines = head.components(separatedBy: "\r\n")
+            let length = lines.compactMap { line -> Int? in
+                let parts = line.split(separator: ":", maxSplits: 1)
+                return parts.count == 2 && parts[0].lowercased() == "content-length" ? Int(parts[1].trimmingCharacters(in: .whitespaces)) : nil
+            }.first ?? 0
+            let bodyStart = end.upperBound
+            let bodyEnd = rest.index(bodyStart, offsetBy: length)
+            responses.append((lines[0], String(decoding: rest[bodyStart..<bodyEnd], as: UTF8.self)))
+            rest = rest[bodyEnd...]
+        }
+        return responses
+    }
+
+    @Test("pipelined requests are answered in order: a feature read behind a routed request waits its turn; a body in pieces is collected; Connection: close closes after the answer")
+    func pipelined() async throws {
+        let world = try World()
+        defer { world.remove() }
+        try await withLoopbackServer(world.router(), server: world.eventLoopServer, label: "event-loop") { url in
+            let port = Int(url.split(separator: ":").last!)!
+            let read = #"{"feature_service":"driver_ranking","entities":[{"driver_id":2},{"driver_id":7}],"request_context":{"trip_distance_km":2.5}}"#
+            func post(_ body: String, close: Bool = false) -> String {
+                "POST /v1/features/online HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(world.consumer)\r\nContent-Type: application/json\r\n"
+                    + "Content-Length: \(body.utf8.count)\r\n\(close ? "Connection: close\r\n" : "")\r\n\(body)"
+            }
+            let readyz = "GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n", healthz = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+            // The expected feature answer, from a request of its own.
+            let single = try await Self.exchange(port: port, pieces: [Array(post(read, close: true).utf8)])
+            #expect(single.count == 1 && single[0].status == "HTTP/1.1 200 OK")
+            let expected = single[0].body
+            #expect(expected.contains(#""results":[{"values":[0.25,"#))
+
+            // All at once: routed, read, routed, read (split mid-body), read closing the connection.
+            let stream = readyz + post(read) + healthz + post(read) + post(#"{"feature_service":"nope","entities":[]}"#, close: true)
+            let bytes = Array(stream.utf8)
+            let cut = bytes.count - 30
+            let answers = try await Self.exchange(port: port, pieces: [Array(bytes[..<cut]), Array(bytes[cut...])])
+            #expect(answers.map(\.status) == ["HTTP/1.1 200 OK", "HTTP/1.1 200 OK", "HTTP/1.1 200 OK", "HTTP/1.1 200 OK", "HTTP/1.1 404 Not Found"])
+            guard answers.count == 5 else { return }
+            #expect(answers[0].body == #"{"status":"ready"}"#)
+            #expect(answers[1].body == expected)
+            #expect(answers[2].body == #"{"status":"ok"}"#)
+            #expect(answers[3].body == expected)
+            #expect(answers[4].body.contains("unknown-feature-service"))
+
+            // A body sent in many small pieces.
+            let pieces = stride(from: 0, to: post(read, close: true).utf8.count, by: 17).map { start in
+                Array(Array(post(read, close: true).utf8)[start..<min(start + 17, post(read, close: true).utf8.count)])
+            }
+            let slow = try await Self.exchange(port: port, pieces: pieces)
+            #expect(slow.count == 1 && slow.first?.body == expected)
+        }
+    }
+
+    @Test("a connection's remembered token decides exactly as a fresh check does, through new snapshots (revocations, role changes), token expiry and snapshot expiry", arguments: Array(1...8) as [UInt64])
+    func rememberedTokens(seed: UInt64) throws {
+        var random = SeededGenerator(seed: seed)
+        let keys = SigningKeyPair.generate()
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("larder-admission-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let guardian = AccessGuard(file: folder.appendingPathComponent("access.json"), publicKey: keys.publicKey, logger: Logger(label: "test"))
+        let start = Date(timeIntervalSince1970: 1_800_000_000)
+        let tokens = (0..<3).map { _ in APIToken.generate() }
+        var now = start, version: Int64 = 0, snapshotExpiry = start
+        func install() throws {
+            version += 1
+            snapshotExpiry = now.addingTimeInterval(Double(Int.random(in: 60...600, using: &random)))
+            let entries = tokens.enumerated().compactMap { index, token -> AccessSnapshot.Entry? in
+                guard Int.random(in: 0..<4, using: &random) > 0 else { return nil }   // revoked in this snapshot
+                return AccessSnapshot.Entry(
+                    tokenPublicId: token.publicID, secretSha256: Data(token.secretHash).base64URL, principal: "p\(index)",
+                    roles: [[.consumer], [.viewer], [.consumer, .operator]].randomElement(using: &random)!,
+                    tokenExpiresAt: Bool.random(using: &random) ? nil : now.addingTimeInterval(Double(Int.random(in: 1...300, using: &random))))
+            }
+            let snapshot = AccessSnapshot(workspace: "rides", version: version, issuedAt: now, expiresAt: snapshotExpiry, entries: entries)
+            try guardian.install(try keys.sign(try snapshot.jsonValue()), workspace: "rides")
+        }
+        try install()
+        var admission: AccessGuard.Admission?
+        var reused = 0
+        for _ in 0..<300 {
+            switch Int.random(in: 0..<10, using: &random) {
+            case 0: try install()
+            case 1, 2: now = now.addingTimeInterval(Double(Int.random(in: 1...120, using: &random)))
+            default: break
+            }
+            let token = tokens.randomElement(using: &random)!
+            let role: WorkspaceRole = Int.random(in: 0..<5, using: &random) == 0 ? .operator : .consumer
+            var headers = HTTPFields()
+            headers[.authorization] = "Bearer \(token.text)"
+            let held = admission
+            let remembered = Result { try FeatureServer.authorize(headers, guard: guardian, now: now, role: role, admission: &admission) }
+            let fresh = guardian.authorize(token: token.text, now: now, role: role)
+            switch (remembered, fresh) {
+            case (.success(let principal), .allowed(let expected)): #expect(principal == expected)
+            case (.failure(let error as FeatureServerProblem), _):
+                let expected: Int? = switch fresh {
+                case .allowed: nil
+                case .unauthenticated: 401
+                case .forbidden: 403
+                case .unavailable: 503
+                }
+                #expect(error.status.code == expected, "remembered: \(error.details.detail); fresh: \(fresh)")
+            default: Issue.record("remembered \(remembered), fresh \(fresh)")
+            }
+            if let held, guardian.readmits(held, header: "Bearer \(token.text)", role: role, now: now) { reused += 1 }
+        }
+        #expect(reused > 20, "the remembered token was reused \(reused) times")
+    }
+
+    @Test("the Date header is IMF-fixdate, as HTTP requires")
+    func httpDate() {
+        #expect(HTTPDateText.format(secondsSinceEpoch: 784_111_777) == "Sun, 06 Nov 1994 08:49:37 GMT")
+        #expect(HTTPDateText.format(secondsSinceEpoch: 0) == "Thu, 01 Jan 1970 00:00:00 GMT")
+        #expect(HTTPDateText.format(secondsSinceEpoch: 951_782_400) == "Tue, 29 Feb 2000 00:00:00 GMT")
+        // Against Foundation's formatter over generated times.
+        let formatter = DateFormatter()
+        formatter.locale = Locale(identifier: "en_US_POSIX")
+        formatter.timeZone = TimeZone(identifier: "GMT")
+        formatter.dateFormat = "EEE, dd MMM yyyy HH:mm:ss 'GMT'"
+        var random = SeededGenerator(seed: 9)
+        for _ in 0..<500 {
+            let seconds = Int.random(in: 0...4_102_444_800, using: &random)
+            #expect(HTTPDateText.format(secondsSinceEpoch: seconds) == formatter.string(from: Date(timeIntervalSince1970: TimeInterval(seconds))))
+        }
+    }
+}
+
+/// A blocking TCP connection to 127.0.0.1, for sending bytes exactly as given.
+enum RawConnection {
+    struct Failure: Error { var what: String }
+
+    /// Connects to `port`, sends each piece (pausing between them), and reads until the server closes.
+    static func exchange(port: Int, pieces: [[UInt8]]) throws -> [UInt8] {
+        let socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard socket >= 0 else { throw Failure(what: "socket") }
+        defer { close(socket) }
+        var timeout = timeval(tv_sec: 10, tv_usec: 0)
+        setsockopt(socket, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(socket, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard connected == 0 else { throw Failure(what: "connect") }
+        for (index, piece) in pieces.enumerated() {
+            var sent = 0
+            while sent < piece.count {
+                let count = piece[sent...].withUnsafeBytes { send(socket, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+                guard count > 0 else { throw Failure(what: "send") }
+                sent += count
+            }
+            if index < pieces.count - 1 { usleep(2_000) }
+        }
+        var received: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 65_536)
+        while true {
+            let count = buffer.withUnsafeMutableBytes { recv(socket, $0.baseAddress, $0.count, 0) }
+            if count == 0 { return received }
+            guard count > 0 else { throw Failure(what: "recv: the server did not close the connection") }
+            received += buffer[..<count]
+        }
+    }
+}
