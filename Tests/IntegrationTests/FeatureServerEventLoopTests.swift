@@ -296,6 +296,8 @@ struct FeatureServerEventLoopTests {
             if let held, guardian.readmits(held, header: "Bearer \(token.text)", role: role, now: now) { reused += 1 }
         }
         #expect(reused > 20, "the remembered token was reused \(reused) times")
+        // An admission holds the header, a secret: printing it must not show the token.
+        if let admission { #expect(!String(describing: admission).contains("lrd_") && !String(reflecting: admission).contains("lrd_")) }
     }
 
     @Test("the Date header is IMF-fixdate, as HTTP requires")

@@ -38,13 +38,15 @@ public final class AccessGuard: Sendable {
     /// while the guard keeps the snapshot it was checked against, and until
     /// that snapshot or the token expires: a revocation arrives as a new
     /// snapshot, so it ends every admission at once.
-    public struct Admission: Sendable {
-        /// The `Authorization` header it was granted for, exactly.
+    public struct Admission: Sendable, CustomStringConvertible {
+        /// The `Authorization` header it was granted for, exactly (a secret: never printed).
         var header: String
         var role: WorkspaceRole
         var principal: String
         var generation: UInt64
         var until: Date
+
+        public var description: String { "admission of \(principal) as \(role.rawValue) until \(RFC3339.format(until))" }
     }
 
     private let file: SignedSnapshotFile<AccessSnapshot>
