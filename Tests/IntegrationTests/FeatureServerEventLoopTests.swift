@@ -6,6 +6,7 @@ import Hummingbird
 import HummingbirdCore
 import Logging
 import NIOCore
+import ServiceLifecycle
 import Shared
 import Testing
 import TestSupport
@@ -137,7 +138,8 @@ struct FeatureServerEventLoopTests {
         var description: String { "\(status) \(contentType ?? "-") \(body)" }
     }
 
-    static func send(_ request: GeneratedRequest, to url: String, id: String, client: HTTPClient) async throws -> Answer {
+    /// The answer, and its `Server` header: only the event-loop path sets one in these servers (they have no server name).
+    static func send(_ request: GeneratedRequest, to url: String, id: String, client: HTTPClient) async throws -> (Answer, server: String?) {
         var http = HTTPClientRequest(url: url + "/v1/features/online")
         http.method = .POST
         http.headers.add(name: "Content-Type", value: "application/json")
@@ -146,10 +148,11 @@ struct FeatureServerEventLoopTests {
         http.body = .bytes(ByteBuffer(string: request.body))
         let response = try await client.execute(http, timeout: .seconds(10))
         let body = try await response.body.collect(upTo: 1 << 20)
-        return Answer(
+        let answer = Answer(
             status: response.status.code, contentType: response.headers.first(name: "Content-Type"),
             authenticate: response.headers.first(name: "WWW-Authenticate"), requestID: response.headers.first(name: "X-Request-Id"),
             body: String(buffer: body))
+        return (answer, response.headers.first(name: "Server"))
     }
 
     @Test("generated requests — valid, unknown names, bad keys, too many entities, bodies over the limit, broken JSON, missing, foreign and viewer tokens — get the router's exact answer", arguments: [1, 2, 3] as [UInt64])
@@ -164,9 +167,11 @@ struct FeatureServerEventLoopTests {
                 for index in 0..<120 {
                     let request = Self.generate(world, using: &random)
                     let id = "case-\(seed)-\(index)"
-                    let fast = try await Self.send(request, to: eventLoop, id: id, client: client)
-                    let slow = try await Self.send(request, to: routed, id: id, client: client)
+                    let (fast, fastServer) = try await Self.send(request, to: eventLoop, id: id, client: client)
+                    let (slow, slowServer) = try await Self.send(request, to: routed, id: id, client: client)
                     #expect(fast == slow, "\(request)")
+                    // Each answer came from the path it is meant to test.
+                    #expect(fastServer == "larder-agent" && slowServer == nil)
                     #expect(fast.requestID == id)
                     statuses[fast.status, default: 0] += 1
                 }
@@ -178,25 +183,28 @@ struct FeatureServerEventLoopTests {
 
     /// Sends `bytes` in pieces on one connection (from a thread of its own) and
     /// reads until the server closes it; returns the responses' status lines and bodies.
-    static func exchange(port: Int, pieces: [[UInt8]]) async throws -> [(status: String, body: String)] {
+    static func exchange(port: Int, pieces: [[UInt8]], pauseMicroseconds: UInt32 = 2_000) async throws -> [(status: String, body: String, server: String?)] {
         let raw: [UInt8] = try await withCheckedThrowingContinuation { continuation in
             Thread.detachNewThread {
-                continuation.resume(with: Result { try RawConnection.exchange(port: port, pieces: pieces) })
+                continuation.resume(with: Result { try RawConnection.exchange(port: port, pieces: pieces, pauseMicroseconds: pauseMicroseconds) })
             }
         }
         // Split the stream into responses by their Content-Length.
-        var responses: [(String, String)] = []
+        var responses: [(String, String, String?)] = []
         var rest = raw[...]
         while let end = rest.firstRange(of: Array("\r\n\r\n".utf8)) {
             let head = String(decoding: rest[rest.startIndex..<end.lowerBound], as: UTF8.self)
             let lines = head.components(separatedBy: "\r\n")
-            let length = lines.compactMap { line -> Int? in
-                let parts = line.split(separator: ":", maxSplits: 1)
-                return parts.count == 2 && parts[0].lowercased() == "content-length" ? Int(parts[1].trimmingCharacters(in: .whitespaces)) : nil
-            }.first ?? 0
+            func header(_ name: String) -> String? {
+                lines.compactMap { line -> String? in
+                    let parts = line.split(separator: ":", maxSplits: 1)
+                    return parts.count == 2 && parts[0].lowercased() == name ? parts[1].trimmingCharacters(in: .whitespaces) : nil
+                }.first
+            }
+            let length = header("content-length").flatMap { Int($0) } ?? 0
             let bodyStart = end.upperBound
             let bodyEnd = rest.index(bodyStart, offsetBy: length)
-            responses.append((lines[0], String(decoding: rest[bodyStart..<bodyEnd], as: UTF8.self)))
+            responses.append((lines[0], String(decoding: rest[bodyStart..<bodyEnd], as: UTF8.self), header("server")))
             rest = rest[bodyEnd...]
         }
         return responses
@@ -217,6 +225,7 @@ struct FeatureServerEventLoopTests {
             // The expected feature answer, from a request of its own.
             let single = try await Self.exchange(port: port, pieces: [Array(post(read, close: true).utf8)])
             #expect(single.count == 1 && single[0].status == "HTTP/1.1 200 OK")
+            #expect(single.first?.server == "larder-agent")   // answered on the event loop
             let expected = single[0].body
             #expect(expected.contains(#""results":[{"values":[0.25,"#))
 
@@ -229,6 +238,8 @@ struct FeatureServerEventLoopTests {
             guard answers.count == 5 else { return }
             #expect(answers[0].body == #"{"status":"ready"}"#)
             #expect(answers[1].body == expected)
+            // The reads pipelined behind the routed readyz were answered by the router, in turn.
+            #expect(answers[1].server == nil && answers[3].server == nil)
             #expect(answers[2].body == #"{"status":"ok"}"#)
             #expect(answers[3].body == expected)
             #expect(answers[4].body.contains("unknown-feature-service"))
@@ -238,7 +249,51 @@ struct FeatureServerEventLoopTests {
                 Array(Array(post(read, close: true).utf8)[start..<min(start + 17, post(read, close: true).utf8.count)])
             }
             let slow = try await Self.exchange(port: port, pieces: pieces)
-            #expect(slow.count == 1 && slow.first?.body == expected)
+            #expect(slow.count == 1 && slow.first?.body == expected && slow.first?.server == "larder-agent")
+
+            // Not pipelined: a read sent after the routed request's answer is answered on the event loop again.
+            let turns = try await Self.exchange(port: port, pieces: [Array(readyz.utf8), Array(post(read, close: true).utf8)], pauseMicroseconds: 300_000)
+            #expect(turns.map(\.status) == ["HTTP/1.1 200 OK", "HTTP/1.1 200 OK"])
+            #expect(turns.count == 2 && turns[0].server == nil && turns[1].server == "larder-agent" && turns[1].body == expected)
+        }
+    }
+
+    @Test("a graceful shutdown that arrives while a read's body is coming in waits for its answer, then the connection closes")
+    func shutdownMidRead() async throws {
+        let world = try World()
+        defer { world.remove() }
+        let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
+        let application = Application(
+            router: world.router(), server: world.eventLoopServer, configuration: .init(address: .hostname("127.0.0.1", port: 0)),
+            onServerRunning: { channel in
+                continuation.yield(channel.localAddress?.port ?? 0)
+                continuation.finish()
+            }, logger: Logger(label: "shutdown"))
+        let services = ServiceGroup(configuration: .init(services: [application], logger: Logger(label: "shutdown")))
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await services.run() }
+            var listening = 0
+            for await value in ports { listening = value }
+            let port = listening
+            let body = #"{"feature_service":"driver_ranking","entities":[{"driver_id":2}],"request_context":{"trip_distance_km":2.5}}"#
+            let request = Array(("POST /v1/features/online HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(world.consumer)\r\n"
+                + "Content-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)").utf8)
+            let cut = request.count - 20
+            // The head and most of the body; then the shutdown; then the rest of the body.
+            let raw: [UInt8] = try await withCheckedThrowingContinuation { done in
+                Thread.detachNewThread {
+                    done.resume(with: Result {
+                        try RawConnection.exchange(port: port, pieces: [Array(request[..<cut]), Array(request[cut...])], pauseMicroseconds: 400_000) { _ in
+                            usleep(200_000)   // the server has read the head and the first part of the body
+                            Task { await services.triggerGracefulShutdown() }
+                        }
+                    })
+                }
+            }
+            let text = String(decoding: raw, as: UTF8.self)
+            #expect(text.hasPrefix("HTTP/1.1 200 OK"), "\(text.prefix(200))")
+            #expect(text.contains(#""results":[{"values":[0.25,"#))
+            try await group.waitForAll()
         }
     }
 
@@ -323,7 +378,8 @@ enum RawConnection {
     struct Failure: Error { var what: String }
 
     /// Connects to `port`, sends each piece (pausing between them), and reads until the server closes.
-    static func exchange(port: Int, pieces: [[UInt8]]) throws -> [UInt8] {
+    /// `between` runs after each piece but the last, before the pause.
+    static func exchange(port: Int, pieces: [[UInt8]], pauseMicroseconds: UInt32, between: (Int) -> Void = { _ in }) throws -> [UInt8] {
         let socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard socket >= 0 else { throw Failure(what: "socket") }
         defer { close(socket) }
@@ -344,7 +400,10 @@ enum RawConnection {
                 guard count > 0 else { throw Failure(what: "send") }
                 sent += count
             }
-            if index < pieces.count - 1 { usleep(2_000) }
+            if index < pieces.count - 1 {
+                between(index)
+                usleep(pauseMicroseconds)
+            }
         }
         var received: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 65_536)

@@ -20,7 +20,13 @@ import Shared
 /// Responses must leave in the order their requests came. While a request
 /// passed on to the router has not been answered, a feature read that follows
 /// on the same connection (HTTP pipelining) is passed on too, and the router
-/// answers it in turn.
+/// answers it in turn. After a request that asks to close the connection,
+/// everything goes to the router, which answers it and closes.
+///
+/// As the router's writer does, it stops reading while the connection cannot
+/// take more output (a client pipelining reads without reading the answers),
+/// and a graceful shutdown that arrives while a read's body is coming in waits
+/// for its answer before Hummingbird closes the idle connection.
 final class OnlineFeaturesChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPRequestPart
     typealias InboundOut = HTTPRequestPart
@@ -50,6 +56,12 @@ final class OnlineFeaturesChannelHandler: ChannelDuplexHandler, RemovableChannel
     private var date = HTTPDateText()
     /// The token this connection last sent, already checked (a model server keeps its connections and its token).
     private var admission: AccessGuard.Admission?
+    /// A request asked to close the connection: the rest goes to the router.
+    private var closing = false
+    /// A read was asked for while the connection could not take more output.
+    private var readHeld = false
+    /// A graceful shutdown arrived while a read's body was coming in: passed on once it is answered.
+    private var quiesceHeld = false
 
     init(handler: OnlineFeaturesHandler, logger: Logger) {
         self.handler = handler
@@ -65,7 +77,8 @@ final class OnlineFeaturesChannelHandler: ChannelDuplexHandler, RemovableChannel
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let part = unwrapInboundIn(data)
         switch (mode, part) {
-        case (.idle, .head(let request)) where unanswered == 0 && Self.isFeatureRead(request):
+        case (.idle, .head(let request)) where unanswered == 0 && !closing && Self.isFeatureRead(request):
+            if Self.asksToClose(request) { closing = true }
             mode = .reading
             head = request
             body = nil
@@ -86,7 +99,8 @@ final class OnlineFeaturesChannelHandler: ChannelDuplexHandler, RemovableChannel
             if let request = head { answer(request, context: context) }
             head = nil
             body = nil
-        case (.idle, .head):
+        case (.idle, .head(let request)):
+            if Self.asksToClose(request) { closing = true }
             mode = .passing
             unanswered += 1
             context.fireChannelRead(data)
@@ -102,6 +116,34 @@ final class OnlineFeaturesChannelHandler: ChannelDuplexHandler, RemovableChannel
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         if case .end = unwrapOutboundIn(data), unanswered > 0 { unanswered -= 1 }
         context.write(data, promise: promise)
+    }
+
+    func read(context: ChannelHandlerContext) {
+        guard context.channel.isWritable else {
+            readHeld = true
+            return
+        }
+        context.read()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable, readHeld {
+            readHeld = false
+            context.read()
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is ChannelShouldQuiesceEvent, mode == .reading {
+            quiesceHeld = true
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    static func asksToClose(_ request: HTTPRequest) -> Bool {
+        request.headerFields[.connection].map { $0.lowercased().contains("close") } ?? false
     }
 
     /// Answers the feature read `request` with the body received, and writes the response.
@@ -124,11 +166,22 @@ final class OnlineFeaturesChannelHandler: ChannelDuplexHandler, RemovableChannel
         headers[.contentLength] = String(bytes.count)
         headers[.date] = date.now()
         headers[.server] = FeatureServer.serverName
+        if Self.asksToClose(request) { headers[.connection] = "close" }
         context.write(wrapOutboundOut(.head(HTTPResponse(status: status, headerFields: headers))), promise: nil)
         context.write(wrapOutboundOut(.body(context.channel.allocator.buffer(bytes: bytes))), promise: nil)
-        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
-        if let connection = request.headerFields[.connection], connection.lowercased() == "close" {
-            context.close(promise: nil)
+        guard Self.asksToClose(request) || quiesceHeld else {
+            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+            return
+        }
+        // Close (or let Hummingbird's shutdown close) only once the answer is written: closing fails pending writes.
+        let written = context.eventLoop.makePromise(of: Void.self)
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: written)
+        let channel = context.channel
+        if Self.asksToClose(request) {
+            written.futureResult.whenComplete { _ in channel.close(promise: nil) }
+        } else {
+            quiesceHeld = false
+            written.futureResult.whenComplete { _ in channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent()) }
         }
     }
 }
