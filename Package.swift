@@ -160,6 +160,7 @@ let package = Package(
             dependencies: [
                 "Shared",
                 "ControlPlane",
+                "DataPlane",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),

@@ -466,18 +466,22 @@ elif [ "$systemd_done" = 0 ]; then
   fi
   echo "  systemctl daemon-reload"
 fi
+# What to run next for unit $1, given whether it is ready to start ($2: configured, enrolled).
+next_step() {
+  if [ "$systemd_done" = 1 ] && [ "$start" = 1 ] && [ "$2" = 1 ]; then
+    echo "    $1 is (re)started: systemctl status $1.service"
+  elif [ "$systemd_done" = 1 ]; then
+    echo "    systemctl restart $1.service"
+  else
+    echo "    systemctl enable --now $1.service"
+  fi
+}
 if [ "$component" != agent ]; then
   echo "  On a control-plane host:"
   if [ "$control_configured" = 0 ]; then
     echo "    edit /etc/larder/control.env: LARDER_DATABASE_URL (and LARDER_LISTEN, TLS), then"
   fi
-  if [ "$systemd_done" = 1 ] && [ "$start" = 1 ] && [ "$control_configured" = 1 ]; then
-    echo "    larder-control is (re)started: systemctl status larder-control.service"
-  elif [ "$systemd_done" = 1 ]; then
-    echo "    systemctl restart larder-control.service"
-  else
-    echo "    systemctl enable --now larder-control.service"
-  fi
+  next_step larder-control "$control_configured"
 fi
 if [ "$component" != control ]; then
   if [ "$agent_enrolled" = 1 ]; then
@@ -487,13 +491,7 @@ if [ "$component" != control ]; then
     echo "    sudo -u larder-agent $prefix/bin/larder-agent enroll --url https://CONTROL-PLANE --token lre_… --data-dir /var/lib/larder-agent"
     echo "    add its sources' connections to /var/lib/larder-agent/agent.yaml, their secrets to /etc/larder/agent.env, then"
   fi
-  if [ "$systemd_done" = 1 ] && [ "$start" = 1 ] && [ "$agent_enrolled" = 1 ]; then
-    echo "    larder-agent is (re)started: systemctl status larder-agent.service"
-  elif [ "$systemd_done" = 1 ]; then
-    echo "    systemctl restart larder-agent.service"
-  else
-    echo "    systemctl enable --now larder-agent.service"
-  fi
+  next_step larder-agent "$agent_enrolled"
 fi
 if [ "$systemd_done" = 1 ] && [ "$component" = all ]; then
   echo "  Both units are enabled: on a host that runs only one, install with --component control or --component agent."

@@ -5,6 +5,7 @@ import Hummingbird
 import Logging
 import ServiceLifecycle
 import Shared
+import TestSupport
 
 /// The serving benchmark: a feature service of 5 stored features from 2
 /// views and 1 on-demand feature, over 1,000,000 stored entities.
@@ -39,25 +40,12 @@ extension LarderBench {
         init(entities: Int) throws {
             folder = FileManager.default.temporaryDirectory.appendingPathComponent("larder-serving-bench-\(UUID().uuidString)")
             try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
-            let logger = Logger(label: "bench")
-            let files = RepositoryScaffold.files.map { ($0.path, $0.contents) } + [("bench_service.yaml", LarderBench.benchService)]
-            let repository = RepositoryLoader.load(files: files).repository
-            let keys = SigningKeyPair.generate()
-            let definitions = DefinitionCanonicalizer.canonicalize(repository).map {
-                JobSpec.Definition(kind: $0.key.kind.rawValue, name: $0.key.name, version: 1, contentHash: $0.contentHash, definition: $0.spec)
-            }
-            let now = Date()
-            let registry = RegistryCache(file: folder.appendingPathComponent("registry.json"), publicKey: keys.publicKey, logger: logger)
-            try registry.install(
-                try keys.sign(try AgentRegistrySnapshot(workspace: "bench", revision: 1, issuedAt: now, definitions: definitions).jsonValue()),
-                workspace: "bench")
-            let token = APIToken.generate()
-            accessGuard = AccessGuard(file: folder.appendingPathComponent("access.json"), publicKey: keys.publicKey, logger: logger)
-            let access = AccessSnapshot(
-                workspace: "bench", version: 1, issuedAt: now, expiresAt: now.addingTimeInterval(86_400),
-                entries: [.init(tokenPublicId: token.publicID, secretSha256: Data(token.secretHash).base64URL, principal: "model", roles: [.viewer, .consumer], tokenExpiresAt: nil)])
-            try accessGuard.install(try keys.sign(try access.jsonValue()), workspace: "bench")
-            self.token = token.text
+            let snapshots = try SignedServingSnapshots(
+                folder: folder, workspace: "bench", extraFiles: [("bench_service.yaml", LarderBench.benchService)],
+                members: [("model", [.viewer, .consumer])])
+            let repository = snapshots.repository, registry = snapshots.registry, now = Date()
+            accessGuard = snapshots.accessGuard
+            token = snapshots.tokens[0]
 
             store = try OnlineStore(directory: folder.appendingPathComponent("online").path)
             let schemas = RepositoryValidator.viewSchemas(of: repository)

@@ -30,30 +30,12 @@ struct FeatureServerEventLoopTests {
         init() throws {
             folder = FileManager.default.temporaryDirectory.appendingPathComponent("larder-event-loop-\(UUID().uuidString)")
             try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
-            let logger = Logger(label: "test")
-            let repository = RepositoryLoader.load(files: RepositoryScaffold.files.map { ($0.path, $0.contents) }).repository
-            let keys = SigningKeyPair.generate()
-            let definitions = DefinitionCanonicalizer.canonicalize(repository).map {
-                JobSpec.Definition(kind: $0.key.kind.rawValue, name: $0.key.name, version: 1, contentHash: $0.contentHash, definition: $0.spec)
-            }
-            let now = Date()
-            let registry = RegistryCache(file: folder.appendingPathComponent("registry.json"), publicKey: keys.publicKey, logger: logger)
-            try registry.install(
-                try keys.sign(try AgentRegistrySnapshot(workspace: "rides", revision: 1, issuedAt: now, definitions: definitions).jsonValue()),
-                workspace: "rides")
-            let consumer = APIToken.generate(), viewer = APIToken.generate()
-            accessGuard = AccessGuard(file: folder.appendingPathComponent("access.json"), publicKey: keys.publicKey, logger: logger)
-            let access = AccessSnapshot(
-                workspace: "rides", version: 1, issuedAt: now, expiresAt: now.addingTimeInterval(86_400),
-                entries: [
-                    .init(tokenPublicId: consumer.publicID, secretSha256: Data(consumer.secretHash).base64URL, principal: "model",
-                          roles: [.consumer], tokenExpiresAt: nil),
-                    .init(tokenPublicId: viewer.publicID, secretSha256: Data(viewer.secretHash).base64URL, principal: "analyst",
-                          roles: [.viewer], tokenExpiresAt: nil),
-                ])
-            try accessGuard.install(try keys.sign(try access.jsonValue()), workspace: "rides")
-            self.consumer = consumer.text
-            self.viewer = viewer.text
+            let snapshots = try SignedServingSnapshots(
+                folder: folder, workspace: "rides", members: [("model", [.consumer]), ("analyst", [.viewer])])
+            let repository = snapshots.repository, now = Date()
+            accessGuard = snapshots.accessGuard
+            consumer = snapshots.tokens[0]
+            viewer = snapshots.tokens[1]
 
             let store = try OnlineStore(directory: folder.appendingPathComponent("online").path)
             let schemas = RepositoryValidator.viewSchemas(of: repository)
@@ -74,7 +56,7 @@ struct FeatureServerEventLoopTests {
                     keys: stored.map { .int(Int64($0)) }, eventTimes: stored.map { nowMicros - Int64($0) * 60_000_000 },
                     createdTimes: Array(repeating: nowMicros, count: stored.count), features: columns))
             }
-            reader = OnlineFeatureReader(store: store, registry: registry)
+            reader = OnlineFeatureReader(store: store, registry: snapshots.registry)
         }
 
         func remove() { try? FileManager.default.removeItem(at: folder) }

@@ -159,13 +159,17 @@ public enum FeatureServer {
     }
 
     static func json(_ text: String, status: HTTPResponse.Status = .ok) -> Response {
-        json(Array(text.utf8), status: status)
+        json(ByteBuffer(string: text), status: status)
     }
 
     static func json(_ bytes: [UInt8], status: HTTPResponse.Status = .ok) -> Response {
+        json(ByteBuffer(bytes: bytes), status: status)
+    }
+
+    static func json(_ body: ByteBuffer, status: HTTPResponse.Status = .ok) -> Response {
         var headers = HTTPFields()
         headers[.contentType] = "application/json"
-        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
+        return Response(status: status, headers: headers, body: .init(byteBuffer: body))
     }
 }
 

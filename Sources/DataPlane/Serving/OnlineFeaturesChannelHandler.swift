@@ -166,10 +166,11 @@ final class OnlineFeaturesChannelHandler: ChannelDuplexHandler, RemovableChannel
         headers[.contentLength] = String(bytes.count)
         headers[.date] = date.now()
         headers[.server] = FeatureServer.serverName
-        if Self.asksToClose(request) { headers[.connection] = "close" }
+        // `closing` was false when this read's head came in (else it went to the router): now it says whether the read asked to close.
+        if closing { headers[.connection] = "close" }
         context.write(wrapOutboundOut(.head(HTTPResponse(status: status, headerFields: headers))), promise: nil)
         context.write(wrapOutboundOut(.body(context.channel.allocator.buffer(bytes: bytes))), promise: nil)
-        guard Self.asksToClose(request) || quiesceHeld else {
+        guard closing || quiesceHeld else {
             context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
             return
         }
@@ -177,7 +178,7 @@ final class OnlineFeaturesChannelHandler: ChannelDuplexHandler, RemovableChannel
         let written = context.eventLoop.makePromise(of: Void.self)
         context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: written)
         let channel = context.channel
-        if Self.asksToClose(request) {
+        if closing {
             written.futureResult.whenComplete { _ in channel.close(promise: nil) }
         } else {
             quiesceHeld = false
