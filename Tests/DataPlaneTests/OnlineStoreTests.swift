@@ -1,6 +1,7 @@
 import DataPlane
 import Foundation
 import Shared
+import Synchronization
 import Testing
 import TestSupport
 
@@ -170,6 +171,66 @@ struct OnlineStoreTests {
         let reopened = try #require(try OnlineStore(directory: directory).table(view: "driver_stats", version: 1))
         #expect(reopened.count == 500)
         Self.check(reopened, against: Self.expected(Array(rows[500...])), keys: 0..<1_000, now: now)
+    }
+
+    @Test("compaction while rows are written: nothing written meanwhile is lost, in memory or after reopening", arguments: [11, 12, 13])
+    func compactionUnderWrites(seed: UInt64) throws {
+        var random = SeededGenerator(seed: seed)
+        let directory = Self.directory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let store = try OnlineStore(directory: directory)
+        let table = try store.table(for: Self.schema)
+        let now: Int64 = 10_000 + 3_600
+        let keys: Int64 = 60_000
+        // Half the entities past the TTL at `now`, written twice over so the log outgrows its contents.
+        let initial = (0..<keys).map { Row(key: $0, event: $0 % 2 == 0 ? 0 : 10_000, created: 0, rate: 0.5, trips: $0, city: "c\($0)") }
+        for _ in 0..<2 { try table.upsert(Self.rows(initial)) }
+        // Batches written by another thread until the compaction has returned, newer and older than what is stored,
+        // for expired and live entities, and for new ones; all within the TTL at `now` (an expired row written just
+        // before the compaction looks would be dropped, one written just after kept: either is right).
+        let batches = (0..<400).map { _ in
+            (0..<Int.random(in: 1...300, using: &random)).map { _ in
+                Row(
+                    key: Int64.random(in: 0..<(keys + 1_000), using: &random), event: Int64.random(in: 10_000...12_000, using: &random),
+                    created: Int64.random(in: 0..<3, using: &random), rate: Double.random(in: 0...1, using: &random),
+                    trips: Bool.random(using: &random) ? Int64.random(in: 0...99, using: &random) : nil, city: Bool.random(using: &random) ? "w" : nil)
+            }
+        }
+        let compacted = Atomic(false)
+        let progress = Mutex((written: 0, duringCompaction: 0, failure: String?.none))
+        let started = DispatchSemaphore(value: 0), finished = DispatchSemaphore(value: 0)
+        let writer = Thread {
+            defer { finished.signal() }
+            for (index, batch) in batches.enumerated() {
+                if index == 5 { started.signal() }
+                let during = !compacted.load(ordering: .acquiring)
+                do { try table.upsert(Self.rows(batch)) } catch {
+                    progress.withLock { $0.failure = "\(error)" }
+                    return
+                }
+                progress.withLock {
+                    $0.written = index + 1
+                    if during { $0.duringCompaction += 1 }
+                }
+                if compacted.load(ordering: .acquiring), index >= 5 { return }
+            }
+        }
+        writer.start()
+        started.wait()
+        let dropped = try table.compact(now: now * 1_000_000)
+        compacted.store(true, ordering: .releasing)
+        finished.wait()
+        let (written, during, failure) = progress.withLock { ($0.written, $0.duringCompaction, $0.failure) }
+        #expect(failure == nil)
+        #expect(during > 0, "no batch was written while compacting")
+        #expect(dropped > 0)
+        let live = initial.filter { $0.event >= 10_000 }
+        // Expired entities are gone unless a batch wrote them again; every batch written is there, newest wins.
+        let expected = Self.expected(live + batches.prefix(written).flatMap { $0 })
+        Self.check(table, against: expected, keys: 0..<(keys + 1_000), now: 10_000)
+        try table.sync()
+        let reopened = try #require(try OnlineStore(directory: directory).table(view: "driver_stats", version: 1))
+        Self.check(reopened, against: expected, keys: 0..<(keys + 1_000), now: 10_000)
     }
 
     @Test("a frame cut short by a crash is dropped on reopening; later writes follow the whole frames")

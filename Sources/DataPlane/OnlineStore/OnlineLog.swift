@@ -23,20 +23,109 @@ final class OnlineLog {
     /// Creates a new log holding only `header`, replacing any file at `path`
     /// atomically (written aside, synced, then renamed).
     static func create(path: String, header: [UInt8], frames: [[UInt8]] = []) throws(OnlineStoreError) -> OnlineLog {
-        let temporary = path + ".tmp"
-        let descriptor = Glibc.open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-        guard descriptor >= 0 else { throw .io("cannot create \(temporary): \(String(cString: strerror(errno)))") }
-        var bytes = fileMagic
-        bytes.appendLittleEndian(UInt32(header.count))
-        bytes.append(contentsOf: header)
-        defer { close(descriptor) }
-        try writeAll(descriptor, bytes, path: temporary)
-        for frame in frames { try writeAll(descriptor, framed(frame), path: temporary) }
-        guard fsync(descriptor) == 0 else { throw .io("cannot sync \(temporary)") }
-        guard rename(temporary, path) == 0 else { throw .io("cannot rename \(temporary) to \(path)") }
-        syncDirectory(of: path)
+        let pending = try Pending(path: path, header: header)
+        for frame in frames { try pending.append(frame: frame) }
+        try pending.sync()
+        try pending.install(at: path)
         return try OnlineLog(appendingTo: path)
     }
+
+    /// A new log being written beside the one it will replace (at `path.tmp`),
+    /// put in place by `install(at:)` once synced.
+    final class Pending {
+        let temporary: String
+        private let descriptor: Int32
+        private var open = true
+
+        /// Starts the file with the log's magic and `header`.
+        init(path: String, header: [UInt8]) throws(OnlineStoreError) {
+            temporary = path + ".tmp"
+            descriptor = Glibc.open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+            guard descriptor >= 0 else { throw .io("cannot create \(temporary): \(String(cString: strerror(errno)))") }
+            var bytes = OnlineLog.fileMagic
+            bytes.appendLittleEndian(UInt32(header.count))
+            bytes.append(contentsOf: header)
+            do { try append(bytes: bytes) } catch {
+                discard()
+                throw error
+            }
+        }
+
+        deinit { discard() }
+
+        /// Appends one frame holding `payload`.
+        func append(frame payload: [UInt8]) throws(OnlineStoreError) { try append(bytes: OnlineLog.framed(payload)) }
+
+        /// Appends bytes that are already whole frames.
+        func append(bytes: [UInt8]) throws(OnlineStoreError) { try OnlineLog.writeAll(descriptor, bytes, path: temporary) }
+
+        /// Makes what was appended durable.
+        func sync() throws(OnlineStoreError) {
+            guard fsync(descriptor) == 0 else { throw .io("cannot sync \(temporary)") }
+        }
+
+        /// Renames the file to `path` (everything appended must be synced); `OnlineLog.appending(to:)` then opens it.
+        func install(at path: String) throws(OnlineStoreError) {
+            close(descriptor)
+            open = false
+            guard rename(temporary, path) == 0 else {
+                unlink(temporary)
+                throw .io("cannot rename \(temporary) to \(path)")
+            }
+            OnlineLog.syncDirectory(of: path)
+        }
+
+        /// Closes and removes the file, if not installed.
+        func discard() {
+            guard open else { return }
+            open = false
+            close(descriptor)
+            unlink(temporary)
+        }
+    }
+
+    /// The bytes of the log file at `path` from offset `start` to `end`.
+    static func bytes(path: String, from start: Int, to end: Int) throws(OnlineStoreError) -> [UInt8] {
+        let descriptor = Glibc.open(path, O_RDONLY | O_CLOEXEC)
+        guard descriptor >= 0 else { throw .io("cannot open \(path): \(String(cString: strerror(errno)))") }
+        defer { close(descriptor) }
+        var bytes = [UInt8](repeating: 0, count: end - start)
+        let failure: String? = bytes.withUnsafeMutableBytes { raw in
+            var offset = 0
+            while offset < raw.count {
+                let read = pread(descriptor, raw.baseAddress! + offset, raw.count - offset, off_t(start + offset))
+                if read < 0, errno == EINTR { continue }
+                if read < 0 { return String(cString: strerror(errno)) }
+                if read == 0 { return "the file ends before byte \(end)" }
+                offset += read
+            }
+            return nil
+        }
+        if let failure { throw .io("cannot read \(path): \(failure)") }
+        return bytes
+    }
+
+    /// The payloads of whole frames laid end to end in `bytes`.
+    static func payloads(in bytes: [UInt8]) throws(OnlineStoreError) -> [[UInt8]] {
+        var payloads: [[UInt8]] = []
+        var offset = 0
+        while offset < bytes.count {
+            guard offset + frameHeaderSize <= bytes.count, ByteReader.uint32(bytes, at: offset) == frameMagic else {
+                throw .io("a frame of the log is damaged at byte \(offset)")
+            }
+            let length = Int(ByteReader.uint32(bytes, at: offset + 4))
+            let start = offset + frameHeaderSize
+            guard start + length <= bytes.count else { throw .io("a frame of the log is cut short at byte \(offset)") }
+            let payload = Array(bytes[start..<(start + length)])
+            guard checksum(payload) == ByteReader.uint64(bytes, at: offset + 8) else { throw .io("a frame of the log fails its checksum at byte \(offset)") }
+            payloads.append(payload)
+            offset = start + length
+        }
+        return payloads
+    }
+
+    /// Opens the log at `path` for appending.
+    static func appending(to path: String) throws(OnlineStoreError) -> OnlineLog { try OnlineLog(appendingTo: path) }
 
     /// Opens an existing log for appending.
     private init(appendingTo path: String) throws(OnlineStoreError) {

@@ -92,6 +92,8 @@ public final class OnlineTable: Sendable {
     public let schema: OnlineTableSchema
     private let layout: SlotLayout
     private let state: Mutex<State>
+    /// Held while compacting, so two compactions never overlap.
+    private let compaction = Mutex(())
     /// The table's log file.
     let path: String
 
@@ -101,6 +103,8 @@ public final class OnlineTable: Sendable {
         var log: OnlineLog?
         /// The log's size when it was last written whole (0 after a replay).
         var baseline = 0
+        /// Whether the file was deleted (a retired version): a compaction then does not put it back.
+        var deleted = false
     }
 
     /// Opens the table at `path`, creating it for `schema` when missing.
@@ -167,9 +171,14 @@ public final class OnlineTable: Sendable {
         }
     }
 
-    /// Makes every write so far durable.
+    /// Makes every write so far durable. The file is synced outside the
+    /// table's lock (through a second descriptor), so reads go on meanwhile.
     public func sync() throws(OnlineStoreError) {
-        try state.withLock { state throws(OnlineStoreError) in try state.log?.sync() }
+        let descriptor = state.withLock { state in state.log.map { dup($0.descriptor) } }
+        guard let descriptor else { return }
+        guard descriptor >= 0 else { throw .io("cannot sync \(path): \(String(cString: strerror(errno)))") }
+        defer { close(descriptor) }
+        guard fsync(descriptor) == 0 else { throw .io("cannot sync \(path): \(String(cString: strerror(errno)))") }
     }
 
     /// The stored row of `key`, judged against the TTL at `now` (microseconds).
@@ -246,36 +255,73 @@ public final class OnlineTable: Sendable {
 
     /// Deletes the table's file: for retired versions.
     func deleteFile() {
-        state.withLock { state in if state.log != nil { _ = unlink(path) } }
+        state.withLock { state in
+            state.deleted = true
+            if state.log != nil { _ = unlink(path) }
+        }
     }
 
     /// Rewrites the log with only the rows still within the TTL at `now`
     /// (microseconds), and forgets the others: space of expired entities is
     /// reclaimed on disk and in memory. Returns how many entities were dropped.
+    ///
+    /// Reads and writes go on while it runs: the live rows are encoded a chunk
+    /// per lock, the new log is written aside and synced, and its rows indexed,
+    /// all outside the table's lock; rows written meanwhile are appended to the
+    /// old log as usual and copied over from its tail. The lock is held again
+    /// only to copy the last of that tail and put the new log in place.
     @discardableResult
     public func compact(now: Int64) throws(OnlineStoreError) -> Int {
-        try state.withLock { state throws(OnlineStoreError) -> Int in
-            guard let current = state.log else { throw .io("the table of \(schema.view) v\(schema.version) is open read-only") }
+        try compaction.withLock { _ throws(OnlineStoreError) -> Int in
             let cutoff = schema.ttlSeconds.map { now - $0 * 1_000_000 } ?? Int64.min
-            var keys: [EntityKey] = [], live: [Int] = []
-            for (key, slot) in state.slots.index where state.slots.eventTimes[Int(slot)] >= cutoff {
-                keys.append(key)
-                live.append(Int(slot))
+            // The live entities and where the old log ends now; slots stay where they are until the swap.
+            let (live, total, start) = try state.withLock { state throws(OnlineStoreError) in
+                guard let log = state.log else { throw .io("the table of \(schema.view) v\(schema.version) is open read-only") }
+                let live = state.slots.index.filter { state.slots.eventTimes[Int($0.value)] >= cutoff }
+                return (live.map { ($0.key, Int($0.value)) }, state.slots.index.count, log.size)
             }
-            let dropped = state.slots.index.count - keys.count
-            var frames: [[UInt8]] = []
-            var start = 0
-            while start < live.count {
-                let end = min(start + 65_536, live.count)
-                frames.append(FrameEncoder.encode(keys: Array(keys[start..<end]), slots: Array(live[start..<end]), of: state.slots, layout: layout))
-                start = end
-            }
-            let log = try OnlineLog.create(path: current.path, header: try Self.header(schema), frames: frames)
+            let pending = try OnlineLog.Pending(path: path, header: try Self.header(schema))
             var slots = Slots(layout)
             let decoder = FrameDecoder(schema: schema, types: layout.types)
-            for frame in frames { _ = try slots.store(try decoder.decode(frame), layout: layout) }
-            state = State(slots: slots, log: log, baseline: log.size)
-            return dropped
+            var first = 0
+            while first < live.count {
+                let chunk = live[first..<min(first + 65_536, live.count)]
+                let frame = state.withLock { state in
+                    FrameEncoder.encode(keys: chunk.map(\.0), slots: chunk.map(\.1), of: state.slots, layout: layout)
+                }
+                try pending.append(frame: frame)
+                _ = try slots.store(try decoder.decode(frame), layout: layout)
+                first += chunk.count
+            }
+            try pending.sync()
+            // Rows written since: copied from the old log's tail, outside the lock while it keeps growing.
+            var copied = start
+            func copyTail(upTo end: Int) throws(OnlineStoreError) {
+                guard end > copied else { return }
+                let tail = try OnlineLog.bytes(path: path, from: copied, to: end)
+                try pending.append(bytes: tail)
+                for payload in try OnlineLog.payloads(in: tail) { _ = try slots.store(try decoder.decode(payload), layout: layout) }
+                copied = end
+            }
+            for _ in 0..<3 {
+                let end = state.withLock { $0.log?.size ?? 0 }
+                if end - copied < 1 << 16 { break }
+                try copyTail(upTo: end)
+            }
+            return try state.withLock { state throws(OnlineStoreError) -> Int in
+                guard let log = state.log, !state.deleted else {
+                    pending.discard()
+                    return 0
+                }
+                if log.size > copied {
+                    try copyTail(upTo: log.size)
+                    try pending.sync()
+                }
+                try pending.install(at: path)
+                let installed = try OnlineLog.appending(to: path)
+                state = State(slots: slots, log: installed, baseline: installed.size)
+                return total - live.count
+            }
         }
     }
 }
