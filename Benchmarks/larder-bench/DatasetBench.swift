@@ -53,28 +53,38 @@ extension LarderBench {
                 }
                 try await connection.close()
                 print("\n## training datasets: driver_hourly_stats \(drivers * 720) rows (\(drivers) drivers × 720 h), customer_trip_stats \(customers * 10) rows; generated in \(ContinuousClock.now - started)")
-                print("| entity rows | runs | median | min | max | rows/s (median) | peak memory |")
-                print("|---|---|---|---|---|---|---|")
-                let builder = TrainingDatasetBuilder(reader: reader, offlineStore: (schema: "larder_offline", url: database), logger: logger)
+                print("| entity rows | match | runs | median | min | max | rows/s (median) | peak memory |")
+                print("|---|---|---|---|---|---|---|---|")
+                // Each size is built both ways, runs alternating, so the two rows compare within one run:
+                // candidates matched as they stream in (the default), and the whole table read, then matched.
+                var streaming = TrainingDatasetBuilder(reader: reader, offlineStore: (schema: "larder_offline", url: database), logger: logger)
+                var whole = streaming
+                streaming.matchWhileReading = true
+                whole.matchWhileReading = false
                 for rows in entityRows {
                     let file = folder.appendingPathComponent("entities-\(rows).csv")
                     try writeEntities(rows: rows, drivers: drivers, customers: customers, to: file)
-                    var samples = Samples(), peak = 0, bytes = 0
+                    var samples = [Samples(), Samples()], peaks = [0, 0], bytes = [0, 0]
                     for _ in 0..<runs {
-                        // Memory freed by the previous run goes back to the system first, so each peak is this run's own.
-                        returnFreedMemory()
-                        resetPeakResident()
-                        bytes = 0
-                        samples.add(try await measure {
-                            let prepared = try await builder.prepare(DatasetRequest(features: ["driver_hourly_stats", "customer_trip_stats"], entities: file))
-                            _ = try await builder.writeCSV(prepared) { bytes += $0.readableBytes }
-                        })
-                        peak = max(peak, peakResidentMiB())
+                        for (way, builder) in [streaming, whole].enumerated() {
+                            // Memory freed by the previous run goes back to the system first, so each peak is this run's own.
+                            returnFreedMemory()
+                            resetPeakResident()
+                            bytes[way] = 0
+                            samples[way].add(try await measure {
+                                let prepared = try await builder.prepare(DatasetRequest(features: ["driver_hourly_stats", "customer_trip_stats"], entities: file))
+                                _ = try await builder.writeCSV(prepared) { bytes[way] += $0.readableBytes }
+                            })
+                            peaks[way] = max(peaks[way], peakResidentMiB())
+                        }
                     }
-                    let median = samples.values.sorted()[samples.values.count / 2]
-                    let seconds = Double(median.components.seconds) + Double(median.components.attoseconds) / 1e18
-                    print(samples.row("\(rows)") + String(format: " %.0f | %d MiB |", Double(rows) / seconds, peak))
-                    precondition(bytes > rows * 20, "the dataset has \(bytes) bytes")
+                    for (way, name) in ["streamed", "whole table"].enumerated() {
+                        let median = samples[way].values.sorted()[samples[way].values.count / 2]
+                        let seconds = Double(median.components.seconds) + Double(median.components.attoseconds) / 1e18
+                        print(samples[way].row("\(rows) | \(name)") + String(format: " %.0f | %d MiB |", Double(rows) / seconds, peaks[way]))
+                        precondition(bytes[way] > rows * 20, "the dataset has \(bytes[way]) bytes")
+                    }
+                    precondition(bytes[0] == bytes[1], "the two ways wrote \(bytes[0]) and \(bytes[1]) bytes")
                 }
             }
         }

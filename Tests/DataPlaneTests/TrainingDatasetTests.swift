@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import PostgresNIO
 import Shared
+import Synchronization
 import Testing
 import TestSupport
 
@@ -12,6 +13,11 @@ import TestSupport
 /// unknown keys, rows before the first event, rows exactly at t and at
 /// t - ttl, a microsecond past it, events after every row), read in random
 /// chunk sizes.
+/// How each view of each chunk was matched (`TrainingDatasetBuilder.matchObserver`).
+final class MatchWays: Sendable {
+    let list = Mutex<[(view: String, streamed: Bool)]>([])
+}
+
 @Suite("Training datasets against a brute-force oracle")
 struct TrainingDatasetTests {
     struct World {
@@ -88,7 +94,7 @@ struct TrainingDatasetTests {
     }
 
     @Test("every cell equals the brute-force point-in-time value; on-demand outputs computed from them; input columns passed through; the same bytes at any chunk size",
-          arguments: Array(1...6) as [UInt64])
+          arguments: Array(1...9) as [UInt64])
     func matchesOracle(seed: UInt64) async throws {
         try await TestDatabase.withIsolatedDatabase { url in
             var random = SeededGenerator(seed: seed)
@@ -101,7 +107,10 @@ struct TrainingDatasetTests {
 
             // Feature rows over ten days for drivers 1…8 (9 and 10 never occur).
             var stats: [FeatureRow] = [], aggregates: [FeatureRow] = []
-            for _ in 0..<Int.random(in: 20...600, using: &random) {
+            // Seeds 1-3 write the offline rows in random order, 4-6 in event-time order (as materialization
+            // does: matched as they stream in), 7-9 in time order then a backfill of older rows at the end.
+            let layout = (Int(seed) - 1) / 3
+            for _ in 0..<Int.random(in: (layout == 0 ? 20 : 300)...600, using: &random) {
                 let driver = Int64.random(in: 1...8, using: &random)
                 var time = base + Int64.random(in: 0...(240 * hour), using: &random)
                 if let earlier = stats.randomElement(using: &random), Bool.random(using: &random) { time = earlier.time }   // same event time
@@ -120,7 +129,17 @@ struct TrainingDatasetTests {
                     values: [Double(Int.random(in: 0...30, using: &random)), Double(Int.random(in: 0...200, using: &random)), fare]))
             }
 
-            // The offline tables, as materialization lays them out.
+            func laidOut(_ rows: [FeatureRow]) -> [FeatureRow] {
+                guard layout > 0 else { return rows }
+                let ordered = rows.sorted { $0.time < $1.time }
+                guard layout == 2 else { return ordered }
+                let backfill = Set(ordered.indices.shuffled(using: &random).prefix(ordered.count / 5))
+                return ordered.indices.filter { !backfill.contains($0) }.map { ordered[$0] } + backfill.sorted().map { ordered[$0] }.shuffled(using: &random)
+            }
+            stats = laidOut(stats)
+            aggregates = laidOut(aggregates)
+
+            // The offline tables.
             let connection = try await url.connect(logger: logger)
             func run(_ sql: String) async throws { try await connection.execute(PostgresQuery(unsafeSQL: sql), logger: logger) }
             func literal(_ micros: Int64?) -> String { micros.map { "'\(Self.timestamp($0))'" } ?? "NULL" }
@@ -183,15 +202,24 @@ struct TrainingDatasetTests {
             // Tables read in ranges of one page, of many, or row by row (servers before PostgreSQL 14).
             let reads: [Int?] = [1, 1_000, nil]
             let pagesPerRange = reads[Int(seed) % reads.count]
+            let streamed = MatchWays()
             func build(chunkRows: Int) async throws -> (bytes: [UInt8], summary: DatasetMetadata) {
-                let builder = TrainingDatasetBuilder(
+                var builder = TrainingDatasetBuilder(
                     reader: world.reader, offlineStore: (schema: "features", url: url), chunkRows: chunkRows, pagesPerRange: pagesPerRange, logger: logger)
+                builder.matchObserver = { view, wasStreamed in streamed.list.withLock { $0.append((view, wasStreamed)) } }
                 let prepared = try await builder.prepare(DatasetRequest(featureService: "driver_ranking", entities: entities))
                 var bytes: [UInt8] = []
                 let summary = try await builder.writeCSV(prepared) { bytes.append(contentsOf: $0.readableBytesView) }
                 return (bytes, summary)
             }
             let (bytes, summary) = try await build(chunkRows: Int.random(in: 1...40, using: &random))
+            // How each view's candidates were matched: row by row never streams; a table in time order always does;
+            // a backfill read a page at a time is found out of order and matched whole.
+            let ways = streamed.list.withLock { $0 }
+            #expect(!ways.isEmpty)
+            if pagesPerRange == nil { #expect(ways.allSatisfy { !$0.streamed }) }
+            if pagesPerRange != nil, layout == 1 { #expect(ways.allSatisfy { $0.streamed }, "seed \(seed): \(ways)") }
+            if pagesPerRange == 1, layout == 2 { #expect(ways.contains { $0.view == "driver_hourly_stats" && !$0.streamed }, "seed \(seed): \(ways)") }
             let rows = Self.parseCSV(String(decoding: bytes, as: UTF8.self))
             #expect(rows.first == [
                 "driver_id", "event_timestamp", "trip_distance_km", "label",

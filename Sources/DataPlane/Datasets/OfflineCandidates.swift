@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import PostgresNIO
 import Shared
+import Synchronization
 
 /// Reads, from a feature view version's offline table, the rows a chunk of
 /// entity rows can match: those of the chunk's entities with an event time in
@@ -38,14 +39,25 @@ struct OfflineCandidates: Sendable {
 
     /// The candidate rows of `entities` (each key's index in the chunk) between `from` (nil: the beginning) and `to` (microseconds, inclusive).
     func read(entities: [EntityKey: Int32], from: Int64?, to: Int64, on connection: PostgresConnection) async throws -> CandidateRows {
+        if try await readsInRanges(on: connection), let pagesPerRange {
+            var rows = CandidateRows(types: view.reads.map(\.type))
+            try await readInRanges(entities: entities, from: from, to: to, pagesPerRange: pagesPerRange, on: connection) { part, estimate in
+                if rows.count == 0 { rows.reserve(estimate) }
+                rows.append(part)
+            }
+            return rows
+        }
+        return try await readRows(entities: entities, from: from, to: to, on: connection)
+    }
+
+    /// Whether the table can be read in ranges of pages (PostgreSQL 14 and later).
+    func readsInRanges(on connection: PostgresConnection) async throws -> Bool {
+        guard pagesPerRange != nil else { return false }
         var version = 0
         for try await (number) in try await connection.query("SELECT current_setting('server_version_num')::int", logger: logger).decode(Int.self) {
             version = number
         }
-        if version >= 140_000, let pagesPerRange {
-            return try await readInRanges(entities: entities, from: from, to: to, pagesPerRange: pagesPerRange, on: connection)
-        }
-        return try await readRows(entities: entities, from: from, to: to, on: connection)
+        return version >= 140_000
     }
 
     /// The bounds bound as parameters, a millisecond wider than asked: binding
@@ -60,8 +72,13 @@ struct OfflineCandidates: Sendable {
         return (sql, binds)
     }
 
-    /// Reads the table in ranges of pages, each as one row of arrays.
-    func readInRanges(entities: [EntityKey: Int32], from: Int64?, to: Int64, pagesPerRange: Int, on connection: PostgresConnection) async throws -> CandidateRows {
+    /// Reads the table in ranges of pages, each as one row of arrays, and
+    /// hands each range's candidate rows to `consume` in the table's order,
+    /// with the table's estimated row count.
+    func readInRanges(
+        entities: [EntityKey: Int32], from: Int64?, to: Int64, pagesPerRange: Int, on connection: PostgresConnection,
+        consume: (CandidateRows, _ estimate: Int) async throws -> Void
+    ) async throws {
         let columns = view.keys.map { SQLIdentifier.quote($0.name) } + ["event_timestamp"] + (hasCreated ? ["created_timestamp"] : [])
             + view.reads.map { SQLIdentifier.quote($0.feature) }
         let filter = timeFilter(from: from, to: to, firstParameter: 3)
@@ -70,8 +87,8 @@ struct OfflineCandidates: Sendable {
             WHERE ctid >= format('(%s,0)', $1::bigint)::tid AND ctid < format('(%s,0)', $2::bigint)::tid AND \(filter.sql)
             """
         let lookup = EntityLookup(entities, keys: view.keys)
-        return try await connection.inTransaction(logger: logger, begin: "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY") { connection in
-            // The table's pages, and its estimated rows: room for all of them, so the columns never grow by copying.
+        try await connection.inTransaction(logger: logger, begin: "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY") { connection in
+            // The table's pages, and its estimated rows (room for all of them, when collecting: the columns never grow by copying).
             var pages: Int64 = 0, estimate: Int64 = 0
             var size = PostgresQuery(unsafeSQL: """
                 SELECT pg_relation_size(oid) / current_setting('block_size')::bigint, GREATEST(reltuples, 0)::bigint FROM pg_class WHERE oid = $1::regclass
@@ -81,50 +98,66 @@ struct OfflineCandidates: Sendable {
                 pages = count
                 estimate = rows
             }
+            let reserve = Int(min(estimate, 200_000_000))
             let ranges = Array(stride(from: Int64(0), to: pages, by: pagesPerRange))
-            /// Reads `ranges` on `connection`, handing each range's rows to `deliver`.
-            @Sendable func read(_ ranges: [Int64], on connection: PostgresConnection, deliver: (CandidateRows) async throws -> Void) async throws {
-                for first in ranges {
-                    var query = PostgresQuery(unsafeSQL: statement)
-                    query.binds.append(first)
-                    query.binds.append(first + Int64(pagesPerRange))
-                    for bind in filter.binds { query.binds.append(bind) }
-                    var part = CandidateRows(types: view.reads.map(\.type))
-                    for try await row in try await connection.query(query, logger: logger) {
-                        try ArrayColumns(row: row, keyCount: view.keys.count, hasCreated: hasCreated)
-                            .append(to: &part, lookup: lookup, keyTypes: view.keys.map(\.type), featureTypes: view.reads.map(\.type))
-                    }
-                    try await deliver(part)
+            /// Sends the query of range `first` on `connection`.
+            @Sendable func send(_ first: Int64, on connection: PostgresConnection) async throws -> PostgresRowSequence {
+                var query = PostgresQuery(unsafeSQL: statement)
+                query.binds.append(first)
+                query.binds.append(first + Int64(pagesPerRange))
+                for bind in filter.binds { query.binds.append(bind) }
+                return try await connection.query(query, logger: logger)
+            }
+            /// A range's result (one row of arrays), received whole.
+            @Sendable func receive(_ sequence: PostgresRowSequence) async throws -> [ArrayColumns] {
+                var rows: [ArrayColumns] = []
+                for try await row in sequence { rows.append(ArrayColumns(row: row, keyCount: view.keys.count, hasCreated: hasCreated)) }
+                return rows
+            }
+            /// A range's candidate rows, parsed.
+            @Sendable func parse(_ rows: [ArrayColumns]) throws -> CandidateRows {
+                var part = CandidateRows(types: view.reads.map(\.type))
+                for row in rows { try row.append(to: &part, lookup: lookup, keyTypes: view.keys.map(\.type), featureTypes: view.reads.map(\.type)) }
+                return part
+            }
+            /// Reads `positions` of `ranges` on `connection`, one after another. `ready(p)` waits until
+            /// position p may be read; `deliver` takes each range's rows. (Sending a range's query before
+            /// the previous range is parsed was tried: through PostgresNIO it made the read slower.)
+            @Sendable func read(
+                _ positions: [Int], on connection: PostgresConnection, ready: (Int) async throws -> Void,
+                deliver: (Int, CandidateRows) async throws -> Void
+            ) async throws {
+                for position in positions {
+                    try await ready(position)
+                    try await deliver(position, try parse(try await receive(try await send(ranges[position], on: connection))))
                 }
             }
-            var rows = CandidateRows(types: view.reads.map(\.type))
-            rows.reserve(Int(min(estimate, 200_000_000)))
-            guard let parallel, ranges.count > 1 else {
-                try await read(ranges, on: connection) { rows.append($0) }
-                return rows
-            }
-            // A second connection on the same snapshot reads every other range; each range's rows
-            // are appended as they come, so memory holds the result and a range or two besides.
+            // One connection: the ranges in order. With a second one on the same exported snapshot,
+            // the connections read every other range, and the ranges are handed on in order as they complete.
             var snapshot = ""
-            for try await (id) in try await connection.query("SELECT pg_export_snapshot()", logger: logger).decode(String.self) { snapshot = id }
-            guard !snapshot.isEmpty, snapshot.allSatisfy({ $0.isHexDigit || $0 == "-" }) else {
-                try await read(ranges, on: connection) { rows.append($0) }
-                return rows
+            if parallel != nil, ranges.count > 1 {
+                for try await (id) in try await connection.query("SELECT pg_export_snapshot()", logger: logger).decode(String.self) { snapshot = id }
+            }
+            guard let parallel, !snapshot.isEmpty, snapshot.allSatisfy({ $0.isHexDigit || $0 == "-" }) else {
+                try await read(Array(ranges.indices), on: connection, ready: { _ in }) { _, part in try await consume(part, reserve) }
+                return
             }
             let second = try await parallel.connect(logger: logger)
             do {
                 try await second.inTransaction(logger: logger, begin: "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY") { second in
                     try await second.execute(PostgresQuery(unsafeSQL: "SET TRANSACTION SNAPSHOT '\(snapshot)'"), logger: logger)
-                    let (parts, continuation) = AsyncThrowingStream.makeStream(of: CandidateRows.self, bufferingPolicy: .bufferingOldest(2))
+                    let (parts, continuation) = AsyncThrowingStream.makeStream(of: (Int, CandidateRows).self)
+                    let handedOn = RangesHandedOn()
                     try await withThrowingTaskGroup(of: Void.self) { group in
                         group.addTask {
                             try await withThrowingTaskGroup(of: Void.self) { readers in
                                 for (index, reader) in [connection, second].enumerated() {
-                                    let mine = ranges.enumerated().filter { $0.offset % 2 == index }.map(\.element)
                                     readers.addTask {
-                                        try await read(mine, on: reader) { part in
-                                            // Waits while two parts are pending: a reader does not run far ahead of the appends.
-                                            while case .dropped = continuation.yield(part) { try await Task.sleep(for: .milliseconds(2)) }
+                                        // A reader stays at most two ranges ahead of those handed on, so memory holds a few ranges at most.
+                                        try await read(Array(stride(from: index, to: ranges.count, by: 2)), on: reader) { position in
+                                            while position > handedOn.count.load(ordering: .acquiring) + 2 { try await Task.sleep(for: .milliseconds(1)) }
+                                        } deliver: { position, part in
+                                            continuation.yield((position, part))
                                         }
                                     }
                                 }
@@ -137,12 +170,20 @@ struct OfflineCandidates: Sendable {
                                 }
                             }
                         }
-                        for try await part in parts { rows.append(part) }
+                        var waiting: [Int: CandidateRows] = [:]
+                        var next = 0
+                        for try await (position, part) in parts {
+                            waiting[position] = part
+                            while let ready = waiting.removeValue(forKey: next) {
+                                try await consume(ready, reserve)
+                                next += 1
+                                handedOn.count.store(next, ordering: .releasing)
+                            }
+                        }
                         try await group.waitForAll()
                     }
                 }
                 try await second.close()
-                return rows
             } catch {
                 try? await second.close()
                 throw error
@@ -194,6 +235,11 @@ struct OfflineCandidates: Sendable {
         }
         return rows
     }
+}
+
+/// How many ranges of a parallel read were handed on, in order.
+final class RangesHandedOn: Sendable {
+    let count = Atomic(0)
 }
 
 /// The chunk's entities by key, with a dictionary of plain integers for the
@@ -303,8 +349,13 @@ struct ArrayColumns {
         let created = hasCreated ? try Self.parse(buffers[keyCount + 1], type: .timestamp) : nil
         let base = keyCount + (hasCreated ? 2 : 1)
         let features = try featureTypes.enumerated().map { try Self.parse(buffers[base + $0.offset], type: $0.element) }
+        // Each row's entity in the chunk (-1: another entity, or no event time), then the columns copied
+        // column by column: whole when every row is kept, as for a table of the chunk's entities alone.
+        let count = times.bits.count
+        var entities = [Int32](repeating: -1, count: count)
+        var kept = 0
         var parts: [EntityKey.Part] = []
-        for row in 0..<times.bits.count {
+        for row in 0..<count where !times.nulls[row] {
             let entity: Int32?
             if let integers = lookup.byInteger {
                 entity = integers[keys[0].bits[row]]
@@ -315,13 +366,26 @@ struct ArrayColumns {
                 }
                 entity = lookup.byKey[EntityKey(parts)]
             }
-            guard let entity, !times.nulls[row] else { continue }
-            rows.entity.append(entity)
-            rows.times.append(times.bits[row])
-            rows.created.append(created.map { $0.nulls[row] ? CandidateRows.noCreated : $0.bits[row] } ?? CandidateRows.noCreated)
-            for (position, column) in features.enumerated() {
-                rows.columns[position].append(parsed: column, row: row)
+            if let entity {
+                entities[row] = entity
+                kept += 1
             }
         }
+        let createdTimes = created.map { column in zip(column.bits, column.nulls).map { $1 ? CandidateRows.noCreated : $0 } }
+            ?? [Int64](repeating: CandidateRows.noCreated, count: count)
+        if kept == count {
+            rows.entity.append(contentsOf: entities)
+            rows.times.append(contentsOf: times.bits)
+            rows.created.append(contentsOf: createdTimes)
+            for (position, column) in features.enumerated() { rows.columns[position].append(parsed: column) }
+            return
+        }
+        let rowsKept = entities.indices.filter { entities[$0] >= 0 }
+        for row in rowsKept {
+            rows.entity.append(entities[row])
+            rows.times.append(times.bits[row])
+            rows.created.append(createdTimes[row])
+        }
+        for (position, column) in features.enumerated() { rows.columns[position].append(parsed: column, rows: rowsKept) }
     }
 }

@@ -45,6 +45,12 @@ public struct TrainingDatasetBuilder: Sendable {
     /// How offline tables are read (`OfflineCandidates.pagesPerRange`).
     let pagesPerRange: Int?
     let logger: Logger
+    /// Whether a view's candidates are matched as they stream in, when its
+    /// table reads in event-time order (the default); otherwise every
+    /// candidate is read, then matched.
+    public var matchWhileReading = true
+    /// Told, for each chunk and view, whether its candidates were matched as they streamed in (for tests).
+    var matchObserver: (@Sendable (_ view: String, _ streamed: Bool) -> Void)?
 
     /// A builder resolving names with `reader`'s registry snapshot and reading `offlineStore`.
     public init(
@@ -97,6 +103,8 @@ public struct TrainingDatasetBuilder: Sendable {
         }
         // Check every entity row now (join keys, timestamps, request fields): a bad row is
         // refused before any output, not half-way through a streamed answer.
+        let started = ContinuousClock.now
+        defer { logger.debug("dataset request checked", metadata: ["larder.took": "\(ContinuousClock.now - started)"]) }
         var check = try entityReader(request, resolved: resolved)
         // A table of one chunk is kept as read, not parsed a second time.
         var chunks = 0
@@ -193,17 +201,47 @@ public struct TrainingDatasetBuilder: Sendable {
                 }
                 return prepared.onlyChunk == nil ? try entities.next() : nil
             }
+            var unordered: Set<String> = []
             while let chunk = try next() {
-                let grid = try await features(of: chunk, prepared: prepared, on: connection)
-                for row in 0..<chunk.count {
-                    for column in chunk.text { csv.text(column[row]) }
-                    for output in 0..<resolved.outputs.count { csv.value(grid.values[row * grid.width + output]) }
-                    csv.endRow()
-                    if csv.bytes.count >= 1 << 20 {
-                        hash.update(data: csv.bytes)
-                        try await write(ByteBuffer(bytes: csv.bytes))
-                        csv.clear()
+                let started = ContinuousClock.now
+                let grid = try await features(of: chunk, prepared: prepared, on: connection, unordered: &unordered)
+                let matched = ContinuousClock.now
+                defer {
+                    logger.debug("dataset chunk written", metadata: [
+                        "larder.entity_rows": "\(chunk.count)", "larder.features": "\(matched - started)", "larder.encode": "\(ContinuousClock.now - matched)",
+                    ])
+                }
+                if !csv.bytes.isEmpty {
+                    hash.update(data: csv.bytes)
+                    try await write(ByteBuffer(bytes: csv.bytes))
+                    csv.clear()
+                }
+                // The rows encoded in blocks, two blocks at a time on two tasks (two cores), written in order.
+                let block = 32_768, outputs = resolved.outputs.count
+                var start = 0
+                while start < chunk.count {
+                    let ranges = [start..<min(start + block, chunk.count), min(start + block, chunk.count)..<min(start + 2 * block, chunk.count)]
+                    let encoded = try await withThrowingTaskGroup(of: (Int, [UInt8]).self) { group in
+                        for (position, range) in ranges.enumerated() where !range.isEmpty {
+                            group.addTask { [csv] in
+                                var encoder = csv
+                                for row in range {
+                                    for column in chunk.text { encoder.text(column[row]) }
+                                    for output in 0..<outputs { encoder.value(grid.values[row * grid.width + output]) }
+                                    encoder.endRow()
+                                }
+                                return (position, encoder.bytes)
+                            }
+                        }
+                        var parts: [[UInt8]] = [[], []]
+                        for try await (position, bytes) in group { parts[position] = bytes }
+                        return parts
                     }
+                    for bytes in encoded where !bytes.isEmpty {
+                        hash.update(data: bytes)
+                        try await write(ByteBuffer(bytes: bytes))
+                    }
+                    start = ranges[1].upperBound
                 }
                 rows += chunk.count
                 earliest = min(earliest, chunk.times.min() ?? .max)
@@ -229,37 +267,66 @@ public struct TrainingDatasetBuilder: Sendable {
     }
 
     /// The feature cells of a chunk's rows: each view matched point in time, then the on-demand outputs.
-    func features(of chunk: EntityChunk, prepared: Prepared, on connection: PostgresConnection) async throws -> FeatureGrid {
+    ///
+    /// A view's candidates are matched as they stream in when the table reads
+    /// in event-time order (as materialization writes it); a table that does
+    /// not (rows written out of order, by a backfill say) is read again and
+    /// matched whole, and is listed in `unordered` so later chunks read it so at once.
+    func features(of chunk: EntityChunk, prepared: Prepared, on connection: PostgresConnection, unordered: inout Set<String>) async throws -> FeatureGrid {
         let resolved = prepared.resolved
         var grid = FeatureGrid(entities: chunk.count, width: resolved.width)
         let earliest = chunk.times.min() ?? 0, latest = chunk.times.max() ?? 0
-        for (view, table) in zip(resolved.views, prepared.tables) {
-            // The chunk's distinct entities of this view, and each row's.
-            var index: [EntityKey: Int32] = [:]
-            var entityOfRow: [Int32] = []
-            entityOfRow.reserveCapacity(chunk.count)
-            for row in 0..<chunk.count {
-                let key = chunk.batch.key(row, columns: view.keys)
-                if let known = index[key] {
-                    entityOfRow.append(known)
-                } else {
-                    let next = Int32(index.count)
-                    index[key] = next
-                    entityOfRow.append(next)
+        // Each view's distinct entities in the chunk (and each row's), and the rows' time order, computed side by side.
+        let indexing = ContinuousClock.now
+        let keys = resolved.views.map(\.keys)
+        let (indexes, timeOrder) = await withTaskGroup(of: (Int, [EntityKey: Int32], [Int32]).self) { group in
+            for (position, columns) in keys.enumerated() {
+                group.addTask {
+                    let (index, rows) = Self.entities(of: chunk, keys: columns)
+                    return (position, index, rows)
                 }
             }
+            group.addTask { (-1, [:], StreamingPointInTimeJoin.timeOrder(chunk.times)) }
+            var indexes = [([EntityKey: Int32], [Int32])](repeating: ([:], []), count: keys.count), order: [Int32] = []
+            for await (position, index, rows) in group {
+                if position < 0 { order = rows } else { indexes[position] = (index, rows) }
+            }
+            return (indexes, order)
+        }
+        let indexed = ContinuousClock.now - indexing
+        for ((view, table), (index, entityOfRow)) in zip(zip(resolved.views, prepared.tables), indexes) {
             let ttl = prepared.ttls[view.view]
             let started = ContinuousClock.now
-            let candidates = try await OfflineCandidates(
+            let candidates = OfflineCandidates(
                 table: table, view: view, pagesPerRange: pagesPerRange, hasCreated: prepared.created.contains(view.view), parallel: offlineStore?.url,
                 logger: logger)
-                .read(entities: index, from: ttl.map { earliest - $0 }, to: latest, on: connection)
-            let read = ContinuousClock.now
-            let matches = PointInTimeJoin.match(entities: entityOfRow, times: chunk.times, distinctEntities: index.count, rows: candidates)
-            PointInTimeJoin.fill(&grid, view: view, rows: candidates, matches: matches, times: chunk.times, ttl: ttl)
+            let from = ttl.map { earliest - $0 }
+            var matched: (rows: CandidateRows, matches: [Int32])?
+            if matchWhileReading, !unordered.contains(view.view), let pagesPerRange, try await candidates.readsInRanges(on: connection) {
+                var join = StreamingPointInTimeJoin(
+                    entities: entityOfRow, times: chunk.times, order: timeOrder, distinctEntities: index.count, types: view.reads.map(\.type))
+                do {
+                    try await candidates.readInRanges(entities: index, from: from, to: latest, pagesPerRange: pagesPerRange, on: connection) { part, _ in
+                        try join.feed(part)
+                    }
+                    join.finish()
+                    matched = (join.matched, join.matches)
+                } catch is StreamingPointInTimeJoin.OutOfOrder {
+                    unordered.insert(view.view)
+                    logger.debug("offline table not in event-time order: reading it again to match it whole", metadata: ["larder.view": .string(view.view)])
+                }
+            }
+            let streamed = matched != nil
+            if matched == nil {
+                let rows = try await candidates.read(entities: index, from: from, to: latest, on: connection)
+                matched = (rows, PointInTimeJoin.match(entities: entityOfRow, times: chunk.times, distinctEntities: index.count, rows: rows))
+            }
+            PointInTimeJoin.fill(&grid, view: view, rows: matched!.rows, matches: matched!.matches, times: chunk.times, ttl: ttl)
+            matchObserver?(view.view, streamed)
             logger.debug("dataset chunk matched", metadata: [
-                "larder.view": .string(view.view), "larder.candidates": "\(candidates.count)", "larder.entity_rows": "\(chunk.count)",
-                "larder.read": "\(read - started)", "larder.match": "\(ContinuousClock.now - read)",
+                "larder.view": .string(view.view), "larder.entity_rows": "\(chunk.count)", "larder.streamed": "\(streamed)",
+                "larder.rows_matched": "\(matched!.rows.count)", "larder.read_and_match": "\(ContinuousClock.now - started)",
+                "larder.indexing": "\(indexed)",
             ])
         }
         if !resolved.derivations.isEmpty { OnlineFeatureReader.derive(resolved, batch: chunk.batch, into: &grid) }
@@ -267,8 +334,29 @@ public struct TrainingDatasetBuilder: Sendable {
     }
 }
 
+extension TrainingDatasetBuilder {
+    /// The chunk's distinct entities for join keys `keys` (each an index in
+    /// order of first appearance), and each row's.
+    static func entities(of chunk: EntityChunk, keys: [Column]) -> ([EntityKey: Int32], [Int32]) {
+        var index: [EntityKey: Int32] = [:]
+        var entityOfRow: [Int32] = []
+        entityOfRow.reserveCapacity(chunk.count)
+        for row in 0..<chunk.count {
+            let key = chunk.batch.key(row, columns: keys)
+            if let known = index[key] {
+                entityOfRow.append(known)
+            } else {
+                let next = Int32(index.count)
+                index[key] = next
+                entityOfRow.append(next)
+            }
+        }
+        return (index, entityOfRow)
+    }
+}
+
 /// Encodes dataset rows: each input column's text, then each feature value.
-protocol DatasetRowEncoder {
+protocol DatasetRowEncoder: Sendable {
     /// The bytes encoded since the last `clear()`.
     var bytes: [UInt8] { get }
     mutating func clear()
