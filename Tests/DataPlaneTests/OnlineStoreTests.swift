@@ -229,8 +229,13 @@ struct OnlineStoreTests {
         let expected = Self.expected(live + batches.prefix(written).flatMap { $0 })
         Self.check(table, against: expected, keys: 0..<(keys + 1_000), now: 10_000)
         try table.sync()
+        // A log a crash left half-written beside the table's is removed when the store opens.
+        let leftover = (directory as NSString).appendingPathComponent("driver_stats@v1.log.0A1B.tmp")
+        #expect(FileManager.default.createFile(atPath: leftover, contents: Data("LDRONL01".utf8)))
         let reopened = try #require(try OnlineStore(directory: directory).table(view: "driver_stats", version: 1))
         Self.check(reopened, against: expected, keys: 0..<(keys + 1_000), now: 10_000)
+        #expect(!FileManager.default.fileExists(atPath: leftover))
+        #expect(((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []).filter { $0.hasSuffix(".tmp") }.isEmpty)
     }
 
     @Test("a frame cut short by a crash is dropped on reopening; later writes follow the whole frames")

@@ -115,13 +115,16 @@ struct StoredFeatureColumn: Sendable {
     func compare(_ a: Int, with b: Int, of other: StoredFeatureColumn) -> Int {
         if nulls[a] != other.nulls[b] { return nulls[a] ? -1 : 1 }
         if nulls[a] { return 0 }
+        // Values that compare equal but differ in their bytes (canonically equivalent strings, -0.0 and 0.0)
+        // are ordered by their bytes: the order is total, so the row chosen never depends on read order.
         if isText {
             let left = strings[a] ?? "", right = other.strings[b] ?? ""
-            return left == right ? 0 : (left < right ? -1 : 1)
+            if left != right { return left < right ? -1 : 1 }
+            return left.utf8.elementsEqual(right.utf8) ? 0 : (left.utf8.lexicographicallyPrecedes(right.utf8) ? -1 : 1)
         }
         if type == .float64 || type == .float32 {
             let left = Double(bitPattern: UInt64(bitPattern: bits[a])), right = Double(bitPattern: UInt64(bitPattern: other.bits[b]))
-            return left == right ? 0 : (left < right ? -1 : 1)
+            if left != right, !left.isNaN || !right.isNaN { return left < right || right.isNaN ? -1 : 1 }
         }
         return bits[a] == other.bits[b] ? 0 : (bits[a] < other.bits[b] ? -1 : 1)
     }

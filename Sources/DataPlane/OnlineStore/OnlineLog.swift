@@ -30,8 +30,10 @@ final class OnlineLog {
         return try OnlineLog(appendingTo: path)
     }
 
-    /// A new log being written beside the one it will replace (at `path.tmp`),
-    /// put in place by `install(at:)` once synced.
+    /// A new log being written beside the one it will replace (at
+    /// `path.<unique>.tmp`, so two never share a file), put in place by
+    /// `install(at:)` once synced. Leftovers of a crash are removed when the
+    /// store opens.
     final class Pending {
         let temporary: String
         private let descriptor: Int32
@@ -39,7 +41,7 @@ final class OnlineLog {
 
         /// Starts the file with the log's magic and `header`.
         init(path: String, header: [UInt8]) throws(OnlineStoreError) {
-            temporary = path + ".tmp"
+            temporary = path + "." + UUID().uuidString + ".tmp"
             descriptor = Glibc.open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
             guard descriptor >= 0 else { throw .io("cannot create \(temporary): \(String(cString: strerror(errno)))") }
             var bytes = OnlineLog.fileMagic
@@ -84,11 +86,15 @@ final class OnlineLog {
         }
     }
 
-    /// The bytes of the log file at `path` from offset `start` to `end`.
-    static func bytes(path: String, from start: Int, to end: Int) throws(OnlineStoreError) -> [UInt8] {
+    /// A descriptor reading this log's file (the same file even once another replaces it at `path`); the caller closes it.
+    func reader() throws(OnlineStoreError) -> Int32 {
         let descriptor = Glibc.open(path, O_RDONLY | O_CLOEXEC)
         guard descriptor >= 0 else { throw .io("cannot open \(path): \(String(cString: strerror(errno)))") }
-        defer { close(descriptor) }
+        return descriptor
+    }
+
+    /// The bytes read through `descriptor` (of the log at `path`) from offset `start` to `end`.
+    static func bytes(_ descriptor: Int32, path: String, from start: Int, to end: Int) throws(OnlineStoreError) -> [UInt8] {
         var bytes = [UInt8](repeating: 0, count: end - start)
         let failure: String? = bytes.withUnsafeMutableBytes { raw in
             var offset = 0

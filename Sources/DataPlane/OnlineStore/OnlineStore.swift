@@ -34,6 +34,10 @@ public final class OnlineStore: Sendable {
         if !readOnly {
             // Staged rows of jobs that never finished: never applied, so dropped.
             try? FileManager.default.removeItem(atPath: (directory as NSString).appendingPathComponent(Self.stagingFolder))
+            // Logs a crash left half-written beside the ones they were to replace.
+            for file in (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [] where file.hasSuffix(".tmp") {
+                try? FileManager.default.removeItem(atPath: (directory as NSString).appendingPathComponent(file))
+            }
         }
         var tables: [TableID: OnlineTable] = [:]
         let files = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []

@@ -275,11 +275,13 @@ public final class OnlineTable: Sendable {
         try compaction.withLock { _ throws(OnlineStoreError) -> Int in
             let cutoff = schema.ttlSeconds.map { now - $0 * 1_000_000 } ?? Int64.min
             // The live entities and where the old log ends now; slots stay where they are until the swap.
-            let (live, total, start) = try state.withLock { state throws(OnlineStoreError) in
+            // The old log is read through a descriptor of its own: the same file even if the table is retired and another takes its path.
+            let (live, total, start, reader) = try state.withLock { state throws(OnlineStoreError) in
                 guard let log = state.log else { throw .io("the table of \(schema.view) v\(schema.version) is open read-only") }
                 let live = state.slots.index.filter { state.slots.eventTimes[Int($0.value)] >= cutoff }
-                return (live.map { ($0.key, Int($0.value)) }, state.slots.index.count, log.size)
+                return (live.map { ($0.key, Int($0.value)) }, state.slots.index.count, log.size, try log.reader())
             }
+            defer { close(reader) }
             let pending = try OnlineLog.Pending(path: path, header: try Self.header(schema))
             var slots = Slots(layout)
             let decoder = FrameDecoder(schema: schema, types: layout.types)
@@ -298,7 +300,7 @@ public final class OnlineTable: Sendable {
             var copied = start
             func copyTail(upTo end: Int) throws(OnlineStoreError) {
                 guard end > copied else { return }
-                let tail = try OnlineLog.bytes(path: path, from: copied, to: end)
+                let tail = try OnlineLog.bytes(reader, path: path, from: copied, to: end)
                 try pending.append(bytes: tail)
                 for payload in try OnlineLog.payloads(in: tail) { _ = try slots.store(try decoder.decode(payload), layout: layout) }
                 copied = end
@@ -308,6 +310,8 @@ public final class OnlineTable: Sendable {
                 if end - copied < 1 << 16 { break }
                 try copyTail(upTo: end)
             }
+            // Synced before the swap: those rows may have been synced in the old log already.
+            if copied > start { try pending.sync() }
             return try state.withLock { state throws(OnlineStoreError) -> Int in
                 guard let log = state.log, !state.deleted else {
                     pending.discard()
