@@ -101,3 +101,13 @@ struct StreamingPointInTimeJoinTests {
         try join.feed(later)
     }
 }
+
+extension CandidateRows {
+    /// Appends row `row` of `other` (rows of the same view).
+    mutating func append(row: Int, of other: CandidateRows) {
+        entity.append(other.entity[row])
+        times.append(other.times[row])
+        created.append(other.created[row])
+        for index in columns.indices { columns[index].append(row: row, of: other.columns[index]) }
+    }
+}

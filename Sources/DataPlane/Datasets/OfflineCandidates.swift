@@ -100,24 +100,17 @@ struct OfflineCandidates: Sendable {
             }
             let reserve = Int(min(estimate, 200_000_000))
             let ranges = Array(stride(from: Int64(0), to: pages, by: pagesPerRange))
-            /// Sends the query of range `first` on `connection`.
-            @Sendable func send(_ first: Int64, on connection: PostgresConnection) async throws -> PostgresRowSequence {
+            /// Reads range `first` on `connection`: one row of arrays, parsed.
+            @Sendable func readRange(_ first: Int64, on connection: PostgresConnection) async throws -> CandidateRows {
                 var query = PostgresQuery(unsafeSQL: statement)
                 query.binds.append(first)
                 query.binds.append(first + Int64(pagesPerRange))
                 for bind in filter.binds { query.binds.append(bind) }
-                return try await connection.query(query, logger: logger)
-            }
-            /// A range's result (one row of arrays), received whole.
-            @Sendable func receive(_ sequence: PostgresRowSequence) async throws -> [ArrayColumns] {
-                var rows: [ArrayColumns] = []
-                for try await row in sequence { rows.append(ArrayColumns(row: row, keyCount: view.keys.count, hasCreated: hasCreated)) }
-                return rows
-            }
-            /// A range's candidate rows, parsed.
-            @Sendable func parse(_ rows: [ArrayColumns]) throws -> CandidateRows {
                 var part = CandidateRows(types: view.reads.map(\.type))
-                for row in rows { try row.append(to: &part, lookup: lookup, keyTypes: view.keys.map(\.type), featureTypes: view.reads.map(\.type)) }
+                for try await row in try await connection.query(query, logger: logger) {
+                    try ArrayColumns(row: row, keyCount: view.keys.count, hasCreated: hasCreated)
+                        .append(to: &part, lookup: lookup, keyTypes: view.keys.map(\.type), featureTypes: view.reads.map(\.type))
+                }
                 return part
             }
             /// Reads `positions` of `ranges` on `connection`, one after another. `ready(p)` waits until
@@ -129,7 +122,7 @@ struct OfflineCandidates: Sendable {
             ) async throws {
                 for position in positions {
                     try await ready(position)
-                    try await deliver(position, try parse(try await receive(try await send(ranges[position], on: connection))))
+                    try await deliver(position, try await readRange(ranges[position], on: connection))
                 }
             }
             // One connection: the ranges in order. With a second one on the same exported snapshot,

@@ -184,13 +184,6 @@ struct CandidateRows: Sendable {
         return false
     }
 
-    /// Appends row `row` of `other` (rows of the same view).
-    mutating func append(row: Int, of other: CandidateRows) {
-        entity.append(other.entity[row])
-        times.append(other.times[row])
-        created.append(other.created[row])
-        for index in columns.indices { columns[index].append(row: row, of: other.columns[index]) }
-    }
 
     /// Appends, for each pick, a row of `part` (a pick `p >= 0`) or of `kept`
     /// (a pick `p < 0`: its row `-p - 1`), column by column.
@@ -219,14 +212,6 @@ struct CandidateRows: Sendable {
             created[Int(slot)] = other.created[Int(row)]
         }
         for index in columns.indices { columns[index].set(slots, to: rows, of: other.columns[index]) }
-    }
-
-    /// Sets row `index` to row `row` of `other` (rows of the same view).
-    mutating func set(_ index: Int, to row: Int, of other: CandidateRows) {
-        entity[index] = other.entity[row]
-        times[index] = other.times[row]
-        created[index] = other.created[row]
-        for position in columns.indices { columns[position].set(index, to: row, of: other.columns[position]) }
     }
 }
 

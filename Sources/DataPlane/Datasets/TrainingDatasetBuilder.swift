@@ -201,6 +201,12 @@ public struct TrainingDatasetBuilder: Sendable {
                 }
                 return prepared.onlyChunk == nil ? try entities.next() : nil
             }
+            // The header, if any; then each chunk's rows.
+            if !csv.bytes.isEmpty {
+                hash.update(data: csv.bytes)
+                try await write(ByteBuffer(bytes: csv.bytes))
+                csv.clear()
+            }
             var unordered: Set<String> = []
             while let chunk = try next() {
                 let started = ContinuousClock.now
@@ -210,11 +216,6 @@ public struct TrainingDatasetBuilder: Sendable {
                     logger.debug("dataset chunk written", metadata: [
                         "larder.entity_rows": "\(chunk.count)", "larder.features": "\(matched - started)", "larder.encode": "\(ContinuousClock.now - matched)",
                     ])
-                }
-                if !csv.bytes.isEmpty {
-                    hash.update(data: csv.bytes)
-                    try await write(ByteBuffer(bytes: csv.bytes))
-                    csv.clear()
                 }
                 // The rows encoded in blocks, two blocks at a time on two tasks (two cores), written in order.
                 let block = 32_768, outputs = resolved.outputs.count
@@ -252,10 +253,6 @@ public struct TrainingDatasetBuilder: Sendable {
             try? await connection.close()
             throw error
         }
-        if !csv.bytes.isEmpty {
-            hash.update(data: csv.bytes)
-            try await write(ByteBuffer(bytes: csv.bytes))
-        }
         func date(_ micros: Int64) -> Date { Date(timeIntervalSince1970: Double(micros) / 1_000_000) }
         return DatasetMetadata(
             rows: Int64(rows),
@@ -286,7 +283,7 @@ public struct TrainingDatasetBuilder: Sendable {
                     return (position, index, rows)
                 }
             }
-            group.addTask { (-1, [:], StreamingPointInTimeJoin.timeOrder(chunk.times)) }
+            if matchWhileReading, pagesPerRange != nil { group.addTask { (-1, [:], StreamingPointInTimeJoin.timeOrder(chunk.times)) } }
             var indexes = [([EntityKey: Int32], [Int32])](repeating: ([:], []), count: keys.count), order: [Int32] = []
             for await (position, index, rows) in group {
                 if position < 0 { order = rows } else { indexes[position] = (index, rows) }

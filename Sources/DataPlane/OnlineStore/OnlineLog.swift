@@ -66,7 +66,7 @@ final class OnlineLog {
             guard fsync(descriptor) == 0 else { throw .io("cannot sync \(temporary)") }
         }
 
-        /// Renames the file to `path` (everything appended must be synced); `OnlineLog.appending(to:)` then opens it.
+        /// Renames the file to `path` (everything appended must be synced); `OnlineLog(appendingTo:)` then opens it.
         func install(at path: String) throws(OnlineStoreError) {
             close(descriptor)
             open = false
@@ -130,11 +130,8 @@ final class OnlineLog {
         return payloads
     }
 
-    /// Opens the log at `path` for appending.
-    static func appending(to path: String) throws(OnlineStoreError) -> OnlineLog { try OnlineLog(appendingTo: path) }
-
     /// Opens an existing log for appending.
-    private init(appendingTo path: String) throws(OnlineStoreError) {
+    init(appendingTo path: String) throws(OnlineStoreError) {
         let descriptor = Glibc.open(path, O_WRONLY | O_APPEND | O_CLOEXEC)
         guard descriptor >= 0 else { throw .io("cannot open \(path): \(String(cString: strerror(errno)))") }
         self.path = path

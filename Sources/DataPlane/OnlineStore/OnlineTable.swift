@@ -322,7 +322,7 @@ public final class OnlineTable: Sendable {
                     try pending.sync()
                 }
                 try pending.install(at: path)
-                let installed = try OnlineLog.appending(to: path)
+                let installed = try OnlineLog(appendingTo: path)
                 state = State(slots: slots, log: installed, baseline: installed.size)
                 return total - live.count
             }
