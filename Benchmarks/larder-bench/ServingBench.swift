@@ -5,6 +5,7 @@ import Hummingbird
 import Logging
 import ServiceLifecycle
 import Shared
+import Synchronization
 import TestSupport
 
 /// The serving benchmark: a feature service of 5 stored features from 2
@@ -84,7 +85,81 @@ extension LarderBench {
         let world = try ServingWorld(entities: entities)
         defer { world.remove() }
         try inProcessReads(world, entities: entities)
+        try readsWhileWriting(world, entities: entities)
         try await overHTTP(entities: entities, seconds: seconds)
+    }
+
+    /// Single-entity reads on one thread while another upserts batches of
+    /// 16,384 rows into one of the views (a materialization's batch size),
+    /// for several slice sizes of the upsert (rows stored per hold of the
+    /// table's lock): how long a read can wait behind a write.
+    static func readsWhileWriting(_ world: ServingWorld, entities: Int) throws {
+        let resolved = try world.reader.resolve(references: [
+            "driver_hourly_stats:conv_rate", "driver_hourly_stats:acc_rate", "driver_hourly_stats:avg_daily_trips",
+            "driver_trip_aggregates:trips_count_7d", "driver_trip_aggregates:fare_mean_7d",
+        ])
+        guard let table = world.store.table(view: "driver_hourly_stats", version: 1) else { return }
+        var random = SystemRandomNumberGenerator()
+        let batches = try (0..<4_096).map { _ in
+            try EntityBatch(
+                OnlineFeatureRequest(entities: [["driver_id": .int(Int64.random(in: 0..<Int64(entities), using: &random))]], requestContext: nil),
+                for: resolved, limit: 1_000)
+        }
+        let features = table.schema.features
+        let writes = (0..<8).map { _ in
+            OnlineRows(
+                keys: (0..<16_384).map { _ in .int(Int64.random(in: 0..<Int64(entities), using: &random)) },
+                eventTimes: Array(repeating: 0, count: 16_384), createdTimes: Array(repeating: 0, count: 16_384),
+                features: features.map { feature in
+                    feature.type.isInteger
+                        ? .int64((0..<16_384).map { _ in Int64.random(in: 0...500, using: &random) })
+                        : .float64((0..<16_384).map { _ in Double.random(in: 0...1, using: &random) })
+                })
+        }
+        print("\n| in process, while another thread upserts batches of 16,384 rows | rows per lock hold | rows written/s | reads | read p50 | p99 | p99.9 | max |")
+        print("|---|---|---|---|---|---|---|---|")
+        for rowsPerLock in [Int.max, 1_024, 256, OnlineTable.rowsPerLock, 32] {
+            let stop = Atomic(false)
+            let written = Atomic(0)
+            let writerDone = DispatchSemaphore(value: 0)
+            let now = Int64(Date().timeIntervalSince1970 * 1_000_000)
+            let writer = Thread {
+                var round: Int64 = 0
+                while !stop.load(ordering: .relaxed) {
+                    var rows = writes[Int(round) % writes.count]
+                    // Newer than anything stored, so every row wins and is written.
+                    rows.eventTimes = Array(repeating: now + round, count: rows.count)
+                    rows.createdTimes = rows.eventTimes
+                    written.add((try? table.upsert(rows, rowsPerLock: rowsPerLock)) ?? 0, ordering: .relaxed)
+                    round += 1
+                }
+                writerDone.signal()
+            }
+            writer.start()
+            let clock = ContinuousClock()
+            var latencies: [Double] = []
+            latencies.reserveCapacity(4_000_000)
+            var sink = 0
+            let started = clock.now
+            while clock.now - started < .seconds(2) {
+                for batch in batches {
+                    let before = clock.now
+                    sink &+= world.reader.read(resolved, batch: batch, now: now).values.count
+                    let took = (clock.now - before).components
+                    latencies.append(Double(took.seconds) * 1e6 + Double(took.attoseconds) / 1e12)
+                }
+            }
+            let elapsed = clock.now - started
+            stop.store(true, ordering: .relaxed)
+            writerDone.wait()
+            precondition(sink > 0)
+            latencies.sort()
+            func micros(_ fraction: Double) -> String {
+                String(format: "%.1f µs", latencies[min(latencies.count - 1, Int(Double(latencies.count) * fraction))])
+            }
+            let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+            print("| | \(rowsPerLock == Int.max ? "the whole batch" : String(rowsPerLock)) | \(String(format: "%.0f", Double(written.load(ordering: .relaxed)) / seconds)) | \(latencies.count) | \(micros(0.5)) | \(micros(0.99)) | \(micros(0.999)) | \(String(format: "%.1f µs", latencies.last ?? 0)) |")
+        }
     }
 
     /// Reads without HTTP: per (entity, view), stored features only and the whole service.

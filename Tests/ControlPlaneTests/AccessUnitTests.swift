@@ -27,6 +27,25 @@ struct AccessUnitTests {
         #expect(Set((0..<200).map { _ in APIToken.generate().publicID }).count == 200)
     }
 
+    @Test("constant-time comparison: equal only for the same bytes, whatever their length or where they differ")
+    func constantTimeEquality() {
+        let header = "Bearer " + APIToken.generate().text
+        #expect(ConstantTime.equals(header, String(header)))
+        #expect(ConstantTime.equals("", ""))
+        var random = SystemRandomNumberGenerator()
+        for _ in 0..<200 {
+            var bytes = Array(header.utf8)
+            let position = Int.random(in: 0..<bytes.count, using: &random)
+            bytes[position] ^= UInt8.random(in: 1...127, using: &random)
+            #expect(!ConstantTime.equals(header, String(decoding: bytes, as: UTF8.self)), "differs at \(position)")
+        }
+        #expect(!ConstantTime.equals(header, header + " "))
+        #expect(!ConstantTime.equals(header, String(header.dropLast())))
+        // Canonically equal but different bytes (NFC and NFD) are different headers.
+        #expect(!ConstantTime.equals("Bearer caf\u{E9}", "Bearer cafe\u{301}"))
+        #expect(ConstantTime.equals([1, 2, 3], [1, 2, 3]) && !ConstantTime.equals([1, 2, 3], [1, 2, 4]) && !ConstantTime.equals([1, 2], [1, 2, 3]))
+    }
+
     @Test("passwords verify against their scrypt hash only")
     func passwords() throws {
         let hash = try PasswordHash.make("correct horse battery")

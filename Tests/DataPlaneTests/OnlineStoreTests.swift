@@ -78,7 +78,8 @@ struct OnlineStoreTests {
                         trips: Bool.random(using: &random) ? Int64.random(in: -5...1_000_000_000_000, using: &random) : nil,
                         city: Bool.random(using: &random) ? ["oslo", "", "zürich, \"ch\""].randomElement(using: &random) : nil)
                 }
-                try table.upsert(Self.rows(batch))
+                // Stored in slices of a random size (one hold of the lock each), duplicates of a key in different slices included.
+                try table.upsert(Self.rows(batch), rowsPerLock: Int.random(in: 1...300, using: &random))
                 all += batch
             }
             try table.sync()
@@ -145,6 +146,72 @@ struct OnlineStoreTests {
         #expect(try table.upsert(Self.rows([Row(key: 1, event: 100, created: 4, rate: 0.2, trips: 2, city: "tie, older")])) == 0)
         #expect(try table.upsert(Self.rows([Row(key: 1, event: 100, created: 6, rate: 0.3, trips: 3, city: nil)])) == 1)
         Self.check(table, against: [1: Row(key: 1, event: 100, created: 6, rate: 0.3, trips: 3, city: nil)], keys: 1..<2, now: 100)
+    }
+
+    @Test("a batch with a column that does not fit the schema is refused whole: nothing stored or logged")
+    func misfitBatchChangesNothing() throws {
+        let directory = Self.directory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let table = try OnlineStore(directory: directory).table(for: Self.schema)
+        let stored = (0..<600).map { Row(key: $0, event: 10, created: 0, rate: 0.5, trips: $0, city: "c\($0)") }
+        try table.upsert(Self.rows(stored))
+        let size = table.logSize
+        // Newer rows for the same keys, more than one slice of them, with text where `trips` holds integers.
+        var misfit = Self.rows(stored.map { Row(key: $0.key, event: 20, created: 0, rate: 0.9, trips: 1, city: "new") })
+        misfit.features[1] = .string(Array(repeating: "1", count: misfit.count))
+        #expect(throws: OnlineStoreError.self) { try table.upsert(misfit, rowsPerLock: 7) }
+        #expect(table.logSize == size)
+        Self.check(table, against: Self.expected(stored), keys: 0..<600, now: 10)
+        let reopened = try #require(try OnlineStore(directory: directory).table(view: "driver_stats", version: 1))
+        Self.check(reopened, against: Self.expected(stored), keys: 0..<600, now: 10)
+    }
+
+    @Test("reads while another thread writes in slices see whole rows, and never an entity going back in time", arguments: [21, 22])
+    func readsDuringSlicedWrites(seed: UInt64) throws {
+        var random = SeededGenerator(seed: seed)
+        let directory = Self.directory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let table = try OnlineStore(directory: directory).table(for: Self.schema)
+        let keys: Int64 = 2_000
+        // Every value of a row is derived from its event time, so a row mixed from two writes shows.
+        func row(_ key: Int64, _ event: Int64) -> Row { Row(key: key, event: event, created: 0, rate: Double(event), trips: event, city: "t\(event)") }
+        try table.upsert(Self.rows((0..<keys).map { row($0, 1) }))
+        let batches = (0..<200).map { round in
+            (0..<Int.random(in: 1...1_500, using: &random)).map { _ in row(Int64.random(in: 0..<keys, using: &random), Int64(round + 2)) }
+        }
+        let slices = (0..<batches.count).map { _ in Int.random(in: 1...64, using: &random) }
+        let done = Atomic(false)
+        let finished = DispatchSemaphore(value: 0)
+        let failure = Mutex(String?.none)
+        let writer = Thread {
+            defer { finished.signal() }
+            for (batch, slice) in zip(batches, slices) {
+                do { try table.upsert(Self.rows(batch), rowsPerLock: slice) } catch {
+                    failure.withLock { $0 = "\(error)" }
+                    break
+                }
+            }
+            done.store(true, ordering: .releasing)
+        }
+        writer.start()
+        var seen = [Int64](repeating: 1, count: Int(keys))
+        var reads = 0, torn = 0, backwards = 0
+        while !done.load(ordering: .acquiring) || reads < 10_000 {
+            let key = Int64.random(in: 0..<keys, using: &random)
+            guard case .present(let record) = table.lookup(.int(key), now: 2 * 1_000_000) else {
+                torn += 1
+                continue
+            }
+            let event = record.eventTime / 1_000_000
+            if record.values != Self.values(row(key, event)) { torn += 1 }
+            if event < seen[Int(key)] { backwards += 1 }
+            seen[Int(key)] = event
+            reads += 1
+        }
+        finished.wait()
+        #expect(failure.withLock { $0 } == nil)
+        #expect(torn == 0 && backwards == 0, "\(torn) torn and \(backwards) backward reads of \(reads)")
+        Self.check(table, against: Self.expected((0..<keys).map { row($0, 1) } + batches.flatMap { $0 }), keys: 0..<keys, now: 2)
     }
 
     @Test("TTL: a row older than the TTL reads as expired; compaction drops it from memory and disk, and reopening agrees")

@@ -91,7 +91,7 @@ public final class OnlineTable: Sendable {
     /// The table's schema.
     public let schema: OnlineTableSchema
     private let layout: SlotLayout
-    private let state: Mutex<State>
+    private let state: ReadWriteLock<State>
     /// Held while compacting, so two compactions never overlap.
     private let compaction = Mutex(())
     /// The table's log file.
@@ -121,12 +121,12 @@ public final class OnlineTable: Sendable {
                 guard let stored = try? JSONDecoder().decode(OnlineTableSchema.self, from: Data(bytes)), stored == schema else {
                     throw .schemaMismatch("\(path) holds another schema")
                 }
-            }, frame: { payload throws(OnlineStoreError) in _ = try slots.store(try decoder.decode(payload), layout: layout) })
-            self.state = Mutex(State(slots: slots, log: log))
+            }, frame: { payload throws(OnlineStoreError) in _ = slots.store(try decoder.decode(payload), layout: layout) })
+            self.state = ReadWriteLock(State(slots: slots, log: log))
         } else {
             guard !readOnly else { throw .io("\(path) does not exist") }
             let log = try OnlineLog.create(path: path, header: try Self.header(schema))
-            self.state = Mutex(State(slots: Slots(layout), log: log, baseline: log.size))
+            self.state = ReadWriteLock(State(slots: Slots(layout), log: log, baseline: log.size))
         }
     }
 
@@ -143,38 +143,61 @@ public final class OnlineTable: Sendable {
     }
 
     /// Entities stored.
-    public var count: Int { state.withLock { $0.slots.index.count } }
+    public var count: Int { state.withReadLock { $0.slots.index.count } }
 
     /// The newest event time stored (microseconds since the epoch), if any row is.
-    public var newestEventTime: Int64? { state.withLock { $0.slots.newest == Int64.min ? nil : $0.slots.newest } }
+    public var newestEventTime: Int64? { state.withReadLock { $0.slots.newest == Int64.min ? nil : $0.slots.newest } }
 
     /// Bytes in the table's log file.
     public var logSize: Int {
-        state.withLock { $0.log?.size } ?? ((try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0)
+        state.withReadLock { $0.log?.size } ?? ((try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0)
     }
+
+    /// Rows an upsert stores and logs per hold of the table's lock (see `upsert`).
+    public static let rowsPerLock = 128
 
     /// Writes `rows`: each replaces its entity's stored row unless that one is
     /// newer. Returns how many rows were stored.
+    ///
+    /// The rows are checked against the schema first, so a batch that does not
+    /// fit changes nothing. They are then stored `rowsPerLock` at a time, each
+    /// slice under its own hold of the lock and logged as its own frame: reads
+    /// of the table (the feature server's, on its event loops) wait for one
+    /// slice at most, not for a whole materialization batch. A reader may see
+    /// part of a batch, as it may see one batch before the next; after a crash,
+    /// the slices logged so far are there, and the job or push that wrote them
+    /// is retried (a row never replaces a newer one, so writing it again is harmless).
     @discardableResult
-    public func upsert(_ rows: OnlineRows) throws(OnlineStoreError) -> Int {
+    public func upsert(_ rows: OnlineRows, rowsPerLock: Int = OnlineTable.rowsPerLock) throws(OnlineStoreError) -> Int {
         guard rows.features.count == schema.features.count, rows.eventTimes.count == rows.count, rows.createdTimes.count == rows.count else {
             throw .schemaMismatch("expected \(schema.features.count) feature columns and one time per row")
         }
-        for (position, column) in rows.features.enumerated() where column.count != rows.count {
-            throw .schemaMismatch("feature \(schema.features[position].name) has \(column.count) values for \(rows.count) rows")
+        for (position, column) in rows.features.enumerated() {
+            guard column.count == rows.count else {
+                throw .schemaMismatch("feature \(schema.features[position].name) has \(column.count) values for \(rows.count) rows")
+            }
+            guard layout.accepts(column, feature: position) else {
+                throw .schemaMismatch("feature \(schema.features[position].name) is \(schema.features[position].type.rawValue)")
+            }
         }
-        return try state.withLock { state throws(OnlineStoreError) -> Int in
-            guard let log = state.log else { throw .io("the table of \(schema.view) v\(schema.version) is open read-only") }
-            let (keys, slots) = try state.slots.store(rows, layout: layout)
-            if !slots.isEmpty { try log.append(FrameEncoder.encode(keys: keys, slots: slots, of: state.slots, layout: layout)) }
-            return slots.count
-        }
+        var stored = 0, start = 0
+        repeat {
+            let slice = start..<min(start + max(rowsPerLock, 1), rows.count)
+            stored += try state.withWriteLock { state throws(OnlineStoreError) -> Int in
+                guard let log = state.log else { throw .io("the table of \(schema.view) v\(schema.version) is open read-only") }
+                let (keys, slots) = state.slots.store(rows, rows: slice, layout: layout)
+                if !slots.isEmpty { try log.append(FrameEncoder.encode(keys: keys, slots: slots, of: state.slots, layout: layout)) }
+                return slots.count
+            }
+            start = slice.upperBound
+        } while start < rows.count
+        return stored
     }
 
     /// Makes every write so far durable. The file is synced outside the
     /// table's lock (through a second descriptor), so reads go on meanwhile.
     public func sync() throws(OnlineStoreError) {
-        let descriptor = state.withLock { state in state.log.map { dup($0.descriptor) } }
+        let descriptor = state.withReadLock { state in state.log.map { dup($0.descriptor) } }
         guard let descriptor else { return }
         guard descriptor >= 0 else { throw .io("cannot sync \(path): \(String(cString: strerror(errno)))") }
         defer { close(descriptor) }
@@ -183,7 +206,7 @@ public final class OnlineTable: Sendable {
 
     /// The stored row of `key`, judged against the TTL at `now` (microseconds).
     public func lookup(_ key: EntityKey, now: Int64) -> OnlineLookup {
-        state.withLock { state in
+        state.withReadLock { state in
             guard let slot = state.slots.index[key].map(Int.init) else { return .notFound }
             let record = state.slots.record(slot, layout: layout)
             if let ttl = schema.ttlSeconds, record.eventTime < now - ttl * 1_000_000 { return .expired(record) }
@@ -199,7 +222,7 @@ public final class OnlineTable: Sendable {
     func gather(_ keys: [EntityKey], now: Int64, reads: [(feature: Int, column: Int)], into grid: inout FeatureGrid) {
         let cutoff = schema.ttlSeconds.map { now - $0 * 1_000_000 } ?? Int64.min
         let width = grid.width
-        state.withLock { state in
+        state.withReadLock { state in
             for (row, key) in keys.enumerated() {
                 guard let slot = state.slots.index[key].map(Int.init) else { continue }
                 let event = state.slots.eventTimes[slot], base = row * width
@@ -224,7 +247,7 @@ public final class OnlineTable: Sendable {
     /// `now` (microseconds), or the log has more than doubled since it was last
     /// written whole (every job appends its rows; most replace older ones).
     public func needsCompaction(now: Int64) -> Bool {
-        state.withLock { state in
+        state.withReadLock { state in
             guard let log = state.log else { return false }
             if log.size > 2 * state.baseline + (8 << 20) { return true }
             guard let ttl = schema.ttlSeconds else { return false }
@@ -238,13 +261,13 @@ public final class OnlineTable: Sendable {
     /// Returns how many rows `target` stored.
     func copy(into target: OnlineTable) throws(OnlineStoreError) -> Int {
         guard target.schema == schema else { throw .schemaMismatch("\(target.schema.view) v\(target.schema.version) has another schema") }
-        let (keys, slots) = state.withLock { state in (Array(state.slots.index.keys), state.slots.index.values.map { Int($0) }) }
+        let (keys, slots) = state.withReadLock { state in (Array(state.slots.index.keys), state.slots.index.values.map { Int($0) }) }
         let decoder = FrameDecoder(schema: schema, types: layout.types)
         var stored = 0
         var start = 0
         while start < keys.count {
-            let end = min(start + 65_536, keys.count)
-            let frame = state.withLock { state in
+            let end = min(start + Self.rowsPerLock, keys.count)
+            let frame = state.withReadLock { state in
                 FrameEncoder.encode(keys: Array(keys[start..<end]), slots: Array(slots[start..<end]), of: state.slots, layout: layout)
             }
             stored += try target.upsert(try decoder.decode(frame))
@@ -255,7 +278,7 @@ public final class OnlineTable: Sendable {
 
     /// Deletes the table's file: for retired versions.
     func deleteFile() {
-        state.withLock { state in
+        state.withWriteLock { state in
             state.deleted = true
             if state.log != nil { _ = unlink(path) }
         }
@@ -276,7 +299,7 @@ public final class OnlineTable: Sendable {
             let cutoff = schema.ttlSeconds.map { now - $0 * 1_000_000 } ?? Int64.min
             // The live entities and where the old log ends now; slots stay where they are until the swap.
             // The old log is read through a descriptor of its own: the same file even if the table is retired and another takes its path.
-            let (live, total, start, reader) = try state.withLock { state throws(OnlineStoreError) in
+            let (live, total, start, reader) = try state.withReadLock { state throws(OnlineStoreError) in
                 guard let log = state.log else { throw .io("the table of \(schema.view) v\(schema.version) is open read-only") }
                 let live = state.slots.index.filter { state.slots.eventTimes[Int($0.value)] >= cutoff }
                 return (live.map { ($0.key, Int($0.value)) }, state.slots.index.count, log.size, try log.reader())
@@ -287,12 +310,12 @@ public final class OnlineTable: Sendable {
             let decoder = FrameDecoder(schema: schema, types: layout.types)
             var first = 0
             while first < live.count {
-                let chunk = live[first..<min(first + 65_536, live.count)]
-                let frame = state.withLock { state in
+                let chunk = live[first..<min(first + Self.rowsPerLock, live.count)]
+                let frame = state.withReadLock { state in
                     FrameEncoder.encode(keys: chunk.map(\.0), slots: chunk.map(\.1), of: state.slots, layout: layout)
                 }
                 try pending.append(frame: frame)
-                _ = try slots.store(try decoder.decode(frame), layout: layout)
+                _ = slots.store(try decoder.decode(frame), layout: layout)
                 first += chunk.count
             }
             try pending.sync()
@@ -302,17 +325,17 @@ public final class OnlineTable: Sendable {
                 guard end > copied else { return }
                 let tail = try OnlineLog.bytes(reader, path: path, from: copied, to: end)
                 try pending.append(bytes: tail)
-                for payload in try OnlineLog.payloads(in: tail) { _ = try slots.store(try decoder.decode(payload), layout: layout) }
+                for payload in try OnlineLog.payloads(in: tail) { _ = slots.store(try decoder.decode(payload), layout: layout) }
                 copied = end
             }
             for _ in 0..<3 {
-                let end = state.withLock { $0.log?.size ?? 0 }
+                let end = state.withReadLock { $0.log?.size ?? 0 }
                 if end - copied < 1 << 16 { break }
                 try copyTail(upTo: end)
             }
             // Synced before the swap: those rows may have been synced in the old log already.
             if copied > start { try pending.sync() }
-            return try state.withLock { state throws(OnlineStoreError) -> Int in
+            return try state.withWriteLock { state throws(OnlineStoreError) -> Int in
                 guard let log = state.log, !state.deleted else {
                     pending.discard()
                     return 0
@@ -354,6 +377,14 @@ struct SlotLayout: Sendable {
         self.wordFeatures = words
         self.stringFeatures = strings
         self.nullWords = (schema.features.count + 63) / 64
+    }
+
+    /// Whether `column` can be stored as feature `feature` (integers go into double features too).
+    func accepts(_ column: ColumnValues, feature: Int) -> Bool {
+        switch (column, types[feature]) {
+        case (.int64, .int), (.timestamp, .timestamp), (.int64, .double), (.float64, .double), (.bool, .bool), (.string, .string): true
+        default: false
+        }
     }
 }
 
@@ -398,13 +429,14 @@ struct Slots {
 
     /// Stores the rows of `rows` that are at least as new as what is stored;
     /// returns their keys and slots.
-    mutating func store(_ rows: OnlineRows, layout: SlotLayout) throws(OnlineStoreError) -> (keys: [EntityKey], slots: [Int]) {
+    mutating func store(_ rows: OnlineRows, rows range: Range<Int>? = nil, layout: SlotLayout) -> (keys: [EntityKey], slots: [Int]) {
+        let range = range ?? 0..<rows.count
         // Pick the rows that win, and the slot each goes to.
         var winners: [Int] = [], slots: [Int] = [], keys: [EntityKey] = []
-        winners.reserveCapacity(rows.count)
-        slots.reserveCapacity(rows.count)
-        keys.reserveCapacity(rows.count)
-        for row in 0..<rows.count {
+        winners.reserveCapacity(range.count)
+        slots.reserveCapacity(range.count)
+        keys.reserveCapacity(range.count)
+        for row in range {
             let event = rows.eventTimes[row], created = rows.createdTimes[row], key = rows.keys[row]
             let slot: Int
             if let existing = index[key] {
@@ -429,12 +461,13 @@ struct Slots {
         guard !winners.isEmpty else { return ([], []) }
         // Then copy their values column by column.
         for (feature, column) in rows.features.enumerated() {
-            try store(column, feature: feature, winners: winners, slots: slots, layout: layout)
+            store(column, feature: feature, winners: winners, slots: slots, layout: layout)
         }
         return (keys, slots)
     }
 
-    private mutating func store(_ column: ColumnValues, feature: Int, winners: [Int], slots: [Int], layout: SlotLayout) throws(OnlineStoreError) {
+    /// Copies the winners' values of one feature (a column `layout.accepts`; others are skipped).
+    private mutating func store(_ column: ColumnValues, feature: Int, winners: [Int], slots: [Int], layout: SlotLayout) {
         let type = layout.types[feature], position = layout.positions[feature]
         let wordFeatures = layout.wordFeatures, nullWords = layout.nullWords
         let nullWord = feature / 64, nullBit = UInt64(1) << UInt64(feature % 64)
@@ -459,7 +492,7 @@ struct Slots {
                 if values[row] == nil { nulls[slot * nullWords + nullWord] |= nullBit } else { nulls[slot * nullWords + nullWord] &= ~nullBit }
             }
         default:
-            throw .schemaMismatch("feature \(layout.schema.features[feature].name) is \(layout.schema.features[feature].type.rawValue)")
+            assertionFailure("a column the layout does not accept reached the store")
         }
     }
 }

@@ -110,7 +110,7 @@ public final class AccessGuard: Sendable {
     /// Whether `admission` still lets `header` in with `role` at `now`: the
     /// same header and role, the same snapshot held, neither it nor the token expired.
     func readmits(_ admission: Admission, header: String, role: WorkspaceRole, now: Date) -> Bool {
-        admission.header == header && admission.role == role && now < admission.until
+        ConstantTime.equals(admission.header, header) && admission.role == role && now < admission.until
             && generation.load(ordering: .acquiring) == admission.generation
     }
 

@@ -81,4 +81,13 @@ public enum ConstantTime {
         for index in a.indices { difference |= a[index] ^ b[index] }
         return difference == 0
     }
+
+    /// Whether `a` and `b` hold the same UTF-8 bytes, looking at every byte
+    /// (only the lengths are compared first). Strings are not normalized.
+    public static func equals(_ a: String, _ b: String) -> Bool {
+        guard a.utf8.count == b.utf8.count else { return false }
+        var difference: UInt8 = 0
+        for (x, y) in zip(a.utf8, b.utf8) { difference |= x ^ y }
+        return difference == 0
+    }
 }
