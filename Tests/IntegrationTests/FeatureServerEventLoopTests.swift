@@ -6,6 +6,8 @@ import Hummingbird
 import HummingbirdCore
 import Logging
 import NIOCore
+import NIOEmbedded
+import NIOHTTPTypes
 import ServiceLifecycle
 import Shared
 import Testing
@@ -165,10 +167,15 @@ struct FeatureServerEventLoopTests {
 
     /// Sends `bytes` in pieces on one connection (from a thread of its own) and
     /// reads until the server closes it; returns the responses' status lines and bodies.
-    static func exchange(port: Int, pieces: [[UInt8]], pauseMicroseconds: UInt32 = 2_000) async throws -> [(status: String, body: String, server: String?)] {
+    /// `awaitAnswers`: each piece but the last is sent only once the answers to those before it have arrived whole.
+    static func exchange(
+        port: Int, pieces: [[UInt8]], pauseMicroseconds: UInt32 = 2_000, awaitAnswers: Bool = false
+    ) async throws -> [(status: String, body: String, server: String?)] {
         let raw: [UInt8] = try await withCheckedThrowingContinuation { continuation in
             Thread.detachNewThread {
-                continuation.resume(with: Result { try RawConnection.exchange(port: port, pieces: pieces, pauseMicroseconds: pauseMicroseconds) })
+                continuation.resume(with: Result {
+                    try RawConnection.exchange(port: port, pieces: pieces, pauseMicroseconds: pauseMicroseconds, awaitAnswers: awaitAnswers)
+                })
             }
         }
         // Split the stream into responses by their Content-Length.
@@ -234,7 +241,7 @@ struct FeatureServerEventLoopTests {
             #expect(slow.count == 1 && slow.first?.body == expected && slow.first?.server == "larder-agent")
 
             // Not pipelined: a read sent after the routed request's answer is answered on the event loop again.
-            let turns = try await Self.exchange(port: port, pieces: [Array(readyz.utf8), Array(post(read, close: true).utf8)], pauseMicroseconds: 300_000)
+            let turns = try await Self.exchange(port: port, pieces: [Array(readyz.utf8), Array(post(read, close: true).utf8)], awaitAnswers: true)
             #expect(turns.map(\.status) == ["HTTP/1.1 200 OK", "HTTP/1.1 200 OK"])
             #expect(turns.count == 2 && turns[0].server == nil && turns[1].server == "larder-agent" && turns[1].body == expected)
         }
@@ -245,8 +252,15 @@ struct FeatureServerEventLoopTests {
         let world = try World()
         defer { world.remove() }
         let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
+        // The agent's pipeline with a probe in front of the feature-read handler: it says when the first
+        // part of a body has been handled, so the shutdown is sent mid-read however slow the machine is.
+        let bodyStarted = DispatchSemaphore(value: 0)
+        let handler = OnlineFeaturesHandler(settings: world.settings, reader: world.reader, accessGuard: world.accessGuard, metrics: AgentMetrics(), now: { Date() })
+        let server = HTTPServerBuilder.http1(configuration: .init(additionalChannelHandlers: [
+            BodyProbe(started: bodyStarted), OnlineFeaturesChannelHandler(handler: handler, logger: Logger(label: "shutdown")),
+        ]))
         let application = Application(
-            router: world.router(), server: world.eventLoopServer, configuration: .init(address: .hostname("127.0.0.1", port: 0)),
+            router: world.router(), server: server, configuration: .init(address: .hostname("127.0.0.1", port: 0)),
             onServerRunning: { channel in
                 continuation.yield(channel.localAddress?.port ?? 0)
                 continuation.finish()
@@ -266,7 +280,8 @@ struct FeatureServerEventLoopTests {
                 Thread.detachNewThread {
                     done.resume(with: Result {
                         try RawConnection.exchange(port: port, pieces: [Array(request[..<cut]), Array(request[cut...])], pauseMicroseconds: 400_000) { _ in
-                            usleep(200_000)   // the server has read the head and the first part of the body
+                            // Once the server has read the head and the first part of the body.
+                            _ = bodyStarted.wait(timeout: .now() + 20)
                             Task { await services.triggerGracefulShutdown() }
                         }
                     })
@@ -361,7 +376,25 @@ enum RawConnection {
 
     /// Connects to `port`, sends each piece (pausing between them), and reads until the server closes.
     /// `between` runs after each piece but the last, before the pause.
-    static func exchange(port: Int, pieces: [[UInt8]], pauseMicroseconds: UInt32, between: (Int) -> Void = { _ in }) throws -> [UInt8] {
+    /// How many whole responses (head and Content-Length body) `bytes` begins with.
+    static func wholeResponses(_ bytes: [UInt8]) -> Int {
+        var count = 0
+        var rest = bytes[...]
+        while let end = rest.firstRange(of: Array("\r\n\r\n".utf8)) {
+            let head = String(decoding: rest[rest.startIndex..<end.lowerBound], as: UTF8.self).lowercased()
+            let length = head.components(separatedBy: "\r\n").compactMap { line -> Int? in
+                line.hasPrefix("content-length:") ? Int(line.dropFirst("content-length:".count).trimmingCharacters(in: .whitespaces)) : nil
+            }.first ?? 0
+            guard rest.distance(from: end.upperBound, to: rest.endIndex) >= length else { break }
+            count += 1
+            rest = rest[rest.index(end.upperBound, offsetBy: length)...]
+        }
+        return count
+    }
+
+    static func exchange(
+        port: Int, pieces: [[UInt8]], pauseMicroseconds: UInt32, awaitAnswers: Bool = false, between: (Int) -> Void = { _ in }
+    ) throws -> [UInt8] {
         let socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard socket >= 0 else { throw Failure(what: "socket") }
         defer { close(socket) }
@@ -375,6 +408,8 @@ enum RawConnection {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(socket, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
         guard connected == 0 else { throw Failure(what: "connect") }
+        var received: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 65_536)
         for (index, piece) in pieces.enumerated() {
             var sent = 0
             while sent < piece.count {
@@ -385,15 +420,88 @@ enum RawConnection {
             if index < pieces.count - 1 {
                 between(index)
                 usleep(pauseMicroseconds)
+                while awaitAnswers, wholeResponses(received) < index + 1 {
+                    let count = buffer.withUnsafeMutableBytes { recv(socket, $0.baseAddress, $0.count, 0) }
+                    guard count > 0 else { throw Failure(what: "recv: no answer to piece \(index) before the next was sent") }
+                    received += buffer[..<count]
+                }
             }
         }
-        var received: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 65_536)
         while true {
             let count = buffer.withUnsafeMutableBytes { recv(socket, $0.baseAddress, $0.count, 0) }
             if count == 0 { return received }
             guard count > 0 else { throw Failure(what: "recv: the server did not close the connection") }
             received += buffer[..<count]
         }
+    }
+}
+
+extension FeatureServerEventLoopTests {
+    /// Passes every request part on, and signals `started` once a body part has been handled by the handlers after it.
+    final class BodyProbe: ChannelInboundHandler, RemovableChannelHandler {
+        typealias InboundIn = HTTPRequestPart
+        typealias InboundOut = HTTPRequestPart
+        let started: DispatchSemaphore
+        var signalled = false
+        init(started: DispatchSemaphore) { self.started = started }
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            let isBody = if case .body = unwrapInboundIn(data) { true } else { false }
+            context.fireChannelRead(data)
+            if isBody, !signalled {
+                signalled = true
+                started.signal()
+            }
+        }
+    }
+
+    /// Counts the reads that reach the channel (it sits between the channel and the handler under test).
+    final class ReadCounter: ChannelOutboundHandler {
+        typealias OutboundIn = NIOAny
+        var count = 0
+        func read(context: ChannelHandlerContext) {
+            count += 1
+            context.read()
+        }
+    }
+
+    @Test("while the connection cannot take more output, reading stops: a read asked for is held, and asked again once it is writable")
+    func backpressureHoldsReads() throws {
+        let world = try World()
+        defer { world.remove() }
+        let handler = OnlineFeaturesHandler(settings: world.settings, reader: world.reader, accessGuard: world.accessGuard, metrics: AgentMetrics(), now: { Date() })
+        let reads = ReadCounter()
+        let channel = EmbeddedChannel()
+        try channel.pipeline.syncOperations.addHandlers([reads, OnlineFeaturesChannelHandler(handler: handler, logger: Logger(label: "test"))])
+        channel.read()
+        #expect(reads.count == 1, "a writable connection reads")
+        channel.isWritable = false
+        channel.pipeline.fireChannelWritabilityChanged()
+        for _ in 0..<3 { channel.read() }
+        #expect(reads.count == 1, "reads are held while the connection cannot take more output")
+        // A read already received is still answered: the hold stops reading, not answering.
+        var head = HTTPRequest(method: .post, scheme: nil, authority: nil, path: "/v1/features/online")
+        head.headerFields[.authorization] = "Bearer \(world.consumer)"
+        try channel.writeInbound(HTTPRequestPart.head(head))
+        try channel.writeInbound(HTTPRequestPart.body(ByteBuffer(string: #"{"feature_service":"driver_ranking","entities":[{"driver_id":2}],"request_context":{"trip_distance_km":2.5}}"#)))
+        try channel.writeInbound(HTTPRequestPart.end(nil))
+        guard case .head(let response)? = try channel.readOutbound(as: HTTPResponsePart.self) else {
+            Issue.record("no answer to the feature read")
+            return
+        }
+        #expect(response.status == .ok)
+        guard case .body(let body)? = try channel.readOutbound(as: HTTPResponsePart.self) else {
+            Issue.record("no body in the answer")
+            return
+        }
+        #expect(String(buffer: body).hasPrefix(#"{"feature_service":"driver_ranking""#) && String(buffer: body).contains(#""statuses":["present""#))
+        #expect(reads.count == 1)
+        channel.isWritable = true
+        channel.pipeline.fireChannelWritabilityChanged()
+        #expect(reads.count == 2, "the held read is asked for once writable")
+        channel.pipeline.fireChannelWritabilityChanged()
+        #expect(reads.count == 2, "with no read held, a writability change asks for none")
+        channel.read()
+        #expect(reads.count == 3)
+        _ = try channel.finish()
     }
 }

@@ -86,8 +86,14 @@ public enum ConstantTime {
     /// (only the lengths are compared first). Strings are not normalized.
     public static func equals(_ a: String, _ b: String) -> Bool {
         guard a.utf8.count == b.utf8.count else { return false }
-        var difference: UInt8 = 0
-        for (x, y) in zip(a.utf8, b.utf8) { difference |= x ^ y }
-        return difference == 0
+        // Over the strings' contiguous UTF-8 (a header read from a request already is): no per-byte iterator.
+        var a = a, b = b
+        return a.withUTF8 { x in
+            b.withUTF8 { y in
+                var difference: UInt8 = 0
+                for index in 0..<x.count { difference |= x[index] ^ y[index] }
+                return difference == 0
+            }
+        }
     }
 }
