@@ -12,7 +12,10 @@ struct LarderBench {
         let arguments = CommandLine.arguments.dropFirst()
         if arguments.first == "serve-features" {
             // The child process of the serving benchmark.
-            try await serveFeatures(entities: Int(arguments.dropFirst().first ?? "") ?? 1_000_000, routerOnly: arguments.dropFirst(2).first == "router-only")
+            let options = arguments.dropFirst(2)
+            try await serveFeatures(
+                entities: Int(arguments.dropFirst().first ?? "") ?? 1_000_000, routerOnly: options.contains("router-only"),
+                writerRowsPerLock: options.first { $0.hasPrefix("writer=") }.flatMap { Int($0.dropFirst("writer=".count)) })
             return
         }
         let selected = Set(arguments.filter { !$0.hasPrefix("-") })

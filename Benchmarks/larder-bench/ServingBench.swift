@@ -206,12 +206,41 @@ extension LarderBench {
         }
     }
 
-    /// `larder-bench serve-features ENTITIES [router-only]`: the child process of the HTTP
+    /// `larder-bench serve-features ENTITIES [router-only] [writer=N]`: the child process of the HTTP
     /// benchmark. Prints `ready <url> <token>` once it listens; runs until SIGTERM.
     /// `router-only` serves feature reads through the router, as before they were answered on the event loops.
-    static func serveFeatures(entities: Int, routerOnly: Bool) async throws {
+    /// `writer=N` also runs a materialization's writes meanwhile: a batch of 16,384 rows upserted into
+    /// `driver_hourly_stats` every 100 ms, N rows per hold of the table's lock (0: the whole batch at once).
+    static func serveFeatures(entities: Int, routerOnly: Bool, writerRowsPerLock: Int? = nil) async throws {
         let world = try ServingWorld(entities: entities)
         defer { world.remove() }
+        if let writerRowsPerLock, let table = world.store.table(view: "driver_hourly_stats", version: 1) {
+            var random = SystemRandomNumberGenerator()
+            let features = table.schema.features
+            let batch = OnlineRows(
+                keys: (0..<16_384).map { _ in .int(Int64.random(in: 0..<Int64(entities), using: &random)) },
+                eventTimes: [], createdTimes: [],
+                features: features.map { feature in
+                    feature.type.isInteger
+                        ? .int64((0..<16_384).map { _ in Int64.random(in: 0...500, using: &random) })
+                        : .float64((0..<16_384).map { _ in Double.random(in: 0...1, using: &random) })
+                })
+            let writer = Thread {
+                let clock = ContinuousClock()
+                var next = clock.now, round: Int64 = 0
+                while true {
+                    var rows = batch
+                    // Newer than anything stored, so every row is written.
+                    rows.eventTimes = Array(repeating: Int64(Date().timeIntervalSince1970 * 1_000_000) + round, count: rows.count)
+                    rows.createdTimes = rows.eventTimes
+                    _ = try? table.upsert(rows, rowsPerLock: writerRowsPerLock == 0 ? Int.max : writerRowsPerLock)
+                    round += 1
+                    next = next.advanced(by: .milliseconds(100))
+                    if next > clock.now { Thread.sleep(forTimeInterval: Double((next - clock.now).components.attoseconds) / 1e18) }
+                }
+            }
+            writer.start()
+        }
         var logger = Logger(label: "bench-server")
         logger.logLevel = .warning
         let settings = AgentConfiguration.ServingSettings(host: "127.0.0.1", port: 0, maxBatchEntities: 1_000)
@@ -285,10 +314,10 @@ extension LarderBench {
             return
         }
         /// A `serve-features` child: its process, address and token.
-        func startServer(routerOnly: Bool = false) throws -> (process: Process, url: String, token: String) {
+        func startServer(routerOnly: Bool = false, writerRowsPerLock: Int? = nil) throws -> (process: Process, url: String, token: String) {
             let child = Process()
             child.executableURL = URL(fileURLWithPath: CommandLine.arguments[0])
-            child.arguments = ["serve-features", "\(entities)"] + (routerOnly ? ["router-only"] : [])
+            child.arguments = ["serve-features", "\(entities)"] + (routerOnly ? ["router-only"] : []) + (writerRowsPerLock.map { ["writer=\($0)"] } ?? [])
             let output = Pipe()
             child.standardOutput = output
             try child.run()
@@ -304,6 +333,7 @@ extension LarderBench {
             return (child, parts[1], parts[2])
         }
         func stop(_ child: Process) {
+            guard child.isRunning else { return }
             child.terminate()
             child.waitUntilExit()
         }
@@ -373,5 +403,23 @@ extension LarderBench {
             try load(batch: 1, threads: 1, connections: 16, delayMilliseconds: 2, staggered: true, url: routedURL, token: routedToken))
         row("closed loop", 1, 2, 32, try load(batch: 1, threads: 2, connections: 32, url: routedURL, token: routedToken))
         row("closed loop", 100, 2, 8, try load(batch: 100, threads: 2, connections: 8, url: routedURL, token: routedToken))
+        stop(routed)
+
+        // Reads while a materialization writes: the event-loop server again, with a writer storing a batch of
+        // 16,384 rows every 100 ms into one of the views, all at once (as before) or 128 rows per hold of the lock.
+        print("\n| while a writer upserts 16,384 rows every 100 ms | rows per hold of the lock | wrk threads × connections | requests/s | p50 | p99 | p99.9 | max | errors |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        for rowsPerLock in [0, OnlineTable.rowsPerLock] {
+            let (writing, writingURL, writingToken) = try startServer(writerRowsPerLock: rowsPerLock)
+            defer { stop(writing) }
+            _ = try load(batch: 1, threads: 1, connections: 4, url: writingURL, token: writingToken)
+            let label = rowsPerLock == 0 ? "the whole batch" : "\(rowsPerLock)"
+            for (what, staggered) in [("paced", false), ("paced, staggered (1–3 ms)", true)] {
+                let result = try load(batch: 1, threads: 1, connections: 16, delayMilliseconds: 2, staggered: staggered, url: writingURL, token: writingToken)
+                func ms(_ micros: Double) -> String { String(format: "%.2f ms", micros / 1_000) }
+                print("| \(what) | \(label) | 1 × 16 | \(String(format: "%.0f", result.rate)) | \(ms(result.p50)) | \(ms(result.p99)) | \(ms(result.p999)) | \(ms(result.max)) | \(result.errors) |")
+            }
+            stop(writing)
+        }
     }
 }
