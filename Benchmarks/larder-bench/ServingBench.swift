@@ -61,11 +61,7 @@ extension LarderBench {
                 while start < entities {
                     let end = min(start + 100_000, entities)
                     let count = end - start
-                    let columns: [ColumnValues] = features.map { feature in
-                        feature.type.isInteger
-                            ? .int64((0..<count).map { _ in Int64.random(in: 0...500, using: &random) })
-                            : .float64((0..<count).map { _ in Double.random(in: 0...1, using: &random) })
-                    }
+                    let columns = ServingWorld.randomColumns(features, count: count, using: &random)
                     try table.upsert(OnlineRows(
                         keys: (start..<end).map { .int(Int64($0)) },
                         eventTimes: (0..<count).map { _ in nowMicros - Int64.random(in: 0...3_600_000_000, using: &random) },
@@ -77,6 +73,23 @@ extension LarderBench {
         }
 
         func remove() { try? FileManager.default.removeItem(at: folder) }
+
+        /// `count` random values for each of `features` (integers 0–500, doubles 0–1).
+        static func randomColumns(_ features: [Column], count: Int, using random: inout some RandomNumberGenerator) -> [ColumnValues] {
+            features.map { feature in
+                feature.type.isInteger
+                    ? .int64((0..<count).map { _ in Int64.random(in: 0...500, using: &random) })
+                    : .float64((0..<count).map { _ in Double.random(in: 0...1, using: &random) })
+            }
+        }
+
+        /// A materialization's batch for `table`: 16,384 rows of random entities among `entities`, with
+        /// random values and no times yet (the writer sets them, newer than anything stored).
+        static func writeBatch(for table: OnlineTable, entities: Int, using random: inout some RandomNumberGenerator) -> OnlineRows {
+            OnlineRows(
+                keys: (0..<16_384).map { _ in .int(Int64.random(in: 0..<Int64(entities), using: &random)) },
+                eventTimes: [], createdTimes: [], features: randomColumns(table.schema.features, count: 16_384, using: &random))
+        }
     }
 
     /// `larder-bench serving`: in-process reads, then HTTP under wrk.
@@ -105,17 +118,7 @@ extension LarderBench {
                 OnlineFeatureRequest(entities: [["driver_id": .int(Int64.random(in: 0..<Int64(entities), using: &random))]], requestContext: nil),
                 for: resolved, limit: 1_000)
         }
-        let features = table.schema.features
-        let writes = (0..<8).map { _ in
-            OnlineRows(
-                keys: (0..<16_384).map { _ in .int(Int64.random(in: 0..<Int64(entities), using: &random)) },
-                eventTimes: Array(repeating: 0, count: 16_384), createdTimes: Array(repeating: 0, count: 16_384),
-                features: features.map { feature in
-                    feature.type.isInteger
-                        ? .int64((0..<16_384).map { _ in Int64.random(in: 0...500, using: &random) })
-                        : .float64((0..<16_384).map { _ in Double.random(in: 0...1, using: &random) })
-                })
-        }
+        let writes = (0..<8).map { _ in ServingWorld.writeBatch(for: table, entities: entities, using: &random) }
         print("\n| in process, while another thread upserts batches of 16,384 rows | rows per lock hold | rows written/s | reads | read p50 | p99 | p99.9 | max |")
         print("|---|---|---|---|---|---|---|---|")
         for rowsPerLock in [Int.max, 1_024, 256, OnlineTable.rowsPerLock, 32] {
@@ -216,15 +219,7 @@ extension LarderBench {
         defer { world.remove() }
         if let writerRowsPerLock, let table = world.store.table(view: "driver_hourly_stats", version: 1) {
             var random = SystemRandomNumberGenerator()
-            let features = table.schema.features
-            let batch = OnlineRows(
-                keys: (0..<16_384).map { _ in .int(Int64.random(in: 0..<Int64(entities), using: &random)) },
-                eventTimes: [], createdTimes: [],
-                features: features.map { feature in
-                    feature.type.isInteger
-                        ? .int64((0..<16_384).map { _ in Int64.random(in: 0...500, using: &random) })
-                        : .float64((0..<16_384).map { _ in Double.random(in: 0...1, using: &random) })
-                })
+            let batch = ServingWorld.writeBatch(for: table, entities: entities, using: &random)
             let writer = Thread {
                 let clock = ContinuousClock()
                 var next = clock.now, round: Int64 = 0
@@ -236,7 +231,8 @@ extension LarderBench {
                     _ = try? table.upsert(rows, rowsPerLock: writerRowsPerLock == 0 ? Int.max : writerRowsPerLock)
                     round += 1
                     next = next.advanced(by: .milliseconds(100))
-                    if next > clock.now { Thread.sleep(forTimeInterval: Double((next - clock.now).components.attoseconds) / 1e18) }
+                    let wait = (next - clock.now).components
+                    Thread.sleep(forTimeInterval: max(0, Double(wait.seconds) + Double(wait.attoseconds) / 1e18))
                 }
             }
             writer.start()
@@ -371,7 +367,7 @@ extension LarderBench {
         _ = try load(batch: 1, threads: 1, connections: 4)
         print("\n| over HTTP (wrk, \(seconds) s each) | entities per request | wrk threads × connections | requests/s | p50 | p99 | p99.9 | max | errors |")
         print("|---|---|---|---|---|---|---|---|---|")
-        func row(_ what: String, _ batch: Int, _ threads: Int, _ connections: Int, _ result: LoadResult) {
+        func row(_ what: String, _ batch: some CustomStringConvertible, _ threads: Int, _ connections: Int, _ result: LoadResult) {
             func ms(_ micros: Double) -> String { String(format: "%.2f ms", micros / 1_000) }
             print("| \(what) | \(batch) | \(threads) × \(connections) | \(String(format: "%.0f", result.rate)) | \(ms(result.p50)) | \(ms(result.p99)) | \(ms(result.p999)) | \(ms(result.max)) | \(result.errors) |")
         }
@@ -415,9 +411,7 @@ extension LarderBench {
             _ = try load(batch: 1, threads: 1, connections: 4, url: writingURL, token: writingToken)
             let label = rowsPerLock == 0 ? "the whole batch" : "\(rowsPerLock)"
             for (what, staggered) in [("paced", false), ("paced, staggered (1–3 ms)", true)] {
-                let result = try load(batch: 1, threads: 1, connections: 16, delayMilliseconds: 2, staggered: staggered, url: writingURL, token: writingToken)
-                func ms(_ micros: Double) -> String { String(format: "%.2f ms", micros / 1_000) }
-                print("| \(what) | \(label) | 1 × 16 | \(String(format: "%.0f", result.rate)) | \(ms(result.p50)) | \(ms(result.p99)) | \(ms(result.p999)) | \(ms(result.max)) | \(result.errors) |")
+                row(what, label, 1, 16, try load(batch: 1, threads: 1, connections: 16, delayMilliseconds: 2, staggered: staggered, url: writingURL, token: writingToken))
             }
             stop(writing)
         }

@@ -178,25 +178,7 @@ struct FeatureServerEventLoopTests {
                 })
             }
         }
-        // Split the stream into responses by their Content-Length.
-        var responses: [(String, String, String?)] = []
-        var rest = raw[...]
-        while let end = rest.firstRange(of: Array("\r\n\r\n".utf8)) {
-            let head = String(decoding: rest[rest.startIndex..<end.lowerBound], as: UTF8.self)
-            let lines = head.components(separatedBy: "\r\n")
-            func header(_ name: String) -> String? {
-                lines.compactMap { line -> String? in
-                    let parts = line.split(separator: ":", maxSplits: 1)
-                    return parts.count == 2 && parts[0].lowercased() == name ? parts[1].trimmingCharacters(in: .whitespaces) : nil
-                }.first
-            }
-            let length = header("content-length").flatMap { Int($0) } ?? 0
-            let bodyStart = end.upperBound
-            let bodyEnd = rest.index(bodyStart, offsetBy: length)
-            responses.append((lines[0], String(decoding: rest[bodyStart..<bodyEnd], as: UTF8.self), header("server")))
-            rest = rest[bodyEnd...]
-        }
-        return responses
+        return RawConnection.responses(in: raw)
     }
 
     @Test("pipelined requests are answered in order: a feature read behind a routed request waits its turn; a body in pieces is collected; Connection: close closes after the answer")
@@ -376,20 +358,25 @@ enum RawConnection {
 
     /// Connects to `port`, sends each piece (pausing between them), and reads until the server closes.
     /// `between` runs after each piece but the last, before the pause.
-    /// How many whole responses (head and Content-Length body) `bytes` begins with.
-    static func wholeResponses(_ bytes: [UInt8]) -> Int {
-        var count = 0
+    /// The whole responses `bytes` begins with (split by their Content-Length; an incomplete last one is left out).
+    static func responses(in bytes: [UInt8]) -> [(status: String, body: String, server: String?)] {
+        var responses: [(String, String, String?)] = []
         var rest = bytes[...]
         while let end = rest.firstRange(of: Array("\r\n\r\n".utf8)) {
-            let head = String(decoding: rest[rest.startIndex..<end.lowerBound], as: UTF8.self).lowercased()
-            let length = head.components(separatedBy: "\r\n").compactMap { line -> Int? in
-                line.hasPrefix("content-length:") ? Int(line.dropFirst("content-length:".count).trimmingCharacters(in: .whitespaces)) : nil
-            }.first ?? 0
+            let lines = String(decoding: rest[rest.startIndex..<end.lowerBound], as: UTF8.self).components(separatedBy: "\r\n")
+            func header(_ name: String) -> String? {
+                lines.compactMap { line -> String? in
+                    let parts = line.split(separator: ":", maxSplits: 1)
+                    return parts.count == 2 && parts[0].lowercased() == name ? parts[1].trimmingCharacters(in: .whitespaces) : nil
+                }.first
+            }
+            let length = header("content-length").flatMap { Int($0) } ?? 0
             guard rest.distance(from: end.upperBound, to: rest.endIndex) >= length else { break }
-            count += 1
-            rest = rest[rest.index(end.upperBound, offsetBy: length)...]
+            let bodyEnd = rest.index(end.upperBound, offsetBy: length)
+            responses.append((lines[0], String(decoding: rest[end.upperBound..<bodyEnd], as: UTF8.self), header("server")))
+            rest = rest[bodyEnd...]
         }
-        return count
+        return responses
     }
 
     static func exchange(
@@ -420,7 +407,7 @@ enum RawConnection {
             if index < pieces.count - 1 {
                 between(index)
                 usleep(pauseMicroseconds)
-                while awaitAnswers, wholeResponses(received) < index + 1 {
+                while awaitAnswers, responses(in: received).count < index + 1 {
                     let count = buffer.withUnsafeMutableBytes { recv(socket, $0.baseAddress, $0.count, 0) }
                     guard count > 0 else { throw Failure(what: "recv: no answer to piece \(index) before the next was sent") }
                     received += buffer[..<count]

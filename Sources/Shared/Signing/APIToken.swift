@@ -76,24 +76,21 @@ extension APIToken: CustomStringConvertible, CustomReflectable {
 public enum ConstantTime {
     /// Whether `a` and `b` hold the same bytes, looking at every byte.
     public static func equals(_ a: [UInt8], _ b: [UInt8]) -> Bool {
-        guard a.count == b.count else { return false }
-        var difference: UInt8 = 0
-        for index in a.indices { difference |= a[index] ^ b[index] }
-        return difference == 0
+        a.withUnsafeBufferPointer { x in b.withUnsafeBufferPointer { y in equals(x, y) } }
     }
 
     /// Whether `a` and `b` hold the same UTF-8 bytes, looking at every byte
     /// (only the lengths are compared first). Strings are not normalized.
     public static func equals(_ a: String, _ b: String) -> Bool {
-        guard a.utf8.count == b.utf8.count else { return false }
         // Over the strings' contiguous UTF-8 (a header read from a request already is): no per-byte iterator.
         var a = a, b = b
-        return a.withUTF8 { x in
-            b.withUTF8 { y in
-                var difference: UInt8 = 0
-                for index in 0..<x.count { difference |= x[index] ^ y[index] }
-                return difference == 0
-            }
-        }
+        return a.withUTF8 { x in b.withUTF8 { y in equals(x, y) } }
+    }
+
+    private static func equals(_ x: UnsafeBufferPointer<UInt8>, _ y: UnsafeBufferPointer<UInt8>) -> Bool {
+        guard x.count == y.count else { return false }
+        var difference: UInt8 = 0
+        for index in 0..<x.count { difference |= x[index] ^ y[index] }
+        return difference == 0
     }
 }
