@@ -213,15 +213,18 @@ struct FeatureServerProcessTests {
             #expect(metrics.contains(#"larder_online_store_entities{view="driver_hourly_stats",version="2"} 20"#))
             #expect(metrics.contains(#"larder_feature_values_total{status="expired"}"#))
 
-            // A revoked token is refused within seconds, by the agent alone.
+            // A revoked token is refused by the agent alone, once a heartbeat (1 s here) has said access changed:
+            // well before the 30 s poll. The bound leaves room for a loaded machine (the whole suite runs at once);
+            // unloaded it takes 0.1–1.5 s.
             _ = try await admin.revokeToken(carol.resource.publicId, of: "carol")
             let revoked = Date()
             var status = 200
-            while status == 200, Date().timeIntervalSince(revoked) < 10 {
+            while status == 200, Date().timeIntervalSince(revoked) < 20 {
                 status = try await server.call(body: Self.ranking, token: carol.token).status
                 if status == 200 { try await Task.sleep(for: .milliseconds(100)) }
             }
-            #expect(status == 401 && Date().timeIntervalSince(revoked) < 5)
+            let took = Date().timeIntervalSince(revoked)
+            #expect(status == 401 && took < 10, "refused after \(took) s (status \(status)); the agent's log ends:\n\(agent.log.suffix(3_000))")
 
             // With the control plane down, the agent answers as before, even after a restart.
             let dana = try await admin.createToken(for: "victor")

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 
 /// Runs the built `larder` binary as a user would.
@@ -69,10 +70,30 @@ enum LarderBinary {
             standardError: try String(contentsOfFile: log.path + ".err", encoding: .utf8))
     }
 
+    /// A new folder for one test's files (configurations, logs, data directories). The test
+    /// process removes them all when it exits, unless `LARDER_KEEP_TEST_FILES=1` keeps them for a
+    /// look after a failure.
     static func temporaryDirectory() throws -> URL {
         let url = FileManager.default.temporaryDirectory.appendingPathComponent("larder-cli-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+        TestFiles.removeAtExit(url)
         return url
+    }
+}
+
+/// The folders tests made, removed when the test process exits.
+enum TestFiles {
+    private static let folders = Mutex<[String]>([])
+    private static let registered: Void = {
+        guard ProcessInfo.processInfo.environment["LARDER_KEEP_TEST_FILES"] != "1" else { return }
+        atexit {
+            for path in TestFiles.folders.withLock({ $0 }) { try? FileManager.default.removeItem(atPath: path) }
+        }
+    }()
+
+    static func removeAtExit(_ folder: URL) {
+        _ = registered
+        folders.withLock { $0.append(folder.path) }
     }
 }
 
