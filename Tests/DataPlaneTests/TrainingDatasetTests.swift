@@ -94,7 +94,7 @@ struct TrainingDatasetTests {
     }
 
     @Test("every cell equals the brute-force point-in-time value; on-demand outputs computed from them; input columns passed through; the same bytes at any chunk size",
-          arguments: Array(1...9) as [UInt64])
+          arguments: Array(1...12) as [UInt64])
     func matchesOracle(seed: UInt64) async throws {
         try await TestDatabase.withIsolatedDatabase { url in
             var random = SeededGenerator(seed: seed)
@@ -108,7 +108,8 @@ struct TrainingDatasetTests {
             // Feature rows over ten days for drivers 1…8 (9 and 10 never occur).
             var stats: [FeatureRow] = [], aggregates: [FeatureRow] = []
             // Seeds 1-3 write the offline rows in random order, 4-6 in event-time order (as materialization
-            // does: matched as they stream in), 7-9 in time order then a backfill of older rows at the end.
+            // does: matched as they stream in), 7-9 in time order then a backfill of older rows at the end,
+            // 10-12 as materialization jobs do (with segments beside the tables, see `materialize` below).
             let layout = (Int(seed) - 1) / 3
             for _ in 0..<Int.random(in: (layout == 0 ? 20 : 300)...600, using: &random) {
                 let driver = Int64.random(in: 1...8, using: &random)
@@ -141,11 +142,15 @@ struct TrainingDatasetTests {
 
             // The offline tables.
             let connection = try await url.connect(logger: logger)
+            if layout == 3 {
+                (stats, aggregates) = try await Self.materialize(
+                    stats: stats, aggregates: aggregates, from: base - hour, to: base + 241 * hour, on: connection, random: &random)
+            }
             func run(_ sql: String) async throws { try await connection.execute(PostgresQuery(unsafeSQL: sql), logger: logger) }
             func literal(_ micros: Int64?) -> String { micros.map { "'\(Self.timestamp($0))'" } ?? "NULL" }
             func number(_ value: Double?) -> String { value.map { "\($0)" } ?? "NULL" }
-            try await run("CREATE SCHEMA features")
-            try await run("""
+            if layout < 3 { try await run("CREATE SCHEMA features") }
+            if layout < 3 { try await run("""
                 CREATE TABLE features.driver_hourly_stats__v1 (driver_id bigint NOT NULL, event_timestamp timestamptz NOT NULL, created_timestamp timestamptz,
                 conv_rate double precision, acc_rate double precision, avg_daily_trips bigint)
                 """)
@@ -154,13 +159,14 @@ struct TrainingDatasetTests {
                 trips_count_1h bigint, trips_count_1d bigint, trips_count_7d bigint, fare_mean_1d double precision, fare_mean_7d double precision,
                 distance_km_sum_7d double precision)
                 """)
-            for row in stats {
+            }
+            for row in stats where layout < 3 {
                 try await run("""
                     INSERT INTO features.driver_hourly_stats__v1 VALUES (\(row.driver), \(literal(row.time)), \(literal(row.created)),
                     \(number(row.values[0])), \(number(row.values[1])), \(row.values[2].map { String(Int64($0)) } ?? "NULL"))
                     """)
             }
-            for row in aggregates {
+            for row in aggregates where layout < 3 {
                 try await run("""
                     INSERT INTO features.driver_trip_aggregates__v1 VALUES (\(row.driver), \(literal(row.time)), NULL,
                     0, \(Int64(row.values[0]!)), \(Int64(row.values[1]!)), NULL, \(number(row.values[2])), NULL)
@@ -203,9 +209,10 @@ struct TrainingDatasetTests {
             let reads: [Int?] = [1, 1_000, nil]
             let pagesPerRange = reads[Int(seed) % reads.count]
             let streamed = MatchWays()
-            func build(chunkRows: Int) async throws -> (bytes: [UInt8], summary: DatasetMetadata) {
+            func build(chunkRows: Int, segments: Bool = true) async throws -> (bytes: [UInt8], summary: DatasetMetadata) {
                 var builder = TrainingDatasetBuilder(
                     reader: world.reader, offlineStore: (schema: "features", url: url), chunkRows: chunkRows, pagesPerRange: pagesPerRange, logger: logger)
+                builder.readsSegments = segments
                 builder.matchObserver = { view, wasStreamed in streamed.list.withLock { $0.append((view, wasStreamed)) } }
                 let prepared = try await builder.prepare(DatasetRequest(featureService: "driver_ranking", entities: entities))
                 var bytes: [UInt8] = []
@@ -217,7 +224,7 @@ struct TrainingDatasetTests {
             // a backfill read a page at a time is found out of order and matched whole.
             let ways = streamed.list.withLock { $0 }
             #expect(!ways.isEmpty)
-            if pagesPerRange == nil { #expect(ways.allSatisfy { !$0.streamed }) }
+            if pagesPerRange == nil, layout < 3 { #expect(ways.allSatisfy { !$0.streamed }) }
             if pagesPerRange != nil, layout == 1 { #expect(ways.allSatisfy { $0.streamed }, "seed \(seed): \(ways)") }
             if pagesPerRange == 1, layout == 2 { #expect(ways.contains { $0.view == "driver_hourly_stats" && !$0.streamed }, "seed \(seed): \(ways)") }
             let rows = Self.parseCSV(String(decoding: bytes, as: UTF8.self))
@@ -252,7 +259,89 @@ struct TrainingDatasetTests {
             // The same inputs give the same bytes, whatever the chunking.
             let again = try await build(chunkRows: 100_000)
             #expect(again.bytes == bytes && again.summary.sha256 == summary.sha256)
+            if layout == 3 {
+                // The segments hold the tables' rows exactly: reading the rows instead gives the same bytes.
+                let rowWise = try await build(chunkRows: Int.random(in: 1...40, using: &random), segments: false)
+                #expect(rowWise.bytes == bytes, "seed \(seed): the rows and the segments disagree")
+            }
         }
+    }
+
+    /// Writes the rows as materialization jobs do, through `OfflineTable.replaceInterval` with segments of
+    /// a few rows: each table in intervals between random cuts, taken in random order, then a few
+    /// intervals of random bounds (cutting across segments) written again with new rows. Returns the
+    /// rows the tables hold then.
+    static func materialize(
+        stats: [FeatureRow], aggregates: [FeatureRow], from: Int64, to: Int64, on connection: PostgresConnection, random: inout SeededGenerator
+    ) async throws -> ([FeatureRow], [FeatureRow]) {
+        let logger = Logger(label: "test")
+        let key = [Column(name: "driver_id", type: .int64)]
+        var statsTable = OfflineTable(
+            schema: "features", view: "driver_hourly_stats", version: 1, keys: key,
+            outputs: [Column(name: "conv_rate", type: .float64), Column(name: "acc_rate", type: .float64), Column(name: "avg_daily_trips", type: .int64)],
+            windowed: false)
+        var windowTable = OfflineTable(
+            schema: "features", view: "driver_trip_aggregates", version: 1, keys: key,
+            outputs: ["trips_count_1h", "trips_count_1d", "trips_count_7d"].map { Column(name: $0, type: .int64) }
+                + ["fare_mean_1d", "fare_mean_7d", "distance_km_sum_7d"].map { Column(name: $0, type: .float64) },
+            windowed: true)
+        for table in [statsTable, windowTable] { #expect(!(try await table.hasSegments(on: connection, logger: logger))) }
+        statsTable.segmented = true
+        windowTable.segmented = true
+        statsTable.segmentRows = Int.random(in: 1...60, using: &random)
+        windowTable.segmentRows = Int.random(in: 1...20, using: &random)
+        func batch(_ rows: [FeatureRow], windowed: Bool) -> OutputBatch {
+            OutputBatch(
+                keys: rows.map { .int($0.driver) }, eventTimes: rows.map(\.time), createdTimes: rows.map(\.created),
+                features: windowed
+                    ? [.int64(rows.map { _ in 0 }), .int64(rows.map { $0.values[0].map { Int64($0) } }), .int64(rows.map { $0.values[1].map { Int64($0) } }),
+                       .float64(rows.map { _ in nil }), .float64(rows.map { $0.values[2] }), .float64(rows.map { _ in nil })]
+                    : [.float64(rows.map { $0.values[0] }), .float64(rows.map { $0.values[1] }), .int64(rows.map { $0.values[2].map { Int64($0) } })])
+        }
+        func write(_ table: OfflineTable, _ rows: [FeatureRow], from start: Int64, to end: Int64) async throws {
+            let owned = rows.filter { table.owns($0.time, from: start, to: end) }.shuffled(using: &random)
+            let parts = owned.count / 7 + 1
+            try await table.replaceInterval(from: start, to: end, on: connection, logger: logger) { writer in
+                for part in 0..<parts {
+                    try await writer.write(batch(Array(owned[(owned.count * part / parts)..<(owned.count * (part + 1) / parts)]), windowed: table.windowed))
+                }
+            }
+        }
+        var tables = (stats, aggregates)
+        for (index, table) in [statsTable, windowTable].enumerated() {
+            try await table.create(on: connection, logger: logger)
+            #expect(try await table.hasSegments(on: connection, logger: logger))
+            var rows = index == 0 ? tables.0 : tables.1
+            let cuts = ([from, to] + (0..<Int.random(in: 1...6, using: &random)).map { _ in Int64.random(in: from...to, using: &random) }).sorted()
+            for (start, end) in zip(cuts, cuts.dropFirst()).shuffled(using: &random) { try await write(table, rows, from: start, to: end) }
+            // Rewritten intervals: old rows go, new ones (some at the same times as old ones) come.
+            for _ in 0..<Int.random(in: 1...3, using: &random) {
+                let start = Int64.random(in: from...to, using: &random), end = min(to, start + Int64.random(in: 0...((to - from) / 3), using: &random))
+                let previous = rows.filter { table.owns($0.time, from: start, to: end) }
+                rows.removeAll { table.owns($0.time, from: start, to: end) }
+                var fresh: [FeatureRow] = []
+                for _ in 0..<Int.random(in: 0...40, using: &random) where end > start + 1 {
+                    var row = previous.randomElement(using: &random) ?? FeatureRow(driver: Int64.random(in: 1...8, using: &random), time: 0, created: nil, values: [])
+                    if row.values.isEmpty || Bool.random(using: &random) { row.time = Int64.random(in: (start + 1)..<end, using: &random) }
+                    row.values = index == 0
+                        ? [Bool.random(using: &random) ? nil : Double(Int.random(in: 0...100, using: &random)) / 100,
+                           Double(Int.random(in: 0...100, using: &random)) / 100, Double(Int.random(in: 0...40, using: &random))]
+                        : [Double(Int.random(in: 0...30, using: &random)), Double(Int.random(in: 0...200, using: &random)),
+                           Bool.random(using: &random) ? nil : Double(Int.random(in: 500...4_000, using: &random)) / 100]
+                    if index == 1 { row.created = nil }
+                    fresh.append(row)
+                }
+                rows += fresh
+                try await write(table, fresh, from: start, to: end)
+            }
+            // The segments hold as many rows as the table.
+            let counts = try await connection.query(PostgresQuery(unsafeSQL: """
+                SELECT (SELECT count(*) FROM \(table.qualifiedName)), (SELECT coalesce(sum(row_count), 0)::bigint FROM \(table.qualifiedSegmentsName))
+                """), logger: logger)
+            for try await (table, segments) in counts.decode((Int64, Int64).self) { #expect(table == Int64(rows.count) && segments == table) }
+            if index == 0 { tables.0 = rows } else { tables.1 = rows }
+        }
+        return tables
     }
 
     @Test("a timestamp without an offset is refused, naming the row and column, unless the table's timestamps are said to be UTC; missing columns and unmaterialized views are named before any output")

@@ -27,6 +27,8 @@ struct OfflineCandidates: Sendable {
     /// A second connection's URL: the ranges are then read over two connections sharing one snapshot,
     /// so the server prepares one range while the agent parses another.
     var parallel: PostgresURL?
+    /// Whether the table's segments, when it has them, are read instead of its rows.
+    var useSegments = true
     let logger: Logger
 
     /// Whether the table exists.
@@ -39,15 +41,102 @@ struct OfflineCandidates: Sendable {
 
     /// The candidate rows of `entities` (each key's index in the chunk) between `from` (nil: the beginning) and `to` (microseconds, inclusive).
     func read(entities: [EntityKey: Int32], from: Int64?, to: Int64, on connection: PostgresConnection) async throws -> CandidateRows {
-        if try await readsInRanges(on: connection), let pagesPerRange {
+        let segments = try await readsSegments(on: connection)
+        if try await readsInOrder(segments: segments, on: connection) {
             var rows = CandidateRows(types: view.reads.map(\.type))
-            try await readInRanges(entities: entities, from: from, to: to, pagesPerRange: pagesPerRange, on: connection) { part, estimate in
+            try await readInOrder(entities: entities, from: from, to: to, segments: segments, on: connection) { part, estimate in
                 if rows.count == 0 { rows.reserve(estimate) }
                 rows.append(part)
             }
             return rows
         }
         return try await readRows(entities: entities, from: from, to: to, on: connection)
+    }
+
+    /// Whether the table's segments are read instead of its rows: it has a segments table, and `useSegments`.
+    func readsSegments(on connection: PostgresConnection) async throws -> Bool {
+        guard useSegments else { return false }
+        return try await table.hasSegments(on: connection, logger: logger)
+    }
+
+    /// Whether the table is read in parts that follow its event-time order as far as it keeps it: its
+    /// segments (ordered by their earliest time), or its ranges of pages.
+    func readsInOrder(segments: Bool, on connection: PostgresConnection) async throws -> Bool {
+        if segments { return true }
+        return try await readsInRanges(on: connection)
+    }
+
+    /// Reads the candidates in parts (see `readsInOrder`), handing each to `consume` with the rows expected in all.
+    func readInOrder(
+        entities: [EntityKey: Int32], from: Int64?, to: Int64, segments: Bool, on connection: PostgresConnection,
+        consume: (CandidateRows, _ estimate: Int) async throws -> Void
+    ) async throws {
+        if segments {
+            try await readSegments(entities: entities, from: from, to: to, on: connection, consume: consume)
+        } else if let pagesPerRange {
+            try await readInRanges(entities: entities, from: from, to: to, pagesPerRange: pagesPerRange, on: connection, consume: consume)
+        }
+    }
+
+    /// Reads the segments that may hold rows between `from` (nil: the
+    /// beginning) and `to`, in order of their earliest event time, in one
+    /// REPEATABLE READ transaction, and hands each one's candidate rows (of
+    /// the chunk's entities, in the time bounds) to `consume`, with the rows
+    /// the segments hold in all.
+    func readSegments(
+        entities: [EntityKey: Int32], from: Int64?, to: Int64, on connection: PostgresConnection,
+        consume: (CandidateRows, _ estimate: Int) async throws -> Void
+    ) async throws {
+        let lookup = EntityLookup(entities, keys: view.keys)
+        let keyTypes = view.keys.map(\.type)
+        let window = (from ?? Int64.min)...to
+        try await connection.inTransaction(logger: logger, begin: "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY") { connection in
+            // The table's columns in their stored order: a segment keeps them so.
+            var names: [String] = []
+            var attributes = PostgresQuery(unsafeSQL: """
+                SELECT attname::text FROM pg_attribute WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum
+                """)
+            attributes.binds.append(table.qualifiedName)
+            for try await (name) in try await connection.query(attributes, logger: logger).decode(String.self) { names.append(name) }
+            func position(_ column: String) throws -> Int {
+                guard let index = names.firstIndex(of: column) else {
+                    throw JobExecutionError("offline store: \(table.schema).\(table.name) has no column '\(column)'", retryable: false)
+                }
+                return index
+            }
+            let keyColumns = try view.keys.map { try position($0.name) }
+            let event = try position("event_timestamp"), created = try position("created_timestamp")
+            let features = try view.reads.map { try position($0.feature) }
+            let wanted = Set(keyColumns + [event] + (hasCreated ? [created] : []) + features)
+
+            let filter = timeFilter(from: from, to: to, firstParameter: 1)
+            let bounds = filter.sql.replacingOccurrences(of: "event_timestamp <=", with: "first_event <=")
+                .replacingOccurrences(of: "event_timestamp >=", with: "last_event >=")
+            var estimate = 0
+            var total = PostgresQuery(unsafeSQL: "SELECT coalesce(sum(row_count), 0)::bigint FROM \(table.qualifiedSegmentsName) WHERE \(bounds)")
+            for bind in filter.binds { total.binds.append(bind) }
+            for try await (rows) in try await connection.query(total, logger: logger).decode(Int64.self) { estimate = Int(rows) }
+            var segments = PostgresQuery(unsafeSQL: "SELECT data FROM \(table.qualifiedSegmentsName) WHERE \(bounds) ORDER BY first_event, id")
+            for bind in filter.binds { segments.binds.append(bind) }
+            for try await (data) in try await connection.query(segments, logger: logger).decode(ByteBuffer.self) {
+                let segment: OfflineSegment
+                do { segment = try OfflineSegment(decoding: data, only: wanted) } catch {
+                    throw JobExecutionError("offline store: \(table.schema).\(table.segmentsName): \(error)", retryable: false)
+                }
+                func parsed(_ column: Int) -> ArrayColumns.Parsed {
+                    switch segment.columns[column] {
+                    case .fixed(let bits, let nulls): return ArrayColumns.Parsed(bits: bits, nulls: nulls ?? Array(repeating: false, count: segment.count))
+                    case .text(let values): return ArrayColumns.Parsed(texts: values)
+                    case .skipped: return ArrayColumns.Parsed()
+                    }
+                }
+                var part = CandidateRows(types: view.reads.map(\.type))
+                part.append(
+                    keys: keyColumns.map(parsed), times: parsed(event), created: hasCreated ? parsed(created) : nil, features: features.map(parsed),
+                    lookup: lookup, keyTypes: keyTypes, window: window)
+                try await consume(part, estimate)
+            }
+        }
     }
 
     /// Whether the table can be read in ranges of pages (PostgreSQL 14 and later).
@@ -235,22 +324,25 @@ final class RangesHandedOn: Sendable {
     let count = Atomic(0)
 }
 
-/// The chunk's entities by key, with a dictionary of plain integers for the
-/// common single integer key (hashing an `EntityKey` costs more).
+/// The chunk's entities by key, with a dictionary of plain integers or
+/// strings for the common single key (hashing an `EntityKey` costs more).
 struct EntityLookup: Sendable {
     let byKey: [EntityKey: Int32]
     let byInteger: [Int64: Int32]?
+    let byString: [String: Int32]?
 
     init(_ entities: [EntityKey: Int32], keys: [Column]) {
         byKey = entities
+        var integers: [Int64: Int32]?, strings: [String: Int32]?
         if keys.count == 1, keys[0].type.isInteger {
-            var integers: [Int64: Int32] = [:]
-            integers.reserveCapacity(entities.count)
-            for (key, entity) in entities { if case .int(let value) = key { integers[value] = entity } }
-            byInteger = integers
-        } else {
-            byInteger = nil
+            integers = Dictionary(minimumCapacity: entities.count)
+            for (key, entity) in entities { if case .int(let value) = key { integers![value] = entity } }
+        } else if keys.count == 1 {
+            strings = Dictionary(minimumCapacity: entities.count)
+            for (key, entity) in entities { if case .string(let value) = key { strings![value] = entity } }
         }
+        byInteger = integers
+        byString = strings
     }
 }
 
@@ -342,16 +434,30 @@ struct ArrayColumns {
         let created = hasCreated ? try Self.parse(buffers[keyCount + 1], type: .timestamp) : nil
         let base = keyCount + (hasCreated ? 2 : 1)
         let features = try featureTypes.enumerated().map { try Self.parse(buffers[base + $0.offset], type: $0.element) }
-        // Each row's entity in the chunk (-1: another entity, or no event time), then the columns copied
-        // column by column: whole when every row is kept, as for a table of the chunk's entities alone.
+        rows.append(keys: keys, times: times, created: created, features: features, lookup: lookup, keyTypes: keyTypes, window: nil)
+    }
+}
+
+extension CandidateRows {
+    /// Appends the parsed rows whose entity is one of the chunk's (and whose
+    /// event time is in `window`, when given), copied column by column: whole
+    /// columns when every row is kept, as for a table of the chunk's entities alone.
+    mutating func append(
+        keys: [ArrayColumns.Parsed], times: ArrayColumns.Parsed, created: ArrayColumns.Parsed?, features: [ArrayColumns.Parsed],
+        lookup: EntityLookup, keyTypes: [ValueType], window: ClosedRange<Int64>?
+    ) {
+        // Each row's entity in the chunk (-1: another entity, or no event time, or a time outside the window).
         let count = times.bits.count
         var entities = [Int32](repeating: -1, count: count)
         var kept = 0
         var parts: [EntityKey.Part] = []
         for row in 0..<count where !times.nulls[row] {
+            if let window, !window.contains(times.bits[row]) { continue }
             let entity: Int32?
             if let integers = lookup.byInteger {
                 entity = integers[keys[0].bits[row]]
+            } else if let strings = lookup.byString {
+                entity = keys[0].texts[row].flatMap { strings[$0] }
             } else {
                 parts.removeAll(keepingCapacity: true)
                 for (column, type) in zip(keys, keyTypes) {
@@ -367,18 +473,18 @@ struct ArrayColumns {
         let createdTimes = created.map { column in zip(column.bits, column.nulls).map { $1 ? CandidateRows.noCreated : $0 } }
             ?? [Int64](repeating: CandidateRows.noCreated, count: count)
         if kept == count {
-            rows.entity.append(contentsOf: entities)
-            rows.times.append(contentsOf: times.bits)
-            rows.created.append(contentsOf: createdTimes)
-            for (position, column) in features.enumerated() { rows.columns[position].append(parsed: column) }
+            entity.append(contentsOf: entities)
+            self.times.append(contentsOf: times.bits)
+            self.created.append(contentsOf: createdTimes)
+            for (position, column) in features.enumerated() { columns[position].append(parsed: column) }
             return
         }
         let rowsKept = entities.indices.filter { entities[$0] >= 0 }
         for row in rowsKept {
-            rows.entity.append(entities[row])
-            rows.times.append(times.bits[row])
-            rows.created.append(createdTimes[row])
+            entity.append(entities[row])
+            self.times.append(times.bits[row])
+            self.created.append(createdTimes[row])
         }
-        for (position, column) in features.enumerated() { rows.columns[position].append(parsed: column, rows: rowsKept) }
+        for (position, column) in features.enumerated() { columns[position].append(parsed: column, rows: rowsKept) }
     }
 }

@@ -49,6 +49,9 @@ public struct TrainingDatasetBuilder: Sendable {
     /// table reads in event-time order (the default); otherwise every
     /// candidate is read, then matched.
     public var matchWhileReading = true
+    /// Whether a table's segments, when it has them, are read instead of its
+    /// rows (off: the rows are read as for a table without segments).
+    public var readsSegments = true
     /// Told, for each chunk and view, whether its candidates were matched as they streamed in (for tests).
     var matchObserver: (@Sendable (_ view: String, _ streamed: Bool) -> Void)?
 
@@ -191,8 +194,10 @@ public struct TrainingDatasetBuilder: Sendable {
         var csv = encoder
         var rows = 0
         var earliest = Int64.max, latest = Int64.min
-        let connection = try await offlineStore.url.connect(logger: logger)
+        // A connection per view: the views of a chunk are read side by side.
+        var connections: [PostgresConnection] = []
         do {
+            for _ in 0..<max(1, resolved.views.count) { connections.append(try await offlineStore.url.connect(logger: logger)) }
             var kept = prepared.onlyChunk
             func next() throws -> EntityChunk? {
                 if let chunk = kept {
@@ -210,7 +215,7 @@ public struct TrainingDatasetBuilder: Sendable {
             var unordered: Set<String> = []
             while let chunk = try next() {
                 let started = ContinuousClock.now
-                let grid = try await features(of: chunk, prepared: prepared, on: connection, unordered: &unordered)
+                let grid = try await features(of: chunk, prepared: prepared, on: connections, unordered: &unordered)
                 let matched = ContinuousClock.now
                 defer {
                     logger.debug("dataset chunk written", metadata: [
@@ -248,9 +253,9 @@ public struct TrainingDatasetBuilder: Sendable {
                 earliest = min(earliest, chunk.times.min() ?? .max)
                 latest = max(latest, chunk.times.max() ?? .min)
             }
-            try await connection.close()
+            for connection in connections { try await connection.close() }
         } catch {
-            try? await connection.close()
+            for connection in connections { try? await connection.close() }
             throw error
         }
         func date(_ micros: Int64) -> Date { Date(timeIntervalSince1970: Double(micros) / 1_000_000) }
@@ -269,10 +274,11 @@ public struct TrainingDatasetBuilder: Sendable {
     /// in event-time order (as materialization writes it); a table that does
     /// not (rows written out of order, by a backfill say) is read again and
     /// matched whole, and is listed in `unordered` so later chunks read it so at once.
-    func features(of chunk: EntityChunk, prepared: Prepared, on connection: PostgresConnection, unordered: inout Set<String>) async throws -> FeatureGrid {
+    func features(
+        of chunk: EntityChunk, prepared: Prepared, on connections: [PostgresConnection], unordered: inout Set<String>
+    ) async throws -> FeatureGrid {
         let resolved = prepared.resolved
         var grid = FeatureGrid(entities: chunk.count, width: resolved.width)
-        let earliest = chunk.times.min() ?? 0, latest = chunk.times.max() ?? 0
         // Each view's distinct entities in the chunk (and each row's), and the rows' time order, computed side by side.
         let indexing = ContinuousClock.now
         let keys = resolved.views.map(\.keys)
@@ -283,7 +289,7 @@ public struct TrainingDatasetBuilder: Sendable {
                     return (position, index, rows)
                 }
             }
-            if matchWhileReading, pagesPerRange != nil { group.addTask { (-1, [:], StreamingPointInTimeJoin.timeOrder(chunk.times)) } }
+            if matchWhileReading { group.addTask { (-1, [:], StreamingPointInTimeJoin.timeOrder(chunk.times)) } }
             var indexes = [([EntityKey: Int32], [Int32])](repeating: ([:], []), count: keys.count), order: [Int32] = []
             for await (position, index, rows) in group {
                 if position < 0 { order = rows } else { indexes[position] = (index, rows) }
@@ -291,47 +297,84 @@ public struct TrainingDatasetBuilder: Sendable {
             return (indexes, order)
         }
         let indexed = ContinuousClock.now - indexing
-        for ((view, table), (index, entityOfRow)) in zip(zip(resolved.views, prepared.tables), indexes) {
-            let ttl = prepared.ttls[view.view]
-            let started = ContinuousClock.now
-            let candidates = OfflineCandidates(
-                table: table, view: view, pagesPerRange: pagesPerRange, hasCreated: prepared.created.contains(view.view), parallel: offlineStore?.url,
-                logger: logger)
-            let from = ttl.map { earliest - $0 }
-            var matched: (rows: CandidateRows, matches: [Int32])?
-            if matchWhileReading, !unordered.contains(view.view), let pagesPerRange, try await candidates.readsInRanges(on: connection) {
-                var join = StreamingPointInTimeJoin(
-                    entities: entityOfRow, times: chunk.times, order: timeOrder, distinctEntities: index.count, types: view.reads.map(\.type))
-                do {
-                    try await candidates.readInRanges(entities: index, from: from, to: latest, pagesPerRange: pagesPerRange, on: connection) { part, _ in
-                        try join.feed(part)
-                    }
-                    join.finish()
-                    matched = (join.matched, join.matches)
-                } catch is StreamingPointInTimeJoin.OutOfOrder {
-                    unordered.insert(view.view)
-                    logger.debug("offline table not in event-time order: reading it again to match it whole", metadata: ["larder.view": .string(view.view)])
+        // The views read and matched side by side, each on its own connection (the server only copies
+        // segments out, so the agent's matching is the work, and there are two cores), filled in order.
+        let previouslyUnordered = unordered
+        let results = try await withThrowingTaskGroup(of: (Int, ViewMatch).self) { group in
+            for (position, ((view, table), (index, entityOfRow))) in zip(zip(resolved.views, prepared.tables), indexes).enumerated() {
+                group.addTask {
+                    let match = try await self.match(
+                        view: view, table: table, index: index, entityOfRow: entityOfRow, chunk: chunk, timeOrder: timeOrder, prepared: prepared,
+                        readWhole: previouslyUnordered.contains(view.view), on: connections[position])
+                    self.logger.debug("dataset chunk matched", metadata: [
+                        "larder.view": .string(view.view), "larder.entity_rows": "\(chunk.count)", "larder.streamed": "\(match.streamed)",
+                        "larder.rows_matched": "\(match.rows.count)", "larder.read_and_match": "\(match.took)", "larder.indexing": "\(indexed)",
+                    ])
+                    return (position, match)
                 }
             }
-            let streamed = matched != nil
-            if matched == nil {
-                let rows = try await candidates.read(entities: index, from: from, to: latest, on: connection)
-                matched = (rows, PointInTimeJoin.match(entities: entityOfRow, times: chunk.times, distinctEntities: index.count, rows: rows))
-            }
-            PointInTimeJoin.fill(&grid, view: view, rows: matched!.rows, matches: matched!.matches, times: chunk.times, ttl: ttl)
-            matchObserver?(view.view, streamed)
-            logger.debug("dataset chunk matched", metadata: [
-                "larder.view": .string(view.view), "larder.entity_rows": "\(chunk.count)", "larder.streamed": "\(streamed)",
-                "larder.rows_matched": "\(matched!.rows.count)", "larder.read_and_match": "\(ContinuousClock.now - started)",
-                "larder.indexing": "\(indexed)",
-            ])
+            var results: [Int: ViewMatch] = [:]
+            for try await (position, match) in group { results[position] = match }
+            return results
+        }
+        for (position, view) in resolved.views.enumerated() {
+            guard let match = results[position] else { continue }
+            PointInTimeJoin.fill(&grid, view: view, rows: match.rows, matches: match.matches, times: chunk.times, ttl: prepared.ttls[view.view])
+            if match.foundUnordered { unordered.insert(view.view) }
+            matchObserver?(view.view, match.streamed)
         }
         if !resolved.derivations.isEmpty { OnlineFeatureReader.derive(resolved, batch: chunk.batch, into: &grid) }
         return grid
     }
 }
 
+/// One view's candidates for a chunk, and each entity row's match among them.
+struct ViewMatch: Sendable {
+    var rows: CandidateRows
+    var matches: [Int32]
+    /// Whether they were matched as they streamed in.
+    var streamed: Bool
+    /// Whether the table was found out of event-time order (and then read whole).
+    var foundUnordered: Bool
+    var took: Duration
+}
+
 extension TrainingDatasetBuilder {
+    /// Reads `view`'s candidates for `chunk` and matches them: as they stream in when the table reads in
+    /// event-time order (and `readWhole` is false), else read whole, then matched.
+    func match(
+        view: ResolvedRequest.ViewRead, table: OfflineTable, index: [EntityKey: Int32], entityOfRow: [Int32], chunk: EntityChunk, timeOrder: [Int32],
+        prepared: Prepared, readWhole: Bool, on connection: PostgresConnection
+    ) async throws -> ViewMatch {
+        let started = ContinuousClock.now
+        let ttl = prepared.ttls[view.view]
+        let earliest = chunk.times.min() ?? 0, latest = chunk.times.max() ?? 0
+        var candidates = OfflineCandidates(
+            table: table, view: view, pagesPerRange: pagesPerRange, hasCreated: prepared.created.contains(view.view), parallel: offlineStore?.url,
+            logger: logger)
+        candidates.useSegments = readsSegments
+        let from = ttl.map { earliest - $0 }
+        var foundUnordered = false
+        let segments = try await candidates.readsSegments(on: connection)
+        if matchWhileReading, !readWhole, try await candidates.readsInOrder(segments: segments, on: connection) {
+            var join = StreamingPointInTimeJoin(
+                entities: entityOfRow, times: chunk.times, order: timeOrder, distinctEntities: index.count, types: view.reads.map(\.type))
+            do {
+                try await candidates.readInOrder(entities: index, from: from, to: latest, segments: segments, on: connection) { part, _ in
+                    try join.feed(part)
+                }
+                join.finish()
+                return ViewMatch(rows: join.matched, matches: join.matches, streamed: true, foundUnordered: false, took: ContinuousClock.now - started)
+            } catch is StreamingPointInTimeJoin.OutOfOrder {
+                foundUnordered = true
+                logger.debug("offline table not in event-time order: reading it again to match it whole", metadata: ["larder.view": .string(view.view)])
+            }
+        }
+        let rows = try await candidates.read(entities: index, from: from, to: latest, on: connection)
+        let matches = PointInTimeJoin.match(entities: entityOfRow, times: chunk.times, distinctEntities: index.count, rows: rows)
+        return ViewMatch(rows: rows, matches: matches, streamed: false, foundUnordered: foundUnordered, took: ContinuousClock.now - started)
+    }
+
     /// The chunk's distinct entities for join keys `keys` (each an index in
     /// order of first appearance), and each row's.
     static func entities(of chunk: EntityChunk, keys: [Column]) -> ([EntityKey: Int32], [Int32]) {

@@ -79,12 +79,9 @@ struct Materialization {
                     let connection = try await offline.url.connect(logger: logger)
                     do {
                         try await offline.table.create(on: connection, logger: logger)
-                        var encoder = CopyTextEncoder()
                         try await offline.table.replaceInterval(from: plan.start, to: plan.end, on: connection, logger: logger) { writer in
                             try await produce(from: &source, columns: columns, into: &state) { batch in
-                                encoder.reset()
-                                batch.encode(into: &encoder)
-                                try await writer.write(encoder.buffer)
+                                try await writer.write(batch)
                                 try onlineTarget?.upsert(batch.onlineRows)
                             }
                             // Before the offline rows commit: a failing job rolls them back.

@@ -11,6 +11,15 @@ import Shared
 /// one transaction — delete what the interval held, COPY the new rows in —
 /// so a rerun, or a retry after a crash half-way, leaves exactly one copy of
 /// each row.
+///
+/// A materialized view's table has a second table beside it,
+/// `<view>__v<version>__segments`: the same rows again, in runs of at most
+/// `segmentRows` kept column by column (`OfflineSegment`), each with the
+/// lowest and highest event time it holds. Training datasets read the runs
+/// instead of the rows. Both are written in the same transaction, and a
+/// replace cuts the runs it overlaps, so they always hold the table's rows
+/// exactly. The segments table is made only together with a new table: a
+/// table made without it (by an older release) is read row by row.
 struct OfflineTable: Sendable {
     let schema: String
     let view: String
@@ -19,10 +28,15 @@ struct OfflineTable: Sendable {
     let outputs: [Column]
     /// Whether rows sit at window boundaries (aggregation views).
     let windowed: Bool
+    /// Whether a new table gets a segments table (materialized views; views fed by pushes do not).
+    var segmented = false
+    /// Rows per segment (and per COPY) as a job writes them.
+    var segmentRows = 65_536
 
     /// The table of a materialization's view version.
     init(schema: String, plan: MaterializationPlan) {
         self.init(schema: schema, view: plan.view, version: plan.version, keys: plan.keys, outputs: plan.outputs, windowed: !plan.aggregations.isEmpty)
+        segmented = true
     }
 
     /// The table of `view`'s `version`.
@@ -40,6 +54,21 @@ struct OfflineTable: Sendable {
 
     /// The schema-qualified, quoted name.
     var qualifiedName: String { SQLIdentifier.quote(schema) + "." + SQLIdentifier.quote(name) }
+
+    /// The segments table's name, `<view>__v<version>__segments`.
+    var segmentsName: String { name + "__segments" }
+
+    /// The segments table's schema-qualified, quoted name.
+    var qualifiedSegmentsName: String { SQLIdentifier.quote(schema) + "." + SQLIdentifier.quote(segmentsName) }
+
+    /// Whether the table has a segments table.
+    func hasSegments(on connection: PostgresConnection, logger: Logger) async throws -> Bool {
+        guard Identifier.isValid(segmentsName) else { return false }
+        var query = PostgresQuery(unsafeSQL: "SELECT to_regclass($1) IS NOT NULL")
+        query.binds.append(qualifiedSegmentsName)
+        for try await (found) in try await connection.query(query, logger: logger).decode(Bool.self) { return found }
+        return false
+    }
 
     /// The columns, in order, with their SQL types.
     var columns: [(name: String, type: ValueType)] {
@@ -84,8 +113,23 @@ struct OfflineTable: Sendable {
         try await connection.inTransaction(logger: logger) { connection in
             try await connection.execute("SELECT pg_advisory_xact_lock(hashtext(\(qualifiedName)))", logger: logger)
             try await connection.execute(PostgresQuery(unsafeSQL: "CREATE SCHEMA IF NOT EXISTS \(SQLIdentifier.quote(schema))"), logger: logger)
+            var exists = PostgresQuery(unsafeSQL: "SELECT to_regclass($1) IS NOT NULL")
+            exists.binds.append(qualifiedName)
+            var existed = false
+            for try await (found) in try await connection.query(exists, logger: logger).decode(Bool.self) { existed = found }
             try await connection.execute(
                 PostgresQuery(unsafeSQL: "CREATE TABLE IF NOT EXISTS \(qualifiedName) (\(definitions.joined(separator: ", ")))"), logger: logger)
+            if segmented, !existed, Identifier.isValid(segmentsName) {
+                // Segments left from a table dropped by hand describe rows that are gone.
+                try await connection.execute(PostgresQuery(unsafeSQL: "DROP TABLE IF EXISTS \(qualifiedSegmentsName)"), logger: logger)
+                // Kept uncompressed: a segment is read whole, and compressing it would cost the server what it saves.
+                try await connection.execute(PostgresQuery(unsafeSQL: """
+                    CREATE TABLE \(qualifiedSegmentsName) (id bigserial PRIMARY KEY, first_event timestamptz NOT NULL,
+                    last_event timestamptz NOT NULL, row_count integer NOT NULL, data bytea NOT NULL)
+                    """), logger: logger)
+                try await connection.execute(
+                    PostgresQuery(unsafeSQL: "ALTER TABLE \(qualifiedSegmentsName) ALTER COLUMN data SET STORAGE EXTERNAL"), logger: logger)
+            }
             // A BRIN index on event time: rows arrive roughly in time order, so it stays
             // small and costs little to keep up (a B-tree on keys and time made loading
             // three to four times slower); it serves the interval replace and time-range reads.
@@ -97,23 +141,112 @@ struct OfflineTable: Sendable {
 
     /// Replaces the rows of the job's interval with those `produce` writes,
     /// in one transaction. Plain views own `[start, end)`; aggregation rows
-    /// sit at window boundaries and own `(start, end]`.
+    /// sit at window boundaries and own `(start, end]`. Segments wholly inside
+    /// the interval go; those reaching past it are cut to the rows outside.
     func replaceInterval(
         from startMicros: Int64, to endMicros: Int64, on connection: PostgresConnection, logger: Logger,
-        produce: (PostgresCopyFromWriter) async throws -> Void
+        produce: (OfflineIntervalWriter) async throws -> Void
     ) async throws {
         let start = Date(timeIntervalSince1970: Double(startMicros) / 1_000_000)
         let end = Date(timeIntervalSince1970: Double(endMicros) / 1_000_000)
         let range = windowed ? "event_timestamp > $1 AND event_timestamp <= $2" : "event_timestamp >= $1 AND event_timestamp < $2"
         try await connection.inTransaction(logger: logger) { connection in
+            let segments = try await hasSegments(on: connection, logger: logger)
             var delete = PostgresQuery(unsafeSQL: "DELETE FROM \(qualifiedName) WHERE \(range)")
             delete.binds.append(start)
             delete.binds.append(end)
             try await connection.execute(delete, logger: logger)
+            if segments { try await cutSegments(from: startMicros, to: endMicros, on: connection, logger: logger) }
             // COPY names the table unqualified: the schema comes from the search path, for this transaction only.
             try await connection.execute(PostgresQuery(unsafeSQL: "SET LOCAL search_path TO \(SQLIdentifier.quote(schema))"), logger: logger)
-            try await connection.copyFrom(table: name, columns: columns.map(\.name), logger: logger, writeData: produce)
+            let writer = OfflineIntervalWriter(table: self, segments: segments, connection: connection, logger: logger)
+            try await produce(writer)
+            try await writer.flush()
         }
+    }
+
+    /// Whether an event time lies in the interval a job replaces.
+    func owns(_ time: Int64, from start: Int64, to end: Int64) -> Bool {
+        windowed ? time > start && time <= end : time >= start && time < end
+    }
+
+    /// Removes the interval's rows from the segments: a segment wholly inside goes, one reaching past
+    /// it is replaced by a segment of its rows outside.
+    func cutSegments(from start: Int64, to end: Int64, on connection: PostgresConnection, logger: Logger) async throws {
+        var overlapping = PostgresQuery(unsafeSQL: """
+            SELECT id, data FROM \(qualifiedSegmentsName) WHERE last_event >= $1 AND first_event <= $2 ORDER BY id
+            """)
+        // A millisecond wider than the interval: binding a time may round it. Rows are then compared exactly.
+        overlapping.binds.append(Date(timeIntervalSince1970: Double(start - 1_000) / 1_000_000))
+        overlapping.binds.append(Date(timeIntervalSince1970: Double(end + 1_000) / 1_000_000))
+        var gone: [Int64] = []
+        var kept: [OfflineSegment] = []
+        let event = keys.count
+        for try await (id, data) in try await connection.query(overlapping, logger: logger).decode((Int64, ByteBuffer).self) {
+            let segment = try OfflineSegment(decoding: data)
+            guard case .fixed(let times, _) = segment.columns[event] else { continue }
+            let outside = times.indices.filter { !owns(times[$0], from: start, to: end) }
+            if outside.count == segment.count { continue }
+            gone.append(id)
+            if !outside.isEmpty { kept.append(segment.rows(outside)) }
+        }
+        guard !gone.isEmpty else { return }
+        var remove = PostgresQuery(unsafeSQL: "DELETE FROM \(qualifiedSegmentsName) WHERE id = ANY($1)")
+        remove.binds.append(gone)
+        try await connection.execute(remove, logger: logger)
+        for segment in kept { try await insert(segment, on: connection, logger: logger) }
+    }
+
+    /// Adds `segment` to the segments table.
+    func insert(_ segment: OfflineSegment, on connection: PostgresConnection, logger: Logger) async throws {
+        guard segment.count > 0, case .fixed(let times, _) = segment.columns[keys.count] else { return }
+        var insert = PostgresQuery(unsafeSQL: """
+            INSERT INTO \(qualifiedSegmentsName) (first_event, last_event, row_count, data) VALUES ($1, $2, $3, $4)
+            """)
+        insert.binds.append(Date(timeIntervalSince1970: Double(times.min()!) / 1_000_000))
+        insert.binds.append(Date(timeIntervalSince1970: Double(times.max()!) / 1_000_000))
+        insert.binds.append(Int32(segment.count))
+        insert.binds.append(segment.encoded())
+        try await connection.execute(insert, logger: logger)
+    }
+}
+
+/// Writes a job's rows into its offline table, inside the transaction that
+/// replaces the interval: the rows are gathered and sent `segmentRows` at a
+/// time, each run as one COPY and, for a table with segments, one segment.
+final class OfflineIntervalWriter {
+    let table: OfflineTable
+    let connection: PostgresConnection
+    let logger: Logger
+    private var encoder = CopyTextEncoder()
+    private var segment: OfflineSegmentBuilder?
+    private var pending = 0
+
+    init(table: OfflineTable, segments: Bool, connection: PostgresConnection, logger: Logger) {
+        self.table = table
+        self.connection = connection
+        self.logger = logger
+        segment = segments ? OfflineSegmentBuilder(columns: table.columns) : nil
+    }
+
+    /// Adds a batch of rows; sends the rows gathered once there are `segmentRows` of them.
+    func write(_ batch: OutputBatch) async throws {
+        batch.encode(into: &encoder)
+        segment?.append(batch, keyCount: table.keys.count)
+        pending += batch.count
+        if pending >= table.segmentRows { try await flush() }
+    }
+
+    /// Sends the rows gathered.
+    func flush() async throws {
+        guard pending > 0 else { return }
+        let rows = encoder.buffer
+        try await connection.copyFrom(table: table.name, columns: table.columns.map(\.name), logger: logger) { writer in
+            try await writer.write(rows)
+        }
+        encoder.reset()
+        pending = 0
+        if let run = segment?.take() { try await table.insert(run, on: connection, logger: logger) }
     }
 }
 

@@ -1,0 +1,164 @@
+@testable import DataPlane
+import NIOCore
+import Shared
+import Testing
+import TestSupport
+
+/// The column-by-column runs of offline rows that training datasets read
+/// (`OfflineSegment`): what goes in comes out, for any mix of columns.
+@Suite("Offline segments")
+struct OfflineSegmentTests {
+    static let texts = ["", "a", "driver, \"quoted\"", "tab\tand\nnewline", "été", "🚕", String(repeating: "x", count: 300)]
+
+    /// A random table: a composite key (an integer and a text), event and created times, and one feature of each type.
+    static let columns: [(name: String, type: ValueType)] = [
+        ("driver_id", .int64), ("city", .string), ("event_timestamp", .timestamp), ("created_timestamp", .timestamp),
+        ("trips", .int64), ("small", .int32), ("rate", .float64), ("ratio", .float32), ("active", .bool), ("name", .string), ("seen", .timestamp),
+    ]
+
+    static func batch(rows: Int, random: inout SeededGenerator) -> OutputBatch {
+        func maybe<T>(_ value: T) -> T? { Int.random(in: 0..<4, using: &random) == 0 ? nil : value }
+        var keys: [EntityKey] = [], events: [Int64] = [], created: [Int64?] = []
+        var trips: [Int64?] = [], small: [Int64?] = [], rate: [Double?] = [], ratio: [Double?] = [], active: [Bool?] = [], names: [String?] = [], seen: [Int64?] = []
+        for _ in 0..<rows {
+            keys.append(EntityKey([.int(Int64.random(in: -5...5, using: &random)), .string(texts.randomElement(using: &random)!)]))
+            events.append(Int64.random(in: -1_000_000...4_000_000_000_000_000, using: &random))
+            created.append(maybe(Int64.random(in: 0...4_000_000_000_000_000, using: &random)))
+            trips.append(maybe(Int64.random(in: Int64.min...Int64.max, using: &random)))
+            small.append(maybe(Int64(Int32.random(in: Int32.min...Int32.max, using: &random))))
+            rate.append(maybe([0.1, -0.0, 1e300, .infinity, Double.random(in: -1e6...1e6, using: &random)].randomElement(using: &random)!))
+            ratio.append(maybe(Double.random(in: -1e6...1e6, using: &random)))
+            active.append(maybe(Bool.random(using: &random)))
+            names.append(maybe(texts.randomElement(using: &random)!))
+            seen.append(maybe(Int64.random(in: 0...4_000_000_000_000_000, using: &random)))
+        }
+        return OutputBatch(keys: keys, eventTimes: events, createdTimes: created, features: [
+            .int64(trips), .int64(small), .float64(rate), .float64(ratio), .bool(active), .string(names), .timestamp(seen),
+        ])
+    }
+
+    @Test("a segment decodes to the rows built into it, whole, by columns, or by rows; a real column holds single precision", arguments: Array(1...20) as [UInt64])
+    func roundTrip(seed: UInt64) throws {
+        var random = SeededGenerator(seed: seed)
+        var builder = OfflineSegmentBuilder(columns: Self.columns)
+        var batches: [OutputBatch] = []
+        for _ in 0..<Int.random(in: 1...4, using: &random) {
+            batches.append(Self.batch(rows: Int.random(in: 0...50, using: &random), random: &random))
+            builder.append(batches.last!, keyCount: 2)
+        }
+        let count = batches.reduce(0) { $0 + $1.count }
+        let times = batches.flatMap(\.eventTimes)
+        #expect(builder.count == count)
+        if count > 0 { #expect(builder.first == times.min() && builder.last == times.max()) }
+        let segment = builder.take()
+        #expect(builder.count == 0 && builder.take().count == 0)
+
+        // Each column as the batches hold it.
+        func column(_ index: Int) -> OfflineSegment.Values {
+            switch index {
+            case 0: return .fixed(bits: batches.flatMap { $0.keys.map { key -> Int64 in if case .int(let v) = key.parts[0] { return v }; return -99 } }, nulls: nil)
+            case 1: return .text(batches.flatMap { $0.keys.map { key -> String? in if case .string(let v) = key.parts[1] { return v }; return nil } })
+            case 2: return .fixed(bits: times, nulls: nil)
+            case 3:
+                let values = batches.flatMap(\.createdTimes)
+                return .fixed(bits: values.map { $0 ?? 0 }, nulls: values.contains(nil) ? values.map { $0 == nil } : nil)
+            default:
+                let values: [Int64?]
+                switch batches.first?.features[index - 4] {
+                case .string?: return .text(batches.flatMap { if case .string(let v) = $0.features[index - 4] { return v }; return [] })
+                case .float64?:
+                    values = batches.flatMap { batch -> [Int64?] in
+                        guard case .float64(let v) = batch.features[index - 4] else { return [] }
+                        return v.map { $0.map { Int64(bitPattern: (Self.columns[index].type == .float32 ? Double(Float($0)) : $0).bitPattern) } }
+                    }
+                case .bool?: values = batches.flatMap { batch -> [Int64?] in if case .bool(let v) = batch.features[index - 4] { return v.map { $0.map { $0 ? Int64(1) : 0 } } }; return [] }
+                default:
+                    values = batches.flatMap { batch -> [Int64?] in
+                        switch batch.features[index - 4] {
+                        case .int64(let v), .timestamp(let v): return v
+                        default: return []
+                        }
+                    }
+                }
+                return .fixed(bits: values.map { $0 ?? 0 }, nulls: values.contains(nil) ? values.map { $0 == nil } : nil)
+            }
+        }
+        let expected = OfflineSegment(columns: Self.columns.indices.map(column), count: count)
+        #expect(segment == expected)
+        #expect(try OfflineSegment(decoding: segment.encoded()) == expected)
+
+        // Some columns only: the others are skipped.
+        let only = Set(Self.columns.indices.filter { _ in Bool.random(using: &random) })
+        let some = try OfflineSegment(decoding: segment.encoded(), only: only)
+        for index in Self.columns.indices { #expect(some.columns[index] == (only.contains(index) ? expected.columns[index] : .skipped)) }
+
+        // Some rows, in any order.
+        let picked = (0..<count).filter { _ in Bool.random(using: &random) }.shuffled(using: &random)
+        let cut = try OfflineSegment(decoding: segment.rows(picked).encoded())
+        for index in Self.columns.indices {
+            switch (cut.columns[index], expected.columns[index]) {
+            case (.fixed(let bits, let nulls), .fixed(let all, let allNulls)):
+                #expect(bits == picked.map { all[$0] })
+                #expect((nulls ?? Array(repeating: false, count: picked.count)) == picked.map { allNulls?[$0] ?? false })
+            case (.text(let values), .text(let all)): #expect(values == picked.map { all[$0] })
+            default: Issue.record("column \(index) changed kind")
+            }
+        }
+    }
+
+    @Test("a cut or altered segment is refused with an error, never read past its end")
+    func malformed() throws {
+        var random = SeededGenerator(seed: 7)
+        var builder = OfflineSegmentBuilder(columns: Self.columns)
+        builder.append(Self.batch(rows: 30, random: &random), keyCount: 2)
+        let bytes = Array(builder.take().encoded().readableBytesView)
+        for length in [0, 3, 11, 12, 50, bytes.count / 2, bytes.count - 1] {
+            #expect(throws: OfflineSegment.Malformed.self) { try OfflineSegment(decoding: ByteBuffer(bytes: bytes.prefix(length))) }
+        }
+        var wrongMagic = bytes
+        wrongMagic[0] ^= 0xFF
+        #expect(throws: OfflineSegment.Malformed.self) { try OfflineSegment(decoding: ByteBuffer(bytes: wrongMagic)) }
+        // Any single altered byte either decodes (a value changed) or is refused; it never traps.
+        for _ in 0..<500 {
+            var altered = bytes
+            altered[Int.random(in: 0..<altered.count, using: &random)] = UInt8.random(in: 0...255, using: &random)
+            _ = try? OfflineSegment(decoding: ByteBuffer(bytes: altered))
+        }
+    }
+
+    @Test("candidates from parsed columns keep exactly the rows of the chunk's entities in the time window, by integer, string or composite key",
+          arguments: Array(1...12) as [UInt64])
+    func candidates(seed: UInt64) throws {
+        var random = SeededGenerator(seed: seed)
+        let kind = Int(seed) % 3   // 0: an integer key, 1: a string key, 2: both (composite)
+        let count = Int.random(in: 0...200, using: &random)
+        let ints = (0..<count).map { _ in Int64.random(in: 0...20, using: &random) }
+        let strings: [String?] = (0..<count).map { _ in "k\(Int.random(in: 0...20, using: &random))" }
+        let times = (0..<count).map { _ in Int64.random(in: 0...100, using: &random) }
+        let values = (0..<count).map { _ in Double.random(in: 0...1, using: &random) }
+        func key(_ row: Int) -> EntityKey {
+            switch kind {
+            case 0: return .int(ints[row])
+            case 1: return .string(strings[row]!)
+            default: return EntityKey([.int(ints[row]), .string(strings[row]!)])
+            }
+        }
+        var entities: [EntityKey: Int32] = [:]
+        for row in 0..<count where Bool.random(using: &random) && entities[key(row)] == nil { entities[key(row)] = Int32(entities.count) }
+        let keyColumns: [Column] = kind == 0 ? [Column(name: "id", type: .int64)] : kind == 1 ? [Column(name: "id", type: .string)]
+            : [Column(name: "id", type: .int64), Column(name: "name", type: .string)]
+        let parsedInts = ArrayColumns.Parsed(bits: ints, nulls: Array(repeating: false, count: count))
+        let parsedStrings = ArrayColumns.Parsed(texts: strings)
+        let keys = kind == 0 ? [parsedInts] : kind == 1 ? [parsedStrings] : [parsedInts, parsedStrings]
+        let window: ClosedRange<Int64>? = Bool.random(using: &random) ? nil : Int64.random(in: 0...50, using: &random)...Int64.random(in: 50...100, using: &random)
+        var rows = CandidateRows(types: [.float64])
+        rows.append(
+            keys: keys, times: ArrayColumns.Parsed(bits: times, nulls: Array(repeating: false, count: count)), created: nil,
+            features: [ArrayColumns.Parsed(bits: values.map { Int64(bitPattern: $0.bitPattern) }, nulls: Array(repeating: false, count: count))],
+            lookup: EntityLookup(entities, keys: keyColumns), keyTypes: keyColumns.map(\.type), window: window)
+        let expected = (0..<count).filter { entities[key($0)] != nil && (window?.contains(times[$0]) ?? true) }
+        #expect(rows.entity == expected.map { entities[key($0)]! })
+        #expect(rows.times == expected.map { times[$0] })
+        #expect(rows.created == expected.map { _ in CandidateRows.noCreated })
+    }
+}
