@@ -1,5 +1,8 @@
 @testable import DataPlane
+import Foundation
+import Logging
 import NIOCore
+import PostgresNIO
 import Shared
 import Testing
 import TestSupport
@@ -160,5 +163,65 @@ struct OfflineSegmentTests {
         #expect(rows.entity == expected.map { entities[key($0)]! })
         #expect(rows.times == expected.map { times[$0] })
         #expect(rows.created == expected.map { _ in CandidateRows.noCreated })
+    }
+
+    struct Failure: Error {}
+
+    @Test("a job failing after some runs were sent leaves the table and its segments as they were; one that succeeds replaces both")
+    func failedJobChangesNothing() async throws {
+        try await TestDatabase.withIsolatedDatabase { url in
+            let logger = Logger(label: "test")
+            var table = OfflineTable(
+                schema: "features", view: "stats", version: 1, keys: [Column(name: "id", type: .int64)],
+                outputs: [Column(name: "value", type: .float64)], windowed: false)
+            table.segmented = true
+            table.segmentRows = 10
+            func batch(_ ids: Range<Int64>, value: Double) -> OutputBatch {
+                OutputBatch(keys: ids.map { .int($0) }, eventTimes: ids.map { $0 * 1_000_000 }, createdTimes: ids.map { _ in nil },
+                            features: [.float64(ids.map { _ in value })])
+            }
+            let connection = try await url.connect(logger: logger)
+            func contents() async throws -> (rows: [Double], segments: [Double]) {
+                var rows: [Double] = []
+                for try await (value) in try await connection.query(
+                    PostgresQuery(unsafeSQL: "SELECT value FROM \(table.qualifiedName) ORDER BY id"), logger: logger).decode(Double.self) { rows.append(value) }
+                var segments: [(Int64, Double)] = []
+                for try await (data) in try await connection.query(
+                    PostgresQuery(unsafeSQL: "SELECT data FROM \(table.qualifiedSegmentsName)"), logger: logger).decode(ByteBuffer.self) {
+                    let segment = try OfflineSegment(decoding: data)
+                    guard case .fixed(let ids, _) = segment.columns[0], case .fixed(let values, _) = segment.columns[3] else { continue }
+                    segments += zip(ids, values.map { Double(bitPattern: UInt64(bitPattern: $0)) }).map { ($0, $1) }
+                }
+                return (rows, segments.sorted { $0.0 < $1.0 }.map(\.1))
+            }
+            do {
+                try await table.create(on: connection, logger: logger)
+                try await table.replaceInterval(from: 0, to: 100_000_000, on: connection, logger: logger) { writer in
+                    for start in stride(from: Int64(0), to: 100, by: 7) { try await writer.write(batch(start..<min(start + 7, 100), value: 1)) }
+                }
+                let first = try await contents()
+                #expect(first.rows == Array(repeating: 1, count: 100) && first.segments == first.rows)
+                // Runs of 10 rows go out while the job goes on; then it fails.
+                await #expect(throws: Failure.self) {
+                    try await table.replaceInterval(from: 20_000_000, to: 80_000_000, on: connection, logger: logger) { writer in
+                        for start in stride(from: Int64(20), to: 60, by: 7) { try await writer.write(batch(start..<min(start + 7, 60), value: 2)) }
+                        throw Failure()
+                    }
+                }
+                let after = try await contents()
+                #expect(after.rows == first.rows && after.segments == first.rows)
+                // The same job, succeeding: rows 20..<80 replaced (60..<80 by none), the rest kept.
+                try await table.replaceInterval(from: 20_000_000, to: 80_000_000, on: connection, logger: logger) { writer in
+                    for start in stride(from: Int64(20), to: 60, by: 7) { try await writer.write(batch(start..<min(start + 7, 60), value: 2)) }
+                }
+                let replaced = try await contents()
+                let expected = Array(repeating: 1.0, count: 20) + Array(repeating: 2.0, count: 40) + Array(repeating: 1.0, count: 20)
+                #expect(replaced.rows == expected && replaced.segments == expected)
+                try await connection.close()
+            } catch {
+                try? await connection.close()
+                throw error
+            }
+        }
     }
 }

@@ -160,8 +160,13 @@ struct OfflineTable: Sendable {
             // COPY names the table unqualified: the schema comes from the search path, for this transaction only.
             try await connection.execute(PostgresQuery(unsafeSQL: "SET LOCAL search_path TO \(SQLIdentifier.quote(schema))"), logger: logger)
             let writer = OfflineIntervalWriter(table: self, segments: segments, connection: connection, logger: logger)
-            try await produce(writer)
-            try await writer.flush()
+            do {
+                try await produce(writer)
+                try await writer.finish()
+            } catch {
+                await writer.settle()
+                throw error
+            }
         }
     }
 
@@ -212,41 +217,73 @@ struct OfflineTable: Sendable {
 }
 
 /// Writes a job's rows into its offline table, inside the transaction that
-/// replaces the interval: the rows are gathered and sent `segmentRows` at a
-/// time, each run as one COPY and, for a table with segments, one segment.
+/// replaces the interval: the batches are gathered into runs of
+/// `segmentRows` rows, and each run is sent — encoded, one COPY and, for a
+/// table with segments, one segment — on a task of its own while the job
+/// produces the next run (one run in flight at most: the connection does
+/// one thing at a time, and memory holds two runs).
 final class OfflineIntervalWriter {
     let table: OfflineTable
+    let segments: Bool
     let connection: PostgresConnection
     let logger: Logger
-    private var encoder = CopyTextEncoder()
-    private var segment: OfflineSegmentBuilder?
+    private var batches: [OutputBatch] = []
     private var pending = 0
+    private var sending: Task<Void, Error>?
 
     init(table: OfflineTable, segments: Bool, connection: PostgresConnection, logger: Logger) {
         self.table = table
+        self.segments = segments
         self.connection = connection
         self.logger = logger
-        segment = segments ? OfflineSegmentBuilder(columns: table.columns) : nil
     }
 
-    /// Adds a batch of rows; sends the rows gathered once there are `segmentRows` of them.
+    /// Adds a batch of rows; hands the run on once it holds `segmentRows` rows.
     func write(_ batch: OutputBatch) async throws {
-        batch.encode(into: &encoder)
-        segment?.append(batch, keyCount: table.keys.count)
+        guard batch.count > 0 else { return }
+        batches.append(batch)
         pending += batch.count
-        if pending >= table.segmentRows { try await flush() }
+        if pending >= table.segmentRows { try await handOn() }
     }
 
-    /// Sends the rows gathered.
-    func flush() async throws {
+    /// Sends the run gathered (after the one in flight), and waits until every run is written.
+    func finish() async throws {
+        try await handOn()
+        try await sending?.value
+        sending = nil
+    }
+
+    /// Waits for the run in flight, whatever its outcome: before a failed transaction ends.
+    func settle() async {
+        _ = try? await sending?.value
+        sending = nil
+    }
+
+    private func handOn() async throws {
+        try await sending?.value
+        sending = nil
         guard pending > 0 else { return }
+        let run = batches
+        batches.removeAll(keepingCapacity: true)
+        pending = 0
+        let table = table, segments = segments, connection = connection, logger = logger
+        sending = Task { try await table.write(run, segments: segments, on: connection, logger: logger) }
+    }
+}
+
+extension OfflineTable {
+    /// Writes a run of rows: one COPY and, with `segments`, one segment.
+    func write(_ run: [OutputBatch], segments: Bool, on connection: PostgresConnection, logger: Logger) async throws {
+        var encoder = CopyTextEncoder()
+        for batch in run { batch.encode(into: &encoder) }
         let rows = encoder.buffer
-        try await connection.copyFrom(table: table.name, columns: table.columns.map(\.name), logger: logger) { writer in
+        try await connection.copyFrom(table: name, columns: columns.map(\.name), logger: logger) { writer in
             try await writer.write(rows)
         }
-        encoder.reset()
-        pending = 0
-        if let run = segment?.take() { try await table.insert(run, on: connection, logger: logger) }
+        guard segments else { return }
+        var builder = OfflineSegmentBuilder(columns: columns)
+        for batch in run { builder.append(batch, keyCount: keys.count) }
+        try await insert(builder.take(), on: connection, logger: logger)
     }
 }
 

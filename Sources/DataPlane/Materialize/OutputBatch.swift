@@ -2,7 +2,7 @@ import Shared
 
 /// Rows of a feature view, ready for the stores: entity, event time,
 /// created time, and one column per output feature.
-struct OutputBatch {
+struct OutputBatch: Sendable {
     var keys: [EntityKey]
     /// Microseconds since the epoch.
     var eventTimes: [Int64]
