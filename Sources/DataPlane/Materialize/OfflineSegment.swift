@@ -31,6 +31,9 @@ struct OfflineSegment: Sendable, Equatable {
     var columns: [Values]
     var count: Int
 
+    /// Whether this machine keeps integers little-endian, as segments do (64-bit columns are then copied whole).
+    static let littleEndian = 1.littleEndian == 1
+
     /// Whether a column of `type` is kept as text.
     static func isText(_ type: ValueType) -> Bool { type == .string || type == .bytes }
 
@@ -77,8 +80,12 @@ struct OfflineSegment: Sendable, Equatable {
         for column in columns {
             switch column {
             case .fixed(let bits, let nulls):
-                for value in bits { buffer.writeInteger(value, endianness: .little) }
-                if let nulls { for null in nulls { buffer.writeInteger(UInt8(null ? 1 : 0)) } }
+                if Self.littleEndian {
+                    bits.withUnsafeBytes { _ = buffer.writeBytes($0) }
+                } else {
+                    for value in bits { buffer.writeInteger(value, endianness: .little) }
+                }
+                if let nulls { buffer.writeBytes(nulls.map { $0 ? UInt8(1) : 0 }) }
             case .text(let values):
                 for value in values { buffer.writeInteger(Int32(value.map { $0.utf8.count } ?? -1), endianness: .little) }
                 for case let value? in values { buffer.writeString(value) }
@@ -120,7 +127,11 @@ struct OfflineSegment: Sendable, Equatable {
                 if kind == 0 {
                     guard length == count * 8 + (hasNulls ? count : 0) else { throw Malformed(description: "an offline segment's column has the wrong length") }
                     let bits = [Int64](unsafeUninitializedCapacity: count) { values, initialized in
-                        for row in 0..<count { values[row] = Int64(littleEndian: raw.loadUnaligned(fromByteOffset: start + row * 8, as: Int64.self)) }
+                        if Self.littleEndian {
+                            UnsafeMutableRawBufferPointer(values).copyMemory(from: UnsafeRawBufferPointer(rebasing: raw[start..<(start + count * 8)]))
+                        } else {
+                            for row in 0..<count { values[row] = Int64(littleEndian: raw.loadUnaligned(fromByteOffset: start + row * 8, as: Int64.self)) }
+                        }
                         initialized = count
                     }
                     let nulls = hasNulls ? (0..<count).map { raw[start + count * 8 + $0] != 0 } : nil
@@ -183,58 +194,61 @@ struct OfflineSegmentBuilder {
         texts = Array(repeating: [], count: types.count)
     }
 
-    /// Appends a batch with `keyCount` key columns (in the table's order).
+    /// Appends a batch with `keyCount` key columns (in the table's order), column by column.
     mutating func append(_ batch: OutputBatch, keyCount: Int) {
-        guard batch.count > 0 else { return }
-        for row in 0..<batch.count {
-            let parts = keyCount == 1 ? nil : batch.keys[row].parts
-            for index in 0..<keyCount {
-                let part: EntityKey.Part
-                if let parts { part = parts[index] } else {
-                    switch batch.keys[row] {
-                    case .int(let value): part = .int(value)
-                    case .string(let value): part = .string(value)
-                    case .composite: part = batch.keys[row].parts[0]
+        let rows = batch.count
+        guard rows > 0 else { return }
+        for index in 0..<keyCount {
+            let text = OfflineSegment.isText(types[index])
+            if keyCount == 1, text {
+                texts[index].append(contentsOf: batch.keys.lazy.map { key -> String? in
+                    if case .string(let value) = key { return value }
+                    return key.description
+                })
+            } else if keyCount == 1 {
+                fixed[index].append(contentsOf: batch.keys.lazy.map { key -> Int64 in
+                    if case .int(let value) = key { return value }
+                    return 0
+                })
+                nulls[index].append(contentsOf: repeatElement(false, count: rows))
+            } else {
+                for key in batch.keys {
+                    switch key.parts[index] {
+                    case .int(let value):
+                        fixed[index].append(value)
+                        nulls[index].append(false)
+                    case .string(let value): texts[index].append(value)
                     }
-                }
-                switch part {
-                case .int(let value): add(index, bits: value)
-                case .string(let value): texts[index].append(value)
                 }
             }
         }
         let event = keyCount, created = keyCount + 1
         fixed[event].append(contentsOf: batch.eventTimes)
-        nulls[event].append(contentsOf: repeatElement(false, count: batch.count))
-        for time in batch.createdTimes {
-            fixed[created].append(time ?? 0)
-            nulls[created].append(time == nil)
-        }
+        nulls[event].append(contentsOf: repeatElement(false, count: rows))
+        fixed[created].append(contentsOf: batch.createdTimes.lazy.map { $0 ?? 0 })
+        nulls[created].append(contentsOf: batch.createdTimes.lazy.map { $0 == nil })
         for (offset, column) in batch.features.enumerated() {
             let index = keyCount + 2 + offset
             switch column {
             case .int64(let values), .timestamp(let values):
-                for value in values { add(index, bits: value) }
+                fixed[index].append(contentsOf: values.lazy.map { $0 ?? 0 })
+                nulls[index].append(contentsOf: values.lazy.map { $0 == nil })
             case .float64(let values):
                 let type = types[index]
-                for value in values { add(index, bits: value.map { OfflineSegment.bits($0, type: type) }) }
+                fixed[index].append(contentsOf: values.lazy.map { $0.map { OfflineSegment.bits($0, type: type) } ?? 0 })
+                nulls[index].append(contentsOf: values.lazy.map { $0 == nil })
             case .bool(let values):
-                for value in values { add(index, bits: value.map { $0 ? 1 : 0 }) }
+                fixed[index].append(contentsOf: values.lazy.map { $0 == true ? 1 : 0 })
+                nulls[index].append(contentsOf: values.lazy.map { $0 == nil })
             case .string(let values):
                 texts[index].append(contentsOf: values)
             }
         }
-        count += batch.count
+        count += rows
         for time in batch.eventTimes {
             first = min(first, time)
             last = max(last, time)
         }
-    }
-
-    @inline(__always)
-    private mutating func add(_ index: Int, bits: Int64?) {
-        fixed[index].append(bits ?? 0)
-        nulls[index].append(bits == nil)
     }
 
     /// The rows gathered as a segment, and the builder emptied.
