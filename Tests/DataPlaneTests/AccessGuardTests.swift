@@ -93,6 +93,9 @@ struct AccessGuardTests {
         let member = Member(token: APIToken.generate(), principal: "carol", roles: [.viewer, .consumer], expiresAt: nil)
         let file = Self.folder().appendingPathComponent("access-snapshot.json")
         defer { try? FileManager.default.removeItem(at: file.deletingLastPathComponent()) }
+        // A file left readable by others (written by hand, say) is replaced by one that never is.
+        try FileManager.default.createDirectory(at: file.deletingLastPathComponent(), withIntermediateDirectories: true)
+        #expect(FileManager.default.createFile(atPath: file.path, contents: Data("{}".utf8), attributes: [.posixPermissions: 0o644]))
         let guardian = AccessGuard(file: file, publicKey: keys.publicKey, logger: Logger(label: "test"))
         let forged = try other.sign(try Self.snapshot([member], issuedAt: now, expiresAt: now.addingTimeInterval(60)).jsonValue())
         #expect(throws: AccessGuard.Refusal.self) { try guardian.install(forged, workspace: "rides") }
@@ -109,6 +112,7 @@ struct AccessGuardTests {
         // The file on disk is the agent's alone, and a tampered file is ignored on restart.
         let mode = try FileManager.default.attributesOfItem(atPath: file.path)[.posixPermissions] as? Int
         #expect(mode == 0o600)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: file.deletingLastPathComponent().path) == ["access-snapshot.json"])
         var text = try String(contentsOf: file, encoding: .utf8)
         text = text.replacingOccurrences(of: "carol", with: "mallory")
         try text.write(to: file, atomically: true, encoding: .utf8)

@@ -1,4 +1,5 @@
 import Foundation
+import Glibc
 import Logging
 import Shared
 
@@ -59,10 +60,33 @@ struct SignedSnapshotFile<Snapshot: AgentSnapshot>: Sendable {
         return snapshot
     }
 
-    /// Writes `document` in place of the file's, atomically.
+    /// Writes `document` in place of the file's, atomically: into a file
+    /// beside it created with mode 0600 (so the snapshot is never readable by
+    /// others, not even for a moment), synced, then renamed over it.
     func write(_ document: SignedDocument) throws {
         try FileManager.default.createDirectory(at: file.deletingLastPathComponent(), withIntermediateDirectories: true)
-        try APICoding.makeEncoder().encode(document).write(to: file, options: .atomic)
-        try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: file.path)
+        let bytes = Array(try APICoding.makeEncoder().encode(document))
+        let temporary = file.path + "." + UUID().uuidString + ".tmp"
+        let descriptor = Glibc.open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        guard descriptor >= 0 else { throw SnapshotFileError(description: "cannot create \(temporary): \(String(cString: strerror(errno)))") }
+        do {
+            try OnlineLog.writeAll(descriptor, bytes, path: temporary)
+            guard fsync(descriptor) == 0 else { throw SnapshotFileError(description: "cannot sync \(temporary)") }
+        } catch {
+            close(descriptor)
+            unlink(temporary)
+            throw error
+        }
+        close(descriptor)
+        guard rename(temporary, file.path) == 0 else {
+            unlink(temporary)
+            throw SnapshotFileError(description: "cannot rename \(temporary) to \(file.path)")
+        }
+        OnlineLog.syncDirectory(of: file.path)
     }
+}
+
+/// A snapshot file that could not be written.
+struct SnapshotFileError: Error, CustomStringConvertible {
+    let description: String
 }
