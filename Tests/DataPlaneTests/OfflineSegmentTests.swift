@@ -52,7 +52,6 @@ struct OfflineSegmentTests {
         let count = batches.reduce(0) { $0 + $1.count }
         let times = batches.flatMap(\.eventTimes)
         #expect(builder.count == count)
-        if count > 0 { #expect(builder.first == times.min() && builder.last == times.max()) }
         let segment = builder.take()
         #expect(builder.count == 0 && builder.take().count == 0)
 

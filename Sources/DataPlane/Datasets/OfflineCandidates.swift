@@ -31,14 +31,6 @@ struct OfflineCandidates: Sendable {
     var useSegments = true
     let logger: Logger
 
-    /// Whether the table exists.
-    func exists(on connection: PostgresConnection) async throws -> Bool {
-        var query = PostgresQuery(unsafeSQL: "SELECT to_regclass($1) IS NOT NULL")
-        query.binds.append(table.qualifiedName)
-        for try await (found) in try await connection.query(query, logger: logger).decode(Bool.self) { return found }
-        return false
-    }
-
     /// The candidate rows of `entities` (each key's index in the chunk) between `from` (nil: the beginning) and `to` (microseconds, inclusive).
     func read(entities: [EntityKey: Int32], from: Int64?, to: Int64, on connection: PostgresConnection) async throws -> CandidateRows {
         let segments = try await readsSegments(on: connection)
@@ -109,9 +101,8 @@ struct OfflineCandidates: Sendable {
             let features = try view.reads.map { try position($0.feature) }
             let wanted = Set(keyColumns + [event] + (hasCreated ? [created] : []) + features)
 
-            let filter = timeFilter(from: from, to: to, firstParameter: 1)
-            let bounds = filter.sql.replacingOccurrences(of: "event_timestamp <=", with: "first_event <=")
-                .replacingOccurrences(of: "event_timestamp >=", with: "last_event >=")
+            let filter = timeFilter(from: from, to: to, firstParameter: 1, earliest: "first_event", latest: "last_event")
+            let bounds = filter.sql
             var estimate = 0
             var total = PostgresQuery(unsafeSQL: "SELECT coalesce(sum(row_count), 0)::bigint FROM \(table.qualifiedSegmentsName) WHERE \(bounds)")
             for bind in filter.binds { total.binds.append(bind) }
@@ -151,12 +142,16 @@ struct OfflineCandidates: Sendable {
 
     /// The bounds bound as parameters, a millisecond wider than asked: binding
     /// a time may round it; the join itself compares exactly.
-    func timeFilter(from: Int64?, to: Int64, firstParameter: Int) -> (sql: String, binds: [Date]) {
+    /// A row qualifies when `earliest` (`event_timestamp`) is at most `to` and `latest` at least `from`:
+    /// a segment's `first_event` and `last_event`.
+    func timeFilter(
+        from: Int64?, to: Int64, firstParameter: Int, earliest: String = "event_timestamp", latest: String = "event_timestamp"
+    ) -> (sql: String, binds: [Date]) {
         var binds = [Date(timeIntervalSince1970: Double(to + 1_000) / 1_000_000)]
-        var sql = "event_timestamp <= $\(firstParameter)"
+        var sql = "\(earliest) <= $\(firstParameter)"
         if let from {
             binds.append(Date(timeIntervalSince1970: Double(from - 1_000) / 1_000_000))
-            sql += " AND event_timestamp >= $\(firstParameter + 1)"
+            sql += " AND \(latest) >= $\(firstParameter + 1)"
         }
         return (sql, binds)
     }

@@ -135,7 +135,7 @@ public struct TrainingDatasetBuilder: Sendable {
         let connection = try await offlineStore.url.connect(logger: logger)
         do {
             for (view, table) in zip(resolved.views, tables) {
-                guard try await OfflineCandidates(table: table, view: view, logger: logger).exists(on: connection) else {
+                guard try await table.exists(on: connection, logger: logger) else {
                     throw DatasetError(
                         kind: .notMaterialized, field: "\(view.view)",
                         detail: "feature view \(view.view) version \(view.version) has no offline table (\(table.schema).\(table.name)); materialize it first")

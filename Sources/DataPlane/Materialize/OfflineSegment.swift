@@ -46,29 +46,20 @@ struct OfflineSegment: Sendable, Equatable {
 
     /// The segment as bytes.
     func encoded() -> ByteBuffer {
-        var buffer = ByteBuffer()
-        let headerSize = 12 + 20 * columns.count
-        var size = headerSize
-        for column in columns {
+        let sections = columns.map { column -> (kind: UInt8, nulls: Bool, length: UInt64) in
             switch column {
-            case .fixed(let bits, let nulls): size += bits.count * 8 + (nulls == nil ? 0 : count)
-            case .text(let values): size += values.count * 4 + values.reduce(0) { $0 + ($1?.utf8.count ?? 0) }
-            case .skipped: break
+            case .fixed(let bits, let nulls): return (0, nulls != nil, UInt64(bits.count * 8 + (nulls == nil ? 0 : count)))
+            case .text(let values): return (1, values.contains(nil), UInt64(values.count * 4 + values.reduce(0) { $0 + ($1?.utf8.count ?? 0) }))
+            case .skipped: return (0, false, 0)
             }
         }
-        buffer.reserveCapacity(size)
+        let headerSize = 12 + 20 * columns.count
+        var buffer = ByteBuffer()
+        buffer.reserveCapacity(headerSize + Int(sections.reduce(0) { $0 + $1.length }))
         buffer.writeInteger(Self.magic, endianness: .little)
         buffer.writeInteger(UInt32(count), endianness: .little)
         buffer.writeInteger(UInt32(columns.count), endianness: .little)
         var offset = UInt64(headerSize)
-        var sections: [(kind: UInt8, nulls: Bool, length: UInt64)] = []
-        for column in columns {
-            switch column {
-            case .fixed(let bits, let nulls): sections.append((0, nulls != nil, UInt64(bits.count * 8 + (nulls == nil ? 0 : count))))
-            case .text(let values): sections.append((1, values.contains(nil), UInt64(values.count * 4 + values.reduce(0) { $0 + ($1?.utf8.count ?? 0) })))
-            case .skipped: sections.append((0, false, 0))
-            }
-        }
         for section in sections {
             buffer.writeInteger(section.kind)
             buffer.writeInteger(UInt8(section.nulls ? 1 : 0))
@@ -183,8 +174,6 @@ struct OfflineSegmentBuilder {
     private var fixed: [[Int64]]
     private var nulls: [[Bool]]
     private var texts: [[String?]]
-    /// The event times of the rows gathered, lowest and highest.
-    private(set) var first = Int64.max, last = Int64.min
 
     /// A builder for a table with `columns` (keys, event time, created time, outputs).
     init(columns: [(name: String, type: ValueType)]) {
@@ -245,10 +234,6 @@ struct OfflineSegmentBuilder {
             }
         }
         count += rows
-        for time in batch.eventTimes {
-            first = min(first, time)
-            last = max(last, time)
-        }
     }
 
     /// The rows gathered as a segment, and the builder emptied.
@@ -264,8 +249,6 @@ struct OfflineSegmentBuilder {
             texts[index].removeAll(keepingCapacity: true)
         }
         count = 0
-        first = .max
-        last = .min
         return segment
     }
 }

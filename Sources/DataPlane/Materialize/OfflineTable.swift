@@ -61,11 +61,21 @@ struct OfflineTable: Sendable {
     /// The segments table's schema-qualified, quoted name.
     var qualifiedSegmentsName: String { SQLIdentifier.quote(schema) + "." + SQLIdentifier.quote(segmentsName) }
 
+    /// Whether the table exists.
+    func exists(on connection: PostgresConnection, logger: Logger) async throws -> Bool {
+        try await Self.relationExists(qualifiedName, on: connection, logger: logger)
+    }
+
     /// Whether the table has a segments table.
     func hasSegments(on connection: PostgresConnection, logger: Logger) async throws -> Bool {
         guard Identifier.isValid(segmentsName) else { return false }
+        return try await Self.relationExists(qualifiedSegmentsName, on: connection, logger: logger)
+    }
+
+    /// Whether the relation `qualifiedName` (schema-qualified, quoted) exists.
+    static func relationExists(_ qualifiedName: String, on connection: PostgresConnection, logger: Logger) async throws -> Bool {
         var query = PostgresQuery(unsafeSQL: "SELECT to_regclass($1) IS NOT NULL")
-        query.binds.append(qualifiedSegmentsName)
+        query.binds.append(qualifiedName)
         for try await (found) in try await connection.query(query, logger: logger).decode(Bool.self) { return found }
         return false
     }
@@ -113,10 +123,7 @@ struct OfflineTable: Sendable {
         try await connection.inTransaction(logger: logger) { connection in
             try await connection.execute("SELECT pg_advisory_xact_lock(hashtext(\(qualifiedName)))", logger: logger)
             try await connection.execute(PostgresQuery(unsafeSQL: "CREATE SCHEMA IF NOT EXISTS \(SQLIdentifier.quote(schema))"), logger: logger)
-            var exists = PostgresQuery(unsafeSQL: "SELECT to_regclass($1) IS NOT NULL")
-            exists.binds.append(qualifiedName)
-            var existed = false
-            for try await (found) in try await connection.query(exists, logger: logger).decode(Bool.self) { existed = found }
+            let existed = try await exists(on: connection, logger: logger)
             try await connection.execute(
                 PostgresQuery(unsafeSQL: "CREATE TABLE IF NOT EXISTS \(qualifiedName) (\(definitions.joined(separator: ", ")))"), logger: logger)
             if segmented, !existed, Identifier.isValid(segmentsName) {
