@@ -7,6 +7,7 @@ import HummingbirdCore
 import Logging
 import NIOCore
 import NIOEmbedded
+import NIOHTTP1
 import NIOHTTPTypes
 import ServiceLifecycle
 import Shared
@@ -222,6 +223,11 @@ struct FeatureServerEventLoopTests {
             let slow = try await Self.exchange(port: port, pieces: pieces)
             #expect(slow.count == 1 && slow.first?.body == expected && slow.first?.server == "larder-agent")
 
+            // A read in HTTP/1.0 goes on to the router, which answers it.
+            let old = post(read, close: true).replacingOccurrences(of: "HTTP/1.1\r\n", with: "HTTP/1.0\r\n")
+            let answered = try await Self.exchange(port: port, pieces: [Array(old.utf8)])
+            #expect(answered.count == 1 && answered.first?.body == expected && answered.first?.server == nil, "\(answered)")
+
             // Not pipelined: a read sent after the routed request's answer is answered on the event loop again.
             let turns = try await Self.exchange(port: port, pieces: [Array(readyz.utf8), Array(post(read, close: true).utf8)], awaitAnswers: true)
             #expect(turns.map(\.status) == ["HTTP/1.1 200 OK", "HTTP/1.1 200 OK"])
@@ -238,9 +244,10 @@ struct FeatureServerEventLoopTests {
         // part of a body has been handled, so the shutdown is sent mid-read however slow the machine is.
         let bodyStarted = DispatchSemaphore(value: 0)
         let handler = OnlineFeaturesHandler(settings: world.settings, reader: world.reader, accessGuard: world.accessGuard, metrics: AgentMetrics(), now: { Date() })
-        let server = HTTPServerBuilder.http1(configuration: .init(additionalChannelHandlers: [
-            BodyProbe(started: bodyStarted), OnlineFeaturesChannelHandler(handler: handler, logger: Logger(label: "shutdown")),
-        ]))
+        let server = HTTPServerBuilder { responder in
+            FeatureServerHTTP1Channel(
+                responder: responder, handler: handler, logger: Logger(label: "shutdown"), handlersBefore: { [BodyProbe(started: bodyStarted)] })
+        }
         let application = Application(
             router: world.router(), server: server, configuration: .init(address: .hostname("127.0.0.1", port: 0)),
             onServerRunning: { channel in
@@ -310,10 +317,8 @@ struct FeatureServerEventLoopTests {
             }
             let token = tokens.randomElement(using: &random)!
             let role: WorkspaceRole = Int.random(in: 0..<5, using: &random) == 0 ? .operator : .consumer
-            var headers = HTTPFields()
-            headers[.authorization] = "Bearer \(token.text)"
             let held = admission
-            let remembered = Result { try FeatureServer.authorize(headers, guard: guardian, now: now, role: role, admission: &admission) }
+            let remembered = Result { try FeatureServer.authorize(authorization: "Bearer \(token.text)", guard: guardian, now: now, role: role, admission: &admission) }
             let fresh = guardian.authorize(token: token.text, now: now, role: role)
             switch (remembered, fresh) {
             case (.success(let principal), .allowed(let expected)): #expect(principal == expected)
@@ -426,8 +431,8 @@ enum RawConnection {
 extension FeatureServerEventLoopTests {
     /// Passes every request part on, and signals `started` once a body part has been handled by the handlers after it.
     final class BodyProbe: ChannelInboundHandler, RemovableChannelHandler {
-        typealias InboundIn = HTTPRequestPart
-        typealias InboundOut = HTTPRequestPart
+        typealias InboundIn = HTTPServerRequestPart
+        typealias InboundOut = HTTPServerRequestPart
         let started: DispatchSemaphore
         var signalled = false
         init(started: DispatchSemaphore) { self.started = started }
@@ -466,17 +471,17 @@ extension FeatureServerEventLoopTests {
         for _ in 0..<3 { channel.read() }
         #expect(reads.count == 1, "reads are held while the connection cannot take more output")
         // A read already received is still answered: the hold stops reading, not answering.
-        var head = HTTPRequest(method: .post, scheme: nil, authority: nil, path: "/v1/features/online")
-        head.headerFields[.authorization] = "Bearer \(world.consumer)"
-        try channel.writeInbound(HTTPRequestPart.head(head))
-        try channel.writeInbound(HTTPRequestPart.body(ByteBuffer(string: #"{"feature_service":"driver_ranking","entities":[{"driver_id":2}],"request_context":{"trip_distance_km":2.5}}"#)))
-        try channel.writeInbound(HTTPRequestPart.end(nil))
-        guard case .head(let response)? = try channel.readOutbound(as: HTTPResponsePart.self) else {
+        let head = HTTPRequestHead(
+            version: .http1_1, method: .POST, uri: "/v1/features/online", headers: ["Authorization": "Bearer \(world.consumer)"])
+        try channel.writeInbound(HTTPServerRequestPart.head(head))
+        try channel.writeInbound(HTTPServerRequestPart.body(ByteBuffer(string: #"{"feature_service":"driver_ranking","entities":[{"driver_id":2}],"request_context":{"trip_distance_km":2.5}}"#)))
+        try channel.writeInbound(HTTPServerRequestPart.end(nil))
+        guard case .head(let response)? = try channel.readOutbound(as: HTTPServerResponsePart.self) else {
             Issue.record("no answer to the feature read")
             return
         }
         #expect(response.status == .ok)
-        guard case .body(let body)? = try channel.readOutbound(as: HTTPResponsePart.self) else {
+        guard case .body(.byteBuffer(let body))? = try channel.readOutbound(as: HTTPServerResponsePart.self) else {
             Issue.record("no body in the answer")
             return
         }

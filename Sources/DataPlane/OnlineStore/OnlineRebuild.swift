@@ -81,7 +81,7 @@ public struct OnlineRebuild: Sendable {
         do {
             let connection = try await url.connect(logger: logger)
             do {
-                var source = try await PostgresEventSource(
+                let source = try await PostgresEventSource(
                     connection: connection, statement: statement, columns: columns, from: Self.earliest, to: Self.latest,
                     timeout: configuration.sourceStatementTimeout, batchSize: 16_384, logger: logger)
                 while let batch = try await source.next() { try staged.upsert(projection.output(of: batch).onlineRows) }

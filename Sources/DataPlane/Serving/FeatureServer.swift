@@ -46,13 +46,13 @@ public enum FeatureServer {
     }
 
     /// HTTP/1.1 with feature reads answered on each connection's event loop
-    /// (`OnlineFeaturesChannelHandler`); every other request goes to the router.
+    /// (`FeatureServerHTTP1Channel`, `OnlineFeaturesChannelHandler`); every other request goes to the router.
     public static func http1(
         settings: AgentConfiguration.ServingSettings, reader: OnlineFeatureReader, guard accessGuard: AccessGuard, metrics: AgentMetrics,
         logger: Logger, now: @escaping @Sendable () -> Date = { Date() }
     ) -> HTTPServerBuilder {
         let handler = OnlineFeaturesHandler(settings: settings, reader: reader, accessGuard: accessGuard, metrics: metrics, now: now)
-        return .http1(configuration: .init(additionalChannelHandlers: [OnlineFeaturesChannelHandler(handler: handler, logger: logger)]))
+        return HTTPServerBuilder { responder in FeatureServerHTTP1Channel(responder: responder, handler: handler, logger: logger) }
     }
 
     /// The routes, for the server and for tests.
@@ -107,17 +107,17 @@ public enum FeatureServer {
     @discardableResult
     static func authorize(_ request: Request, guard accessGuard: AccessGuard, now: Date, role: WorkspaceRole = .consumer) throws -> String {
         var admission: AccessGuard.Admission?
-        return try authorize(request.headers, guard: accessGuard, now: now, role: role, admission: &admission)
+        return try authorize(authorization: request.headers[.authorization], guard: accessGuard, now: now, role: role, admission: &admission)
     }
 
-    /// Lets a request with `headers` on if its bearer token has `role`; throws
-    /// the problem otherwise. `admission` is the connection's remembered token:
-    /// used when it still holds, replaced when a token is allowed.
+    /// Lets a request with the `Authorization` header `header` on if its bearer
+    /// token has `role`; throws the problem otherwise. `admission` is the
+    /// connection's remembered token: used when it still holds, replaced when a
+    /// token is allowed.
     @discardableResult
     static func authorize(
-        _ headers: HTTPFields, guard accessGuard: AccessGuard, now: Date, role: WorkspaceRole = .consumer, admission: inout AccessGuard.Admission?
+        authorization header: String?, guard accessGuard: AccessGuard, now: Date, role: WorkspaceRole = .consumer, admission: inout AccessGuard.Admission?
     ) throws -> String {
-        let header = headers[.authorization]
         if let header, let admitted = admission, accessGuard.readmits(admitted, header: header, role: role, now: now) { return admitted.principal }
         var token: String?
         if let header {
@@ -194,20 +194,21 @@ struct OnlineFeaturesHandler: Sendable {
         }
         var admission: AccessGuard.Admission?
         let answer = try respond(
-            headers: request.headers, body: body, started: started, requestID: context.requestID, logger: context.logger, admission: &admission)
+            authorization: request.headers[.authorization], body: body, started: started, requestID: context.requestID, logger: context.logger, admission: &admission)
         return FeatureServer.json(answer)
     }
 
-    /// The answer's JSON for a request with `headers` and `body` (nil when the
-    /// body was larger than allowed), or the problem to send, thrown. The token
+    /// The answer's JSON for a request with the `Authorization` header
+    /// `authorization` and `body` (nil when the body was larger than allowed),
+    /// or the problem to send, thrown. The token
     /// is checked first (`admission`: the connection's remembered token, see
     /// `FeatureServer.authorize`), then the body. Records the request's metrics.
     func respond(
-        headers: HTTPFields, body: ByteBuffer?, started: ContinuousClock.Instant, requestID: String, logger: Logger, admission: inout AccessGuard.Admission?
+        authorization: String?, body: ByteBuffer?, started: ContinuousClock.Instant, requestID: String, logger: Logger, admission: inout AccessGuard.Admission?
     ) throws -> [UInt8] {
         var service = "none"
         do {
-            let (answer, grid, outputs) = try answer(headers: headers, body: body, service: &service, admission: &admission)
+            let (answer, grid, outputs) = try answer(authorization: authorization, body: body, service: &service, admission: &admission)
             metrics.observe(service: service, status: 200, nanoseconds: Self.nanoseconds(since: started), grid: grid, outputs: outputs)
             logger.debug("features served", metadata: [
                 "larder.feature_service": .string(service), "larder.entities": "\(grid.entities)", "larder.request_id": .string(requestID),
@@ -226,9 +227,9 @@ struct OnlineFeaturesHandler: Sendable {
 
     /// The answer, with its grid and output count for the metrics; `service`
     /// becomes the metric label once a name resolved.
-    private func answer(headers: HTTPFields, body: ByteBuffer?, service: inout String, admission: inout AccessGuard.Admission?) throws -> ([UInt8], FeatureGrid, Int) {
+    private func answer(authorization: String?, body: ByteBuffer?, service: inout String, admission: inout AccessGuard.Admission?) throws -> ([UInt8], FeatureGrid, Int) {
         let date = now()
-        try FeatureServer.authorize(headers, guard: accessGuard, now: date, admission: &admission)
+        try FeatureServer.authorize(authorization: authorization, guard: accessGuard, now: date, admission: &admission)
         guard let body else {
             throw FeatureServerProblem(status: .contentTooLarge, code: "payload-too-large", detail: "the request body is too large for this agent")
         }

@@ -1,8 +1,7 @@
 import Foundation
-import HTTPTypes
 import Logging
 import NIOCore
-import NIOHTTPTypes
+import NIOHTTP1
 import Shared
 
 /// Answers `POST /v1/features/online` on the connection's event loop.
@@ -11,27 +10,29 @@ import Shared
 /// the router it would also pay for Hummingbird's asynchronous request
 /// handling: the request's parts handed to a task on Swift's cooperative
 /// pool, its body read as an async sequence, the answer handed back to the
-/// event loop. This handler sits in Hummingbird's HTTP/1 pipeline (an
-/// `additionalChannelHandlers` entry, after the parts are decoded), collects
-/// the body of a feature read itself, answers it with the same
-/// `OnlineFeaturesHandler.respond` the router's route calls, and writes the
-/// response. Every other request passes on to the router untouched.
+/// event loop. This handler sits right after NIO's HTTP/1 decoder
+/// (`FeatureServerHTTP1Channel`), collects the body of a feature read
+/// itself, answers it with the same `OnlineFeaturesHandler.respond` the
+/// router's route calls, and writes the response as NIO's response parts.
+/// Every other request passes on untouched, to be converted to Swift HTTP
+/// types and answered by the router.
 ///
 /// Responses must leave in the order their requests came. While a request
 /// passed on to the router has not been answered, a feature read that follows
 /// on the same connection (HTTP pipelining) is passed on too, and the router
 /// answers it in turn. After a request that asks to close the connection,
-/// everything goes to the router, which answers it and closes.
+/// everything goes to the router, which answers it and closes. Reads in
+/// HTTP/1.0 also go to the router, which knows that version's keep-alive rules.
 ///
 /// As the router's writer does, it stops reading while the connection cannot
 /// take more output (a client pipelining reads without reading the answers),
 /// and a graceful shutdown that arrives while a read's body is coming in waits
 /// for its answer before Hummingbird closes the idle connection.
 final class OnlineFeaturesChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
-    typealias InboundIn = HTTPRequestPart
-    typealias InboundOut = HTTPRequestPart
-    typealias OutboundIn = HTTPResponsePart
-    typealias OutboundOut = HTTPResponsePart
+    typealias InboundIn = HTTPServerRequestPart
+    typealias InboundOut = HTTPServerRequestPart
+    typealias OutboundIn = HTTPServerResponsePart
+    typealias OutboundOut = HTTPServerResponsePart
 
     static let path = "/v1/features/online"
 
@@ -49,7 +50,7 @@ final class OnlineFeaturesChannelHandler: ChannelDuplexHandler, RemovableChannel
     /// Requests passed on to the router whose responses have not ended.
     private var unanswered = 0
     // The feature read being received (kept outside `mode`, so appending does not copy).
-    private var head: HTTPRequest?
+    private var head: HTTPRequestHead?
     private var body: ByteBuffer?
     private var bodyTooLarge = false
     private var started = ContinuousClock.now
@@ -68,17 +69,20 @@ final class OnlineFeaturesChannelHandler: ChannelDuplexHandler, RemovableChannel
         self.logger = logger
     }
 
-    /// Whether `head` is a feature read (the path may carry a query, which is ignored as the router ignores it).
-    static func isFeatureRead(_ head: HTTPRequest) -> Bool {
-        guard head.method == .post, let path = head.path?.utf8, path.starts(with: Self.path.utf8) else { return false }
-        return path.count == Self.path.utf8.count || path[path.index(path.startIndex, offsetBy: Self.path.utf8.count)] == UInt8(ascii: "?")
+    /// Whether `head` is a feature read answered here: a POST to the path (which may carry a query, ignored as
+    /// the router ignores it) in HTTP/1.1.
+    static func isFeatureRead(_ head: HTTPRequestHead) -> Bool {
+        guard head.method == .POST, head.version == .http1_1 else { return false }
+        let uri = head.uri.utf8
+        guard uri.starts(with: Self.path.utf8) else { return false }
+        return uri.count == Self.path.utf8.count || uri[uri.index(uri.startIndex, offsetBy: Self.path.utf8.count)] == UInt8(ascii: "?")
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let part = unwrapInboundIn(data)
         switch (mode, part) {
         case (.idle, .head(let request)) where unanswered == 0 && !closing && Self.isFeatureRead(request):
-            if Self.asksToClose(request) { closing = true }
+            if !request.isKeepAlive { closing = true }
             mode = .reading
             head = request
             body = nil
@@ -100,7 +104,7 @@ final class OnlineFeaturesChannelHandler: ChannelDuplexHandler, RemovableChannel
             head = nil
             body = nil
         case (.idle, .head(let request)):
-            if Self.asksToClose(request) { closing = true }
+            if !request.isKeepAlive { closing = true }
             mode = .passing
             unanswered += 1
             context.fireChannelRead(data)
@@ -142,34 +146,32 @@ final class OnlineFeaturesChannelHandler: ChannelDuplexHandler, RemovableChannel
         context.fireUserInboundEventTriggered(event)
     }
 
-    static func asksToClose(_ request: HTTPRequest) -> Bool {
-        request.headerFields[.connection].map { $0.lowercased().contains("close") } ?? false
-    }
-
     /// Answers the feature read `request` with the body received, and writes the response.
-    private func answer(_ request: HTTPRequest, context: ChannelHandlerContext) {
-        let requestID = RequestID.acceptable(request.headerFields[FeatureServerErrorMiddleware.requestIDHeader]) ?? FeatureServerErrorMiddleware.ids.next()
-        let status: HTTPResponse.Status
-        var headers: HTTPFields
+    private func answer(_ request: HTTPRequestHead, context: ChannelHandlerContext) {
+        let requestID = RequestID.acceptable(request.headers.first(name: Self.requestIDName)) ?? FeatureServerErrorMiddleware.ids.next()
+        var headers = HTTPHeaders()
+        let status: HTTPResponseStatus
         let bytes: [UInt8]
         do {
             bytes = try handler.respond(
-                headers: request.headerFields, body: bodyTooLarge ? nil : (body ?? ByteBuffer()), started: started, requestID: requestID, logger: logger,
-                admission: &admission)
+                authorization: request.headers.first(name: "Authorization"), body: bodyTooLarge ? nil : (body ?? ByteBuffer()), started: started,
+                requestID: requestID, logger: logger, admission: &admission)
             status = .ok
-            headers = HTTPFields()
-            headers[.contentType] = "application/json"
+            headers.add(name: "Content-Type", value: "application/json")
         } catch {
-            (status, headers, bytes) = FeatureServerProblem.reply(to: error, requestID: requestID, logger: logger)
+            let reply = FeatureServerProblem.reply(to: error, requestID: requestID, logger: logger)
+            status = HTTPResponseStatus(statusCode: Int(reply.status.code))
+            for field in reply.headers { headers.add(name: field.name.rawName, value: field.value) }
+            bytes = reply.body
         }
-        headers[FeatureServerErrorMiddleware.requestIDHeader] = requestID
-        headers[.contentLength] = String(bytes.count)
-        headers[.date] = date.now()
-        headers[.server] = FeatureServer.serverName
+        headers.add(name: Self.requestIDName, value: requestID)
+        headers.add(name: "Content-Length", value: String(bytes.count))
+        headers.add(name: "Date", value: date.now())
+        headers.add(name: "Server", value: FeatureServer.serverName)
         // `closing` was false when this read's head came in (else it went to the router): now it says whether the read asked to close.
-        if closing { headers[.connection] = "close" }
-        context.write(wrapOutboundOut(.head(HTTPResponse(status: status, headerFields: headers))), promise: nil)
-        context.write(wrapOutboundOut(.body(context.channel.allocator.buffer(bytes: bytes))), promise: nil)
+        if closing { headers.add(name: "Connection", value: "close") }
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
+        context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: bytes)))), promise: nil)
         guard closing || quiesceHeld else {
             context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
             return
@@ -185,6 +187,8 @@ final class OnlineFeaturesChannelHandler: ChannelDuplexHandler, RemovableChannel
             written.futureResult.whenComplete { _ in channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent()) }
         }
     }
+
+    private static let requestIDName = FeatureServerErrorMiddleware.requestIDHeader.rawName
 }
 
 /// The `Date` header's text (IMF-fixdate), made again only when the second changes.
