@@ -144,10 +144,11 @@ let package = Package(
         ),
 
         // Benchmarks (release build, through scripts/bench).
+        .target(name: "LoadGeneratorSystem", path: "Benchmarks/LoadGeneratorSystem"),
         .executableTarget(
             name: "larder-bench",
             dependencies: [
-                "ControlPlane", "DataPlane", "Shared", "TestSupport",
+                "ControlPlane", "DataPlane", "Shared", "TestSupport", "LoadGeneratorSystem",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Hummingbird", package: "hummingbird"),

@@ -18,6 +18,15 @@ struct LarderBench {
                 writerRowsPerLock: options.first { $0.hasPrefix("writer=") }.flatMap { Int($0.dropFirst("writer=".count)) })
             return
         }
+        if arguments.first == "load" {
+            do {
+                try load(Array(arguments.dropFirst()))
+            } catch {
+                FileHandle.standardError.write(Data("larder-bench load: \(error)\n".utf8))
+                exit(1)
+            }
+            return
+        }
         let selected = Set(arguments.filter { !$0.hasPrefix("-") })
         let runs = Int(ProcessInfo.processInfo.environment["LARDER_BENCH_RUNS"] ?? "") ?? 5
         print("larder-bench \(LarderVersion.description): \(ProcessInfo.processInfo.activeProcessorCount) cores, \(runs) runs each")

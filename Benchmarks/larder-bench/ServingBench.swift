@@ -285,13 +285,22 @@ extension LarderBench {
         wrk.headers["Authorization"] = "Bearer " .. os.getenv("LARDER_BENCH_TOKEN")
         local threads = 0
         function setup(thread) threads = threads + 1; thread:set("seed", threads) end
-        function init(args) math.randomseed(seed * 7919 + os.time()) end
+        -- Each thread encodes 20,000 requests for random entities up front and sends them in turn: building a
+        -- request per call in Lua cost wrk about as much CPU as a tenth of the server's work per request.
+        local pool, size, turn = {}, batch > 10 and 2000 or 20000, 0
+        function init(args)
+          math.randomseed(seed * 7919 + os.time())
+          if health then pool[1] = wrk.format("GET", "/healthz", nil, nil); size = 1; return end
+          for n = 1, size do
+            local parts = {}
+            for i = 1, batch do parts[i] = '{"driver_id":' .. math.random(0, population - 1) .. '}' end
+            pool[n] = wrk.format(nil, echo and "/bench/echo" or "/v1/features/online", nil,
+              '{"feature_service":"bench_ranking","request_context":{"trip_distance_km":3.5},"entities":[' .. table.concat(parts, ",") .. ']}')
+          end
+        end
         function request()
-          if health then return wrk.format("GET", "/healthz", nil, nil) end
-          local parts = {}
-          for i = 1, batch do parts[i] = '{"driver_id":' .. math.random(0, population - 1) .. '}' end
-          return wrk.format(nil, echo and "/bench/echo" or "/v1/features/online", nil,
-            '{"feature_service":"bench_ranking","request_context":{"trip_distance_km":3.5},"entities":[' .. table.concat(parts, ",") .. ']}')
+          turn = turn % size + 1
+          return pool[turn]
         end
         -- Staggered: each wait drawn from 1 .. 2 × pace − 1 ms, so connections do not fall into step and send in bursts.
         local stagger = os.getenv("LARDER_BENCH_STAGGER") == "1"
@@ -302,6 +311,53 @@ extension LarderBench {
             summary.errors.status + summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout))
         end
         """#
+
+    /// 20,000 encoded `POST /v1/features/online` requests for `service`, each for `batch` entities whose
+    /// `key` is drawn from `0..<entities`, with `context` as the request context.
+    static func featureRequests(
+        entities: Int, batch: Int, token: String, service: String = "bench_ranking", key: String = "driver_id",
+        context: String = #"{"trip_distance_km":3.5}"#
+    ) -> [[UInt8]] {
+        var random = SystemRandomNumberGenerator()
+        return (0..<20_000).map { _ in
+            let keys = (0..<batch).map { _ in #"{"\#(key)":\#(Int.random(in: 0..<entities, using: &random))}"# }.joined(separator: ",")
+            let body = #"{"feature_service":"\#(service)","request_context":\#(context),"entities":[\#(keys)]}"#
+            return Array(("POST /v1/features/online HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer \(token)\r\n"
+                + "Content-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)").utf8)
+        }
+    }
+
+    /// `larder-bench load http://127.0.0.1:PORT TOKEN [rate=N | poisson=N] [connections=N] [seconds=N] [batch=N]
+    /// [service=NAME key=NAME entities=N context=JSON]`: loads a running feature server (the benchmark's child, or an
+    /// agent) with larder-bench's generator — open loop at `rate` (evenly) or `poisson` requests per second, or closed
+    /// loop when neither is given — and prints the figures. The defaults ask for `bench_ranking`.
+    static func load(_ arguments: [String]) throws {
+        guard arguments.count >= 2, let port = arguments[0].split(separator: ":").last.flatMap({ Int($0) }),
+              arguments[0].hasPrefix("http://127.0.0.1:")
+        else {
+            print("usage: larder-bench load http://127.0.0.1:PORT TOKEN [rate=N | poisson=N] [connections=N] [seconds=N] [batch=N] [service=NAME key=NAME entities=N context=JSON]")
+            return
+        }
+        var options: [String: String] = [:]
+        for option in arguments.dropFirst(2) {
+            let parts = option.split(separator: "=", maxSplits: 1)
+            if parts.count == 2 { options[String(parts[0])] = String(parts[1]) }
+        }
+        let arrivals: LoadGenerator.Arrivals =
+            if let rate = options["rate"].flatMap(Double.init) { .constant(perSecond: rate) }
+            else if let rate = options["poisson"].flatMap(Double.init) { .poisson(perSecond: rate) }
+            else { .closedLoop }
+        let result = try LoadGenerator(
+            host: "127.0.0.1", port: port, connections: options["connections"].flatMap { Int($0) } ?? 16, arrivals: arrivals,
+            seconds: options["seconds"].flatMap(Double.init) ?? 10,
+            requests: featureRequests(
+                entities: options["entities"].flatMap { Int($0) } ?? 1_000_000, batch: options["batch"].flatMap { Int($0) } ?? 1, token: arguments[1],
+                service: options["service"] ?? "bench_ranking", key: options["key"] ?? "driver_id", context: options["context"] ?? #"{"trip_distance_km":3.5}"#)
+        ).run()
+        func ms(_ micros: Double) -> String { String(format: "%.2f ms", micros / 1_000) }
+        print("requests/s \(String(format: "%.0f", Double(result.requests) / result.seconds)), p50 \(ms(result.p50)), p99 \(ms(result.p99)), "
+            + "p99.9 \(ms(result.p999)), max \(ms(result.max)), errors \(result.errors)")
+    }
 
     /// Starts the server child, runs the wrk matrix against it, prints the table.
     static func overHTTP(entities: Int, seconds: Int) async throws {
@@ -369,7 +425,7 @@ extension LarderBench {
         print("|---|---|---|---|---|---|---|---|---|")
         func row(_ what: String, _ batch: some CustomStringConvertible, _ threads: Int, _ connections: Int, _ result: LoadResult) {
             func ms(_ micros: Double) -> String { String(format: "%.2f ms", micros / 1_000) }
-            print("| \(what) | \(batch) | \(threads) × \(connections) | \(String(format: "%.0f", result.rate)) | \(ms(result.p50)) | \(ms(result.p99)) | \(ms(result.p999)) | \(ms(result.max)) | \(result.errors) |")
+            print("| \(what) | \(batch) | \(threads == 0 ? "\(connections)" : "\(threads) × \(connections)") | \(String(format: "%.0f", result.rate)) | \(ms(result.p50)) | \(ms(result.p99)) | \(ms(result.p999)) | \(ms(result.max)) | \(result.errors) |")
         }
         // Paced: 16 connections each waiting 2 ms after every answer (about 5,000–6,000 requests/s).
         row("paced", 1, 1, 16, try load(batch: 1, threads: 1, connections: 16, delayMilliseconds: 2))
@@ -387,6 +443,28 @@ extension LarderBench {
         }
         print("(server process peak memory: \(peakResidentMiB(process: "\(child.processIdentifier)")) MiB)")
 
+        // Open loop with larder-bench's own generator: requests are due at a set rate (evenly spaced, or at random
+        // as Poisson arrivals), and each one's latency counts from when it was due, so waiting behind a slow answer
+        // counts too (wrk's paced runs instead wait after each answer). Closed loop: the same generator sending as
+        // fast as answers come, for the saturation figures with a client cheaper than wrk.
+        print("\n| larder-bench's load generator (\(seconds) s each, 1 s warm-up) | arrivals | connections | requests/s | p50 | p99 | p99.9 | max | errors |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        func generate(_ arrivals: LoadGenerator.Arrivals, connections: Int, url: String = url, token: String = token) throws -> LoadResult {
+            let port = Int(url.split(separator: ":").last ?? "") ?? 0
+            let result = try LoadGenerator(
+                host: "127.0.0.1", port: port, connections: connections, arrivals: arrivals, seconds: Double(seconds),
+                requests: featureRequests(entities: entities, batch: 1, token: token)
+            ).run()
+            return LoadResult(requests: result.requests, seconds: result.seconds, p50: result.p50, p99: result.p99, p999: result.p999, max: result.max, errors: result.errors)
+        }
+        for rate in [5_000, 10_000] {
+            row("open loop, 1 entity", "evenly \(rate)/s", 0, 16, try generate(.constant(perSecond: Double(rate)), connections: 16))
+            row("open loop, 1 entity", "Poisson \(rate)/s", 0, 16, try generate(.poisson(perSecond: Double(rate)), connections: 16))
+        }
+        for connections in [32, 64] {
+            row("closed loop, 1 entity", "as answered", 0, connections, try generate(.closedLoop, connections: connections))
+        }
+
         // The same reads answered through the router (Hummingbird's asynchronous path), in the same run.
         stop(child)
         let (routed, routedURL, routedToken) = try startServer(routerOnly: true)
@@ -399,6 +477,8 @@ extension LarderBench {
             try load(batch: 1, threads: 1, connections: 16, delayMilliseconds: 2, staggered: true, url: routedURL, token: routedToken))
         row("closed loop", 1, 2, 32, try load(batch: 1, threads: 2, connections: 32, url: routedURL, token: routedToken))
         row("closed loop", 100, 2, 8, try load(batch: 100, threads: 2, connections: 8, url: routedURL, token: routedToken))
+        row("open loop (larder-bench's generator)", "evenly 5000/s", 0, 16,
+            try generate(.constant(perSecond: 5_000), connections: 16, url: routedURL, token: routedToken))
         stop(routed)
 
         // Reads while a materialization writes: the event-loop server again, with a writer storing a batch of
