@@ -77,8 +77,12 @@ struct FeatureServerEventLoopTests {
     /// A generated request: what it sends.
     struct GeneratedRequest: CustomStringConvertible {
         var token: String?
+        /// A second `Authorization` header, sent after the first.
+        var secondToken: String?
         var body: String
-        var description: String { "token \(token.map { String($0.prefix(12)) } ?? "none"), body \(body)" }
+        var description: String {
+            "token \(token.map { String($0.prefix(12)) } ?? "none")\(secondToken.map { " and " + String($0.prefix(12)) } ?? ""), body \(body)"
+        }
     }
 
     static func generate(_ world: World, using random: inout SeededGenerator) -> GeneratedRequest {
@@ -110,7 +114,9 @@ struct FeatureServerEventLoopTests {
         case 2: token = "lrd_not_a_token"
         default: token = world.consumer
         }
-        return GeneratedRequest(token: token, body: body)
+        // Now and then a second Authorization header: both paths read the two as one value, and refuse it.
+        let second = Int.random(in: 0..<15, using: &random) == 0 ? [world.consumer, world.viewer][Int.random(in: 0..<2, using: &random)] : nil
+        return GeneratedRequest(token: token, secondToken: second, body: body)
     }
 
     /// What a response shows a client.
@@ -130,6 +136,7 @@ struct FeatureServerEventLoopTests {
         http.headers.add(name: "Content-Type", value: "application/json")
         http.headers.add(name: "X-Request-Id", value: id)
         if let token = request.token { http.headers.add(name: "Authorization", value: "Bearer \(token)") }
+        if let token = request.secondToken { http.headers.add(name: "Authorization", value: "Bearer \(token)") }
         http.body = .bytes(ByteBuffer(string: request.body))
         let response = try await client.execute(http, timeout: .seconds(10))
         let body = try await response.body.collect(upTo: 1 << 20)
@@ -171,7 +178,7 @@ struct FeatureServerEventLoopTests {
     /// `awaitAnswers`: each piece but the last is sent only once the answers to those before it have arrived whole.
     static func exchange(
         port: Int, pieces: [[UInt8]], pauseMicroseconds: UInt32 = 2_000, awaitAnswers: Bool = false
-    ) async throws -> [(status: String, body: String, server: String?)] {
+    ) async throws -> [(status: String, body: String, server: String?, connection: String?)] {
         let raw: [UInt8] = try await withCheckedThrowingContinuation { continuation in
             Thread.detachNewThread {
                 continuation.resume(with: Result {
@@ -223,10 +230,24 @@ struct FeatureServerEventLoopTests {
             let slow = try await Self.exchange(port: port, pieces: pieces)
             #expect(slow.count == 1 && slow.first?.body == expected && slow.first?.server == "larder-agent")
 
-            // A read in HTTP/1.0 goes on to the router, which answers it.
-            let old = post(read, close: true).replacingOccurrences(of: "HTTP/1.1\r\n", with: "HTTP/1.0\r\n")
-            let answered = try await Self.exchange(port: port, pieces: [Array(old.utf8)])
-            #expect(answered.count == 1 && answered.first?.body == expected && answered.first?.server == nil, "\(answered)")
+            // HTTP/1.0: answered here, and the connection closed after it (the exchange reads until the server closes)
+            // unless the read asks to keep it, when the answer says so and the next request is answered in turn.
+            func http10(_ request: String, keepAlive: Bool = false) -> String {
+                request.replacingOccurrences(of: " HTTP/1.1\r\n", with: " HTTP/1.0\r\n")
+                    .replacingOccurrences(of: "Host: x\r\n", with: keepAlive ? "Host: x\r\nConnection: keep-alive\r\n" : "Host: x\r\n")
+            }
+            let closed = try await Self.exchange(port: port, pieces: [Array(http10(post(read)).utf8)])
+            #expect(closed.count == 1 && closed.first?.body == expected && closed.first?.server == "larder-agent" && closed.first?.connection == "close", "\(closed)")
+            let kept = try await Self.exchange(port: port, pieces: [Array(http10(post(read), keepAlive: true).utf8), Array(post(read, close: true).utf8)])
+            #expect(kept.count == 2 && kept.allSatisfy { $0.body == expected && $0.server == "larder-agent" }, "\(kept)")
+            #expect(kept.first?.connection == "keep-alive" && kept.last?.connection == "close", "\(kept)")
+
+            // An error's status line is the router's, word for word (both write NIO's wording for the code).
+            let large = post(#"{"feature_service":"driver_ranking","entities":[],"note":"\#(String(repeating: "x", count: 700))"}"#, close: true)
+            let here = try await Self.exchange(port: port, pieces: [Array(large.utf8)])
+            let routed = try await Self.exchange(port: port, pieces: [Array((readyz + large).utf8)])
+            #expect(here.first?.server == "larder-agent" && routed.last?.server == nil)
+            #expect(here.first?.status.hasPrefix("HTTP/1.1 413 ") == true && routed.last?.status == here.first?.status, "\(here) \(routed)")
 
             // Not pipelined: a read sent after the routed request's answer is answered on the event loop again.
             let turns = try await Self.exchange(port: port, pieces: [Array(readyz.utf8), Array(post(read, close: true).utf8)], awaitAnswers: true)
@@ -364,8 +385,8 @@ enum RawConnection {
     /// Connects to `port`, sends each piece (pausing between them), and reads until the server closes.
     /// `between` runs after each piece but the last, before the pause.
     /// The whole responses `bytes` begins with (split by their Content-Length; an incomplete last one is left out).
-    static func responses(in bytes: [UInt8]) -> [(status: String, body: String, server: String?)] {
-        var responses: [(String, String, String?)] = []
+    static func responses(in bytes: [UInt8]) -> [(status: String, body: String, server: String?, connection: String?)] {
+        var responses: [(String, String, String?, String?)] = []
         var rest = bytes[...]
         while let end = rest.firstRange(of: Array("\r\n\r\n".utf8)) {
             let lines = String(decoding: rest[rest.startIndex..<end.lowerBound], as: UTF8.self).components(separatedBy: "\r\n")
@@ -378,7 +399,7 @@ enum RawConnection {
             let length = header("content-length").flatMap { Int($0) } ?? 0
             guard rest.distance(from: end.upperBound, to: rest.endIndex) >= length else { break }
             let bodyEnd = rest.index(end.upperBound, offsetBy: length)
-            responses.append((lines[0], String(decoding: rest[end.upperBound..<bodyEnd], as: UTF8.self), header("server")))
+            responses.append((lines[0], String(decoding: rest[end.upperBound..<bodyEnd], as: UTF8.self), header("server"), header("connection")))
             rest = rest[bodyEnd...]
         }
         return responses

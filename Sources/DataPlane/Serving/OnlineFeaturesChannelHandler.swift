@@ -20,9 +20,10 @@ import Shared
 /// Responses must leave in the order their requests came. While a request
 /// passed on to the router has not been answered, a feature read that follows
 /// on the same connection (HTTP pipelining) is passed on too, and the router
-/// answers it in turn. After a request that asks to close the connection,
-/// everything goes to the router, which answers it and closes. Reads in
-/// HTTP/1.0 also go to the router, which knows that version's keep-alive rules.
+/// answers it in turn. A read that asks to close the connection (or one in
+/// HTTP/1.0 that does not ask to keep it) is answered with `Connection: close`,
+/// and the connection closed once the answer is written; a request after a
+/// close goes to the router, which answers it and closes.
 ///
 /// As the router's writer does, it stops reading while the connection cannot
 /// take more output (a client pipelining reads without reading the answers),
@@ -69,10 +70,9 @@ final class OnlineFeaturesChannelHandler: ChannelDuplexHandler, RemovableChannel
         self.logger = logger
     }
 
-    /// Whether `head` is a feature read answered here: a POST to the path (which may carry a query, ignored as
-    /// the router ignores it) in HTTP/1.1.
+    /// Whether `head` is a feature read: a POST to the path (which may carry a query, ignored as the router ignores it).
     static func isFeatureRead(_ head: HTTPRequestHead) -> Bool {
-        guard head.method == .POST, head.version == .http1_1 else { return false }
+        guard head.method == .POST, head.version.major == 1 else { return false }
         let uri = head.uri.utf8
         guard uri.starts(with: Self.path.utf8) else { return false }
         return uri.count == Self.path.utf8.count || uri[uri.index(uri.startIndex, offsetBy: Self.path.utf8.count)] == UInt8(ascii: "?")
@@ -148,13 +148,13 @@ final class OnlineFeaturesChannelHandler: ChannelDuplexHandler, RemovableChannel
 
     /// Answers the feature read `request` with the body received, and writes the response.
     private func answer(_ request: HTTPRequestHead, context: ChannelHandlerContext) {
-        let requestID = RequestID.acceptable(request.headers.first(name: Self.requestIDName)) ?? FeatureServerErrorMiddleware.ids.next()
+        let requestID = RequestID.acceptable(Self.value(of: Self.requestIDName, in: request.headers)) ?? FeatureServerErrorMiddleware.ids.next()
         var headers = HTTPHeaders()
         let status: HTTPResponseStatus
         let bytes: [UInt8]
         do {
             bytes = try handler.respond(
-                authorization: request.headers.first(name: "Authorization"), body: bodyTooLarge ? nil : (body ?? ByteBuffer()), started: started,
+                authorization: Self.value(of: "Authorization", in: request.headers), body: bodyTooLarge ? nil : (body ?? ByteBuffer()), started: started,
                 requestID: requestID, logger: logger, admission: &admission)
             status = .ok
             headers.add(name: "Content-Type", value: "application/json")
@@ -169,7 +169,11 @@ final class OnlineFeaturesChannelHandler: ChannelDuplexHandler, RemovableChannel
         headers.add(name: "Date", value: date.now())
         headers.add(name: "Server", value: FeatureServer.serverName)
         // `closing` was false when this read's head came in (else it went to the router): now it says whether the read asked to close.
-        if closing { headers.add(name: "Connection", value: "close") }
+        if closing {
+            headers.add(name: "Connection", value: "close")
+        } else if request.version == .http1_0 {
+            headers.add(name: "Connection", value: "keep-alive")   // HTTP/1.0 closes unless the answer says otherwise
+        }
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
         context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: bytes)))), promise: nil)
         guard closing || quiesceHeld else {
@@ -189,6 +193,18 @@ final class OnlineFeaturesChannelHandler: ChannelDuplexHandler, RemovableChannel
     }
 
     private static let requestIDName = FeatureServerErrorMiddleware.requestIDHeader.rawName
+
+    /// The header `name`'s value, its lines joined with ", " when it was sent more than once — as Swift HTTP
+    /// types read it for the router, so that two `Authorization` headers are refused on both paths alike.
+    static func value(of name: String, in headers: HTTPHeaders) -> String? {
+        var value: String?
+        // Names compared by bytes, ASCII letters folded (names are tokens): no string made per header.
+        func folded(_ byte: UInt8) -> UInt8 { byte >= 65 && byte <= 90 ? byte | 0x20 : byte }
+        for (field, text) in headers where field.utf8.elementsEqual(name.utf8, by: { folded($0) == folded($1) }) {
+            value = value.map { "\($0), \(text)" } ?? text
+        }
+        return value
+    }
 }
 
 /// The `Date` header's text (IMF-fixdate), made again only when the second changes.
