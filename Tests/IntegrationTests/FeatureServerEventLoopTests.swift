@@ -242,6 +242,14 @@ struct FeatureServerEventLoopTests {
             #expect(kept.count == 2 && kept.allSatisfy { $0.body == expected && $0.server == "larder-agent" }, "\(kept)")
             #expect(kept.first?.connection == "keep-alive" && kept.last?.connection == "close", "\(kept)")
 
+            // A client that sends `Expect: 100-continue` and waits (the exchange sends the body only once an answer
+            // came) is told to go on, then answered.
+            let split = post(read, close: true).replacingOccurrences(of: "Host: x\r\n", with: "Host: x\r\nExpect: 100-continue\r\n")
+            let bodyStart = split.range(of: "\r\n\r\n")!.upperBound
+            let continued = try await Self.exchange(
+                port: port, pieces: [Array(split[..<bodyStart].utf8), Array(split[bodyStart...].utf8)], awaitAnswers: true)
+            #expect(continued.map(\.status) == ["HTTP/1.1 100 Continue", "HTTP/1.1 200 OK"] && continued.last?.body == expected, "\(continued)")
+
             // An error's status line is the router's, word for word (both write NIO's wording for the code).
             let large = post(#"{"feature_service":"driver_ranking","entities":[],"note":"\#(String(repeating: "x", count: 700))"}"#, close: true)
             let here = try await Self.exchange(port: port, pieces: [Array(large.utf8)])

@@ -88,6 +88,10 @@ final class OnlineFeaturesChannelHandler: ChannelDuplexHandler, RemovableChannel
             body = nil
             bodyTooLarge = false
             started = .now
+            // A client that waits for leave to send its body (`Expect: 100-continue`, which some clients send with large bodies) gets it at once.
+            if request.version == .http1_1, Self.value(of: "Expect", in: request.headers)?.lowercased() == "100-continue" {
+                context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .continue))), promise: nil)
+            }
         case (.reading, .body(var bytes)):
             guard !bodyTooLarge else { return }
             if (body?.readableBytes ?? 0) + bytes.readableBytes > handler.settings.maxBodyBytes {
