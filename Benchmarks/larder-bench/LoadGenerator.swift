@@ -8,7 +8,13 @@ private let timerToken = UInt64.max
 /// HTTP/1.1 keep-alive load generator: one thread, nonblocking sockets, epoll, timerfd pacing.
 struct LoadGenerator {
     /// Outcome of the recorded window. Latencies are in microseconds.
-    struct Result { var requests: Int; var seconds: Double; var p50: Double; var p99: Double; var p999: Double; var max: Double; var errors: Int }
+    struct Result {
+        var requests: Int, seconds: Double
+        var p50: Double, p99: Double, p999: Double, max: Double
+        var errors: Int
+
+        var rate: Double { Double(requests) / seconds }
+    }
 
     /// `closedLoop`: each connection sends again as soon as its response completes (latency from actual send).
     /// `constant`/`poisson`: open loop with a fixed schedule of intended start times; latency is measured

@@ -264,15 +264,9 @@ extension LarderBench {
         try await group.run()
     }
 
-    /// One wrk run's figures.
-    struct LoadResult {
-        var requests: Int
-        var seconds: Double
-        var p50: Double, p99: Double, p999: Double, max: Double
-        var errors: Int
+    /// One load run's figures (wrk's or larder-bench's generator's), latencies in microseconds.
+    typealias LoadResult = LoadGenerator.Result
 
-        var rate: Double { Double(requests) / seconds }
-    }
 
     static let wrkScript = #"""
         local batch = tonumber(os.getenv("LARDER_BENCH_BATCH"))
@@ -355,7 +349,7 @@ extension LarderBench {
                 service: options["service"] ?? "bench_ranking", key: options["key"] ?? "driver_id", context: options["context"] ?? #"{"trip_distance_km":3.5}"#)
         ).run()
         func ms(_ micros: Double) -> String { String(format: "%.2f ms", micros / 1_000) }
-        print("requests/s \(String(format: "%.0f", Double(result.requests) / result.seconds)), p50 \(ms(result.p50)), p99 \(ms(result.p99)), "
+        print("requests/s \(String(format: "%.0f", result.rate)), p50 \(ms(result.p50)), p99 \(ms(result.p99)), "
             + "p99.9 \(ms(result.p999)), max \(ms(result.max)), errors \(result.errors)")
     }
 
@@ -451,11 +445,10 @@ extension LarderBench {
         print("|---|---|---|---|---|---|---|---|---|")
         func generate(_ arrivals: LoadGenerator.Arrivals, connections: Int, url: String = url, token: String = token) throws -> LoadResult {
             let port = Int(url.split(separator: ":").last ?? "") ?? 0
-            let result = try LoadGenerator(
+            return try LoadGenerator(
                 host: "127.0.0.1", port: port, connections: connections, arrivals: arrivals, seconds: Double(seconds),
                 requests: featureRequests(entities: entities, batch: 1, token: token)
             ).run()
-            return LoadResult(requests: result.requests, seconds: result.seconds, p50: result.p50, p99: result.p99, p999: result.p999, max: result.max, errors: result.errors)
         }
         for rate in [5_000, 10_000] {
             row("open loop, 1 entity", "evenly \(rate)/s", 0, 16, try generate(.constant(perSecond: Double(rate)), connections: 16))

@@ -11,8 +11,8 @@ import NIOHTTPTypesHTTP1
 ///
 /// A feature read is answered from NIO's own request head and written as
 /// NIO's response parts, so it skips the conversion of its head to
-/// `HTTPRequest` and of its answer from `HTTPResponse` (together about a
-/// tenth of the server's CPU per read, measured by `perf` under load).
+/// `HTTPRequest` and of its answer from `HTTPResponse` (together about an
+/// eighth of the server's CPU samples per read, measured by `perf` under load).
 /// Every other request goes on through the same handlers as in
 /// `HTTPServerBuilder.http1()` (the conversion, Hummingbird's connection
 /// state, the router), and so does a read that must wait its turn behind one.

@@ -52,6 +52,7 @@ final class OnlineFeaturesChannelHandler: ChannelDuplexHandler, RemovableChannel
     private var unanswered = 0
     // The feature read being received (kept outside `mode`, so appending does not copy).
     private var head: HTTPRequestHead?
+    private var fields = ReadFields()
     private var body: ByteBuffer?
     private var bodyTooLarge = false
     private var started = ContinuousClock.now
@@ -85,11 +86,12 @@ final class OnlineFeaturesChannelHandler: ChannelDuplexHandler, RemovableChannel
             if !request.isKeepAlive { closing = true }
             mode = .reading
             head = request
+            fields = ReadFields(request.headers)
             body = nil
             bodyTooLarge = false
             started = .now
             // A client that waits for leave to send its body (`Expect: 100-continue`, which some clients send with large bodies) gets it at once.
-            if request.version == .http1_1, Self.value(of: "Expect", in: request.headers)?.lowercased() == "100-continue" {
+            if request.version == .http1_1, fields.expect?.lowercased() == "100-continue" {
                 context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .continue))), promise: nil)
             }
         case (.reading, .body(var bytes)):
@@ -152,13 +154,13 @@ final class OnlineFeaturesChannelHandler: ChannelDuplexHandler, RemovableChannel
 
     /// Answers the feature read `request` with the body received, and writes the response.
     private func answer(_ request: HTTPRequestHead, context: ChannelHandlerContext) {
-        let requestID = RequestID.acceptable(Self.value(of: Self.requestIDName, in: request.headers)) ?? FeatureServerErrorMiddleware.ids.next()
+        let requestID = RequestID.acceptable(fields.requestID) ?? FeatureServerErrorMiddleware.ids.next()
         var headers = HTTPHeaders()
         let status: HTTPResponseStatus
         let bytes: [UInt8]
         do {
             bytes = try handler.respond(
-                authorization: Self.value(of: "Authorization", in: request.headers), body: bodyTooLarge ? nil : (body ?? ByteBuffer()), started: started,
+                authorization: fields.authorization, body: bodyTooLarge ? nil : (body ?? ByteBuffer()), started: started,
                 requestID: requestID, logger: logger, admission: &admission)
             status = .ok
             headers.add(name: "Content-Type", value: "application/json")
@@ -198,16 +200,34 @@ final class OnlineFeaturesChannelHandler: ChannelDuplexHandler, RemovableChannel
 
     private static let requestIDName = FeatureServerErrorMiddleware.requestIDHeader.rawName
 
-    /// The header `name`'s value, its lines joined with ", " when it was sent more than once — as Swift HTTP
-    /// types read it for the router, so that two `Authorization` headers are refused on both paths alike.
-    static func value(of name: String, in headers: HTTPHeaders) -> String? {
-        var value: String?
-        // Names compared by bytes, ASCII letters folded (names are tokens): no string made per header.
-        func folded(_ byte: UInt8) -> UInt8 { byte >= 65 && byte <= 90 ? byte | 0x20 : byte }
-        for (field, text) in headers where field.utf8.elementsEqual(name.utf8, by: { folded($0) == folded($1) }) {
-            value = value.map { "\($0), \(text)" } ?? text
+    /// The headers a feature read uses, found in one pass over the request's. A header sent more than once
+    /// reads as its values joined with ", ", as Swift HTTP types read it for the router, so that two
+    /// `Authorization` headers are refused on both paths alike.
+    struct ReadFields {
+        var authorization: String?
+        var requestID: String?
+        var expect: String?
+
+        init() {}
+
+        init(_ headers: HTTPHeaders) {
+            func append(_ text: String, to value: inout String?) { value = value.map { "\($0), \(text)" } ?? text }
+            for (name, text) in headers {
+                // Names compared by bytes with ASCII letters folded (names are tokens): no string made per header.
+                if Self.named(name, "authorization") {
+                    append(text, to: &authorization)
+                } else if Self.named(name, "x-request-id") {
+                    append(text, to: &requestID)
+                } else if Self.named(name, "expect") {
+                    append(text, to: &expect)
+                }
+            }
         }
-        return value
+
+        private static func named(_ name: String, _ lowercase: StaticString) -> Bool {
+            let target = UnsafeBufferPointer(start: lowercase.utf8Start, count: lowercase.utf8CodeUnitCount)
+            return name.utf8.elementsEqual(target) { ($0 >= 65 && $0 <= 90 ? $0 | 0x20 : $0) == $1 }
+        }
     }
 }
 
