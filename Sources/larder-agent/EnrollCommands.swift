@@ -64,8 +64,8 @@ extension LarderAgentCommand {
         @Option(help: "Read the enrollment token from this file (a mounted secret, say) instead of --token.") var tokenFile: String?
         @Option(help: "Where the agent keeps its configuration, credentials and stores.") var dataDir: String
         @Option(help: """
-            A YAML file of this agent's own settings (connections, offline_store, serving, concurrency, \
-            source_statement_timeout), copied into agent.yaml ahead of what enroll writes.
+            A YAML file of this agent's own settings (connections, offline_store, serving, concurrency, datasets, \
+            report_statistics, source_statement_timeout), copied into agent.yaml ahead of what enroll writes.
             """)
         var settings: String?
         @Flag(help: """

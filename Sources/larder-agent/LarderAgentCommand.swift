@@ -102,7 +102,7 @@ extension LarderAgentCommand {
                         settings: serving, reader: reader, guard: accessGuard, metrics: metrics, push: push,
                         datasets: .init(
                             builder: TrainingDatasetBuilder(reader: reader, offlineStore: offline, logger: logger),
-                            uploads: DataPlane.datasetUploadsDirectory(configuration)),
+                            uploads: DataPlane.datasetUploadsDirectory(configuration), settings: configuration.datasets),
                         logger: logger,
                         onListening: { address in try? Data((address + "\n").utf8).write(to: URL(fileURLWithPath: addressFile), options: .atomic) })
                 } catch {

@@ -23,16 +23,19 @@ struct DatasetsCommand: AsyncParsableCommand {
             discussion: """
                 The entity table and the output are on the agent's side, in connections of its configuration: a CSV file in a \
                 folder connection (--entities local_files:labels.csv), or the rows of a query in a PostgreSQL connection \
-                (--entities-query 'warehouse:SELECT driver_id, event_timestamp, label FROM labels'); the output a CSV file \
-                (--out local_files:training.csv) or a new table (--out-table warehouse:ml.training_set). See docs/point-in-time.md.
+                (--entity-query active_drivers, an EntityQuery of the repository; free SQL with --entities-query \
+                'warehouse:SELECT driver_id, event_timestamp, label FROM labels' needs the operator role); the output a new CSV \
+                file in the connection's datasets folder (--out local_files:training.csv) or a new table in its datasets schema \
+                (--out-table warehouse:training_set). See docs/point-in-time.md.
                 """)
         @OptionGroup var server: ServerOptions
         @Option(help: "The feature service.") var service: String?
         @Option(help: "Feature references instead of a service, comma-separated (view:feature or view).") var features: String?
         @Option(help: "The entity table: CONNECTION:PATH of a CSV file on the agent.") var entities: String?
-        @Option(help: "The entity table as a query: CONNECTION:SQL in a PostgreSQL connection of the agent.") var entitiesQuery: String?
-        @Option(help: "Where to write the dataset: CONNECTION:PATH of a CSV file on the agent.") var out: String?
-        @Option(help: "Where to write the dataset instead: CONNECTION:SCHEMA.TABLE, a new table.") var outTable: String?
+        @Option(help: "The entity table from a named entity query of the workspace (an EntityQuery definition).") var entityQuery: String?
+        @Option(help: "The entity table as free SQL (operators): CONNECTION:SQL in a PostgreSQL connection of the agent.") var entitiesQuery: String?
+        @Option(help: "Where to write the dataset: CONNECTION:PATH of a new CSV file in the connection's datasets folder.") var out: String?
+        @Option(help: "Where to write the dataset instead: CONNECTION:TABLE, a new table in the connection's datasets schema.") var outTable: String?
         @Option(help: "The entity table's timestamp column.") var timestampColumn = "event_timestamp"
         @Flag(help: "Take timestamps without a UTC offset as UTC (otherwise they are refused).") var assumeUtc = false
         @Option(help: "Only agents of this environment build it.") var environment: String?
@@ -41,14 +44,16 @@ struct DatasetsCommand: AsyncParsableCommand {
 
         func request() throws -> CreateDatasetRequest {
             guard (service == nil) != (features == nil) else { throw ValidationError("give --service or --features, one of them") }
-            guard (entities == nil) != (entitiesQuery == nil) else { throw ValidationError("give --entities or --entities-query, one of them") }
+            guard [entities, entityQuery, entitiesQuery].compactMap({ $0 }).count == 1 else {
+                throw ValidationError("give --entities, --entity-query or --entities-query, one of them")
+            }
             guard (out == nil) != (outTable == nil) else { throw ValidationError("give --out or --out-table, one of them") }
-            let source: DatasetLocation
+            var source: DatasetLocation?
             if let entities {
                 let (connection, path) = try DatasetsCommand.location(entities, option: "--entities", example: "PATH")
                 source = DatasetLocation(connection: connection, path: path)
-            } else {
-                let (connection, query) = try DatasetsCommand.location(entitiesQuery!, option: "--entities-query", example: "SQL")
+            } else if let entitiesQuery {
+                let (connection, query) = try DatasetsCommand.location(entitiesQuery, option: "--entities-query", example: "SQL")
                 source = DatasetLocation(connection: connection, query: query)
             }
             let target: DatasetLocation
@@ -56,12 +61,12 @@ struct DatasetsCommand: AsyncParsableCommand {
                 let (connection, path) = try DatasetsCommand.location(out, option: "--out", example: "PATH")
                 target = DatasetLocation(connection: connection, path: path)
             } else {
-                let (connection, table) = try DatasetsCommand.location(outTable!, option: "--out-table", example: "SCHEMA.TABLE")
+                let (connection, table) = try DatasetsCommand.location(outTable!, option: "--out-table", example: "TABLE")
                 target = DatasetLocation(connection: connection, table: table)
             }
             let request = CreateDatasetRequest(
                 featureService: service, features: features?.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) },
-                entities: source, output: target, timestampColumn: timestampColumn, assumeUtc: assumeUtc ? true : nil, environment: environment)
+                entities: source, entityQuery: entityQuery, output: target, timestampColumn: timestampColumn, assumeUtc: assumeUtc ? true : nil, environment: environment)
             if let (field, detail) = request.problem { throw ValidationError("\(field): \(detail)") }
             return request
         }
@@ -102,7 +107,7 @@ struct DatasetsCommand: AsyncParsableCommand {
                 Swift.print(CLIOutput.table(
                     ["ID", "STATE", "FEATURES", "ENTITIES", "OUTPUT", "ROWS", "CREATED"],
                     page.items.map { job in
-                        [String(job.id), JobText.state(job), DatasetsCommand.features(job), job.dataset.map { "\($0.entities)" } ?? "-",
+                        [String(job.id), JobText.state(job), DatasetsCommand.features(job), job.dataset.map(DatasetsCommand.entities) ?? "-",
                          job.dataset.map { "\($0.output)" } ?? "-", job.metrics?.dataset.map { "\($0.rows)" } ?? "-", JobText.time(job.createdAt)]
                     }))
             }
@@ -130,11 +135,17 @@ struct DatasetsCommand: AsyncParsableCommand {
         return request.featureService ?? (request.features ?? []).joined(separator: ",")
     }
 
+    /// Where a dataset's entity rows come from, in a few words.
+    static func entities(_ request: CreateDatasetRequest) -> String {
+        if let name = request.entityQuery { return "query \(name)" }
+        return request.entities.map { "\($0)" } ?? "-"
+    }
+
     static func show(_ job: JobResource) {
         Swift.print("dataset \(job.id): \(JobText.state(job))")
         if let request = job.dataset {
             Swift.print("features:   \(features(job))")
-            Swift.print("entities:   \(request.entities.query.map { "\(request.entities.connection): \($0)" } ?? "\(request.entities)")")
+            Swift.print("entities:   \(request.entities?.query.map { "\(request.entities!.connection): \($0)" } ?? DatasetsCommand.entities(request))")
             Swift.print("output:     \(request.output)")
         }
         if let metadata = job.metrics?.dataset {

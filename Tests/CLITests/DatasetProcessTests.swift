@@ -147,6 +147,7 @@ struct DatasetProcessTests {
             let workspace = JobsWorld.workspace
             let dora = try await Self.member("dora", .consumer, in: world)
             let vic = try await Self.member("vic", .viewer, in: world)
+            let ed = try await Self.member("ed", .editor, in: world)
             let agent = try await Self.materializedAgent(world)
             // The labelled events: a CSV file in the agent's folder, and the same rows in the customer's database.
             var random = SeededGenerator(seed: 11)
@@ -170,11 +171,12 @@ struct DatasetProcessTests {
                 }
             }
             let environment = ["LARDER_URL": world.jobs.server.baseURL, "LARDER_TOKEN": dora, "LARDER_WORKSPACE": workspace]
-            func larder(_ arguments: String..., token: String? = nil) throws -> LarderBinary.Result {
+            func larder(_ arguments: [String], token: String? = nil) throws -> LarderBinary.Result {
                 var merged = environment
                 if let token { merged["LARDER_TOKEN"] = token }
                 return try LarderBinary.run(arguments, in: world.jobs.folder, environment: merged)
             }
+            func larder(_ arguments: String..., token: String? = nil) throws -> LarderBinary.Result { try larder(arguments, token: token) }
 
             // From the CSV file to a CSV file: the bytes the agent's API gives for the same table.
             let built = try larder(
@@ -183,7 +185,7 @@ struct DatasetProcessTests {
             #expect(built.status == 0, "\(built.standardOutput)\(built.standardError)\(agent.log.suffix(2_000))")
             #expect(built.standardOutput.contains("rows:       120"), "\(built.standardOutput)")
             #expect(built.standardOutput.contains("driver_hourly_stats v1, driver_trip_aggregates v1"))
-            let file = try String(contentsOf: world.files.appendingPathComponent("out/training.csv"), encoding: .utf8)
+            let file = try String(contentsOf: world.files.appendingPathComponent("datasets/out/training.csv"), encoding: .utf8)
             let server = try await FeatureServerCaller.waitForAddress(dataDirectory: world.dataDirectory)
             var direct = try await Self.build(server, query: "feature_service=driver_ranking", csv: csv, token: dora)
             let deadline = Date().addingTimeInterval(20)
@@ -193,11 +195,11 @@ struct DatasetProcessTests {
             }
             #expect(direct.status == 200 && file == direct.body)
 
-            // From a query to a new table: the same feature values, row for row.
-            let table = try larder(
-                "datasets", "create", "--service", "driver_ranking",
-                "--entities-query", "rides_db:SELECT seq, driver_id, event_timestamp, trip_distance_km, label FROM public.labels ORDER BY seq",
-                "--out-table", "rides_db:ml.training", "--wait")
+            // From free SQL (an operator's) to a new table: the same feature values, row for row.
+            let freeSQL = ["--entities-query", "warehouse:SELECT seq, driver_id, event_timestamp, trip_distance_km, label FROM public.labels ORDER BY seq"]
+            let refused = try larder(["datasets", "create", "--service", "driver_ranking"] + freeSQL + ["--out-table", "rides_db:training"])
+            #expect(refused.status != 0 && refused.standardError.contains("operator"), "a consumer's free SQL: \(refused.standardError)")
+            let table = try larder(["datasets", "create", "--service", "driver_ranking"] + freeSQL + ["--out-table", "rides_db:ml.training", "--wait"], token: ed)
             #expect(table.status == 0, "\(table.standardOutput)\(table.standardError)")
             let lines = file.split(separator: "\n").dropFirst().map { $0.split(separator: ",", omittingEmptySubsequences: false).map(String.init) }
             try await TestDatabase.withClient(world.customer) { client in
@@ -232,7 +234,7 @@ struct DatasetProcessTests {
 
             // Refusals: an existing table, a viewer, an unknown service, a missing file.
             let again = try larder(
-                "datasets", "create", "--service", "driver_ranking", "--entities", "local_files:labels.csv", "--out-table", "rides_db:ml.training", "--wait")
+                "datasets", "create", "--service", "driver_ranking", "--entities", "local_files:labels.csv", "--out-table", "rides_db:training", "--wait")
             #expect(again.status != 0 && again.standardOutput.contains("exists already"), "\(again.standardOutput)")
             let viewer = try larder("datasets", "create", "--service", "driver_ranking", "--entities", "local_files:labels.csv", "--out", "local_files:x.csv", token: vic)
             #expect(viewer.status != 0 && viewer.standardError.contains("consumer"), "\(viewer.standardError)")
@@ -240,6 +242,7 @@ struct DatasetProcessTests {
             #expect(unknown.status != 0 && unknown.standardError.contains("no feature service named 'ranking'"), "\(unknown.standardError)")
             let missing = try larder("datasets", "create", "--service", "driver_ranking", "--entities", "local_files:nope.csv", "--out", "local_files:x.csv", "--wait")
             #expect(missing.status != 0 && missing.standardOutput.contains("nope.csv"), "\(missing.standardOutput)")
+            #expect(!FileManager.default.fileExists(atPath: world.files.appendingPathComponent("datasets/x.csv").path))
             // A bad value fails the job naming its row and column; the value itself stays on the agent.
             try "driver_id,event_timestamp,trip_distance_km\n1001,2025-01-01T10:00:00Z,1\n1002,2025-01-01 10:00:07,2\n"
                 .write(to: world.files.appendingPathComponent("naive.csv"), atomically: true, encoding: .utf8)
@@ -247,8 +250,8 @@ struct DatasetProcessTests {
             #expect(naive.status != 0 && naive.standardOutput.contains("entities row 2, column event_timestamp"), "\(naive.standardOutput)")
             #expect(!naive.standardOutput.contains("10:00:07"))
             let badQuery = try larder(
-                "datasets", "create", "--service", "driver_ranking", "--entities-query", "rides_db:SELECT 'secret-42'::int AS driver_id",
-                "--out", "local_files:x.csv", "--wait")
+                "datasets", "create", "--service", "driver_ranking", "--entities-query", "warehouse:SELECT 'secret-42'::int AS driver_id",
+                "--out", "local_files:x.csv", "--wait", token: ed)
             #expect(badQuery.status != 0 && badQuery.standardOutput.contains("SQLSTATE 22P02"), "\(badQuery.standardOutput)")
             // (The query itself is the request's, shown as asked; the server's message quoting the value is not.)
             #expect(badQuery.standardOutput.split(separator: "\n").filter { $0.hasPrefix("error:") }.allSatisfy { !$0.contains("secret-42") })

@@ -5,6 +5,7 @@ import Hummingbird
 import Logging
 import Shared
 import Testing
+import TestSupport
 
 /// An agent upgraded before its control plane: refused at hello with 409
 /// `agent-version-unsupported`, it keeps asking (and claims nothing) until the

@@ -53,10 +53,19 @@ struct JobRoutes {
             try await store.requireWorkspace(workspace)
             return try APIResponse.json(try await store.materialize(body, workspace: workspace, by: context.callerName), status: .created)
         }
-        // Building a dataset reads feature values (on the agent): the consumer role.
+        // Building a dataset reads feature values (on the agent): the consumer role. Free SQL
+        // runs on the customer's database: it needs the operator role too; consumers name an
+        // entity query an editor declared.
         routes.add(.post, "/v1/workspaces/{workspace}/datasets", permission: .workspace(.consumer)) { request, context in
             let body = try await request.decodeBody(as: CreateDatasetRequest.self, context: context)
             let workspace = try context.pathParameter("workspace")
+            if body.hasFreeSQL,
+               Authorizer.decide(.workspace(.operator), caller: context.caller, workspace: workspace, targetPrincipal: nil) != .allowed {
+                throw APIProblem(
+                    status: .forbidden, code: "forbidden", title: "Forbidden",
+                    detail: "an entity table from free SQL needs the operator role; name an entity query of the workspace instead (entity_query)",
+                    field: "entities.query")
+            }
             return try APIResponse.json(try await store.createDataset(body, workspace: workspace, by: context.callerName), status: .created)
         }
         routes.add(.get, "/v1/workspaces/{workspace}/agents", permission: .workspace(.viewer)) { _, context in

@@ -157,6 +157,9 @@ public struct PostgresJobStore: Sendable {
                 if let service = request.featureService, !names.contains("FeatureService:\(service)") {
                     throw JobError.invalidArgument(field: "feature_service", detail: "no feature service named '\(service)' in workspace \(workspace)")
                 }
+                if let query = request.entityQuery, !names.contains("EntityQuery:\(query)") {
+                    throw JobError.invalidArgument(field: "entity_query", detail: "no entity query named '\(query)' in workspace \(workspace)")
+                }
                 for reference in request.features ?? [] {
                     let view = String(reference.split(separator: ":").first ?? "")
                     guard names.contains("FeatureView:\(view)") || names.contains("OnDemandFeatureView:\(view)") else {

@@ -16,8 +16,17 @@ import Yams
 /// connections:                            # what sources' `connection:` names
 ///   rides_db:
 ///     postgres: postgres://reader:secret@db.internal:5432/rides?sslmode=require
+///     datasets: training                  # dataset jobs may create new tables in this schema (default: none)
 ///   local_files:
 ///     directory: /data/exports
+///     datasets: /data/training            # dataset jobs may create new files in this folder (default: none)
+/// report_statistics: full                 # per-feature statistics sent to the control plane: full, counts or none
+/// statistics_min_rows: 20                 # min/max/mean only for features with at least this many non-null values
+/// datasets:                               # dataset builds (defaults shown)
+///   entity_queries_on_offline_store: false  # entity queries may run on the offline store's connection
+///   max_upload_bytes: 1073741824          # the largest entity table POST /v1/datasets/build takes
+///   max_concurrent_builds: 2              # builds at once through the API (more: 429)
+///   spool_bytes: 4294967296               # uploads held on disk at once, all builds together (more: 429)
 /// serving:                                # the feature server (default: listen 127.0.0.1:6566)
 ///   listen: 0.0.0.0:6566                  # or `serving: off`
 ///   max_batch_entities: 1000
@@ -48,6 +57,89 @@ public struct AgentConfiguration: Sendable {
     public var sourceStatementTimeout: Duration
     /// The feature server's settings; nil when it is off.
     public var serving: ServingSettings?
+    /// Where each connection takes dataset outputs; connections absent here take none.
+    public var datasetPlaces: [String: DatasetPlace]
+    /// Bounds on dataset builds.
+    public var datasets: DatasetSettings
+    /// Which per-feature statistics jobs report to the control plane.
+    public var statistics: StatisticsPolicy
+
+    /// Which per-feature statistics of a job cross to the control plane:
+    /// counts are about the data's shape, min/max/mean are about its values
+    /// (of one row, when there is one), so they are sent only for features
+    /// with enough non-null values, and only when the customer allows it.
+    public struct StatisticsPolicy: Sendable, Hashable {
+        /// What is sent.
+        public enum Level: String, Sendable, Hashable, CaseIterable {
+            /// Counts, null counts, disallowed counts, and min/max/mean where there are enough values.
+            case full
+            /// Counts only: never min, max or mean.
+            case counts
+            /// No per-feature statistics at all.
+            case none
+        }
+
+        /// What is sent.
+        public var level: Level
+        /// The fewest non-null values a feature's min/max/mean are reported for.
+        public var minimumRows: Int
+
+        /// The defaults: full, from 20 values.
+        public init(level: Level = .full, minimumRows: Int = 20) {
+            self.level = level
+            self.minimumRows = minimumRows
+        }
+
+        /// `summaries` as they may be reported.
+        public func reported(_ summaries: [FeatureSummary]) -> [FeatureSummary] {
+            switch level {
+            case .none: return []
+            case .counts, .full:
+                return summaries.map { summary in
+                    guard level == .counts || summary.count < Int64(minimumRows) else { return summary }
+                    var redacted = summary
+                    redacted.min = nil
+                    redacted.max = nil
+                    redacted.mean = nil
+                    return redacted
+                }
+            }
+        }
+
+        /// Expectation results as they may be reported: a min or max check's
+        /// observed value only where that feature's min/max is reported.
+        public func reported(_ report: ExpectationReport, summaries: [FeatureSummary]) -> ExpectationReport {
+            let shown = Dictionary(reported(summaries).map { ($0.feature, $0.min != nil) }, uniquingKeysWith: { first, _ in first })
+            var report = report
+            report.results = report.results.map { result in
+                guard result.check == .min || result.check == .max, shown[result.feature ?? ""] != true else { return result }
+                var hidden = result
+                hidden.observed = nil
+                return hidden
+            }
+            return report
+        }
+    }
+
+    /// What dataset builds may do and use.
+    public struct DatasetSettings: Sendable, Hashable {
+        /// Whether entity queries may run on the offline store's connection (it can write the stores).
+        public var entityQueriesOnOfflineStore: Bool
+        /// The largest entity table `POST /v1/datasets/build` takes, in bytes.
+        public var maxUploadBytes: Int
+        /// How many API builds run at once; more get 429.
+        public var maxConcurrentBuilds: Int
+        /// How many bytes of uploaded entity tables may be on disk at once; more get 429.
+        public var spoolBytes: Int
+
+        /// The defaults: no entity queries on the offline store, 1 GiB uploads, 2 builds, 4 GiB spooled.
+        public init(entityQueriesOnOfflineStore: Bool = false, maxUploadBytes: Int = 1 << 30, maxConcurrentBuilds: Int = 2, spoolBytes: Int = 4 << 30) {
+            self.entityQueriesOnOfflineStore = entityQueriesOnOfflineStore
+            self.maxUploadBytes = maxUploadBytes
+            self.maxConcurrentBuilds = maxConcurrentBuilds
+            self.spoolBytes = spoolBytes
+        }
+    }
 
     /// How the agent's feature server listens and what it accepts.
     public struct ServingSettings: Sendable, Hashable {
@@ -99,8 +191,12 @@ public struct AgentConfiguration: Sendable {
         controlPlaneURL: String, token: String, publicKey: SigningPublicKey, dataDirectory: String, concurrency: Int = 2,
         connections: [String: SourceConnection] = [:], offlineStore: OfflineStoreLocation? = nil,
         sourceStatementTimeout: Duration = .seconds(600), serving: ServingSettings? = ServingSettings(), tokenFile: String? = nil,
-        caFile: String? = nil, allowInsecureHTTP: Bool = false
+        caFile: String? = nil, allowInsecureHTTP: Bool = false, datasetPlaces: [String: DatasetPlace] = [:],
+        datasets: DatasetSettings = DatasetSettings(), statistics: StatisticsPolicy = StatisticsPolicy()
     ) {
+        self.statistics = statistics
+        self.datasetPlaces = datasetPlaces
+        self.datasets = datasets
         self.tokenFile = tokenFile
         self.caFile = caFile
         self.allowInsecureHTTP = allowInsecureHTTP
@@ -138,7 +234,7 @@ public struct AgentConfiguration: Sendable {
         }
         let known: Set<String> = [
             "control_plane", "token_file", "public_key", "data_directory", "concurrency", "connections", "offline_store", "source_statement_timeout", "serving",
-            "ca_file", "allow_insecure_http",
+            "ca_file", "allow_insecure_http", "datasets", "report_statistics", "statistics_min_rows",
         ]
         for (key, _) in mapping {
             guard let name = key.string, known.contains(name) else {
@@ -218,10 +314,60 @@ public struct AgentConfiguration: Sendable {
         if let (key, node) = mapping.first(where: { $0.key.string == "serving" }) {
             serving = try Self.serving(node, line: key.mark?.line ?? 0, file: path)
         }
+        var places: [String: DatasetPlace] = [:]
+        if let node = mapping.first(where: { $0.key.string == "connections" })?.value {
+            places = try DatasetPlace.parse(node, connections: connections, offlineStore: offlineStore, file: path)
+        }
+        var statistics = StatisticsPolicy()
+        if let text = field("report_statistics") {
+            guard let level = StatisticsPolicy.Level(rawValue: text.value) else {
+                throw Invalid(description: "\(path):\(text.line): report_statistics: full, counts or none")
+            }
+            statistics.level = level
+        }
+        if let text = field("statistics_min_rows") {
+            guard let value = Int(text.value), (1...1_000_000_000).contains(value) else {
+                throw Invalid(description: "\(path):\(text.line): statistics_min_rows: a number from 1 to 1000000000")
+            }
+            statistics.minimumRows = value
+        }
+        var datasets = DatasetSettings()
+        if let (key, node) = mapping.first(where: { $0.key.string == "datasets" }) {
+            datasets = try Self.datasets(node, line: key.mark?.line ?? 0, file: path)
+        }
         self.init(
             controlPlaneURL: url.value, token: token, publicKey: publicKey, dataDirectory: directory.value, concurrency: concurrency,
             connections: connections, offlineStore: offlineStore, sourceStatementTimeout: timeout, serving: serving, tokenFile: tokenFile,
-            caFile: caFile?.value, allowInsecureHTTP: allowInsecureHTTP)
+            caFile: caFile?.value, allowInsecureHTTP: allowInsecureHTTP, datasetPlaces: places, datasets: datasets,
+            statistics: statistics)
+    }
+
+    /// Reads the `datasets:` block.
+    static func datasets(_ node: Node, line: Int, file path: String) throws(Invalid) -> DatasetSettings {
+        guard let fields = node.mapping else {
+            throw Invalid(description: "\(path):\(line): datasets: settings such as 'max_concurrent_builds: 2'")
+        }
+        var settings = DatasetSettings()
+        for (key, value) in fields {
+            let at = "\(path):\(key.mark?.line ?? line): datasets.\(key.string ?? "?")"
+            func number(_ range: ClosedRange<Int>) throws(Invalid) -> Int {
+                guard let number = value.string.flatMap(Int.init), range.contains(number) else {
+                    throw Invalid(description: "\(at): a number from \(range.lowerBound) to \(range.upperBound)")
+                }
+                return number
+            }
+            switch key.string {
+            case "entity_queries_on_offline_store":
+                guard let flag = value.string.flatMap({ ["true": true, "false": false][$0] }) else { throw Invalid(description: "\(at): true or false") }
+                settings.entityQueriesOnOfflineStore = flag
+            case "max_upload_bytes": settings.maxUploadBytes = try number(1_024...(1 << 40))
+            case "max_concurrent_builds": settings.maxConcurrentBuilds = try number(1...64)
+            case "spool_bytes": settings.spoolBytes = try number(1_024...(1 << 44))
+            default:
+                throw Invalid(description: "\(at): unknown setting; datasets takes entity_queries_on_offline_store, max_upload_bytes, max_concurrent_builds, spool_bytes")
+            }
+        }
+        return settings
     }
 
     /// Reads the `serving:` block: `off`, or a mapping of settings.

@@ -317,10 +317,12 @@ public struct AgentRunner: Service {
             await complete(claimed, JobCompletion(
                 leaseToken: claimed.leaseToken, outcome: .succeeded, startedAt: startedAt, finishedAt: finishedAt, metrics: metrics))
         case .finished(.failure(let error)):
+            // An error the executor did not put in words is reported by its codes only (ReportedErrors.swift).
             let failure = (error as? JobExecutionError).map { JobFailure(message: $0.message, retryable: $0.retryable) }
-                ?? JobFailure(message: Task.isCancelled ? "the agent stopped" : String(describing: error), retryable: true)
+                ?? JobFailure(message: Task.isCancelled ? "the agent stopped" : "the job failed: \(ReportedError.codes(error))", retryable: true)
             var details = metadata.merging(["larder.error": .string(failure.message)]) { $1 }
             if let local = (error as? JobExecutionError)?.localDetail { details["larder.detail"] = .string(local) }
+            if !(error is JobExecutionError) { details["larder.detail"] = .string(String(reflecting: error)) }
             logger.warning("job failed", metadata: details)
             await complete(claimed, JobCompletion(
                 leaseToken: claimed.leaseToken, outcome: .failed, startedAt: startedAt, finishedAt: finishedAt,

@@ -90,10 +90,10 @@ public enum SourceConnection: Sendable, Hashable, CustomStringConvertible {
             guard let name = key.string, Identifier.isValid(name) else {
                 throw AgentConfiguration.Invalid(description: "\(file):\(line): connections: '\(key.string ?? "?")' is not a valid connection name")
             }
-            let fields = value.mapping.map { Array($0) } ?? []
+            let fields = (value.mapping.map { Array($0) } ?? []).filter { $0.key.string != "datasets" }
             guard fields.count == 1, let kind = fields[0].key.string, let text = fields[0].value.string else {
                 throw AgentConfiguration.Invalid(
-                    description: "\(file):\(line): connections.\(name): give exactly one of 'postgres: <URL>' or 'directory: <folder>'")
+                    description: "\(file):\(line): connections.\(name): give exactly one of 'postgres: <URL>' or 'directory: <folder>' (and, optionally, 'datasets:')")
             }
             switch kind {
             case "postgres":
@@ -124,5 +124,46 @@ public enum SourceConnection: Sendable, Hashable, CustomStringConvertible {
             }
         }
         return connections
+    }
+}
+
+/// Where a connection takes training datasets that dataset jobs write: a
+/// folder for a folder connection, a schema for a PostgreSQL one. A
+/// connection without one takes none (`datasets:` in its settings).
+public enum DatasetPlace: Sendable, Hashable {
+    /// New CSV files go in this folder (created when missing).
+    case folder(URL)
+    /// New tables go in this schema (created when missing).
+    case schema(String)
+
+    /// Reads each connection's optional `datasets:` setting: a folder
+    /// (absolute, or relative to a folder connection's folder) or a schema name.
+    static func parse(
+        _ node: Node, connections: [String: SourceConnection], offlineStore: AgentConfiguration.OfflineStoreLocation?, file: String
+    ) throws(AgentConfiguration.Invalid) -> [String: DatasetPlace] {
+        var places: [String: DatasetPlace] = [:]
+        for (key, value) in node.mapping ?? [:] {
+            guard let name = key.string, let connection = connections[name],
+                  let (settingKey, setting) = value.mapping?.first(where: { $0.key.string == "datasets" })
+            else { continue }
+            let at = "\(file):\(settingKey.mark?.line ?? 0): connections.\(name).datasets"
+            guard let text = setting.string, !text.isEmpty else { throw AgentConfiguration.Invalid(description: "\(at): a folder or a schema name") }
+            switch connection {
+            case .directory(let folder):
+                let place = text.hasPrefix("/") ? URL(fileURLWithPath: text, isDirectory: true) : folder.appendingPathComponent(text, isDirectory: true)
+                places[name] = .folder(place.standardizedFileURL)
+            case .postgres(let url):
+                guard Identifier.isValid(text) else {
+                    throw AgentConfiguration.Invalid(description: "\(at): '\(text)' is not a schema name (lowercase letters, digits, '_')")
+                }
+                // The offline store's schema is never a target, whatever the connection's name.
+                if let offlineStore, case .postgres(let store)? = connections[offlineStore.connection], text == offlineStore.schema,
+                   store.host == url.host, store.port == url.port, store.database == url.database {
+                    throw AgentConfiguration.Invalid(description: "\(at): '\(text)' is the offline store's schema; datasets go to a schema of their own")
+                }
+                places[name] = .schema(text)
+            }
+        }
+        return places
     }
 }

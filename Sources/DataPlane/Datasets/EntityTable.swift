@@ -16,9 +16,24 @@ public struct DatasetError: Error, Sendable, Equatable, CustomStringConvertible 
     public var kind: Kind
     /// Where: the request field, or the entity table's row and column.
     public var field: String
+    /// What is wrong, for the caller who sent the table (it may quote a value).
     public var detail: String
+    /// What is wrong without any of the table's values, for reports that
+    /// leave the customer's environment; nil: `detail` with its quoted parts elided.
+    public var reportedDetail: String?
+
+    /// Creates an error.
+    public init(kind: Kind, field: String, detail: String, reportedDetail: String? = nil) {
+        self.kind = kind
+        self.field = field
+        self.detail = detail
+        self.reportedDetail = reportedDetail
+    }
 
     public var description: String { "\(field): \(detail)" }
+
+    /// Field and detail without values of the table: what a dataset job tells the control plane.
+    public var reported: String { "\(field): \(reportedDetail ?? redactingQuotes(detail))" }
 }
 
 /// A chunk of the entity table, in input order: each row's time, its join
@@ -67,11 +82,13 @@ struct EntityTableReader {
         } catch let failure as CSVReader.Failure {
             throw DatasetError(kind: .invalidInput, field: label, detail: failure.message)
         } catch {
-            throw DatasetError(kind: .invalidInput, field: label, detail: "\(error)")
+            throw DatasetError(kind: .invalidInput, field: label, detail: "\(error)", reportedDetail: "the entity table cannot be read")
         }
         var required = resolved.joinKeys.map(\.name) + [timestampColumn]
         if Set(columns).count != columns.count {
-            throw DatasetError(kind: .invalidInput, field: label, detail: "the header names a column twice: \(columns.joined(separator: ", "))")
+            throw DatasetError(
+                kind: .invalidInput, field: label, detail: "the header names a column twice: \(columns.joined(separator: ", "))",
+                reportedDetail: "the header names a column twice")
         }
         // Request fields may come from the table; a missing one is refused now, not at row 1.
         required += resolved.requestFields.map(\.name)
@@ -79,7 +96,8 @@ struct EntityTableReader {
             let what = name == timestampColumn ? "the timestamp column" : resolved.joinKeys.contains(where: { $0.name == name }) ? "join key" : "request field"
             throw DatasetError(
                 kind: .invalidInput, field: "\(label): column \(name)",
-                detail: "the entity table has no \(what) '\(name)' (its columns are \(columns.joined(separator: ", ")))")
+                detail: "the entity table has no \(what) '\(name)' (its columns are \(columns.joined(separator: ", ")))",
+                reportedDetail: "the entity table has no \(what) \(name)")
         }
     }
 
@@ -93,7 +111,7 @@ struct EntityTableReader {
         } catch let failure as CSVReader.Failure {
             throw DatasetError(kind: .invalidInput, field: "\(label) line \(failure.line)", detail: failure.message)
         } catch {
-            throw DatasetError(kind: .invalidInput, field: label, detail: "\(error)")
+            throw DatasetError(kind: .invalidInput, field: label, detail: "\(error)", reportedDetail: "the entity table cannot be read")
         }
         let text = batch.columns.map { column -> [String?] in
             if case .string(let values) = column { return values }

@@ -153,42 +153,9 @@ final class PostgresEventSource: EventSource {
             return JobExecutionError("the source query ran longer than the statement timeout (\(timeout.components.seconds) s) and was cancelled", retryable: true)
         }
         return queryFailure(error, what: "the source query")
-            ?? JobExecutionError("the source database failed: \(String(reflecting: error))", retryable: true)
+            ?? JobExecutionError(
+                "the source database failed: \(ReportedError.codes(error))", retryable: true, localDetail: String(reflecting: error))
     }
-}
-
-/// A query's failure as the server reported it, in words the control plane
-/// may be told: the server's message may quote data ("invalid input syntax
-/// for type integer: "abc""), so every quoted part is left out (the agent's
-/// log has it whole). Mistakes in the query itself (bad SQL, a missing
-/// column, a bad cast) will not go away by retrying. Nil without a message.
-func queryFailure(_ error: PSQLError, what: String) -> JobExecutionError? {
-    guard let message = error.serverInfo?[.message] else { return nil }
-    let state = error.serverInfo?[.sqlState]
-    let permanent = state.map { $0.hasPrefix("42") || $0.hasPrefix("22") } ?? false
-    return JobExecutionError(
-        "\(what) failed: \(redactingQuotes(message)) (SQLSTATE \(state ?? "?"); the agent's log has the full message)",
-        retryable: !permanent, localDetail: message)
-}
-
-/// `text` with the inside of every '…' or "…" replaced by an ellipsis.
-func redactingQuotes(_ text: String) -> String {
-    var output = ""
-    var closing: Character?
-    for character in text {
-        if let quote = closing {
-            if character == quote {
-                output.append("…")
-                output.append(character)
-                closing = nil
-            }
-        } else {
-            output.append(character)
-            if character == "\"" || character == "'" { closing = character }
-        }
-    }
-    if closing != nil { output.append("…") }
-    return output
 }
 
 extension ColumnValues {

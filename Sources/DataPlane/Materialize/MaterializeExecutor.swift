@@ -67,7 +67,7 @@ struct Materialization {
         // expectations pass: a failing job leaves the served values as they were.
         let staged = plan.expectations?.policy == .fail && online != nil ? try stagingTable() : nil
         let onlineTarget = staged ?? online
-        var state = Progress(features: plan.outputs.map(\.name), expectations: plan.expectations)
+        var state = Progress(features: plan.outputs.map(\.name), expectations: plan.expectations, reporting: executor.configuration.statistics)
         let columns = readColumns
         let range = readRange(of: firstPass)
         do {
@@ -148,20 +148,24 @@ struct Materialization {
         var batches = 0
         var statistics: FeatureStatistics
         let expectations: ViewExpectations?
+        /// What of the statistics may be reported.
+        let reporting: AgentConfiguration.StatisticsPolicy
 
-        init(features: [String], expectations: ViewExpectations?) {
+        init(features: [String], expectations: ViewExpectations?, reporting: AgentConfiguration.StatisticsPolicy = .init()) {
             self.expectations = expectations
+            self.reporting = reporting
             var allowed: [String: [String]] = [:]
             for feature in expectations?.features ?? [] { allowed[feature.feature] = feature.allowedValues }
             statistics = FeatureStatistics(features: features, allowedValues: allowed)
         }
 
-        /// The declared metrics so far, with the expectations' results.
+        /// The declared metrics so far, with the expectations' results (evaluated
+        /// on the whole statistics; reported as the agent's settings allow).
         func metrics(watermark: Date) -> JobMetrics {
             let summaries = statistics.summaries
             return JobMetrics(
-                rowsRead: rowsRead, rowsWritten: rowsWritten, watermark: watermark, features: summaries,
-                expectations: expectations.map { $0.evaluate(rowsWritten: rowsWritten, summaries: summaries) })
+                rowsRead: rowsRead, rowsWritten: rowsWritten, watermark: watermark, features: reporting.reported(summaries),
+                expectations: expectations.map { reporting.reported($0.evaluate(rowsWritten: rowsWritten, summaries: summaries), summaries: summaries) })
         }
 
         /// Fails the job when an expectation is violated under the fail policy.
@@ -291,7 +295,9 @@ struct Materialization {
             let statement = try PostgresEventSource.statement(source: plan.source, transformation: plan.transformation, columns: columns)
             let connection: PostgresConnection
             do { connection = try await url.connect(logger: logger) } catch {
-                throw JobExecutionError("cannot connect to the source database '\(name)': \(String(reflecting: error))", retryable: true)
+                throw JobExecutionError(
+                    "cannot connect to the source database '\(name)': \(ReportedError.codes(error))", retryable: true,
+                    localDetail: String(reflecting: error))
             }
             do {
                 return try await PostgresEventSource(

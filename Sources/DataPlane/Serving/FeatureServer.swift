@@ -270,9 +270,12 @@ public struct FeatureServerContext: RequestContext {
 struct FeatureServerProblem: Error {
     var status: HTTPResponse.Status
     var details: ProblemDetails
+    /// For 429: seconds until the client may retry (sent as `Retry-After`).
+    var retryAfter: Int?
 
-    init(status: HTTPResponse.Status, code: String, detail: String, field: String? = nil) {
+    init(status: HTTPResponse.Status, code: String, detail: String, field: String? = nil, retryAfter: Int? = nil) {
         self.status = status
+        self.retryAfter = retryAfter
         details = ProblemDetails(code: code, title: status.reasonPhrase, status: Int(status.code), detail: detail, field: field)
     }
 
@@ -332,6 +335,7 @@ extension FeatureServerProblem {
         var headers = HTTPFields()
         headers[.contentType] = "application/problem+json"
         if problem.status == .unauthorized { headers[.wwwAuthenticate] = "Bearer realm=\"larder\"" }
+        if let seconds = problem.retryAfter { headers[.retryAfter] = String(seconds) }
         return (problem.status, headers, Array((try? APICoding.makeEncoder().encode(details)) ?? Data()))
     }
 }

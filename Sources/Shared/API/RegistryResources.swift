@@ -47,6 +47,7 @@ public enum ObjectCollection: String, Sendable, Codable, CaseIterable {
     case featureViews = "feature-views"
     case onDemandFeatureViews = "on-demand-feature-views"
     case featureServices = "feature-services"
+    case entityQueries = "entity-queries"
 
     /// The kinds listed under this segment (sources has three).
     public var kinds: [ObjectKind] {
@@ -56,6 +57,7 @@ public enum ObjectCollection: String, Sendable, Codable, CaseIterable {
         case .featureViews: return [.featureView]
         case .onDemandFeatureViews: return [.onDemandFeatureView]
         case .featureServices: return [.featureService]
+        case .entityQueries: return [.entityQuery]
         }
     }
 
@@ -67,6 +69,7 @@ public enum ObjectCollection: String, Sendable, Codable, CaseIterable {
         case .featureView: self = .featureViews
         case .onDemandFeatureView: self = .onDemandFeatureViews
         case .featureService: self = .featureServices
+        case .entityQuery: self = .entityQueries
         }
     }
 
@@ -88,6 +91,7 @@ public enum ObjectCollection: String, Sendable, Codable, CaseIterable {
         case "views", "view", "feature-view", "fv", "fvs": self = .featureViews
         case "on-demand-views", "on-demand-view", "on-demand-feature-view", "odfv", "odfvs": self = .onDemandFeatureViews
         case "services", "service", "feature-service": self = .featureServices
+        case "entity-query", "queries", "query": self = .entityQueries
         default: return nil
         }
     }

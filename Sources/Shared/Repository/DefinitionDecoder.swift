@@ -8,6 +8,7 @@ enum DecodedDefinition {
     case featureView(FeatureViewDefinition)
     case onDemandFeatureView(OnDemandFeatureViewDefinition)
     case featureService(FeatureServiceDefinition)
+    case entityQuery(EntityQueryDefinition)
 }
 
 /// Turns one YAML document (a mapping with `kind:`) into a definition.
@@ -31,6 +32,7 @@ enum DefinitionDecoder {
         ] + metadataFields,
         .onDemandFeatureView: ["kind", "name", "inputs", "outputs"] + metadataFields,
         .featureService: ["kind", "name", "features"] + metadataFields,
+        .entityQuery: ["kind", "name", "connection", "sql", "columns", "entities"] + metadataFields,
     ]
 
     /// Decodes one document; nil when it is not a readable object (the
@@ -87,6 +89,25 @@ enum DefinitionDecoder {
             guard let name else { return nil }
             return .featureService(FeatureServiceDefinition(
                 name: name, selections: selections, metadata: metadata, origin: context.origin(of: document)))
+
+        case .entityQuery:
+            let connection = fields.identifier("connection", required: true)
+            let sql = fields.string("sql", required: true)?.trimmingCharacters(in: .whitespacesAndNewlines)
+            if let sql, sql.isEmpty {
+                context.report(.invalidValue, at: fields.location(of: "sql"), path: "sql", "the query is empty", hint: "give a SELECT statement")
+            }
+            let columns = fields.columns("columns", required: true) ?? []
+            var entities: [String] = []
+            for item in fields.list("entities", acceptsSingle: true) ?? [] {
+                if let text = YAMLFieldReader.scalarText(item.node, path: item.path, context: context),
+                   let entity = YAMLFieldReader.checkedIdentifier(text, at: item.node, path: item.path, context: context) {
+                    entities.append(entity)
+                }
+            }
+            guard let name, let connection, let sql, !sql.isEmpty else { return nil }
+            return .entityQuery(EntityQueryDefinition(
+                name: name, connection: connection, sql: sql, columns: columns, entities: entities, metadata: metadata,
+                origin: context.origin(of: document)))
         }
     }
 

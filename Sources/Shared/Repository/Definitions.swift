@@ -9,6 +9,7 @@ public enum ObjectKind: String, Sendable, Hashable, Codable, CaseIterable, Custo
     case featureView = "FeatureView"
     case onDemandFeatureView = "OnDemandFeatureView"
     case featureService = "FeatureService"
+    case entityQuery = "EntityQuery"
 
     public var description: String { rawValue }
 
@@ -23,6 +24,7 @@ public enum ObjectKind: String, Sendable, Hashable, Codable, CaseIterable, Custo
         case .postgresSource, .fileSource, .pushSource: return "source"
         case .featureView, .onDemandFeatureView: return "view"
         case .featureService: return "service"
+        case .entityQuery: return "entity_query"
         }
     }
 }
@@ -444,6 +446,42 @@ public struct FeatureServiceDefinition: Sendable, Hashable, Codable {
     }
 }
 
+/// A named entity query: the SELECT a training dataset's entity rows come
+/// from, reviewed through plan and apply like any definition. Dataset
+/// requests name it instead of carrying SQL, so a consumer can only run the
+/// queries an editor declared; the agent runs it read-only, under the source
+/// statement timeout.
+public struct EntityQueryDefinition: Sendable, Hashable, Codable {
+    /// The query's name.
+    public var name: String
+    /// The agent's PostgreSQL connection it runs on.
+    public var connection: String
+    /// The SELECT statement.
+    public var sql: String
+    /// The columns the query returns, typed, in order: exactly these are read.
+    public var columns: [Column]
+    /// The entities whose join keys the rows carry (for lineage and checks).
+    public var entities: [String]
+    /// Description, owner and tags.
+    public var metadata: DefinitionMetadata
+    /// Where it was declared.
+    public var origin: DefinitionOrigin?
+
+    /// Creates an entity query.
+    public init(
+        name: String, connection: String, sql: String, columns: [Column], entities: [String] = [],
+        metadata: DefinitionMetadata = .init(), origin: DefinitionOrigin? = nil
+    ) {
+        self.name = name
+        self.connection = connection
+        self.sql = sql
+        self.columns = columns
+        self.entities = entities
+        self.metadata = metadata
+        self.origin = origin
+    }
+}
+
 /// The repository's `larder.yaml`: which workspace it describes and where the
 /// control plane is.
 public struct RepositoryConfig: Sendable, Hashable, Codable {
@@ -473,13 +511,16 @@ public struct FeatureRepository: Sendable, Hashable, Codable {
     public var onDemandFeatureViews: [OnDemandFeatureViewDefinition]
     /// Feature services, in file order.
     public var featureServices: [FeatureServiceDefinition]
+    /// Named entity queries, in file order.
+    public var entityQueries: [EntityQueryDefinition]
 
     /// Creates a repository.
     public init(
         config: RepositoryConfig, entities: [EntityDefinition] = [], sources: [SourceDefinition] = [],
         featureViews: [FeatureViewDefinition] = [], onDemandFeatureViews: [OnDemandFeatureViewDefinition] = [],
-        featureServices: [FeatureServiceDefinition] = []
+        featureServices: [FeatureServiceDefinition] = [], entityQueries: [EntityQueryDefinition] = []
     ) {
+        self.entityQueries = entityQueries
         self.config = config
         self.entities = entities
         self.sources = sources
@@ -490,6 +531,6 @@ public struct FeatureRepository: Sendable, Hashable, Codable {
 
     /// How many objects of all kinds the repository declares.
     public var objectCount: Int {
-        entities.count + sources.count + featureViews.count + onDemandFeatureViews.count + featureServices.count
+        entities.count + sources.count + featureViews.count + onDemandFeatureViews.count + featureServices.count + entityQueries.count
     }
 }

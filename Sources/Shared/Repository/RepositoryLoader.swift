@@ -64,6 +64,7 @@ public enum RepositoryLoader {
                 case .featureView(let view): repository.featureViews.append(view)
                 case .onDemandFeatureView(let view): repository.onDemandFeatureViews.append(view)
                 case .featureService(let service): repository.featureServices.append(service)
+                case .entityQuery(let query): repository.entityQueries.append(query)
                 }
             }
         }

@@ -9,6 +9,7 @@ public enum RepositoryValidator {
         for view in repository.onDemandFeatureViews { check.onDemandView(view) }
         check.onDemandCycles()
         for service in repository.featureServices { check.service(service) }
+        for query in repository.entityQueries { check.entityQuery(query) }
         return check.diagnostics
     }
 
@@ -88,6 +89,7 @@ public enum RepositoryValidator {
             all += repository.featureViews.map { (.featureView, $0.name, $0.origin) }
             all += repository.onDemandFeatureViews.map { (.onDemandFeatureView, $0.name, $0.origin) }
             all += repository.featureServices.map { (.featureService, $0.name, $0.origin) }
+            all += repository.entityQueries.map { (.entityQuery, $0.name, $0.origin) }
             all.sort { ($0.2?.location ?? SourceLocation(file: "", line: 0, column: 0)) < ($1.2?.location ?? SourceLocation(file: "", line: 0, column: 0)) }
             for (kind, name, origin) in all {
                 let key = "\(kind.namespace)/\(name)"
@@ -323,6 +325,32 @@ public enum RepositoryValidator {
                 state[name] = true
             }
             for view in repository.onDemandFeatureViews where state[view.name] == nil { visit(view.name, &self) }
+        }
+
+        /// An entity query's entities exist, and their join keys are among its columns with the same types.
+        mutating func entityQuery(_ query: EntityQueryDefinition) {
+            let object = "EntityQuery \(query.name)"
+            let columns = Dictionary(query.columns.map { ($0.name, $0.type) }, uniquingKeysWith: { first, _ in first })
+            for (index, name) in query.entities.enumerated() {
+                guard let entity = entities[name] else {
+                    report(
+                        .unknownReference, object, query.origin, "entities[\(index)]", "no Entity named '\(name)'",
+                        hint: SpellingSuggestion.hint(for: name, among: entities.keys.sorted()))
+                    continue
+                }
+                for key in entity.joinKeys where columns[key.name] != key.type {
+                    report(
+                        .typeMismatch, object, query.origin, query.origin?.fields["columns.\(key.name)"] != nil ? "columns.\(key.name)" : "columns",
+                        columns[key.name].map { "column '\(key.name)' is \($0), but entity \(name)'s join key is \(key.type)" }
+                            ?? "the query has no column for entity \(name)'s join key '\(key.name)'",
+                        hint: "declare '\(key.name): \(key.type)' among the columns")
+                }
+            }
+            if !query.columns.contains(where: { $0.type == .timestamp }) {
+                report(
+                    .missingField, object, query.origin, "columns", "the query declares no timestamp column",
+                    hint: "each entity row needs the time its features are looked up at, such as 'event_timestamp: timestamp'")
+            }
         }
 
         mutating func service(_ service: FeatureServiceDefinition) {

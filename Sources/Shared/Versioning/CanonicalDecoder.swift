@@ -81,6 +81,13 @@ public enum CanonicalDecoder {
                             view: try selection.string("view"), features: selection.members["features"] == nil ? nil : try selection.strings("features"),
                             version: selection.optionalInteger("version").map(Int.init))
                     }))
+            case .entityQuery:
+                repository.entityQueries.append(EntityQueryDefinition(
+                    name: definition.name, connection: try spec.string("connection"), sql: try spec.string("sql"),
+                    columns: try spec.objects("columns").map { column throws(Invalid) in
+                        Column(name: try column.string("name"), type: try column.type("type"))
+                    },
+                    entities: try spec.strings("entities")))
             }
         }
         return repository

@@ -109,6 +109,7 @@ public enum DefinitionCanonicalizer {
         for service in repository.featureServices {
             add(ObjectKey(kind: .featureService, name: service.name), canonical(service, viewKinds: viewKinds))
         }
+        for query in repository.entityQueries { add(ObjectKey(kind: .entityQuery, name: query.name), canonical(query)) }
 
         var hashes: [ObjectKey: String] = [:]
         var visiting: Set<ObjectKey> = []
@@ -281,6 +282,16 @@ public enum DefinitionCanonicalizer {
                 key: ObjectKey(kind: viewKinds[selection.view] ?? .featureView, name: selection.view), pinnedVersion: selection.version))
         }
         return (semantic, .object([:]), descriptive(service.metadata), upstream)
+    }
+
+    static func canonical(_ query: EntityQueryDefinition) -> (JSONValue, JSONValue, JSONValue, [UpstreamReference]) {
+        let semantic = JSONValue.object([
+            "connection": .string(query.connection), "sql": .string(query.sql),
+            "columns": .array(query.columns.map { .object(["name": .string($0.name), "type": .string($0.type.rawValue)]) }),
+            "entities": .array(query.entities.map(JSONValue.string)),
+        ])
+        let upstream = unique(query.entities).map { UpstreamReference(key: ObjectKey(kind: .entity, name: $0)) }
+        return (semantic, .object([:]), descriptive(query.metadata), upstream)
     }
 
     static func unique(_ names: [String]) -> [String] {

@@ -6,7 +6,7 @@ import ServiceLifecycle
 /// Runs `router` on a free port of 127.0.0.1 while `body` runs; `body` gets `http://127.0.0.1:<port>`.
 /// For stand-ins of the other side of a protocol (a webhook receiver, a control plane),
 /// and for the agent's feature server with its own HTTP/1 setup (`server`).
-func withLoopbackServer<Context: RequestContext, Result: Sendable>(
+public func withLoopbackServer<Context: RequestContext, Result: Sendable>(
     _ router: Router<Context>, server: HTTPServerBuilder = .http1(), label: String, _ body: @Sendable (String) async throws -> Result
 ) async throws -> Result where Context.Source == ApplicationRequestContextSource {
     let (ports, continuation) = AsyncStream.makeStream(of: Int.self)

@@ -1,0 +1,200 @@
+import Foundation
+import Logging
+import PostgresNIO
+import Shared
+import Testing
+import TestSupport
+
+/// A hostile tenant against a running control plane and agent: a consumer
+/// (the role a model server's token has) and an editor try to make the agent
+/// run SQL, or write and delete files and tables, outside what the customer
+/// allowed. Each attempt must be refused, and must change nothing.
+@Suite("Hostile tenant: dataset jobs confined on the customer's host", .serialized)
+struct HostileTenantTests {
+    /// The files under `folder` with their contents (links shown as their targets).
+    static func tree(_ folder: URL) -> [String: String] {
+        var entries: [String: String] = [:]
+        guard let enumerator = FileManager.default.enumerator(atPath: folder.path) else { return entries }
+        while let path = enumerator.nextObject() as? String {
+            let full = folder.appendingPathComponent(path).path
+            if let target = try? FileManager.default.destinationOfSymbolicLink(atPath: full) {
+                entries[path] = "link → \(target)"
+            } else if let data = FileManager.default.contents(atPath: full) {
+                entries[path] = String(decoding: data, as: UTF8.self)
+            } else {
+                entries[path] = "folder"
+            }
+        }
+        return entries
+    }
+
+    /// What a table-level change would show: the customer database's relations, by schema.
+    static func relations(_ world: MaterializationWorld) async throws -> [String] {
+        try await TestDatabase.withClient(world.customer) { client in
+            var names: [String] = []
+            for try await name in try await client.query(
+                """
+                SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast') AND c.relname NOT LIKE 'larder_push_receipts%' ORDER BY 1
+                """,
+                logger: Logger(label: "test")).decode(String.self) { names.append(name) }
+            return names
+        }
+    }
+
+    @Test("a consumer cannot run SQL, an editor's SQL runs read-only and bounded, outputs stay in the datasets folder and schema, and nothing is replaced or deleted")
+    func datasetJobsAreConfined() async throws {
+        try await MaterializationProcessTests.withWorld(drivers: 10, hours: 24, trips: 500) { world in
+            let workspace = JobsWorld.workspace
+            let dora = try await DatasetProcessTests.member("dora", .consumer, in: world)
+            let ed = try await DatasetProcessTests.member("ed", .editor, in: world)
+            let logger = Logger(label: "test")
+            // A sequence the read-only user may even advance: only the transaction's READ ONLY stops it.
+            try await TestDatabase.withClient(world.customer) { client in
+                try await client.execute("CREATE SEQUENCE public.some_sequence", logger: logger)
+                try await client.execute(
+                    PostgresQuery(unsafeSQL: "GRANT USAGE, UPDATE ON SEQUENCE public.some_sequence TO \"\(MaterializationWorld.readerRole(world.customer))\""),
+                    logger: logger)
+                try await client.execute("CREATE TABLE public.labels (driver_id bigint, event_timestamp timestamptz)", logger: logger)
+                try await client.execute(
+                    "INSERT INTO public.labels SELECT 1000 + g % 10, timestamptz '2025-01-01 12:00:00+00' + g * interval '1 minute' FROM generate_series(1, 30) g",
+                    logger: logger)
+            }
+            func sequenceValue() async throws -> Int {
+                try await world.count("SELECT CASE WHEN is_called THEN last_value ELSE 0 END::int FROM public.some_sequence")
+            }
+            // An editor declares the entity queries consumers may use: one honest, one that tries to write.
+            try await RepositoryFixture.example(workspace: workspace).unscheduled().adding("queries.yaml", """
+                kind: EntityQuery
+                name: labelled_drivers
+                connection: warehouse
+                sql: SELECT driver_id, event_timestamp, 1.5::float8 AS trip_distance_km FROM public.labels
+                columns:
+                  driver_id: int64
+                  event_timestamp: timestamp
+                  trip_distance_km: float64
+                entities: [driver]
+                ---
+                kind: EntityQuery
+                name: sneaky
+                connection: warehouse
+                sql: SELECT nextval('public.some_sequence') AS driver_id, now() AS event_timestamp
+                columns:
+                  driver_id: int64
+                  event_timestamp: timestamp
+                ---
+                kind: EntityQuery
+                name: on_the_offline_store
+                connection: rides_db
+                sql: SELECT driver_id, event_timestamp FROM public.labels
+                columns:
+                  driver_id: int64
+                  event_timestamp: timestamp
+
+                """).apply(to: workspace, with: world.jobs.admin)
+            let agent = try world.startAgent(timeout: "3s")
+            for view in ["driver_hourly_stats", "driver_trip_aggregates"] {
+                let job = try await world.materialize(view, hours: 0..<24)
+                #expect(job.job.state == .succeeded, "\(agent.log.suffix(2_000))")
+            }
+            try "driver_id,event_timestamp,trip_distance_km\n1001,2025-01-01T12:00:00Z,2.5\n".write(
+                to: world.files.appendingPathComponent("labels.csv"), atomically: true, encoding: .utf8)
+            // What must never change: the files outside the datasets folder, a file and a folder inside it, the relations.
+            let datasets = world.files.appendingPathComponent("datasets")
+            try FileManager.default.createDirectory(at: datasets.appendingPathComponent("existing"), withIntermediateDirectories: true)
+            try "keep me\n".write(to: datasets.appendingPathComponent("existing/inside.csv"), atomically: true, encoding: .utf8)
+            try "keep me too\n".write(to: datasets.appendingPathComponent("kept.csv"), atomically: true, encoding: .utf8)
+            try FileManager.default.createSymbolicLink(at: datasets.appendingPathComponent("escape"), withDestinationURL: world.files)
+            let filesBefore = Self.tree(world.files)
+            let relationsBefore = try await Self.relations(world)
+
+            let consumer = ControlPlaneClient(baseURL: world.jobs.server.baseURL, token: dora)
+            let editor = ControlPlaneClient(baseURL: world.jobs.server.baseURL, token: ed)
+            let labels = DatasetLocation(connection: "local_files", path: "labels.csv")
+            func request(entities: DatasetLocation? = labels, query: String? = nil, output: DatasetLocation) -> CreateDatasetRequest {
+                CreateDatasetRequest(featureService: "driver_ranking", entities: query == nil ? entities : nil, entityQuery: query, output: output)
+            }
+            /// The problem the control plane answers `request` with (nil: it was accepted).
+            func refusal(_ request: CreateDatasetRequest, by client: ControlPlaneClient) async throws -> ProblemDetails? {
+                do {
+                    let job = try await client.createDataset(request, workspace: workspace)
+                    Issue.record("accepted: \(request) as job \(job.id)")
+                    return nil
+                } catch let problem as ProblemDetails { return problem }
+            }
+            /// Runs `request` as a job and returns how it failed (nil: it succeeded).
+            func failure(_ request: CreateDatasetRequest, by client: ControlPlaneClient) async throws -> String? {
+                let job = try await client.createDataset(request, workspace: workspace)
+                let done = try await world.jobs.waitUntilFinished(job.id, timeout: 60)
+                return done.job.state == .succeeded ? nil : (done.job.failure?.message ?? "failed without a message")
+            }
+
+            // 1. A consumer's free SQL is refused before it reaches any agent: 403 naming the field.
+            let freeSQL = DatasetLocation(
+                connection: "warehouse", query: "SELECT nextval('public.some_sequence') AS driver_id, now() AS event_timestamp")
+            let sqlRefused = try await refusal(request(entities: freeSQL, output: .init(connection: "local_files", path: "a.csv")), by: consumer)
+            #expect(sqlRefused?.status == 403 && sqlRefused?.field == "entities.query", "\(String(describing: sqlRefused))")
+            // ... and a consumer's name of a query that does not exist is a 400.
+            let unknown = try await refusal(request(query: "nope", output: .init(connection: "local_files", path: "a.csv")), by: consumer)
+            #expect(unknown?.status == 400 && unknown?.field == "entity_query")
+
+            // 2. SQL that would write runs read-only: an editor's free SQL and a declared query both fail; the sequence never moves.
+            let editorSQL = try await failure(request(entities: freeSQL, output: .init(connection: "local_files", path: "b.csv")), by: editor)
+            #expect(editorSQL?.contains("25006") == true, "\(String(describing: editorSQL))")
+            let declared = try await failure(request(query: "sneaky", output: .init(connection: "local_files", path: "c.csv")), by: consumer)
+            #expect(declared?.contains("25006") == true, "\(String(describing: declared))")
+            #expect(try await sequenceValue() == 0)
+            // A query past the source statement timeout is cancelled by PostgreSQL.
+            let slow = DatasetLocation(connection: "warehouse", query: "SELECT 1001::bigint AS driver_id, now() AS event_timestamp FROM pg_sleep(30)")
+            let started = Date()
+            let timedOut = try await failure(request(entities: slow, output: .init(connection: "local_files", path: "d.csv")), by: editor)
+            #expect(timedOut?.contains("57014") == true && Date().timeIntervalSince(started) < 25, "\(String(describing: timedOut))")
+            // The offline store's credentials run no entity query unless the agent's settings allow it.
+            let onStore = try await failure(request(query: "on_the_offline_store", output: .init(connection: "local_files", path: "e.csv")), by: consumer)
+            #expect(onStore?.contains("entity_queries_on_offline_store") == true, "\(String(describing: onStore))")
+
+            // 3. Outputs: shapes the control plane can see are refused there, with the field.
+            for path in ["../labels.csv", "/etc/passwd", "a/../../b.csv", "./x.csv", "a//b.csv", "", "x\u{1}.csv"] {
+                let problem = try await refusal(request(output: .init(connection: "local_files", path: path)), by: consumer)
+                #expect(problem?.status == 400 && problem?.field == "output.path", "\(path): \(String(describing: problem))")
+            }
+            for table in ["larder_offline.driver_hourly_stats__v1;drop", "a.b.c", "Evil"] {
+                let problem = try await refusal(request(output: .init(connection: "rides_db", table: table)), by: consumer)
+                #expect(problem?.status == 400 && problem?.field == "output.table", "\(table): \(String(describing: problem))")
+            }
+            // The rest fails the job with a clear message, and changes nothing.
+            let refusedOutputs: [(DatasetLocation, String)] = [
+                (.init(connection: "local_files", path: "existing"), "exists already"),
+                (.init(connection: "local_files", path: "kept.csv"), "exists already"),
+                (.init(connection: "local_files", path: "escape/labels.csv"), "leads out"),
+                (.init(connection: "local_files", path: "escape/new.csv"), "leads out"),
+                (.init(connection: "warehouse", table: "t"), "takes no datasets"),
+                (.init(connection: "rides_db", table: "larder_offline.driver_hourly_stats__v9"), "go to the schema ml"),
+                (.init(connection: "rides_db", table: "public.evil"), "go to the schema ml"),
+                (.init(connection: "rides_db", path: "x.csv"), "not files"),
+                (.init(connection: "nowhere", path: "x.csv"), "no connection"),
+            ]
+            for (output, expected) in refusedOutputs {
+                let message = try await failure(request(output: output), by: consumer)
+                #expect(message?.contains(expected) == true, "\(output): \(String(describing: message))")
+            }
+            #expect(Self.tree(world.files) == filesBefore)
+            let relationsAfter = try await Self.relations(world)
+            #expect(relationsAfter == relationsBefore, "\(Set(relationsAfter).symmetricDifference(relationsBefore))")
+
+            // 4. What is allowed works: a declared query to a new file and a new table, in the datasets folder and schema.
+            let allowed = try await failure(request(query: "labelled_drivers", output: .init(connection: "local_files", path: "runs/ok.csv")), by: consumer)
+            #expect(allowed == nil, "\(allowed ?? "")")
+            let written = try String(contentsOf: datasets.appendingPathComponent("runs/ok.csv"), encoding: .utf8)
+            #expect(written.split(separator: "\n").count == 31, "\(written.prefix(300))")
+            #expect(try await failure(request(query: "labelled_drivers", output: .init(connection: "rides_db", table: "ok")), by: consumer) == nil)
+            #expect(try await world.count("SELECT count(*)::int FROM ml.ok") == 30)
+            // A second run to the same file or table is refused, and the first stays as it was.
+            let again = try await failure(request(query: "labelled_drivers", output: .init(connection: "local_files", path: "runs/ok.csv")), by: consumer)
+            #expect(again?.contains("exists already") == true)
+            #expect(try String(contentsOf: datasets.appendingPathComponent("runs/ok.csv"), encoding: .utf8) == written)
+            #expect(try await sequenceValue() == 0)
+            #expect(agent.stop() == 0)
+        }
+    }
+}
