@@ -78,6 +78,7 @@ let package = Package(
                 .embedInCode("Database/Migrations/0008_alerts.sql"),
                 .embedInCode("Database/Migrations/0009_alert_deliveries.sql"),
                 .embedInCode("Database/Migrations/0010_enrollment.sql"),
+                .embedInCode("Database/Migrations/0011_token_audience.sql"),
             ]
         ),
         .target(

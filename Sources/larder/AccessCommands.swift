@@ -135,6 +135,11 @@ struct ServiceAccountsCommand: AsyncParsableCommand {
         @Option(help: "A description.") var description: String?
         @Option(help: "Also grant this role in --workspace.") var role: WorkspaceRole?
         @Flag(help: "Also create a token and print it (shown once).") var token = false
+        @Option(help: """
+            Where the token works: control-plane, data-plane (agents' feature servers only) or both. \
+            Default: data-plane with --role consumer (a model server's), else control-plane.
+            """)
+        var audience: TokenAudience?
         func run() async throws {
             try await CLIOutput.reportingErrors {
                 let client = try server.client()
@@ -146,8 +151,11 @@ struct ServiceAccountsCommand: AsyncParsableCommand {
                     print("granted \(role.rawValue) in '\(workspace)'")
                 }
                 if token {
-                    let created = try await client.createToken(for: name, description: "created with the service account")
+                    let created = try await client.createToken(
+                        for: name, description: "created with the service account", audience: audience ?? (role == .consumer ? .dataPlane : .controlPlane))
                     print("token (shown only now): \(created.token)")
+                    print("audience: \(created.resource.audience.rawValue)" + (created.resource.audience == .dataPlane
+                        ? " (agents' feature servers only; the control plane takes it for whoami alone)" : ""))
                 }
             }
         }
@@ -155,6 +163,7 @@ struct ServiceAccountsCommand: AsyncParsableCommand {
 }
 
 extension WorkspaceRole: ExpressibleByArgument {}
+extension TokenAudience: ExpressibleByArgument {}
 
 /// `larder tokens …`.
 struct TokensCommand: AsyncParsableCommand {
@@ -179,9 +188,10 @@ struct TokensCommand: AsyncParsableCommand {
                 let tokens = try await client.tokens(of: try await TokensCommand.owner(principal, client: client))
                 if json { return try CLIOutput.json(tokens) }
                 print(CLIOutput.table(
-                    ["ID", "STATE", "EXPIRES", "LAST USED", "DESCRIPTION"],
+                    ["ID", "STATE", "AUDIENCE", "EXPIRES", "LAST USED", "DESCRIPTION"],
                     tokens.map {
                         [$0.publicId, $0.revokedAt != nil ? "revoked" : ($0.expiresAt.map { $0 < Date() } == true ? "expired" : "active"),
+                         $0.audience.rawValue,
                          $0.expiresAt.map(RFC3339.format) ?? "never", $0.lastUsedAt.map(RFC3339.format) ?? "", $0.description ?? ""]
                     }))
             }
@@ -194,6 +204,8 @@ struct TokensCommand: AsyncParsableCommand {
         @Option(help: "For whom (default: yourself).") var principal: String?
         @Option(help: "Where it will be used.") var description: String?
         @Option(help: "Lifetime such as 30d or 12h (default: no expiry).") var expiresIn: String?
+        @Option(help: "Where it works: control-plane (default), data-plane (agents' feature servers only) or both.")
+        var audience: TokenAudience = .controlPlane
         func run() async throws {
             var seconds: Int?
             if let expiresIn {
@@ -203,7 +215,8 @@ struct TokensCommand: AsyncParsableCommand {
             try await CLIOutput.reportingErrors {
                 let client = try server.client()
                 let created = try await client.createToken(
-                    for: try await TokensCommand.owner(principal, client: client), description: description, expiresInSeconds: seconds)
+                    for: try await TokensCommand.owner(principal, client: client), description: description, expiresInSeconds: seconds,
+                    audience: audience)
                 print(created.token)
                 CLIOutput.error("token \(created.resource.publicId) for \(created.resource.principal): shown only now; store it safely")
             }

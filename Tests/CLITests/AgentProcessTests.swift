@@ -397,7 +397,7 @@ struct JobCommandTests {
             defer { _ = world.server.stop() }
             _ = try await world.admin.createPrincipal(CreatePrincipalRequest(name: "carol", kind: .user))
             _ = try await world.admin.grant(.consumer, to: "carol", workspace: JobsWorld.workspace)
-            let token = try await world.admin.createToken(for: "carol").resource.publicId
+            let token = try await world.admin.createToken(for: "carol", audience: .dataPlane).resource.publicId
             let agent = try AgentProcess(
                 name: "agent-1", config: try world.config(for: "agent-1", concurrency: 1), token: world.agentTokens["agent-1"]!,
                 jobMilliseconds: 0, binary: "larder-agent")

@@ -168,7 +168,13 @@ struct ControlPlaneProcessTests {
             #expect(try larder("workspaces", "create", "rides").status == 0)
             let account = try larder("service-accounts", "create", "model-server", "--role", "consumer", "-w", "rides", "--token")
             #expect(account.status == 0, "\(account.standardError)")
-            let serverToken = try #require(account.standardOutput.split(separator: " ").last.map { $0.trimmingCharacters(in: .whitespacesAndNewlines) })
+            let tokenLine = try #require(account.standardOutput.split(separator: "\n").first { $0.hasPrefix("token (shown only now): ") })
+            let serverToken = String(tokenLine.dropFirst("token (shown only now): ".count))
+            // A consumer service account's token is for agents: the control plane says whose it is, and nothing more.
+            #expect(account.standardOutput.contains("audience: data-plane"))
+            let refused = try LarderBinary.run(
+                ["jobs", "ls", "-w", "rides"], in: folder, environment: ["LARDER_URL": second.baseURL, "LARDER_TOKEN": serverToken, "LARDER_CONFIG": "/nonexistent"])
+            #expect(refused.status != 0 && refused.standardError.contains("token-audience"), "\(refused.standardError)")
             let access = try larder("access", "ls", "-w", "rides")
             #expect(access.standardOutput.contains("model-server") && access.standardOutput.contains("consumer"))
             let asServer = try LarderBinary.run(

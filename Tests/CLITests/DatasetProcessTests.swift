@@ -34,7 +34,7 @@ struct DatasetProcessTests {
         let admin = world.jobs.admin
         _ = try await admin.createPrincipal(CreatePrincipalRequest(name: name, kind: .user))
         _ = try await admin.grant(role, to: name, workspace: JobsWorld.workspace)
-        return try await admin.createToken(for: name).token
+        return try await admin.createToken(for: name, audience: .both).token
     }
 
     /// Starts the world's agent and materializes the example's two batch views over their 48 hours.

@@ -110,10 +110,10 @@ struct FeatureServerProcessTests {
             let admin = world.jobs.admin, workspace = JobsWorld.workspace
             _ = try await admin.createPrincipal(CreatePrincipalRequest(name: "carol", kind: .serviceAccount))
             _ = try await admin.grant(.consumer, to: "carol", workspace: workspace)
-            let carol = try await admin.createToken(for: "carol")
+            let carol = try await admin.createToken(for: "carol", audience: .dataPlane)
             _ = try await admin.createPrincipal(CreatePrincipalRequest(name: "victor", kind: .user))
             _ = try await admin.grant(.viewer, to: "victor", workspace: workspace)
-            let victor = try await admin.createToken(for: "victor").token
+            let victor = try await admin.createToken(for: "victor", audience: .dataPlane).token
 
             let agent = try world.startAgent()
             for view in ["driver_hourly_stats", "driver_trip_aggregates"] {
@@ -227,7 +227,7 @@ struct FeatureServerProcessTests {
             #expect(status == 401 && took < 10, "refused after \(took) s (status \(status)); the agent's log ends:\n\(agent.log.suffix(3_000))")
 
             // With the control plane down, the agent answers as before, even after a restart.
-            let dana = try await admin.createToken(for: "victor")
+            let dana = try await admin.createToken(for: "victor", audience: .dataPlane)
             _ = try await admin.grant(.consumer, to: "victor", workspace: workspace)
             var ready = false
             let granted = Date()
@@ -259,10 +259,10 @@ struct FeatureServerProcessTests {
             _ = try await admin.createPrincipal(CreatePrincipalRequest(name: "ingest", kind: .serviceAccount))
             _ = try await admin.grant(.operator, to: "ingest", workspace: workspace)
             _ = try await admin.grant(.consumer, to: "ingest", workspace: workspace)
-            let ingest = try await admin.createToken(for: "ingest").token
+            let ingest = try await admin.createToken(for: "ingest", audience: .dataPlane).token
             _ = try await admin.createPrincipal(CreatePrincipalRequest(name: "model", kind: .serviceAccount))
             _ = try await admin.grant(.consumer, to: "model", workspace: workspace)
-            let model = try await admin.createToken(for: "model").token
+            let model = try await admin.createToken(for: "model", audience: .dataPlane).token
 
             let agent = try world.startAgent()
             let server = try await FeatureServerCaller.waitForAddress(dataDirectory: world.dataDirectory)

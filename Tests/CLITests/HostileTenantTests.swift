@@ -197,4 +197,47 @@ struct HostileTenantTests {
             #expect(agent.stop() == 0)
         }
     }
+
+    @Test("stolen tokens: a model server's data-plane token sniffed at an agent gets nothing from the control plane; control-plane tokens are unknown to agents; an agent's own token reads no features")
+    func stolenTokens() async throws {
+        try await MaterializationProcessTests.withWorld(drivers: 10, hours: 24, trips: 200) { world in
+            let workspace = JobsWorld.workspace
+            let environment = ["LARDER_URL": world.jobs.server.baseURL, "LARDER_WORKSPACE": workspace]
+            func larder(_ arguments: [String], token: String) throws -> LarderBinary.Result {
+                try LarderBinary.run(arguments, in: world.jobs.folder, environment: environment.merging(["LARDER_TOKEN": token]) { $1 })
+            }
+            let admin = try #require(world.jobs.admin.token)
+            let created = try larder(["service-accounts", "create", "model-server", "--role", "consumer", "--token"], token: admin)
+            let line = try #require(created.standardOutput.split(separator: "\n").first { $0.hasPrefix("token (shown only now): ") })
+            let model = String(line.dropFirst("token (shown only now): ".count))
+            let agent = try world.startAgent()
+            let job = try await world.materialize("driver_hourly_stats", hours: 0..<24)
+            #expect(job.job.state == .succeeded, "\(agent.log.suffix(2_000))")
+            let server = try await FeatureServerCaller.waitForAddress(dataDirectory: world.dataDirectory)
+            let read = #"{"features":["driver_hourly_stats:conv_rate"],"entities":[{"driver_id":1001}]}"#
+            // The model server reads features with it (once the agent holds a snapshot with it).
+            var status = 0
+            let deadline = Date().addingTimeInterval(20)
+            while status != 200, Date() < deadline {
+                status = try await server.call(body: read, token: model).status
+                if status != 200 { try await Task.sleep(for: .milliseconds(200)) }
+            }
+            #expect(status == 200)
+            // Replayed against the control plane: whoami only; every other route refused, nothing created.
+            #expect(try larder(["whoami"], token: model).standardOutput.contains("model-server"))
+            for arguments in [
+                ["jobs", "ls"], ["datasets", "create", "--service", "driver_ranking", "--entities", "local_files:x.csv", "--out", "local_files:y.csv"],
+                ["tokens", "create"], ["materialize", "driver_hourly_stats", "--start", "2025-01-01T00:00:00Z", "--end", "2025-01-01T01:00:00Z"],
+                ["access", "ls"],
+            ] {
+                let answer = try larder(arguments, token: model)
+                #expect(answer.status != 0 && answer.standardError.contains("token-audience"), "\(arguments): \(answer.standardError)")
+            }
+            #expect(try await world.jobs.admin.tokens(of: "model-server").count == 1)
+            // The admin's token, and an agent's, are unknown to the agent's feature server: never in its snapshot.
+            #expect(try await server.call(body: read, token: admin).status == 401)
+            #expect(try await server.call(body: read, token: try #require(world.jobs.agentTokens["agent-1"])).status == 401)
+            #expect(agent.stop() == 0)
+        }
+    }
 }

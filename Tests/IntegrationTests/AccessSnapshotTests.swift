@@ -47,8 +47,14 @@ struct AccessSnapshotTests {
                 }
                 var mine: [Token] = []
                 for _ in 0..<Int.random(in: 1...2, using: &random) {
-                    let created = try await admin.createToken(for: name, expiresInSeconds: Bool.random(using: &random) ? 3_600 : nil)
-                    var token = Token(publicId: created.resource.publicId, hash: Self.hash(of: created.token), principal: name, revoked: false)
+                    let audience = TokenAudience.allCases.randomElement(using: &random)!
+                    let created = try await admin.createToken(
+                        for: name, expiresInSeconds: Bool.random(using: &random) ? 3_600 : nil, audience: audience)
+                    #expect(created.resource.audience == audience)
+                    var token = Token(
+                        publicId: created.resource.publicId, hash: Self.hash(of: created.token), principal: name,
+                        revoked: !audience.includesDataPlane)
+                    // A control-plane token never reaches agents: it stays out like a revoked one.
                     if Int.random(in: 0..<5, using: &random) == 0 {
                         _ = try await admin.revokeToken(token.publicId, of: name)
                         token.revoked = true
@@ -72,9 +78,9 @@ struct AccessSnapshotTests {
             for entry in ours {
                 #expect(entry.secretSha256 == tokens.first { $0.publicId == entry.tokenPublicId }?.hash)
             }
-            // The bootstrap admin's token is there too; the agents' own tokens never are.
+            // The bootstrap admin's token works on the control plane only: not there; nor are the agents' own tokens.
             let me = try await admin.whoami()
-            #expect(snapshot.entries.contains { $0.tokenPublicId == me.tokenPublicId && $0.roles == WorkspaceRole.allCases.sorted() })
+            #expect(!snapshot.entries.contains { $0.tokenPublicId == me.tokenPublicId })
             #expect(!snapshot.entries.contains { $0.principal.hasPrefix("agent-") })
         }
     }
@@ -107,11 +113,11 @@ struct AccessSnapshotTests {
             }
             _ = try await admin.grant(.consumer, to: "carol", workspace: JobsFixture.workspace)
             try await expectMoved("a grant", contains: nil)
-            let token = try await admin.createToken(for: "carol").resource.publicId
+            let token = try await admin.createToken(for: "carol", audience: .dataPlane).resource.publicId
             try await expectMoved("a consumer's new token", contains: token)
             _ = try await admin.revokeToken(token, of: "carol")
             try await expectMoved("a revoked token", contains: nil, absent: token)
-            let second = try await admin.createToken(for: "carol").resource.publicId
+            let second = try await admin.createToken(for: "carol", audience: .both).resource.publicId
             try await expectMoved("another token", contains: second)
             try await admin.revoke(.consumer, from: "carol", workspace: JobsFixture.workspace)
             try await expectMoved("a revoke", contains: nil, absent: second)
@@ -121,7 +127,7 @@ struct AccessSnapshotTests {
             try await expectMoved("a disabled principal", contains: nil, absent: second)
 
             // Another workspace's consumer changing tokens leaves this workspace's version alone.
-            _ = try await admin.createToken(for: "olga")
+            _ = try await admin.createToken(for: "olga", audience: .dataPlane)
             #expect(try await Self.fetch(world, have: version).snapshot == nil)
             let beatAfter = try await world.agents[0].heartbeat(AgentHeartbeat(instanceId: "instance-1", runningJobs: []))
             #expect(beatAfter.accessVersion == version)
@@ -135,7 +141,7 @@ struct AccessSnapshotTests {
             _ = try await admin.createWorkspace("payments")
             _ = try await admin.createPrincipal(CreatePrincipalRequest(name: "olga", kind: .user))
             _ = try await admin.grant(.consumer, to: "olga", workspace: "payments")
-            let olgaToken = try await admin.createToken(for: "olga").resource.publicId
+            let olgaToken = try await admin.createToken(for: "olga", audience: .dataPlane).resource.publicId
             _ = try await admin.createAgent(name: "payments-agent", environment: "prod", workspace: "payments")
             let agent = ControlPlaneClient(baseURL: world.server.baseURL, token: try await admin.createToken(for: "payments-agent").token)
             let reply = try await agent.accessSnapshot(AccessSnapshotRequest(instanceId: "payments-1", haveVersion: nil))

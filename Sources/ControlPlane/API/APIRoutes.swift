@@ -10,6 +10,8 @@ public enum Permission: Sendable, Hashable, CustomStringConvertible {
     case publicAccess
     /// Any authenticated user or service account (not agents).
     case authenticated
+    /// Any authenticated principal, whatever its token's audience: who a token belongs to (`whoami`).
+    case identity
     /// The instance role `admin`.
     case instanceAdmin
     /// The principal named by the path's `{principal}`, or an admin.
@@ -25,6 +27,7 @@ public enum Permission: Sendable, Hashable, CustomStringConvertible {
         switch self {
         case .publicAccess: return "public"
         case .authenticated: return "authenticated"
+        case .identity: return "identity"
         case .instanceAdmin: return "admin"
         case .selfOrAdmin: return "self-or-admin"
         case .workspace(let role): return "workspace:\(role.rawValue)"

@@ -48,11 +48,12 @@ struct AccessRoutes {
             }
             let token = APIToken.generate()
             let resource = try await store.createToken(
-                token, for: body.name, description: "session from larder login", expiresAt: now().addingTimeInterval(lifetime), by: body.name)
+                token, for: body.name, description: "session from larder login", expiresAt: now().addingTimeInterval(lifetime),
+                audience: .controlPlane, by: body.name)
             await loginAuditor.audit(context, principal: body.name, status: 201, outcome: "success")
             return try APIResponse.json(CreatedToken(token: token.text, resource: resource), status: .created)
         }
-        routes.add(.get, "/v1/whoami", permission: .authenticated) { _, context in
+        routes.add(.get, "/v1/whoami", permission: .identity) { _, context in
             guard let caller = context.caller else { throw AccessError.unauthenticated("no token") }
             let principal = try await store.principal(named: caller.name)
             let roles = caller.roles.mapValues { $0.sorted() }
@@ -112,9 +113,14 @@ struct AccessRoutes {
                 }
                 expiresAt = now().addingTimeInterval(TimeInterval(seconds))
             }
+            let principal = try context.pathParameter("principal")
+            let audience = body.audience ?? .controlPlane
+            if audience != .controlPlane, try await store.principal(named: principal).kind == .agent {
+                throw AccessError.invalidArgument(field: "audience", detail: "an agent's tokens work on the control plane only")
+            }
             let token = APIToken.generate()
             let resource = try await store.createToken(
-                token, for: try context.pathParameter("principal"), description: body.description, expiresAt: expiresAt, by: context.principal)
+                token, for: principal, description: body.description, expiresAt: expiresAt, audience: audience, by: context.principal)
             return try APIResponse.json(CreatedToken(token: token.text, resource: resource), status: .created)
         }
         routes.add(.delete, "/v1/principals/{principal}/tokens/{token}", permission: .selfOrAdmin) { _, context in

@@ -30,7 +30,7 @@ struct AccessSnapshots: Sendable {
             JOIN principals p ON p.id = t.principal_id
             LEFT JOIN role_bindings b ON b.principal_id = p.id AND b.workspace_id = \(workspaceID)
             WHERE t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > \(now))
-              AND p.disabled_at IS NULL AND p.kind <> 'agent'
+              AND p.disabled_at IS NULL AND p.kind <> 'agent' AND t.audience IN ('data-plane', 'both')
             GROUP BY t.id, p.id
             HAVING p.is_admin OR count(b.role) > 0
             ORDER BY t.public_id

@@ -29,7 +29,7 @@ public protocol AccessStore: Sendable {
 
     /// Stores a new token of a principal.
     func createToken(
-        _ token: APIToken, for principal: String, description: String?, expiresAt: Date?, by creator: String
+        _ token: APIToken, for principal: String, description: String?, expiresAt: Date?, audience: TokenAudience, by creator: String
     ) async throws -> TokenResource
     /// A principal's tokens, newest first.
     func tokens(of principal: String) async throws -> [TokenResource]
@@ -81,6 +81,8 @@ public enum AccessError: Error, Sendable, Equatable {
     case hiddenWorkspace(String)
     /// Too many failed attempts from this address.
     case tooManyFailures(retryAfterSeconds: Int)
+    /// The token works only on agents' feature servers (its audience is the data plane).
+    case wrongAudience
     /// No such principal.
     case principalNotFound(String)
     /// The name is taken.

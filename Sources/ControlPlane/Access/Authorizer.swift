@@ -10,6 +10,8 @@ public enum AccessDecision: Sendable, Equatable {
     case forbidden
     /// The caller may not know the workspace exists: answered as 404.
     case hidden
+    /// The caller's token works only on agents' feature servers: 403.
+    case wrongAudience
 }
 
 /// Decides who may do what: the whole access policy, as pure logic.
@@ -20,6 +22,9 @@ public enum Authorizer {
     public static func decide(_ permission: Permission, caller: Caller?, workspace: String?, targetPrincipal: String?) -> AccessDecision {
         if permission == .publicAccess { return .allowed }
         guard let caller else { return .unauthenticated }
+        // A data-plane token (a model server's, which agents see) is worth nothing here but
+        // to say whose it is: one that leaks at an agent cannot be replayed against this API.
+        if !caller.audience.includesControlPlane { return permission == .identity ? .allowed : .wrongAudience }
         if caller.kind == .agent {
             // Agents act only through the agent protocol, and only for their own
             // workspace (which their token names when the path does not).
@@ -31,7 +36,7 @@ public enum Authorizer {
             return .allowed
         case .agentProtocol:
             return .forbidden
-        case .authenticated:
+        case .authenticated, .identity:
             return .allowed
         case .instanceAdmin:
             return caller.isAdmin ? .allowed : .forbidden
@@ -60,6 +65,8 @@ public enum Authorizer {
             throw .forbidden("\(caller?.name ?? "anonymous") may not do this: it needs \(permission)")
         case .hidden:
             throw .hiddenWorkspace(workspace ?? "")
+        case .wrongAudience:
+            throw .wrongAudience
         }
     }
 }

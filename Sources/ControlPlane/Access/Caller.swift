@@ -15,6 +15,8 @@ public struct Caller: Sendable, Hashable {
     public let agentWorkspace: String?
     /// The public id of the token it used.
     public let tokenPublicID: String
+    /// Where that token works: a data-plane token gets nothing here but `whoami`.
+    public let audience: TokenAudience
     /// For agents: everything the agent protocol needs to know of it, read
     /// with the token, so its requests need no further lookup.
     public let agent: AgentIdentity?
@@ -22,8 +24,9 @@ public struct Caller: Sendable, Hashable {
     /// Creates a caller.
     public init(
         name: String, kind: PrincipalKind, isAdmin: Bool, roles: [String: Set<WorkspaceRole>], agentWorkspace: String?, tokenPublicID: String,
-        agent: AgentIdentity? = nil
+        audience: TokenAudience = .controlPlane, agent: AgentIdentity? = nil
     ) {
+        self.audience = audience
         self.name = name
         self.kind = kind
         self.isAdmin = isAdmin

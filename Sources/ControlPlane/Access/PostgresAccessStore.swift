@@ -39,7 +39,7 @@ public struct PostgresAccessStore: AccessStore {
     public func caller(for token: APIToken, now: Date) async throws -> Caller? {
         let rows = try await client.query(
             """
-            SELECT p.id, p.name, p.kind, p.is_admin, w.id, w.name, p.environment, t.secret_hash, t.last_used_at
+            SELECT p.id, p.name, p.kind, p.is_admin, w.id, w.name, p.environment, t.secret_hash, t.last_used_at, t.audience
             FROM api_tokens t
             JOIN principals p ON p.id = t.principal_id
             LEFT JOIN workspaces w ON w.id = p.workspace_id
@@ -47,10 +47,12 @@ public struct PostgresAccessStore: AccessStore {
               AND p.disabled_at IS NULL
             """, logger: logger)
         typealias Row = (id: Int64, name: String, kind: String, admin: Bool, workspaceID: Int64?, workspace: String?, environment: String?,
-                         hash: Data, lastUsed: Date?)
+                         hash: Data, lastUsed: Date?, audience: String)
         var found: Row?
-        for try await row in rows.decode((Int64, String, String, Bool, Int64?, String?, String?, Data, Date?).self) { found = row }
-        guard let found, token.matches(storedHash: Array(found.hash)), let kind = PrincipalKind(rawValue: found.kind) else { return nil }
+        for try await row in rows.decode((Int64, String, String, Bool, Int64?, String?, String?, Data, Date?, String).self) { found = row }
+        guard let found, token.matches(storedHash: Array(found.hash)), let kind = PrincipalKind(rawValue: found.kind),
+              let audience = TokenAudience(rawValue: found.audience)
+        else { return nil }
         if found.lastUsed.map({ now.timeIntervalSince($0) > 60 }) ?? true {
             try await client.query("UPDATE api_tokens SET last_used_at = \(now) WHERE public_id = \(token.publicID)", logger: logger)
         }
@@ -59,7 +61,7 @@ public struct PostgresAccessStore: AccessStore {
             guard let workspaceID = found.workspaceID, let workspace = found.workspace, let environment = found.environment else { return nil }
             return Caller(
                 name: found.name, kind: kind, isAdmin: false, roles: [:], agentWorkspace: workspace, tokenPublicID: token.publicID,
-                agent: AgentIdentity(principalID: found.id, name: found.name, workspaceID: workspaceID, workspace: workspace, environment: environment))
+                audience: audience, agent: AgentIdentity(principalID: found.id, name: found.name, workspaceID: workspaceID, workspace: workspace, environment: environment))
         }
         var roles: [String: Set<WorkspaceRole>] = [:]
         let bindings = try await client.query(
@@ -70,7 +72,8 @@ public struct PostgresAccessStore: AccessStore {
             if let role = WorkspaceRole(rawValue: role) { roles[workspace, default: []].formUnion(role.granted) }
         }
         return Caller(
-            name: found.name, kind: kind, isAdmin: found.admin, roles: roles, agentWorkspace: found.workspace, tokenPublicID: token.publicID)
+            name: found.name, kind: kind, isAdmin: found.admin, roles: roles, agentWorkspace: found.workspace, tokenPublicID: token.publicID,
+            audience: audience)
     }
 
     static let principalColumns = """
@@ -168,25 +171,25 @@ public struct PostgresAccessStore: AccessStore {
         """
 
     static let tokenColumns = """
-        SELECT t.public_id, p.name, t.description, t.expires_at, t.revoked_at, t.last_used_at, t.created_at, t.created_by
+        SELECT t.public_id, p.name, t.description, t.expires_at, t.revoked_at, t.last_used_at, t.created_at, t.created_by, t.audience
         FROM api_tokens t JOIN principals p ON p.id = t.principal_id
         """
-    typealias TokenRow = (String, String, String?, Date?, Date?, Date?, Date, String)
+    typealias TokenRow = (String, String, String?, Date?, Date?, Date?, Date, String, String)
 
     static func token(_ row: TokenRow) -> TokenResource {
         TokenResource(
             publicId: row.0, principal: row.1, description: row.2, expiresAt: row.3, revokedAt: row.4, lastUsedAt: row.5,
-            createdAt: row.6, createdBy: row.7)
+            createdAt: row.6, createdBy: row.7, audience: TokenAudience(rawValue: row.8) ?? .controlPlane)
     }
 
     public func createToken(
-        _ token: APIToken, for principal: String, description: String?, expiresAt: Date?, by creator: String
+        _ token: APIToken, for principal: String, description: String?, expiresAt: Date?, audience: TokenAudience, by creator: String
     ) async throws -> TokenResource {
         let rows = try await client.query(
             """
             WITH changed AS (
-                INSERT INTO api_tokens (public_id, principal_id, secret_hash, description, expires_at, created_by)
-                SELECT \(token.publicID), p.id, \(Data(token.secretHash)), \(description), \(expiresAt), \(creator)
+                INSERT INTO api_tokens (public_id, principal_id, secret_hash, description, expires_at, created_by, audience)
+                SELECT \(token.publicID), p.id, \(Data(token.secretHash)), \(description), \(expiresAt), \(creator), \(audience.rawValue)
                 FROM principals p WHERE p.name = \(principal)
                 RETURNING public_id, principal_id
             ), \(unescaped: Self.bumpAccessOfChanged)

@@ -10,6 +10,25 @@ public enum PrincipalKind: String, Sendable, Codable, CaseIterable {
     case agent
 }
 
+/// Where a token works. A token used at agents' feature servers (a model
+/// server's) should be useless against the control plane when it leaks
+/// there, and agents should hold no hash of tokens they never see.
+public enum TokenAudience: String, Sendable, Codable, CaseIterable, CustomStringConvertible {
+    /// The control plane's API only; agents never learn of it.
+    case controlPlane = "control-plane"
+    /// Agents' feature servers only; the control plane answers it on `whoami` alone.
+    case dataPlane = "data-plane"
+    /// Both.
+    case both
+
+    /// Whether the control plane's API takes it.
+    public var includesControlPlane: Bool { self != .dataPlane }
+    /// Whether agents take it (it is in their access snapshots).
+    public var includesDataPlane: Bool { self != .controlPlane }
+
+    public var description: String { rawValue }
+}
+
 /// A workspace role. Each includes the ones listed as included; see `docs/access-control.md`.
 public enum WorkspaceRole: String, Sendable, Codable, CaseIterable, Comparable {
     /// Read definitions, versions, lineage, jobs and metrics.
@@ -135,12 +154,15 @@ public struct TokenResource: Sendable, Codable, Hashable {
     public var createdAt: Date
     /// Who created it.
     public var createdBy: String
+    /// Where it works.
+    public var audience: TokenAudience
 
     /// Creates a token resource.
     public init(
         publicId: String, principal: String, description: String?, expiresAt: Date?, revokedAt: Date?, lastUsedAt: Date?,
-        createdAt: Date, createdBy: String
+        createdAt: Date, createdBy: String, audience: TokenAudience = .controlPlane
     ) {
+        self.audience = audience
         self.publicId = publicId
         self.principal = principal
         self.description = description
@@ -158,11 +180,14 @@ public struct CreateTokenRequest: Sendable, Codable {
     public var description: String?
     /// Lifetime in seconds; none means the token does not expire.
     public var expiresInSeconds: Int?
+    /// Where it works (default: the control plane only).
+    public var audience: TokenAudience?
 
     /// Creates a request.
-    public init(description: String? = nil, expiresInSeconds: Int? = nil) {
+    public init(description: String? = nil, expiresInSeconds: Int? = nil, audience: TokenAudience? = nil) {
         self.description = description
         self.expiresInSeconds = expiresInSeconds
+        self.audience = audience
     }
 }
 

@@ -42,10 +42,12 @@ extension ControlPlaneClient {
     }
 
     /// Creates a token for a principal; the secret is in the answer only.
-    public func createToken(for principal: String, description: String? = nil, expiresInSeconds: Int? = nil) async throws -> CreatedToken {
+    public func createToken(
+        for principal: String, description: String? = nil, expiresInSeconds: Int? = nil, audience: TokenAudience? = nil
+    ) async throws -> CreatedToken {
         try await send(
             .POST, "/v1/principals/\(Self.segment(principal))/tokens",
-            body: CreateTokenRequest(description: description, expiresInSeconds: expiresInSeconds))
+            body: CreateTokenRequest(description: description, expiresInSeconds: expiresInSeconds, audience: audience))
     }
 
     /// Revokes a token.
