@@ -79,6 +79,7 @@ let package = Package(
                 .embedInCode("Database/Migrations/0009_alert_deliveries.sql"),
                 .embedInCode("Database/Migrations/0010_enrollment.sql"),
                 .embedInCode("Database/Migrations/0011_token_audience.sql"),
+                .embedInCode("Database/Migrations/0012_lease_terms.sql"),
             ]
         ),
         .target(

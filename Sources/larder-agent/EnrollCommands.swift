@@ -96,10 +96,10 @@ extension LarderAgentCommand {
             let secret = try enrollmentToken(environment: environment)
             do { try ControlPlaneConnection.check(url, allowInsecureHTTP: allowInsecureHttp) } catch { throw ValidationError(error.description) }
             let caPath = caFile.map { URL(fileURLWithPath: $0).standardizedFileURL.path }
-            func identity(_ key: SigningPublicKey, summary: String) -> EnrolledConfiguration.Identity {
+            func identity(_ key: SigningPublicKey, summary: String, workspace: String? = nil) -> EnrolledConfiguration.Identity {
                 EnrolledConfiguration.Identity(
                     controlPlane: url, publicKey: key, tokenFile: tokenPath, dataDirectory: directory, caFile: caPath,
-                    allowInsecureHTTP: allowInsecureHttp, summary: summary)
+                    allowInsecureHTTP: allowInsecureHttp, summary: summary, workspace: workspace)
             }
             // The settings are checked before the one-time token is spent.
             if let settingsText, let settings {
@@ -133,7 +133,8 @@ extension LarderAgentCommand {
                 throw ValidationError("the control plane's key has fingerprint \(key.fingerprint), not \(expected); nothing was written")
             }
             try AgentFiles.writePrivate(answer.token + "\n", to: tokenPath)
-            let enrolled = identity(key, summary: "agent \(answer.agent) of workspace \(answer.workspace) (\(answer.environment))")
+            let enrolled = identity(
+                key, summary: "agent \(answer.agent) of workspace \(answer.workspace) (\(answer.environment))", workspace: answer.workspace)
             try AgentFiles.writePrivate(EnrolledConfiguration.render(enrolled, settings: settingsText, settingsPath: settings), to: configPath)
             print("enrolled as agent \(answer.agent) of workspace \(answer.workspace) (environment \(answer.environment))")
             print("control plane key fingerprint: \(key.fingerprint)  (check it against what `larder agents enroll-token` printed)")

@@ -83,13 +83,13 @@ struct MaterializationWorld {
         return (conv, Double((driver * 7 + hour * 3) % 100) / 100, (driver + hour) % 40)
     }
 
-    /// Writes the agent's configuration and starts `larder-agent`.
-    func startAgent(timeout: String = "10m") throws -> AgentProcess {
-        let url = jobs.folder.appendingPathComponent("agent-1.yaml")
+    /// Writes the agent's configuration and starts `larder-agent` (`name`: one of the world's agents, agent-1 by default).
+    func startAgent(timeout: String = "10m", name: String = "agent-1") throws -> AgentProcess {
+        let url = jobs.folder.appendingPathComponent("\(name).yaml")
         try """
             control_plane: \(jobs.server.baseURL)
             public_key: \(jobs.publicKey)
-            data_directory: \(dataDirectory.path)
+            data_directory: \(jobs.folder.appendingPathComponent(name).path)
             concurrency: 2
             source_statement_timeout: \(timeout)
             connections:
@@ -109,7 +109,13 @@ struct MaterializationWorld {
               max_batch_entities: 100
 
             """.write(to: url, atomically: true, encoding: .utf8)
-        return try AgentProcess(name: "agent-1", config: url, token: jobs.agentTokens["agent-1"]!, jobMilliseconds: 0, binary: "larder-agent")
+        return try AgentProcess(name: name, config: url, token: jobs.agentTokens[name]!, jobMilliseconds: 0, binary: "larder-agent")
+    }
+
+    /// Registers another agent of the workspace's environment, with a token.
+    mutating func addAgent(_ name: String) async throws {
+        _ = try await jobs.admin.createAgent(name: name, environment: "prod", workspace: JobsWorld.workspace)
+        jobs.agentTokens[name] = try await jobs.admin.createToken(for: name).token
     }
 
     var dataDirectory: URL { jobs.folder.appendingPathComponent("agent-1") }
@@ -311,15 +317,76 @@ struct MaterializationProcessTests {
             #expect(try await world.count(
                 "SELECT count(*)::int FROM (SELECT 1 FROM larder_offline.driver_hourly_stats__v1 GROUP BY driver_id, event_timestamp HAVING count(*) > 1) d") == 0)
             #expect(second.stop() == 0)
-            let table = try #require(try OnlineStore(directory: world.dataDirectory.appendingPathComponent("online").path)
-                .table(view: "driver_hourly_stats", version: 1))
-            #expect(table.count == 3_000)
-            let lastHour = Int64(MaterializationWorld.day0.addingTimeInterval(47 * 3_600).timeIntervalSince1970 * 1_000_000)
-            for driver in stride(from: 0, to: 3_000, by: 97) {
-                let (conv, acc, trips) = MaterializationWorld.values(driver: driver, hour: 47)
-                #expect(table.lookup(.int(Int64(1_000 + driver)), now: lastHour) == .present(OnlineRecord(
-                    eventTime: lastHour, createdTime: lastHour, values: [conv.map(FeatureValue.double) ?? .null, .double(acc), .int(Int64(trips))])))
+            try Self.expectNewestHour(in: world.dataDirectory)
+        }
+    }
+
+    /// The online store under `dataDirectory` holds each of the 3,000 drivers' hour-47 row of driver_hourly_stats.
+    static func expectNewestHour(in dataDirectory: URL) throws {
+        let table = try #require(try OnlineStore(directory: dataDirectory.appendingPathComponent("online").path)
+            .table(view: "driver_hourly_stats", version: 1))
+        #expect(table.count == 3_000)
+        let lastHour = Int64(MaterializationWorld.day0.addingTimeInterval(47 * 3_600).timeIntervalSince1970 * 1_000_000)
+        for driver in stride(from: 0, to: 3_000, by: 97) {
+            let (conv, acc, trips) = MaterializationWorld.values(driver: driver, hour: 47)
+            #expect(table.lookup(.int(Int64(1_000 + driver)), now: lastHour) == .present(OnlineRecord(
+                eventTime: lastHour, createdTime: lastHour, values: [conv.map(FeatureValue.double) ?? .null, .double(acc), .int(Int64(trips))])))
+        }
+    }
+
+    @Test("fencing: an agent stopped with SIGSTOP mid-write past its lease, the job retried and finished by another, the first resumed — one copy of each row, the newest values online, the stale attempt refused")
+    func pausedAgentIsFenced() async throws {
+        try await Self.withWorld(drivers: 3_000, hours: 48, trips: 10, environment: ["LARDER_LEASE_SECONDS": "2"]) { world in
+            var world = world
+            try await world.addAgent("agent-2")
+            let first = try world.startAgent()
+            let started = try await world.jobs.admin.materialize(
+                MaterializeRequest(
+                    featureView: "driver_hourly_stats", start: MaterializationWorld.day0,
+                    end: MaterializationWorld.day0.addingTimeInterval(48 * 3_600), chunk: "4d"),
+                workspace: JobsWorld.workspace)
+            #expect(started.chunksQueued == 1)
+            // Pause the first agent in the middle of its write (a first online batch is out, the offline
+            // transaction is open), on a thread of its own so the pause is not late.
+            let log = world.jobs.folder.appendingPathComponent("agent-1/online/driver_hourly_stats@v1.log").path
+            let pid = first.process.processIdentifier
+            let paused = Thread {
+                let deadline = Date().addingTimeInterval(60)
+                while Date() < deadline, ((try? FileManager.default.attributesOfItem(atPath: log)[.size] as? Int) ?? 0) < 200_000 {
+                    usleep(1_000)
+                }
+                kill(pid, SIGSTOP)
             }
+            paused.start()
+            while paused.isExecuting || !paused.isFinished { try await Task.sleep(for: .milliseconds(20)) }
+            let chunk = try #require(try await world.jobs.chunks(of: started.backfill.id).first)
+            #expect(chunk.state != .succeeded, "the job finished before the pause")
+            // The second agent takes the job over once the lease has run out; the paused writer's transaction is
+            // ended by PostgreSQL (idle past three leases), so the interval is free for it.
+            let second = try world.startAgent(name: "agent-2")
+            let detail = try await world.jobs.waitUntilFinished(started.backfill.id, timeout: 120)
+            #expect(detail.job.state == .succeeded, "\(second.log.suffix(3_000))")
+            let stored = try await world.offline("driver_hourly_stats__v1")
+            #expect(stored.count == 3_000 * 48)
+            // The first wakes up: it finds its lease gone and writes nothing more.
+            kill(pid, SIGCONT)
+            let deadline = Date().addingTimeInterval(30)
+            while !first.log.contains("lost the lease"), Date() < deadline { try await Task.sleep(for: .milliseconds(100)) }
+            #expect(first.log.contains("lost the lease"), "\(first.log.suffix(3_000))")
+            try await Task.sleep(for: .seconds(2))
+            #expect(try await world.offline("driver_hourly_stats__v1") == stored, "the resumed agent changed the offline table")
+            #expect(try await world.count(
+                "SELECT count(*)::int FROM (SELECT 1 FROM larder_offline.driver_hourly_stats__v1 GROUP BY driver_id, event_timestamp HAVING count(*) > 1) d") == 0)
+            // The interval's fence holds the term of the attempt that finished; the paused attempt's lease expired.
+            #expect(try await world.count(
+                "SELECT count(*)::int FROM larder_offline.larder_fences WHERE relation = 'driver_hourly_stats__v1' AND job = \(chunk.id)") == 1)
+            let attempts = try await world.jobs.admin.job(chunk.id, workspace: JobsWorld.workspace).attempts
+            #expect(attempts.first?.agent == "agent-1" && attempts.first?.outcome == "lease-expired", "\(attempts.map { "\($0.agent) \($0.outcome)" })")
+            #expect(attempts.last?.agent == "agent-2" && attempts.last?.outcome == "succeeded")
+            // The agent that finished serves the newest values.
+            #expect(second.stop() == 0)
+            #expect(first.stop() == 0)
+            try Self.expectNewestHour(in: world.jobs.folder.appendingPathComponent("agent-2"))
         }
     }
 

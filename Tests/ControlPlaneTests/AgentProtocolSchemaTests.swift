@@ -20,7 +20,7 @@ struct AgentProtocolSchemaTests {
         "features", "feature", "count", "null_count", "min", "max", "mean", "message", "retryable", "access_version", "have_version",
         "snapshot", "registry_revision", "have_revision", "revision", "dataset", "rows", "columns", "name", "type", "views", "view",
         "earliest", "latest", "sha256", "disallowed_count", "expectations", "policy", "results", "check", "observed", "lower_limit",
-        "upper_limit", "passed", "grace_seconds", "token", "previous_expires_at",
+        "upper_limit", "passed", "grace_seconds", "token", "previous_expires_at", "lease_term",
     ]
     /// Free-text fields an agent may send, each bounded.
     static let boundedText: [String: Int] = [

@@ -223,4 +223,68 @@ struct OfflineSegmentTests {
             }
         }
     }
+
+    @Test("fenced writes: over random orders of lease terms, an interval holds exactly the rows of the highest term that wrote it; a lower term is refused and writes nothing; a stalled writer's transaction is ended so the next one is not blocked")
+    func fencedWrites() async throws {
+        try await TestDatabase.withIsolatedDatabase { url in
+            let logger = Logger(label: "test")
+            var table = OfflineTable(
+                schema: "features", view: "fenced", version: 1, keys: [Column(name: "id", type: .int64)],
+                outputs: [Column(name: "value", type: .float64)], windowed: false)
+            table.segmented = true
+            table.segmentRows = 8
+            func batch(value: Double) -> OutputBatch {
+                let ids = Array(Int64(0)..<20)
+                return OutputBatch(keys: ids.map { .int($0) }, eventTimes: ids.map { $0 * 1_000_000 }, createdTimes: ids.map { _ in nil },
+                                   features: [.float64(ids.map { _ in value })])
+            }
+            let connection = try await url.connect(logger: logger)
+            try await table.create(on: connection, logger: logger)
+            let fenced = table
+            func values() async throws -> [Double] {
+                var rows: [Double] = []
+                for try await value in try await connection.query(
+                    PostgresQuery(unsafeSQL: "SELECT value FROM \(table.qualifiedName) ORDER BY id"), logger: logger).decode(Double.self) { rows.append(value) }
+                return rows
+            }
+            var random = SeededGenerator(seed: 25)
+            for round in 0..<12 {
+                // Terms arrive in a random order (a writer paused, another taking over, the first waking up).
+                let terms = (1...Int64.random(in: 2...6, using: &random)).map { Int64(round * 100) + $0 }.shuffled(using: &random)
+                var highest: Int64 = 0
+                for term in terms {
+                    let fence = OfflineTable.Fence(term: term, job: Int64(round), idleTimeout: .seconds(5))
+                    do {
+                        try await table.replaceInterval(from: 0, to: 20_000_000, fence: fence, on: connection, logger: logger) { writer in
+                            try await writer.write(batch(value: Double(term)))
+                        }
+                        #expect(term > highest, "round \(round): term \(term) was taken after \(highest)")
+                        highest = term
+                    } catch let error as JobExecutionError {
+                        #expect(term < highest && error.message.contains("stale"), "round \(round): term \(term) refused after \(highest)")
+                    }
+                    #expect(try await values() == Array(repeating: Double(highest), count: 20), "round \(round) after term \(term)")
+                }
+            }
+            // A writer that stalls inside its transaction (its agent stopped) holding the interval is ended by
+            // the server once idle past its timeout, so the next writer is not blocked for long. (Nothing more is
+            // sent on the ended connection: PostgresNIO never answers a statement sent after the server closed it.)
+            let stalled = try await url.connect(logger: logger)
+            try await stalled.query("BEGIN", logger: logger)
+            try await fenced.claim(
+                OfflineTable.Fence(term: 5_000, job: 1, idleTimeout: .seconds(1)),
+                from: Date(timeIntervalSince1970: 0), to: Date(timeIntervalSince1970: 20), on: stalled, logger: logger)
+            let began = Date()
+            try await table.replaceInterval(
+                from: 0, to: 20_000_000, fence: OfflineTable.Fence(term: 6_000, job: 2, idleTimeout: .seconds(5)), on: connection, logger: logger
+            ) { writer in try await writer.write(batch(value: 6_000)) }
+            let waited = Date().timeIntervalSince(began)
+            #expect(waited >= 0.5 && waited < 4, "the next writer waited \(waited) s for the stalled one")
+            let deadline = Date().addingTimeInterval(5)
+            while !stalled.isClosed, Date() < deadline { try await Task.sleep(for: .milliseconds(50)) }
+            #expect(stalled.isClosed, "the server did not end the stalled writer's session")
+            #expect(try await values() == Array(repeating: 6_000, count: 20))
+            try await connection.close()
+        }
+    }
 }

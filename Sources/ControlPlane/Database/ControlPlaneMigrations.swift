@@ -18,6 +18,7 @@ public enum ControlPlaneMigrations {
         migration("0009_alert_deliveries.sql", PackageResources._009_alert_deliveries_sql),
         migration("0010_enrollment.sql", PackageResources._010_enrollment_sql),
         migration("0011_token_audience.sql", PackageResources._011_token_audience_sql),
+        migration("0012_lease_terms.sql", PackageResources._012_lease_terms_sql),
     ]
 
     static func migration(_ fileName: String, _ bytes: [UInt8]) -> Migration {

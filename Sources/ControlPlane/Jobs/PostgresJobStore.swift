@@ -296,25 +296,43 @@ public struct PostgresJobStore: Sendable {
                 ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED),
             claimed AS (
                 UPDATE jobs j SET state = 'leased', attempts = j.attempts + 1, lease_token = \(token), lease_agent = \(agent.name),
-                       lease_instance = \(request.instanceId), updated_at = now(),
+                       lease_instance = \(request.instanceId), updated_at = now(), lease_term = nextval('job_lease_terms'),
                        lease_expires_at = now() + make_interval(secs => \(settings.leaseDuration.seconds))
                 FROM next WHERE j.id = next.id
-                RETURNING j.id, j.attempts, j.lease_expires_at, j.spec_payload, j.spec_signature, j.spec_key),
+                RETURNING j.id, j.attempts, j.lease_expires_at, j.spec_payload, j.spec_signature, j.spec_key, j.lease_term),
             attempt AS (
-                INSERT INTO job_attempts (job_id, attempt, lease_token, agent, instance_id)
-                SELECT id, attempts, \(token), \(agent.name), \(request.instanceId) FROM claimed),
+                INSERT INTO job_attempts (job_id, attempt, lease_token, agent, instance_id, lease_term)
+                SELECT id, attempts, \(token), \(agent.name), \(request.instanceId), lease_term FROM claimed),
             event AS (
                 INSERT INTO job_events (job_id, event, detail)
                 SELECT id, 'claimed', 'attempt ' || attempts || ' by ' || \(agent.name) || ' (' || \(request.instanceId) || ')' FROM claimed)
-            SELECT id, attempts, lease_expires_at, spec_payload, spec_signature, spec_key FROM claimed
+            SELECT id, attempts, lease_expires_at, spec_payload, spec_signature, spec_key, lease_term FROM claimed
             """, logger: logger)
         var claimed: ClaimedJob?
-        for try await (id, attempt, expires, payload, signature, key) in rows.decode((Int64, Int, Date, String, String, String).self) {
-            claimed = ClaimedJob(
-                id: id, attempt: attempt, leaseToken: token, leaseExpiresAt: expires,
-                spec: SignedDocument(payload: payload, signature: signature, keyFingerprint: key))
+        for try await (id, attempt, expires, payload, signature, key, term) in rows.decode((Int64, Int, Date, String, String, String, Int64).self) {
+            // The spec goes out bound to this claim (attempt, lease, term) and expiring with its first
+            // lease, signed now: a spec copied from one claim is refused for any other, or once stale.
+            // Only a stored spec that still verifies is signed again: one changed in the database goes
+            // out as it is, and the agent refuses it (nothing launders a tampered spec).
+            let signing = try await keys.current()
+            let stored = SignedDocument(payload: payload, signature: signature, keyFingerprint: key)
+            var spec = stored
+            if (try? stored.verified(with: signing.publicKey)) != nil {
+                spec = try signing.sign(try Self.storedSpec(payload).bound(attempt: attempt, leaseToken: token, leaseTerm: term, expiresAt: expires).jsonValue())
+            } else {
+                logger.error("a stored job spec does not verify with the signing key; sent as it is, for the agent to refuse", metadata: ["larder.job": "\(id)"])
+            }
+            claimed = ClaimedJob(id: id, attempt: attempt, leaseToken: token, leaseExpiresAt: expires, spec: spec, leaseTerm: term)
         }
         return claimed
+    }
+
+    /// A spec as the ledger keeps it (signed when queued; read back without
+    /// its signing domain, which specs queued before domains existed lack).
+    static func storedSpec(_ payload: String) throws -> JobSpec {
+        let decoder = APICoding.makeDecoder()
+        decoder.keyDecodingStrategy = .useDefaultKeys
+        return try decoder.decode(JobSpec.self, from: Data(payload.utf8))
     }
 
     /// Extends the lease on `job` (and records progress, which marks it running).

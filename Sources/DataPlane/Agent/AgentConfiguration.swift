@@ -11,6 +11,7 @@ import Yams
 /// ca_file: /etc/larder/ca.pem             # trust only this CA for the control plane (default: the system's)
 /// allow_insecure_http: false              # true: allow http:// to a host other than this one
 /// public_key: ed25519:…                   # from `larder-control key`
+/// workspace: driver-stats                 # pinned (enroll writes it): specs and snapshots of another workspace are refused
 /// data_directory: /var/lib/larder
 /// concurrency: 2                          # jobs run at once
 /// connections:                            # what sources' `connection:` names
@@ -45,6 +46,9 @@ public struct AgentConfiguration: Sendable {
     public var allowInsecureHTTP: Bool
     /// The pinned key that must have signed every job spec.
     public var publicKey: SigningPublicKey
+    /// The workspace pinned at enrollment: every spec and snapshot must name it
+    /// (nil, for an agent configured by hand without it: the one its hello answer names).
+    public var workspace: String?
     /// Where the agent keeps its stores and state.
     public var dataDirectory: String
     /// How many jobs run at once.
@@ -192,8 +196,9 @@ public struct AgentConfiguration: Sendable {
         connections: [String: SourceConnection] = [:], offlineStore: OfflineStoreLocation? = nil,
         sourceStatementTimeout: Duration = .seconds(600), serving: ServingSettings? = ServingSettings(), tokenFile: String? = nil,
         caFile: String? = nil, allowInsecureHTTP: Bool = false, datasetPlaces: [String: DatasetPlace] = [:],
-        datasets: DatasetSettings = DatasetSettings(), statistics: StatisticsPolicy = StatisticsPolicy()
+        datasets: DatasetSettings = DatasetSettings(), statistics: StatisticsPolicy = StatisticsPolicy(), workspace: String? = nil
     ) {
+        self.workspace = workspace
         self.statistics = statistics
         self.datasetPlaces = datasetPlaces
         self.datasets = datasets
@@ -234,7 +239,7 @@ public struct AgentConfiguration: Sendable {
         }
         let known: Set<String> = [
             "control_plane", "token_file", "public_key", "data_directory", "concurrency", "connections", "offline_store", "source_statement_timeout", "serving",
-            "ca_file", "allow_insecure_http", "datasets", "report_statistics", "statistics_min_rows",
+            "ca_file", "allow_insecure_http", "datasets", "report_statistics", "statistics_min_rows", "workspace",
         ]
         for (key, _) in mapping {
             guard let name = key.string, known.contains(name) else {
@@ -339,7 +344,7 @@ public struct AgentConfiguration: Sendable {
             controlPlaneURL: url.value, token: token, publicKey: publicKey, dataDirectory: directory.value, concurrency: concurrency,
             connections: connections, offlineStore: offlineStore, sourceStatementTimeout: timeout, serving: serving, tokenFile: tokenFile,
             caFile: caFile?.value, allowInsecureHTTP: allowInsecureHTTP, datasetPlaces: places, datasets: datasets,
-            statistics: statistics)
+            statistics: statistics, workspace: field("workspace")?.value)
     }
 
     /// Reads the `datasets:` block.

@@ -1,6 +1,7 @@
 import AsyncHTTPClient
 import Foundation
 import Logging
+import NIOConcurrencyHelpers
 import ServiceLifecycle
 import Shared
 
@@ -105,6 +106,9 @@ public struct AgentRunner: Service {
                         \(configuration.publicKey.fingerprint); check public_key against 'larder-control key'
                         """)
                 }
+                if let pinned = configuration.workspace, welcome.workspace != pinned {
+                    throw Refusal(description: "the control plane says this agent serves workspace '\(welcome.workspace)', but it was enrolled into '\(pinned)'")
+                }
                 logger.info("connected to the control plane", metadata: [
                     "larder.agent": .string(welcome.agent), "larder.workspace": .string(welcome.workspace),
                     "larder.environment": .string(welcome.environment), "larder.instance": .string(instanceID),
@@ -178,7 +182,7 @@ public struct AgentRunner: Service {
         await refresh("registry snapshot") {
             let reply = try await client.registrySnapshot(RegistrySnapshotRequest(instanceId: instanceID, haveRevision: registryCache.revision))
             guard let document = reply.snapshot else { return nil }
-            let snapshot = try registryCache.install(document, workspace: welcome.workspace)
+            let snapshot = try registryCache.install(document, workspace: pinnedWorkspace(welcome))
             return ["larder.registry_revision": "\(snapshot.revision)", "larder.objects": "\(snapshot.definitions.count)"]
         }
     }
@@ -193,7 +197,7 @@ public struct AgentRunner: Service {
             let haveVersion = accessGuard.needsRenewal(now: Date()) ? nil : accessGuard.version
             let reply = try await client.accessSnapshot(AccessSnapshotRequest(instanceId: instanceID, haveVersion: haveVersion))
             guard let document = reply.snapshot else { return nil }
-            let snapshot = try accessGuard.install(document, workspace: welcome.workspace)
+            let snapshot = try accessGuard.install(document, workspace: pinnedWorkspace(welcome))
             return ["larder.access_version": "\(snapshot.version)", "larder.tokens": "\(snapshot.entries.count)"]
         }
     }
@@ -268,50 +272,86 @@ public struct AgentRunner: Service {
         logger.info("running job", metadata: metadata)
         let client = self.client, logger = self.logger
         let leaseInterval = Duration.milliseconds(max(200, welcome.leaseSeconds * 1_000 / 3))
-        let ending: Ending = await withTaskGroup(of: Ending?.self) { group in
-            group.addTask {
-                _ = try? await client.reportProgress(job: claimed.id, token: claimed.leaseToken, progress: JobProgress(phase: "started"))
-                let context = JobContext(attempt: claimed.attempt) { progress in
-                    _ = try? await client.reportProgress(job: claimed.id, token: claimed.leaseToken, progress: progress)
-                }
-                do {
-                    return .finished(.success(try await executor.execute(spec, context: context)))
-                } catch {
-                    return .finished(.failure(error))
-                }
+        // The lease by the agent's own clock: from the claim, moved on by each extension. Counted from
+        // when the claim or extension was sent, so a slow answer never makes it look longer than it is.
+        let leaseEnds = LeaseClock(until: Date().addingTimeInterval(Double(welcome.leaseSeconds)))
+        // The work runs on a task of its own, not a child: a lost lease or a cancellation must not wait for
+        // it when it is stuck (a statement on a connection the database ended is never answered). Whatever
+        // it still writes after that is fenced (the offline store refuses a stale lease's term).
+        let (endings, endingSink) = AsyncStream.makeStream(of: Ending.self)
+        let outcome = NIOLockedValueBox<Result<JobMetrics, any Error>?>(nil)
+        let work = Task {
+            _ = try? await client.reportProgress(job: claimed.id, token: claimed.leaseToken, progress: JobProgress(phase: "started"))
+            let context = JobContext(
+                attempt: claimed.attempt, leaseTerm: claimed.leaseTerm, leaseDuration: .milliseconds(welcome.leaseSeconds * 1_000),
+                leaseHeld: { leaseEnds.held() }
+            ) { progress in
+                _ = try? await client.reportProgress(job: claimed.id, token: claimed.leaseToken, progress: progress)
             }
+            let result: Result<JobMetrics, any Error>
+            do { result = .success(try await executor.execute(spec, context: context)) } catch { result = .failure(error) }
+            outcome.withLockedValue { $0 = result }
+            endingSink.yield(.finished(result))
+        }
+        var ending: Ending? = await withTaskCancellationHandler {
+            await withTaskGroup(of: Void.self) { group -> Ending? in
             group.addTask {
                 while !Task.isCancelled {
                     try? await Task.sleep(for: leaseInterval)
-                    if Task.isCancelled { return nil }
+                    if Task.isCancelled { return }
+                    // Paused (SIGSTOP, a long stall) or cut off past the lease: the job is someone
+                    // else's now; stop writing before asking.
+                    if !leaseEnds.held() {
+                        endingSink.yield(.leaseLost)
+                        return
+                    }
+                    let sent = Date()
                     do {
                         let status = try await client.extendLease(job: claimed.id, token: claimed.leaseToken)
-                        if status.cancelRequested { return .cancelRequested }
+                        if status.cancelRequested {
+                            endingSink.yield(.cancelRequested)
+                            return
+                        }
+                        leaseEnds.extend(until: sent.addingTimeInterval(Double(welcome.leaseSeconds)))
                     } catch let problem as ProblemDetails where problem.status == 409 || problem.status == 404 {
-                        return .leaseLost
+                        endingSink.yield(.leaseLost)
+                        return
                     } catch {
-                        logger.warning("could not extend a lease; retrying", metadata: ["larder.job": "\(claimed.id)"])
+                        logger.warning("could not extend a lease; retrying until it runs out", metadata: ["larder.job": "\(claimed.id)"])
                     }
                 }
-                return nil
             }
             group.addTask {
-                for await _ in aborts { return .cancelRequested }
-                return nil
+                for await _ in aborts {
+                    endingSink.yield(.cancelRequested)
+                    return
+                }
             }
-            var ending: Ending = .leaseLost
-            while let next = await group.next() {
-                guard let next else { continue }
+            var ending: Ending?
+            for await next in endings {
                 ending = next
                 break
             }
             group.cancelAll()
             abortSink.finish()
             return ending
+            }
+        } onCancel: {
+            // The agent is stopping: the work stops too, and reports how it ended.
+            work.cancel()
         }
+        endingSink.finish()
+        if ending.map({ if case .finished = $0 { return false } else { return true } }) ?? true {
+            work.cancel()
+            if await !Self.settle(work, within: .seconds(max(1, welcome.leaseSeconds))) {
+                logger.warning("the job's work did not stop once cancelled; left it behind (its offline writes are fenced)", metadata: metadata)
+            }
+        }
+        // Stopped before anything else ended the job: it ends as its work did.
+        if ending == nil { ending = outcome.withLockedValue { $0 }.map { .finished($0) } ?? .leaseLost }
         let finishedAt = Date()
         await running.remove(claimed.id)
-        switch ending {
+        switch ending ?? .leaseLost {
         case .finished(.success(let metrics)):
             logger.info("job succeeded", metadata: metadata.merging(["larder.rows_written": "\(metrics.rowsWritten)"]) { $1 })
             await complete(claimed, JobCompletion(
@@ -338,15 +378,27 @@ public struct AgentRunner: Service {
 
     /// The spec of a claimed job, if it verifies with the pinned key and names
     /// this job and workspace.
-    func verify(_ claimed: ClaimedJob, welcome: AgentWelcome) throws -> JobSpec {
+    func verify(_ claimed: ClaimedJob, welcome: AgentWelcome, now: Date = Date()) throws -> JobSpec {
         let payload = try claimed.spec.verified(with: configuration.publicKey)
         let spec = try JobSpec(verified: payload)
         guard spec.jobId == claimed.id else { throw Refusal(description: "the spec is for job \(spec.jobId), not \(claimed.id)") }
-        guard spec.workspace == welcome.workspace else {
-            throw Refusal(description: "the spec is for workspace '\(spec.workspace)', not '\(welcome.workspace)'")
+        let workspace = pinnedWorkspace(welcome)
+        guard spec.workspace == workspace else {
+            throw Refusal(description: "the spec is for workspace '\(spec.workspace)', not '\(workspace)'")
+        }
+        // Bound to this claim, and fresh: a spec copied from another claim (or replayed later) is refused.
+        guard spec.attempt == claimed.attempt, spec.leaseToken == claimed.leaseToken, spec.leaseTerm == claimed.leaseTerm else {
+            throw Refusal(description: "the spec is not bound to this claim (attempt \(claimed.attempt)): refused")
+        }
+        guard let expiry = spec.expiresAt, expiry > now else {
+            throw Refusal(description: "the spec has expired (or names no expiry): refused")
         }
         return spec
     }
+
+    /// The workspace every spec and snapshot must name: the one pinned at
+    /// enrollment, or (configured by hand without one) the hello answer's.
+    func pinnedWorkspace(_ welcome: AgentWelcome) -> String { configuration.workspace ?? welcome.workspace }
 
     /// Reports an attempt's end, retrying while the control plane cannot be
     /// reached; gives up when it refuses (the lease is gone). Runs to the end
@@ -388,4 +440,44 @@ actor RunningJobs {
     func remove(_ id: Int64) { jobs.removeValue(forKey: id) }
 
     func abort(_ id: Int64) { jobs[id]?.yield() }
+}
+
+extension AgentRunner {
+    /// Waits for `work` to end, at most `limit`; false when it did not (the
+    /// waiting stops, the work is left to end when it can).
+    static func settle(_ work: Task<Void, Never>, within limit: Duration) async -> Bool {
+        let settled = NIOLockedValueBox<CheckedContinuation<Bool, Never>?>(nil)
+        return await withCheckedContinuation { continuation in
+            settled.withLockedValue { $0 = continuation }
+            let resume = { @Sendable (value: Bool) in settled.withLockedValue { $0.take() }?.resume(returning: value) }
+            Task {
+                await work.value
+                resume(true)
+            }
+            Task {
+                try? await Task.sleep(for: limit)
+                resume(false)
+            }
+        }
+    }
+}
+
+/// When the agent's lease on one job ends, by its own clock. A margin is
+/// kept, so the agent stops writing a little before the control plane hands
+/// the job to someone else.
+final class LeaseClock: Sendable {
+    private let ends: NIOLockedValueBox<Date>
+    /// How long before the end the lease counts as gone.
+    let margin: TimeInterval
+
+    init(until end: Date, margin: TimeInterval = 0.5) {
+        ends = NIOLockedValueBox(end)
+        self.margin = margin
+    }
+
+    /// Moves the end on (never back).
+    func extend(until end: Date) { ends.withLockedValue { $0 = max($0, end) } }
+
+    /// Whether the lease is still held now.
+    func held(now: Date = Date()) -> Bool { ends.withLockedValue { now.addingTimeInterval(margin) < $0 } }
 }

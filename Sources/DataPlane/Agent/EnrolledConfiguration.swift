@@ -13,7 +13,7 @@ import Yams
 public enum EnrolledConfiguration {
     /// The settings enroll writes, which a settings file may not set.
     public static let identitySettings: Set<String> = [
-        "control_plane", "public_key", "token_file", "data_directory", "ca_file", "allow_insecure_http",
+        "control_plane", "public_key", "token_file", "data_directory", "ca_file", "allow_insecure_http", "workspace",
     ]
     /// The first line of the identity block.
     static let marker = "# Written by larder-agent enroll"
@@ -34,12 +34,15 @@ public enum EnrolledConfiguration {
         public var allowInsecureHTTP: Bool
         /// Says which agent of which workspace this is (a comment in the file).
         public var summary: String
+        /// The workspace the agent was enrolled into, pinned: every spec and snapshot must name it.
+        public var workspace: String?
 
         /// Creates an identity.
         public init(
             controlPlane: String, publicKey: SigningPublicKey, tokenFile: String, dataDirectory: String, caFile: String? = nil,
-            allowInsecureHTTP: Bool = false, summary: String
+            allowInsecureHTTP: Bool = false, summary: String, workspace: String? = nil
         ) {
+            self.workspace = workspace
             self.controlPlane = controlPlane
             self.publicKey = publicKey
             self.tokenFile = tokenFile
@@ -101,7 +104,7 @@ public enum EnrolledConfiguration {
         let summary = text.split(separator: "\n").first { $0.hasPrefix(marker + ":") }.map { String($0.dropFirst(marker.count + 1)).trimmingCharacters(in: .whitespaces) }
         return Identity(
             controlPlane: controlPlane, publicKey: publicKey, tokenFile: tokenFile, dataDirectory: dataDirectory, caFile: field("ca_file"),
-            allowInsecureHTTP: field("allow_insecure_http") == "true", summary: summary ?? "an agent enrolled earlier")
+            allowInsecureHTTP: field("allow_insecure_http") == "true", summary: summary ?? "an agent enrolled earlier", workspace: field("workspace"))
     }
 
     /// The file's text: the settings (or, without any, a commented example), then the identity.
@@ -117,6 +120,7 @@ public enum EnrolledConfiguration {
             "control_plane: \(scalar(identity.controlPlane))",
             "# The control plane's signing key, pinned: every job spec and snapshot must carry its signature.",
             "public_key: \(identity.publicKey.description)",
+            identity.workspace.map { "# The workspace it was enrolled into, pinned: specs and snapshots of any other are refused.\nworkspace: \(scalar($0))" },
             "token_file: \(scalar(identity.tokenFile))",
             "data_directory: \(scalar(identity.dataDirectory))",
             identity.caFile.map { "ca_file: \(scalar($0))" },

@@ -20,11 +20,32 @@ public struct JobContext: Sendable {
     public let attempt: Int
     /// Sends a progress report (best effort).
     public let report: @Sendable (JobProgress) async -> Void
+    /// The claim's fencing term, written with each offline interval (0: not fenced).
+    public let leaseTerm: Int64
+    /// How long a lease lasts: a write transaction left idle longer than a few
+    /// of these (its agent paused or cut off) is ended by the database.
+    public let leaseDuration: Duration
+    /// Whether the agent still holds the lease by its own clock: false once
+    /// it could not extend it before it ran out.
+    public let leaseHeld: @Sendable () -> Bool
 
     /// Creates a context.
-    public init(attempt: Int, report: @escaping @Sendable (JobProgress) async -> Void) {
+    public init(
+        attempt: Int, leaseTerm: Int64 = 0, leaseDuration: Duration = .seconds(30), leaseHeld: @escaping @Sendable () -> Bool = { true },
+        report: @escaping @Sendable (JobProgress) async -> Void
+    ) {
         self.attempt = attempt
         self.report = report
+        self.leaseTerm = leaseTerm
+        self.leaseDuration = leaseDuration
+        self.leaseHeld = leaseHeld
+    }
+
+    /// Throws unless the lease is still held: called before anything is written for good.
+    public func requireLease() throws {
+        guard leaseHeld() else {
+            throw JobExecutionError("the agent's lease on the job ran out before it could write; another agent may hold it now", retryable: true)
+        }
     }
 }
 

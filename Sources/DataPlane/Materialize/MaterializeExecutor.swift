@@ -79,13 +79,17 @@ struct Materialization {
                     let connection = try await offline.url.connect(logger: logger)
                     do {
                         try await offline.table.create(on: connection, logger: logger)
-                        try await offline.table.replaceInterval(from: plan.start, to: plan.end, on: connection, logger: logger) { writer in
+                        let fence = context.leaseTerm > 0
+                            ? OfflineTable.Fence(term: context.leaseTerm, job: job, idleTimeout: context.leaseDuration * 3) : nil
+                        try await offline.table.replaceInterval(from: plan.start, to: plan.end, fence: fence, on: connection, logger: logger) { writer in
                             try await produce(from: &source, columns: columns, into: &state) { batch in
                                 try await writer.write(batch)
+                                try context.requireLease()
                                 try onlineTarget?.upsert(batch.onlineRows)
                             }
-                            // Before the offline rows commit: a failing job rolls them back.
+                            // Before the offline rows commit: a failing job rolls them back, and so does a lost lease.
                             try state.checkExpectations(watermark: watermark)
+                            try context.requireLease()
                         }
                         try await connection.close()
                     } catch {
@@ -93,7 +97,10 @@ struct Materialization {
                         throw error
                     }
                 } else {
-                    try await produce(from: &source, columns: columns, into: &state) { batch in try onlineTarget?.upsert(batch.onlineRows) }
+                    try await produce(from: &source, columns: columns, into: &state) { batch in
+                        try context.requireLease()
+                        try onlineTarget?.upsert(batch.onlineRows)
+                    }
                     try state.checkExpectations(watermark: watermark)
                 }
                 try await Self.close(source)
@@ -107,7 +114,10 @@ struct Materialization {
         }
         if let online {
             if let staged {
-                do { try executor.onlineStore.commit(staged) } catch {
+                do {
+                    try context.requireLease()
+                    try executor.onlineStore.commit(staged)
+                } catch {
                     executor.onlineStore.discard(staged)
                     throw JobExecutionError("cannot apply the staged online rows: \(error)", retryable: true)
                 }

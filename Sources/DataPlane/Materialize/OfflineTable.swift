@@ -126,6 +126,12 @@ struct OfflineTable: Sendable {
             let existed = try await exists(on: connection, logger: logger)
             try await connection.execute(
                 PostgresQuery(unsafeSQL: "CREATE TABLE IF NOT EXISTS \(qualifiedName) (\(definitions.joined(separator: ", ")))"), logger: logger)
+            // Per table and interval, the highest lease term that wrote it (see `replaceInterval`).
+            try await connection.execute(PostgresQuery(unsafeSQL: """
+                CREATE TABLE IF NOT EXISTS \(qualifiedFencesName) (relation text NOT NULL, interval_start timestamptz NOT NULL,
+                interval_end timestamptz NOT NULL, lease_term bigint NOT NULL, job bigint, written_at timestamptz NOT NULL DEFAULT now(),
+                PRIMARY KEY (relation, interval_start, interval_end))
+                """), logger: logger)
             if segmented, !existed, Identifier.isValid(segmentsName) {
                 // Segments left from a table dropped by hand describe rows that are gone.
                 try await connection.execute(PostgresQuery(unsafeSQL: "DROP TABLE IF EXISTS \(qualifiedSegmentsName)"), logger: logger)
@@ -151,13 +157,14 @@ struct OfflineTable: Sendable {
     /// sit at window boundaries and own `(start, end]`. Segments wholly inside
     /// the interval go; those reaching past it are cut to the rows outside.
     func replaceInterval(
-        from startMicros: Int64, to endMicros: Int64, on connection: PostgresConnection, logger: Logger,
+        from startMicros: Int64, to endMicros: Int64, fence: Fence? = nil, on connection: PostgresConnection, logger: Logger,
         produce: (OfflineIntervalWriter) async throws -> Void
     ) async throws {
         let start = Date(timeIntervalSince1970: Double(startMicros) / 1_000_000)
         let end = Date(timeIntervalSince1970: Double(endMicros) / 1_000_000)
         let range = windowed ? "event_timestamp > $1 AND event_timestamp <= $2" : "event_timestamp >= $1 AND event_timestamp < $2"
         try await connection.inTransaction(logger: logger) { connection in
+            if let fence { try await claim(fence, from: start, to: end, on: connection, logger: logger) }
             let segments = try await hasSegments(on: connection, logger: logger)
             var delete = PostgresQuery(unsafeSQL: "DELETE FROM \(qualifiedName) WHERE \(range)")
             delete.binds.append(start)
@@ -174,6 +181,48 @@ struct OfflineTable: Sendable {
                 await writer.settle()
                 throw error
             }
+        }
+    }
+
+    /// The lease a write is made under: its term, its job, and how long the
+    /// database may leave its transaction idle before ending it.
+    struct Fence: Sendable {
+        /// The claim's term (`ClaimedJob.leaseTerm`).
+        var term: Int64
+        /// The job, recorded with the term.
+        var job: Int64
+        /// The longest the write's transaction may sit idle (its agent paused or cut off) before
+        /// PostgreSQL ends it, freeing the interval for the agent that took the job over.
+        var idleTimeout: Duration
+    }
+
+    /// The fences table, beside the views' tables.
+    var qualifiedFencesName: String { SQLIdentifier.quote(schema) + ".larder_fences" }
+
+    /// Takes the interval for `fence`'s term, in the writing transaction: the
+    /// row stays locked until it commits, so writers of one interval take
+    /// turns, and a writer whose term is lower than the last one's is refused
+    /// (its transaction then rolls back, writing nothing).
+    func claim(_ fence: Fence, from start: Date, to end: Date, on connection: PostgresConnection, logger: Logger) async throws {
+        let milliseconds = max(1_000, fence.idleTimeout.components.seconds * 1_000)
+        try await connection.execute(PostgresQuery(unsafeSQL: "SET LOCAL idle_in_transaction_session_timeout = \(milliseconds)"), logger: logger)
+        var upsert = PostgresQuery(unsafeSQL: """
+            INSERT INTO \(qualifiedFencesName) AS f (relation, interval_start, interval_end, lease_term, job) VALUES ($1, $2, $3, $4, $5)
+            ON CONFLICT (relation, interval_start, interval_end)
+            DO UPDATE SET lease_term = EXCLUDED.lease_term, job = EXCLUDED.job, written_at = now() WHERE f.lease_term <= EXCLUDED.lease_term
+            RETURNING lease_term
+            """)
+        upsert.binds.append(name)
+        upsert.binds.append(start)
+        upsert.binds.append(end)
+        upsert.binds.append(fence.term)
+        upsert.binds.append(fence.job)
+        var taken = false
+        for try await _ in try await connection.query(upsert, logger: logger).decode(Int64.self) { taken = true }
+        guard taken else {
+            throw JobExecutionError(
+                "offline store: a writer with a newer lease has written this interval of \(name); this attempt's lease (term \(fence.term)) is stale "
+                    + "and it writes nothing", retryable: false)
         }
     }
 
@@ -274,6 +323,7 @@ final class OfflineIntervalWriter {
         batches.removeAll(keepingCapacity: true)
         pending = 0
         let table = table, segments = segments, connection = connection, logger = logger
+        try connection.requireOpen()
         sending = Task { try await table.write(run, segments: segments, on: connection, logger: logger) }
     }
 }
@@ -290,6 +340,7 @@ extension OfflineTable {
         guard segments else { return }
         var builder = OfflineSegmentBuilder(columns: columns)
         for batch in run { builder.append(batch, keyCount: keys.count) }
+        try connection.requireOpen()
         try await insert(builder.take(), on: connection, logger: logger)
     }
 }

@@ -8,6 +8,8 @@ import Foundation
 /// secret; an agent authorizes feature reads from it without asking the
 /// control plane, until `expiresAt`.
 public struct AccessSnapshot: Sendable, Hashable, Codable, SignedPayload {
+    public static let signingDomain = "larder.access-snapshot.v1"
+
     /// One token that may read features.
     public struct Entry: Sendable, Hashable, Codable {
         /// The token's public id (the part after `lrd_`).

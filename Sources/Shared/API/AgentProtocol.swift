@@ -121,14 +121,34 @@ public struct ClaimedJob: Sendable, Codable, Hashable {
     public var leaseExpiresAt: Date
     /// The job spec, signed by the control plane.
     public var spec: SignedDocument
+    /// The lease's term: a number that grows with every claim of any job. The
+    /// agent writes it with each interval it replaces in the offline store,
+    /// which refuses a writer whose term is lower than the one that wrote the
+    /// interval last (0: unknown, from an older control plane: not fenced).
+    public var leaseTerm: Int64
 
     /// Creates a value.
-    public init(id: Int64, attempt: Int, leaseToken: UUID, leaseExpiresAt: Date, spec: SignedDocument) {
+    public init(id: Int64, attempt: Int, leaseToken: UUID, leaseExpiresAt: Date, spec: SignedDocument, leaseTerm: Int64 = 0) {
         self.id = id
         self.attempt = attempt
         self.leaseToken = leaseToken
         self.leaseExpiresAt = leaseExpiresAt
         self.spec = spec
+        self.leaseTerm = leaseTerm
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case id, attempt, leaseToken, leaseExpiresAt, spec, leaseTerm
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        id = try container.decode(Int64.self, forKey: .id)
+        attempt = try container.decode(Int.self, forKey: .attempt)
+        leaseToken = try container.decode(UUID.self, forKey: .leaseToken)
+        leaseExpiresAt = try container.decode(Date.self, forKey: .leaseExpiresAt)
+        spec = try container.decode(SignedDocument.self, forKey: .spec)
+        leaseTerm = try container.decodeIfPresent(Int64.self, forKey: .leaseTerm) ?? 0
     }
 }
 
@@ -278,12 +298,35 @@ public struct JobSpec: Sendable, Codable, Hashable, SignedPayload {
     public var dataset: CreateDatasetRequest?
     /// For a dataset job: the registry revision of `definitions` (the whole workspace's current objects).
     public var registryRevision: Int64?
+    /// The claim it was signed for: its attempt (set when the job is claimed;
+    /// an agent runs only a spec bound to the claim it holds).
+    public var attempt: Int?
+    /// The claim's lease token.
+    public var leaseToken: UUID?
+    /// The claim's lease term.
+    public var leaseTerm: Int64?
+    /// When the spec stops being valid: the end of the claim's first lease.
+    public var expiresAt: Date?
+
+    public static let signingDomain = "larder.job-spec.v1"
 
     // Spelled out rather than converted by a key strategy, which would also
     // rewrite the keys inside the definitions.
     enum CodingKeys: String, CodingKey {
         case format, jobId = "job_id", kind, workspace, featureView = "feature_view", version, start, end, definitions, targets
         case issuedAt = "issued_at", dataset, registryRevision = "registry_revision"
+        case attempt, leaseToken = "lease_token", leaseTerm = "lease_term", expiresAt = "expires_at"
+    }
+
+    /// This spec bound to one claim: it names the claim's attempt, lease and
+    /// lease term, and expires with the claim's first lease.
+    public func bound(attempt: Int, leaseToken: UUID, leaseTerm: Int64, expiresAt: Date) -> JobSpec {
+        var bound = self
+        bound.attempt = attempt
+        bound.leaseToken = leaseToken
+        bound.leaseTerm = leaseTerm
+        bound.expiresAt = expiresAt
+        return bound
     }
 
     /// Creates a spec.

@@ -5,6 +5,8 @@ import Foundation
 /// views, on-demand views, feature services), with its canonical spec. An
 /// agent resolves feature requests from it without asking the control plane.
 public struct AgentRegistrySnapshot: Sendable, Hashable, Codable, SignedPayload {
+    public static let signingDomain = "larder.registry-snapshot.v1"
+
     /// The workspace it is for.
     public var workspace: String
     /// The workspace's registry revision it was built at (every apply that changes something moves it on).

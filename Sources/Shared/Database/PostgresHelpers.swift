@@ -46,13 +46,28 @@ extension PostgresConnection {
         try await query(PostgresQuery(unsafeSQL: begin), logger: logger)
         do {
             let result = try await body(self)
+            try requireOpen()
             try await query("COMMIT", logger: logger)
             return result
         } catch {
-            _ = try? await query("ROLLBACK", logger: logger)
+            if !isClosed { _ = try? await query("ROLLBACK", logger: logger) }
             throw error
         }
     }
+
+    /// Throws when the connection is closed already (the server ended the
+    /// session: an idle transaction past its timeout, a restart). A statement
+    /// sent on a closed connection is never answered (PostgresNIO 1.x), so
+    /// callers about to send one on a connection that may have been ended ask first.
+    public func requireOpen() throws {
+        if isClosed { throw ConnectionClosed() }
+    }
+}
+
+/// The database ended the session under a statement about to be sent.
+public struct ConnectionClosed: Error, Sendable, CustomStringConvertible {
+    public init() {}
+    public var description: String { "the database connection was closed (the server ended the session)" }
 }
 
 extension PostgresConnection {

@@ -114,19 +114,42 @@ public struct SignedDocument: Sendable, Codable, Hashable {
 }
 
 /// A value the control plane signs (a job spec, an access snapshot): its
-/// Swift property names and ISO-8601 dates, as canonical JSON.
-public protocol SignedPayload: Codable {}
+/// Swift property names and ISO-8601 dates, as canonical JSON, with the
+/// value's signing domain in the signed bytes (`signing_domain`), so a
+/// signature made for one kind of document never passes for another.
+public protocol SignedPayload: Codable {
+    /// What kind of signed document this is, such as `larder.job-spec.v1`.
+    static var signingDomain: String { get }
+}
+
+/// Why a verified payload is not a value of the expected kind.
+public struct SigningDomainMismatch: Error, Sendable, CustomStringConvertible {
+    /// The domain expected, and the one the payload carries (nil: none).
+    public let expected: String, found: String?
+    public var description: String {
+        "the signed document is \(found.map { "a \($0)" } ?? "of no signing domain"), not a \(expected): refused"
+    }
+}
 
 extension SignedPayload {
-    /// The value as the JSON that is signed.
+    /// The value as the JSON that is signed, its signing domain included.
     public func jsonValue() throws -> JSONValue {
         let encoder = APICoding.makeEncoder()
         encoder.keyEncodingStrategy = .useDefaultKeys
-        return try JSONDecoder().decode(JSONValue.self, from: encoder.encode(self))
+        guard case .object(var members) = try JSONDecoder().decode(JSONValue.self, from: encoder.encode(self)) else {
+            throw SigningDomainMismatch(expected: Self.signingDomain, found: nil)
+        }
+        members["signing_domain"] = .string(Self.signingDomain)
+        return .object(members)
     }
 
-    /// Reads the value from a verified payload.
+    /// Reads the value from a verified payload, which must carry this type's signing domain.
     public init(verified payload: JSONValue) throws {
+        guard case .object(let members) = payload, case .string(Self.signingDomain)? = members["signing_domain"] else {
+            var found: String?
+            if case .object(let members) = payload, case .string(let domain)? = members["signing_domain"] { found = domain }
+            throw SigningDomainMismatch(expected: Self.signingDomain, found: found)
+        }
         let decoder = APICoding.makeDecoder()
         decoder.keyDecodingStrategy = .useDefaultKeys
         self = try decoder.decode(Self.self, from: Data(payload.canonicalString.utf8))
