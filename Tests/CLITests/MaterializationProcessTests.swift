@@ -346,14 +346,14 @@ struct MaterializationProcessTests {
                     end: MaterializationWorld.day0.addingTimeInterval(48 * 3_600), chunk: "4d"),
                 workspace: JobsWorld.workspace)
             #expect(started.chunksQueued == 1)
-            // Pause the first agent in the middle of its write (a first online batch is out, the offline
-            // transaction is open), on a thread of its own so the pause is not late.
+            // Pause the first agent in the middle of its write (its first online rows are out, so the offline
+            // transaction is open), on a thread of its own so the pause is not late on a loaded machine.
             let log = world.jobs.folder.appendingPathComponent("agent-1/online/driver_hourly_stats@v1.log").path
             let pid = first.process.processIdentifier
             let paused = Thread {
                 let deadline = Date().addingTimeInterval(60)
-                while Date() < deadline, ((try? FileManager.default.attributesOfItem(atPath: log)[.size] as? Int) ?? 0) < 200_000 {
-                    usleep(1_000)
+                while Date() < deadline, ((try? FileManager.default.attributesOfItem(atPath: log)[.size] as? Int) ?? 0) < 20_000 {
+                    usleep(200)
                 }
                 kill(pid, SIGSTOP)
             }

@@ -80,7 +80,7 @@ struct Materialization {
                     do {
                         try await offline.table.create(on: connection, logger: logger)
                         let fence = context.leaseTerm > 0
-                            ? OfflineTable.Fence(term: context.leaseTerm, job: job, idleTimeout: context.leaseDuration * 3) : nil
+                            ? OfflineTable.Fence(term: context.leaseTerm, job: job, idleTimeout: max(context.leaseDuration * 3, .seconds(15))) : nil
                         try await offline.table.replaceInterval(from: plan.start, to: plan.end, fence: fence, on: connection, logger: logger) { writer in
                             try await produce(from: &source, columns: columns, into: &state) { batch in
                                 try await writer.write(batch)

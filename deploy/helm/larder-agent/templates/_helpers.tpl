@@ -154,3 +154,11 @@ the serving certificate (enroll checks it is readable), and the operator's extra
 {{ toYaml . }}
 {{- end }}
 {{- end }}
+
+{{/*
+The Secret holding the feature server's certificate: the one named, or the
+chart's own self-signed one.
+*/}}
+{{- define "larder-agent.servingTlsSecretName" -}}
+{{- .Values.servingTls.secretName | default (printf "%s-serving-tls" (include "larder-agent.fullname" .)) }}
+{{- end }}
