@@ -23,7 +23,7 @@ public enum ControlPlaneApplication {
             backgroundLogger: logger)
         let migrations = MigrationRunner()
         let wakeups = JobWakeups()
-        let keys = SigningKeys(client: client, logger: logger)
+        let keys = SigningKeys(client: client, encryption: configuration.signingKeyEncryption, logger: logger)
         let replica = UUID().uuidString.lowercased()
         let metrics = ControlPlaneMetrics(replica: configuration.jobs.schedulerEnabled ? replica : nil)
         let (router, _) = makeRouter(client: client, logger: logger, settings: configuration.jobs, wakeups: wakeups, keys: keys, metrics: metrics)

@@ -79,7 +79,7 @@ extension LarderControlCommand {
             try await withThrowingDiscardingTaskGroup { group in
                 group.addTask { await client.run() }
                 try await MigrationRunner().run(on: client, logger: logger)
-                let keys = try await SigningKeyStore.loadOrCreate(client: client, logger: logger)
+                let keys = try await SigningKeyStore.loadOrCreate(client: client, encryption: configuration.signingKeyEncryption, logger: logger)
                 print("public key:  \(keys.publicKey)")
                 print("fingerprint: \(keys.publicKey.fingerprint)")
                 group.cancelAll()

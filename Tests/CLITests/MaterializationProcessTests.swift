@@ -340,14 +340,9 @@ struct MaterializationProcessTests {
             var world = world
             try await world.addAgent("agent-2")
             let first = try world.startAgent()
-            let started = try await world.jobs.admin.materialize(
-                MaterializeRequest(
-                    featureView: "driver_hourly_stats", start: MaterializationWorld.day0,
-                    end: MaterializationWorld.day0.addingTimeInterval(48 * 3_600), chunk: "4d"),
-                workspace: JobsWorld.workspace)
-            #expect(started.chunksQueued == 1)
             // Pause the first agent in the middle of its write (its first online rows are out, so the offline
-            // transaction is open), on a thread of its own so the pause is not late on a loaded machine.
+            // transaction is open), on a thread of its own that watches before the job is even queued: the
+            // job takes about a second, and a watcher started late on a loaded machine would miss it.
             let log = world.jobs.folder.appendingPathComponent("agent-1/online/driver_hourly_stats@v1.log").path
             let pid = first.process.processIdentifier
             let paused = Thread {
@@ -358,6 +353,12 @@ struct MaterializationProcessTests {
                 kill(pid, SIGSTOP)
             }
             paused.start()
+            let started = try await world.jobs.admin.materialize(
+                MaterializeRequest(
+                    featureView: "driver_hourly_stats", start: MaterializationWorld.day0,
+                    end: MaterializationWorld.day0.addingTimeInterval(48 * 3_600), chunk: "4d"),
+                workspace: JobsWorld.workspace)
+            #expect(started.chunksQueued == 1)
             while paused.isExecuting || !paused.isFinished { try await Task.sleep(for: .milliseconds(20)) }
             let chunk = try #require(try await world.jobs.chunks(of: started.backfill.id).first)
             #expect(chunk.state != .succeeded, "the job finished before the pause")

@@ -1,3 +1,4 @@
+import Foundation
 import ControlPlane
 import Logging
 import PostgresNIO
@@ -24,6 +25,56 @@ struct SigningKeyTests {
                 #expect(again.publicKey == keys[0])
                 let document = try again.sign(.object(["job": .integer(1)]))
                 #expect(try document.verified(with: keys[0]) == .object(["job": .integer(1)]))
+                group.cancelAll()
+            }
+        }
+    }
+}
+
+@Suite("Signing key sealed at rest")
+struct SealedSigningKeyTests {
+    /// What the database holds as the private key.
+    static func stored(_ client: PostgresClient) async throws -> Data {
+        for try await value in try await client.query("SELECT private_key FROM signing_keys WHERE id = 1", logger: Logger(label: "test")).decode(Data.self) {
+            return value
+        }
+        return Data()
+    }
+
+    @Test("with LARDER_SIGNING_KEY_FILE the database holds the key only sealed; a clear key is sealed at the next start; without the file, or with another, a sealed key is refused")
+    func sealedAtRest() async throws {
+        try await TestDatabase.withIsolatedDatabase { url in
+            let logger = Logger(label: "test")
+            let client = PostgresClient(configuration: url.clientConfiguration(), backgroundLogger: logger)
+            try await withThrowingDiscardingTaskGroup { group in
+                group.addTask { await client.run() }
+                try await MigrationRunner().run(on: client, logger: logger)
+                // A key created in clear (an install from before), then sealed by a start with the key file.
+                let clear = try await SigningKeyStore.loadOrCreate(client: client, logger: logger)
+                #expect(try await Self.stored(client) == clear.rawPrivateKey)
+                let folder = FileManager.default.temporaryDirectory.appendingPathComponent("larder-kek-\(UUID().uuidString)")
+                try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+                defer { try? FileManager.default.removeItem(at: folder) }
+                let file = folder.appendingPathComponent("kek")
+                try Data((0..<32).map { _ in UInt8.random(in: 0...255) }).base64EncodedString().write(to: file, atomically: true, encoding: .utf8)
+                let encryption = try SigningKeyEncryption(file: file.path)
+                let sealed = try await SigningKeyStore.loadOrCreate(client: client, encryption: encryption, logger: logger)
+                #expect(sealed.publicKey == clear.publicKey)
+                let bytes = try await Self.stored(client)
+                #expect(bytes != clear.rawPrivateKey && bytes.range(of: clear.rawPrivateKey) == nil && bytes.count > 32)
+                // Loaded again with the file: the same key. Without it, or with another: refused, nothing changed.
+                #expect(try await SigningKeyStore.loadOrCreate(client: client, encryption: encryption, logger: logger).publicKey == clear.publicKey)
+                await #expect(throws: SigningKeyEncryption.Failure.self) { _ = try await SigningKeyStore.loadOrCreate(client: client, logger: logger) }
+                let other = folder.appendingPathComponent("other")
+                try String(repeating: "ab", count: 32).write(to: other, atomically: true, encoding: .utf8)
+                await #expect(throws: SigningKeyEncryption.Failure.self) {
+                    _ = try await SigningKeyStore.loadOrCreate(client: client, encryption: try SigningKeyEncryption(file: other.path), logger: logger)
+                }
+                #expect(try await Self.stored(client) == bytes)
+                // A key file that is not 32 bytes is refused with the setting's name.
+                let short = folder.appendingPathComponent("short")
+                try "c2hvcnQ=".write(to: short, atomically: true, encoding: .utf8)
+                #expect(throws: SigningKeyEncryption.Failure.self) { _ = try SigningKeyEncryption(file: short.path) }
                 group.cancelAll()
             }
         }

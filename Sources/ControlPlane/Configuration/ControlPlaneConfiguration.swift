@@ -22,6 +22,7 @@ import Shared
 /// | scheduler tick | | `LARDER_SCHEDULER_INTERVAL_SECONDS` | 10 |
 /// | backfill chunk | | `LARDER_BACKFILL_CHUNK` | `1d` |
 /// | scheduler on this replica | | `LARDER_SCHEDULER` (`on`/`off`) | `on` |
+/// | the key sealing the signing key at rest | | `LARDER_SIGNING_KEY_FILE` (32 random bytes, base64 or hex) | none: stored in clear, with a warning |
 /// | alert webhooks | | `LARDER_ALERT_WEBHOOKS` (comma-separated URLs) | none |
 /// | their signing secret | | `LARDER_ALERT_WEBHOOK_SECRET` (at least 16 characters) | required with webhooks |
 public struct ControlPlaneConfiguration: Sendable {
@@ -43,6 +44,8 @@ public struct ControlPlaneConfiguration: Sendable {
     public var jobs: JobSettings
     /// Where alert events are posted, if anywhere.
     public var alertWebhooks: AlertWebhookSettings?
+    /// Seals the signing key in the database (`LARDER_SIGNING_KEY_FILE`).
+    public var signingKeyEncryption: SigningKeyEncryption?
 
     /// Why a configuration is unusable.
     public struct Invalid: Error, CustomStringConvertible, Sendable {
@@ -54,8 +57,9 @@ public struct ControlPlaneConfiguration: Sendable {
     public init(
         database: PostgresURL, host: String = "127.0.0.1", port: Int = 7070, tls: TLSFiles? = nil,
         logLevel: Logger.Level = .info, databasePoolSize: Int = 20, bootstrapToken: APIToken? = nil, jobs: JobSettings = JobSettings(),
-        alertWebhooks: AlertWebhookSettings? = nil
+        alertWebhooks: AlertWebhookSettings? = nil, signingKeyEncryption: SigningKeyEncryption? = nil
     ) {
+        self.signingKeyEncryption = signingKeyEncryption
         self.jobs = jobs
         self.alertWebhooks = alertWebhooks
         self.database = database
@@ -117,9 +121,13 @@ public struct ControlPlaneConfiguration: Sendable {
             }
             webhooks = AlertWebhookSettings(urls: urls, secret: secret)
         }
+        var encryption: SigningKeyEncryption?
+        if let path = environment["LARDER_SIGNING_KEY_FILE"], !path.isEmpty {
+            do { encryption = try SigningKeyEncryption(file: path) } catch { throw Invalid(description: error.description) }
+        }
         self.init(
             database: database, host: host, port: port, tls: tls, logLevel: level, databasePoolSize: poolSize,
-            bootstrapToken: bootstrapToken, jobs: try Self.jobSettings(environment), alertWebhooks: webhooks)
+            bootstrapToken: bootstrapToken, jobs: try Self.jobSettings(environment), alertWebhooks: webhooks, signingKeyEncryption: encryption)
     }
 
     /// Job settings from the environment.
