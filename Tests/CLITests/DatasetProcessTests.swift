@@ -137,6 +137,14 @@ struct DatasetProcessTests {
             #expect(noKey.0 == 400 && noKey.1?.field == "entities: column driver_id")
             let assumed = try await Self.build(server, query: "features=driver_hourly_stats:conv_rate&assume_utc=true", csv: "driver_id,event_timestamp\n1000,2025-01-01 10:00:00\n", token: dora)
             #expect(assumed.status == 200 && assumed.body.hasPrefix("driver_id,event_timestamp,driver_hourly_stats__conv_rate\n1000,2025-01-01 10:00:00,"))
+            // An entity table past the agent's datasets.max_upload_bytes (1 MiB here): 413, naming the setting.
+            let big = "driver_id,event_timestamp\n" + String(repeating: "1000,2025-01-01T10:00:00Z\n", count: 60_000)
+            let tooBig = try await problem("features=driver_hourly_stats", big)
+            #expect(tooBig.0 == 413 && tooBig.1?.field == "entities" && tooBig.1?.detail.contains("max_upload_bytes") == true, "\(String(describing: tooBig.1))")
+            // Whatever the answer was, no upload stays spooled.
+            let uploads = world.dataDirectory.appendingPathComponent("datasets").path
+            let left = ((try? FileManager.default.contentsOfDirectory(atPath: uploads)) ?? []).filter { $0.hasPrefix("entities-") }
+            #expect(left.isEmpty, "\(left)")
             #expect(agent.stop() == 0)
         }
     }

@@ -107,6 +107,8 @@ struct MaterializationWorld {
             serving:
               listen: 127.0.0.1:0
               max_batch_entities: 100
+            datasets:
+              max_upload_bytes: 1048576
 
             """.write(to: url, atomically: true, encoding: .utf8)
         return try AgentProcess(name: name, config: url, token: jobs.agentTokens[name]!, jobMilliseconds: 0, binary: "larder-agent")

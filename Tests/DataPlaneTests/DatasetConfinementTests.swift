@@ -166,4 +166,25 @@ struct DatasetConfinementTests {
         #expect(SQLState.reported("23502", fields: ["column": "x' OR 1=1"]) == "SQLSTATE 23502 (not_null_violation)")
         #expect(SQLState.reported("a value!", fields: [:]) == "SQLSTATE ?")
     }
+
+    @Test("dataset builds through the API: at most max_concurrent_builds at once and spool_bytes spooled; a slot and its bytes come back when its upload goes, and the upload's file with it")
+    func buildLimits() throws {
+        let limits = DatasetBuildLimits(.init(maxUploadBytes: 1 << 20, maxConcurrentBuilds: 2, spoolBytes: 1_000))
+        var first: DatasetBuildLimits.Slot? = limits.admit()
+        let second = limits.admit()
+        #expect(first != nil && second != nil && limits.admit() == nil)
+        #expect(first!.reserve(600) && !second!.reserve(600) && second!.reserve(400) && !second!.reserve(1))
+        #expect(limits.usage == (2, 1_000))
+        // A build's upload owns its slot: both go when it does, on whatever path.
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("larder-upload-\(UUID().uuidString).csv")
+        try Data("x".utf8).write(to: file)
+        var upload: SpooledUpload? = SpooledUpload(file: file, slot: first!)
+        first = nil
+        #expect(limits.admit() == nil)
+        upload = nil
+        #expect(upload == nil && !FileManager.default.fileExists(atPath: file.path))
+        #expect(limits.usage == (1, 400))
+        let third = limits.admit()
+        #expect(third != nil && third!.reserve(600))
+    }
 }
