@@ -149,11 +149,22 @@ struct FailureRedactionTests {
         let datasetDone = try await world.jobs.waitUntilFinished(dataset.id, timeout: 60)
         #expect(datasetDone.job.state == .failed)
         messages["dataset"] = datasetDone.job.failure?.message ?? ""
+        // A cell holding a quote must not break out of a quoted value: the report says what is wrong, not what was there.
+        try "driver_id,event_timestamp,trip_distance_km\n1001,it's secret-quote-77,1\n".write(
+            to: world.files.appendingPathComponent("quoted.csv"), atomically: true, encoding: .utf8)
+        let quoted = try await world.jobs.admin.createDataset(
+            CreateDatasetRequest(
+                featureService: "driver_ranking", entities: .init(connection: "local_files", path: "quoted.csv"),
+                output: .init(connection: "local_files", path: "never-quoted.csv")),
+            workspace: workspace)
+        let quotedDone = try await world.jobs.waitUntilFinished(quoted.id, timeout: 60)
+        messages["quoted"] = quotedDone.job.failure?.message ?? ""
 
         // The reports say what failed, where, by code.
         let expected = [
             "date_overflow": "22008", "division": "22012", "bad_cast": "22P02", "unique": "23505 (unique_violation) at table public.labels, constraint labels_pkey",
             "unquoted": "22023", "scores": "scores.csv:2: column score", "dataset": "22008",
+            "quoted": "entities row 1, column event_timestamp: not a timestamp",
         ]
         for (name, text) in expected {
             #expect(messages[name]?.contains(text) == true, "\(name): \(messages[name] ?? "no message")")
@@ -165,7 +176,7 @@ struct FailureRedactionTests {
         #expect(bodies.count >= 2 && bodies.contains { $0.contains("job-failed") }, "\(bodies)")
 
         // Nothing of the values, anywhere on the control plane's side.
-        let values = Array(secrets.values) + ["1234-13-01", "4321-14-02", "secret-csv-31337"]
+        let values = Array(secrets.values) + ["1234-13-01", "4321-14-02", "secret-csv-31337", "secret-quote-77"]
         var seen = try await Self.dump(world.jobs.database)
         let admin = world.jobs.admin
         seen += String(decoding: try APICoding.makeEncoder().encode(try await admin.jobs(workspace: workspace)), as: UTF8.self)

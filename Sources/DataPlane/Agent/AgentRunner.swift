@@ -342,6 +342,9 @@ public struct AgentRunner: Service {
         }
         endingSink.finish()
         if ending.map({ if case .finished = $0 { return false } else { return true } }) ?? true {
+            // Lost, cancelled or stopping: from now on the work's every check of the lease fails, so
+            // whatever it still reaches (a commit, a publish) writes nothing.
+            leaseEnds.revoke()
             work.cancel()
             if await !Self.settle(work, within: .seconds(max(1, welcome.leaseSeconds))) {
                 logger.warning("the job's work did not stop once cancelled; left it behind (its offline writes are fenced)", metadata: metadata)
@@ -390,11 +393,18 @@ public struct AgentRunner: Service {
         guard spec.attempt == claimed.attempt, spec.leaseToken == claimed.leaseToken, spec.leaseTerm == claimed.leaseTerm else {
             throw Refusal(description: "the spec is not bound to this claim (attempt \(claimed.attempt)): refused")
         }
-        guard let expiry = spec.expiresAt, expiry > now else {
-            throw Refusal(description: "the spec has expired (or names no expiry): refused")
+        // The expiry is the control plane's clock (the claim's first lease end, also in the claim): it must be
+        // that one, and not long past by this host's clock, allowing for hosts whose clocks disagree.
+        guard let expiry = spec.expiresAt, abs(expiry.timeIntervalSince(claimed.leaseExpiresAt)) < 1,
+              expiry > now.addingTimeInterval(-Self.clockSkewAllowance)
+        else {
+            throw Refusal(description: "the spec has expired, or its expiry is not the claim's: refused")
         }
         return spec
     }
+
+    /// How far this host's clock may be ahead of the control plane's before a fresh spec looks expired.
+    static let clockSkewAllowance: TimeInterval = 300
 
     /// The workspace every spec and snapshot must name: the one pinned at
     /// enrollment, or (configured by hand without one) the hello answer's.
@@ -475,8 +485,11 @@ final class LeaseClock: Sendable {
         self.margin = margin
     }
 
-    /// Moves the end on (never back).
-    func extend(until end: Date) { ends.withLockedValue { $0 = max($0, end) } }
+    /// Moves the end on (never back), unless the lease was revoked.
+    func extend(until end: Date) { ends.withLockedValue { $0 = $0 == .distantPast ? $0 : max($0, end) } }
+
+    /// Ends the lease now, for good.
+    func revoke() { ends.withLockedValue { $0 = .distantPast } }
 
     /// Whether the lease is still held now.
     func held(now: Date = Date()) -> Bool { ends.withLockedValue { now.addingTimeInterval(margin) < $0 } }

@@ -85,9 +85,9 @@ public struct DatasetExecutor: JobExecutor {
         let metadata: DatasetMetadata
         switch output {
         case .file(let target):
-            metadata = try await writeFile(prepared, builder: builder, target: target, path: request.output.path ?? "")
+            metadata = try await writeFile(prepared, builder: builder, target: target, path: request.output.path ?? "", context: context)
         case .table(let url, let schema, let table):
-            metadata = try await writeTable(prepared, builder: builder, url: url, schema: schema, table: table)
+            metadata = try await writeTable(prepared, builder: builder, url: url, schema: schema, table: table, context: context)
         }
         logger.info("dataset built", metadata: [
             "larder.job": "\(spec.jobId)", "larder.rows": "\(metadata.rows)", "larder.output": .string(request.output.description),
@@ -175,9 +175,9 @@ public struct DatasetExecutor: JobExecutor {
     /// Writes the CSV beside its final path and links it there, refusing to
     /// replace anything: readers never see half a file, and nothing that
     /// existed is touched.
-    func writeFile(_ prepared: TrainingDatasetBuilder.Prepared, builder: TrainingDatasetBuilder, target: URL, path: String) async throws
-        -> DatasetMetadata
-    {
+    func writeFile(
+        _ prepared: TrainingDatasetBuilder.Prepared, builder: TrainingDatasetBuilder, target: URL, path: String, context: JobContext
+    ) async throws -> DatasetMetadata {
         let partial = try DatasetFolder.createPartial(beside: target)
         guard let handle = FileHandle(forWritingAtPath: partial.path) else {
             try? FileManager.default.removeItem(at: partial)
@@ -188,6 +188,8 @@ public struct DatasetExecutor: JobExecutor {
             let metadata = try await builder.writeCSV(prepared) { buffer in try handle.write(contentsOf: buffer.readableBytesView) }
             try handle.synchronize()
             try handle.close()
+            // A stale attempt (its lease lost or the job cancelled) publishes nothing.
+            try context.requireLease()
             try DatasetFolder.publish(partial, as: target, path: path)
             return metadata
         } catch {
@@ -197,9 +199,10 @@ public struct DatasetExecutor: JobExecutor {
     }
 
     /// Creates `schema.table` and fills it, in one transaction: it exists whole or not at all.
-    func writeTable(_ prepared: TrainingDatasetBuilder.Prepared, builder: TrainingDatasetBuilder, url: PostgresURL, schema: String, table: String)
-        async throws -> DatasetMetadata
-    {
+    func writeTable(
+        _ prepared: TrainingDatasetBuilder.Prepared, builder: TrainingDatasetBuilder, url: PostgresURL, schema: String, table: String,
+        context: JobContext
+    ) async throws -> DatasetMetadata {
         let columns = builder.tableColumns(prepared)
         for column in columns where column.name.isEmpty || column.name.utf8.count > Identifier.maximumLength
             || column.name.contains("\"") || column.name.contains("\u{0}")
@@ -226,6 +229,7 @@ public struct DatasetExecutor: JobExecutor {
                 try await connection.copyFrom(table: table, columns: columns.map(\.name), logger: logger) { writer in
                     result = try await builder.writeCopyRows(prepared) { try await writer.write($0) }
                 }
+                try context.requireLease()
                 return result!
             }
             try await database.close()

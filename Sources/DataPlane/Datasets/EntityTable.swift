@@ -32,8 +32,10 @@ public struct DatasetError: Error, Sendable, Equatable, CustomStringConvertible 
 
     public var description: String { "\(field): \(detail)" }
 
-    /// Field and detail without values of the table: what a dataset job tells the control plane.
-    public var reported: String { "\(field): \(reportedDetail ?? redactingQuotes(detail))" }
+    /// Field and detail without values of the table: what a dataset job tells the control plane. An
+    /// error made without a value-free detail reports its field and kind only (eliding quotes is not
+    /// enough: a value holding a quote would break out of them).
+    public var reported: String { "\(field): \(reportedDetail ?? "the entity table or request was refused (the agent's log has the detail)")" }
 }
 
 /// A chunk of the entity table, in input order: each row's time, its join
@@ -80,7 +82,7 @@ struct EntityTableReader {
             columns = try CSVReader.columnNames(path: path)
             reader = try CSVReader(path: path, schema: columns.map { ($0, .string) }, batchSize: max(1, chunkRows))
         } catch let failure as CSVReader.Failure {
-            throw DatasetError(kind: .invalidInput, field: label, detail: failure.message)
+            throw DatasetError(kind: .invalidInput, field: label, detail: failure.message, reportedDetail: failure.message)
         } catch {
             throw DatasetError(kind: .invalidInput, field: label, detail: "\(error)", reportedDetail: "the entity table cannot be read")
         }
@@ -109,7 +111,7 @@ struct EntityTableReader {
             guard let read = try reader.next() else { return nil }
             batch = read
         } catch let failure as CSVReader.Failure {
-            throw DatasetError(kind: .invalidInput, field: "\(label) line \(failure.line)", detail: failure.message)
+            throw DatasetError(kind: .invalidInput, field: "\(label) line \(failure.line)", detail: failure.message, reportedDetail: failure.message)
         } catch {
             throw DatasetError(kind: .invalidInput, field: label, detail: "\(error)", reportedDetail: "the entity table cannot be read")
         }
@@ -120,18 +122,24 @@ struct EntityTableReader {
         let first = rowsRead + 1
         rowsRead += batch.count
         func column(_ name: String) -> [String?] { text[columns.firstIndex(of: name)!] }
-        func fail(_ row: Int, _ name: String, _ detail: String) -> DatasetError {
-            DatasetError(kind: .invalidInput, field: "\(label) row \(first + row), column \(name)", detail: detail)
+        /// `detail` may quote the cell; `reported`, what leaves the agent, never does.
+        func fail(_ row: Int, _ name: String, _ detail: String, reported: String) -> DatasetError {
+            DatasetError(kind: .invalidInput, field: "\(label) row \(first + row), column \(name)", detail: detail, reportedDetail: reported)
         }
         var times: [Int64] = []
         times.reserveCapacity(batch.count)
         for (row, field) in column(timestampColumn).enumerated() {
-            guard let field else { throw fail(row, timestampColumn, "empty; every entity row needs a timestamp") }
+            guard let field else { throw fail(row, timestampColumn, "empty; every entity row needs a timestamp", reported: "empty; every entity row needs a timestamp") }
             guard let micros = Self.timestamp(field, assumeUTC: assumeUTC) else {
                 if Self.timestamp(field, assumeUTC: true) != nil {
-                    throw fail(row, timestampColumn, "'\(field.prefix(40))' has no UTC offset; write it as 2026-01-02T03:04:05Z (or +hh:mm), or say the table's timestamps are UTC (assume_utc)")
+                    throw fail(
+                        row, timestampColumn,
+                        "'\(field.prefix(40))' has no UTC offset; write it as 2026-01-02T03:04:05Z (or +hh:mm), or say the table's timestamps are UTC (assume_utc)",
+                        reported: "the timestamp has no UTC offset (or say the table's timestamps are UTC: assume_utc)")
                 }
-                throw fail(row, timestampColumn, "'\(field.prefix(40))' is not a timestamp such as 2026-01-02T03:04:05Z")
+                throw fail(
+                    row, timestampColumn, "'\(field.prefix(40))' is not a timestamp such as 2026-01-02T03:04:05Z",
+                    reported: "not a timestamp such as 2026-01-02T03:04:05Z")
             }
             times.append(micros)
         }
@@ -140,10 +148,10 @@ struct EntityTableReader {
             var parts: [EntityKey.Part] = []
             parts.reserveCapacity(batch.count)
             for (row, field) in column(key.name).enumerated() {
-                guard let field else { throw fail(row, key.name, "empty; every entity row needs its join keys") }
+                guard let field else { throw fail(row, key.name, "empty; every entity row needs its join keys", reported: "empty; every entity row needs its join keys") }
                 if key.type.isInteger {
                     guard let number = Int64(field), key.type == .int64 || Int32(exactly: number) != nil else {
-                        throw fail(row, key.name, "'\(field.prefix(40))' is not an \(key.type.rawValue) join key")
+                        throw fail(row, key.name, "'\(field.prefix(40))' is not an \(key.type.rawValue) join key", reported: "not an \(key.type.rawValue) join key")
                     }
                     parts.append(.int(number))
                 } else {
@@ -162,7 +170,7 @@ struct EntityTableReader {
                     continue
                 }
                 guard let value = Self.value(text, type: field.type, assumeUTC: assumeUTC) else {
-                    throw fail(row, field.name, "'\(text.prefix(40))' is not a \(field.type.rawValue)")
+                    throw fail(row, field.name, "'\(text.prefix(40))' is not a \(field.type.rawValue)", reported: "not a \(field.type.rawValue)")
                 }
                 values.append(value)
             }

@@ -102,7 +102,7 @@ public struct TrainingDatasetBuilder: Sendable {
         } else if let features = request.features, !features.isEmpty {
             resolved = try catalog.resolve(references: features)
         } else {
-            throw DatasetError(kind: .invalidInput, field: "feature_service", detail: "name a feature service or give features")
+            throw DatasetError(kind: .invalidInput, field: "feature_service", detail: "name a feature service or give features", reportedDetail: "name a feature service or give features")
         }
         // Check every entity row now (join keys, timestamps, request fields): a bad row is
         // refused before any output, not half-way through a streamed answer.
@@ -138,7 +138,8 @@ public struct TrainingDatasetBuilder: Sendable {
                 guard try await table.exists(on: connection, logger: logger) else {
                     throw DatasetError(
                         kind: .notMaterialized, field: "\(view.view)",
-                        detail: "feature view \(view.view) version \(view.version) has no offline table (\(table.schema).\(table.name)); materialize it first")
+                        detail: "feature view \(view.view) version \(view.version) has no offline table (\(table.schema).\(table.name)); materialize it first",
+                        reportedDetail: "feature view \(view.view) version \(view.version) has no offline table; materialize it first")
                 }
             }
             try await connection.close()
@@ -148,7 +149,9 @@ public struct TrainingDatasetBuilder: Sendable {
         }
         let output = header + resolved.outputs.map { Self.columnName($0.name) }
         if let clash = Set(header).intersection(output.dropFirst(header.count)).first {
-            throw DatasetError(kind: .invalidInput, field: "entities", detail: "the entity table has a column '\(clash)', the name of a feature column; rename it")
+            throw DatasetError(
+                kind: .invalidInput, field: "entities", detail: "the entity table has a column '\(clash)', the name of a feature column; rename it",
+                reportedDetail: "the entity table has a column named like a feature column; rename it")
         }
         return Prepared(request: request, resolved: resolved, revision: catalog.revision, ttls: ttls, created: created, tables: tables, header: output,
             onlyChunk: only)
