@@ -288,18 +288,9 @@ struct MaterializationProcessTests {
                     end: MaterializationWorld.day0.addingTimeInterval(48 * 3_600), chunk: "4d"),
                 workspace: JobsWorld.workspace)
             #expect(started.chunksQueued == 1)
-            // Kill the agent once it has written its first batch to the online store (of 9). The watch runs on a
-            // thread of its own: a test task can wake late on a busy machine, after the job has finished.
+            // Kill the agent once it has written its first batch to the online store (of 9).
             let log = world.dataDirectory.appendingPathComponent("online/driver_hourly_stats@v1.log").path
-            let pid = first.process.processIdentifier
-            let watcher = Thread {
-                let deadline = Date().addingTimeInterval(60)
-                while Date() < deadline, ((try? FileManager.default.attributesOfItem(atPath: log)[.size] as? Int) ?? 0) < 200_000 {
-                    usleep(1_000)
-                }
-                kill(pid, SIGKILL)
-            }
-            watcher.start()
+            Self.signal(first, SIGKILL, once: log, reaches: 200_000).start()
             while first.process.isRunning { try await Task.sleep(for: .milliseconds(20)) }
             _ = first.stop()
             let chunks = try await world.jobs.chunks(of: started.backfill.id)
@@ -320,6 +311,19 @@ struct MaterializationProcessTests {
                 "SELECT count(*)::int FROM (SELECT 1 FROM larder_offline.driver_hourly_stats__v1 GROUP BY driver_id, event_timestamp HAVING count(*) > 1) d") == 0)
             #expect(second.stop() == 0)
             try Self.expectNewestHour(in: world.dataDirectory)
+        }
+    }
+
+    /// A thread that sends `signal` to `agent` once `file` holds `bytes` (or after a minute). A thread of
+    /// its own, not a task: a test task can wake late on a busy machine, after the job has finished.
+    static func signal(_ agent: AgentProcess, _ signal: Int32, once file: String, reaches bytes: Int) -> Thread {
+        let pid = agent.process.processIdentifier
+        return Thread {
+            let deadline = Date().addingTimeInterval(60)
+            while Date() < deadline, ((try? FileManager.default.attributesOfItem(atPath: file)[.size] as? Int) ?? 0) < bytes {
+                usleep(200)
+            }
+            kill(pid, signal)
         }
     }
 
@@ -347,13 +351,7 @@ struct MaterializationProcessTests {
             // job takes about a second, and a watcher started late on a loaded machine would miss it.
             let log = world.jobs.folder.appendingPathComponent("agent-1/online/driver_hourly_stats@v1.log").path
             let pid = first.process.processIdentifier
-            let paused = Thread {
-                let deadline = Date().addingTimeInterval(60)
-                while Date() < deadline, ((try? FileManager.default.attributesOfItem(atPath: log)[.size] as? Int) ?? 0) < 20_000 {
-                    usleep(200)
-                }
-                kill(pid, SIGSTOP)
-            }
+            let paused = Self.signal(first, SIGSTOP, once: log, reaches: 20_000)
             paused.start()
             let started = try await world.jobs.admin.materialize(
                 MaterializeRequest(

@@ -69,27 +69,6 @@ enum SQLState {
     }
 }
 
-/// `text` with the inside of every '…' or "…" replaced by an ellipsis.
-func redactingQuotes(_ text: String) -> String {
-    var output = ""
-    var closing: Character?
-    for character in text {
-        if let quote = closing {
-            if character == quote {
-                output.append("…")
-                output.append(character)
-                closing = nil
-            }
-        } else {
-            output.append(character)
-            if character == "\"" || character == "'" { closing = character }
-        }
-    }
-    if closing != nil { output.append("…") }
-    return output
-}
-
-
 /// Any error, reported by its codes only: no message text.
 enum ReportedError {
     /// `PostgreSQL client error connectionError`, or the error's type and errno: no message text.
