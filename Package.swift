@@ -80,6 +80,7 @@ let package = Package(
                 .embedInCode("Database/Migrations/0010_enrollment.sql"),
                 .embedInCode("Database/Migrations/0011_token_audience.sql"),
                 .embedInCode("Database/Migrations/0012_lease_terms.sql"),
+                .embedInCode("Database/Migrations/0013_signing_key_rotation.sql"),
             ]
         ),
         .target(

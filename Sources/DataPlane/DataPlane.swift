@@ -41,6 +41,11 @@ public enum DataPlane {
         inDataDirectory(configuration, "registry-snapshot.json")
     }
 
+    /// The signing keys the agent trusts, as key rotations moved them (see `TrustedSigningKeys`).
+    public static func signingKeysFile(_ configuration: AgentConfiguration) -> String {
+        inDataDirectory(configuration, "signing-keys.json")
+    }
+
     /// Where the agent keeps its workspace's signed access snapshot.
     public static func accessSnapshotFile(_ configuration: AgentConfiguration) -> String {
         inDataDirectory(configuration, "access-snapshot.json")

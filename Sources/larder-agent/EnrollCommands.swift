@@ -248,7 +248,8 @@ extension LarderAgentCommand {
             let rebuilt: [OnlineRebuild.Rebuilt]
             do {
                 let store = try OnlineStore(directory: DataPlane.onlineStoreDirectory(configuration))
-                let cache = try DefinitionCache(directory: DataPlane.definitionsDirectory(configuration), publicKey: configuration.publicKey)
+                let cache = try DefinitionCache(
+                    directory: DataPlane.definitionsDirectory(configuration), trustedKeys: TrustedSigningKeys(configuration: configuration, logger: logger))
                 rebuilt = try await OnlineRebuild(configuration: configuration, store: store, cache: cache, logger: logger)
                     .run(views: views.isEmpty ? nil : Set(views))
             } catch let failure as JobExecutionError {

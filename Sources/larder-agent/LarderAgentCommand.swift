@@ -52,19 +52,20 @@ extension LarderAgentCommand {
             }
             defer { withExtendedLifetime(lock) {} }
             // The stores and the signed definitions open from local disk: no control plane needed.
+            let trustedKeys = TrustedSigningKeys(configuration: configuration, logger: logger)
             let onlineStore: OnlineStore
             let cache: DefinitionCache
             do {
                 onlineStore = try OnlineStore(directory: DataPlane.onlineStoreDirectory(configuration))
-                cache = try DefinitionCache(directory: DataPlane.definitionsDirectory(configuration), publicKey: configuration.publicKey)
+                cache = try DefinitionCache(directory: DataPlane.definitionsDirectory(configuration), trustedKeys: trustedKeys)
             } catch {
                 throw ValidationError("cannot open the agent's data directory \(configuration.dataDirectory): \(error)")
             }
             let cached = cache.loadAll(logger: logger)
             let accessGuard = AccessGuard(
-                file: URL(fileURLWithPath: DataPlane.accessSnapshotFile(configuration)), publicKey: configuration.publicKey, logger: logger)
+                file: URL(fileURLWithPath: DataPlane.accessSnapshotFile(configuration)), trustedKeys: trustedKeys, logger: logger)
             let registryCache = RegistryCache(
-                file: URL(fileURLWithPath: DataPlane.registrySnapshotFile(configuration)), publicKey: configuration.publicKey, logger: logger)
+                file: URL(fileURLWithPath: DataPlane.registrySnapshotFile(configuration)), trustedKeys: trustedKeys, logger: logger)
             logger.info("opened the online store", metadata: [
                 "tables": "\(onlineStore.schemas.count)", "cached_definitions": "\(cached.count)",
                 "access_version": "\(accessGuard.version.map(String.init) ?? "none")",
@@ -72,7 +73,7 @@ extension LarderAgentCommand {
             ])
             let runner = AgentRunner(
                 configuration: configuration, executors: DataPlane.executors(configuration: configuration, onlineStore: onlineStore, logger: logger),
-                logger: logger, definitionCache: cache, accessGuard: accessGuard, registryCache: registryCache)
+                logger: logger, definitionCache: cache, accessGuard: accessGuard, registryCache: registryCache, trustedKeys: trustedKeys)
             var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
                 .init(service: runner, successTerminationBehavior: .gracefullyShutdownGroup),
                 .init(service: OnlineStoreMaintenance(store: onlineStore, logger: logger)),

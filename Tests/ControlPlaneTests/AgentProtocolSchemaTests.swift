@@ -20,7 +20,7 @@ struct AgentProtocolSchemaTests {
         "features", "feature", "count", "null_count", "min", "max", "mean", "message", "retryable", "access_version", "have_version",
         "snapshot", "registry_revision", "have_revision", "revision", "dataset", "rows", "columns", "name", "type", "views", "view",
         "earliest", "latest", "sha256", "disallowed_count", "expectations", "policy", "results", "check", "observed", "lower_limit",
-        "upper_limit", "passed", "grace_seconds", "token", "previous_expires_at", "lease_term",
+        "upper_limit", "passed", "grace_seconds", "token", "previous_expires_at", "lease_term", "signing_keys", "key_generation",
     ]
     /// Free-text fields an agent may send, each bounded.
     static let boundedText: [String: Int] = [
@@ -129,10 +129,12 @@ struct AgentProtocolSchemaTests {
         let token = UUID()
         let samples: [(String, any Encodable)] = [
             ("AgentHello", AgentHello(instanceId: "i", version: "v", hostname: "h", capabilities: [.materialize])),
-            ("AgentHeartbeat", AgentHeartbeat(instanceId: "i", runningJobs: [1])),
+            ("AgentHeartbeat", AgentHeartbeat(instanceId: "i", runningJobs: [1], keyGeneration: 2)),
             ("RotateCredentialsRequest", RotateCredentialsRequest(graceSeconds: 1)),
             ("ClaimRequest", ClaimRequest(instanceId: "i", kinds: [.materialize], waitSeconds: 1)),
-            ("AgentHeartbeatReply", AgentHeartbeatReply(abort: [1], serverTime: Date(), accessVersion: 2, registryRevision: 3)),
+            ("AgentHeartbeatReply", AgentHeartbeatReply(
+                abort: [1], serverTime: Date(), accessVersion: 2, registryRevision: 3,
+                signingKeys: [SignedDocument(payload: "{}", signature: "s", keyFingerprint: "f")])),
             ("RegistrySnapshotRequest", RegistrySnapshotRequest(instanceId: "i", haveRevision: 1)),
             ("RegistrySnapshotReply", RegistrySnapshotReply(revision: 2, snapshot: SignedDocument(payload: "{}", signature: "s", keyFingerprint: "f"))),
             ("AccessSnapshotRequest", AccessSnapshotRequest(instanceId: "i", haveVersion: 1)),

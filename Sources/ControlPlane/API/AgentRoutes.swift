@@ -27,13 +27,15 @@ struct AgentRoutes {
             try Self.check(agentVersion: hello.version)
             try await store.hello(hello, agent: agent)
             let fingerprint = try await keys.current().publicKey.fingerprint
+            let announcement = try await keys.announcement()
             context.logger.info("agent said hello", metadata: [
                 "larder.agent": .string(agent.name), "larder.instance": .string(hello.instanceId), "larder.agent_version": .string(hello.version),
             ])
             return try APIResponse.json(AgentWelcome(
                 agent: agent.name, workspace: agent.workspace, environment: agent.environment,
                 heartbeatSeconds: Int(settings.heartbeatInterval.seconds.rounded(.up)), leaseSeconds: Int(settings.leaseDuration.seconds.rounded(.up)),
-                maxClaimWaitSeconds: Int(settings.maxClaimWait.seconds), signingKeyFingerprint: fingerprint, serverTime: Date()))
+                maxClaimWaitSeconds: Int(settings.maxClaimWait.seconds), signingKeyFingerprint: fingerprint, serverTime: Date(),
+                signingKeys: announcement))
         }
         routes.add(.post, "/v1/agent/heartbeat", permission: .agentProtocol) { request, context in
             let heartbeat = try await request.decodeStrictBody(as: AgentHeartbeat.self, context: context)
@@ -41,7 +43,8 @@ struct AgentRoutes {
             let abort = try await store.heartbeat(heartbeat, agent: agent)
             let versions = try await store.snapshotVersions(of: agent)
             return try APIResponse.json(AgentHeartbeatReply(
-                abort: abort, serverTime: Date(), accessVersion: versions.access, registryRevision: versions.registry))
+                abort: abort, serverTime: Date(), accessVersion: versions.access, registryRevision: versions.registry,
+                signingKeys: try await keys.announcement()))
         }
         routes.add(.post, "/v1/agent/registry-snapshot", permission: .agentProtocol) { request, context in
             let body = try await request.decodeStrictBody(as: RegistrySnapshotRequest.self, context: context)

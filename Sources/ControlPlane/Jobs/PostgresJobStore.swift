@@ -257,7 +257,10 @@ public struct PostgresJobStore: Sendable {
     /// (cancelled, or no longer leased to this process).
     public func heartbeat(_ heartbeat: AgentHeartbeat, agent: AgentIdentity) async throws -> [Int64] {
         try await client.execute(
-            "UPDATE agent_sessions SET last_seen_at = now() WHERE principal_id = \(agent.principalID)", logger: logger)
+            """
+            UPDATE agent_sessions SET last_seen_at = now(), key_generation = coalesce(\(heartbeat.keyGeneration), key_generation)
+            WHERE principal_id = \(agent.principalID)
+            """, logger: logger)
         guard !heartbeat.runningJobs.isEmpty else { return [] }
         let rows = try await client.query(
             """
@@ -314,10 +317,12 @@ public struct PostgresJobStore: Sendable {
             // lease, signed now: a spec copied from one claim is refused for any other, or once stale.
             // Only a stored spec that still verifies is signed again: one changed in the database goes
             // out as it is, and the agent refuses it (nothing launders a tampered spec).
-            let signing = try await keys.current()
+            // During a key rotation a spec queued before the new key was activated verifies with the previous one.
+            let ring = try await keys.ring()
+            let signing = ring.active
             let stored = SignedDocument(payload: payload, signature: signature, keyFingerprint: key)
             var spec = stored
-            if (try? stored.verified(with: signing.publicKey)) != nil {
+            if (try? stored.verified(withAnyOf: ring.accepted)) != nil {
                 spec = try signing.sign(try Self.storedSpec(payload).bound(attempt: attempt, leaseToken: token, leaseTerm: term, expiresAt: expires).jsonValue())
             } else {
                 logger.error("a stored job spec does not verify with the signing key; sent as it is, for the agent to refuse", metadata: ["larder.job": "\(id)"])

@@ -6,7 +6,7 @@ import ServiceLifecycle
 import Shared
 
 /// The agent's job loop: says hello, sends heartbeats, claims jobs with long
-/// polls, verifies each spec against the pinned key, runs it with the
+/// polls, verifies each spec against the trusted keys, runs it with the
 /// executor for its kind while keeping the lease, and reports the outcome.
 ///
 /// Every connection goes out from the agent; it needs no inbound port. When
@@ -23,12 +23,16 @@ public struct AgentRunner: Service {
     /// This process's id, sent with hello, heartbeats and claims.
     public let instanceID: String
     let running = RunningJobs()
+    /// The last refusal of an announced key set, logged once.
+    let keysRefused = NIOLockedValueBox<String?>(nil)
     /// Where verified specs are kept for when the control plane is unreachable.
     let definitionCache: DefinitionCache?
     /// The workspace's access snapshot, kept current from the control plane.
     let accessGuard: AccessGuard?
     /// The workspace's registry snapshot, likewise.
     let registryCache: RegistryCache?
+    /// The control plane keys this agent accepts, moved along key rotations.
+    public let trustedKeys: TrustedSigningKeys
     /// How often the snapshots are asked for even without a heartbeat saying they changed.
     static let snapshotPollSeconds = 30
 
@@ -41,9 +45,11 @@ public struct AgentRunner: Service {
     /// Creates a runner.
     public init(
         configuration: AgentConfiguration, executors: [any JobExecutor], logger: Logger, definitionCache: DefinitionCache? = nil,
-        accessGuard: AccessGuard? = nil, registryCache: RegistryCache? = nil, instanceID: String = UUID().uuidString.lowercased()
+        accessGuard: AccessGuard? = nil, registryCache: RegistryCache? = nil, trustedKeys: TrustedSigningKeys? = nil,
+        instanceID: String = UUID().uuidString.lowercased()
     ) {
         self.configuration = configuration
+        self.trustedKeys = trustedKeys ?? TrustedSigningKeys(configuration: configuration, logger: logger)
         self.definitionCache = definitionCache
         self.accessGuard = accessGuard
         self.registryCache = registryCache
@@ -100,10 +106,14 @@ public struct AgentRunner: Service {
             try Task.checkCancellation()
             do {
                 let welcome = try await client.hello(hello)
-                guard welcome.signingKeyFingerprint == configuration.publicKey.fingerprint else {
+                if let announcement = welcome.signingKeys {
+                    do { try acceptKeys(announcement) } catch { throw Refusal(description: error.description) }
+                }
+                let trusted = trustedKeys.current
+                guard trusted.contains(where: { $0.fingerprint == welcome.signingKeyFingerprint }) else {
                     throw Refusal(description: """
-                        the control plane signs job specs with key \(welcome.signingKeyFingerprint), but this agent pins \
-                        \(configuration.publicKey.fingerprint); check public_key against 'larder-control key'
+                        the control plane signs job specs with key \(welcome.signingKeyFingerprint), but this agent trusts \
+                        \(trusted.map(\.fingerprint).joined(separator: ", ")); check public_key against 'larder-control key list'
                         """)
                 }
                 if let pinned = configuration.workspace, welcome.workspace != pinned {
@@ -143,8 +153,18 @@ public struct AgentRunner: Service {
             try? await Task.sleep(for: .seconds(max(seconds, 1)))
             if Task.isCancelled { return }
             do {
-                let reply = try await client.heartbeat(AgentHeartbeat(instanceId: instanceID, runningJobs: await running.ids))
+                let reply = try await client.heartbeat(AgentHeartbeat(
+                    instanceId: instanceID, runningJobs: await running.ids, keyGeneration: trustedKeys.generation))
                 refused = false
+                if let announcement = reply.signingKeys {
+                    do { try acceptKeys(announcement) } catch {
+                        // Specs and snapshots signed by a key it does not trust are refused as they come.
+                        if keysRefused.withLockedValue({ $0 }) != error.description {
+                            logger.error("refused the control plane's signing keys", metadata: ["larder.error": .string(error.description)])
+                            keysRefused.withLockedValue { $0 = error.description }
+                        }
+                    }
+                }
                 for job in reply.abort { await running.abort(job) }
                 // Access or the registry changed: fetch the new snapshot now rather than at the next poll.
                 if let version = reply.accessVersion, accessGuard.map({ $0.version.map { version > $0 } ?? true }) == true {
@@ -165,6 +185,17 @@ public struct AgentRunner: Service {
                 logger.debug("heartbeat failed", metadata: ["larder.error": .string(String(describing: error))])
             }
         }
+    }
+
+    /// Accepts an announced key set and logs what changed.
+    func acceptKeys(_ announcement: [SignedDocument]) throws(TrustedSigningKeys.Refusal) {
+        guard let change = try trustedKeys.accept(announcement) else { return }
+        keysRefused.withLockedValue { $0 = nil }
+        let fingerprints = { (keys: [String]) in keys.compactMap { try? SigningPublicKey(parsing: $0).fingerprint }.joined(separator: ",") }
+        logger.notice("accepted the control plane's signing keys", metadata: [
+            "larder.key_generation": "\(change.generation)", "larder.keys_added": .string(fingerprints(change.added)),
+            "larder.keys_dropped": .string(fingerprints(change.dropped)),
+        ])
     }
 
     /// Asks for the snapshots at once, then every `snapshotPollSeconds`.
@@ -382,7 +413,7 @@ public struct AgentRunner: Service {
     /// The spec of a claimed job, if it verifies with the pinned key and names
     /// this job and workspace.
     func verify(_ claimed: ClaimedJob, welcome: AgentWelcome, now: Date = Date()) throws -> JobSpec {
-        let payload = try claimed.spec.verified(with: configuration.publicKey)
+        let payload = try trustedKeys.verify(claimed.spec)
         let spec = try JobSpec(verified: payload)
         guard spec.jobId == claimed.id else { throw Refusal(description: "the spec is for job \(spec.jobId), not \(claimed.id)") }
         let workspace = pinnedWorkspace(welcome)

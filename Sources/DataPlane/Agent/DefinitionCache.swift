@@ -4,19 +4,24 @@ import Shared
 
 /// The agent's local copy of the definitions it runs: for each feature view,
 /// the signed spec of the latest version it was given. Kept as the control
-/// plane signed it and verified again with the pinned key when read, so a
+/// plane signed it and verified again with the trusted keys when read, so a
 /// restarted agent works from definitions it can trust while the control
 /// plane is unreachable, and a file edited on disk is refused.
 public struct DefinitionCache: Sendable {
     /// The folder holding one signed spec per view.
     public let directory: String
-    let publicKey: SigningPublicKey
+    let keys: TrustedSigningKeys
 
     /// A cache in `directory` (created if missing), verified with `publicKey`.
     public init(directory: String, publicKey: SigningPublicKey) throws {
+        try self.init(directory: directory, trustedKeys: TrustedSigningKeys(pinned: publicKey, file: nil))
+    }
+
+    /// A cache in `directory` (created if missing), verified with the agent's trusted keys.
+    public init(directory: String, trustedKeys: TrustedSigningKeys) throws {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         self.directory = directory
-        self.publicKey = publicKey
+        self.keys = trustedKeys
     }
 
     private func path(view: String) -> String { (directory as NSString).appendingPathComponent("\(view).json") }
@@ -33,7 +38,7 @@ public struct DefinitionCache: Sendable {
     public func load(view: String) throws -> JobSpec? {
         guard let data = FileManager.default.contents(atPath: path(view: view)) else { return nil }
         let document = try JSONDecoder().decode(SignedDocument.self, from: data)
-        return try JobSpec(verified: document.verified(with: publicKey))
+        return try JobSpec(verified: keys.verify(document, held: true))
     }
 
     /// Every cached spec that verifies; the others are logged and skipped.

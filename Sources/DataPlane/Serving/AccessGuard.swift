@@ -56,8 +56,13 @@ public final class AccessGuard: Sendable {
 
     /// A guard keeping its snapshot in `file`; reads the one there, if it is
     /// valid, for workspace `workspace` (nil: whichever it is for).
-    public init(file: URL, publicKey: SigningPublicKey, workspace: String? = nil, logger: Logger) {
-        self.file = SignedSnapshotFile(file: file, publicKey: publicKey, name: "access snapshot")
+    public convenience init(file: URL, publicKey: SigningPublicKey, workspace: String? = nil, logger: Logger) {
+        self.init(file: file, trustedKeys: TrustedSigningKeys(pinned: publicKey, file: nil), workspace: workspace, logger: logger)
+    }
+
+    /// A guard whose snapshots are verified with the agent's trusted keys.
+    public init(file: URL, trustedKeys: TrustedSigningKeys, workspace: String? = nil, logger: Logger) {
+        self.file = SignedSnapshotFile(file: file, keys: trustedKeys, name: "access snapshot")
         state = Mutex(self.file.load(workspace: workspace, logger: logger).map(Self.state(of:)) ?? State())
     }
 

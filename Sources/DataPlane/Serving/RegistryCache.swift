@@ -13,8 +13,13 @@ public final class RegistryCache: Sendable {
 
     /// A cache keeping its snapshot in `file`; reads the one there, if it is
     /// valid, for workspace `workspace` (nil: whichever it is for).
-    public init(file: URL, publicKey: SigningPublicKey, workspace: String? = nil, logger: Logger) {
-        self.file = SignedSnapshotFile(file: file, publicKey: publicKey, name: "registry snapshot")
+    public convenience init(file: URL, publicKey: SigningPublicKey, workspace: String? = nil, logger: Logger) {
+        self.init(file: file, trustedKeys: TrustedSigningKeys(pinned: publicKey, file: nil), workspace: workspace, logger: logger)
+    }
+
+    /// A cache whose snapshots are verified with the agent's trusted keys.
+    public init(file: URL, trustedKeys: TrustedSigningKeys, workspace: String? = nil, logger: Logger) {
+        self.file = SignedSnapshotFile(file: file, keys: trustedKeys, name: "registry snapshot")
         state = Mutex(self.file.load(workspace: workspace, logger: logger))
     }
 

@@ -26,11 +26,11 @@ public struct SnapshotRefusal: Error, Sendable, CustomStringConvertible {
 }
 
 /// Where an agent keeps one signed snapshot: a file only it may read (mode
-/// 0600), written atomically, verified with the pinned key whenever it is
+/// 0600), written atomically, verified with the trusted keys whenever it is
 /// installed or read back, so a tampered file is never used.
 struct SignedSnapshotFile<Snapshot: AgentSnapshot>: Sendable {
     let file: URL
-    let publicKey: SigningPublicKey
+    let keys: TrustedSigningKeys
     /// What it is, for messages ("access snapshot").
     let name: String
 
@@ -39,20 +39,21 @@ struct SignedSnapshotFile<Snapshot: AgentSnapshot>: Sendable {
         guard let data = try? Data(contentsOf: file) else { return nil }
         do {
             let document = try APICoding.makeDecoder().decode(SignedDocument.self, from: data)
-            return try verify(document, workspace: workspace)
+            return try verify(document, workspace: workspace, held: true)
         } catch {
             logger.warning("ignored the \(name) on disk", metadata: ["larder.file": "\(file.path)", "larder.error": "\(error)"])
             return nil
         }
     }
 
-    /// The snapshot `document` holds, once its signature and workspace check out.
-    func verify(_ document: SignedDocument, workspace: String?) throws -> Snapshot {
+    /// The snapshot `document` holds, once its signature and workspace check
+    /// out; `held`: read back from this agent's disk rather than received.
+    func verify(_ document: SignedDocument, workspace: String?, held: Bool = false) throws -> Snapshot {
         let snapshot: Snapshot
         do {
-            snapshot = try Snapshot(verified: try document.verified(with: publicKey))
+            snapshot = try Snapshot(verified: try keys.verify(document, held: held))
         } catch {
-            throw SnapshotRefusal(description: "the \(name) does not verify with the pinned key: \(error)")
+            throw SnapshotRefusal(description: "the \(name) does not verify with a trusted key: \(error)")
         }
         if let workspace, snapshot.workspace != workspace {
             throw SnapshotRefusal(description: "the \(name) is for workspace \(snapshot.workspace), not this agent's \(workspace)")

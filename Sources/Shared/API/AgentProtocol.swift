@@ -43,9 +43,15 @@ public struct AgentWelcome: Sendable, Codable, Hashable {
     public var signingKeyFingerprint: String
     /// The control plane's clock.
     public var serverTime: Date
+    /// The control plane's signing keys, signed by its active key (and, during
+    /// a rotation, by the previous one too): see `SigningKeySet`.
+    public var signingKeys: [SignedDocument]?
 
     /// Creates a value.
-    public init(agent: String, workspace: String, environment: String, heartbeatSeconds: Int, leaseSeconds: Int, maxClaimWaitSeconds: Int, signingKeyFingerprint: String, serverTime: Date) {
+    public init(
+        agent: String, workspace: String, environment: String, heartbeatSeconds: Int, leaseSeconds: Int, maxClaimWaitSeconds: Int,
+        signingKeyFingerprint: String, serverTime: Date, signingKeys: [SignedDocument]? = nil
+    ) {
         self.agent = agent
         self.workspace = workspace
         self.environment = environment
@@ -54,6 +60,7 @@ public struct AgentWelcome: Sendable, Codable, Hashable {
         self.maxClaimWaitSeconds = maxClaimWaitSeconds
         self.signingKeyFingerprint = signingKeyFingerprint
         self.serverTime = serverTime
+        self.signingKeys = signingKeys
     }
 }
 
@@ -63,11 +70,14 @@ public struct AgentHeartbeat: Sendable, Codable, Hashable {
     public var instanceId: String
     /// The jobs it is running.
     public var runningJobs: [Int64]
+    /// The generation of the signing key set it holds (see `SigningKeySet`).
+    public var keyGeneration: Int64?
 
     /// Creates a heartbeat.
-    public init(instanceId: String, runningJobs: [Int64]) {
+    public init(instanceId: String, runningJobs: [Int64], keyGeneration: Int64? = nil) {
         self.instanceId = instanceId
         self.runningJobs = runningJobs
+        self.keyGeneration = keyGeneration
     }
 }
 
@@ -82,13 +92,19 @@ public struct AgentHeartbeatReply: Sendable, Codable, Hashable {
     public var accessVersion: Int64?
     /// The workspace's registry revision, likewise for the registry snapshot.
     public var registryRevision: Int64?
+    /// The control plane's signing keys, as in the hello answer: how a key
+    /// rotation reaches agents that are running.
+    public var signingKeys: [SignedDocument]?
 
     /// Creates a value.
-    public init(abort: [Int64], serverTime: Date, accessVersion: Int64? = nil, registryRevision: Int64? = nil) {
+    public init(
+        abort: [Int64], serverTime: Date, accessVersion: Int64? = nil, registryRevision: Int64? = nil, signingKeys: [SignedDocument]? = nil
+    ) {
         self.abort = abort
         self.serverTime = serverTime
         self.accessVersion = accessVersion
         self.registryRevision = registryRevision
+        self.signingKeys = signingKeys
     }
 }
 
