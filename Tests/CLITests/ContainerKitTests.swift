@@ -12,8 +12,9 @@ import Yams
 /// them against the real binaries: every command's binary, subcommand and
 /// flags (`--help`), every `LARDER_` variable (read somewhere in Sources),
 /// every probe's path (a route), every port (the one the process is told to
-/// listen on), every file a flag names (inside a mounted volume), and the
-/// agent settings (accepted by `larder-agent enroll --settings`).
+/// listen on), every file a flag names (inside a mounted volume), the agent
+/// settings (accepted by `larder-agent enroll --settings`), and in compose
+/// that the agent's probe and Prometheus speak what those settings serve.
 @Suite("Container and Kubernetes kit")
 struct ContainerKitTests {
     static let root = LarderBinary.root
@@ -128,9 +129,11 @@ struct ContainerKitTests {
         #expect(text.contains("--static-swift-stdlib"))
     }
 
-    @Test("compose: each Larder service's command is real, its LARDER_ variables exist, its ports are the ones it listens on, its probes are routes, and the agent's settings are ones enroll accepts")
-    func compose() throws {
-        let resolved = Self.tools.appendingPathComponent("compose-config.yaml")
+    @Test(
+        "compose, alone and with compose.plain-http.yaml: each Larder service's command is real, its LARDER_ variables exist, its ports are the ones it listens on, its probes are routes, the agent's settings are ones enroll accepts, and its probe and Prometheus speak what it serves",
+        arguments: ["compose-config.yaml", "compose-config-plain-http.yaml"])
+    func compose(resolvedFile: String) throws {
+        let resolved = Self.tools.appendingPathComponent(resolvedFile)
         let text = try #require(try? String(contentsOf: resolved, encoding: .utf8), "run scripts/check-deploy-kit first (scripts/test does)")
         let services = try #require((try Yams.load(yaml: text) as? [String: Any])?["services"] as? [String: [String: Any]])
         let (stages, _) = try Self.dockerfileStages()
@@ -181,11 +184,61 @@ struct ContainerKitTests {
                 let enroll = try #require(services.values.first { ($0["command"] as? [String])?.first == "enroll" })
                 let settingsPath = try #require(Self.value(of: "--settings", in: enroll["command"] as! [String]))
                 let source = try #require((enroll["volumes"] as? [[String: Any]])?.first { $0["target"] as? String == settingsPath }?["source"] as? String)
-                let listen = try Self.servingListen(try String(contentsOfFile: source, encoding: .utf8))
+                let settingsText = try String(contentsOfFile: source, encoding: .utf8)
+                let listen = try Self.servingListen(settingsText)
                 #expect(ports == [listen], "compose \(name): publishes \(ports), the agent listens on \(listen)")
+                let serving = (try Yams.load(yaml: settingsText) as? [String: Any])?["serving"] as? [String: Any] ?? [:]
+                try Self.checkServingScheme(agentName: name, agent: service, enroll: enroll, serving: serving, listen: listen, services: services)
             }
         }
         #expect(larderServices >= 4, "the control plane, its migration, the agent and its enrollment")
+    }
+
+    /// Where a compose service finds `path`: "volume:path inside it", when a named volume is mounted above it.
+    static func volumeLocation(_ path: String, in service: [String: Any]) -> String? {
+        let mounts = service["volumes"] as? [[String: Any]] ?? []
+        guard let mount = mounts.first(where: { $0["type"] as? String == "volume" && path.hasPrefix(($0["target"] as? String ?? "?") + "/") }),
+              let volume = mount["source"] as? String, let target = mount["target"] as? String
+        else { return nil }
+        return "\(volume):\(path.dropFirst(target.count + 1))"
+    }
+
+    /// HTTPS when the agent's settings name TLS files: they are on a named volume that both the agent and its
+    /// enroll step (which checks them) mount, its healthcheck asks over TLS, and Prometheus scrapes it with https,
+    /// trusting the very certificate file the agent serves, by the agent's name. Plain HTTP otherwise, for both.
+    static func checkServingScheme(
+        agentName name: String, agent: [String: Any], enroll: [String: Any], serving: [String: Any], listen: Int, services: [String: [String: Any]]
+    ) throws {
+        let tlsFiles = ["tls_certificate", "tls_key"].compactMap { serving[$0] as? String }
+        let https = !tlsFiles.isEmpty
+        for file in tlsFiles {
+            let inAgent = Self.volumeLocation(file, in: agent)
+            #expect(inAgent != nil && inAgent == Self.volumeLocation(file, in: enroll), "compose \(name): \(file) is on no volume both the agent and its enroll step mount")
+        }
+        let probe = ((agent["healthcheck"] as? [String: Any])?["test"] as? [String] ?? []).joined(separator: " ")
+        if https {
+            #expect(probe.contains("openssl s_client") && probe.contains("-connect 127.0.0.1:\(listen)"), "compose \(name): the healthcheck does not ask over HTTPS")
+        } else {
+            #expect(probe.contains("/dev/tcp/127.0.0.1/\(listen)") && !probe.contains("s_client"), "compose \(name): the healthcheck does not ask over plain HTTP")
+        }
+        let prometheus = try #require(services.values.first { ($0["image"] as? String)?.hasPrefix("prom/prometheus") == true }, "compose: no Prometheus")
+        let configFile = try #require(
+            (prometheus["volumes"] as? [[String: Any]])?.first { $0["target"] as? String == "/etc/prometheus/prometheus.yml" }?["source"] as? String)
+        let configuration = try Yams.load(yaml: try String(contentsOfFile: configFile, encoding: .utf8)) as? [String: Any]
+        let jobs = configuration?["scrape_configs"] as? [[String: Any]] ?? []
+        let job = try #require(
+            jobs.first { job in (job["static_configs"] as? [[String: Any]] ?? []).contains { ($0["targets"] as? [String] ?? []).contains("\(name):\(listen)") } },
+            "compose: Prometheus scrapes no \(name):\(listen)")
+        let scheme = job["scheme"] as? String ?? "http"
+        #expect(scheme == (https ? "https" : "http"), "compose \(name): Prometheus scrapes it with \(scheme)")
+        if https {
+            let tls = job["tls_config"] as? [String: Any] ?? [:]
+            let trusted = (tls["ca_file"] as? String).flatMap { Self.volumeLocation($0, in: prometheus) }
+            let served = (serving["tls_certificate"] as? String).flatMap { Self.volumeLocation($0, in: agent) }
+            #expect(trusted != nil && trusted == served, "compose \(name): Prometheus' ca_file is not the certificate the agent serves")
+            let serverName = tls["server_name"] as? String ?? name
+            #expect(serverName == name, "compose \(name): Prometheus expects a certificate for \(serverName)")
+        }
     }
 
     /// The port of `serving.listen` in agent settings.
