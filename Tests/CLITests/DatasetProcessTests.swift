@@ -95,7 +95,7 @@ struct DatasetProcessTests {
                     #expect(cells.prefix(4) == ["\(event.driver)", RFC3339.format(event.time), "\(event.distance)", "\(event.label)"][...])
                     var stats: [String] = ["", "", ""]
                     for try await (conv, acc, trips, time) in try await client.query("""
-                        SELECT conv_rate::float8, acc_rate::float8, avg_daily_trips::bigint, event_timestamp FROM larder_offline.driver_hourly_stats__v1
+                        SELECT conv_rate::float8, acc_rate::float8, avg_daily_trips::bigint, event_timestamp FROM larder_offline.rides__driver_hourly_stats__v1
                         WHERE driver_id = \(event.driver) AND event_timestamp <= \(event.time)
                         ORDER BY event_timestamp DESC, created_timestamp DESC NULLS LAST LIMIT 1
                         """, logger: logger).decode((Double?, Double?, Int64?, Date).self) where time >= event.time.addingTimeInterval(-2 * 86_400) {
@@ -106,7 +106,7 @@ struct DatasetProcessTests {
                     var windows: [String] = ["", "", ""]
                     var fare: Double?
                     for try await (count1d, count7d, mean) in try await client.query("""
-                        SELECT trips_count_1d::bigint, trips_count_7d::bigint, fare_mean_7d::float8 FROM larder_offline.driver_trip_aggregates__v1
+                        SELECT trips_count_1d::bigint, trips_count_7d::bigint, fare_mean_7d::float8 FROM larder_offline.rides__driver_trip_aggregates__v1
                         WHERE driver_id = \(event.driver) AND event_timestamp <= \(event.time) ORDER BY event_timestamp DESC LIMIT 1
                         """, logger: logger).decode((Int64?, Int64?, Double?).self) {
                         windows = [count1d.map { "\($0)" } ?? "", count7d.map { "\($0)" } ?? "", mean.map { "\($0)" } ?? ""]

@@ -97,7 +97,7 @@ struct FeatureServerProcessTests {
             let rows = try await client.query(
                 """
                 SELECT trips_count_1d::int, trips_count_7d::int, fare_mean_7d::float8, event_timestamp
-                FROM larder_offline.driver_trip_aggregates__v1 WHERE driver_id = \(driver) ORDER BY event_timestamp DESC LIMIT 1
+                FROM larder_offline.rides__driver_trip_aggregates__v1 WHERE driver_id = \(driver) ORDER BY event_timestamp DESC LIMIT 1
                 """, logger: Logger(label: "test"))
             for try await (count1d, count7d, fare, time) in rows.decode((Int, Int, Double?, Date).self) { return (count1d, count7d, fare, time) }
             throw CancellationError()
@@ -323,15 +323,15 @@ struct FeatureServerProcessTests {
             #expect(counts.contains(served.cell(0, "driver_speed:speed_count_1h")?.value ?? .null))
 
             // Offline: each row once, although pushed twice.
-            let offline = try await world.count("SELECT count(*)::int FROM larder_offline.driver_position__v1")
+            let offline = try await world.count("SELECT count(*)::int FROM larder_offline.rides__driver_position__v1")
             #expect(offline == 3)
-            #expect(try await world.count("SELECT count(*)::int FROM larder_offline.driver_pings__events") == 3)
+            #expect(try await world.count("SELECT count(*)::int FROM larder_offline.rides__driver_pings__events") == 3)
             #expect(try await world.count("SELECT count(*)::int FROM larder_offline.larder_push_receipts WHERE key = 'batch-1'") == 1)
 
             // Without a key, the same rows are new rows: the offline store gets them again.
             #expect(try await push(body, token: ingest).status == 200)
-            #expect(try await world.count("SELECT count(*)::int FROM larder_offline.driver_position__v1") == 6)
-            #expect(try await world.count("SELECT count(*)::int FROM larder_offline.driver_pings__events") == 6)
+            #expect(try await world.count("SELECT count(*)::int FROM larder_offline.rides__driver_position__v1") == 6)
+            #expect(try await world.count("SELECT count(*)::int FROM larder_offline.rides__driver_pings__events") == 6)
             let before = try await read()
 
             // A restart replays the journal: the same values, and the key is still known.
@@ -351,7 +351,7 @@ struct FeatureServerProcessTests {
             let replayed = try await HTTPClient.shared.execute(replay, timeout: .seconds(30))
             let replayedReceipt = try APICoding.makeDecoder().decode(PushReceipt.self, from: Data(try await replayed.body.collect(upTo: 1 << 20).readableBytesView))
             #expect(replayedReceipt.duplicate)
-            #expect(try await world.count("SELECT count(*)::int FROM larder_offline.driver_position__v1") == 6)
+            #expect(try await world.count("SELECT count(*)::int FROM larder_offline.rides__driver_position__v1") == 6)
             #expect(restarted.stop() == 0)
         }
     }

@@ -177,7 +177,7 @@ struct MaterializationProcessTests {
             #expect(later.job.state == .succeeded, "\(later.job) \(agent.log.suffix(3_000))")
             let earlier = try await world.materialize("driver_hourly_stats", hours: 0..<24)
             #expect(earlier.job.state == .succeeded)
-            let first = try await world.offline("driver_hourly_stats__v1")
+            let first = try await world.offline("rides__driver_hourly_stats__v1")
             #expect(first.count == 40 * 72)
             // Declared metrics of one day's chunk: rows and per-feature statistics, no values.
             let chunk = try #require(try await world.jobs.chunks(of: earlier.job.id).first)
@@ -191,19 +191,19 @@ struct MaterializationProcessTests {
             // A rerun replaces the interval: the same rows, once.
             let rerun = try await world.materialize("driver_hourly_stats", hours: 0..<72, chunk: "12h")
             #expect(rerun.job.state == .succeeded)
-            #expect(try await world.offline("driver_hourly_stats__v1") == first)
+            #expect(try await world.offline("rides__driver_hourly_stats__v1") == first)
 
             // Window aggregations from PostgreSQL, checked against a brute-force count in SQL at every stored boundary
             // and at probe times between them (the value at t is the last row at or before t).
             let windows = try await world.materialize("driver_trip_aggregates", hours: 0..<72)
             #expect(windows.job.state == .succeeded, "\(agent.log.suffix(3_000))")
-            #expect(try await world.count("SELECT count(*)::int FROM larder_offline.driver_trip_aggregates__v1") > 0)
+            #expect(try await world.count("SELECT count(*)::int FROM larder_offline.rides__driver_trip_aggregates__v1") > 0)
             let wrong = try await world.count(
                 """
                 SELECT count(*)::int FROM (
                     SELECT d.driver_id, p.t FROM generate_series(1000, 1039) d(driver_id),
                         generate_series(timestamptz '2025-01-01 00:00:01+00', timestamptz '2025-01-03 23:59:59+00', interval '97 minutes') p(t)) probe
-                LEFT JOIN LATERAL (SELECT * FROM larder_offline.driver_trip_aggregates__v1 o
+                LEFT JOIN LATERAL (SELECT * FROM larder_offline.rides__driver_trip_aggregates__v1 o
                     WHERE o.driver_id = probe.driver_id AND o.event_timestamp <= probe.t ORDER BY o.event_timestamp DESC LIMIT 1) o ON true
                 CROSS JOIN LATERAL (SELECT date_trunc('hour', probe.t) AS b) boundary
                 CROSS JOIN LATERAL (SELECT
@@ -223,9 +223,9 @@ struct MaterializationProcessTests {
             // A SQL transformation run in the customer's database.
             let transformed = try await world.materialize("customer_trip_stats", hours: 0..<72)
             #expect(transformed.job.state == .succeeded, "\(agent.log.suffix(3_000))")
-            #expect(try await world.count("SELECT count(*)::int FROM larder_offline.customer_trip_stats__v1") == 5_000)
+            #expect(try await world.count("SELECT count(*)::int FROM larder_offline.rides__customer_trip_stats__v1") == 5_000)
             #expect(try await world.count(
-                "SELECT count(*)::int FROM larder_offline.customer_trip_stats__v1 o JOIN public.trips t ON t.customer_id = o.customer_id AND t.completed_at = o.event_timestamp AND o.rating IS NOT DISTINCT FROM t.rating") >= 5_000)
+                "SELECT count(*)::int FROM larder_offline.rides__customer_trip_stats__v1 o JOIN public.trips t ON t.customer_id = o.customer_id AND t.completed_at = o.event_timestamp AND o.rating IS NOT DISTINCT FROM t.rating") >= 5_000)
             // `larder-agent online` reads the running agent's store without disturbing it.
             let config = world.jobs.folder.appendingPathComponent("agent-1.yaml").path
             let tables = try LarderBinary.run(["online", "--config", config], binary: "larder-agent")
@@ -305,10 +305,10 @@ struct MaterializationProcessTests {
             #expect(attempts.count >= 2 && attempts.first?.outcome == "lease-expired" && attempts.last?.outcome == "succeeded",
                     "\(attempts.map { "\($0.outcome) \(String(describing: $0.failure))" })")
             #expect(attempts.allSatisfy { $0.outcome == "lease-expired" || $0.outcome == "succeeded" })
-            let stored = try await world.offline("driver_hourly_stats__v1").count
+            let stored = try await world.offline("rides__driver_hourly_stats__v1").count
             #expect(stored == 3_000 * 48, "\(second.log.suffix(2_000))")
             #expect(try await world.count(
-                "SELECT count(*)::int FROM (SELECT 1 FROM larder_offline.driver_hourly_stats__v1 GROUP BY driver_id, event_timestamp HAVING count(*) > 1) d") == 0)
+                "SELECT count(*)::int FROM (SELECT 1 FROM larder_offline.rides__driver_hourly_stats__v1 GROUP BY driver_id, event_timestamp HAVING count(*) > 1) d") == 0)
             #expect(second.stop() == 0)
             try Self.expectNewestHour(in: world.dataDirectory)
         }
@@ -367,7 +367,7 @@ struct MaterializationProcessTests {
             let second = try world.startAgent(name: "agent-2")
             let detail = try await world.jobs.waitUntilFinished(started.backfill.id, timeout: 120)
             #expect(detail.job.state == .succeeded, "\(second.log.suffix(3_000))")
-            let stored = try await world.offline("driver_hourly_stats__v1")
+            let stored = try await world.offline("rides__driver_hourly_stats__v1")
             #expect(stored.count == 3_000 * 48)
             // The first wakes up: it finds its lease gone and writes nothing more.
             kill(pid, SIGCONT)
@@ -375,12 +375,12 @@ struct MaterializationProcessTests {
             while !first.log.contains("lost the lease"), Date() < deadline { try await Task.sleep(for: .milliseconds(100)) }
             #expect(first.log.contains("lost the lease"), "\(first.log.suffix(3_000))")
             try await Task.sleep(for: .seconds(2))
-            #expect(try await world.offline("driver_hourly_stats__v1") == stored, "the resumed agent changed the offline table")
+            #expect(try await world.offline("rides__driver_hourly_stats__v1") == stored, "the resumed agent changed the offline table")
             #expect(try await world.count(
-                "SELECT count(*)::int FROM (SELECT 1 FROM larder_offline.driver_hourly_stats__v1 GROUP BY driver_id, event_timestamp HAVING count(*) > 1) d") == 0)
+                "SELECT count(*)::int FROM (SELECT 1 FROM larder_offline.rides__driver_hourly_stats__v1 GROUP BY driver_id, event_timestamp HAVING count(*) > 1) d") == 0)
             // The interval's fence holds the term of the attempt that finished; the paused attempt's lease expired.
             #expect(try await world.count(
-                "SELECT count(*)::int FROM larder_offline.larder_fences WHERE relation = 'driver_hourly_stats__v1' AND job = \(chunk.id)") == 1)
+                "SELECT count(*)::int FROM larder_offline.larder_fences WHERE relation = 'rides__driver_hourly_stats__v1' AND job = \(chunk.id)") == 1)
             let attempts = try await world.jobs.admin.job(chunk.id, workspace: JobsWorld.workspace).attempts
             #expect(attempts.first?.agent == "agent-1" && attempts.first?.outcome == "lease-expired", "\(attempts.map { "\($0.agent) \($0.outcome)" })")
             #expect(attempts.last?.agent == "agent-2" && attempts.last?.outcome == "succeeded")

@@ -71,7 +71,7 @@ struct MonitoringProcessTests {
             #expect(warnedJob.metrics?.features.first { $0.feature == "avg_daily_trips" }?.disallowedCount == outsideAllowed(0..<24))
             let accRate = report.results.filter { $0.feature == "acc_rate" }
             #expect(accRate.count == 2 && accRate.filter { !$0.passed }.isEmpty)
-            #expect(try await world.offline("driver_hourly_stats__v1").count == drivers * 24)
+            #expect(try await world.offline("rides__driver_hourly_stats__v1").count == drivers * 24)
             let afterWarn = try Self.onlineRows(world, drivers: drivers)
             #expect(afterWarn.allSatisfy { if case .present(let record) = $0 { record.eventTime == Self.micros(hour: 23) } else { false } })
             let opened = try #require(try await Self.waitForAlert(world, kind: "expectation-violated", subject: "driver_hourly_stats", resolved: false))
@@ -88,9 +88,9 @@ struct MonitoringProcessTests {
             let failedReport = try #require(failedJob.metrics?.expectations)
             #expect(failedReport.policy == .fail)
             #expect(failedReport.results.first { $0.check == .maxNullFraction }?.observed == Double(nullCount(24..<48)) / Double(drivers * 24))
-            #expect(try await world.offline("driver_hourly_stats__v1").count == drivers * 24)
+            #expect(try await world.offline("rides__driver_hourly_stats__v1").count == drivers * 24)
             #expect(try await world.count(
-                "SELECT count(*)::int FROM larder_offline.driver_hourly_stats__v1 WHERE event_timestamp >= '2025-01-02T00:00:00Z'") == 0)
+                "SELECT count(*)::int FROM larder_offline.rides__driver_hourly_stats__v1 WHERE event_timestamp >= '2025-01-02T00:00:00Z'") == 0)
             #expect(try Self.onlineRows(world, drivers: drivers) == afterWarn)
             let staging = world.dataDirectory.appendingPathComponent("online/staging").path
             #expect(((try? FileManager.default.contentsOfDirectory(atPath: staging)) ?? []).isEmpty)
@@ -113,7 +113,7 @@ struct MonitoringProcessTests {
             #expect(passed.job.state == .succeeded, "\(agent.log.suffix(3_000))")
             let passedJob = try #require(try await world.jobs.chunks(of: passed.job.id).first)
             #expect(passedJob.metrics?.expectations?.violations.isEmpty == true, "\(String(describing: passedJob.metrics?.expectations))")
-            #expect(try await world.offline("driver_hourly_stats__v1").count == drivers * 48)
+            #expect(try await world.offline("rides__driver_hourly_stats__v1").count == drivers * 48)
             let afterPass = try Self.onlineRows(world, drivers: drivers)
             #expect(afterPass.allSatisfy { if case .present(let record) = $0 { record.eventTime == Self.micros(hour: 47) } else { false } })
             let resolved = try #require(try await Self.waitForAlert(world, kind: "expectation-violated", subject: "driver_hourly_stats", resolved: true))

@@ -171,7 +171,7 @@ struct OfflineSegmentTests {
         try await TestDatabase.withIsolatedDatabase { url in
             let logger = Logger(label: "test")
             var table = OfflineTable(
-                schema: "features", view: "stats", version: 1, keys: [Column(name: "id", type: .int64)],
+                schema: "features", workspace: "rides-prod", view: "stats", version: 1, keys: [Column(name: "id", type: .int64)],
                 outputs: [Column(name: "value", type: .float64)], windowed: false)
             table.segmented = true
             table.segmentRows = 10
@@ -229,7 +229,7 @@ struct OfflineSegmentTests {
         try await TestDatabase.withIsolatedDatabase { url in
             let logger = Logger(label: "test")
             var table = OfflineTable(
-                schema: "features", view: "fenced", version: 1, keys: [Column(name: "id", type: .int64)],
+                schema: "features", workspace: "rides-prod", view: "fenced", version: 1, keys: [Column(name: "id", type: .int64)],
                 outputs: [Column(name: "value", type: .float64)], windowed: false)
             table.segmented = true
             table.segmentRows = 8

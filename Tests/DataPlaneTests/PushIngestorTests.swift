@@ -280,14 +280,14 @@ struct PushIngestorTests {
                     .decode(Int.self) { total = value }
                 return total
             }
-            #expect(try await count("driver_pings__events") == accepted.count)
-            #expect(try await count("driver_position__v1") == accepted.count)
+            #expect(try await count("rides__driver_pings__events") == accepted.count)
+            #expect(try await count("rides__driver_position__v1") == accepted.count)
 
             // Each driver's rows: (boundary, count 10m, count 1h, mean 1h).
             var rows: [Int64: [(boundary: Int64, count10m: Int64?, count1h: Int64?, mean1h: Double?)]] = [:]
             let query = PostgresQuery(unsafeSQL: """
                 SELECT driver_id, extract(epoch FROM event_timestamp)::bigint, speed_count_10m, speed_count_1h, speed_mean_1h
-                FROM features."driver_speed__v1" ORDER BY driver_id, event_timestamp
+                FROM features."rides__driver_speed__v1" ORDER BY driver_id, event_timestamp
                 """)
             for try await (driver, boundary, count10m, count1h, mean1h) in try await connection.query(query, logger: logger)
                 .decode((Int64, Int64, Int64?, Int64?, Double?).self) {

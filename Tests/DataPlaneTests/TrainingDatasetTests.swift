@@ -277,11 +277,11 @@ struct TrainingDatasetTests {
         let logger = Logger(label: "test")
         let key = [Column(name: "driver_id", type: .int64)]
         var statsTable = OfflineTable(
-            schema: "features", view: "driver_hourly_stats", version: 1, keys: key,
+            schema: "features", workspace: "driver-stats", view: "driver_hourly_stats", version: 1, keys: key,
             outputs: [Column(name: "conv_rate", type: .float64), Column(name: "acc_rate", type: .float64), Column(name: "avg_daily_trips", type: .int64)],
             windowed: false)
         var windowTable = OfflineTable(
-            schema: "features", view: "driver_trip_aggregates", version: 1, keys: key,
+            schema: "features", workspace: "driver-stats", view: "driver_trip_aggregates", version: 1, keys: key,
             outputs: ["trips_count_1h", "trips_count_1d", "trips_count_7d"].map { Column(name: $0, type: .int64) }
                 + ["fare_mean_1d", "fare_mean_7d", "distance_km_sum_7d"].map { Column(name: $0, type: .float64) },
             windowed: true)

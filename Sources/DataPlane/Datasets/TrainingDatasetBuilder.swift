@@ -128,13 +128,16 @@ public struct TrainingDatasetBuilder: Sendable {
             if case .push? = source?.connector { pushed = true }
             if definition?.aggregations.isEmpty ?? false, source?.createdTimestampField != nil || source == nil || pushed { created.insert(view.view) }
             tables.append(OfflineTable(
-                schema: offlineStore.schema, view: view.view, version: view.version, keys: view.keys,
+                schema: offlineStore.schema, workspace: catalog.workspace, view: view.view, version: view.version, keys: view.keys,
                 outputs: view.reads.map { Column(name: $0.feature, type: $0.type) }, windowed: !(definition?.aggregations.isEmpty ?? true)))
         }
         let header = try CSVReader.columnNames(path: request.entities.path)
         let connection = try await offlineStore.url.connect(logger: logger)
         do {
-            for (view, table) in zip(resolved.views, tables) {
+            for (index, view) in resolved.views.enumerated() {
+                // A table from before workspaces were in names is read under its old name until adopted.
+                let table = try await tables[index].resolvedForReading(on: connection, logger: logger)
+                tables[index] = table
                 guard try await table.exists(on: connection, logger: logger) else {
                     throw DatasetError(
                         kind: .notMaterialized, field: "\(view.view)",

@@ -7,6 +7,8 @@ import Shared
 /// Every name that will reach SQL is checked to be an identifier here, even
 /// though the spec is signed: the agent trusts the key, not the text.
 public struct MaterializationPlan: Sendable {
+    /// The workspace the view belongs to (its offline table's name carries it).
+    public var workspace: String
     /// The feature view.
     public var view: String
     /// Its version.
@@ -137,6 +139,7 @@ public struct MaterializationPlan: Sendable {
                 aggregations.append(AggregationDefinition(function: function, column: column, windows: spans, name: string(item, "name")))
             }
         }
+        self.workspace = spec.workspace
         self.view = view
         self.version = version
         self.keys = keys

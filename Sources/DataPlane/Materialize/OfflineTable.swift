@@ -12,8 +12,14 @@ import Shared
 /// so a rerun, or a retry after a crash half-way, leaves exactly one copy of
 /// each row.
 ///
+/// Its name is `<workspace>__<view>__v<version>` (`OfflineRelationName`), so
+/// workspaces sharing one offline schema never share a table. A table from
+/// before workspaces were in the names (`<view>__v<version>`) is adopted —
+/// renamed, with its segments, index and fences — by the first write of its
+/// workspace, and read under its old name until then.
+///
 /// A materialized view's table has a second table beside it,
-/// `<view>__v<version>__segments`: the same rows again, in runs of at most
+/// `<name>__segments`: the same rows again, in runs of at most
 /// `segmentRows` kept column by column (`OfflineSegment`), each with the
 /// lowest and highest event time it holds. Training datasets read the runs
 /// instead of the rows. Both are written in the same transaction, and a
@@ -22,6 +28,7 @@ import Shared
 /// table made without it (by an older release) is read row by row.
 struct OfflineTable: Sendable {
     let schema: String
+    let workspace: String
     let view: String
     let version: Int
     let keys: [Column]
@@ -35,22 +42,40 @@ struct OfflineTable: Sendable {
 
     /// The table of a materialization's view version.
     init(schema: String, plan: MaterializationPlan) {
-        self.init(schema: schema, view: plan.view, version: plan.version, keys: plan.keys, outputs: plan.outputs, windowed: !plan.aggregations.isEmpty)
+        self.init(
+            schema: schema, workspace: plan.workspace, view: plan.view, version: plan.version, keys: plan.keys, outputs: plan.outputs,
+            windowed: !plan.aggregations.isEmpty)
         segmented = true
     }
 
-    /// The table of `view`'s `version`.
-    init(schema: String, view: String, version: Int, keys: [Column], outputs: [Column], windowed: Bool) {
+    /// The table of `workspace`'s `view` at `version`.
+    init(schema: String, workspace: String, view: String, version: Int, keys: [Column], outputs: [Column], windowed: Bool) {
         self.schema = schema
+        self.workspace = workspace
         self.view = view
         self.version = version
         self.keys = keys
         self.outputs = outputs
         self.windowed = windowed
+        name = OfflineRelationName.make(workspace: workspace, "\(view)__v\(version)")
     }
 
-    /// The table's name: `<view>__v<version>`.
-    var name: String { "\(view)__v\(version)" }
+    /// The table's name: `<workspace>__<view>__v<version>` (see `OfflineRelationName`);
+    /// the old name while a table from before is read and not yet adopted.
+    private(set) var name: String
+
+    /// The name tables had before the workspace was part of it.
+    var legacyName: String { "\(view)__v\(version)" }
+
+    /// This table as it can be read now: under its name, or under its old
+    /// name when only a table from before workspaces were in the names exists
+    /// (until the first write adopts it).
+    func resolvedForReading(on connection: PostgresConnection, logger: Logger) async throws -> OfflineTable {
+        if try await exists(on: connection, logger: logger) { return self }
+        var legacy = self
+        legacy.name = legacyName
+        return try await legacy.exists(on: connection, logger: logger) ? legacy : self
+    }
 
     /// The schema-qualified, quoted name.
     var qualifiedName: String { SQLIdentifier.quote(schema) + "." + SQLIdentifier.quote(name) }
@@ -68,7 +93,7 @@ struct OfflineTable: Sendable {
 
     /// Whether the table has a segments table.
     func hasSegments(on connection: PostgresConnection, logger: Logger) async throws -> Bool {
-        guard Identifier.isValid(segmentsName) else { return false }
+        guard OfflineRelationName.isValid(segmentsName) else { return false }
         return try await Self.relationExists(qualifiedSegmentsName, on: connection, logger: logger)
     }
 
@@ -110,7 +135,7 @@ struct OfflineTable: Sendable {
     /// Creates the schema and table if missing. Serialised by an advisory
     /// lock, so jobs of one view starting together do not race on the DDL.
     func create(on connection: PostgresConnection, logger: Logger) async throws {
-        guard Identifier.isValid(schema), Identifier.isValid(name) else {
+        guard Identifier.isValid(schema), OfflineRelationName.isValid(name) else {
             throw JobExecutionError(
                 "offline store: '\(schema).\(name)' is not a valid table name (at most \(Identifier.maximumLength) characters)", retryable: false)
         }
@@ -123,16 +148,17 @@ struct OfflineTable: Sendable {
         try await connection.inTransaction(logger: logger) { connection in
             try await connection.execute("SELECT pg_advisory_xact_lock(hashtext(\(qualifiedName)))", logger: logger)
             try await connection.execute(PostgresQuery(unsafeSQL: "CREATE SCHEMA IF NOT EXISTS \(SQLIdentifier.quote(schema))"), logger: logger)
-            let existed = try await exists(on: connection, logger: logger)
-            try await connection.execute(
-                PostgresQuery(unsafeSQL: "CREATE TABLE IF NOT EXISTS \(qualifiedName) (\(definitions.joined(separator: ", ")))"), logger: logger)
             // Per table and interval, the highest lease term that wrote it (see `replaceInterval`).
             try await connection.execute(PostgresQuery(unsafeSQL: """
                 CREATE TABLE IF NOT EXISTS \(qualifiedFencesName) (relation text NOT NULL, interval_start timestamptz NOT NULL,
                 interval_end timestamptz NOT NULL, lease_term bigint NOT NULL, job bigint, written_at timestamptz NOT NULL DEFAULT now(),
                 PRIMARY KEY (relation, interval_start, interval_end))
                 """), logger: logger)
-            if segmented, !existed, Identifier.isValid(segmentsName) {
+            try await adoptLegacyTable(on: connection, logger: logger)
+            let existed = try await exists(on: connection, logger: logger)
+            try await connection.execute(
+                PostgresQuery(unsafeSQL: "CREATE TABLE IF NOT EXISTS \(qualifiedName) (\(definitions.joined(separator: ", ")))"), logger: logger)
+            if segmented, !existed, OfflineRelationName.isValid(segmentsName) {
                 // Segments left from a table dropped by hand describe rows that are gone.
                 try await connection.execute(PostgresQuery(unsafeSQL: "DROP TABLE IF EXISTS \(qualifiedSegmentsName)"), logger: logger)
                 // Kept uncompressed: a segment is read whole, and compressing it would cost the server what it saves.
@@ -150,6 +176,31 @@ struct OfflineTable: Sendable {
                 PostgresQuery(unsafeSQL: "CREATE INDEX IF NOT EXISTS \(SQLIdentifier.quote(name + "_time")) ON \(qualifiedName) USING brin (event_timestamp)"),
                 logger: logger)
         }
+    }
+
+    /// Renames the table from before workspaces were in the names, if there
+    /// is one and no table of the new name: with its segments table, its
+    /// index and its fences (the caller's transaction). Serialised on the old
+    /// name, so two agents cannot both take it.
+    func adoptLegacyTable(on connection: PostgresConnection, logger: Logger) async throws {
+        guard legacyName != name, OfflineRelationName.isValid(legacyName) else { return }
+        let quotedSchema = SQLIdentifier.quote(schema)
+        let legacy = quotedSchema + "." + SQLIdentifier.quote(legacyName)
+        try await connection.execute("SELECT pg_advisory_xact_lock(hashtext(\(legacy)))", logger: logger)
+        guard try await !exists(on: connection, logger: logger), try await Self.relationExists(legacy, on: connection, logger: logger) else { return }
+        let renames = [
+            "ALTER TABLE \(legacy) RENAME TO \(SQLIdentifier.quote(name))",
+            "ALTER TABLE IF EXISTS \(quotedSchema).\(SQLIdentifier.quote(legacyName + "__segments")) RENAME TO \(SQLIdentifier.quote(segmentsName))",
+            "ALTER INDEX IF EXISTS \(quotedSchema).\(SQLIdentifier.quote(legacyName + "_time")) RENAME TO \(SQLIdentifier.quote(name + "_time"))",
+        ]
+        for rename in renames { try await connection.execute(PostgresQuery(unsafeSQL: rename), logger: logger) }
+        var fences = PostgresQuery(unsafeSQL: "UPDATE \(qualifiedFencesName) SET relation = $1 WHERE relation = $2")
+        fences.binds.append(name)
+        fences.binds.append(legacyName)
+        try await connection.execute(fences, logger: logger)
+        logger.notice("adopted an offline table from before workspaces were in table names", metadata: [
+            "larder.table": .string("\(schema).\(legacyName)"), "larder.renamed_to": .string(name),
+        ])
     }
 
     /// Replaces the rows of the job's interval with those `produce` writes,

@@ -60,7 +60,16 @@ public struct OnlineRebuild: Sendable {
     }
 
     func rebuild(_ plan: MaterializationPlan, schema: String, connectionName: String, url: PostgresURL) async throws -> Rebuilt {
-        let table = OfflineTable(schema: schema, plan: plan)
+        // A table from before workspaces were in names is read under its old name until adopted.
+        let connection = try await url.connect(logger: logger)
+        let table: OfflineTable
+        do {
+            table = try await OfflineTable(schema: schema, plan: plan).resolvedForReading(on: connection, logger: logger)
+            try await connection.close()
+        } catch {
+            try? await connection.close()
+            throw error
+        }
         let keys = plan.keys.map { SQLIdentifier.quote($0.name) }.joined(separator: ", ")
         let latest = """
             SELECT DISTINCT ON (\(keys)) * FROM \(table.qualifiedName)

@@ -87,13 +87,13 @@ public actor PushIngestor: Service {
         }
         if let offline {
             let tables = offlineViews.map { view in
-                (OfflineTable(schema: offline.schema, view: view.schema.view, version: view.schema.version, keys: view.schema.keys, outputs: view.schema.features, windowed: false),
+                (OfflineTable(schema: offline.schema, workspace: catalog.workspace, view: view.schema.view, version: view.schema.version, keys: view.schema.keys, outputs: view.schema.features, windowed: false),
                  OutputBatch(
                     keys: batch.entityKeys(view.schema.keys), eventTimes: batch.eventTimes, createdTimes: batch.createdTimes,
                     features: zip(view.columns, view.schema.features).map { batch.values($0, as: $1.type) }))
             }
             do {
-                _ = try await offline.append(tables, events: batch, log: PushEventLog(schema: offline.schema, source: targets.source), key: key, receivedAt: micros)
+                _ = try await offline.append(tables, events: batch, log: PushEventLog(schema: offline.schema, workspace: catalog.workspace, source: targets.source), key: key, receivedAt: micros)
             } catch {
                 logger.warning("cannot append pushed rows to the offline store", metadata: ["larder.source": .string(source), "larder.error": "\(String(describing: error))"])
                 throw PushError.offlineUnavailable("the offline store could not take the rows; nothing was written, retry the push")
@@ -242,7 +242,7 @@ public actor PushIngestor: Service {
         do {
             var written = 0
             for (source, view) in views {
-                let refresh = try await tables.refresh(view, log: PushEventLog(schema: offline.schema, source: source), on: connection)
+                let refresh = try await tables.refresh(view, log: PushEventLog(schema: offline.schema, workspace: catalog.workspace, source: source), on: connection)
                 if refresh.entities > 0 {
                     logger.debug("refreshed a push-fed view's offline rows", metadata: [
                         "larder.view": "\(view.schema.view)", "larder.entities": "\(refresh.entities)", "larder.rows": "\(refresh.rows)",

@@ -32,7 +32,7 @@ struct PushedWindowTables: Sendable {
     /// Brings `view`'s offline table up to date with `log`.
     func refresh(_ view: PushTargets.WindowedView, log: PushEventLog, on connection: PostgresConnection) async throws -> Refresh {
         let table = OfflineTable(
-            schema: schema, view: view.schema.view, version: view.schema.version, keys: view.schema.keys, outputs: view.layout.outputs, windowed: true)
+            schema: schema, workspace: log.workspace, view: view.schema.view, version: view.schema.version, keys: view.schema.keys, outputs: view.layout.outputs, windowed: true)
         try await log.create(on: connection, logger: logger)
         try await log.createKeyIndex(view.schema.keys.map(\.name), on: connection, logger: logger)
         try await table.create(on: connection, logger: logger)
@@ -44,7 +44,8 @@ struct PushedWindowTables: Sendable {
             // Waits out pushes being written, and holds new ones back until this commits.
             try await connection.execute(PostgresQuery(unsafeSQL: "LOCK TABLE \(log.qualifiedName) IN SHARE MODE"), logger: logger)
             var read = PostgresQuery(unsafeSQL: "SELECT sequence FROM \(watermarks) WHERE view = $1 AND version = $2")
-            read.binds.append(view.schema.view)
+            // Per table (so per workspace): a table adopted from before workspaces were in names starts over, which recomputes it whole.
+            read.binds.append(table.name)
             read.binds.append(view.schema.version)
             var watermark: Int64 = 0
             for try await (sequence) in try await connection.query(read, logger: logger).decode(Int64.self) { watermark = sequence }
@@ -140,7 +141,7 @@ struct PushedWindowTables: Sendable {
                 INSERT INTO \(watermarks) (view, version, sequence) VALUES ($1, $2, $3)
                 ON CONFLICT (view, version) DO UPDATE SET sequence = EXCLUDED.sequence
                 """)
-            advance.binds.append(view.schema.view)
+            advance.binds.append(table.name)
             advance.binds.append(view.schema.version)
             advance.binds.append(newest)
             try await connection.execute(advance, logger: logger)

@@ -106,6 +106,8 @@ public struct ServingCatalog: Sendable {
     /// The registry revision it was built from.
     public let revision: Int64
     let repository: FeatureRepository
+    /// The workspace the registry is of.
+    var workspace: String { repository.config.workspace }
     /// Each view's features with their types (feature views and on-demand views).
     let schemas: [String: [Column]]
     /// Each object's current version, by name.
