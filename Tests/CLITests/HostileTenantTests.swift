@@ -64,7 +64,7 @@ struct HostileTenantTests {
                 try await world.count("SELECT CASE WHEN is_called THEN last_value ELSE 0 END::int FROM public.some_sequence")
             }
             // An editor declares the entity queries consumers may use: one honest, one that tries to write.
-            try await RepositoryFixture.example(workspace: workspace).unscheduled().adding("queries.yaml", """
+            let queries = """
                 kind: EntityQuery
                 name: labelled_drivers
                 connection: warehouse
@@ -91,7 +91,8 @@ struct HostileTenantTests {
                   driver_id: int64
                   event_timestamp: timestamp
 
-                """).apply(to: workspace, with: world.jobs.admin)
+                """
+            try await RepositoryFixture.example(workspace: workspace).unscheduled().adding("queries.yaml", queries).apply(to: workspace, with: world.jobs.admin)
             let agent = try world.startAgent(timeout: "3s")
             for view in ["driver_hourly_stats", "driver_trip_aggregates"] {
                 let job = try await world.materialize(view, hours: 0..<24)
@@ -194,6 +195,34 @@ struct HostileTenantTests {
             #expect(again?.contains("exists already") == true)
             #expect(try String(contentsOf: datasets.appendingPathComponent("runs/ok.csv"), encoding: .utf8) == written)
             #expect(try await sequenceValue() == 0)
+
+            // 5. What dataset jobs wrote is never read back as a feature source: a consumer cannot feed a view.
+            try await RepositoryFixture.example(workspace: workspace).unscheduled().adding("queries.yaml", queries).adding("fed.yaml", """
+                kind: FileSource
+                name: fed_by_datasets
+                connection: local_files
+                paths:
+                  - datasets/runs/*.csv
+                timestamp_field: event_timestamp
+                columns:
+                  driver_id: int64
+                  trip_distance_km: float64
+                ---
+                kind: FeatureView
+                name: fed
+                entities: [driver]
+                source: fed_by_datasets
+                feature_start_time: 2025-01-01T00:00:00Z
+                features:
+                  - name: trip_distance_km
+                    type: float64
+
+                """).apply(to: workspace, with: world.jobs.admin)
+            let fed = try await world.materialize("fed", hours: 0..<24)
+            #expect(fed.job.state == .failed)
+            let chunk = try #require(try await world.jobs.chunks(of: fed.job.id).first)
+            #expect(chunk.failure?.message.contains("datasets folder") == true, "\(String(describing: chunk.failure))")
+            #expect(try await world.count("SELECT count(*)::int FROM pg_tables WHERE tablename LIKE '%fed__v1%'") == 0)
             #expect(agent.stop() == 0)
         }
     }

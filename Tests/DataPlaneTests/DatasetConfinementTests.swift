@@ -88,7 +88,7 @@ struct DatasetConfinementTests {
         #expect(try String(contentsOf: target, encoding: .utf8) == "someone else's\n")
     }
 
-    @Test("the agent's settings: datasets places per connection, never the offline store's schema; dataset bounds and statistics")
+    @Test("the agent's settings: datasets places per connection, never the offline store's schema nor a source folder; dataset bounds and statistics")
     func settings() throws {
         let folder = try AgentConfigurationTests.folder()
         let exports = folder.appendingPathComponent("exports")
@@ -130,6 +130,12 @@ struct DatasetConfinementTests {
             "connections:\n  db:\n    postgres: postgres://u@db.internal/rides\n  again:\n    postgres: postgres://v@db.internal/rides\n    datasets: larder_offline\n",
         ] {
             #expect(throws: AgentConfiguration.Invalid.self) { try AgentConfigurationTests.load(base + connections, in: folder) }
+        }
+        // A datasets folder that is, or holds, a folder connection's folder (where sources read): refused.
+        for place in [".", exports.path, folder.path, exports.path + "/"] {
+            #expect(throws: AgentConfiguration.Invalid.self, "\(place)") {
+                try AgentConfigurationTests.load(base + "connections:\n  files:\n    directory: \(exports.path)\n    datasets: \(place)\n", in: folder)
+            }
         }
         let defaults = try AgentConfigurationTests.load(base + "connections:\n  db:\n    postgres: postgres://u@db.internal/rides\n", in: folder)
         #expect(defaults.datasetPlaces.isEmpty && defaults.datasets == .init() && defaults.statistics == .init())

@@ -224,7 +224,7 @@ struct OfflineSegmentTests {
         }
     }
 
-    @Test("fenced writes: over random orders of lease terms, an interval holds exactly the rows of the highest term that wrote it; a lower term is refused and writes nothing; a stalled writer's transaction is ended so the next one is not blocked")
+    @Test("fenced writes: over random orders of lease terms, an interval holds exactly the rows of the highest term that wrote it; a lower term is refused and writes nothing; a stalled writer's transaction is ended so the next one is not blocked; a live one computing past the idle timeout is kept")
     func fencedWrites() async throws {
         try await TestDatabase.withIsolatedDatabase { url in
             let logger = Logger(label: "test")
@@ -285,6 +285,15 @@ struct OfflineSegmentTests {
             while !stalled.isClosed, Date() < deadline { try await Task.sleep(for: .milliseconds(50)) }
             #expect(stalled.isClosed, "the server did not end the stalled writer's session")
             #expect(try await values() == Array(repeating: 6_000, count: 20))
+            // A live writer that computes for longer than the idle timeout between its writes (its lease held)
+            // is kept alive and commits.
+            try await table.replaceInterval(
+                from: 0, to: 20_000_000, fence: OfflineTable.Fence(term: 7_000, job: 3, idleTimeout: .seconds(1)), on: connection, logger: logger
+            ) { writer in
+                try await Task.sleep(for: .milliseconds(2_500))
+                try await writer.write(batch(value: 7_000))
+            }
+            #expect(try await values() == Array(repeating: 7_000, count: 20))
             try await connection.close()
         }
     }

@@ -150,8 +150,20 @@ public enum DatasetPlace: Sendable, Hashable {
             guard let text = setting.string, !text.isEmpty else { throw AgentConfiguration.Invalid(description: "\(at): a folder or a schema name") }
             switch connection {
             case .directory(let folder):
-                let place = text.hasPrefix("/") ? URL(fileURLWithPath: text, isDirectory: true) : folder.appendingPathComponent(text, isDirectory: true)
-                places[name] = .folder(place.standardizedFileURL)
+                let place = (text.hasPrefix("/") ? URL(fileURLWithPath: text, isDirectory: true) : folder.appendingPathComponent(text, isDirectory: true))
+                    .standardizedFileURL
+                // A folder of its own: never a connection's folder, nor one holding a connection's folder (sources
+                // read there; a folder inside a connection's is fine: sources never read a datasets folder).
+                let resolved = SourceConnection.realPath(place.path)
+                for case .directory(let other) in connections.values {
+                    let root = SourceConnection.realPath(other.standardizedFileURL.path)
+                    if root == resolved || root.hasPrefix(resolved.hasSuffix("/") ? resolved : resolved + "/") {
+                        throw AgentConfiguration.Invalid(description: """
+                            \(at): '\(text)' is or holds a connection's folder (\(other.path)); datasets go to a folder of their own, such as 'datasets'
+                            """)
+                    }
+                }
+                places[name] = .folder(place)
             case .postgres(let url):
                 guard Identifier.isValid(text) else {
                     throw AgentConfiguration.Invalid(description: "\(at): '\(text)' is not a schema name (lowercase letters, digits, '_')")

@@ -80,7 +80,10 @@ struct Materialization {
                     do {
                         try await offline.table.create(on: connection, logger: logger)
                         let fence = context.leaseTerm > 0
-                            ? OfflineTable.Fence(term: context.leaseTerm, job: job, idleTimeout: max(context.leaseDuration * 3, .seconds(15))) : nil
+                            ? OfflineTable.Fence(
+                                term: context.leaseTerm, job: job, idleTimeout: max(context.leaseDuration * 3, .seconds(15)),
+                                leaseHeld: { (try? context.requireLease()) != nil })
+                            : nil
                         try await offline.table.replaceInterval(from: plan.start, to: plan.end, fence: fence, on: connection, logger: logger) { writer in
                             try await produce(from: &source, columns: columns, into: &state) { batch in
                                 try await writer.write(batch)
@@ -298,6 +301,15 @@ struct Materialization {
             }
             let files: [URL]
             do { files = try connection.files(matching: paths) } catch { throw JobExecutionError("\(error)", retryable: false) }
+            // What dataset jobs write (on a consumer's request) is never read as a feature source.
+            for case .folder(let place) in executor.configuration.datasetPlaces.values {
+                let root = SourceConnection.realPath(place.path)
+                if let file = files.first(where: { SourceConnection.realPath($0.path).hasPrefix(root.hasSuffix("/") ? root : root + "/") }) {
+                    throw JobExecutionError(
+                        "source \(plan.source.name): '\(file.lastPathComponent)' is in a datasets folder, where dataset jobs write; sources never read there",
+                        retryable: false)
+                }
+            }
             guard !files.isEmpty else { throw JobExecutionError("no file of source \(plan.source.name) matches \(paths)", retryable: true) }
             return CSVEventSource(files: files, columns: columns, timestampColumn: plan.keys.count, from: from, to: to)
         case .postgres(let name, _):

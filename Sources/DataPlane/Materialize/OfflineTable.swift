@@ -216,6 +216,20 @@ struct OfflineTable: Sendable {
         let range = windowed ? "event_timestamp > $1 AND event_timestamp <= $2" : "event_timestamp >= $1 AND event_timestamp < $2"
         try await connection.inTransaction(logger: logger) { connection in
             if let fence { try await claim(fence, from: start, to: end, on: connection, logger: logger) }
+            // While the lease is held, the transaction is kept from looking idle: a job that computes for
+            // long between writes (a long aggregation pass) is not ended by the idle timeout meant for a
+            // stalled agent. A stalled agent stalls this too, and the server ends its transaction.
+            let keepAlive = fence.map { fence in
+                Task {
+                    while !Task.isCancelled {
+                        try await Task.sleep(for: fence.idleTimeout / 4)
+                        guard fence.leaseHeld(), !Task.isCancelled else { return }
+                        try connection.requireOpen()
+                        try await connection.execute("SELECT 1", logger: logger)
+                    }
+                }
+            }
+            defer { keepAlive?.cancel() }
             let segments = try await hasSegments(on: connection, logger: logger)
             var delete = PostgresQuery(unsafeSQL: "DELETE FROM \(qualifiedName) WHERE \(range)")
             delete.binds.append(start)
@@ -245,6 +259,9 @@ struct OfflineTable: Sendable {
         /// The longest the write's transaction may sit idle (its agent paused or cut off) before
         /// PostgreSQL ends it, freeing the interval for the agent that took the job over.
         var idleTimeout: Duration
+        /// Whether the job's lease is still held: while it is, the transaction is kept from
+        /// sitting idle (a statement every quarter of `idleTimeout`), however long the job computes.
+        var leaseHeld: @Sendable () -> Bool = { true }
     }
 
     /// The fences table, beside the views' tables.
