@@ -93,13 +93,7 @@ extension LarderControlCommand {
                 group.addTask { await client.run(); return nil }
                 defer { group.cancelAll() }
                 try await MigrationRunner().run(on: client, logger: logger)
-                do {
-                    return try await body(configuration, client, logger)
-                } catch let refusal as SigningKeyRefusal {
-                    throw ValidationError(refusal.description)
-                } catch let failure as SigningKeyEncryption.Failure {
-                    throw ValidationError(failure.description)
-                }
+                return try await body(configuration, client, logger)
             }
         }
 
@@ -196,7 +190,7 @@ extension LarderControlCommand {
                         $0.lastSeen > Date().addingTimeInterval(-3600) && ($0.generation ?? 0) < current.generation
                     }
                     if !behind.isEmpty, !force {
-                        throw ValidationError("""
+                        throw SigningKeyRefusal(description: """
                             these agents hold an older key set and would not follow: \(behind.map(\.agent).joined(separator: ", ")); \
                             wait for their heartbeats, or retire with --force (they then need the new key pinned by hand)
                             """)
@@ -217,7 +211,7 @@ extension LarderControlCommand {
             func run() async throws {
                 let sealed = try await Key.withRegistry(options) { configuration, client, logger in
                     guard let encryption = configuration.signingKeyEncryption else {
-                        throw ValidationError("set LARDER_SIGNING_KEY_FILE to the key-encryption key first")
+                        throw SigningKeyRefusal(description: "set LARDER_SIGNING_KEY_FILE to the key-encryption key first")
                     }
                     return try await SigningKeyStore.seal(client: client, encryption: encryption, logger: logger)
                 }

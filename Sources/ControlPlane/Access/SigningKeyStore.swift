@@ -102,6 +102,9 @@ public struct SigningKeyRecord: Sendable {
 /// Why a key operation was refused.
 public struct SigningKeyRefusal: Error, Sendable, CustomStringConvertible {
     public let description: String
+
+    /// A refusal saying `description`.
+    public init(description: String) { self.description = description }
 }
 
 /// Keeps the control plane's signing keys in its database: the first created
