@@ -26,7 +26,8 @@ public enum ControlPlaneApplication {
         let keys = SigningKeys(client: client, encryption: configuration.signingKeyEncryption, logger: logger)
         let replica = UUID().uuidString.lowercased()
         let metrics = ControlPlaneMetrics(replica: configuration.jobs.schedulerEnabled ? replica : nil)
-        let (router, _) = makeRouter(client: client, logger: logger, settings: configuration.jobs, wakeups: wakeups, keys: keys, metrics: metrics)
+        let (router, _) = makeRouter(
+            client: client, logger: logger, abuse: configuration.abuse, settings: configuration.jobs, wakeups: wakeups, keys: keys, metrics: metrics)
         let access = PostgresAccessStore(client: client, logger: logger)
         let started = StartupGate()
         var services: [any Service] = [client, AfterStartup(started, JobNotificationListener(client: client, wakeups: wakeups, logger: logger))]
@@ -70,7 +71,7 @@ public enum ControlPlaneApplication {
 
     /// The API router and the table of its routes with their permissions.
     public static func makeRouter(
-        client: PostgresClient, logger: Logger, limiter: FailedAuthenticationLimiter = FailedAuthenticationLimiter(),
+        client: PostgresClient, logger: Logger, abuse: AbuseSettings = AbuseSettings(), throttle: AuthenticationThrottle? = nil,
         now: @escaping @Sendable () -> Date = { Date() }, settings: JobSettings = JobSettings(), wakeups: JobWakeups = JobWakeups(),
         keys: SigningKeys? = nil, metrics: ControlPlaneMetrics = ControlPlaneMetrics()
     ) -> (Router<ControlPlaneRequestContext>, [RouteDescriptor]) {
@@ -79,7 +80,10 @@ public enum ControlPlaneApplication {
         // Outermost: times every request, errors included (the error middleware below answers them).
         router.add(middleware: APIMetricsMiddleware(metrics: metrics))
         router.add(middleware: APIErrorMiddleware())
-        router.add(middleware: AccessMiddleware(store: access, limiter: limiter, now: now))
+        let throttle = throttle ?? AuthenticationThrottle(burst: abuse.failureBurst, window: abuse.failureWindow)
+        let passwords = PasswordWork(concurrency: abuse.loginConcurrency)
+        router.add(middleware: AccessMiddleware(
+            store: access, throttle: throttle, addresses: ClientAddresses(trustedProxies: abuse.trustedProxies), now: now))
         router.add(middleware: LogRequestsMiddleware(.debug))
         var routes = APIRouteBuilder(router: router)
         HealthRoutes(client: client, migrations: MigrationRunner()).register(on: &routes)
@@ -92,11 +96,11 @@ public enum ControlPlaneApplication {
         }
         let registry = RegistryService(store: PostgresRegistryStore(client: client, logger: logger), now: now)
         RegistryRoutes(registry: registry).register(on: &routes)
-        AccessRoutes(store: access, limiter: limiter, now: now).register(on: &routes)
+        AccessRoutes(store: access, throttle: throttle, passwords: passwords, now: now).register(on: &routes)
         let keys = keys ?? SigningKeys(client: client, logger: logger)
         let jobs = PostgresJobStore(client: client, logger: logger, keys: keys, settings: settings)
         JobRoutes(store: jobs).register(on: &routes)
-        EnrollmentRoutes(enrollment: AgentEnrollment(client: client, logger: logger, keys: keys), limiter: limiter).register(on: &routes)
+        EnrollmentRoutes(enrollment: AgentEnrollment(client: client, logger: logger, keys: keys), throttle: throttle).register(on: &routes)
         AgentRoutes(store: jobs, wakeups: wakeups, settings: settings, keys: keys).register(on: &routes)
         MonitoringRoutes(
             monitor: FreshnessMonitor(client: client, logger: logger),

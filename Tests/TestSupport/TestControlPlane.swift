@@ -27,28 +27,30 @@ public enum TestControlPlane {
     public static func withControlPlane<Result: Sendable>(
         database: PostgresURL? = nil, logger: Logger? = nil, adminToken: APIToken = .generate(),
         tls: TLSFiles? = nil, jobs: JobSettings = JobSettings(schedulerEnabled: false),
-        alertWebhooks: AlertWebhookSettings? = nil, _ body: (RunningControlPlane) async throws -> Result
+        alertWebhooks: AlertWebhookSettings? = nil, abuse: AbuseSettings = AbuseSettings(), _ body: (RunningControlPlane) async throws -> Result
     ) async throws -> Result {
         if let database {
-            return try await run(on: database, logger: logger, adminToken: adminToken, tls: tls, jobs: jobs, alertWebhooks: alertWebhooks, body)
+            return try await run(
+                on: database, logger: logger, adminToken: adminToken, tls: tls, jobs: jobs, alertWebhooks: alertWebhooks, abuse: abuse, body)
         }
         return try await TestDatabase.withIsolatedDatabase { url in
-            try await run(on: url, logger: logger, adminToken: adminToken, tls: tls, jobs: jobs, alertWebhooks: alertWebhooks, body)
+            try await run(on: url, logger: logger, adminToken: adminToken, tls: tls, jobs: jobs, alertWebhooks: alertWebhooks, abuse: abuse, body)
         }
     }
 
     static func run<Result: Sendable>(
         on database: PostgresURL, logger: Logger?, adminToken: APIToken, tls: TLSFiles?, jobs: JobSettings,
-        alertWebhooks: AlertWebhookSettings? = nil, _ body: (RunningControlPlane) async throws -> Result
+        alertWebhooks: AlertWebhookSettings? = nil, abuse: AbuseSettings = AbuseSettings(), _ body: (RunningControlPlane) async throws -> Result
     ) async throws -> Result {
         let logger = logger ?? {
             var logger = Logger(label: "larder.test-control-plane")
             logger.logLevel = .warning
             return logger
         }()
-        let configuration = ControlPlaneConfiguration(
+        var configuration = ControlPlaneConfiguration(
             database: database, host: "127.0.0.1", port: 0, tls: tls, logLevel: .warning, databasePoolSize: 8,
             bootstrapToken: adminToken, jobs: jobs, alertWebhooks: alertWebhooks)
+        configuration.abuse = abuse
         let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
         let application = try ControlPlaneApplication.build(configuration: configuration, logger: logger) { port in
             continuation.yield(port)

@@ -7,19 +7,26 @@ import Shared
 /// writes the audit log: every mutating request, and every authentication or
 /// authorization failure.
 ///
+/// A token that authenticates is never throttled, whoever else failed from the
+/// same address. A failed one is counted against its public id and the
+/// client's address, and once either has used up its attempts the answer is
+/// 429 rather than 401. `/healthz` and `/readyz` are neither authenticated nor throttled.
+///
 /// Authorization itself happens per route (`APIRouteBuilder.add`), once the
 /// route and its parameters are known.
 struct AccessMiddleware: RouterMiddleware {
     typealias Context = ControlPlaneRequestContext
 
     let store: any AccessStore
-    let limiter: FailedAuthenticationLimiter
+    let throttle: AuthenticationThrottle
+    let addresses: ClientAddresses
     let now: @Sendable () -> Date
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         var context = context
+        context.clientAddress = addresses.resolve(peer: context.peerAddress, headers: request.headers)
+        if HealthRoutes.paths.contains(request.uri.path) { return try await next(request, context) }
         do {
-            if let seconds = limiter.retryAfter(context.clientAddress) { throw AccessError.tooManyFailures(retryAfterSeconds: seconds) }
             context.caller = try await authenticate(request, context: context)
             if let caller = context.caller { context.logger[metadataKey: "larder.principal"] = .string(caller.name) }
             let response = try await next(request, context)
@@ -41,16 +48,25 @@ struct AccessMiddleware: RouterMiddleware {
         guard let header = request.headers[.authorization] else { return nil }
         let parts = header.split(separator: " ", maxSplits: 1)
         guard parts.count == 2, parts[0].lowercased() == "bearer" else {
-            limiter.recordFailure(context.clientAddress)
-            throw AccessError.unauthenticated("the Authorization header must be 'Bearer <token>'")
+            throw failed(token: nil, context: context, "the Authorization header must be 'Bearer <token>'")
         }
-        guard let token = APIToken(parsing: String(parts[1]).trimmingCharacters(in: .whitespaces)),
-              let caller = try await store.caller(for: token, now: now())
-        else {
-            limiter.recordFailure(context.clientAddress)
-            throw AccessError.unauthenticated("the token is unknown, expired or revoked")
+        guard let token = APIToken(parsing: String(parts[1]).trimmingCharacters(in: .whitespaces)) else {
+            throw failed(token: nil, context: context, "the token is unknown, expired or revoked")
+        }
+        guard let caller = try await store.caller(for: token, now: now()) else {
+            throw failed(token: token, context: context, "the token is unknown, expired or revoked")
         }
         return caller
+    }
+
+    /// Counts a failed authentication against the client's address and the
+    /// token's id: 429 once either has used up its attempts, else 401.
+    func failed(token: APIToken?, context: Context, _ detail: String) -> AccessError {
+        let subjects = [AuthenticationThrottle.Subject.client(context.clientAddress)] + (token.map { [.token($0.publicID)] } ?? [])
+        let waits = subjects.compactMap { throttle.retryAfter($0) }
+        for subject in subjects { throttle.recordFailure(subject) }
+        if let seconds = waits.max() { return .tooManyFailures(retryAfterSeconds: seconds) }
+        return .unauthenticated(detail)
     }
 
     /// Mutating requests are audited here; login audits itself, to name the user

@@ -6,8 +6,12 @@ import Shared
 /// workspace role bindings, agents, and the audit log.
 struct AccessRoutes {
     let store: any AccessStore
-    let limiter: FailedAuthenticationLimiter
+    let throttle: AuthenticationThrottle
+    let passwords: PasswordWork
     let now: @Sendable () -> Date
+
+    /// The longest user name a login may claim (a longer one cannot exist).
+    static let maximumNameLength = 256
 
     /// The longest session `POST /v1/login` hands out.
     static let maximumSession: TimeInterval = 30 * 86_400
@@ -28,7 +32,7 @@ struct AccessRoutes {
     }
 
     func register(on routes: inout APIRouteBuilder) {
-        let store = self.store, limiter = self.limiter, now = self.now
+        let store = self.store, throttle = self.throttle, passwords = self.passwords, now = self.now
 
         let loginAuditor = self
         routes.add(.post, "/v1/login", permission: .publicAccess) { request, context in
@@ -37,15 +41,40 @@ struct AccessRoutes {
             guard lifetime >= 60, lifetime <= Self.maximumSession else {
                 throw AccessError.invalidArgument(field: "expires_in_seconds", detail: "a session lasts from 60 seconds to 30 days")
             }
+            guard body.name.count <= Self.maximumNameLength, body.password.count <= 4_096 else {
+                throw AccessError.invalidArgument(
+                    field: body.name.count > Self.maximumNameLength ? "name" : "password", detail: "too long to be a user's name or password")
+            }
+            // The attempt is taken from the user's and the address's allowance before the work, so
+            // parallel guesses for one user are cut at the allowance, however many arrive at once.
+            let user = AuthenticationThrottle.Subject.user(body.name), address = AuthenticationThrottle.Subject.client(context.clientAddress)
+            if let seconds = throttle.reserve(user) {
+                await loginAuditor.audit(context, principal: body.name, status: 429, outcome: "denied")
+                throw AccessError.tooManyFailures(retryAfterSeconds: seconds)
+            }
+            if let seconds = throttle.reserve(address) {
+                throttle.refund(user)
+                await loginAuditor.audit(context, principal: body.name, status: 429, outcome: "denied")
+                throw AccessError.tooManyFailures(retryAfterSeconds: seconds)
+            }
             // Unknown users are checked against a dummy hash, so the answer
             // takes as long as for a real user and names do not leak.
             let stored = try await store.passwordHash(of: body.name)
-            let valid = PasswordHash.verify(body.password, against: stored ?? PasswordHash.dummy) && stored != nil
+            let password = body.password
+            let valid: Bool
+            do {
+                valid = try await passwords.run { PasswordHash.verify(password, against: stored ?? PasswordHash.dummy) } && stored != nil
+            } catch is PasswordWork.Busy {
+                throttle.refund(user)
+                throttle.refund(address)
+                throw AccessError.tooManyFailures(retryAfterSeconds: 1)
+            }
             guard valid else {
-                limiter.recordFailure(context.clientAddress)
                 await loginAuditor.audit(context, principal: body.name, status: 401, outcome: "denied")
                 throw AccessError.unauthenticated("wrong user name or password")
             }
+            throttle.reset(user)
+            throttle.refund(address)
             let token = APIToken.generate()
             let resource = try await store.createToken(
                 token, for: body.name, description: "session from larder login", expiresAt: now().addingTimeInterval(lifetime),
@@ -80,7 +109,7 @@ struct AccessRoutes {
                 guard body.kind == .user else {
                     throw AccessError.invalidArgument(field: "password", detail: "service accounts have no password; give them tokens")
                 }
-                hash = try Self.hashPassword(password)
+                hash = try await Self.hashPassword(password, with: passwords)
             }
             return try APIResponse.json(try await store.createPrincipal(body, passwordHash: hash, by: context.principal), status: .created)
         }
@@ -97,7 +126,7 @@ struct AccessRoutes {
         }
         routes.add(.put, "/v1/principals/{principal}/password", permission: .selfOrAdmin) { request, context in
             let body = try await request.decodeBody(as: SetPasswordRequest.self, context: context)
-            try await store.setPasswordHash(try Self.hashPassword(body.password), for: try context.pathParameter("principal"))
+            try await store.setPasswordHash(try await Self.hashPassword(body.password, with: passwords), for: try context.pathParameter("principal"))
             return APIResponse.empty(.noContent)
         }
         routes.add(.get, "/v1/principals/{principal}/tokens", permission: .selfOrAdmin) { _, context in
@@ -178,10 +207,15 @@ struct AccessRoutes {
         }
     }
 
-    static func hashPassword(_ password: String) throws -> String {
+    static func hashPassword(_ password: String, with passwords: PasswordWork) async throws -> String {
         guard password.count >= PasswordHash.minimumLength else {
             throw AccessError.invalidArgument(field: "password", detail: "a password has at least \(PasswordHash.minimumLength) characters")
         }
-        return try PasswordHash.make(password)
+        guard password.count <= 4_096 else { throw AccessError.invalidArgument(field: "password", detail: "a password has at most 4,096 characters") }
+        do {
+            return try await passwords.run { try PasswordHash.make(password) }
+        } catch is PasswordWork.Busy {
+            throw AccessError.tooManyFailures(retryAfterSeconds: 1)
+        }
     }
 }

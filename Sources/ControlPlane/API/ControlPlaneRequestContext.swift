@@ -13,15 +13,19 @@ public struct ControlPlaneRequestContext: RequestContext {
     public var requestID: String = ""
     /// Who is calling, once a valid token said so; nil for anonymous requests.
     public var caller: Caller?
-    /// The client's IP address, as the connection shows it.
-    public let clientAddress: String?
+    /// The client's IP address: the connection's peer, or, behind a trusted
+    /// proxy, the address it forwarded (set by `AccessMiddleware`).
+    public var clientAddress: String?
+    /// The connection's peer address.
+    public let peerAddress: String?
 
     /// The caller's name for records (`created_by`, audit): `anonymous` without a token.
     public var principal: String { caller?.name ?? "anonymous" }
 
     public init(source: ApplicationRequestContextSource) {
         coreContext = .init(source: source)
-        clientAddress = source.channel.remoteAddress?.ipAddress
+        peerAddress = source.channel.remoteAddress?.ipAddress
+        clientAddress = peerAddress
     }
 
     public var maxUploadSize: Int { Self.maximumBodySize }

@@ -7,23 +7,30 @@ import Shared
 /// agent's token rotation, and removing an agent.
 struct EnrollmentRoutes {
     let enrollment: AgentEnrollment
-    let limiter: FailedAuthenticationLimiter
+    let throttle: AuthenticationThrottle
 
     func register(on routes: inout APIRouteBuilder) {
-        let enrollment = self.enrollment, limiter = self.limiter
+        let enrollment = self.enrollment, throttle = self.throttle
         routes.add(.post, "/v1/workspaces/{workspace}/enrollment-tokens", permission: .workspace(.owner)) { request, context in
             let body = try await request.decodeBody(as: CreateEnrollmentTokenRequest.self, context: context)
             let created = try await enrollment.createToken(body, workspace: try context.pathParameter("workspace"), by: context.principal)
             return try APIResponse.json(created, status: .created)
         }
-        // No bearer token: the enrollment token in the body is the credential. Failures count
-        // toward the caller's address's limit, like failed logins.
+        // No bearer token: the enrollment token in the body is the credential. Each attempt is taken
+        // from the caller's address's allowance before the work, and given back unless it failed to authenticate.
         routes.add(.post, "/v1/enroll", permission: .publicAccess) { request, context in
             let body = try await request.decodeBody(as: EnrollRequest.self, context: context)
+            let address = AuthenticationThrottle.Subject.client(context.clientAddress)
+            if let seconds = throttle.reserve(address) { throw AccessError.tooManyFailures(retryAfterSeconds: seconds) }
             do {
-                return try APIResponse.json(try await enrollment.enroll(body), status: .created)
+                let enrolled = try await enrollment.enroll(body)
+                throttle.refund(address)
+                return try APIResponse.json(enrolled, status: .created)
             } catch let error as AccessError {
-                if case .unauthenticated = error { limiter.recordFailure(context.clientAddress) }
+                if case .unauthenticated = error {} else { throttle.refund(address) }
+                throw error
+            } catch {
+                throttle.refund(address)
                 throw error
             }
         }

@@ -10,6 +10,9 @@ struct HealthRoutes {
 
     struct Status: Codable { var status: String }
 
+    /// The probes' paths: never authenticated nor throttled.
+    static let paths: Set<String> = ["/healthz", "/readyz"]
+
     func register(on routes: inout APIRouteBuilder) {
         let client = self.client
         let migrations = self.migrations

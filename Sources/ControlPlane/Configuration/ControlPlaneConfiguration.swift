@@ -25,6 +25,10 @@ import Shared
 /// | the key sealing the signing key at rest | | `LARDER_SIGNING_KEY_FILE` (32 random bytes, base64 or hex) | none: stored in clear, with a warning |
 /// | alert webhooks | | `LARDER_ALERT_WEBHOOKS` (comma-separated URLs) | none |
 /// | their signing secret | | `LARDER_ALERT_WEBHOOK_SECRET` (at least 16 characters) | required with webhooks |
+/// | proxies whose forwarding headers name the client | | `LARDER_TRUSTED_PROXIES` (comma-separated CIDRs) | none |
+/// | password checks at once | | `LARDER_LOGIN_CONCURRENCY` | 2 |
+/// | failed attempts per token, user or address before 429 | | `LARDER_AUTH_FAILURE_BURST` | 10 |
+/// | the window those refill over | | `LARDER_AUTH_FAILURE_WINDOW_SECONDS` | 60 |
 public struct ControlPlaneConfiguration: Sendable {
     /// The registry database.
     public var database: PostgresURL
@@ -46,6 +50,8 @@ public struct ControlPlaneConfiguration: Sendable {
     public var alertWebhooks: AlertWebhookSettings?
     /// Seals the signing key in the database (`LARDER_SIGNING_KEY_FILE`).
     public var signingKeyEncryption: SigningKeyEncryption?
+    /// Throttling of failed authentications and bounds on login work.
+    public var abuse = AbuseSettings()
 
     /// Why a configuration is unusable.
     public struct Invalid: Error, CustomStringConvertible, Sendable {
@@ -128,7 +134,33 @@ public struct ControlPlaneConfiguration: Sendable {
         self.init(
             database: database, host: host, port: port, tls: tls, logLevel: level, databasePoolSize: poolSize,
             bootstrapToken: bootstrapToken, jobs: try Self.jobSettings(environment), alertWebhooks: webhooks, signingKeyEncryption: encryption)
+        abuse = try Self.abuseSettings(environment)
     }
+
+    /// Throttling settings from the environment.
+    static func abuseSettings(_ environment: [String: String]) throws(Invalid) -> AbuseSettings {
+        var settings = AbuseSettings()
+        if let text = environment["LARDER_TRUSTED_PROXIES"], !text.isEmpty {
+            var networks: [IPNetwork] = []
+            for part in text.split(separator: ",") {
+                guard let network = IPNetwork(String(part)) else {
+                    throw Invalid(description: "LARDER_TRUSTED_PROXIES: '\(part.trimmingCharacters(in: .whitespaces))' is not an address or CIDR such as 10.0.0.0/8")
+                }
+                networks.append(network)
+            }
+            settings.trustedProxies = networks
+        }
+        func integer(_ name: String, _ range: ClosedRange<Int>) throws(Invalid) -> Int? {
+            guard let text = environment[name] else { return nil }
+            guard let value = Int(text), range.contains(value) else { throw Invalid(description: "\(name) must be a number from \(range.lowerBound) to \(range.upperBound)") }
+            return value
+        }
+        if let value = try integer("LARDER_LOGIN_CONCURRENCY", 1...256) { settings.loginConcurrency = value }
+        if let value = try integer("LARDER_AUTH_FAILURE_BURST", 1...10_000) { settings.failureBurst = value }
+        if let value = try integer("LARDER_AUTH_FAILURE_WINDOW_SECONDS", 1...86_400) { settings.failureWindow = TimeInterval(value) }
+        return settings
+    }
+
 
     /// Job settings from the environment.
     static func jobSettings(_ environment: [String: String]) throws(Invalid) -> JobSettings {
@@ -173,4 +205,19 @@ public struct ControlPlaneConfiguration: Sendable {
         guard !host.isEmpty else { throw Invalid(description: "listen address '\(text)' has no host") }
         return (host, port)
     }
+}
+
+/// How the control plane slows down guessing and bounds login work.
+public struct AbuseSettings: Sendable, Equatable {
+    /// Proxies (load balancers) whose `Forwarded` / `X-Forwarded-For` name the client.
+    public var trustedProxies: [IPNetwork] = []
+    /// Password checks running at once (each a scrypt: CPU and 16 MiB).
+    public var loginConcurrency = 2
+    /// Failed attempts per token id, user name or client address before 429.
+    public var failureBurst = 10
+    /// The seconds over which those attempts come back.
+    public var failureWindow: TimeInterval = 60
+
+    /// The defaults.
+    public init() {}
 }

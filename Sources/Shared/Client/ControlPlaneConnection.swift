@@ -11,10 +11,11 @@ public enum ControlPlaneConnection {
         public let description: String
     }
 
-    /// Whether `host` is this machine: `localhost`, 127.0.0.0/8 or `::1`.
+    /// Whether `host` is this machine: `localhost`, or an address in
+    /// 127.0.0.0/8 or `::1` (read as an address: `127.evil.example` is a name, not loopback).
     public static func isLoopback(host: String) -> Bool {
         let bare = host.trimmingCharacters(in: CharacterSet(charactersIn: "[]")).lowercased()
-        return bare == "localhost" || bare == "::1" || bare.hasPrefix("127.")
+        return bare == "localhost" || IPAddress(bare)?.isLoopback == true
     }
 
     /// Whether the environment allows plain HTTP to another host (`LARDER_ALLOW_INSECURE_HTTP=1` or `true`).
