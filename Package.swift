@@ -83,6 +83,7 @@ let package = Package(
                 .embedInCode("Database/Migrations/0011_token_audience.sql"),
                 .embedInCode("Database/Migrations/0012_lease_terms.sql"),
                 .embedInCode("Database/Migrations/0013_signing_key_rotation.sql"),
+                .embedInCode("Database/Migrations/0014_metrics_audience.sql"),
             ]
         ),
         .target(

@@ -87,8 +87,8 @@ public enum ControlPlaneApplication {
         router.add(middleware: LogRequestsMiddleware(.debug))
         var routes = APIRouteBuilder(router: router)
         HealthRoutes(client: client, migrations: MigrationRunner()).register(on: &routes)
-        // Counts and latencies only, no names but routes, job kinds and workspaces: any signed-in principal.
-        routes.add(.get, "/metrics", permission: .authenticated) { _, context in
+        // Counts and latencies, named by route, job kind, workspace and view: admins and scrape tokens.
+        routes.add(.get, "/metrics", permission: .metrics) { _, context in
             var headers = HTTPFields()
             headers[.contentType] = "text/plain; version=0.0.4; charset=utf-8"
             let text = try await metrics.exposition(client: client, settings: settings, logger: context.logger)

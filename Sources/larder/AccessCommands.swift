@@ -204,7 +204,7 @@ struct TokensCommand: AsyncParsableCommand {
         @Option(help: "For whom (default: yourself).") var principal: String?
         @Option(help: "Where it will be used.") var description: String?
         @Option(help: "Lifetime such as 30d or 12h (default: no expiry).") var expiresIn: String?
-        @Option(help: "Where it works: control-plane (default), data-plane (agents' feature servers only) or both.")
+        @Option(help: "Where it works: control-plane (default), data-plane (agents' feature servers only), both, or metrics (/metrics only).")
         var audience: TokenAudience = .controlPlane
         func run() async throws {
             var seconds: Int?

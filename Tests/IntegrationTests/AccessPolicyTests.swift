@@ -15,6 +15,8 @@ struct Cast {
         case anonymous, agent, viewer, consumer, `operator`, editor, owner, stranger, admin
         /// An owner's data-plane token, as a thief who sniffed it at an agent holds it.
         case stolenFromAgent = "stolen-from-agent"
+        /// A Prometheus scrape token (audience metrics) of an owner.
+        case scraper
     }
     var tokens: [Member: String]
     var spareTokenOfViewer: String
@@ -40,6 +42,9 @@ struct Cast {
         _ = try await admin.createPrincipal(CreatePrincipalRequest(name: principalName(.stolenFromAgent), kind: .serviceAccount))
         try await admin.grant(.owner, to: principalName(.stolenFromAgent), workspace: workspace)
         tokens[.stolenFromAgent] = try await admin.createToken(for: principalName(.stolenFromAgent), audience: .dataPlane).token
+        _ = try await admin.createPrincipal(CreatePrincipalRequest(name: principalName(.scraper), kind: .serviceAccount))
+        try await admin.grant(.owner, to: principalName(.scraper), workspace: workspace)
+        tokens[.scraper] = try await admin.createToken(for: principalName(.scraper), audience: .metrics).token
         _ = try await admin.createPrincipal(CreatePrincipalRequest(name: principalName(.stranger), kind: .user))
         try await admin.grant(.owner, to: principalName(.stranger), workspace: otherWorkspace)
         tokens[.stranger] = try await admin.createToken(for: principalName(.stranger)).token
@@ -70,6 +75,8 @@ enum ExpectedAccess: Equatable {
         if member == .anonymous { return .unauthenticated }
         // A data-plane token says whose it is, and does nothing else here, whatever its principal's roles.
         if member == .stolenFromAgent { return permission == .identity ? .allowed : .forbidden }
+        // A scrape token reads /metrics and says whose it is; nothing else, whatever its principal's roles.
+        if member == .scraper { return permission == .identity || permission == .metrics ? .allowed : .forbidden }
         // Agents may call the agent protocol and nothing else; nobody else may call it.
         if permission == .agentProtocol { return member == .agent ? .allowed : .forbidden }
         if member == .agent { return .forbidden }
@@ -88,7 +95,7 @@ enum ExpectedAccess: Equatable {
         }
         switch permission {
         case .publicAccess, .authenticated, .identity: return .allowed
-        case .instanceAdmin, .agentProtocol: return .forbidden
+        case .instanceAdmin, .agentProtocol, .metrics: return .forbidden
         case .selfOrAdmin: return member == .viewer ? .allowed : .forbidden   // the matrix targets viewer-user
         case .workspace(let needed): return inAlpha(needing: needed)
         case .auditRead: return inAlpha(needing: .owner)
@@ -104,7 +111,7 @@ enum DocumentedPermissions {
         "POST /v1/login": .publicAccess, "POST /v1/enroll": .publicAccess,
         "POST /v1/workspaces/{workspace}/enrollment-tokens": .workspace(.owner), "DELETE /v1/workspaces/{workspace}/agents/{agent}": .workspace(.owner),
         "POST /v1/agent/credentials": .agentProtocol,
-        "GET /v1/whoami": .identity, "GET /v1/workspaces": .authenticated, "GET /metrics": .authenticated, "GET /v1/alerts": .authenticated,
+        "GET /v1/whoami": .identity, "GET /v1/workspaces": .authenticated, "GET /metrics": .metrics, "GET /v1/alerts": .authenticated,
         "POST /v1/workspaces": .instanceAdmin, "DELETE /v1/workspaces/{workspace}": .instanceAdmin,
         "GET /v1/principals": .instanceAdmin, "POST /v1/principals": .instanceAdmin,
         "DELETE /v1/principals/{principal}": .instanceAdmin, "POST /v1/workspaces/{workspace}/agents": .instanceAdmin,
@@ -226,7 +233,9 @@ struct AccessPolicyTests {
                         #expect(response.status == 401, Comment(rawValue: context))
                     case .forbidden:
                         #expect(response.status == 403, Comment(rawValue: context))
-                        if member == .stolenFromAgent { #expect(response.problem?.code == "token-audience", Comment(rawValue: context)) }
+                        if member == .stolenFromAgent || member == .scraper {
+                            #expect(response.problem?.code == "token-audience", Comment(rawValue: context))
+                        }
                     case .hidden:
                         #expect(response.status == 404 && response.problem?.code == "workspace-not-found", Comment(rawValue: context))
                     case .allowed:

@@ -22,6 +22,8 @@ public enum Permission: Sendable, Hashable, CustomStringConvertible {
     case auditRead
     /// Agents, for the agent protocol (`/v1/agent/…`): each acts for the workspace its token belongs to.
     case agentProtocol
+    /// Admins, and tokens made for scraping (audience `metrics`): the control plane's `/metrics`.
+    case metrics
 
     public var description: String {
         switch self {
@@ -33,6 +35,7 @@ public enum Permission: Sendable, Hashable, CustomStringConvertible {
         case .workspace(let role): return "workspace:\(role.rawValue)"
         case .auditRead: return "audit"
         case .agentProtocol: return "agent"
+        case .metrics: return "metrics"
         }
     }
 }

@@ -16,9 +16,10 @@ extension APIProblem {
             self.init(status: .tooManyRequests, code: "too-many-failures", title: "Too many failed authentications",
                       detail: "too many failed authentications from this address; try again in \(seconds) s")
         case .wrongAudience:
-            self.init(status: .forbidden, code: "token-audience", title: "Token for the data plane",
-                      detail: "this token works on agents' feature servers only (audience data-plane); the control plane takes it for whoami "
-                          + "alone: create a control-plane token for this API (larder tokens create --audience control-plane)",
+            self.init(status: .forbidden, code: "token-audience", title: "Token for another audience",
+                      detail: "this token's audience (data-plane: agents' feature servers; metrics: /metrics) does not include this route; "
+                          + "the control plane takes it for whoami alone: create a control-plane token for this API "
+                          + "(larder tokens create --audience control-plane)",
                       field: "authorization")
         case .principalNotFound(let name):
             self.init(status: .notFound, code: "principal-not-found", title: "Principal not found",

@@ -22,6 +22,8 @@ public enum Authorizer {
     public static func decide(_ permission: Permission, caller: Caller?, workspace: String?, targetPrincipal: String?) -> AccessDecision {
         if permission == .publicAccess { return .allowed }
         guard let caller else { return .unauthenticated }
+        // A scrape token reads /metrics (and says whose it is), nothing else.
+        if caller.audience == .metrics { return permission == .metrics || permission == .identity ? .allowed : .wrongAudience }
         // A data-plane token (a model server's, which agents see) is worth nothing here but
         // to say whose it is: one that leaks at an agent cannot be replayed against this API.
         if !caller.audience.includesControlPlane { return permission == .identity ? .allowed : .wrongAudience }
@@ -38,7 +40,7 @@ public enum Authorizer {
             return .forbidden
         case .authenticated, .identity:
             return .allowed
-        case .instanceAdmin:
+        case .instanceAdmin, .metrics:
             return caller.isAdmin ? .allowed : .forbidden
         case .selfOrAdmin:
             return caller.isAdmin || (targetPrincipal != nil && targetPrincipal == caller.name) ? .allowed : .forbidden

@@ -20,11 +20,13 @@ public enum TokenAudience: String, Sendable, Codable, CaseIterable, CustomString
     case dataPlane = "data-plane"
     /// Both.
     case both
+    /// The control plane's `/metrics` only (a Prometheus scrape token), and `whoami`.
+    case metrics
 
-    /// Whether the control plane's API takes it.
-    public var includesControlPlane: Bool { self != .dataPlane }
+    /// Whether the control plane's API takes it (on every route its principal may use).
+    public var includesControlPlane: Bool { self == .controlPlane || self == .both }
     /// Whether agents take it (it is in their access snapshots).
-    public var includesDataPlane: Bool { self != .controlPlane }
+    public var includesDataPlane: Bool { self == .dataPlane || self == .both }
 
     public var description: String { rawValue }
 }

@@ -60,7 +60,8 @@ else
     larder service-accounts create prometheus --description "Scrapes /metrics (compose demo)"
   fi
   # `larder tokens create` prints only the token on standard output.
-  larder tokens create --principal prometheus --description "compose Prometheus scrape" \
+  # Audience metrics: the token reads /metrics and nothing else.
+  larder tokens create --principal prometheus --audience metrics --description "compose Prometheus scrape" \
     | write_file "$prometheus_dir/larder-control-token"
   echo "setup: wrote Prometheus' token"
 fi
