@@ -116,10 +116,16 @@ public struct PostgresJobStore: Sendable {
             }
         }
         guard chunk.seconds >= 60 else { throw JobError.invalidArgument(field: "chunk", detail: "a chunk is at least 1m") }
-        let intervals = Self.chunks(from: request.start, to: request.end, chunk: chunk)
-        guard intervals.count <= 100_000 else {
-            throw JobError.invalidArgument(field: "chunk", detail: "that is \(intervals.count) chunks; use a longer chunk (at most 100000)")
+        for (field, date) in [("start", request.start), ("end", request.end)] where !Self.materializableRange.contains(date) {
+            throw JobError.invalidArgument(field: field, detail: "\(RFC3339.format(date)) is outside the years 1970 to 9999")
         }
+        // Counted before any is made: a request for millions of chunks is refused without allocating them.
+        let count = Self.chunkCount(from: request.start, to: request.end, chunk: chunk)
+        guard count <= Self.maximumChunks else {
+            throw JobError.invalidArgument(
+                field: "chunk", detail: "that is \(count) chunks; use a longer chunk or a shorter range (at most \(Self.maximumChunks))")
+        }
+        let intervals = Self.chunks(from: request.start, to: request.end, chunk: chunk)
         return try await client.withConnection { connection in
             try await connection.inTransaction(logger: logger) { connection in
                 guard let view = try await currentVersion(of: request.featureView, workspace: workspace, on: connection) else {
@@ -209,6 +215,20 @@ public struct PostgresJobStore: Sendable {
             return id
         }
         throw JobError.invalidArgument(field: "feature_view", detail: "could not create the backfill")
+    }
+
+    /// The most chunks one materialization request may queue.
+    static let maximumChunks = 100_000
+    /// The times a materialization may name.
+    static let materializableRange = Date(timeIntervalSince1970: 0)...Date(timeIntervalSince1970: 253_402_300_799)
+
+    /// How many chunks `chunks(from:to:chunk:)` makes, without making them.
+    static func chunkCount(from start: Date, to end: Date, chunk: TimeSpan) -> Int {
+        guard start < end else { return 0 }
+        let length = Double(chunk.seconds)
+        let first = (start.timeIntervalSince1970 / length).rounded(.down)
+        let last = (end.timeIntervalSince1970 / length).rounded(.up)
+        return Int(min(last - first, Double(Int.max / 2)))
     }
 
     /// `[start, end)` cut at multiples of `chunk` (epoch-aligned), the first and last clipped.
