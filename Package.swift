@@ -84,6 +84,7 @@ let package = Package(
                 .embedInCode("Database/Migrations/0012_lease_terms.sql"),
                 .embedInCode("Database/Migrations/0013_signing_key_rotation.sql"),
                 .embedInCode("Database/Migrations/0014_metrics_audience.sql"),
+                .embedInCode("Database/Migrations/0015_sessions.sql"),
             ]
         ),
         .target(

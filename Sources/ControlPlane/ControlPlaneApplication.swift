@@ -61,7 +61,8 @@ public enum ControlPlaneApplication {
             logger.info("database schema is up to date", metadata: [
                 "larder.database": "\(configuration.database)", "larder.migrations_applied": "\(applied.count)",
             ])
-            try await bootstrapAdmin(access: access, token: configuration.bootstrapToken, logger: logger)
+            try await bootstrapAdmin(
+                access: access, token: configuration.bootstrapToken, lifetime: configuration.bootstrapTokenLifetime, logger: logger)
             let signing = try await keys.current()
             logger.info("job specs are signed with key \(signing.publicKey.fingerprint)")
             await started.open()
@@ -100,7 +101,8 @@ public enum ControlPlaneApplication {
         let keys = keys ?? SigningKeys(client: client, logger: logger)
         let jobs = PostgresJobStore(client: client, logger: logger, keys: keys, settings: settings)
         JobRoutes(store: jobs).register(on: &routes)
-        EnrollmentRoutes(enrollment: AgentEnrollment(client: client, logger: logger, keys: keys), throttle: throttle).register(on: &routes)
+        EnrollmentRoutes(enrollment: AgentEnrollment(client: client, logger: logger, keys: keys), throttle: throttle, store: access)
+            .register(on: &routes)
         AgentRoutes(store: jobs, wakeups: wakeups, settings: settings, keys: keys).register(on: &routes)
         MonitoringRoutes(
             monitor: FreshnessMonitor(client: client, logger: logger),
@@ -112,9 +114,11 @@ public enum ControlPlaneApplication {
 
     /// Creates the first admin when there are no principals: with the
     /// configured bootstrap token, or with a new one printed once to stderr.
-    static func bootstrapAdmin(access: any AccessStore, token configured: APIToken?, logger: Logger) async throws {
+    /// The token works for `lifetime`, or until another admin is made:
+    /// long enough to make one's own credentials.
+    static func bootstrapAdmin(access: any AccessStore, token configured: APIToken?, lifetime: TimeInterval, logger: Logger) async throws {
         let token = configured ?? APIToken.generate()
-        guard try await access.bootstrapAdmin(name: "admin", token: token) else { return }
+        guard try await access.bootstrapAdmin(name: "admin", token: token, expiresAt: Date().addingTimeInterval(lifetime)) else { return }
         if configured != nil {
             logger.notice("created the first admin 'admin' with the token from LARDER_BOOTSTRAP_TOKEN")
         } else {

@@ -111,13 +111,18 @@ struct PrincipalsCommand: AsyncParsableCommand {
     }
 
     struct Password: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(commandName: "password", abstract: "Set a user's password (yours, or any as admin).")
+        static let configuration = CommandConfiguration(
+            commandName: "password",
+            abstract: "Set a user's password: yours (asks for the current one too, and ends your other sessions), or any as admin.")
         @OptionGroup var server: ServerOptions
         @Argument(help: "The user.") var name: String
         func run() async throws {
             try await CLIOutput.reportingErrors {
-                try await try server.client().setPassword(String(cString: getpass("new password for \(name): ")), for: name)
-                print("password set")
+                let client = try server.client()
+                let me = try await client.whoami().principal.name
+                let current = me == name ? String(cString: getpass("current password for \(name): ")) : nil
+                try await client.setPassword(String(cString: getpass("new password for \(name): ")), for: name, current: current)
+                print(me == name ? "password set; your other sessions have ended" : "password set; \(name)'s sessions have ended")
             }
         }
     }

@@ -151,6 +151,21 @@ struct EnrollmentTests {
             _ = try await Self.hello(third)
             // Only agents rotate their own tokens.
             #expect(await Self.status { _ = try await admin.rotateCredentials() } == 403)
+            // A token past half its life cannot end itself at once (a thief's old copy cannot cut the agent off).
+            try await TestDatabase.withClient(server.database) { client in
+                try await client.query(
+                    """
+                    UPDATE api_tokens SET created_at = now() - interval '100 seconds', expires_at = now() + interval '20 seconds'
+                    WHERE description = 'agent credentials, rotated' AND revoked_at IS NULL AND expires_at IS NULL
+                    """, logger: Logger(label: "test"))
+            }
+            await #expect { _ = try await third.rotateCredentials(graceSeconds: 0) } throws: { ($0 as? ProblemDetails)?.field == "grace_seconds" }
+            let fourth = ControlPlaneClient(baseURL: server.baseURL, token: try await third.rotateCredentials(graceSeconds: 5).token)
+            _ = try await Self.hello(third)
+            _ = try await Self.hello(fourth)
+            // Every rotation, refused or not, is in the audit log.
+            let rotations = try await admin.audit(limit: 50).items.filter { $0.action == "POST /v1/agent/credentials" && $0.principal == enrolled.agent }
+            #expect(rotations.map(\.outcome) == ["success", "failure", "success", "success"], "newest first: \(rotations.map(\.outcome))")
 
             // A leased job, then removal: every token refused at once, the lease ended.
             _ = try await admin.materialize(
@@ -162,6 +177,11 @@ struct EnrollmentTests {
             let other = ControlPlaneClient(baseURL: server.baseURL, token: try await admin.createToken(for: enrolled.agent).token)
             try await admin.removeAgent(enrolled.agent, workspace: Self.workspace)
             #expect(await Self.status { _ = try await Self.hello(third) } == 401)
+            // Told apart from a bad token, so the agent stops asking every second.
+            await #expect { _ = try await Self.hello(fourth) } throws: { ($0 as? ProblemDetails)?.isAgentRemoved == true }
+            await #expect { _ = try await ControlPlaneClient(baseURL: server.baseURL, token: APIToken.generate().text).whoami() } throws: {
+                ($0 as? ProblemDetails)?.code == "unauthenticated"
+            }
             #expect(await Self.status { _ = try await Self.hello(other) } == 401)
             #expect(await Self.status { _ = try await Self.hello(first) } == 401)
             let leaseOver = try await TestDatabase.withClient(server.database) { client in

@@ -15,6 +15,10 @@ extension APIProblem {
         case .tooManyFailures(let seconds):
             self.init(status: .tooManyRequests, code: "too-many-failures", title: "Too many failed authentications",
                       detail: "too many failed authentications from this address; try again in \(seconds) s")
+        case .agentRemoved(let name):
+            self.init(status: .unauthorized, code: "agent-removed", title: "Agent removed",
+                      detail: "agent '\(name)' was removed or disabled: its credentials no longer work; enroll it again to bring it back",
+                      field: "authorization")
         case .wrongAudience:
             self.init(status: .forbidden, code: "token-audience", title: "Token for another audience",
                       detail: "this token's audience (data-plane: agents' feature servers; metrics: /metrics) does not include this route; "

@@ -79,7 +79,7 @@ struct AccessMiddleware: RouterMiddleware {
 
     static func isDenial(_ error: AccessError) -> Bool {
         switch error {
-        case .unauthenticated, .forbidden, .hiddenWorkspace, .tooManyFailures: return true
+        case .unauthenticated, .forbidden, .hiddenWorkspace, .tooManyFailures, .agentRemoved, .wrongAudience: return true
         default: return false
         }
     }

@@ -78,7 +78,7 @@ struct AccessRoutes {
             let token = APIToken.generate()
             let resource = try await store.createToken(
                 token, for: body.name, description: "session from larder login", expiresAt: now().addingTimeInterval(lifetime),
-                audience: .controlPlane, by: body.name)
+                audience: .controlPlane, session: true, by: body.name)
             await loginAuditor.audit(context, principal: body.name, status: 201, outcome: "success")
             return try APIResponse.json(CreatedToken(token: token.text, resource: resource), status: .created)
         }
@@ -126,7 +126,17 @@ struct AccessRoutes {
         }
         routes.add(.put, "/v1/principals/{principal}/password", permission: .selfOrAdmin) { request, context in
             let body = try await request.decodeBody(as: SetPasswordRequest.self, context: context)
-            try await store.setPasswordHash(try await Self.hashPassword(body.password, with: passwords), for: try context.pathParameter("principal"))
+            let principal = try context.pathParameter("principal")
+            // One's own password changes only with the current one (a stolen session cannot take the account);
+            // an admin resets another user's without it.
+            if principal == context.principal {
+                try await Self.checkPassword(
+                    body.currentPassword, of: principal, field: "current_password", store: store, throttle: throttle, passwords: passwords, context: context)
+            }
+            try await store.setPasswordHash(try await Self.hashPassword(body.password, with: passwords), for: principal)
+            // The user's other sessions end: whoever held one loses it with the old password.
+            let ended = try await store.revokeSessions(of: principal, except: principal == context.principal ? context.caller?.tokenPublicID : nil)
+            context.logger.notice("password changed", metadata: ["larder.principal": .string(principal), "larder.sessions_ended": "\(ended)"])
             return APIResponse.empty(.noContent)
         }
         routes.add(.get, "/v1/principals/{principal}/tokens", permission: .selfOrAdmin) { _, context in
@@ -147,9 +157,19 @@ struct AccessRoutes {
             if audience != .controlPlane, try await store.principal(named: principal).kind == .agent {
                 throw AccessError.invalidArgument(field: "audience", detail: "an agent's tokens work on the control plane only")
             }
+            // A session mints tokens that end with it, unless the password is given again: a stolen
+            // session cannot be turned into a token that outlives it.
+            if let caller = context.caller, caller.isSession {
+                if body.password != nil {
+                    try await Self.checkPassword(
+                        body.password, of: caller.name, field: "password", store: store, throttle: throttle, passwords: passwords, context: context)
+                } else if let end = caller.tokenExpiresAt, expiresAt.map({ $0 > end }) ?? true {
+                    expiresAt = end
+                }
+            }
             let token = APIToken.generate()
             let resource = try await store.createToken(
-                token, for: principal, description: body.description, expiresAt: expiresAt, audience: audience, by: context.principal)
+                token, for: principal, description: body.description, expiresAt: expiresAt, audience: audience, session: false, by: context.principal)
             return try APIResponse.json(CreatedToken(token: token.text, resource: resource), status: .created)
         }
         routes.add(.delete, "/v1/principals/{principal}/tokens/{token}", permission: .selfOrAdmin) { _, context in
@@ -205,6 +225,28 @@ struct AccessRoutes {
                 limit: try request.queryInteger("limit", default: 100, range: 1...1000))
             return try APIResponse.json(try await store.audit(filter))
         }
+    }
+
+    /// Checks `password` as `name`'s current password (throttled like a login): 401 naming `field` when it is wrong or missing.
+    static func checkPassword(
+        _ password: String?, of name: String, field: String, store: any AccessStore, throttle: AuthenticationThrottle, passwords: PasswordWork,
+        context: ControlPlaneRequestContext
+    ) async throws {
+        guard let password, !password.isEmpty, password.count <= 4_096 else {
+            throw AccessError.invalidArgument(field: field, detail: "give your current password")
+        }
+        let user = AuthenticationThrottle.Subject.user(name)
+        if let seconds = throttle.reserve(user) { throw AccessError.tooManyFailures(retryAfterSeconds: seconds) }
+        let stored = try await store.passwordHash(of: name)
+        let valid: Bool
+        do {
+            valid = try await passwords.run { PasswordHash.verify(password, against: stored ?? PasswordHash.dummy) } && stored != nil
+        } catch is PasswordWork.Busy {
+            throttle.refund(user)
+            throw AccessError.tooManyFailures(retryAfterSeconds: 1)
+        }
+        guard valid else { throw AccessError.invalidArgument(field: field, detail: "that is not your current password") }
+        throttle.refund(user)
     }
 
     static func hashPassword(_ password: String, with passwords: PasswordWork) async throws -> String {

@@ -8,9 +8,10 @@ import Shared
 struct EnrollmentRoutes {
     let enrollment: AgentEnrollment
     let throttle: AuthenticationThrottle
+    let store: any AccessStore
 
     func register(on routes: inout APIRouteBuilder) {
-        let enrollment = self.enrollment, throttle = self.throttle
+        let enrollment = self.enrollment, throttle = self.throttle, store = self.store
         routes.add(.post, "/v1/workspaces/{workspace}/enrollment-tokens", permission: .workspace(.owner)) { request, context in
             let body = try await request.decodeBody(as: CreateEnrollmentTokenRequest.self, context: context)
             let created = try await enrollment.createToken(body, workspace: try context.pathParameter("workspace"), by: context.principal)
@@ -37,7 +38,25 @@ struct EnrollmentRoutes {
         routes.add(.post, "/v1/agent/credentials", permission: .agentProtocol) { request, context in
             let body = try await request.decodeStrictBody(as: RotateCredentialsRequest.self, context: context)
             guard let caller = context.caller else { throw AccessError.unauthenticated("a token is required") }
-            return try APIResponse.json(try await enrollment.rotate(agent: caller.name, presented: caller.tokenPublicID, grace: body.graceSeconds ?? 600))
+            // Audited here: the agent protocol's routes are otherwise recorded in the jobs ledger only.
+            func audit(_ status: Int, _ outcome: String) async {
+                do {
+                    try await store.appendAudit(AuditRecord(
+                        principal: caller.name, action: "POST /v1/agent/credentials", resource: "/v1/agent/credentials",
+                        workspace: caller.agentWorkspace, outcome: outcome, status: status, requestID: context.requestID,
+                        clientAddress: context.clientAddress))
+                } catch {
+                    context.logger.error("could not write the audit log", metadata: ["larder.error": .string(String(describing: error))])
+                }
+            }
+            do {
+                let rotated = try await enrollment.rotate(agent: caller.name, presented: caller.tokenPublicID, grace: body.graceSeconds ?? 600)
+                await audit(200, "success")
+                return try APIResponse.json(rotated)
+            } catch {
+                await audit(Int(APIProblem(error).status.code), "failure")
+                throw error
+            }
         }
         routes.add(.delete, "/v1/workspaces/{workspace}/agents/{agent}", permission: .workspace(.owner)) { _, context in
             try await enrollment.remove(agent: try context.pathParameter("agent"), workspace: try context.pathParameter("workspace"))

@@ -4,12 +4,13 @@ import Shared
 /// What the control plane keeps about identities and access.
 /// `PostgresAccessStore` is the implementation.
 public protocol AccessStore: Sendable {
-    /// Creates the first admin with `token` if there are no principals yet;
-    /// returns whether it did.
-    func bootstrapAdmin(name: String, token: APIToken) async throws -> Bool
+    /// Creates the first admin with `token` (expiring at `expiresAt`) if there
+    /// are no principals yet; returns whether it did.
+    func bootstrapAdmin(name: String, token: APIToken, expiresAt: Date?) async throws -> Bool
 
     /// The caller a token belongs to, or nil when the token is unknown,
     /// revoked, expired, or its principal disabled. Records the token's use.
+    /// Throws `AccessError.agentRemoved` for a removed agent's own token.
     func caller(for token: APIToken, now: Date) async throws -> Caller?
 
     /// Creates a user or service account.
@@ -27,10 +28,12 @@ public protocol AccessStore: Sendable {
     /// A user's password hash, if the user exists, is enabled and has one.
     func passwordHash(of name: String) async throws -> String?
 
-    /// Stores a new token of a principal.
+    /// Stores a new token of a principal (a login's `session`).
     func createToken(
-        _ token: APIToken, for principal: String, description: String?, expiresAt: Date?, audience: TokenAudience, by creator: String
+        _ token: APIToken, for principal: String, description: String?, expiresAt: Date?, audience: TokenAudience, session: Bool, by creator: String
     ) async throws -> TokenResource
+    /// Revokes a user's sessions but `except`; returns how many.
+    func revokeSessions(of principal: String, except publicID: String?) async throws -> Int
     /// A principal's tokens, newest first.
     func tokens(of principal: String) async throws -> [TokenResource]
     /// Revokes a token; it stops working on the next request.
@@ -81,6 +84,8 @@ public enum AccessError: Error, Sendable, Equatable {
     case hiddenWorkspace(String)
     /// Too many failed attempts from this address.
     case tooManyFailures(retryAfterSeconds: Int)
+    /// The token is a removed (or disabled) agent's: it should stop asking.
+    case agentRemoved(String)
     /// The token works only on agents' feature servers (its audience is the data plane).
     case wrongAudience
     /// No such principal.

@@ -130,6 +130,18 @@ public struct AgentEnrollment: Sendable {
         let previousExpiry = now.addingTimeInterval(TimeInterval(grace))
         return try await client.withConnection { connection in
             try await connection.inTransaction(logger: logger) { connection in
+                // A token past half its life may not end itself at once: a thief holding an old copy
+                // cannot cut the running agent off (with a grace period, the agent sees the rotation).
+                if grace == 0 {
+                    for try await (created, expires) in try await connection.query(
+                        "SELECT created_at, expires_at FROM api_tokens WHERE public_id = \(publicID)", logger: logger
+                    ).decode((Date, Date?).self) {
+                        if let expires, now > created.addingTimeInterval(expires.timeIntervalSince(created) / 2) {
+                            throw AccessError.invalidArgument(
+                                field: "grace_seconds", detail: "this token is past half its life: rotate with a grace period of at least 1 second")
+                        }
+                    }
+                }
                 var rotated = false
                 for try await _ in try await connection.query(
                     """

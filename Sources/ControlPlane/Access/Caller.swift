@@ -1,3 +1,4 @@
+import Foundation
 import Shared
 
 /// The authenticated principal of a request, with everything authorization
@@ -20,6 +21,10 @@ public struct Caller: Sendable, Hashable {
     /// For agents: everything the agent protocol needs to know of it, read
     /// with the token, so its requests need no further lookup.
     public let agent: AgentIdentity?
+    /// Whether the token is a session from `POST /v1/login`.
+    public var isSession = false
+    /// When the token expires, if it does.
+    public var tokenExpiresAt: Date?
 
     /// Creates a caller.
     public init(

@@ -17,7 +17,7 @@ public struct PostgresAccessStore: AccessStore {
     /// The advisory lock key serializing bootstraps of several replicas.
     static let bootstrapLockKey: Int64 = 0x6C61_7264_6572_0002
 
-    public func bootstrapAdmin(name: String, token: APIToken) async throws -> Bool {
+    public func bootstrapAdmin(name: String, token: APIToken, expiresAt: Date?) async throws -> Bool {
         try await client.withConnection { connection in
             try await connection.inTransaction(logger: logger) { connection in
                 try await connection.query("SELECT pg_advisory_xact_lock(\(Self.bootstrapLockKey))", logger: logger)
@@ -28,8 +28,8 @@ public struct PostgresAccessStore: AccessStore {
                     WITH admin AS (
                         INSERT INTO principals (name, kind, is_admin, description, created_by)
                         VALUES (\(name), 'user', true, 'The first administrator, created at bootstrap.', 'bootstrap') RETURNING id)
-                    INSERT INTO api_tokens (public_id, principal_id, secret_hash, description, created_by)
-                    SELECT \(token.publicID), id, \(Data(token.secretHash)), 'bootstrap token', 'bootstrap' FROM admin
+                    INSERT INTO api_tokens (public_id, principal_id, secret_hash, description, created_by, expires_at)
+                    SELECT \(token.publicID), id, \(Data(token.secretHash)), 'bootstrap token', 'bootstrap', \(expiresAt) FROM admin
                     """, logger: logger)
                 return true
             }
@@ -39,20 +39,27 @@ public struct PostgresAccessStore: AccessStore {
     public func caller(for token: APIToken, now: Date) async throws -> Caller? {
         let rows = try await client.query(
             """
-            SELECT p.id, p.name, p.kind, p.is_admin, w.id, w.name, p.environment, t.secret_hash, t.last_used_at, t.audience
+            SELECT p.id, p.name, p.kind, p.is_admin, w.id, w.name, p.environment, t.secret_hash, t.last_used_at, t.audience,
+                   t.expires_at, t.session, t.revoked_at IS NULL AND p.disabled_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > \(now))
             FROM api_tokens t
             JOIN principals p ON p.id = t.principal_id
             LEFT JOIN workspaces w ON w.id = p.workspace_id
-            WHERE t.public_id = \(token.publicID) AND t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > \(now))
-              AND p.disabled_at IS NULL
+            WHERE t.public_id = \(token.publicID)
             """, logger: logger)
         typealias Row = (id: Int64, name: String, kind: String, admin: Bool, workspaceID: Int64?, workspace: String?, environment: String?,
-                         hash: Data, lastUsed: Date?, audience: String)
+                         hash: Data, lastUsed: Date?, audience: String, expiresAt: Date?, session: Bool, valid: Bool)
         var found: Row?
-        for try await row in rows.decode((Int64, String, String, Bool, Int64?, String?, String?, Data, Date?, String).self) { found = row }
+        for try await row in rows.decode((Int64, String, String, Bool, Int64?, String?, String?, Data, Date?, String, Date?, Bool, Bool).self) {
+            found = row
+        }
         guard let found, token.matches(storedHash: Array(found.hash)), let kind = PrincipalKind(rawValue: found.kind),
               let audience = TokenAudience(rawValue: found.audience)
         else { return nil }
+        guard found.valid else {
+            // A removed agent's own token (the secret matched): say so, so the agent stops asking.
+            if kind == .agent { throw AccessError.agentRemoved(found.name) }
+            return nil
+        }
         if found.lastUsed.map({ now.timeIntervalSince($0) > 60 }) ?? true {
             try await client.query("UPDATE api_tokens SET last_used_at = \(now) WHERE public_id = \(token.publicID)", logger: logger)
         }
@@ -71,9 +78,12 @@ public struct PostgresAccessStore: AccessStore {
         for try await (workspace, role) in bindings.decode((String, String).self) {
             if let role = WorkspaceRole(rawValue: role) { roles[workspace, default: []].formUnion(role.granted) }
         }
-        return Caller(
+        var caller = Caller(
             name: found.name, kind: kind, isAdmin: found.admin, roles: roles, agentWorkspace: found.workspace, tokenPublicID: token.publicID,
             audience: audience)
+        caller.isSession = found.session
+        caller.tokenExpiresAt = found.expiresAt
+        return caller
     }
 
     static let principalColumns = """
@@ -90,11 +100,19 @@ public struct PostgresAccessStore: AccessStore {
     }
 
     public func createPrincipal(_ request: CreatePrincipalRequest, passwordHash: String?, by creator: String) async throws -> PrincipalResource {
+        // An admin of one's own ends the bootstrap token's use, in the same statement.
         let rows = try await client.query(
             """
-            INSERT INTO principals (name, kind, is_admin, description, password_hash, created_by)
-            VALUES (\(request.name), \(request.kind.rawValue), \(request.admin ?? false), \(request.description), \(passwordHash), \(creator))
-            ON CONFLICT (name) DO NOTHING RETURNING name
+            WITH created AS (
+                INSERT INTO principals (name, kind, is_admin, description, password_hash, created_by)
+                VALUES (\(request.name), \(request.kind.rawValue), \(request.admin ?? false), \(request.description), \(passwordHash), \(creator))
+                ON CONFLICT (name) DO NOTHING RETURNING name, is_admin
+            ), bootstrap AS (
+                UPDATE api_tokens SET revoked_at = now()
+                WHERE created_by = 'bootstrap' AND description = 'bootstrap token' AND revoked_at IS NULL
+                  AND EXISTS (SELECT 1 FROM created WHERE is_admin)
+            )
+            SELECT name FROM created
             """, logger: logger)
         for try await _ in rows.decode(String.self) { return try await principal(named: request.name) }
         throw AccessError.principalExists(request.name)
@@ -183,13 +201,13 @@ public struct PostgresAccessStore: AccessStore {
     }
 
     public func createToken(
-        _ token: APIToken, for principal: String, description: String?, expiresAt: Date?, audience: TokenAudience, by creator: String
+        _ token: APIToken, for principal: String, description: String?, expiresAt: Date?, audience: TokenAudience, session: Bool, by creator: String
     ) async throws -> TokenResource {
         let rows = try await client.query(
             """
             WITH changed AS (
-                INSERT INTO api_tokens (public_id, principal_id, secret_hash, description, expires_at, created_by, audience)
-                SELECT \(token.publicID), p.id, \(Data(token.secretHash)), \(description), \(expiresAt), \(creator), \(audience.rawValue)
+                INSERT INTO api_tokens (public_id, principal_id, secret_hash, description, expires_at, created_by, audience, session)
+                SELECT \(token.publicID), p.id, \(Data(token.secretHash)), \(description), \(expiresAt), \(creator), \(audience.rawValue), \(session)
                 FROM principals p WHERE p.name = \(principal)
                 RETURNING public_id, principal_id
             ), \(unescaped: Self.bumpAccessOfChanged)
@@ -199,6 +217,21 @@ public struct PostgresAccessStore: AccessStore {
             return try await tokens(of: principal).first { $0.publicId == token.publicID }!
         }
         throw AccessError.principalNotFound(principal)
+    }
+
+    public func revokeSessions(of principal: String, except publicID: String?) async throws -> Int {
+        let rows = try await client.query(
+            """
+            WITH changed AS (
+                UPDATE api_tokens t SET revoked_at = now() FROM principals p
+                WHERE p.id = t.principal_id AND p.name = \(principal) AND t.session AND t.revoked_at IS NULL
+                  AND t.public_id IS DISTINCT FROM \(publicID)
+                RETURNING t.principal_id
+            ), \(unescaped: Self.bumpAccessOfChanged)
+            SELECT count(*)::int FROM changed
+            """, logger: logger)
+        for try await count in rows.decode(Int.self) { return count }
+        return 0
     }
 
     public func tokens(of principal: String) async throws -> [TokenResource] {

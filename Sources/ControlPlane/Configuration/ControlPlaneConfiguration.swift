@@ -14,6 +14,7 @@ import Shared
 /// | log level | `--log-level` | `LARDER_LOG_LEVEL` | `info` |
 /// | database pool size | | `LARDER_DATABASE_POOL_SIZE` | 20 |
 /// | first admin's token | | `LARDER_BOOTSTRAP_TOKEN` | none: a new one is printed once |
+/// | how long that token works (it also stops once another admin is made) | | `LARDER_BOOTSTRAP_TTL` (a duration) | `24h` |
 /// | job lease | | `LARDER_LEASE_SECONDS` | 30 |
 /// | agent heartbeat interval | | `LARDER_HEARTBEAT_SECONDS` | 10 |
 /// | longest claim wait | | `LARDER_MAX_CLAIM_WAIT_SECONDS` | 30 |
@@ -52,6 +53,8 @@ public struct ControlPlaneConfiguration: Sendable {
     public var signingKeyEncryption: SigningKeyEncryption?
     /// Throttling of failed authentications and bounds on login work.
     public var abuse = AbuseSettings()
+    /// How long the bootstrap token works (`LARDER_BOOTSTRAP_TTL`).
+    public var bootstrapTokenLifetime: TimeInterval = 86_400
 
     /// Why a configuration is unusable.
     public struct Invalid: Error, CustomStringConvertible, Sendable {
@@ -135,6 +138,12 @@ public struct ControlPlaneConfiguration: Sendable {
             database: database, host: host, port: port, tls: tls, logLevel: level, databasePoolSize: poolSize,
             bootstrapToken: bootstrapToken, jobs: try Self.jobSettings(environment), alertWebhooks: webhooks, signingKeyEncryption: encryption)
         abuse = try Self.abuseSettings(environment)
+        if let text = environment["LARDER_BOOTSTRAP_TTL"], !text.isEmpty {
+            guard let span = try? TimeSpan.parse(text), span.seconds >= 60 else {
+                throw Invalid(description: "LARDER_BOOTSTRAP_TTL must be a duration of at least 1m, such as 24h")
+            }
+            bootstrapTokenLifetime = TimeInterval(span.seconds)
+        }
     }
 
     /// Throttling settings from the environment.

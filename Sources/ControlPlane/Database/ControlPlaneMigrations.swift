@@ -21,6 +21,7 @@ public enum ControlPlaneMigrations {
         migration("0012_lease_terms.sql", PackageResources._012_lease_terms_sql),
         migration("0013_signing_key_rotation.sql", PackageResources._013_signing_key_rotation_sql),
         migration("0014_metrics_audience.sql", PackageResources._014_metrics_audience_sql),
+        migration("0015_sessions.sql", PackageResources._015_sessions_sql),
     ]
 
     static func migration(_ fileName: String, _ bytes: [UInt8]) -> Migration {

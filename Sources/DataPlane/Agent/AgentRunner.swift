@@ -102,6 +102,7 @@ public struct AgentRunner: Service {
         let hello = AgentHello(
             instanceId: instanceID, version: LarderVersion.number, hostname: ProcessInfo.processInfo.hostName, capabilities: kinds)
         var delay = 0.5
+        var removedDelay = Self.removedBackoffStart
         while true {
             try Task.checkCancellation()
             do {
@@ -125,6 +126,13 @@ public struct AgentRunner: Service {
                     "larder.kinds": .string(kinds.map(\.rawValue).joined(separator: ",")),
                 ])
                 return welcome
+            } catch let problem as ProblemDetails where problem.isAgentRemoved {
+                // Removed (or disabled): keep serving from the local stores, and ask again only every few minutes.
+                logger.error("this agent was removed from the control plane; asking again later", metadata: [
+                    "larder.error": .string(problem.detail), "larder.retry_seconds": "\(removedDelay)",
+                ])
+                try await Task.sleep(for: .seconds(removedDelay))
+                removedDelay = min(removedDelay * 2, Self.removedBackoffLimit)
             } catch let problem as ProblemDetails where problem.status == 401 || problem.status == 403 {
                 throw Refusal(description: "the control plane refused this agent's token: \(problem.detail)")
             } catch let refusal as Refusal {
@@ -149,13 +157,15 @@ public struct AgentRunner: Service {
 
     func sendHeartbeats(every seconds: Int, welcome: AgentWelcome) async {
         var refused = false
+        var removedDelay: Double?
         while !Task.isCancelled {
-            try? await Task.sleep(for: .seconds(max(seconds, 1)))
+            try? await Task.sleep(for: .seconds(max(Double(seconds), 1, removedDelay ?? 0)))
             if Task.isCancelled { return }
             do {
                 let reply = try await client.heartbeat(AgentHeartbeat(
                     instanceId: instanceID, runningJobs: await running.ids, keyGeneration: trustedKeys.generation))
                 refused = false
+                removedDelay = nil
                 if let announcement = reply.signingKeys {
                     do { try acceptKeys(announcement) } catch {
                         // Specs and snapshots signed by a key it does not trust are refused as they come.
@@ -175,6 +185,7 @@ public struct AgentRunner: Service {
                 }
             } catch let problem as ProblemDetails where problem.status == 401 || problem.status == 403 {
                 // Removed, or its token revoked: no more jobs. Serving goes on from the local stores and snapshots.
+                if problem.isAgentRemoved { removedDelay = min((removedDelay ?? Self.removedBackoffStart / 2) * 2, Self.removedBackoffLimit) }
                 if !refused {
                     logger.error("the control plane refused this agent's token: it no longer claims jobs", metadata: [
                         "larder.error": .string(problem.detail),
@@ -257,11 +268,14 @@ public struct AgentRunner: Service {
                 await run(claimed, welcome: welcome)
             } catch {
                 if Task.isCancelled { return }
+                // Refused (removed, revoked): ask again only every few minutes; otherwise back off to 30 s.
+                let refused = (error as? ProblemDetails).map { $0.status == 401 || $0.status == 403 } ?? false
+                if refused { delay = max(delay, Self.removedBackoffStart) }
                 logger.warning("claim failed; retrying", metadata: [
                     "larder.error": .string(String(describing: error)), "larder.retry_seconds": "\(delay)",
                 ])
                 try? await Task.sleep(for: .seconds(delay))
-                delay = min(delay * 2, 30)
+                delay = min(delay * 2, refused ? Self.removedBackoffLimit : 30)
             }
         }
     }
@@ -433,6 +447,9 @@ public struct AgentRunner: Service {
         }
         return spec
     }
+
+    /// How long a refused (removed) agent waits before asking again, at first and at most.
+    static let removedBackoffStart = 60.0, removedBackoffLimit = 600.0
 
     /// How far this host's clock may be ahead of the control plane's before a fresh spec looks expired.
     static let clockSkewAllowance: TimeInterval = 300

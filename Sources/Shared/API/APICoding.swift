@@ -84,6 +84,9 @@ public struct ProblemDetails: Sendable, Codable, Error, CustomStringConvertible 
     /// The code part of `type`, such as `plan-conflict`.
     public var code: String { type.hasPrefix(Self.typePrefix) ? String(type.dropFirst(Self.typePrefix.count)) : type }
 
+    /// Whether the control plane says the calling agent was removed or disabled.
+    public var isAgentRemoved: Bool { code == "agent-removed" }
+
     public var description: String {
         var text = "\(detail) [\(code), HTTP \(status)]"
         if let field { text += " (field: \(field))" }

@@ -184,12 +184,16 @@ public struct CreateTokenRequest: Sendable, Codable {
     public var expiresInSeconds: Int?
     /// Where it works (default: the control plane only).
     public var audience: TokenAudience?
+    /// The caller's password, given again: without it, a token made with a
+    /// session (`larder login`) expires no later than the session.
+    public var password: String?
 
     /// Creates a request.
-    public init(description: String? = nil, expiresInSeconds: Int? = nil, audience: TokenAudience? = nil) {
+    public init(description: String? = nil, expiresInSeconds: Int? = nil, audience: TokenAudience? = nil, password: String? = nil) {
         self.description = description
         self.expiresInSeconds = expiresInSeconds
         self.audience = audience
+        self.password = password
     }
 }
 
@@ -228,9 +232,14 @@ public struct LoginRequest: Sendable, Codable {
 public struct SetPasswordRequest: Sendable, Codable {
     /// The new password, at least 12 characters.
     public var password: String
+    /// The current password: needed to change one's own.
+    public var currentPassword: String?
 
     /// Creates a request.
-    public init(password: String) { self.password = password }
+    public init(password: String, currentPassword: String? = nil) {
+        self.password = password
+        self.currentPassword = currentPassword
+    }
 }
 
 /// One role binding: a principal holds a role in a workspace.

@@ -31,9 +31,9 @@ extension ControlPlaneClient {
         try await sendRaw(.DELETE, "/v1/principals/\(Self.segment(name))")
     }
 
-    /// Sets a user's password.
-    public func setPassword(_ password: String, for name: String) async throws {
-        try await sendRaw(.PUT, "/v1/principals/\(Self.segment(name))/password", body: SetPasswordRequest(password: password))
+    /// Sets a user's password (one's own needs the current one).
+    public func setPassword(_ password: String, for name: String, current: String? = nil) async throws {
+        try await sendRaw(.PUT, "/v1/principals/\(Self.segment(name))/password", body: SetPasswordRequest(password: password, currentPassword: current))
     }
 
     /// A principal's tokens.
@@ -43,11 +43,11 @@ extension ControlPlaneClient {
 
     /// Creates a token for a principal; the secret is in the answer only.
     public func createToken(
-        for principal: String, description: String? = nil, expiresInSeconds: Int? = nil, audience: TokenAudience? = nil
+        for principal: String, description: String? = nil, expiresInSeconds: Int? = nil, audience: TokenAudience? = nil, password: String? = nil
     ) async throws -> CreatedToken {
         try await send(
             .POST, "/v1/principals/\(Self.segment(principal))/tokens",
-            body: CreateTokenRequest(description: description, expiresInSeconds: expiresInSeconds, audience: audience))
+            body: CreateTokenRequest(description: description, expiresInSeconds: expiresInSeconds, audience: audience, password: password))
     }
 
     /// Revokes a token.
