@@ -47,6 +47,9 @@ let package = Package(
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
+                // HTTPConnectionGuard: limits on both servers' connections.
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
             ]
         ),
         .target(
@@ -67,6 +70,11 @@ let package = Package(
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 // Password hashing runs on NIO's blocking thread pool (PasswordWork).
                 .product(name: "NIOPosix", package: "swift-nio"),
+                // The HTTP/1 pipeline with the connection guard (ControlPlaneHTTP1Channel).
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
+                .product(name: "NIOHTTPTypesHTTP1", package: "swift-nio-extras"),
             ],
             resources: [
                 .embedInCode("API/openapi.yaml"),
@@ -85,6 +93,7 @@ let package = Package(
                 .embedInCode("Database/Migrations/0013_signing_key_rotation.sql"),
                 .embedInCode("Database/Migrations/0014_metrics_audience.sql"),
                 .embedInCode("Database/Migrations/0015_sessions.sql"),
+                .embedInCode("Database/Migrations/0016_audit_partitions.sql"),
             ]
         ),
         .target(

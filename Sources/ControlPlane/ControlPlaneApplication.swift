@@ -26,23 +26,29 @@ public enum ControlPlaneApplication {
         let keys = SigningKeys(client: client, encryption: configuration.signingKeyEncryption, logger: logger)
         let replica = UUID().uuidString.lowercased()
         let metrics = ControlPlaneMetrics(replica: configuration.jobs.schedulerEnabled ? replica : nil)
-        let (router, _) = makeRouter(
-            client: client, logger: logger, abuse: configuration.abuse, settings: configuration.jobs, wakeups: wakeups, keys: keys, metrics: metrics)
         let access = PostgresAccessStore(client: client, logger: logger)
+        let failures = FailedAttemptAudit(store: access, logger: logger)
+        let (router, _) = makeRouter(
+            client: client, logger: logger, abuse: configuration.abuse, failures: failures, settings: configuration.jobs, wakeups: wakeups,
+            keys: keys, metrics: metrics)
         let started = StartupGate()
-        var services: [any Service] = [client, AfterStartup(started, JobNotificationListener(client: client, wakeups: wakeups, logger: logger))]
+        var services: [any Service] = [
+            client, AfterStartup(started, JobNotificationListener(client: client, wakeups: wakeups, logger: logger)),
+            AfterStartup(started, FailedAttemptAudit.Flusher(failures)),
+        ]
         if configuration.jobs.schedulerEnabled {
             let store = PostgresJobStore(client: client, logger: logger, keys: keys, settings: configuration.jobs)
             services.append(AfterStartup(started, JobScheduler(
                 client: client, store: store, settings: configuration.jobs, logger: logger, replica: replica,
-                webhooks: configuration.alertWebhooks?.urls ?? [])))
+                webhooks: configuration.alertWebhooks?.urls ?? [], auditRetention: configuration.auditRetention)))
         }
         if let webhooks = configuration.alertWebhooks {
             services.append(AfterStartup(started, WebhookDispatcher(client: client, settings: webhooks, logger: logger)))
         }
-        var server: HTTPServerBuilder = .http1()
+        let http1 = ControlPlaneHTTP1Channel.builder(limits: configuration.connectionLimits)
+        var server = http1
         if let tls = configuration.tls {
-            server = try .tls(.http1(), tlsConfiguration: tls.serverConfiguration())
+            server = try .tls(http1, tlsConfiguration: tls.serverConfiguration())
         }
         var application = Application(
             router: router, server: server,
@@ -73,6 +79,7 @@ public enum ControlPlaneApplication {
     /// The API router and the table of its routes with their permissions.
     public static func makeRouter(
         client: PostgresClient, logger: Logger, abuse: AbuseSettings = AbuseSettings(), throttle: AuthenticationThrottle? = nil,
+        failures: FailedAttemptAudit? = nil,
         now: @escaping @Sendable () -> Date = { Date() }, settings: JobSettings = JobSettings(), wakeups: JobWakeups = JobWakeups(),
         keys: SigningKeys? = nil, metrics: ControlPlaneMetrics = ControlPlaneMetrics()
     ) -> (Router<ControlPlaneRequestContext>, [RouteDescriptor]) {
@@ -83,8 +90,9 @@ public enum ControlPlaneApplication {
         router.add(middleware: APIErrorMiddleware())
         let throttle = throttle ?? AuthenticationThrottle(burst: abuse.failureBurst, window: abuse.failureWindow)
         let passwords = PasswordWork(concurrency: abuse.loginConcurrency)
+        let failures = failures ?? FailedAttemptAudit(store: access, logger: logger)
         router.add(middleware: AccessMiddleware(
-            store: access, throttle: throttle, addresses: ClientAddresses(trustedProxies: abuse.trustedProxies), now: now))
+            store: access, throttle: throttle, addresses: ClientAddresses(trustedProxies: abuse.trustedProxies), failures: failures, now: now))
         router.add(middleware: LogRequestsMiddleware(.debug))
         var routes = APIRouteBuilder(router: router)
         HealthRoutes(client: client, migrations: MigrationRunner()).register(on: &routes)
@@ -97,7 +105,7 @@ public enum ControlPlaneApplication {
         }
         let registry = RegistryService(store: PostgresRegistryStore(client: client, logger: logger), now: now)
         RegistryRoutes(registry: registry).register(on: &routes)
-        AccessRoutes(store: access, throttle: throttle, passwords: passwords, now: now).register(on: &routes)
+        AccessRoutes(store: access, throttle: throttle, passwords: passwords, failures: failures, now: now).register(on: &routes)
         let keys = keys ?? SigningKeys(client: client, logger: logger)
         let jobs = PostgresJobStore(client: client, logger: logger, keys: keys, settings: settings)
         JobRoutes(store: jobs).register(on: &routes)

@@ -288,9 +288,9 @@ struct OfflineSegmentTests {
             // A live writer that computes for longer than the idle timeout between its writes (its lease held)
             // is kept alive and commits.
             try await table.replaceInterval(
-                from: 0, to: 20_000_000, fence: OfflineTable.Fence(term: 7_000, job: 3, idleTimeout: .seconds(1)), on: connection, logger: logger
+                from: 0, to: 20_000_000, fence: OfflineTable.Fence(term: 7_000, job: 3, idleTimeout: .seconds(5)), on: connection, logger: logger
             ) { writer in
-                try await Task.sleep(for: .milliseconds(2_500))
+                try await Task.sleep(for: .seconds(9))
                 try await writer.write(batch(value: 7_000))
             }
             #expect(try await values() == Array(repeating: 7_000, count: 20))

@@ -160,7 +160,7 @@ struct EnrollmentTests {
                     """, logger: Logger(label: "test"))
             }
             await #expect { _ = try await third.rotateCredentials(graceSeconds: 0) } throws: { ($0 as? ProblemDetails)?.field == "grace_seconds" }
-            let fourth = ControlPlaneClient(baseURL: server.baseURL, token: try await third.rotateCredentials(graceSeconds: 5).token)
+            let fourth = ControlPlaneClient(baseURL: server.baseURL, token: try await third.rotateCredentials(graceSeconds: 120).token)
             _ = try await Self.hello(third)
             _ = try await Self.hello(fourth)
             // Every rotation, refused or not, is in the audit log.
@@ -173,7 +173,7 @@ struct EnrollmentTests {
                     featureView: "driver_hourly_stats", start: RFC3339.parse("2025-01-01T00:00:00Z")!, end: RFC3339.parse("2025-01-01T01:00:00Z")!,
                     chunk: "1h"),
                 workspace: Self.workspace)
-            let claimed = try #require(try await third.claim(ClaimRequest(instanceId: "i", kinds: [.materialize], waitSeconds: 5)))
+            let claimed = try #require(try await fourth.claim(ClaimRequest(instanceId: "i", kinds: [.materialize], waitSeconds: 5)))
             let other = ControlPlaneClient(baseURL: server.baseURL, token: try await admin.createToken(for: enrolled.agent).token)
             try await admin.removeAgent(enrolled.agent, workspace: Self.workspace)
             #expect(await Self.status { _ = try await Self.hello(third) } == 401)

@@ -178,7 +178,6 @@ struct TokenAndAuditTests {
     func loginGuessesAreBounded() async throws {
         try await TestControlPlane.withControlPlane(abuse: Self.slowRefill) { server in
             _ = try await server.client.createPrincipal(CreatePrincipalRequest(name: "ada", kind: .user, password: "correct horse battery staple"))
-            let started = Date()
             let statuses = try await withThrowingTaskGroup(of: (Int, String?).self) { group in
                 for index in 0..<80 {
                     group.addTask {
@@ -195,7 +194,6 @@ struct TokenAndAuditTests {
             let checked = statuses.filter { $0.0 == 401 }.count
             #expect(checked <= 10 && checked >= 1, "\(checked) passwords were checked")
             #expect(statuses.allSatisfy { $0.0 == 401 || ($0.0 == 429 && Int($0.1 ?? "") ?? 0 > 0) }, "\(statuses.map(\.0))")
-            #expect(Date().timeIntervalSince(started) < 30)
             // Used up: even the right password waits (that is the price of a bounded guess rate per user).
             await #expect { _ = try await server.client.login(name: "ada", password: "correct horse battery staple") } throws: {
                 ($0 as? ProblemDetails)?.status == 429

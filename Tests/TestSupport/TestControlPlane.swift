@@ -11,8 +11,11 @@ public struct RunningControlPlane: Sendable {
     public let baseURL: String
     /// A client of it, authenticated as the bootstrap admin.
     public let client: ControlPlaneClient
-    /// The bootstrap admin's token.
+    /// A token of the bootstrap admin made for this run (the bootstrap token
+    /// itself ends when a test makes another admin).
     public let adminToken: String
+    /// The bootstrap token.
+    public let bootstrapToken: String
     /// Its database.
     public let database: PostgresURL
 }
@@ -27,20 +30,24 @@ public enum TestControlPlane {
     public static func withControlPlane<Result: Sendable>(
         database: PostgresURL? = nil, logger: Logger? = nil, adminToken: APIToken = .generate(),
         tls: TLSFiles? = nil, jobs: JobSettings = JobSettings(schedulerEnabled: false),
-        alertWebhooks: AlertWebhookSettings? = nil, abuse: AbuseSettings = AbuseSettings(), _ body: (RunningControlPlane) async throws -> Result
+        alertWebhooks: AlertWebhookSettings? = nil, abuse: AbuseSettings = AbuseSettings(), limits: HTTPConnectionLimits = HTTPConnectionLimits(),
+        _ body: (RunningControlPlane) async throws -> Result
     ) async throws -> Result {
         if let database {
             return try await run(
-                on: database, logger: logger, adminToken: adminToken, tls: tls, jobs: jobs, alertWebhooks: alertWebhooks, abuse: abuse, body)
+                on: database, logger: logger, adminToken: adminToken, tls: tls, jobs: jobs, alertWebhooks: alertWebhooks, abuse: abuse,
+                limits: limits, body)
         }
         return try await TestDatabase.withIsolatedDatabase { url in
-            try await run(on: url, logger: logger, adminToken: adminToken, tls: tls, jobs: jobs, alertWebhooks: alertWebhooks, abuse: abuse, body)
+            try await run(
+                on: url, logger: logger, adminToken: adminToken, tls: tls, jobs: jobs, alertWebhooks: alertWebhooks, abuse: abuse, limits: limits, body)
         }
     }
 
     static func run<Result: Sendable>(
         on database: PostgresURL, logger: Logger?, adminToken: APIToken, tls: TLSFiles?, jobs: JobSettings,
-        alertWebhooks: AlertWebhookSettings? = nil, abuse: AbuseSettings = AbuseSettings(), _ body: (RunningControlPlane) async throws -> Result
+        alertWebhooks: AlertWebhookSettings? = nil, abuse: AbuseSettings = AbuseSettings(), limits: HTTPConnectionLimits = HTTPConnectionLimits(),
+        _ body: (RunningControlPlane) async throws -> Result
     ) async throws -> Result {
         let logger = logger ?? {
             var logger = Logger(label: "larder.test-control-plane")
@@ -51,6 +58,7 @@ public enum TestControlPlane {
             database: database, host: "127.0.0.1", port: 0, tls: tls, logLevel: .warning, databasePoolSize: 8,
             bootstrapToken: adminToken, jobs: jobs, alertWebhooks: alertWebhooks)
         configuration.abuse = abuse
+        configuration.connectionLimits = limits
         let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
         let application = try ControlPlaneApplication.build(configuration: configuration, logger: logger) { port in
             continuation.yield(port)
@@ -62,9 +70,18 @@ public enum TestControlPlane {
             var iterator = ports.makeAsyncIterator()
             guard let port = await iterator.next() else { throw CancellationError() }
             let baseURL = "\(tls == nil ? "http" : "https")://127.0.0.1:\(port)"
+            // The admin's own token, written straight into the database: it outlives the bootstrap token.
+            let own = APIToken.generate()
+            try await TestDatabase.withClient(database) { client in
+                try await client.query(
+                    """
+                    INSERT INTO api_tokens (public_id, principal_id, secret_hash, description, created_by)
+                    SELECT \(own.publicID), id, \(Data(own.secretHash)), 'test admin', 'test' FROM principals WHERE name = 'admin'
+                    """, logger: logger)
+            }
             let running = RunningControlPlane(
-                baseURL: baseURL, client: ControlPlaneClient(baseURL: baseURL, token: adminToken.text), adminToken: adminToken.text,
-                database: database)
+                baseURL: baseURL, client: ControlPlaneClient(baseURL: baseURL, token: own.text), adminToken: own.text,
+                bootstrapToken: adminToken.text, database: database)
             do {
                 let result = try await body(running)
                 await group.triggerGracefulShutdown()

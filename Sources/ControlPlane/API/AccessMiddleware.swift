@@ -20,6 +20,8 @@ struct AccessMiddleware: RouterMiddleware {
     let store: any AccessStore
     let throttle: AuthenticationThrottle
     let addresses: ClientAddresses
+    /// Failed authentications go through it: counted per source and minute.
+    let failures: FailedAttemptAudit
     let now: @Sendable () -> Date
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
@@ -36,7 +38,8 @@ struct AccessMiddleware: RouterMiddleware {
             return response
         } catch {
             let denied = (error as? AccessError).map(Self.isDenial) ?? false
-            if denied || Self.isAudited(request) {
+            // Login records its own denials, under the name tried.
+            if (denied && request.uri.path != "/v1/login") || Self.isAudited(request) {
                 await audit(request, context: context, status: Int(APIProblem(error).status.code), outcome: denied ? "denied" : "failure")
             }
             throw error
@@ -91,6 +94,10 @@ struct AccessMiddleware: RouterMiddleware {
             principal: context.principal, action: action, resource: request.uri.path,
             workspace: Self.workspace(inPath: request.uri.path),
             outcome: outcome, status: status, requestID: context.requestID, clientAddress: context.clientAddress)
+        if context.caller == nil, outcome == "denied", status == 401 || status == 429 {
+            await failures.record(record)
+            return
+        }
         do {
             try await store.appendAudit(record)
         } catch {

@@ -8,6 +8,7 @@ struct AccessRoutes {
     let store: any AccessStore
     let throttle: AuthenticationThrottle
     let passwords: PasswordWork
+    let failures: FailedAttemptAudit
     let now: @Sendable () -> Date
 
     /// The longest user name a login may claim (a longer one cannot exist).
@@ -22,10 +23,16 @@ struct AccessRoutes {
 
     /// The login route audits itself, so the record names the user tried.
     func audit(_ context: ControlPlaneRequestContext, principal: String, status: Int, outcome: String) async {
+        let record = AuditRecord(
+            principal: principal, action: "POST /v1/login", resource: "/v1/login", workspace: nil, outcome: outcome,
+            status: status, requestID: context.requestID, clientAddress: context.clientAddress)
+        // Failed logins are counted per source, name and minute rather than written one by one.
+        if outcome == "denied" {
+            await failures.record(record)
+            return
+        }
         do {
-            try await store.appendAudit(AuditRecord(
-                principal: principal, action: "POST /v1/login", resource: "/v1/login", workspace: nil, outcome: outcome,
-                status: status, requestID: context.requestID, clientAddress: context.clientAddress))
+            try await store.appendAudit(record)
         } catch {
             context.logger.error("could not write the audit log", metadata: ["larder.error": .string(String(describing: error))])
         }

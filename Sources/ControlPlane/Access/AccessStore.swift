@@ -62,6 +62,8 @@ public struct AuditRecord: Sendable {
     public var status: Int
     public var requestID: String
     public var clientAddress: String?
+    /// How many attempts the record stands for (failed authentications are counted per minute).
+    public var count = 1
 }
 
 /// Which audit records to list.

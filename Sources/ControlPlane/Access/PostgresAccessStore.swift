@@ -40,24 +40,25 @@ public struct PostgresAccessStore: AccessStore {
         let rows = try await client.query(
             """
             SELECT p.id, p.name, p.kind, p.is_admin, w.id, w.name, p.environment, t.secret_hash, t.last_used_at, t.audience,
-                   t.expires_at, t.session, t.revoked_at IS NULL AND p.disabled_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > \(now))
+                   t.expires_at, t.session, t.revoked_at IS NULL AND p.disabled_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > \(now)),
+                   p.disabled_at IS NOT NULL
             FROM api_tokens t
             JOIN principals p ON p.id = t.principal_id
             LEFT JOIN workspaces w ON w.id = p.workspace_id
             WHERE t.public_id = \(token.publicID)
             """, logger: logger)
         typealias Row = (id: Int64, name: String, kind: String, admin: Bool, workspaceID: Int64?, workspace: String?, environment: String?,
-                         hash: Data, lastUsed: Date?, audience: String, expiresAt: Date?, session: Bool, valid: Bool)
+                         hash: Data, lastUsed: Date?, audience: String, expiresAt: Date?, session: Bool, valid: Bool, disabled: Bool)
         var found: Row?
-        for try await row in rows.decode((Int64, String, String, Bool, Int64?, String?, String?, Data, Date?, String, Date?, Bool, Bool).self) {
+        for try await row in rows.decode((Int64, String, String, Bool, Int64?, String?, String?, Data, Date?, String, Date?, Bool, Bool, Bool).self) {
             found = row
         }
         guard let found, token.matches(storedHash: Array(found.hash)), let kind = PrincipalKind(rawValue: found.kind),
               let audience = TokenAudience(rawValue: found.audience)
         else { return nil }
         guard found.valid else {
-            // A removed agent's own token (the secret matched): say so, so the agent stops asking.
-            if kind == .agent { throw AccessError.agentRemoved(found.name) }
+            // A removed (disabled) agent's own token (the secret matched): say so, so the agent stops asking.
+            if kind == .agent, found.disabled { throw AccessError.agentRemoved(found.name) }
             return nil
         }
         if found.lastUsed.map({ now.timeIntervalSince($0) > 60 }) ?? true {
@@ -316,18 +317,28 @@ public struct PostgresAccessStore: AccessStore {
     }
 
     public func appendAudit(_ entry: AuditRecord) async throws {
-        try await client.query(
+        // Bounded fields: a name or path a caller made up is cut, never refused (the record still counts).
+        func cut(_ text: String, _ length: Int) -> String { text.count <= length ? text : String(text.prefix(length - 1)) + "…" }
+        let insert: PostgresQuery = """
+            INSERT INTO audit_log (principal, action, resource, workspace, outcome, status, request_id, client_address, count)
+            VALUES (\(cut(entry.principal, 256)), \(cut(entry.action, 256)), \(cut(entry.resource, 1_024)), \(entry.workspace.map { cut($0, 256) }),
+                    \(entry.outcome), \(entry.status), \(cut(entry.requestID, 128)), \(entry.clientAddress.map { cut($0, 64) }), \(max(1, entry.count)))
             """
-            INSERT INTO audit_log (principal, action, resource, workspace, outcome, status, request_id, client_address)
-            VALUES (\(entry.principal), \(entry.action), \(entry.resource), \(entry.workspace), \(entry.outcome), \(entry.status),
-                    \(entry.requestID), \(entry.clientAddress))
-            """, logger: logger)
+        do {
+            try await client.query(insert, logger: logger)
+        } catch let error as PSQLError where error.serverInfo?[.sqlState] == "23514" {
+            // No partition for this month yet (the scheduler's leader makes them ahead; none may run): make it, then write.
+            try await client.withConnection { connection in
+                try await connection.inTransaction(logger: logger) { try await AuditPartitions.ensure(monthOf: Date(), on: $0, logger: logger) }
+            }
+            try await client.query(insert, logger: logger)
+        }
     }
 
     public func audit(_ filter: AuditFilter) async throws -> Page<AuditEntry> {
         let rows = try await client.query(
             """
-            SELECT id, at, principal, action, resource, workspace, outcome, status, request_id, client_address FROM audit_log
+            SELECT id, at, principal, action, resource, workspace, outcome, status, request_id, client_address, count FROM audit_log
             WHERE (\(filter.workspace ?? "") = '' OR workspace = \(filter.workspace ?? ""))
               AND (\(filter.principal ?? "") = '' OR principal = \(filter.principal ?? ""))
               AND (\(filter.outcome ?? "") = '' OR outcome = \(filter.outcome ?? ""))
@@ -335,10 +346,10 @@ public struct PostgresAccessStore: AccessStore {
             ORDER BY id DESC LIMIT \(filter.limit + 1)
             """, logger: logger)
         var entries: [AuditEntry] = []
-        for try await row in rows.decode((Int64, Date, String, String, String, String?, String, Int, String, String?).self) {
+        for try await row in rows.decode((Int64, Date, String, String, String, String?, String, Int, String, String?, Int).self) {
             entries.append(AuditEntry(
                 id: row.0, at: row.1, principal: row.2, action: row.3, resource: row.4, workspace: row.5, outcome: row.6, status: row.7,
-                requestId: row.8, clientAddress: row.9))
+                requestId: row.8, clientAddress: row.9, count: row.10))
         }
         guard entries.count > filter.limit else { return Page(items: entries, nextCursor: nil) }
         let kept = Array(entries.prefix(filter.limit))

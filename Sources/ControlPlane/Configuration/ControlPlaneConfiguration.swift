@@ -15,6 +15,7 @@ import Shared
 /// | database pool size | | `LARDER_DATABASE_POOL_SIZE` | 20 |
 /// | first admin's token | | `LARDER_BOOTSTRAP_TOKEN` | none: a new one is printed once |
 /// | how long that token works (it also stops once another admin is made) | | `LARDER_BOOTSTRAP_TTL` (a duration) | `24h` |
+/// | how long audit records are kept (whole months dropped past it) | | `LARDER_AUDIT_RETENTION` | `400d` |
 /// | job lease | | `LARDER_LEASE_SECONDS` | 30 |
 /// | agent heartbeat interval | | `LARDER_HEARTBEAT_SECONDS` | 10 |
 /// | longest claim wait | | `LARDER_MAX_CLAIM_WAIT_SECONDS` | 30 |
@@ -55,6 +56,10 @@ public struct ControlPlaneConfiguration: Sendable {
     public var abuse = AbuseSettings()
     /// How long the bootstrap token works (`LARDER_BOOTSTRAP_TTL`).
     public var bootstrapTokenLifetime: TimeInterval = 86_400
+    /// Timeouts and limits on each HTTP connection.
+    public var connectionLimits = HTTPConnectionLimits()
+    /// How long audit records are kept (`LARDER_AUDIT_RETENTION`).
+    public var auditRetention: TimeInterval = 400 * 86_400
 
     /// Why a configuration is unusable.
     public struct Invalid: Error, CustomStringConvertible, Sendable {
@@ -143,6 +148,12 @@ public struct ControlPlaneConfiguration: Sendable {
                 throw Invalid(description: "LARDER_BOOTSTRAP_TTL must be a duration of at least 1m, such as 24h")
             }
             bootstrapTokenLifetime = TimeInterval(span.seconds)
+        }
+        if let text = environment["LARDER_AUDIT_RETENTION"], !text.isEmpty {
+            guard let span = try? TimeSpan.parse(text), span.seconds >= 31 * 86_400 else {
+                throw Invalid(description: "LARDER_AUDIT_RETENTION must be a duration of at least 31d, such as 400d")
+            }
+            auditRetention = TimeInterval(span.seconds)
         }
     }
 

@@ -22,6 +22,7 @@ public enum ControlPlaneMigrations {
         migration("0013_signing_key_rotation.sql", PackageResources._013_signing_key_rotation_sql),
         migration("0014_metrics_audience.sql", PackageResources._014_metrics_audience_sql),
         migration("0015_sessions.sql", PackageResources._015_sessions_sql),
+        migration("0016_audit_partitions.sql", PackageResources._016_audit_partitions_sql),
     ]
 
     static func migration(_ fileName: String, _ bytes: [UInt8]) -> Migration {

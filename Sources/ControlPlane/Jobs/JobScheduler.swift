@@ -26,6 +26,8 @@ public struct JobScheduler: Service {
     let replica: String
     /// Webhooks alert events are queued for.
     let webhooks: [String]
+    /// How long audit records are kept (whole months are dropped past it).
+    let auditRetention: TimeInterval
     let now: @Sendable () -> Date
 
     static let leaseName = "scheduler"
@@ -33,9 +35,11 @@ public struct JobScheduler: Service {
     /// Creates a scheduler.
     public init(
         client: PostgresClient, store: PostgresJobStore, settings: JobSettings, logger: Logger,
-        replica: String = UUID().uuidString.lowercased(), webhooks: [String] = [], now: @escaping @Sendable () -> Date = { Date() }
+        replica: String = UUID().uuidString.lowercased(), webhooks: [String] = [], auditRetention: TimeInterval = 400 * 86_400,
+        now: @escaping @Sendable () -> Date = { Date() }
     ) {
         self.webhooks = webhooks
+        self.auditRetention = auditRetention
         self.client = client
         self.store = store
         self.settings = settings
@@ -46,6 +50,7 @@ public struct JobScheduler: Service {
 
     public func run() async throws {
         var leadingSince: ContinuousClock.Instant?
+        var auditMaintained: ContinuousClock.Instant?
         while !Task.isCancelled, !Task.isShuttingDownGracefully {
             do {
                 // Shutdown cancels a tick that waits on an unreachable database.
@@ -63,6 +68,18 @@ public struct JobScheduler: Service {
                         do { try await AlertMonitor(client: client, logger: logger, heartbeat: settings.heartbeatInterval, webhooks: webhooks)
                             .evaluate(now: now()) } catch {
                             logger.warning("cannot evaluate the alert conditions", metadata: ["larder.error": "\(String(describing: error))"])
+                        }
+                    }
+                    // The audit log's months: next month's made ahead, those past the retention dropped (hourly).
+                    if auditMaintained.map({ ContinuousClock.now - $0 >= .seconds(3_600) }) ?? true {
+                        let (retention, now) = (auditRetention, now())
+                        do {
+                            try await cancelWhenGracefulShutdown {
+                                try await AuditPartitions.maintain(now: now, retention: retention, client: client, logger: logger)
+                            }
+                            auditMaintained = .now
+                        } catch {
+                            logger.warning("cannot maintain the audit log's partitions", metadata: ["larder.error": "\(String(describing: error))"])
                         }
                     }
                 } else if leadingSince != nil {

@@ -159,6 +159,8 @@ public struct AgentConfiguration: Sendable {
         public var metricsWithoutToken: Bool
         /// HTTPS instead of HTTP: the certificate chain and key (`tls_certificate`, `tls_key`).
         public var tls: TLSFiles?
+        /// Timeouts and limits on each connection (request head time, body rate, header size, bodies without credentials).
+        public var connectionLimits = HTTPConnectionLimits()
 
         /// The defaults: loopback port 6566, 1,000 entities, 8 MiB bodies, metrics behind a token.
         public init(host: String = "127.0.0.1", port: Int = 6566, maxBatchEntities: Int = 1_000, maxBodyBytes: Int = 8 << 20, metricsWithoutToken: Bool = false) {

@@ -52,7 +52,9 @@ public enum FeatureServer {
         logger: Logger, now: @escaping @Sendable () -> Date = { Date() }
     ) -> HTTPServerBuilder {
         let handler = OnlineFeaturesHandler(settings: settings, reader: reader, accessGuard: accessGuard, metrics: metrics, now: now)
-        return HTTPServerBuilder { responder in FeatureServerHTTP1Channel(responder: responder, handler: handler, logger: logger) }
+        return HTTPServerBuilder { responder in
+            FeatureServerHTTP1Channel(responder: responder, handler: handler, logger: logger, limits: settings.connectionLimits)
+        }
     }
 
     /// The routes, for the server and for tests.

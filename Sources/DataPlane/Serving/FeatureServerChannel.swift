@@ -4,6 +4,7 @@ import NIOCore
 import NIOHTTP1
 import NIOHTTPTypes
 import NIOHTTPTypesHTTP1
+import Shared
 
 /// The feature server's HTTP/1.1 connections: Hummingbird's HTTP/1 pipeline
 /// with `OnlineFeaturesChannelHandler` placed right after NIO's HTTP/1
@@ -22,22 +23,20 @@ struct FeatureServerHTTP1Channel: ServerChildChannel, HTTPChannelHandler {
     let responder: HTTPChannelHandler.Responder
     let handler: OnlineFeaturesHandler
     let logger: Logger
+    /// Timeouts and limits on the connection (`HTTPConnectionGuard`).
+    var limits = HTTPConnectionLimits()
     /// Handlers put just before the feature-read handler (tests observe the parts it receives).
     var handlersBefore: @Sendable () -> [any RemovableChannelHandler] = { [] }
 
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
         channel.eventLoop.makeCompletedFuture {
-            // The decoder's limits as Hummingbird's HTTP/1 channel sets them.
-            let defaults = HTTP1Channel.Configuration().httpDecoder
-            var limits = NIOHTTPDecoderLimitConfiguration()
-            limits.maxHeaderFieldSize = defaults.maxHeaderFieldSize
-            limits.maxHeaderListSize = defaults.maxHeaderListSize
-            limits.maxHeaderFieldCount = defaults.maxHeaderFieldCount
             let pipeline = channel.pipeline.syncOperations
             // As Hummingbird sets it up: requests are answered in order by the async channel, errors by the application.
             try pipeline.configureHTTPServerPipeline(
                 withPipeliningAssistance: false, withErrorHandling: false, withOutboundHeaderValidation: false,
-                withEncoderConfiguration: .init(), withDecoderLimitConfiguration: limits)
+                withEncoderConfiguration: .init(), withDecoderLimitConfiguration: limits.decoderLimits)
+            // Right after the decoder: slow heads and bodies close the connection, whichever handler answers.
+            try pipeline.addHandler(HTTPConnectionGuard(limits: limits))
             try pipeline.addHandlers(handlersBefore())
             try pipeline.addHandler(OnlineFeaturesChannelHandler(handler: handler, logger: self.logger))
             try pipeline.addHandler(HTTP1ToHTTPServerCodec(secure: false))

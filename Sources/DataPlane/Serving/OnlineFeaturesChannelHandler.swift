@@ -43,6 +43,9 @@ final class OnlineFeaturesChannelHandler: ChannelDuplexHandler, RemovableChannel
         case reading
         /// Passing a request's parts on to the router, until its end.
         case passing
+        /// A read refused before its body was read (no valid token, or a body past the limit):
+        /// the rest of what the client sends is dropped and the connection closes once the answer is out.
+        case refusing
     }
 
     private let handler: OnlineFeaturesHandler
@@ -90,15 +93,32 @@ final class OnlineFeaturesChannelHandler: ChannelDuplexHandler, RemovableChannel
             body = nil
             bodyTooLarge = false
             started = .now
-            // A client that waits for leave to send its body (`Expect: 100-continue`, which some clients send with large bodies) gets it at once.
+            // Checked before a byte of the body is read: a read without a valid token, or announcing a body
+            // past the limit, is answered now and the connection closed (nothing more is read from it).
+            let length = request.headers.first(name: "content-length").flatMap(Int.init)
+            var refused = length.map { $0 > handler.settings.maxBodyBytes } ?? false
+            if !refused {
+                do {
+                    _ = try FeatureServer.authorize(authorization: fields.authorization, guard: handler.accessGuard, now: handler.now(), admission: &admission)
+                } catch {
+                    refused = true
+                }
+            }
+            if refused {
+                refuse(request, context: context)
+                return
+            }
+            // A client that waits for leave to send its body (`Expect: 100-continue`) gets it once the token and length passed.
             if request.version == .http1_1, fields.expect?.lowercased() == "100-continue" {
                 context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .continue))), promise: nil)
             }
+        case (.refusing, _):
+            return
         case (.reading, .body(var bytes)):
-            guard !bodyTooLarge else { return }
             if (body?.readableBytes ?? 0) + bytes.readableBytes > handler.settings.maxBodyBytes {
-                bodyTooLarge = true
-                body = nil
+                // Past the limit (a body without a length): answered now, and the connection closes.
+                if let request = head { refuse(request, context: context) }
+                return
             } else if body == nil {
                 body = bytes
             } else {
@@ -150,6 +170,17 @@ final class OnlineFeaturesChannelHandler: ChannelDuplexHandler, RemovableChannel
             return
         }
         context.fireUserInboundEventTriggered(event)
+    }
+
+    /// Answers `request` before (or instead of) reading the rest of its body, with
+    /// `Connection: close`: the token's error, or 413 for a body past the limit.
+    private func refuse(_ request: HTTPRequestHead, context: ChannelHandlerContext) {
+        bodyTooLarge = true
+        body = nil
+        closing = true
+        mode = .refusing
+        answer(request, context: context)
+        head = nil
     }
 
     /// Answers the feature read `request` with the body received, and writes the response.

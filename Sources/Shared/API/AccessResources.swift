@@ -321,12 +321,15 @@ public struct AuditEntry: Sendable, Codable, Hashable {
     public var requestId: String
     /// The client's address.
     public var clientAddress: String?
+    /// How many attempts it stands for: failed authentications are counted per source and minute.
+    public var count: Int
 
     /// Creates an entry.
     public init(
         id: Int64, at: Date, principal: String, action: String, resource: String, workspace: String?, outcome: String, status: Int,
-        requestId: String, clientAddress: String?
+        requestId: String, clientAddress: String?, count: Int = 1
     ) {
+        self.count = count
         self.id = id
         self.at = at
         self.principal = principal
