@@ -198,7 +198,7 @@ let package = Package(
         ),
         .testTarget(
             name: "ControlPlaneTests",
-            dependencies: ["ControlPlane", "Shared", "TestSupport"]
+            dependencies: ["ControlPlane", "Shared", "TestSupport", .product(name: "Yams", package: "Yams")]
         ),
         .testTarget(
             name: "CLITests",

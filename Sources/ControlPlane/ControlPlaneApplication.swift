@@ -88,6 +88,8 @@ public enum ControlPlaneApplication {
         // Outermost: times every request, errors included (the error middleware below answers them).
         router.add(middleware: APIMetricsMiddleware(metrics: metrics))
         router.add(middleware: APIErrorMiddleware())
+        let table = RouteTable()
+        router.add(middleware: RequestEdgeMiddleware(routes: table))
         let throttle = throttle ?? AuthenticationThrottle(burst: abuse.failureBurst, window: abuse.failureWindow)
         let passwords = PasswordWork(concurrency: abuse.loginConcurrency)
         let failures = failures ?? FailedAttemptAudit(store: access, logger: logger)
@@ -117,6 +119,7 @@ public enum ControlPlaneApplication {
             alerts: AlertMonitor(client: client, logger: logger, heartbeat: settings.heartbeatInterval),
             quality: QualityMonitor(client: client, logger: logger)
         ).register(on: &routes)
+        table.set(routes.descriptors)
         return (router, routes.descriptors)
     }
 

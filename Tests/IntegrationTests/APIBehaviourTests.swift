@@ -21,9 +21,11 @@ struct RawResponse {
     ) async throws -> RawResponse {
         var headers = headers
         if let token { headers["Authorization"] = "Bearer \(token)" }
+        // Bodies are JSON unless a test says otherwise (an empty Content-Type sends none).
+        if body != nil, !headers.keys.contains(where: { $0.lowercased() == "content-type" }) { headers["Content-Type"] = "application/json" }
         var request = HTTPClientRequest(url: url)
         request.method = method
-        for (name, value) in headers { request.headers.add(name: name, value: value) }
+        for (name, value) in headers where !value.isEmpty { request.headers.add(name: name, value: value) }
         if let body { request.body = .bytes(ByteBuffer(string: body)) }
         let response = try await HTTPClient.shared.execute(request, timeout: .seconds(30))
         let bytes = try await response.body.collect(upTo: 64 * 1024 * 1024)

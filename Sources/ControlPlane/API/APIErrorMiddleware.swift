@@ -43,6 +43,7 @@ struct APIErrorMiddleware: RouterMiddleware {
         var details = problem.details
         var headers = HTTPFields()
         if let seconds = problem.retryAfter { headers[.retryAfter] = "\(seconds)" }
+        if let allow = problem.allow { headers[.allow] = allow.joined(separator: ", ") }
         details.requestId = requestID
         let body = (try? APICoding.makeEncoder().encode(details)) ?? Data()
         headers[.contentType] = "application/problem+json"

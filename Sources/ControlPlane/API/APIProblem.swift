@@ -11,6 +11,8 @@ struct APIProblem: Error {
     var details: ProblemDetails
     /// For 429: seconds until the client may retry (sent as `Retry-After`).
     var retryAfter: Int?
+    /// For 405: the methods the path takes (sent as `Allow`).
+    var allow: [String]?
 
     init(status: HTTPResponse.Status, code: String, title: String, detail: String, field: String? = nil, object: String? = nil,
          diagnostics: [RepositoryDiagnostic]? = nil) {

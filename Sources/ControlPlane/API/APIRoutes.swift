@@ -126,9 +126,19 @@ extension Request {
     /// Decodes a JSON body, keeping decoding errors as they are so the
     /// problem names the offending field (Hummingbird's `decode(as:)` turns
     /// them into a bare 400).
-    func decodeBody<Body: Decodable>(as type: Body.Type, context: ControlPlaneRequestContext) async throws -> Body {
-        let buffer = try await body.collect(upTo: context.maxUploadSize)
-        return try context.requestDecoder.decode(Body.self, from: Data(buffer.readableBytesView))
+    /// The body as `Body`, refusing (400, naming the field) what this API does not declare:
+    /// every body is read as strictly as the agent protocol's (`decodeStrictBody`).
+    func decodeBody<Body: Codable>(as type: Body.Type, context: ControlPlaneRequestContext) async throws -> Body {
+        try await decodeStrictBody(as: type, context: context)
+    }
+
+    /// 400 for a body whose strings hold control characters (`\u0000`…): PostgreSQL refuses NUL in text.
+    static func refuseControlCharacters(_ bytes: some Collection<UInt8>) throws {
+        guard ControlCharacters.escaped(in: bytes) else { return }
+        // Named by the field that holds one, when the body reads as JSON.
+        let field = (try? JSONSerialization.jsonObject(with: Data(bytes), options: [.fragmentsAllowed]))
+            .flatMap { ControlCharacters.firstField(in: $0, path: "") } ?? "body"
+        throw APIProblem.badRequest(field: field, "'\(field)' holds control characters (such as \\u0000)")
     }
 
     func queryInteger(_ name: String, default value: Int, range: ClosedRange<Int>) throws -> Int {
@@ -160,14 +170,59 @@ extension Request {
     /// protocol uses this, so nothing undeclared crosses the boundary.
     func decodeStrictBody<Body: Codable>(as type: Body.Type, context: ControlPlaneRequestContext) async throws -> Body {
         let buffer = try await body.collect(upTo: context.maxUploadSize)
+        try Self.refuseControlCharacters(buffer.readableBytesView)
         let data = Data(buffer.readableBytesView)
         let value = try context.requestDecoder.decode(Body.self, from: data)
         let sent = try JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed])
-        let understood = try JSONSerialization.jsonObject(with: APICoding.makeEncoder().encode(value), options: [.fragmentsAllowed])
+        let encoded = try JSONSerialization.jsonObject(with: APICoding.makeEncoder().encode(value), options: [.fragmentsAllowed])
+        // Optional fields left empty are not encoded: they are put back as nulls, so a null is
+        // accepted for a declared field and refused for any other.
+        let understood = Self.withNulls(encoded, of: value)
         if let unknown = Self.firstUnknownField(sent: sent, understood: understood, path: "") {
             throw APIProblem.badRequest(field: unknown, "unknown field '\(unknown)': only the fields this API declares are accepted")
         }
         return value
+    }
+
+    /// `json` (a value as encoded) with a null for each of the value's optional
+    /// properties that holds none (snake_case, as the API's encoder names them).
+    static func withNulls(_ json: Any, of value: Any) -> Any {
+        let mirror = Mirror(reflecting: value)
+        if mirror.displayStyle == .optional {
+            return mirror.children.first.map { withNulls(json, of: $0.value) } ?? json
+        }
+        if var object = json as? [String: Any], mirror.displayStyle == .struct || mirror.displayStyle == .class {
+            for child in mirror.children {
+                guard let label = child.label else { continue }
+                let key = snakeCase(label.hasPrefix("_") ? String(label.dropFirst()) : label)
+                let property = Mirror(reflecting: child.value)
+                if property.displayStyle == .optional, property.children.isEmpty {
+                    if object[key] == nil { object[key] = NSNull() }
+                } else if let nested = object[key] {
+                    object[key] = withNulls(nested, of: child.value)
+                }
+            }
+            return object
+        }
+        if let array = json as? [Any], let values = value as? [Any], array.count == values.count {
+            return zip(array, values).map { withNulls($0, of: $1) }
+        }
+        return json
+    }
+
+    /// `leaseToken` → `lease_token`, as `JSONEncoder.KeyEncodingStrategy.convertToSnakeCase` writes it.
+    static func snakeCase(_ name: String) -> String {
+        let characters = Array(name)
+        var result = ""
+        for (index, character) in characters.enumerated() {
+            if character.isUppercase, index > 0 {
+                // A word starts at an upper-case letter after a lower-case one, or at the last capital of a run before lower case (`URLPath`).
+                let previous = characters[index - 1], next = index + 1 < characters.count ? characters[index + 1] : nil
+                if !previous.isUppercase || (next?.isLowercase ?? false) { result.append("_") }
+            }
+            result.append(contentsOf: character.lowercased())
+        }
+        return result
     }
 
     /// The path of the first field of `sent` that decoding did not keep.
@@ -178,8 +233,8 @@ extension Request {
             for key in object.keys.sorted() {
                 let child = path.isEmpty ? key : "\(path).\(key)"
                 guard let value = object[key] else { continue }
-                if value is NSNull { continue }
                 guard let keptValue = kept[key] else { return child }
+                if value is NSNull { continue }
                 if let unknown = firstUnknownField(sent: value, understood: keptValue, path: child) { return unknown }
             }
             return nil

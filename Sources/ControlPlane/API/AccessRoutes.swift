@@ -226,9 +226,13 @@ struct AccessRoutes {
                 }
                 before = id
             }
+            let outcome = request.queryString("outcome")
+            if let outcome, !["success", "failure", "denied"].contains(outcome) {
+                throw AccessError.invalidArgument(field: "outcome", detail: "'outcome' is success, failure or denied")
+            }
             let filter = AuditFilter(
                 workspace: request.queryString("workspace"), principal: request.queryString("principal"),
-                outcome: request.queryString("outcome"), since: since, before: before,
+                outcome: outcome, since: since, before: before,
                 limit: try request.queryInteger("limit", default: 100, range: 1...1000))
             return try APIResponse.json(try await store.audit(filter))
         }

@@ -313,6 +313,12 @@ public struct PostgresAccessStore: AccessStore {
             guard let kind = PrincipalKind(rawValue: kind), let role = WorkspaceRole(rawValue: role) else { continue }
             bindings.append(RoleBindingResource(principal: name, kind: kind, workspace: workspace, role: role, createdAt: createdAt, createdBy: createdBy))
         }
+        // No bindings: a workspace that does not exist is 404 (an admin would otherwise get an empty list).
+        if bindings.isEmpty {
+            var exists = false
+            for try await _ in try await client.query("SELECT 1 FROM workspaces WHERE name = \(workspace)", logger: logger).decode(Int.self) { exists = true }
+            if !exists { throw RegistryError.workspaceNotFound(workspace) }
+        }
         return bindings
     }
 

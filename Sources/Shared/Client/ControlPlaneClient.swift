@@ -78,7 +78,8 @@ public struct ControlPlaneClient: Sendable {
         _ method: HTTPMethod, _ path: String, query: [(String, String?)] = [], body: (some Encodable)? = NoBody?.none
     ) async throws -> Data {
         var components = URLComponents(string: baseURL + path)
-        let items = query.compactMap { name, value in value.map { URLQueryItem(name: name, value: $0) } }
+        // A filter left empty is no filter: the API refuses an empty one (400), so it is not sent.
+        let items = query.compactMap { name, value in value.flatMap { $0.isEmpty ? nil : URLQueryItem(name: name, value: $0) } }
         if !items.isEmpty { components?.queryItems = items }
         guard let url = components?.string else {
             throw ControlPlaneClientError.unreachable(url: baseURL, reason: "not a valid URL")
