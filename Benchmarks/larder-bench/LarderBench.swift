@@ -53,6 +53,12 @@ struct LarderBench {
                 runs: min(runs, 3))
         }
         if selected.isEmpty || selected.contains("jobs") { try await jobs(jobsPerRun: Int(ProcessInfo.processInfo.environment["LARDER_BENCH_JOBS"] ?? "") ?? 2_000) }
+        if selected.isEmpty || selected.contains("abuse") {
+            let environment = ProcessInfo.processInfo.environment
+            try await abuse(
+                seconds: Int(environment["LARDER_BENCH_SECONDS"] ?? "") ?? 30, rate: Int(environment["LARDER_BENCH_RATE"] ?? "") ?? 2_000,
+                slowConnections: Int(environment["LARDER_BENCH_SLOW_CONNECTIONS"] ?? "") ?? 200)
+        }
     }
 
     /// Plan + apply of 1,000 feature views and 200 services, each run on a fresh database.
