@@ -19,8 +19,8 @@ extension LarderBench {
         var latencies: [Duration] = []
         var jobsDone = 0, claimFailures = 0
         var badTokensSent = 0, badTokenAnswers: [Int: Int] = [:]
+        var loginsSent = 0, loginAnswers: [Int: Int] = [:]
         var slowReconnects = 0
-        var auditRows = 0, auditAttempts = 0
     }
 
     static func abuse(seconds: Int, rate: Int, slowConnections: Int) async throws {
@@ -47,15 +47,24 @@ extension LarderBench {
             phases.append(try await abusePhase(
                 server: server, agent: agent, http: http, port: port, seconds: seconds, rate: rate, slowConnections: slowConnections, offset: 10_000))
             marks.append(try await auditMark(server.database))
+            // Wrong passwords for one user from 40 tasks at once: bounded password work, other routes unaffected.
+            _ = try await server.client.createPrincipal(CreatePrincipalRequest(name: "victim", kind: .user, password: "the victim's own passphrase"))
+            phases.append(try await abusePhase(
+                server: server, agent: agent, http: http, port: port, seconds: seconds, rate: 0, slowConnections: 0, offset: 20_000, logins: 40))
+            marks.append(try await auditMark(server.database))
             try await http.shutdown()
         }
-        // Once the control plane has stopped, the counts of the last minute are written too.
-        for index in phases.indices {
-            let added = try await auditSize(database, after: marks[index], upTo: index + 1 < phases.count ? marks[index + 1] : Int64.max)
-            phases[index].auditRows = added.rows
-            phases[index].auditAttempts = added.attempts
+        // Once the control plane has stopped, the counts of the last minute are written too. Counts are written
+        // when their minute ends, so they are added up per kind of request over the whole run, not per phase.
+        let growth = try await TestDatabase.withClient(database) { client in
+            var rows: [(String, Int, Int, Int)] = []
+            for try await row in try await client.query(
+                """
+                SELECT action, status, count(*)::int, sum(count)::int FROM audit_log WHERE id > \(marks[0])
+                GROUP BY action, status ORDER BY 4 DESC
+                """, logger: Logger(label: "bench")).decode((String, Int, Int, Int).self) { rows.append(row) }
+            return rows
         }
-        let baseline = phases[0], attacked = phases[1]
         do {
             func percentile(_ phase: AbusePhase, _ p: Double) -> String {
                 let sorted = phase.latencies.sorted()
@@ -64,12 +73,17 @@ extension LarderBench {
             func success(_ phase: AbusePhase) -> String {
                 String(format: "%.2f%%", phase.calls == 0 ? 0 : 100 * Double(phase.calls - phase.callFailures) / Double(phase.calls))
             }
-            print("| run | valid API calls | succeeded | p50 | p99 | jobs claimed and completed | claims refused | bad tokens sent (answers) | slow connections reopened | audit records added (attempts they count) |")
-            print("|---|---|---|---|---|---|---|---|---|---|")
-            for (name, phase) in [("without the attack", baseline), ("under attack", attacked)] {
-                let answers = phase.badTokenAnswers.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value)" }.joined(separator: ", ")
-                print("| \(name) | \(phase.calls) | \(success(phase)) | \(percentile(phase, 0.5)) | \(percentile(phase, 0.99)) | \(phase.jobsDone) | \(phase.claimFailures) | \(phase.badTokensSent)\(answers.isEmpty ? "" : " (\(answers))") | \(phase.slowReconnects) | \(phase.auditRows) (\(phase.auditAttempts)) |")
+            print("| run | valid API calls | succeeded | p50 | p99 | jobs claimed and completed | claims refused | attack requests sent (answers) | slow connections reopened |")
+            print("|---|---|---|---|---|---|---|---|---|")
+            let names = ["without the attack", "\(rate) bad tokens/s + \(slowConnections) slow connections", "40 parallel wrong passwords for one user"]
+            for (name, phase) in zip(names, phases) {
+                let sent = phase.badTokensSent + phase.loginsSent
+                let answers = phase.badTokenAnswers.merging(phase.loginAnswers, uniquingKeysWith: +).sorted { $0.key < $1.key }
+                    .map { "\($0.key): \($0.value)" }.joined(separator: ", ")
+                print("| \(name) | \(phase.calls) | \(success(phase)) | \(percentile(phase, 0.5)) | \(percentile(phase, 0.99)) | \(phase.jobsDone) | \(phase.claimFailures) | \(sent)\(answers.isEmpty ? "" : " (\(answers))") | \(phase.slowReconnects) |")
             }
+            print("\n| audit log growth over the whole run: action | status | records | attempts they count |\n|---|---|---|---|")
+            for (action, status, rows, attempts) in growth { print("| \(action) | \(status) | \(rows) | \(attempts) |") }
         }
         }
     }
@@ -87,7 +101,7 @@ extension LarderBench {
     /// One phase: `seconds` of an agent's claims and a client's calls, with the attack when `rate` > 0.
     static func abusePhase(
         server: RunningControlPlane, agent: ControlPlaneClient, http: HTTPClient, port: Int, seconds: Int, rate: Int, slowConnections: Int,
-        offset: Int
+        offset: Int, logins: Int = 0
     ) async throws -> AbusePhase {
         let deadline = ContinuousClock.now + .seconds(seconds)
         let stop = Atomic<Bool>(false)
@@ -185,6 +199,27 @@ extension LarderBench {
                     return result
                 }
             }
+            for worker in 0..<logins {
+                group.addTask {
+                    var result = AbusePhase()
+                    var counter = 0
+                    while ContinuousClock.now < deadline {
+                        counter += 1
+                        var request = HTTPClientRequest(url: server.baseURL + "/v1/login")
+                        request.method = .POST
+                        request.headers.add(name: "Content-Type", value: "application/json")
+                        request.body = .bytes(ByteBuffer(string: #"{"name":"victim","password":"guess \#(worker) \#(counter)"}"#))
+                        if let response = try? await http.execute(request, timeout: .seconds(10)) {
+                            _ = try? await response.body.collect(upTo: 1 << 16)
+                            result.loginAnswers[Int(response.status.code), default: 0] += 1
+                        } else {
+                            result.loginAnswers[0, default: 0] += 1
+                        }
+                        result.loginsSent += 1
+                    }
+                    return result
+                }
+            }
             for try await part in group {
                 phase.calls += part.calls
                 phase.callFailures += part.callFailures
@@ -193,6 +228,8 @@ extension LarderBench {
                 phase.claimFailures += part.claimFailures
                 phase.badTokensSent += part.badTokensSent
                 phase.badTokenAnswers.merge(part.badTokenAnswers, uniquingKeysWith: +)
+                phase.loginsSent += part.loginsSent
+                phase.loginAnswers.merge(part.loginAnswers, uniquingKeysWith: +)
             }
         }
         stop.store(true, ordering: .relaxed)

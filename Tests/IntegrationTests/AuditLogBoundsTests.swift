@@ -1,4 +1,4 @@
-import ControlPlane
+@testable import ControlPlane
 import Foundation
 import Logging
 import PostgresNIO
@@ -44,6 +44,44 @@ struct AuditLogBoundsTests {
             let logins = all.filter { $0.0 == "POST /v1/login" }.map(\.2).reduce(0, +)
             #expect(tokens == 300 && logins == 50, "tokens \(tokens), logins \(logins) in \(all.count) records: \(all)")
             #expect(all.count <= 16, "\(all.count) records")
+        }
+    }
+
+    @Test("counted failures are written exactly once however they interleave with the flush of an ended minute")
+    func countsWrittenOnce() async throws {
+        try await TestDatabase.withIsolatedDatabase { url in
+            let logger = Logger(label: "test")
+            let client = PostgresClient(configuration: url.clientConfiguration(), backgroundLogger: logger)
+            try await withThrowingDiscardingTaskGroup { group in
+                group.addTask { await client.run() }
+                try await MigrationRunner().run(on: client, logger: logger)
+                let audit = FailedAttemptAudit(store: PostgresAccessStore(client: client, logger: logger), logger: logger)
+                let minute = Date(timeIntervalSince1970: (Date().timeIntervalSince1970 / 60).rounded(.down) * 60)
+                func record(_ count: Int, at date: Date) async {
+                    await withTaskGroup(of: Void.self) { attempts in
+                        for index in 0..<count {
+                            attempts.addTask {
+                                await audit.record(AuditRecord(
+                                    principal: "anonymous", action: "GET /v1/whoami", resource: "/v1/whoami", workspace: nil, outcome: "denied",
+                                    status: index % 2 == 0 ? 401 : 429, requestID: "r", clientAddress: "10.0.0.\(index % 3)"), at: date)
+                            }
+                        }
+                    }
+                }
+                await record(600, at: minute.addingTimeInterval(-30))
+                // The next minute's attempts arrive while the last minute's counts are being written.
+                await record(600, at: minute.addingTimeInterval(30))
+                await audit.flushAll()
+                var total = 0, rows = 0
+                for try await (count, records) in try await client.query(
+                    "SELECT coalesce(sum(count), 0)::int, count(*)::int FROM audit_log", logger: logger).decode((Int, Int).self) {
+                    total = count
+                    rows = records
+                }
+                #expect(total == 1_200, "\(total) attempts counted in \(rows) records")
+                #expect(rows <= 24)
+                group.cancelAll()
+            }
         }
     }
 

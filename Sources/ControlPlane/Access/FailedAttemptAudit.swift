@@ -44,14 +44,16 @@ public actor FailedAttemptAudit {
 
     /// Writes the counts of the minutes before `minute` (all of them with `.max`).
     func flush(before minute: Int64) async {
+        // Taken out of `pending` before the first write suspends: a record arriving meanwhile
+        // (the actor is reentrant at each await) must not find them and write them again.
         let due = pending.filter { $0.key.minute < minute }
-        for (key, entry) in due {
-            pending[key] = nil
+        for key in due.keys { pending[key] = nil }
+        written = written.filter { $0.minute >= minute }
+        for entry in due.values {
             var record = entry.record
             record.count = entry.count
             await write(record)
         }
-        written = written.filter { $0.minute >= minute }
     }
 
     /// Writes what ended before now.
