@@ -117,6 +117,8 @@ let package = Package(
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "Crypto", package: "swift-crypto"),
+                // The Redis online store's connections (RedisConnection).
+                .product(name: "NIOPosix", package: "swift-nio"),
             ]
         ),
 
