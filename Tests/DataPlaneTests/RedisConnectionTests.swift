@@ -2,6 +2,7 @@ import DataPlane
 import Foundation
 import NIOCore
 import NIOEmbedded
+import NIOSSL
 import Testing
 import TestSupport
 
@@ -56,6 +57,40 @@ struct RedisConnectionTests {
             await #expect { try await slow.send(["BLPOP", "nothing", "5"]) } throws: { ($0 as? RedisError) == .timedOut }
             await #expect { try await slow.send(["PING"]) } throws: { ($0 as? RedisError) == .closed }
             try await redis.close()
+        }
+    }
+
+    @Test("TLS: with the server's CA trusted, commands work over TLS; a client trusting another CA is refused at the handshake")
+    func tls() async throws {
+        let certificates = try ThrowawayCertificates()
+        defer { try? FileManager.default.removeItem(at: certificates.folder) }
+        let tlsPort = try TestRedis.freePort()
+        try await TestRedis.withServer(arguments: [
+            "--tls-port", "\(tlsPort)", "--tls-cert-file", certificates.serverCertificate, "--tls-key-file", certificates.serverKey,
+            "--tls-ca-cert-file", certificates.caCertificate, "--tls-auth-clients", "no",
+        ]) { _ in
+            var tls = TLSConfiguration.makeClientConfiguration()
+            tls.trustRoots = .file(certificates.caCertificate)
+            var secure: RedisConnection?
+            let deadline = Date().addingTimeInterval(5)
+            while secure == nil, Date() < deadline {
+                secure = try? await RedisConnection.connect(host: "127.0.0.1", port: tlsPort, tls: tls)
+                if secure == nil { try await Task.sleep(for: .milliseconds(100)) }
+            }
+            let redis = try #require(secure)
+            #expect(try await redis.send(["SET", "k", "over tls"]) == .simpleString("OK"))
+            #expect(try await redis.send(["GET", "k"]).string == "over tls")
+            try await redis.close()
+            // Trusting only another CA: the handshake fails, nothing is sent.
+            let other = try ThrowawayCertificates()
+            defer { try? FileManager.default.removeItem(at: other.folder) }
+            var wrong = TLSConfiguration.makeClientConfiguration()
+            wrong.trustRoots = .file(other.caCertificate)
+            await #expect(throws: (any Error).self) {
+                let connection = try await RedisConnection.connect(host: "127.0.0.1", port: tlsPort, tls: wrong)
+                defer { Task { try? await connection.close() } }
+                _ = try await connection.send(["PING"])
+            }
         }
     }
 

@@ -30,7 +30,7 @@ public enum TestRedis {
     }
 
     /// A free TCP port of 127.0.0.1 (bound and released).
-    static func freePort() throws -> Int {
+    public static func freePort() throws -> Int {
         let socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(socket) }
         var address = sockaddr_in()

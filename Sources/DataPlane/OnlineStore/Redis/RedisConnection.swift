@@ -1,5 +1,7 @@
 import NIOCore
 import NIOPosix
+import NIOSSL
+import Shared
 
 /// Why a Redis call failed.
 public enum RedisError: Error, Sendable, Equatable, CustomStringConvertible {
@@ -32,16 +34,24 @@ public final class RedisConnection: Sendable {
         self.timeout = timeout
     }
 
-    /// Connects to `host:port`, and authenticates as `user` (ACL) or with the password alone when given.
+    /// Connects to `host:port` — over TLS when `tls` is given (the server's
+    /// certificate checked against its CAs, for `host`) — and authenticates as
+    /// `user` (ACL) or with the password alone when given.
     public static func connect(
-        host: String, port: Int, user: String? = nil, password: String? = nil, timeout: TimeAmount = .seconds(2),
-        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+        host: String, port: Int, user: String? = nil, password: String? = nil, tls: TLSConfiguration? = nil,
+        timeout: TimeAmount = .seconds(2), group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) async throws -> RedisConnection {
+        let context = try tls.map { try NIOSSLContext(configuration: $0) }
         let channel = try await ClientBootstrap(group: group)
             .connectTimeout(timeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let context {
+                        // A name is checked as a name; an address as an address (no SNI for addresses).
+                        let name = IPAddress(host) == nil ? host : nil
+                        try channel.pipeline.syncOperations.addHandler(try NIOSSLClientHandler(context: context, serverHostname: name))
+                    }
                     try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(RESPDecoder()))
                     try channel.pipeline.syncOperations.addHandler(RedisCommandHandler())
                 }
@@ -89,7 +99,12 @@ public final class RedisConnection: Sendable {
 
     /// Closes the connection; calls in flight fail with `RedisError.closed`.
     public func close() async throws {
-        try await channel.close()
+        do {
+            try await channel.close()
+        } catch NIOSSLError.uncleanShutdown {
+            // The server closed TCP without TLS' close_notify once it had all it needed: nothing is lost.
+        } catch ChannelError.alreadyClosed {
+        }
     }
 }
 
@@ -142,3 +157,4 @@ final class RedisCommandHandler: ChannelDuplexHandler {
         while let entry = waiting.popFirst() { entry.promise.fail(error) }
     }
 }
+
