@@ -60,10 +60,10 @@ struct ConnectionLimitsTests {
             #expect(big.closed && (big.text.isEmpty || big.text.hasPrefix("HTTP/1.1 4")), "\(big.text.prefix(100))")
             // Keep-alive requests within the limits work, one after the other.
             let good = try RawSocket(port: port)
-            good.send("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-            #expect(good.readResponse().hasPrefix("HTTP/1.1 200"))
-            good.send("GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")
-            #expect(good.readResponse().hasPrefix("HTTP/1.1 200"))
+            for _ in 0..<3 {
+                good.send("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                #expect(good.readResponse(within: 20).hasPrefix("HTTP/1.1 200"))
+            }
             // A long poll (an agent's claim, waiting 5 s with the head timeout at 3 s) is answered: no timer runs while answering.
             _ = try await server.client.createWorkspace("limits")
             _ = try await server.client.createAgent(name: "limits-agent", environment: "prod", workspace: "limits")
@@ -112,9 +112,9 @@ struct ConnectionLimitsTests {
             // A valid read: 100 Continue, then the answer.
             let good = try RawSocket(port: port)
             good.send(head(token: world.consumer, length: body.utf8.count))
-            #expect(good.readResponse().hasPrefix("HTTP/1.1 100"))
+            #expect(good.readResponse(within: 20).hasPrefix("HTTP/1.1 100"))
             good.send(body)
-            #expect(good.readResponse().hasPrefix("HTTP/1.1 200"))
+            #expect(good.readResponse(within: 20).hasPrefix("HTTP/1.1 200"))
             // Then idle: closed after the head timeout.
             #expect(good.readUntilClosed().closed)
             // A body without a length past the limit (chunked): answered 413 and closed.

@@ -64,13 +64,9 @@ struct AccessRoutes {
                 await loginAuditor.audit(context, principal: body.name, status: 429, outcome: "denied")
                 throw AccessError.tooManyFailures(retryAfterSeconds: seconds)
             }
-            // Unknown users are checked against a dummy hash, so the answer
-            // takes as long as for a real user and names do not leak.
-            let stored = try await store.passwordHash(of: body.name)
-            let password = body.password
             let valid: Bool
             do {
-                valid = try await passwords.run { PasswordHash.verify(password, against: stored ?? PasswordHash.dummy) } && stored != nil
+                valid = try await Self.verifyPassword(body.password, of: body.name, store: store, passwords: passwords)
             } catch is PasswordWork.Busy {
                 throttle.refund(user)
                 throttle.refund(address)
@@ -248,16 +244,22 @@ struct AccessRoutes {
         }
         let user = AuthenticationThrottle.Subject.user(name)
         if let seconds = throttle.reserve(user) { throw AccessError.tooManyFailures(retryAfterSeconds: seconds) }
-        let stored = try await store.passwordHash(of: name)
         let valid: Bool
         do {
-            valid = try await passwords.run { PasswordHash.verify(password, against: stored ?? PasswordHash.dummy) } && stored != nil
+            valid = try await verifyPassword(password, of: name, store: store, passwords: passwords)
         } catch is PasswordWork.Busy {
             throttle.refund(user)
             throw AccessError.tooManyFailures(retryAfterSeconds: 1)
         }
         guard valid else { throw AccessError.invalidArgument(field: field, detail: "that is not your current password") }
         throttle.refund(user)
+    }
+
+    /// Whether `password` is user `name`'s, checked on the password pool. Unknown users (and users
+    /// without a password) are checked against a dummy hash, so the answer takes as long and names do not leak.
+    static func verifyPassword(_ password: String, of name: String, store: any AccessStore, passwords: PasswordWork) async throws -> Bool {
+        let stored = try await store.passwordHash(of: name)
+        return try await passwords.run { PasswordHash.verify(password, against: stored ?? PasswordHash.dummy) } && stored != nil
     }
 
     static func hashPassword(_ password: String, with passwords: PasswordWork) async throws -> String {

@@ -333,6 +333,11 @@ public enum SigningKeyStore {
         return 1
     }
 
+    /// The current generation of the keys.
+    static func generation(client: PostgresClient, logger: Logger) async throws -> Int64 {
+        try await client.withConnection { try await generation(on: $0, logger: logger) }
+    }
+
     static func generation(on connection: PostgresConnection, logger: Logger) async throws -> Int64 {
         for try await value in try await connection.query(
             "SELECT generation FROM signing_key_generation WHERE id = 1", logger: logger).decode(Int64.self) { return value }
@@ -368,13 +373,16 @@ public actor SigningKeys {
 
     /// The keys in use.
     public func ring() async throws -> SigningKeyRing {
-        if let cached, ContinuousClock.now - cached.loadedAt < refreshInterval { return cached.ring }
-        let loaded = try await SigningKeyStore.loadOrCreateRing(client: client, encryption: encryption, logger: logger)
-        if let cached, cached.ring.generation == loaded.generation {
-            self.cached = (cached.ring, cached.announcement, .now)
-        } else {
-            cached = (loaded, try loaded.announcement(), .now)
+        if let cached {
+            if ContinuousClock.now - cached.loadedAt < refreshInterval { return cached.ring }
+            // Keys change only with the generation: one read of it, and the keys (opened and signed for) only when it moved.
+            if try await SigningKeyStore.generation(client: client, logger: logger) == cached.ring.generation {
+                self.cached = (cached.ring, cached.announcement, .now)
+                return cached.ring
+            }
         }
+        let loaded = try await SigningKeyStore.loadOrCreateRing(client: client, encryption: encryption, logger: logger)
+        cached = (loaded, try loaded.announcement(), .now)
         return loaded
     }
 

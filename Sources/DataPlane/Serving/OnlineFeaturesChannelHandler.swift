@@ -93,11 +93,13 @@ final class OnlineFeaturesChannelHandler: ChannelDuplexHandler, RemovableChannel
             body = nil
             bodyTooLarge = false
             started = .now
-            // Checked before a byte of the body is read: a read without a valid token, or announcing a body
-            // past the limit, is answered now and the connection closed (nothing more is read from it).
-            let length = request.headers.first(name: "content-length").flatMap(Int.init)
-            var refused = length.map { $0 > handler.settings.maxBodyBytes } ?? false
-            if !refused {
+            // A body announced past the limit is answered now, before a byte of it is read, and the connection
+            // closed. A client that waits for leave to send its body (`Expect: 100-continue`) gets it only once its
+            // token passed too; any other read's body (at most the limit, mostly in the head's packet) comes with
+            // the head, and `answer` checks its token once.
+            let expectsContinue = request.version == .http1_1 && fields.expect?.lowercased() == "100-continue"
+            var refused = fields.contentLength.flatMap { Int($0) }.map { $0 > handler.settings.maxBodyBytes } ?? false
+            if !refused, expectsContinue {
                 do {
                     _ = try FeatureServer.authorize(authorization: fields.authorization, guard: handler.accessGuard, now: handler.now(), admission: &admission)
                 } catch {
@@ -108,8 +110,7 @@ final class OnlineFeaturesChannelHandler: ChannelDuplexHandler, RemovableChannel
                 refuse(request, context: context)
                 return
             }
-            // A client that waits for leave to send its body (`Expect: 100-continue`) gets it once the token and length passed.
-            if request.version == .http1_1, fields.expect?.lowercased() == "100-continue" {
+            if expectsContinue {
                 context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .continue))), promise: nil)
             }
         case (.refusing, _):
@@ -238,6 +239,7 @@ final class OnlineFeaturesChannelHandler: ChannelDuplexHandler, RemovableChannel
         var authorization: String?
         var requestID: String?
         var expect: String?
+        var contentLength: String?
 
         init() {}
 
@@ -251,6 +253,8 @@ final class OnlineFeaturesChannelHandler: ChannelDuplexHandler, RemovableChannel
                     append(text, to: &requestID)
                 } else if Self.named(name, "expect") {
                     append(text, to: &expect)
+                } else if Self.named(name, "content-length") {
+                    append(text, to: &contentLength)
                 }
             }
         }
