@@ -94,6 +94,7 @@ let package = Package(
                 .embedInCode("Database/Migrations/0014_metrics_audience.sql"),
                 .embedInCode("Database/Migrations/0015_sessions.sql"),
                 .embedInCode("Database/Migrations/0016_audit_partitions.sql"),
+                .embedInCode("Database/Migrations/0017_environments.sql"),
             ]
         ),
         .target(

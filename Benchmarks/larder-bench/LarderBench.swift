@@ -15,7 +15,8 @@ struct LarderBench {
             let options = arguments.dropFirst(2)
             try await serveFeatures(
                 entities: Int(arguments.dropFirst().first ?? "") ?? 1_000_000, routerOnly: options.contains("router-only"),
-                writerRowsPerLock: options.first { $0.hasPrefix("writer=") }.flatMap { Int($0.dropFirst("writer=".count)) })
+                writerRowsPerLock: options.first { $0.hasPrefix("writer=") }.flatMap { Int($0.dropFirst("writer=".count)) },
+                redis: options.first { $0.hasPrefix("redis=") }.flatMap { Int($0.dropFirst("redis=".count)) })
             return
         }
         if arguments.first == "load" {
@@ -44,6 +45,12 @@ struct LarderBench {
             let environment = ProcessInfo.processInfo.environment
             try await serving(
                 entities: Int(environment["LARDER_BENCH_ENTITIES"] ?? "") ?? 1_000_000, seconds: Int(environment["LARDER_BENCH_SECONDS"] ?? "") ?? 10)
+        }
+        if selected.isEmpty || selected.contains("redis") {
+            let environment = ProcessInfo.processInfo.environment
+            try await redis(
+                entities: Int(environment["LARDER_BENCH_ENTITIES"] ?? "") ?? 1_000_000, rows: Int(environment["LARDER_BENCH_ROWS"] ?? "") ?? 2_000_000,
+                seconds: Int(environment["LARDER_BENCH_SECONDS"] ?? "") ?? 10)
         }
         if selected.isEmpty || selected.contains("datasets") {
             let environment = ProcessInfo.processInfo.environment

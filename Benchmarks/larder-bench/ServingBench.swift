@@ -35,6 +35,7 @@ extension LarderBench {
         let folder: URL
         let store: OnlineStore
         let reader: OnlineFeatureReader
+        let registry: RegistryCache
         let accessGuard: AccessGuard
         let token: String
 
@@ -70,6 +71,7 @@ extension LarderBench {
                 }
             }
             reader = OnlineFeatureReader(store: store, registry: registry)
+            self.registry = registry
         }
 
         func remove() { try? FileManager.default.removeItem(at: folder) }
@@ -214,9 +216,12 @@ extension LarderBench {
     /// `router-only` serves feature reads through the router, as before they were answered on the event loops.
     /// `writer=N` also runs a materialization's writes meanwhile: a batch of 16,384 rows upserted into
     /// `driver_hourly_stats` every 100 ms, N rows per hold of the table's lock (0: the whole batch at once).
-    static func serveFeatures(entities: Int, routerOnly: Bool, writerRowsPerLock: Int? = nil) async throws {
+    static func serveFeatures(entities: Int, routerOnly: Bool, writerRowsPerLock: Int? = nil, redis: Int? = nil) async throws {
         let world = try ServingWorld(entities: entities)
         defer { world.remove() }
+        // `redis=PORT`: the same values copied into that Redis, and read from there.
+        var reader = world.reader
+        if let redis { reader = try await redisReader(world, port: redis) }
         if let writerRowsPerLock, let table = world.store.table(view: "driver_hourly_stats", version: 1) {
             var random = SystemRandomNumberGenerator()
             let batch = ServingWorld.writeBatch(for: table, entities: entities, using: &random)
@@ -241,7 +246,7 @@ extension LarderBench {
         logger.logLevel = .warning
         let settings = AgentConfiguration.ServingSettings(host: "127.0.0.1", port: 0, maxBatchEntities: 1_000)
         let metrics = AgentMetrics()
-        let router = FeatureServer.makeRouter(settings: settings, reader: world.reader, guard: world.accessGuard, metrics: metrics)
+        let router = FeatureServer.makeRouter(settings: settings, reader: reader, guard: world.accessGuard, metrics: metrics)
         // Calibration: the HTTP cost of a request like a feature read (a POST whose body is
         // read, a 1 KiB answer) with none of the feature server's work.
         let answer = ByteBuffer(bytes: Array(repeating: UInt8(ascii: " "), count: 1_024))
@@ -254,7 +259,7 @@ extension LarderBench {
         // The agent's HTTP/1 setup: feature reads answered on the event loops, the rest by the router.
         let server = Application(
             router: router,
-            server: routerOnly ? .http1() : FeatureServer.http1(settings: settings, reader: world.reader, guard: world.accessGuard, metrics: metrics, logger: logger),
+            server: routerOnly ? .http1() : FeatureServer.http1(settings: settings, reader: reader, guard: world.accessGuard, metrics: metrics, logger: logger),
             configuration: .init(address: .hostname("127.0.0.1", port: 0), serverName: "larder-bench"),
             onServerRunning: { channel in
                 FileHandle.standardOutput.write(Data("ready http://127.0.0.1:\(channel.localAddress?.port ?? 0) \(world.token)\n".utf8))
@@ -262,6 +267,26 @@ extension LarderBench {
             logger: logger)
         let group = ServiceGroup(configuration: .init(services: [.init(service: server)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
+    }
+
+    /// Starts a `serve-features ENTITIES OPTIONS…` child and waits for its `ready` line: its process, address and token.
+    static func startServingChild(entities: Int, options: [String]) throws -> (process: Process, url: String, token: String) {
+        let child = Process()
+        child.executableURL = URL(fileURLWithPath: CommandLine.arguments[0])
+        child.arguments = ["serve-features", "\(entities)"] + options
+        let output = Pipe()
+        child.standardOutput = output
+        try child.run()
+        var line = ""
+        let handle = output.fileHandleForReading
+        while !line.hasSuffix("\n") {
+            let byte = handle.readData(ofLength: 1)
+            guard !byte.isEmpty else { throw CocoaError(.fileReadUnknown) }
+            line += String(decoding: byte, as: UTF8.self)
+        }
+        let parts = line.split(separator: " ").map { String($0).trimmingCharacters(in: .whitespacesAndNewlines) }
+        guard parts.count == 3, parts[0] == "ready" else { throw CocoaError(.fileReadCorruptFile) }
+        return (child, parts[1], parts[2])
     }
 
     /// One load run's figures (wrk's or larder-bench's generator's), latencies in microseconds.
@@ -359,24 +384,8 @@ extension LarderBench {
             print("\nwrk is not installed (apt-get install wrk): skipping the HTTP part")
             return
         }
-        /// A `serve-features` child: its process, address and token.
         func startServer(routerOnly: Bool = false, writerRowsPerLock: Int? = nil) throws -> (process: Process, url: String, token: String) {
-            let child = Process()
-            child.executableURL = URL(fileURLWithPath: CommandLine.arguments[0])
-            child.arguments = ["serve-features", "\(entities)"] + (routerOnly ? ["router-only"] : []) + (writerRowsPerLock.map { ["writer=\($0)"] } ?? [])
-            let output = Pipe()
-            child.standardOutput = output
-            try child.run()
-            var line = ""
-            let handle = output.fileHandleForReading
-            while !line.hasSuffix("\n") {
-                let byte = handle.readData(ofLength: 1)
-                guard !byte.isEmpty else { throw CocoaError(.fileReadUnknown) }
-                line += String(decoding: byte, as: UTF8.self)
-            }
-            let parts = line.split(separator: " ").map { String($0).trimmingCharacters(in: .whitespacesAndNewlines) }
-            guard parts.count == 3, parts[0] == "ready" else { throw CocoaError(.fileReadCorruptFile) }
-            return (child, parts[1], parts[2])
+            try startServingChild(entities: entities, options: (routerOnly ? ["router-only"] : []) + (writerRowsPerLock.map { ["writer=\($0)"] } ?? []))
         }
         func stop(_ child: Process) {
             guard child.isRunning else { return }

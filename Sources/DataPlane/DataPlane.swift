@@ -10,9 +10,9 @@ public enum DataPlane {
     public static let component = "larder-agent"
 
     /// The executors this build of the agent has.
-    public static func executors(configuration: AgentConfiguration, onlineStore: OnlineStore, logger: Logger) -> [any JobExecutor] {
+    public static func executors(configuration: AgentConfiguration, online: OnlineBackend, logger: Logger) -> [any JobExecutor] {
         [
-            MaterializeExecutor(configuration: configuration, onlineStore: onlineStore, logger: logger),
+            MaterializeExecutor(configuration: configuration, online: online, logger: logger),
             DatasetExecutor(configuration: configuration, logger: logger),
         ]
     }

@@ -247,11 +247,17 @@ extension LarderAgentCommand {
             logger.logLevel = .notice
             let rebuilt: [OnlineRebuild.Rebuilt]
             do {
-                let store = try OnlineStore(directory: DataPlane.onlineStoreDirectory(configuration))
+                let backend = try OnlineBackend.open(configuration, logger: logger)
                 let cache = try DefinitionCache(
                     directory: DataPlane.definitionsDirectory(configuration), trustedKeys: TrustedSigningKeys(configuration: configuration, logger: logger))
-                rebuilt = try await OnlineRebuild(configuration: configuration, store: store, cache: cache, logger: logger)
-                    .run(views: views.isEmpty ? nil : Set(views))
+                do {
+                    rebuilt = try await OnlineRebuild(configuration: configuration, backend: backend, cache: cache, logger: logger)
+                        .run(views: views.isEmpty ? nil : Set(views))
+                    await backend.close()
+                } catch {
+                    await backend.close()
+                    throw error
+                }
             } catch let failure as JobExecutionError {
                 throw ValidationError(failure.message)
             } catch {

@@ -53,10 +53,10 @@ extension LarderAgentCommand {
             defer { withExtendedLifetime(lock) {} }
             // The stores and the signed definitions open from local disk: no control plane needed.
             let trustedKeys = TrustedSigningKeys(configuration: configuration, logger: logger)
-            let onlineStore: OnlineStore
+            let online: OnlineBackend
             let cache: DefinitionCache
             do {
-                onlineStore = try OnlineStore(directory: DataPlane.onlineStoreDirectory(configuration))
+                online = try OnlineBackend.open(configuration, logger: logger)
                 cache = try DefinitionCache(directory: DataPlane.definitionsDirectory(configuration), trustedKeys: trustedKeys)
             } catch {
                 throw ValidationError("cannot open the agent's data directory \(configuration.dataDirectory): \(error)")
@@ -67,22 +67,23 @@ extension LarderAgentCommand {
             let registryCache = RegistryCache(
                 file: URL(fileURLWithPath: DataPlane.registrySnapshotFile(configuration)), trustedKeys: trustedKeys, logger: logger)
             logger.info("opened the online store", metadata: [
-                "tables": "\(onlineStore.schemas.count)", "cached_definitions": "\(cached.count)",
+                "online_store": .string(configuration.onlineStore.kind.rawValue), "tables": "\(online.embedded?.schemas.count ?? 0)",
+                "cached_definitions": "\(cached.count)",
                 "access_version": "\(accessGuard.version.map(String.init) ?? "none")",
                 "registry_revision": "\(registryCache.revision.map(String.init) ?? "none")",
             ])
             let runner = AgentRunner(
-                configuration: configuration, executors: DataPlane.executors(configuration: configuration, onlineStore: onlineStore, logger: logger),
+                configuration: configuration, executors: DataPlane.executors(configuration: configuration, online: online, logger: logger),
                 logger: logger, definitionCache: cache, accessGuard: accessGuard, registryCache: registryCache, trustedKeys: trustedKeys)
             var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
                 .init(service: runner, successTerminationBehavior: .gracefullyShutdownGroup),
-                .init(service: OnlineStoreMaintenance(store: onlineStore, logger: logger)),
             ]
+            if let store = online.embedded { services.append(.init(service: OnlineStoreMaintenance(store: store, logger: logger))) }
             if let serving = configuration.serving {
                 // Serves from the local store and snapshots: it keeps answering while the control plane is down.
                 let addressFile = DataPlane.servingAddressFile(configuration)
                 try? FileManager.default.removeItem(atPath: addressFile)
-                let reader = OnlineFeatureReader(store: onlineStore, registry: registryCache)
+                let reader = OnlineFeatureReader(backend: online, registry: registryCache)
                 let metrics = AgentMetrics()
                 let push: PushIngestor
                 var offline: (schema: String, url: PostgresURL)?
@@ -91,7 +92,7 @@ extension LarderAgentCommand {
                 }
                 do {
                     push = try PushIngestor(
-                        directory: DataPlane.pushDirectory(configuration), store: onlineStore, reader: reader, metrics: metrics,
+                        directory: DataPlane.pushDirectory(configuration), store: online, reader: reader, metrics: metrics,
                         offlineStore: offline, logger: logger)
                 } catch {
                     throw ValidationError("cannot open the push journal in \(configuration.dataDirectory): \(error)")
@@ -116,37 +117,51 @@ extension LarderAgentCommand {
                 gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
             do {
                 try await group.run()
+                await online.close()
             } catch let refusal as AgentRunner.Refusal {
+                await online.close()
                 throw ValidationError(refusal.description)
             }
         }
     }
 
-    /// Prints what the online store holds, reading its files (the agent may be running).
-    struct Online: ParsableCommand {
+    /// Prints what the online store holds, reading its files or Redis (the agent may be running).
+    struct Online: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Print the online store's tables, or the stored values of some entities (read-only).")
 
         @Option(help: "The agent's configuration file (LARDER_AGENT_CONFIG, default ./agent.yaml).") var config: String?
         @Option(help: "The folder `larder-agent enroll` wrote: its agent.yaml is the configuration.") var dataDir: String?
         @Option(help: "The feature view to look up.") var view: String?
-        @Option(help: "The view's version (default: the newest stored).") var version: Int?
+        @Option(help: "The view's version (default: the newest stored, or the one Redis serves).") var version: Int?
         @Option(name: .customLong("key"), help: "An entity's join key value(s), comma-separated for several keys; repeatable.") var keys: [String] = []
 
-        func run() throws {
+        func run() async throws {
             let path = AgentFiles.configurationPath(config: config, dataDirectory: dataDir)
             let configuration: AgentConfiguration
             do { configuration = try AgentConfiguration(file: path, requireToken: false) } catch { throw ValidationError(error.description) }
+            if view == nil, !keys.isEmpty { throw ValidationError("--key needs --view") }
+            if view != nil, keys.isEmpty { throw ValidationError("give at least one --key") }
+            if case .redis(let settings) = configuration.onlineStore {
+                let redis = try RedisOnlineStore(settings: settings, logger: Logger(label: DataPlane.component))
+                do {
+                    if let view {
+                        print(try await OnlineStoreReport.lookup(redis, view: view, version: version, keys: keys, now: Date()))
+                    } else {
+                        print(try await OnlineStoreReport.tables(redis))
+                    }
+                    await redis.close()
+                } catch {
+                    await redis.close()
+                    throw ValidationError("cannot read the online store in Redis: \(error)")
+                }
+                return
+            }
             let store: OnlineStore
             do { store = try OnlineStore(directory: DataPlane.onlineStoreDirectory(configuration), readOnly: true) } catch {
                 throw ValidationError("cannot read the online store: \(error)")
             }
-            guard let view else {
-                guard keys.isEmpty else { throw ValidationError("--key needs --view") }
-                print(OnlineStoreReport.tables(store))
-                return
-            }
-            guard !keys.isEmpty else { throw ValidationError("give at least one --key") }
+            guard let view else { return print(OnlineStoreReport.tables(store)) }
             do { print(try OnlineStoreReport.lookup(store, view: view, version: version, keys: keys, now: Date())) } catch {
                 throw ValidationError(error.description)
             }

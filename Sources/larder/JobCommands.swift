@@ -102,6 +102,7 @@ struct JobsCommand: AsyncParsableCommand {
         @Option(help: "Only jobs of this feature view.") var view: String?
         @Option(help: "Only jobs of this kind: materialize, backfill or dataset.") var kind: String?
         @Option(help: "Only the chunks of this backfill.") var parent: Int64?
+        @Option(help: "Only jobs of this environment.") var environment: String?
         @Option(help: "At most this many jobs.") var limit: Int = 50
         @Flag(help: "Print JSON.") var json = false
 
@@ -119,13 +120,13 @@ struct JobsCommand: AsyncParsableCommand {
             try await CLIOutput.reportingErrors {
                 let page = try await try server.client().jobs(
                     workspace: try server.workspaceName(), state: state.flatMap(JobState.init(rawValue:)), view: view,
-                    kind: kind.flatMap(JobKind.init(rawValue:)), parent: parent, limit: limit)
+                    kind: kind.flatMap(JobKind.init(rawValue:)), parent: parent, environment: environment, limit: limit)
                 if json { return try CLIOutput.json(page.items) }
                 print(CLIOutput.table(
-                    ["ID", "KIND", "STATE", "VIEW", "INTERVAL", "ATTEMPTS | CHUNKS", "AGENT", "TRIGGER"],
+                    ["ID", "KIND", "STATE", "VIEW", "ENVIRONMENT", "INTERVAL", "ATTEMPTS | CHUNKS", "AGENT", "TRIGGER"],
                     page.items.map { job in
                         [String(job.id), job.kind.rawValue, JobText.state(job), job.featureView.map { v in job.version.map { "\(v) v\($0)" } ?? v } ?? "-",
-                         JobText.interval(job), job.kind == .backfill ? JobText.chunks(job) : "\(job.attempts)/\(job.maxAttempts)",
+                         job.environment ?? "-", JobText.interval(job), job.kind == .backfill ? JobText.chunks(job) : "\(job.attempts)/\(job.maxAttempts)",
                          job.agent ?? "-", job.trigger]
                     }))
                 if page.nextCursor != nil { print("(more: raise --limit or filter with --state, --view or --kind)") }
@@ -230,7 +231,7 @@ struct MaterializeCommand: AsyncParsableCommand {
     @Option(help: "The first instant, RFC 3339 (2025-01-01T00:00:00Z).") var start: String
     @Option(help: "The first instant not to materialize, RFC 3339.") var end: String
     @Option(help: "The length of each chunk, such as 6h or 1d (default: the control plane's).") var chunk: String?
-    @Option(help: "Only agents of this environment run it.") var environment: String?
+    @Option(help: "Only this environment (default: every environment of the workspace, each for its own stores).") var environment: String?
     @Flag(help: "Print JSON.") var json = false
 
     func run() async throws {
@@ -241,7 +242,8 @@ struct MaterializeCommand: AsyncParsableCommand {
                 MaterializeRequest(featureView: view, start: from, end: to, chunk: chunk, environment: environment),
                 workspace: try server.workspaceName())
             if json { return try CLIOutput.json(response) }
-            print("queued backfill \(response.backfill.id) of \(view): \(response.chunksQueued) chunk(s)"
+            let places = response.backfills.map { "\($0.id) (\($0.environment ?? "any environment"))" }.joined(separator: ", ")
+            print("queued backfill\(response.backfills.count == 1 ? "" : "s") \(places) of \(view): \(response.chunksQueued) chunk(s)"
                 + (response.chunksSkipped > 0 ? ", \(response.chunksSkipped) skipped (already queued, running or done)" : ""))
             print("follow it with: larder jobs describe \(response.backfill.id)")
         }

@@ -13,7 +13,7 @@ struct LarderCommand: AsyncParsableCommand {
             InitCommand.self, ValidateCommand.self, PlanCommand.self, ApplyCommand.self, WorkspacesCommand.self, ListCommand.self,
             DescribeCommand.self, VersionsCommand.self, LineageCommand.self, SearchCommand.self, LoginCommand.self,
             WhoAmICommand.self, PrincipalsCommand.self, ServiceAccountsCommand.self, TokensCommand.self, AccessCommand.self,
-            AuditCommand.self, AgentsCommand.self, JobsCommand.self, MaterializeCommand.self, DatasetsCommand.self, StatusCommand.self, ExpectationsCommand.self, AlertsCommand.self,
+            AuditCommand.self, EnvironmentsCommand.self, AgentsCommand.self, JobsCommand.self, MaterializeCommand.self, DatasetsCommand.self, StatusCommand.self, ExpectationsCommand.self, AlertsCommand.self,
         ]
     )
 }

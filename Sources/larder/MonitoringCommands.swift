@@ -16,9 +16,9 @@ struct StatusCommand: AsyncParsableCommand {
             let views = try await client.freshness(workspace: workspace)
             if json { return try CLIOutput.json(views) }
             print(CLIOutput.table(
-                ["VIEW", "VERSION", "STATE", "MATERIALIZED TO", "BEHIND", "SLO"],
+                ["VIEW", "VERSION", "ENVIRONMENT", "STATE", "MATERIALIZED TO", "BEHIND", "SLO"],
                 views.map {
-                    [$0.view, "v\($0.version)", $0.state.rawValue, $0.watermark.map(JobText.time) ?? "-",
+                    [$0.view, "v\($0.version)", $0.environment ?? "-", $0.state.rawValue, $0.watermark.map(JobText.time) ?? "-",
                      $0.stalenessSeconds.map(TimeSpan.approximate) ?? "-", $0.expectedSeconds.map(TimeSpan.approximate) ?? "-"]
                 }))
             let alerts = try await client.alerts(workspace: workspace)

@@ -68,13 +68,17 @@ struct JobsWorld {
     let folder: URL
     let publicKey: String
     var agentTokens: [String: String] = [:]
+    /// The `online_store:` block of the agents' settings; nil: embedded.
+    var onlineStore: String?
 
     static let serverEnvironment = [
         "LARDER_LEASE_SECONDS": "5", "LARDER_SCHEDULER_INTERVAL_SECONDS": "0.25", "LARDER_RETRY_BASE_SECONDS": "0.2",
         "LARDER_HEARTBEAT_SECONDS": "1", "LARDER_MAX_CLAIM_WAIT_SECONDS": "5",
     ]
 
-    static func make(database: PostgresURL, agents: Int, environment: [String: String] = [:]) async throws -> JobsWorld {
+    /// With more than one agent the environment's online store is Redis (an embedded store takes one agent):
+    /// `redis` is its address (by default a closed port: the test agent only runs jobs, it never opens the store).
+    static func make(database: PostgresURL, agents: Int, environment: [String: String] = [:], redis: String? = nil) async throws -> JobsWorld {
         let adminToken = APIToken.generate().text
         let server = try ControlPlaneProcess(
             databaseURL: database.urlString, bootstrapToken: adminToken, environment: serverEnvironment.merging(environment) { $1 })
@@ -87,9 +91,11 @@ struct JobsWorld {
         var world = JobsWorld(
             database: database, server: server, admin: admin, folder: folder,
             publicKey: String(line.dropFirst("public key:".count)).trimmingCharacters(in: .whitespaces))
+        let shared = agents > 1 || redis != nil
+        if shared { world.onlineStore = "online_store:\n  redis:\n    addresses: [\(redis ?? "127.0.0.1:1")]\n" }
         for index in 1...agents {
             let name = "agent-\(index)"
-            _ = try await admin.createAgent(name: name, environment: "prod", workspace: workspace)
+            _ = try await admin.createTestAgent(name: name, environment: "prod", workspace: workspace, onlineStore: shared ? .redis : .embedded)
             world.agentTokens[name] = try await admin.createToken(for: name).token
         }
         return world
@@ -120,6 +126,7 @@ struct JobsWorld {
             serving:
               listen: 127.0.0.1:0
 
+            \(onlineStore ?? "")
             """.write(to: url, atomically: true, encoding: .utf8)
         return url
     }
@@ -347,7 +354,7 @@ struct JobCommandTests {
             let queued = try larder(
                 "materialize", "driver_hourly_stats", "--start", "2025-01-01T00:00:00Z", "--end", "2025-01-01T03:00:00Z", "--chunk", "1h")
             #expect(queued.status == 0, "\(queued.standardError)")
-            #expect(queued.standardOutput.contains("queued backfill 1 of driver_hourly_stats: 3 chunk(s)"))
+            #expect(queued.standardOutput.contains("queued backfill 1 (prod) of driver_hourly_stats: 3 chunk(s)"))
             let listed = try larder("jobs", "ls", "--state", "queued")
             #expect(listed.status == 0)
             // A header, the backfill (queued until a chunk is claimed) and its 3 chunks.
@@ -368,6 +375,10 @@ struct JobCommandTests {
             #expect(try larder("jobs", "retry", "4").standardOutput.contains("job 4 is queued again"))
             #expect(try await world.waitUntilFinished(4, timeout: 30).job.state == .succeeded)
             #expect(try await world.waitUntilFinished(1, timeout: 30).job.state == .succeeded)
+            let unknown = try larder("agents", "create", "agent-eu-2", "--environment", "prod-eu")
+            #expect(unknown.status != 0 && unknown.standardError.contains("larder environments create prod-eu"), "\(unknown.standardError)")
+            let createdEnvironment = try larder("environments", "create", "prod-eu", "--online-store", "redis", "--description", "production, eu-west")
+            #expect(createdEnvironment.status == 0 && createdEnvironment.standardOutput.contains("created environment prod-eu of rides (online store: redis)"))
             let registered = try larder("agents", "create", "agent-eu-2", "--environment", "prod-eu")
             #expect(registered.status == 0, "\(registered.standardError)")
             #expect(registered.standardOutput.contains("registered agent agent-eu-2 of rides (prod-eu)"))
@@ -376,6 +387,11 @@ struct JobCommandTests {
             #expect(agents.standardOutput.contains("agent-eu-2") && agents.standardOutput.contains("never"))
             #expect(agents.standardOutput.contains("agent-1") && agents.standardOutput.contains("online"), "\(agents.standardOutput)")
             #expect(agents.standardOutput.contains("materialize"))
+            let environments = try larder("environments", "ls")
+            #expect(environments.standardOutput.contains("prod-eu") && environments.standardOutput.contains("redis"), "\(environments.standardOutput)")
+            let prod = try larder("environments", "describe", "prod")
+            #expect(prod.standardOutput.contains("online store: embedded (one agent: agent-1)"), "\(prod.standardOutput)")
+            #expect(try larder("jobs", "ls", "--environment", "prod").standardOutput.contains("ENVIRONMENT"))
 
             let missing = try larder("jobs", "describe", "999999")
             #expect(missing.status == 1 && missing.standardError.contains("no job 999999"))

@@ -59,9 +59,9 @@ struct FeatureServerCaller {
         throw CancellationError()
     }
 
-    func call(_ method: HTTPMethod = .POST, _ path: String = "/v1/features/online", body: String? = nil, token: String?) async throws
-        -> (status: Int, body: Data, headers: HTTPHeaders)
-    {
+    func call(
+        _ method: HTTPMethod = .POST, _ path: String = "/v1/features/online", body: String? = nil, token: String?, timeout: TimeAmount = .seconds(30)
+    ) async throws -> (status: Int, body: Data, headers: HTTPHeaders) {
         var request = HTTPClientRequest(url: baseURL + path)
         request.method = method
         if let token { request.headers.add(name: "Authorization", value: "Bearer \(token)") }
@@ -69,13 +69,13 @@ struct FeatureServerCaller {
             request.headers.add(name: "Content-Type", value: "application/json")
             request.body = .bytes(ByteBuffer(string: body))
         }
-        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(30))
+        let response = try await HTTPClient.shared.execute(request, timeout: timeout)
         let bytes = try await response.body.collect(upTo: 64 << 20)
         return (Int(response.status.code), Data(bytes.readableBytesView), response.headers)
     }
 
-    func features(_ body: String, token: String?) async throws -> ServedFeatures {
-        let (status, data, _) = try await call(body: body, token: token)
+    func features(_ body: String, token: String?, timeout: TimeAmount = .seconds(30)) async throws -> ServedFeatures {
+        let (status, data, _) = try await call(body: body, token: token, timeout: timeout)
         guard status == 200 else { throw ProblemDetails(code: "unexpected", title: "", status: status, detail: String(decoding: data, as: UTF8.self)) }
         return try APICoding.makeDecoder().decode(ServedFeatures.self, from: data)
     }

@@ -19,9 +19,9 @@ struct MaterializationWorld {
     /// Writes `drivers × hours` hourly rows of driver_hourly_stats.csv and
     /// `trips` rows of public.trips, then the agent's configuration.
     static func make(
-        registry: PostgresURL, customer: PostgresURL, drivers: Int, hours: Int, trips: Int, environment: [String: String] = [:]
+        registry: PostgresURL, customer: PostgresURL, drivers: Int, hours: Int, trips: Int, environment: [String: String] = [:], redis: Int? = nil
     ) async throws -> MaterializationWorld {
-        let jobs = try await JobsWorld.make(database: registry, agents: 1, environment: environment)
+        let jobs = try await JobsWorld.make(database: registry, agents: 1, environment: environment, redis: redis.map { "127.0.0.1:\($0)" })
         let files = jobs.folder.appendingPathComponent("files")
         try FileManager.default.createDirectory(at: files, withIntermediateDirectories: true)
         var csv = "driver_id,event_timestamp,created,conv_rate,acc_rate,avg_daily_trips\n"
@@ -109,14 +109,15 @@ struct MaterializationWorld {
               max_batch_entities: 100
             datasets:
               max_upload_bytes: 1048576
-
+            \(jobs.onlineStore ?? "")
             """.write(to: url, atomically: true, encoding: .utf8)
         return try AgentProcess(name: name, config: url, token: jobs.agentTokens[name]!, jobMilliseconds: 0, binary: "larder-agent")
     }
 
     /// Registers another agent of the workspace's environment, with a token.
     mutating func addAgent(_ name: String) async throws {
-        _ = try await jobs.admin.createAgent(name: name, environment: "prod", workspace: JobsWorld.workspace)
+        _ = try await jobs.admin.createTestAgent(
+            name: name, environment: "prod", workspace: JobsWorld.workspace, onlineStore: jobs.onlineStore == nil ? .embedded : .redis)
         jobs.agentTokens[name] = try await jobs.admin.createToken(for: name).token
     }
 
@@ -155,13 +156,14 @@ struct MaterializationWorld {
 
 @Suite("Materialization by a real agent: sources, offline and online stores", .serialized)
 struct MaterializationProcessTests {
+    /// With `redis` (a server's port) the environment's online store is that Redis.
     static func withWorld(
-        drivers: Int, hours: Int, trips: Int, environment: [String: String] = [:], _ body: (MaterializationWorld) async throws -> Void
+        drivers: Int, hours: Int, trips: Int, environment: [String: String] = [:], redis: Int? = nil, _ body: (MaterializationWorld) async throws -> Void
     ) async throws {
         try await TestDatabase.withIsolatedDatabase { registry in
             try await TestDatabase.withIsolatedDatabase { customer in
                 let world = try await MaterializationWorld.make(
-                    registry: registry, customer: customer, drivers: drivers, hours: hours, trips: trips, environment: environment)
+                    registry: registry, customer: customer, drivers: drivers, hours: hours, trips: trips, environment: environment, redis: redis)
                 defer { _ = world.jobs.server.stop() }   // before the databases are dropped
                 try await body(world)
             }
@@ -327,6 +329,30 @@ struct MaterializationProcessTests {
         }
     }
 
+    /// Sends `signal` to `agent` once `condition` holds (checked from a thread of its own, for up to a minute).
+    static func signal(_ agent: AgentProcess, _ signal: Int32, when condition: @escaping @Sendable () -> Bool) -> Thread {
+        let pid = agent.process.processIdentifier
+        return Thread {
+            let deadline = Date().addingTimeInterval(60)
+            while Date() < deadline, !condition() { usleep(500) }
+            kill(pid, signal)
+        }
+    }
+
+    /// The Redis at `port` holds each of `drivers` drivers' row of `hour` of driver_hourly_stats, as version 1 (served).
+    static func expectNewestHour(inRedis port: Int, drivers: Int = 3_000, hour: Int = 47) async throws {
+        let store = try RedisOnlineStore(settings: RedisSettings(endpoints: [RedisEndpoint(host: "127.0.0.1", port: port)]), logger: Logger(label: "test"))
+        defer { Task { await store.close() } }
+        let schema = try #require(try await store.servingSchema(view: "driver_hourly_stats", upTo: 1))
+        #expect(schema.version == 1)
+        let lastHour = Int64(MaterializationWorld.day0.addingTimeInterval(Double(hour) * 3_600).timeIntervalSince1970 * 1_000_000)
+        for driver in stride(from: 0, to: drivers, by: 97) {
+            let (conv, acc, trips) = MaterializationWorld.values(driver: driver, hour: hour)
+            #expect(try await store.lookup(.int(Int64(1_000 + driver)), schema: schema, now: lastHour) == .present(OnlineRecord(
+                eventTime: lastHour, createdTime: lastHour, values: [conv.map(FeatureValue.double) ?? .null, .double(acc), .int(Int64(trips))])))
+        }
+    }
+
     /// The online store under `dataDirectory` holds each of the 3,000 drivers' hour-47 row of driver_hourly_stats.
     static func expectNewestHour(in dataDirectory: URL) throws {
         let table = try #require(try OnlineStore(directory: dataDirectory.appendingPathComponent("online").path)
@@ -340,18 +366,23 @@ struct MaterializationProcessTests {
         }
     }
 
-    @Test("fencing: an agent stopped with SIGSTOP mid-write past its lease, the job retried and finished by another, the first resumed — one copy of each row, the newest values online, the stale attempt refused")
+    @Test("fencing: two agents sharing Redis, one stopped with SIGSTOP mid-write past its lease, the job retried and finished by the other, the first resumed — one copy of each row, the newest values online, the stale attempt refused")
     func pausedAgentIsFenced() async throws {
-        try await Self.withWorld(drivers: 3_000, hours: 48, trips: 10, environment: ["LARDER_LEASE_SECONDS": "2"]) { world in
+        try await TestRedis.withServer { redis in
+        try await Self.withWorld(drivers: 3_000, hours: 48, trips: 10, environment: ["LARDER_LEASE_SECONDS": "2"], redis: redis) { world in
             var world = world
             try await world.addAgent("agent-2")
             let first = try world.startAgent()
-            // Pause the first agent in the middle of its write (its first online rows are out, so the offline
+            // Pause the first agent in the middle of its write (its first online rows are in Redis, so the offline
             // transaction is open), on a thread of its own that watches before the job is even queued: the
             // job takes about a second, and a watcher started late on a loaded machine would miss it.
-            let log = world.jobs.folder.appendingPathComponent("agent-1/online/driver_hourly_stats@v1.log").path
             let pid = first.process.processIdentifier
-            let paused = Self.signal(first, SIGSTOP, once: log, reaches: 20_000)
+            let paused = Self.signal(first, SIGSTOP) {
+                // DBSIZE by hand over a socket of its own (a thread cannot await a client).
+                guard let socket = try? RawSocket(port: redis, timeout: 1), socket.send("DBSIZE\r\n") else { return false }
+                let answer = socket.read(for: 0.02)
+                return answer.hasPrefix(":") && answer.dropFirst().prefix { $0.isNumber } != "0"
+            }
             paused.start()
             let started = try await world.jobs.admin.materialize(
                 MaterializeRequest(
@@ -386,10 +417,11 @@ struct MaterializationProcessTests {
             let attempts = try await world.jobs.admin.job(chunk.id, workspace: JobsWorld.workspace).attempts
             #expect(attempts.first?.agent == "agent-1" && attempts.first?.outcome == "lease-expired", "\(attempts.map { "\($0.agent) \($0.outcome)" })")
             #expect(attempts.last?.agent == "agent-2" && attempts.last?.outcome == "succeeded")
-            // The agent that finished serves the newest values.
+            // The shared store holds the newest values.
             #expect(second.stop() == 0)
             #expect(first.stop() == 0)
-            try Self.expectNewestHour(in: world.jobs.folder.appendingPathComponent("agent-2"))
+            try await Self.expectNewestHour(inRedis: redis)
+        }
         }
     }
 

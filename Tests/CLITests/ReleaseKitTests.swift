@@ -221,6 +221,7 @@ struct ReleaseKitTests {
             let controlAccount = try Self.account("larder", in: root)
             #expect(Self.uids(of: control.process.processIdentifier) == [controlAccount.uid], "\(control.log)")
             let cli = ["LARDER_URL": baseURL, "LARDER_TOKEN": adminToken, "LARDER_WORKSPACE": "release"]
+            try #require(try LarderBinary.run(["environments", "create", "prod"], environment: cli).status == 0)
             let made = try LarderBinary.run(["agents", "enroll-token", "--environment", "prod", "--agent", "edge"], environment: cli)
             try #require(made.status == 0, "\(made.standardError)")
             let token = try #require(made.standardOutput.split(separator: "\n").first { $0.hasPrefix("lre_") })

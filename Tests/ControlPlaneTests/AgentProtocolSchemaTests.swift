@@ -23,6 +23,7 @@ struct AgentProtocolSchemaTests {
         "snapshot", "registry_revision", "have_revision", "revision", "dataset", "rows", "columns", "name", "type", "views", "view",
         "earliest", "latest", "sha256", "disallowed_count", "expectations", "policy", "results", "check", "observed", "lower_limit",
         "upper_limit", "passed", "grace_seconds", "token", "previous_expires_at", "lease_term", "signing_keys", "key_generation",
+        "online_store",
     ]
     /// Free-text fields an agent may send, each bounded.
     static let boundedText: [String: Int] = [
@@ -130,7 +131,7 @@ struct AgentProtocolSchemaTests {
     func typesMatchSchema() throws {
         let token = UUID()
         let samples: [(String, any Encodable)] = [
-            ("AgentHello", AgentHello(instanceId: "i", version: "v", hostname: "h", capabilities: [.materialize])),
+            ("AgentHello", AgentHello(instanceId: "i", version: "v", hostname: "h", capabilities: [.materialize], onlineStore: .redis)),
             ("AgentHeartbeat", AgentHeartbeat(instanceId: "i", runningJobs: [1], keyGeneration: 2)),
             ("RotateCredentialsRequest", RotateCredentialsRequest(graceSeconds: 1)),
             ("ClaimRequest", ClaimRequest(instanceId: "i", kinds: [.materialize], waitSeconds: 1)),

@@ -48,12 +48,12 @@ struct Cast {
         _ = try await admin.createPrincipal(CreatePrincipalRequest(name: principalName(.stranger), kind: .user))
         try await admin.grant(.owner, to: principalName(.stranger), workspace: otherWorkspace)
         tokens[.stranger] = try await admin.createToken(for: principalName(.stranger)).token
-        _ = try await admin.createAgent(name: principalName(.agent), environment: "prod", workspace: workspace)
+        _ = try await admin.createTestAgent(name: principalName(.agent), environment: "prod", workspace: workspace)
         tokens[.agent] = try await admin.createToken(for: principalName(.agent)).token
         _ = try await admin.createPrincipal(CreatePrincipalRequest(name: "target-user", kind: .user, password: "correct horse battery"))
         try await admin.grant(.viewer, to: "target-user", workspace: workspace)
         _ = try await admin.createPrincipal(CreatePrincipalRequest(name: "disposable-user", kind: .user))
-        _ = try await admin.createAgent(name: "disposable-agent", environment: "prod", workspace: Cast.workspace)
+        _ = try await admin.createTestAgent(name: "disposable-agent", environment: "prod", workspace: Cast.workspace)
         let spare = try await admin.createToken(for: principalName(.viewer), description: "spare").resource.publicId
         let plan = try await admin.plan(workspace: workspace, files: RepositoryFixture.example(workspace: workspace).apiFiles)
         // Job 1 (a backfill) exists before any member calls a job route.
@@ -132,6 +132,10 @@ enum DocumentedPermissions {
         "GET /v1/workspaces/{workspace}/access": .workspace(.owner), "POST /v1/workspaces/{workspace}/access": .workspace(.owner),
         "DELETE /v1/workspaces/{workspace}/access/{principal}/{role}": .workspace(.owner),
         "GET /v1/workspaces/{workspace}/agents": .workspace(.viewer),
+        "GET /v1/workspaces/{workspace}/environments": .workspace(.viewer),
+        "GET /v1/workspaces/{workspace}/environments/{environment}": .workspace(.viewer),
+        "POST /v1/workspaces/{workspace}/environments": .workspace(.owner),
+        "DELETE /v1/workspaces/{workspace}/environments/{environment}": .workspace(.owner),
         "GET /v1/workspaces/{workspace}/jobs": .workspace(.viewer), "GET /v1/workspaces/{workspace}/jobs/{job}": .workspace(.viewer),
         "POST /v1/workspaces/{workspace}/jobs/{job}/cancel": .workspace(.operator),
         "POST /v1/workspaces/{workspace}/jobs/{job}/retry": .workspace(.operator),
@@ -174,7 +178,7 @@ struct AccessPolicyTests {
         let values = [
             "{workspace}": Cast.workspace, "{job}": "1", "{collection}": "feature-views", "{name}": "driver_hourly_stats", "{version}": "1",
             "{plan}": cast.planID.uuidString.lowercased(), "{token}": cast.spareTokenOfViewer, "{role}": "viewer",
-            "{agent}": "disposable-agent",
+            "{agent}": "disposable-agent", "{environment}": "prod",
             "{principal}": route.path == "/v1/principals/{principal}" && route.method == "DELETE" ? "disposable-user"
                 : route.path.hasSuffix("{principal}/{role}") ? "target-user" : Cast.principalName(.viewer),
         ]
@@ -190,6 +194,7 @@ struct AccessPolicyTests {
             // A malformed token: 400 for everyone, and no failed attempt counted against the shared address.
             "POST /v1/enroll": #"{"token":"not-a-token","hostname":"matrix"}"#,
             "POST /v1/workspaces/{workspace}/enrollment-tokens": #"{"environment":"prod"}"#,
+            "POST /v1/workspaces/{workspace}/environments": #"{"name":"env-\#(unique)"}"#,
             "POST /v1/agent/credentials": #"{"grace_seconds":600}"#,
             "POST /v1/principals": #"{"name":"p-\#(unique)","kind":"service_account"}"#,
             "PUT /v1/principals/{principal}/password": #"{"password":"another long password"}"#,

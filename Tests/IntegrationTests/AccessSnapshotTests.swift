@@ -142,7 +142,7 @@ struct AccessSnapshotTests {
             _ = try await admin.createPrincipal(CreatePrincipalRequest(name: "olga", kind: .user))
             _ = try await admin.grant(.consumer, to: "olga", workspace: "payments")
             let olgaToken = try await admin.createToken(for: "olga", audience: .dataPlane).resource.publicId
-            _ = try await admin.createAgent(name: "payments-agent", environment: "prod", workspace: "payments")
+            _ = try await admin.createTestAgent(name: "payments-agent", environment: "prod", workspace: "payments")
             let agent = ControlPlaneClient(baseURL: world.server.baseURL, token: try await admin.createToken(for: "payments-agent").token)
             let reply = try await agent.accessSnapshot(AccessSnapshotRequest(instanceId: "payments-1", haveVersion: nil))
             let payments = try AccessSnapshot(verified: try #require(reply.snapshot).verified(with: try await world.keys.current().publicKey))

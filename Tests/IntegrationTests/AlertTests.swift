@@ -56,7 +56,7 @@ struct AlertTests {
         let start = RFC3339.parse("2025-01-03T00:05:00Z")!
         try await SchedulerFixture.with(start: start) { fixture in
             let client = fixture.server.client
-            _ = try await client.createAgent(name: "agent-1", environment: "prod", workspace: SchedulerFixture.workspace)
+            _ = try await client.createTestAgent(name: "agent-1", environment: "prod", workspace: SchedulerFixture.workspace)
             let agent = ControlPlaneClient(baseURL: fixture.server.baseURL, token: try await client.createToken(for: "agent-1").token)
             _ = try await agent.hello(AgentHello(instanceId: "i", version: "test", hostname: "test", capabilities: [.materialize]))
             let scheduler = fixture.scheduler("replica-a", interval: .milliseconds(100))
@@ -109,7 +109,7 @@ struct AlertTests {
                 if working { try await catchUp() }
             }
             func staleAlert() async throws -> AlertResource? {
-                try await client.alerts(workspace: SchedulerFixture.workspace).first { $0.kind == "stale" && $0.subject == "driver_hourly_stats" }
+                try await client.alerts(workspace: SchedulerFixture.workspace).first { $0.kind == "stale" && $0.subject == "driver_hourly_stats@prod" }
             }
             // Hourly runs while the agent works: never stale (the SLO is twice the schedule, 2h).
             for _ in 0..<3 {
@@ -150,7 +150,7 @@ struct AlertTests {
         try await TestControlPlane.withControlPlane(jobs: settings) { server in
             let client = server.client
             _ = try await client.createWorkspace("rides")
-            _ = try await client.createAgent(name: "agent-1", environment: "prod", workspace: "rides")
+            _ = try await client.createTestAgent(name: "agent-1", environment: "prod", workspace: "rides")
             let agent = ControlPlaneClient(baseURL: server.baseURL, token: try await client.createToken(for: "agent-1").token)
             _ = try await agent.hello(AgentHello(instanceId: "i1", version: "test", hostname: "test", capabilities: [.materialize]))
             func open() async throws -> [AlertResource] { try await client.alerts(workspace: "rides").filter { $0.kind == "agent-offline" } }

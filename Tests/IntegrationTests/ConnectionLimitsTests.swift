@@ -66,7 +66,7 @@ struct ConnectionLimitsTests {
             }
             // A long poll (an agent's claim, waiting 5 s with the head timeout at 3 s) is answered: no timer runs while answering.
             _ = try await server.client.createWorkspace("limits")
-            _ = try await server.client.createAgent(name: "limits-agent", environment: "prod", workspace: "limits")
+            _ = try await server.client.createTestAgent(name: "limits-agent", environment: "prod", workspace: "limits")
             let agent = ControlPlaneClient(baseURL: server.baseURL, token: try await server.client.createToken(for: "limits-agent").token)
             _ = try await agent.hello(AgentHello(instanceId: "i", version: LarderVersion.number, hostname: "h", capabilities: [.materialize]))
             let began = Date()

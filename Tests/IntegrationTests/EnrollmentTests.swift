@@ -31,6 +31,7 @@ struct EnrollmentTests {
     func versionSkew() async throws {
         try await TestControlPlane.withControlPlane { server in
             _ = try await server.client.createWorkspace(Self.workspace)
+            _ = try await server.client.createEnvironment(CreateEnvironmentRequest(name: "prod"), workspace: Self.workspace)
             let created = try await server.client.createEnrollmentToken(CreateEnrollmentTokenRequest(environment: "prod"), workspace: Self.workspace)
             let enrolled = try await ControlPlaneClient(baseURL: server.baseURL).enroll(EnrollRequest(token: created.token, hostname: "h"))
             let agent = ControlPlaneClient(baseURL: server.baseURL, token: enrolled.token)
@@ -60,6 +61,8 @@ struct EnrollmentTests {
         try await TestControlPlane.withControlPlane { server in
             let admin = server.client
             _ = try await admin.createWorkspace(Self.workspace)
+            _ = try await admin.createEnvironment(CreateEnvironmentRequest(name: "prod-eu"), workspace: Self.workspace)
+            _ = try await admin.createEnvironment(CreateEnvironmentRequest(name: "prod"), workspace: Self.workspace)
             let created = try await admin.createEnrollmentToken(CreateEnrollmentTokenRequest(environment: "prod-eu"), workspace: Self.workspace)
             #expect(created.token.hasPrefix("lre_") && created.environment == "prod-eu")
             let anonymous = ControlPlaneClient(baseURL: server.baseURL)
@@ -111,6 +114,7 @@ struct EnrollmentTests {
     func concurrentEnrollment(hosts: Int) async throws {
         try await TestControlPlane.withControlPlane { server in
             _ = try await server.client.createWorkspace(Self.workspace)
+            _ = try await server.client.createEnvironment(CreateEnvironmentRequest(name: "prod"), workspace: Self.workspace)
             let created = try await server.client.createEnrollmentToken(CreateEnrollmentTokenRequest(environment: "prod"), workspace: Self.workspace)
             let outcomes = await withTaskGroup(of: Int?.self) { group in
                 for index in 0..<hosts {
@@ -135,6 +139,7 @@ struct EnrollmentTests {
         try await TestControlPlane.withControlPlane { server in
             let admin = server.client
             _ = try await admin.createWorkspace(Self.workspace)
+            _ = try await admin.createEnvironment(CreateEnvironmentRequest(name: "prod"), workspace: Self.workspace)
             try await RepositoryFixture.example(workspace: Self.workspace).unscheduled().apply(to: Self.workspace, with: admin)
             let created = try await admin.createEnrollmentToken(CreateEnrollmentTokenRequest(environment: "prod"), workspace: Self.workspace)
             let enrolled = try await ControlPlaneClient(baseURL: server.baseURL).enroll(EnrollRequest(token: created.token, hostname: "h"))

@@ -21,7 +21,7 @@ struct FreshnessTests {
             try await RepositoryFixture.example(workspace: Self.workspace)
                 .replacing("name: driver_hourly_stats\n", with: "name: driver_hourly_stats\nfreshness: 3h\n", in: "features.yaml")
                 .apply(to: Self.workspace, with: client)
-            _ = try await client.createAgent(name: "agent-1", environment: "prod", workspace: Self.workspace)
+            _ = try await client.createTestAgent(name: "agent-1", environment: "prod", workspace: Self.workspace)
             let agent = ControlPlaneClient(baseURL: server.baseURL, token: try await client.createToken(for: "agent-1").token)
             _ = try await agent.hello(AgentHello(instanceId: "i", version: "test", hostname: "test", capabilities: [.materialize]))
             let now = Date()
@@ -48,33 +48,33 @@ struct FreshnessTests {
                 // Materialized to 6 hours ago: 6h behind a 3h SLO.
                 try await materialize(-10, -6)
                 let stale = try await monitor.evaluate(now: now)
-                #expect(stale.opened.filter { $0.kind == "stale" }.map(\.subject) == ["driver_hourly_stats"], "\(stale)")
+                #expect(stale.opened.filter { $0.kind == "stale" }.map(\.subject) == ["driver_hourly_stats@prod"], "\(stale)")
                 #expect(stale.opened.first?.detail.contains("its SLO is 3h") == true)
                 let reading = try await freshness.freshness(workspace: Self.workspace, now: now).first { $0.view == "driver_hourly_stats" }
                 #expect(reading?.state == .stale && (reading?.stalenessSeconds ?? 0) >= 6 * 3_600)
                 // Still stale: no second alert.
                 #expect(try await monitor.evaluate(now: now.addingTimeInterval(60)).opened.isEmpty)
-                #expect(try await client.alerts(workspace: Self.workspace).filter { $0.kind == "stale" }.map(\.subject) == ["driver_hourly_stats"])
+                #expect(try await client.alerts(workspace: Self.workspace).filter { $0.kind == "stale" }.map(\.subject) == ["driver_hourly_stats@prod"])
                 // The same in the metrics.
                 let samples = ControlPlaneMetricsTests.samples(try await ControlPlaneMetricsTests.scrape(server, token: server.adminToken).text)
-                #expect(ControlPlaneMetricsTests.value(samples, "larder_feature_view_stale", ["view": "driver_hourly_stats"]) == 1)
-                #expect((ControlPlaneMetricsTests.value(samples, "larder_feature_view_staleness_seconds", ["view": "driver_hourly_stats"]) ?? 0) >= 21_600)
-                #expect(ControlPlaneMetricsTests.value(samples, "larder_feature_view_freshness_slo_seconds", ["view": "driver_hourly_stats"]) == 10_800)
+                #expect(ControlPlaneMetricsTests.value(samples, "larder_feature_view_stale", ["view": "driver_hourly_stats", "environment": "prod"]) == 1)
+                #expect((ControlPlaneMetricsTests.value(samples, "larder_feature_view_staleness_seconds", ["view": "driver_hourly_stats", "environment": "prod"]) ?? 0) >= 21_600)
+                #expect(ControlPlaneMetricsTests.value(samples, "larder_feature_view_freshness_slo_seconds", ["view": "driver_hourly_stats", "environment": "prod"]) == 10_800)
                 #expect(ControlPlaneMetricsTests.value(samples, "larder_alerts_open", ["workspace": Self.workspace, "kind": "stale"]) == 1)
 
                 // Three hours on, the never-materialized hourly aggregates are behind their 2h default too.
                 let later = try await monitor.evaluate(now: now.addingTimeInterval(3 * hour))
-                #expect(later.opened.filter { $0.kind == "stale" }.map(\.subject) == ["driver_trip_aggregates"])
+                #expect(later.opened.filter { $0.kind == "stale" }.map(\.subject) == ["driver_trip_aggregates@prod"])
 
                 // Caught up: recovered, the alert resolved.
                 try await materialize(-6, -1)
                 let recovered = try await monitor.evaluate(now: now)
-                #expect(recovered.resolved.map(\.subject).contains("driver_hourly_stats"))
-                #expect(recovered.resolved.first { $0.subject == "driver_hourly_stats" }?.resolvedDetail?.hasPrefix("recovered") == true)
+                #expect(recovered.resolved.map(\.subject).contains("driver_hourly_stats@prod"))
+                #expect(recovered.resolved.first { $0.subject == "driver_hourly_stats@prod" }?.resolvedDetail?.hasPrefix("recovered") == true)
                 let open = try await client.alerts(workspace: Self.workspace)
-                #expect(!open.map(\.subject).contains("driver_hourly_stats"))
+                #expect(!open.map(\.subject).contains("driver_hourly_stats@prod"))
                 let all = try await client.alerts(workspace: Self.workspace, all: true)
-                #expect(all.filter { $0.subject == "driver_hourly_stats" }.count == 1)
+                #expect(all.filter { $0.subject == "driver_hourly_stats@prod" }.count == 1)
             }
             // Another workspace's member does not see them.
             _ = try await client.createWorkspace("other")

@@ -32,10 +32,12 @@ struct JobsFixture: Sendable {
             try await RepositoryFixture.example(workspace: workspace).unscheduled().apply(to: workspace, with: server.client)
             var agents: [ControlPlaneClient] = []
             for index in 1...max(count, 1) {
-                _ = try await server.client.createAgent(name: "agent-\(index)", environment: "prod", workspace: workspace)
+                // Several agents share an environment: its online store is Redis.
+                _ = try await server.client.createTestAgent(name: "agent-\(index)", environment: "prod", workspace: workspace, onlineStore: .redis)
                 let token = try await server.client.createToken(for: "agent-\(index)").token
                 let agent = ControlPlaneClient(baseURL: server.baseURL, token: token)
-                _ = try await agent.hello(AgentHello(instanceId: "instance-\(index)", version: "test", hostname: "test", capabilities: [.materialize]))
+                _ = try await agent.hello(AgentHello(
+                    instanceId: "instance-\(index)", version: "test", hostname: "test", capabilities: [.materialize], onlineStore: .redis))
                 agents.append(agent)
             }
             return try await TestDatabase.withClient(server.database) { client in

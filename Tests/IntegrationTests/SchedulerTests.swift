@@ -28,6 +28,7 @@ struct SchedulerFixture: Sendable {
     static func with<Result: Sendable>(start: Date, _ body: (SchedulerFixture) async throws -> Result) async throws -> Result {
         try await TestControlPlane.withControlPlane { server in
             _ = try await server.client.createWorkspace(workspace)
+            _ = try await server.client.createEnvironment(CreateEnvironmentRequest(name: "prod"), workspace: workspace)
             try await RepositoryFixture.example(workspace: workspace).apply(to: workspace, with: server.client)
             return try await TestDatabase.withClient(server.database) { client in
                 let keys = SigningKeys(client: client, logger: Logger(label: "test"))

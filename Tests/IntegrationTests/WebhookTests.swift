@@ -56,9 +56,10 @@ struct WebhookTests {
                 _ = try await client.createWorkspace("rides")
                 var agents: [ControlPlaneClient] = []
                 for index in 1...2 {
-                    _ = try await client.createAgent(name: "agent-\(index)", environment: "prod", workspace: "rides")
+                    _ = try await client.createTestAgent(name: "agent-\(index)", environment: "prod", workspace: "rides", onlineStore: .redis)
                     let agent = ControlPlaneClient(baseURL: server.baseURL, token: try await client.createToken(for: "agent-\(index)").token)
-                    _ = try await agent.hello(AgentHello(instanceId: "i\(index)", version: "test", hostname: "test", capabilities: [.materialize]))
+                    _ = try await agent.hello(AgentHello(
+                        instanceId: "i\(index)", version: "test", hostname: "test", capabilities: [.materialize], onlineStore: .redis))
                     agents.append(agent)
                 }
                 try await TestDatabase.withClient(server.database) { database in

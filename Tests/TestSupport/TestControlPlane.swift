@@ -95,3 +95,17 @@ public enum TestControlPlane {
         }
     }
 }
+
+extension ControlPlaneClient {
+    /// Registers agent `name` in `environment` of `workspace`, creating the
+    /// environment first (with `onlineStore`) when the workspace has none of that name.
+    @discardableResult
+    public func createTestAgent(
+        name: String, environment: String, workspace: String, onlineStore: OnlineStoreKind = .embedded
+    ) async throws -> PrincipalResource {
+        if try await !environments(workspace: workspace).contains(where: { $0.name == environment }) {
+            _ = try await createEnvironment(CreateEnvironmentRequest(name: environment, onlineStore: onlineStore), workspace: workspace)
+        }
+        return try await createAgent(name: name, environment: environment, workspace: workspace)
+    }
+}

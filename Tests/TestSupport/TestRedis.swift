@@ -1,3 +1,4 @@
+import DataPlane
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -46,9 +47,11 @@ public enum TestRedis {
 
     /// Runs `body` with the port of a new server; `arguments` are added to its command line
     /// (such as `["--user", "app", "on", ">secret", "~*", "+@all"]`).
-    public static func withServer<Result>(arguments: [String] = [], _ body: (Int) async throws -> Result) async throws -> Result {
+    public static func withServer<Result>(
+        arguments: [String] = [], port chosen: Int? = nil, _ body: (Int) async throws -> Result
+    ) async throws -> Result {
         let binary = try serverBinary()
-        let port = try freePort()
+        let port = try chosen ?? freePort()
         let server = Process()
         server.executableURL = URL(fileURLWithPath: binary)
         server.arguments = ["--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no"] + arguments
@@ -66,5 +69,79 @@ public enum TestRedis {
             try await Task.sleep(for: .milliseconds(50))
         }
         return try await body(port)
+    }
+
+    /// Runs `body` with the ports of a new three-master Cluster: three
+    /// `redis-server --cluster-enabled yes`, each given a third of the slots
+    /// (`CLUSTER ADDSLOTSRANGE`) and introduced to the others (`CLUSTER
+    /// MEET`), as `redis-cli --cluster create` does — spoken over RESP rather
+    /// than by running redis-cli, as tests start processes from many threads
+    /// at once — once every node sees every slot served.
+    public static func withCluster<Result>(_ body: ([Int]) async throws -> Result) async throws -> Result {
+        let binary = try serverBinary()
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("larder-redis-cluster-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        var servers: [Process] = []
+        defer {
+            for server in servers where server.isRunning { kill(server.processIdentifier, SIGKILL) }
+            for server in servers { server.waitUntilExit() }
+            try? FileManager.default.removeItem(at: folder)
+        }
+        var ports: [Int] = [], buses: [Int] = []
+        for index in 0..<3 {
+            // The Cluster bus on a port of its own (by default it is 10,000 above, which another test's server may hold).
+            let port = try freePort(), bus = try freePort()
+            let server = Process()
+            server.executableURL = URL(fileURLWithPath: binary)
+            server.currentDirectoryURL = folder
+            server.arguments = [
+                "--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no",
+                "--cluster-enabled", "yes", "--cluster-config-file", folder.appendingPathComponent("nodes-\(index).conf").path,
+                "--cluster-node-timeout", "2000", "--cluster-port", "\(bus)",
+            ]
+            server.standardOutput = FileHandle.nullDevice
+            server.standardError = FileHandle.nullDevice
+            try server.run()
+            servers.append(server)
+            ports.append(port)
+            buses.append(bus)
+        }
+        let deadline = Date().addingTimeInterval(30)
+        for (port, server) in zip(ports, servers) {
+            while (try? RawSocket(port: port, timeout: 1)) == nil {
+                guard Date() < deadline, server.isRunning else { throw Failure(description: "redis-server did not start on port \(port)") }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+        }
+        let count = 16_384
+        for (index, port) in ports.enumerated() {
+            let first = index * count / 3, last = (index + 1) * count / 3 - 1
+            try await command(port, ["CLUSTER", "ADDSLOTSRANGE", .text("\(first)"), .text("\(last)")])
+        }
+        for (port, bus) in zip(ports.dropFirst(), buses.dropFirst()) {
+            try await command(ports[0], ["CLUSTER", "MEET", "127.0.0.1", .text("\(port)"), .text("\(bus)")])
+        }
+        // Every node must agree that every slot is served before the test starts.
+        for port in ports {
+            while !(try await command(port, ["CLUSTER", "INFO"]).string ?? "").contains("cluster_state:ok") {
+                guard Date() < deadline else { throw Failure(description: "the cluster did not become ready") }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+        }
+        return try await body(ports)
+    }
+
+    /// Sends one command to the server on `port` of 127.0.0.1 (a connection of its own); its answer.
+    @discardableResult
+    public static func command(_ port: Int, _ arguments: [RESPArgument]) async throws -> RESPValue {
+        let connection = try await RedisConnection.connect(host: "127.0.0.1", port: port, timeout: .seconds(10))
+        do {
+            let answer = try await connection.send(arguments)
+            try await connection.close()
+            return answer
+        } catch {
+            try? await connection.close()
+            throw error
+        }
     }
 }

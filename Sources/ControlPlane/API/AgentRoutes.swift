@@ -25,6 +25,7 @@ struct AgentRoutes {
             let agent = try await identity(context)
             try Self.check(instanceID: hello.instanceId)
             try Self.check(agentVersion: hello.version)
+            try await PostgresEnvironmentStore(jobs: store).admit(agent, onlineStore: hello.onlineStore ?? .embedded)
             try await store.hello(hello, agent: agent)
             let fingerprint = try await keys.current().publicKey.fingerprint
             let announcement = try await keys.announcement()

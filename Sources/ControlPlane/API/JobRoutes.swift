@@ -34,7 +34,8 @@ struct JobRoutes {
             let limit = try request.queryInteger("limit", default: 100, range: 1...1_000)
             try await store.requireWorkspace(workspace)
             return try APIResponse.json(try await store.list(
-                workspace: workspace, state: state, view: request.queryString("view"), kind: kind, parent: parent, after: cursor, limit: limit))
+                workspace: workspace, state: state, view: request.queryString("view"), kind: kind, parent: parent,
+                environment: request.queryString("environment"), after: cursor, limit: limit))
         }
         routes.add(.get, "/v1/workspaces/{workspace}/jobs/{job}", permission: .workspace(.viewer)) { _, context in
             try APIResponse.json(try await store.detail(job: try context.jobID(), workspace: try context.pathParameter("workspace")))
@@ -72,6 +73,23 @@ struct JobRoutes {
             let workspace = try context.pathParameter("workspace")
             try await store.requireWorkspace(workspace)
             return try APIResponse.json(try await store.agents(workspace: workspace))
+        }
+        let environments = PostgresEnvironmentStore(jobs: store)
+        routes.add(.get, "/v1/workspaces/{workspace}/environments", permission: .workspace(.viewer)) { _, context in
+            try APIResponse.json(try await environments.list(workspace: try context.pathParameter("workspace")))
+        }
+        routes.add(.post, "/v1/workspaces/{workspace}/environments", permission: .workspace(.owner)) { request, context in
+            let body = try await request.decodeBody(as: CreateEnvironmentRequest.self, context: context)
+            let created = try await environments.create(body, workspace: try context.pathParameter("workspace"), by: context.callerName)
+            return try APIResponse.json(created, status: .created)
+        }
+        routes.add(.get, "/v1/workspaces/{workspace}/environments/{environment}", permission: .workspace(.viewer)) { _, context in
+            try APIResponse.json(try await environments.describe(
+                try context.pathParameter("environment"), workspace: try context.pathParameter("workspace")))
+        }
+        routes.add(.delete, "/v1/workspaces/{workspace}/environments/{environment}", permission: .workspace(.owner)) { _, context in
+            try await environments.delete(try context.pathParameter("environment"), workspace: try context.pathParameter("workspace"))
+            return APIResponse.empty(.noContent)
         }
     }
 }

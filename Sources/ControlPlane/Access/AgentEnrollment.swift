@@ -46,14 +46,18 @@ public struct AgentEnrollment: Sendable {
         }
         let token = APIToken.generate(prefix: APIToken.enrollmentPrefix)
         let expiresAt = now.addingTimeInterval(TimeInterval(lifetime))
-        let rows = try await client.query(
-            """
-            INSERT INTO enrollment_tokens (public_id, secret_hash, workspace_id, environment, agent_name, created_by, expires_at)
-            SELECT \(token.publicID), \(Data(token.secretHash)), w.id, \(request.environment), \(request.agent), \(creator), \(expiresAt)
-            FROM workspaces w WHERE w.name = \(workspace)
-            RETURNING id
-            """, logger: logger)
-        for try await _ in rows.decode(Int64.self) {
+        let inserted = try await PostgresFailure.missingReference(is: JobError.environmentNotFound(request.environment)) {
+            let rows = try await client.query(
+                """
+                INSERT INTO enrollment_tokens (public_id, secret_hash, workspace_id, environment, agent_name, created_by, expires_at)
+                SELECT \(token.publicID), \(Data(token.secretHash)), w.id, \(request.environment), \(request.agent), \(creator), \(expiresAt)
+                FROM workspaces w WHERE w.name = \(workspace)
+                RETURNING id
+                """, logger: logger)
+            for try await _ in rows.decode(Int64.self) { return true }
+            return false
+        }
+        if inserted {
             return EnrollmentTokenResource(
                 token: token.text, workspace: workspace, environment: request.environment, agent: request.agent, expiresAt: expiresAt,
                 keyFingerprint: try await keys.current().publicKey.fingerprint)

@@ -120,13 +120,17 @@ public struct PostgresAccessStore: AccessStore {
     }
 
     public func createAgent(_ request: CreateAgentRequest, workspace: String, by creator: String) async throws -> PrincipalResource {
-        let rows = try await client.query(
-            """
-            INSERT INTO principals (name, kind, workspace_id, environment, created_by)
-            SELECT \(request.name), 'agent', w.id, \(request.environment), \(creator) FROM workspaces w WHERE w.name = \(workspace)
-            ON CONFLICT (name) DO NOTHING RETURNING name
-            """, logger: logger)
-        for try await _ in rows.decode(String.self) { return try await principal(named: request.name) }
+        let inserted = try await PostgresFailure.missingReference(is: JobError.environmentNotFound(request.environment)) {
+            let rows = try await client.query(
+                """
+                INSERT INTO principals (name, kind, workspace_id, environment, created_by)
+                SELECT \(request.name), 'agent', w.id, \(request.environment), \(creator) FROM workspaces w WHERE w.name = \(workspace)
+                ON CONFLICT (name) DO NOTHING RETURNING name
+                """, logger: logger)
+            for try await _ in rows.decode(String.self) { return true }
+            return false
+        }
+        if inserted { return try await principal(named: request.name) }
         if try await principals(agentsOf: nil).contains(where: { $0.name == request.name }) {
             throw AccessError.principalExists(request.name)
         }

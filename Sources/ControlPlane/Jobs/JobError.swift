@@ -16,4 +16,14 @@ public enum JobError: Error, Sendable, Equatable {
     case invalidArgument(field: String, detail: String)
     /// The caller is not an agent known to the control plane.
     case unknownAgent(String)
+    /// No environment of that name in the workspace.
+    case environmentNotFound(String)
+    /// The workspace has an environment of that name already.
+    case environmentExists(String)
+    /// The environment still has agents (named), so it cannot be deleted.
+    case environmentInUse(String, agents: [String])
+    /// The environment's online store is embedded and another agent (named) writes it.
+    case embeddedStoreTaken(environment: String, writer: String)
+    /// The agent's online store is not the kind its environment declares.
+    case onlineStoreMismatch(environment: String, declared: OnlineStoreKind, agent: OnlineStoreKind)
 }

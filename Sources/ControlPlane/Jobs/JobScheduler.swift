@@ -131,6 +131,9 @@ public struct JobScheduler: Service {
         var view: PostgresJobStore.ViewVersion
         var schedule: BatchSchedule
         var featureStartTime: Date?
+        /// The environment queued for: its id and name.
+        var environmentID: Int64
+        var environment: String
     }
 
     /// Queues everything due now. Returns the number of jobs queued.
@@ -147,15 +150,16 @@ public struct JobScheduler: Service {
         let rows = try await client.query(
             """
             SELECT w.id, w.name, v.id, o.name, v.version, o.operational->'schedule'->>'every', o.operational->'schedule'->>'cron',
-                   o.operational->>'feature_start_time'
+                   o.operational->>'feature_start_time', e.id, e.name
             FROM registry_objects o JOIN workspaces w ON w.id = o.workspace_id
             JOIN object_versions v ON v.object_id = o.id AND v.version = o.current_version
+            JOIN environments e ON e.workspace_id = w.id
             WHERE o.kind = 'FeatureView' AND o.operational ? 'schedule'
-            ORDER BY v.id
+            ORDER BY v.id, e.id
             """, logger: logger)
         var versions: [ScheduledVersion] = []
-        for try await (workspaceID, workspace, versionID, name, number, every, cron, start)
-            in rows.decode((Int64, String, Int64, String, Int, String?, String?, String?).self) {
+        for try await (workspaceID, workspace, versionID, name, number, every, cron, start, environmentID, environment)
+            in rows.decode((Int64, String, Int64, String, Int, String?, String?, String?, Int64, String).self) {
             let schedule: BatchSchedule
             if let every, let seconds = Int64(every), seconds > 0 {
                 schedule = .interval(TimeSpan(seconds: seconds))
@@ -167,7 +171,7 @@ public struct JobScheduler: Service {
             }
             versions.append(ScheduledVersion(
                 view: .init(workspaceID: workspaceID, workspace: workspace, versionID: versionID, view: name, version: number),
-                schedule: schedule, featureStartTime: start.flatMap(RFC3339.parse)))
+                schedule: schedule, featureStartTime: start.flatMap(RFC3339.parse), environmentID: environmentID, environment: environment))
         }
         return versions
     }
@@ -185,7 +189,10 @@ public struct JobScheduler: Service {
                 for try await _ in lease.decode(Int.self) { holding = true }
                 guard holding else { return 0 }
                 let progress = try await connection.query(
-                    "SELECT scheduled_through FROM schedule_progress WHERE version_id = \(version.view.versionID) FOR UPDATE",
+                    """
+                    SELECT scheduled_through FROM schedule_progress
+                    WHERE version_id = \(version.view.versionID) AND environment_id = \(version.environmentID) FOR UPDATE
+                    """,
                     logger: logger)
                 var through: Date?
                 for try await date in progress.decode(Date.self) { through = date }
@@ -194,14 +201,15 @@ public struct JobScheduler: Service {
                     let due = DueIntervals.due(schedule: version.schedule, watermark: through, featureStartTime: nil, now: now)
                     guard let last = due.last else { return 0 }
                     queued = try await store.enqueue(
-                        version.view, intervals: due, parent: nil, environment: nil, trigger: "schedule", by: "scheduler", on: connection
+                        version.view, intervals: due, parent: nil, environment: version.environment, trigger: "schedule", by: "scheduler",
+                        on: connection
                     ).count
-                    try await setProgress(version.view.versionID, to: last.end, on: connection)
+                    try await setProgress(version, to: last.end, on: connection)
                 } else {
                     // First sight of this version: what is still queued for the versions it
                     // replaces would compute superseded features, so it is cancelled; then
                     // the new version is backfilled from the feature start time.
-                    try await cancelSuperseded(by: version.view, on: connection)
+                    try await cancelSuperseded(by: version.view, environment: version.environment, on: connection)
                     let start = version.featureStartTime ?? DueIntervals.firstBoundary(version.schedule, before: now) ?? now
                     let due = DueIntervals.due(
                         schedule: version.schedule, watermark: start, featureStartTime: nil, now: now, limit: 1_000_000)
@@ -209,19 +217,19 @@ public struct JobScheduler: Service {
                         let chunks = Self.group(due, into: settings.backfillChunk)
                         let trigger = "new version \(version.view.version)"
                         let parent = try await store.createBackfill(
-                            version.view, start: first.start, end: last.end, environment: nil, trigger: trigger, by: "scheduler",
+                            version.view, start: first.start, end: last.end, environment: version.environment, trigger: trigger, by: "scheduler",
                             on: connection)
                         queued = try await store.enqueue(
-                            version.view, intervals: chunks, parent: parent, environment: nil, trigger: trigger, by: "scheduler",
+                            version.view, intervals: chunks, parent: parent, environment: version.environment, trigger: trigger, by: "scheduler",
                             on: connection
                         ).count
                     }
-                    try await setProgress(version.view.versionID, to: due.last?.end ?? start, on: connection)
+                    try await setProgress(version, to: due.last?.end ?? start, on: connection)
                 }
                 if queued > 0 {
                     logger.info("queued materializations", metadata: [
                         "larder.workspace": .string(version.view.workspace), "larder.view": .string(version.view.view),
-                        "larder.version": "\(version.view.version)", "larder.jobs": "\(queued)",
+                        "larder.version": "\(version.view.version)", "larder.environment": .string(version.environment), "larder.jobs": "\(queued)",
                     ])
                 }
                 return queued
@@ -229,8 +237,9 @@ public struct JobScheduler: Service {
         }
     }
 
-    /// Cancels the queued materializations of the other versions of `view`'s feature view.
-    func cancelSuperseded(by view: PostgresJobStore.ViewVersion, on connection: PostgresConnection) async throws {
+    /// Cancels the queued materializations of the other versions of `view`'s
+    /// feature view in `environment` (and those queued for no environment).
+    func cancelSuperseded(by view: PostgresJobStore.ViewVersion, environment: String, on connection: PostgresConnection) async throws {
         try await connection.execute(
             """
             WITH superseded AS (
@@ -238,17 +247,19 @@ public struct JobScheduler: Service {
                 FROM object_versions old, object_versions current
                 WHERE current.id = \(view.versionID) AND old.object_id = current.object_id AND old.id <> current.id
                   AND j.version_id = old.id AND j.kind = 'materialize' AND j.state = 'queued'
+                  AND (j.environment IS NULL OR j.environment = \(environment))
                 RETURNING j.id)
             INSERT INTO job_events (job_id, event, detail)
             SELECT id, 'cancelled', \("superseded by version \(view.version)") FROM superseded
             """, logger: logger)
     }
 
-    func setProgress(_ versionID: Int64, to date: Date, on connection: PostgresConnection) async throws {
+    func setProgress(_ version: ScheduledVersion, to date: Date, on connection: PostgresConnection) async throws {
         try await connection.execute(
             """
-            INSERT INTO schedule_progress (version_id, scheduled_through) VALUES (\(versionID), \(date))
-            ON CONFLICT (version_id) DO UPDATE SET scheduled_through = EXCLUDED.scheduled_through, updated_at = now()
+            INSERT INTO schedule_progress (version_id, environment_id, scheduled_through)
+            VALUES (\(version.view.versionID), \(version.environmentID), \(date))
+            ON CONFLICT (version_id, environment_id) DO UPDATE SET scheduled_through = EXCLUDED.scheduled_through, updated_at = now()
             """, logger: logger)
     }
 

@@ -131,17 +131,44 @@ public struct PostgresJobStore: Sendable {
                 guard let view = try await currentVersion(of: request.featureView, workspace: workspace, on: connection) else {
                     throw JobError.featureViewNotFound(request.featureView)
                 }
+                let environments = try await environmentsQueued(for: view, named: request.environment, on: connection)
                 let trigger = "requested by \(principal)"
-                let parent = try await createBackfill(
-                    view, start: request.start, end: request.end, environment: request.environment, trigger: trigger, by: principal,
-                    on: connection)
-                let ids = try await enqueue(
-                    view, intervals: intervals, parent: parent, environment: request.environment, trigger: trigger, by: principal,
-                    on: connection)
-                let job = try await jobs(where: "j.id = \(parent)", on: connection).first!
-                return MaterializeResponse(backfill: job, chunksQueued: ids.count, chunksSkipped: intervals.count - ids.count)
+                var backfills: [JobResource] = [], queued = 0
+                for environment in environments {
+                    let parent = try await createBackfill(
+                        view, start: request.start, end: request.end, environment: environment, trigger: trigger, by: principal,
+                        on: connection)
+                    queued += try await enqueue(
+                        view, intervals: intervals, parent: parent, environment: environment, trigger: trigger, by: principal,
+                        on: connection
+                    ).count
+                    backfills.append(try await jobs(where: "j.id = \(parent)", on: connection).first!)
+                }
+                return MaterializeResponse(
+                    backfills: backfills, chunksQueued: queued, chunksSkipped: intervals.count * environments.count - queued)
             }
         }
+    }
+
+    /// The environments a materialization of `view` is queued for: the one
+    /// `name`d, or else every environment of its workspace (each keeps its own
+    /// stores, so each needs every interval).
+    func environmentsQueued(for view: ViewVersion, named name: String?, on connection: PostgresConnection) async throws -> [String] {
+        var names: [String] = []
+        for try await environment in try await connection.query(
+            """
+            SELECT name FROM environments WHERE workspace_id = \(view.workspaceID) AND (\(name == nil) OR name = \(name ?? ""))
+            ORDER BY name
+            """, logger: logger).decode(String.self) {
+            names.append(environment)
+        }
+        if let name, names.isEmpty { throw JobError.environmentNotFound(name) }
+        guard !names.isEmpty else {
+            throw JobError.invalidArgument(
+                field: "environment",
+                detail: "workspace '\(view.workspace)' has no environment to materialize in; create one (larder environments create NAME) and enroll an agent into it")
+        }
+        return names
     }
 
     /// `larder datasets create`: queues a dataset job for an agent of the
@@ -174,14 +201,17 @@ public struct PostgresJobStore: Sendable {
                 }
                 let requestText = String(decoding: try APICoding.makeEncoder().encode(request), as: UTF8.self)
                 let trigger = "requested by \(principal)"
-                var id: Int64 = 0
-                for try await value in try await connection.query(
-                    """
-                    INSERT INTO jobs (workspace_id, kind, state, environment, trigger, max_attempts, created_by, dataset)
-                    VALUES (\(workspaceID), 'dataset', 'queued', \(request.environment), \(trigger), \(settings.maxAttempts), \(principal),
-                            \(requestText)::jsonb)
-                    RETURNING id
-                    """, logger: logger).decode(Int64.self) { id = value }
+                let id = try await PostgresFailure.missingReference(is: JobError.environmentNotFound(request.environment ?? "")) {
+                    var id: Int64 = 0
+                    for try await value in try await connection.query(
+                        """
+                        INSERT INTO jobs (workspace_id, kind, state, environment, trigger, max_attempts, created_by, dataset)
+                        VALUES (\(workspaceID), 'dataset', 'queued', \(request.environment), \(trigger), \(settings.maxAttempts), \(principal),
+                                \(requestText)::jsonb)
+                        RETURNING id
+                        """, logger: logger).decode(Int64.self) { id = value }
+                    return id
+                }
                 let spec = JobSpec(
                     jobId: id, kind: .dataset, workspace: workspace, featureView: nil, version: nil, start: nil, end: nil,
                     definitions: snapshot.definitions, targets: .init(offline: false, online: false), issuedAt: Date(),
@@ -678,7 +708,8 @@ public struct PostgresJobStore: Sendable {
 
     /// A page of the workspace's jobs, newest first.
     public func list(
-        workspace: String, state: JobState?, view: String?, kind: JobKind?, parent: Int64?, after cursor: Int64?, limit: Int
+        workspace: String, state: JobState?, view: String?, kind: JobKind?, parent: Int64?, environment: String? = nil, after cursor: Int64?,
+        limit: Int
     ) async throws -> Page<JobResource> {
         let items = try await client.withConnection { connection in
             try await jobs(
@@ -686,6 +717,7 @@ public struct PostgresJobStore: Sendable {
                     w.name = \(workspace) AND (\(state?.rawValue)::text IS NULL OR \(unescaped: Self.stateExpression) = \(state?.rawValue))
                     AND (\(view)::text IS NULL OR o.name = \(view)) AND (\(kind?.rawValue)::text IS NULL OR j.kind = \(kind?.rawValue))
                     AND (\(parent)::bigint IS NULL OR j.parent_id = \(parent)) AND (\(cursor)::bigint IS NULL OR j.id < \(cursor))
+                    AND (\(environment)::text IS NULL OR j.environment = \(environment))
                     ORDER BY j.id DESC LIMIT \(limit + 1)
                     """, on: connection)
         }
@@ -723,8 +755,8 @@ public struct PostgresJobStore: Sendable {
         }
     }
 
-    /// The workspace's agents with what they last said.
-    public func agents(workspace: String) async throws -> [AgentResource] {
+    /// The workspace's agents (of one environment, when given) with what they last said.
+    public func agents(workspace: String, environment: String? = nil) async throws -> [AgentResource] {
         let rows = try await client.query(
             """
             SELECT p.name, p.environment, s.instance_id, s.version, s.hostname, s.capabilities, s.connected_at, s.last_seen_at,
@@ -733,6 +765,7 @@ public struct PostgresJobStore: Sendable {
             FROM principals p JOIN workspaces w ON w.id = p.workspace_id
             LEFT JOIN agent_sessions s ON s.principal_id = p.id
             WHERE p.kind = 'agent' AND w.name = \(workspace) AND p.disabled_at IS NULL
+              AND (\(environment == nil) OR p.environment = \(environment ?? ""))
             ORDER BY p.name
             """, logger: logger)
         var agents: [AgentResource] = []

@@ -72,15 +72,16 @@ public struct AlertMonitor: Sendable {
         // Stale views.
         let readings = try await FreshnessMonitor(client: client, logger: logger).freshness(workspaceID: workspaceID, name: name, now: now, on: connection)
         var stale = Condition(kind: "stale", holding: [:]) { subject in
-            let reading = readings.first { $0.view == subject }
+            let reading = readings.first { $0.subject == subject }
             return reading?.stalenessSeconds.map { "recovered: \(subject) is \(TimeSpan.approximate($0)) behind" }
                 ?? "recovered: \(subject) no longer has a freshness SLO"
         }
         for reading in readings where reading.state == .stale {
             let slo = TimeSpan.approximate(reading.expectedSeconds ?? 0)
-            stale.holding[reading.view] = reading.watermark.map {
-                "\(reading.view) is \(TimeSpan.approximate(reading.stalenessSeconds ?? 0)) behind (materialized to \(RFC3339.format($0))); its SLO is \(slo)"
-            } ?? "\(reading.view) v\(reading.version) has not been materialized within its SLO of \(slo)"
+            let place = reading.environment.map { " in \($0)" } ?? ""
+            stale.holding[reading.subject] = reading.watermark.map {
+                "\(reading.view)\(place) is \(TimeSpan.approximate(reading.stalenessSeconds ?? 0)) behind (materialized to \(RFC3339.format($0))); its SLO is \(slo)"
+            } ?? "\(reading.view) v\(reading.version)\(place) has not been materialized within its SLO of \(slo)"
         }
 
         // Agents that went quiet.

@@ -99,7 +99,7 @@ public final class ControlPlaneMetrics: Sendable {
         }
         for workspace in workspaces {
             for reading in (try? await monitor.freshness(workspace: workspace)) ?? [] {
-                let dimensions = [("workspace", workspace), ("view", reading.view)]
+                let dimensions = [("workspace", workspace), ("view", reading.view), ("environment", reading.environment ?? "")]
                 if let behind = reading.stalenessSeconds {
                     readings.append(.init(name: "larder_feature_view_staleness_seconds", dimensions: dimensions, value: Double(behind)))
                 }

@@ -28,6 +28,7 @@ import Yams
 ///   max_upload_bytes: 1073741824          # the largest entity table POST /v1/datasets/build takes
 ///   max_concurrent_builds: 2              # builds at once through the API (more: 429)
 ///   spool_bytes: 4294967296               # uploads held on disk at once, all builds together (more: 429)
+/// online_store: embedded                 # or redis: {addresses: [host:port], …} (see `OnlineStoreSettings`)
 /// serving:                                # the feature server (default: listen 127.0.0.1:6566)
 ///   listen: 0.0.0.0:6566                  # or `serving: off`
 ///   max_batch_entities: 1000
@@ -67,6 +68,8 @@ public struct AgentConfiguration: Sendable {
     public var datasets: DatasetSettings
     /// Which per-feature statistics jobs report to the control plane.
     public var statistics: StatisticsPolicy
+    /// Where the online store lives.
+    public var onlineStore: OnlineStoreSettings = .embedded
 
     /// Which per-feature statistics of a job cross to the control plane:
     /// counts are about the data's shape, min/max/mean are about its values
@@ -241,7 +244,7 @@ public struct AgentConfiguration: Sendable {
         }
         let known: Set<String> = [
             "control_plane", "token_file", "public_key", "data_directory", "concurrency", "connections", "offline_store", "source_statement_timeout", "serving",
-            "ca_file", "allow_insecure_http", "datasets", "report_statistics", "statistics_min_rows", "workspace",
+            "ca_file", "allow_insecure_http", "datasets", "report_statistics", "statistics_min_rows", "workspace", "online_store",
         ]
         for (key, _) in mapping {
             guard let name = key.string, known.contains(name) else {
@@ -347,6 +350,9 @@ public struct AgentConfiguration: Sendable {
             connections: connections, offlineStore: offlineStore, sourceStatementTimeout: timeout, serving: serving, tokenFile: tokenFile,
             caFile: caFile?.value, allowInsecureHTTP: allowInsecureHTTP, datasetPlaces: places, datasets: datasets,
             statistics: statistics, workspace: field("workspace")?.value)
+        if let (key, node) = mapping.first(where: { $0.key.string == "online_store" }) {
+            onlineStore = try OnlineStoreSettings.parse(node, line: key.mark?.line ?? 0, file: path)
+        }
     }
 
     /// Reads the `datasets:` block.

@@ -100,7 +100,8 @@ public struct AgentRunner: Service {
     /// with the key this agent pins.
     func sayHello() async throws -> AgentWelcome {
         let hello = AgentHello(
-            instanceId: instanceID, version: LarderVersion.number, hostname: ProcessInfo.processInfo.hostName, capabilities: kinds)
+            instanceId: instanceID, version: LarderVersion.number, hostname: ProcessInfo.processInfo.hostName, capabilities: kinds,
+            onlineStore: configuration.onlineStore.kind)
         var delay = 0.5
         var removedDelay = Self.removedBackoffStart
         while true {
@@ -142,6 +143,12 @@ public struct AgentRunner: Service {
                 if let problem = error as? ProblemDetails, problem.type.hasSuffix(":agent-version-unsupported") {
                     // Upgrading: the control plane goes first; until it has, this agent serves but claims nothing.
                     logger.error("the control plane does not accept this agent's release; retrying", metadata: [
+                        "larder.error": .string(problem.detail), "larder.retry_seconds": "\(delay)",
+                    ])
+                } else if let problem = error as? ProblemDetails,
+                          problem.type.hasSuffix(":embedded-store-taken") || problem.type.hasSuffix(":online-store-mismatch") {
+                    // Its environment will not take it as configured: it serves what it holds, claims nothing, and asks again.
+                    logger.error("the control plane refused this agent in its environment; retrying", metadata: [
                         "larder.error": .string(problem.detail), "larder.retry_seconds": "\(delay)",
                     ])
                 } else {

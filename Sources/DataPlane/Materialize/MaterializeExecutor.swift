@@ -10,7 +10,7 @@ import Shared
 /// environment; only the declared metrics are returned.
 public struct MaterializeExecutor: JobExecutor {
     let configuration: AgentConfiguration
-    let onlineStore: OnlineStore
+    let online: OnlineBackend
     let logger: Logger
     /// Rows per batch: the memory bound of a plain view, with one batch of the source.
     let batchSize: Int
@@ -18,10 +18,15 @@ public struct MaterializeExecutor: JobExecutor {
     /// interval is computed in passes, each reading its own part of the source.
     let tileBudget: Int
 
-    /// Creates an executor writing to `onlineStore` and the configured offline store.
+    /// Creates an executor writing to the embedded `onlineStore` and the configured offline store.
     public init(configuration: AgentConfiguration, onlineStore: OnlineStore, logger: Logger, batchSize: Int = 16_384, tileBudget: Int = 1_000_000) {
+        self.init(configuration: configuration, online: .embedded(onlineStore), logger: logger, batchSize: batchSize, tileBudget: tileBudget)
+    }
+
+    /// Creates an executor writing to `online` and the configured offline store.
+    public init(configuration: AgentConfiguration, online: OnlineBackend, logger: Logger, batchSize: Int = 16_384, tileBudget: Int = 1_000_000) {
         self.configuration = configuration
-        self.onlineStore = onlineStore
+        self.online = online
         self.logger = logger
         self.batchSize = batchSize
         self.tileBudget = tileBudget
@@ -55,7 +60,21 @@ struct Materialization {
     let logger: Logger
 
     func run() async throws -> JobMetrics {
-        let online = plan.targets.online ? try onlineTable() : nil
+        // Rows go straight to the online store, or (fail policy) to a staged table until the expectations pass.
+        let writes = plan.targets.online
+        let embeddedTable = writes ? try executor.online.embedded.map { _ in try onlineTable() } : nil
+        let staged = plan.expectations?.policy == .fail && writes ? try stagingTable() : nil
+        let redis: RedisOnlineStore? = if case .redis(let store, _) = executor.online { store } else { nil }
+        let schema = plan.onlineSchema
+        let now = Int64(Date().timeIntervalSince1970 * 1_000_000)
+        func writeOnline(_ rows: OnlineRows) async throws {
+            guard writes else { return }
+            if let target = staged ?? embeddedTable {
+                try target.upsert(rows)
+            } else if let redis {
+                try await redis.upsert(rows, schema: schema, now: now)
+            }
+        }
         var offline: (table: OfflineTable, url: PostgresURL)?
         if plan.targets.offline {
             guard let location = executor.configuration.offlineStore else {
@@ -63,10 +82,6 @@ struct Materialization {
             }
             offline = (OfflineTable(schema: location.schema, plan: plan), try executor.connection(named: location.connection))
         }
-        // Under the fail policy the online rows are staged until the
-        // expectations pass: a failing job leaves the served values as they were.
-        let staged = plan.expectations?.policy == .fail && online != nil ? try stagingTable() : nil
-        let onlineTarget = staged ?? online
         var state = Progress(features: plan.outputs.map(\.name), expectations: plan.expectations, reporting: executor.configuration.statistics)
         let columns = readColumns
         let range = readRange(of: firstPass)
@@ -88,7 +103,7 @@ struct Materialization {
                             try await produce(from: &source, columns: columns, into: &state) { batch in
                                 try await writer.write(batch)
                                 try context.requireLease()
-                                try onlineTarget?.upsert(batch.onlineRows)
+                                try await writeOnline(batch.onlineRows)
                             }
                             // Before the offline rows commit: a failing job rolls them back, and so does a lost lease.
                             try state.checkExpectations(watermark: watermark)
@@ -102,7 +117,7 @@ struct Materialization {
                 } else {
                     try await produce(from: &source, columns: columns, into: &state) { batch in
                         try context.requireLease()
-                        try onlineTarget?.upsert(batch.onlineRows)
+                        try await writeOnline(batch.onlineRows)
                     }
                     try state.checkExpectations(watermark: watermark)
                 }
@@ -112,22 +127,29 @@ struct Materialization {
                 throw error
             }
         } catch {
-            if let staged { executor.onlineStore.discard(staged) }
+            if let staged { executor.online.staging.discard(staged) }
             throw error
         }
-        if let online {
+        if writes {
             if let staged {
                 do {
                     try context.requireLease()
-                    try executor.onlineStore.commit(staged)
+                    try await executor.online.commit(staged, now: now)
                 } catch {
-                    executor.onlineStore.discard(staged)
+                    executor.online.staging.discard(staged)
                     throw JobExecutionError("cannot apply the staged online rows: \(error)", retryable: true)
                 }
             }
-            try online.sync()
-            let retired = executor.onlineStore.retire(view: plan.view, before: plan.version)
-            if !retired.isEmpty { logger.info("retired online tables of older versions", metadata: ["versions": "\(retired)"]) }
+            switch executor.online {
+            case .embedded(let store):
+                try embeddedTable?.sync()
+                let retired = store.retire(view: plan.view, before: plan.version)
+                if !retired.isEmpty { logger.info("retired online tables of older versions", metadata: ["versions": "\(retired)"]) }
+            case .redis(let redis, _):
+                // Its rows are in: the version may be served (unless a newer one is already).
+                try context.requireLease()
+                try await redis.publish(schema)
+            }
         }
         let metrics = state.metrics(watermark: watermark)
         if let violations = metrics.expectations?.violations, !violations.isEmpty {
@@ -143,13 +165,14 @@ struct Materialization {
     var watermark: Date { Date(timeIntervalSince1970: Double(plan.end) / 1_000_000) }
 
     func stagingTable() throws -> OnlineTable {
-        do { return try executor.onlineStore.stagingTable(for: plan.onlineSchema, job: job) } catch {
+        do { return try executor.online.staging.stagingTable(for: plan.onlineSchema, job: job) } catch {
             throw JobExecutionError(error.description, retryable: true)
         }
     }
 
     func onlineTable() throws -> OnlineTable {
-        do { return try executor.onlineStore.table(for: plan.onlineSchema) } catch {
+        guard let store = executor.online.embedded else { throw JobExecutionError("the online store is not embedded", retryable: false) }
+        do { return try store.table(for: plan.onlineSchema) } catch {
             throw JobExecutionError(error.description, retryable: false)
         }
     }

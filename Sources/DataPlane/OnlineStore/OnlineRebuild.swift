@@ -10,9 +10,14 @@ import Shared
 /// is what materialization leaves there. The rows go to a staged table that
 /// then replaces the view version's table, so a failure leaves it as it was.
 /// Run with the agent stopped (`AgentLock`).
+///
+/// With Redis the rows are written to it directly, newest wins, as a job's
+/// are: safe while the environment's other agents run (a newer value they
+/// wrote stays), and it restores what Redis lost. Entities it holds that the
+/// offline store no longer has are left (they expire with their TTL).
 public struct OnlineRebuild: Sendable {
     let configuration: AgentConfiguration
-    let store: OnlineStore
+    let backend: OnlineBackend
     let cache: DefinitionCache
     let logger: Logger
 
@@ -23,10 +28,15 @@ public struct OnlineRebuild: Sendable {
         public var entities: Int
     }
 
-    /// Creates a rebuild over the agent's stores.
+    /// Creates a rebuild of the embedded `store`.
     public init(configuration: AgentConfiguration, store: OnlineStore, cache: DefinitionCache, logger: Logger) {
+        self.init(configuration: configuration, backend: .embedded(store), cache: cache, logger: logger)
+    }
+
+    /// Creates a rebuild of `backend`.
+    public init(configuration: AgentConfiguration, backend: OnlineBackend, cache: DefinitionCache, logger: Logger) {
         self.configuration = configuration
-        self.store = store
+        self.backend = backend
         self.cache = cache
         self.logger = logger
     }
@@ -86,6 +96,31 @@ public struct OnlineRebuild: Sendable {
         let columns = table.columns
         let projection = try PlainProjection(plan: offline, columns: columns)
         let statement = try PostgresEventSource.statement(source: offline.source, transformation: nil, columns: columns)
+        if case .redis(let redis, _) = backend {
+            let connection = try await url.connect(logger: logger)
+            var entities = 0
+            do {
+                let source = try await PostgresEventSource(
+                    connection: connection, statement: statement, columns: columns, from: Self.earliest, to: Self.latest,
+                    timeout: configuration.sourceStatementTimeout, batchSize: 16_384, logger: logger)
+                let now = Int64(Date().timeIntervalSince1970 * 1_000_000)
+                while let batch = try await source.next() {
+                    let rows = try projection.output(of: batch).onlineRows
+                    try await redis.upsert(rows, schema: plan.onlineSchema, now: now)
+                    entities += rows.count
+                }
+                try await connection.close()
+            } catch {
+                try? await connection.close()
+                throw error
+            }
+            try await redis.publish(plan.onlineSchema)
+            logger.info("rewrote the view's online rows in Redis", metadata: [
+                "larder.view": .string(plan.view), "larder.version": "\(plan.version)", "larder.entities": "\(entities)",
+            ])
+            return Rebuilt(view: plan.view, version: plan.version, entities: entities)
+        }
+        let store = backend.staging
         let staged = try store.stagingTable(for: plan.onlineSchema, job: 0)
         do {
             let connection = try await url.connect(logger: logger)

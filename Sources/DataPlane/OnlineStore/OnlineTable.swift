@@ -276,6 +276,17 @@ public final class OnlineTable: Sendable {
         return stored
     }
 
+    /// Every stored entity and its slot, as of now (for reading the table in chunks with `rows(keys:slots:)`).
+    public func entries() -> (keys: [EntityKey], slots: [Int]) {
+        state.withReadLock { state in (Array(state.slots.index.keys), state.slots.index.values.map { Int($0) }) }
+    }
+
+    /// The stored rows of `keys` at `slots` (from `entries()`).
+    public func rows(keys: [EntityKey], slots: [Int]) throws(OnlineStoreError) -> OnlineRows {
+        let frame = state.withReadLock { state in FrameEncoder.encode(keys: keys, slots: slots, of: state.slots, layout: layout) }
+        return try FrameDecoder(schema: schema, types: layout.types).decode(frame)
+    }
+
     /// Deletes the table's file: for retired versions.
     func deleteFile() {
         state.withWriteLock { state in

@@ -25,7 +25,7 @@ public struct PushReceipt: Sendable, Hashable, Codable {
 /// Runs as a service too: as tile boundaries pass it rewrites the aggregation
 /// values that changed, and compacts the journal.
 public actor PushIngestor: Service {
-    let store: OnlineStore
+    let store: OnlineBackend
     let reader: OnlineFeatureReader
     let metrics: AgentMetrics
     let logger: Logger
@@ -49,7 +49,7 @@ public actor PushIngestor: Service {
 
     /// Opens the journal in `directory` and replays it.
     public init(
-        directory: String, store: OnlineStore, reader: OnlineFeatureReader, metrics: AgentMetrics, offlineStore: (schema: String, url: PostgresURL)? = nil,
+        directory: String, store: OnlineBackend, reader: OnlineFeatureReader, metrics: AgentMetrics, offlineStore: (schema: String, url: PostgresURL)? = nil,
         maxRows: Int = 10_000, logger: Logger
     ) throws {
         offline = offlineStore.map { PushOfflineWriter(schema: $0.schema, url: $0.url, logger: logger) }
@@ -64,10 +64,19 @@ public actor PushIngestor: Service {
         pending = replayed
     }
 
+    /// Opens the journal in `directory` and replays it into the embedded `store`.
+    public init(
+        directory: String, store: OnlineStore, reader: OnlineFeatureReader, metrics: AgentMetrics, offlineStore: (schema: String, url: PostgresURL)? = nil,
+        maxRows: Int = 10_000, logger: Logger
+    ) throws {
+        try self.init(
+            directory: directory, store: .embedded(store), reader: reader, metrics: metrics, offlineStore: offlineStore, maxRows: maxRows, logger: logger)
+    }
+
     /// Applies `body` (`{"rows": […]}`) to source `source`, once per `key`.
     public func push(source: String, body: [UInt8], key: String?, now: Date = Date()) async throws -> PushReceipt {
         let micros = Int64(now.timeIntervalSince1970 * 1_000_000)
-        try replayPending(now: micros)
+        try await replayPending(now: micros)
         if let key, let seen = receipts[Self.receiptKey(source, key)] {
             var receipt = seen.receipt
             receipt.duplicate = true
@@ -111,7 +120,7 @@ public actor PushIngestor: Service {
         // (the journal is replayed whole at the next start).
         let receipt = Self.receipt(batch, targets: targets)
         if let key { receipts[Self.receiptKey(source, key)] = (receipt, micros) }
-        try apply(batch, targets: targets, now: micros)
+        try await apply(batch, targets: targets, now: micros)
         metrics.pushed(batch.count, source: source)
         return receipt
     }
@@ -125,13 +134,12 @@ public actor PushIngestor: Service {
     }
 
     /// Writes a checked batch: plain views' rows, then the windows it touched.
-    private func apply(_ batch: PushBatch, targets: PushTargets, now: Int64) throws {
+    private func apply(_ batch: PushBatch, targets: PushTargets, now: Int64) async throws {
         for view in targets.plain where view.online {
-            let table = try store.table(for: view.schema)
-            try table.upsert(OnlineRows(
+            try await store.write(OnlineRows(
                 keys: batch.entityKeys(view.schema.keys), eventTimes: batch.eventTimes, createdTimes: batch.createdTimes,
-                features: zip(view.columns, view.schema.features).map { batch.values($0, as: $1.type) }))
-            try table.sync()
+                features: zip(view.columns, view.schema.features).map { batch.values($0, as: $1.type) }), schema: view.schema, now: now)
+            try await publish(view.schema)
         }
         for view in targets.windowed where view.online {
             let id = Self.windowID(view.schema)
@@ -147,11 +155,20 @@ public actor PushIngestor: Service {
             let rows = state.rows(for: touched, at: state.boundary(atOrBefore: now), created: now)
             windows[id] = state   // kept before writing: a failed write must not lose the fold
             if let rows {
-                let table = try store.table(for: view.schema)
-                try table.upsert(rows)
-                try table.sync()
+                try await store.write(rows, schema: view.schema, now: now)
+                try await publish(view.schema)
             }
         }
+    }
+
+    /// Versions whose rows were pushed to Redis and that were made the served ones.
+    private var published: Set<String> = []
+
+    /// With Redis, makes a pushed view version the served one (once per version and process).
+    private func publish(_ schema: OnlineTableSchema) async throws {
+        guard case .redis(let redis, _) = store, !published.contains(Self.windowID(schema)) else { return }
+        try await redis.publish(schema)
+        published.insert(Self.windowID(schema))
     }
 
     static func windowID(_ schema: OnlineTableSchema) -> String { "\(schema.view)@\(schema.version)" }
@@ -173,7 +190,7 @@ public actor PushIngestor: Service {
     }
 
     /// Applies journal entries replayed at start, once the registry is known.
-    private func replayPending(now: Int64) throws {
+    private func replayPending(now: Int64) async throws {
         guard !pending.isEmpty, let catalog = try? reader.catalog() else { return }
         let entries = pending
         pending = []
@@ -190,7 +207,7 @@ public actor PushIngestor: Service {
             if let key = entry.key, entry.receivedAt >= now - Self.receiptRetention {
                 receipts[Self.receiptKey(entry.source, key)] = (Self.receipt(batch, targets: targets), entry.receivedAt)
             }
-            try apply(batch, targets: targets, now: now)
+            try await apply(batch, targets: targets, now: now)
             applied += 1
         }
         logger.info("replayed the push journal", metadata: ["larder.pushes": "\(applied)"])
@@ -198,9 +215,9 @@ public actor PushIngestor: Service {
 
     /// Moves every window to the boundary at or before `now`, writing the
     /// values that changed; forgets old receipts; compacts the journal when it doubled.
-    public func tick(now: Date = Date()) throws {
+    public func tick(now: Date = Date()) async throws {
         let micros = Int64(now.timeIntervalSince1970 * 1_000_000)
-        try replayPending(now: micros)
+        try await replayPending(now: micros)
         if let catalog = try? reader.catalog() {
             // Versions no longer current stop being written (their tables retire with the view's).
             let current = Set(catalog.pushSources.flatMap { source in
@@ -210,9 +227,7 @@ public actor PushIngestor: Service {
         }
         for (id, var state) in windows {
             if let rows = state.advance(to: state.boundary(atOrBefore: micros), created: micros) {
-                let table = try store.table(for: state.view.schema)
-                try table.upsert(rows)
-                try table.sync()
+                try await store.write(rows, schema: state.view.schema, now: micros)
             }
             windows[id] = state
         }
@@ -266,7 +281,7 @@ public actor PushIngestor: Service {
         var lastRefresh = Date()
         while !Task.isShuttingDownGracefully {
             do { try await cancelWhenGracefulShutdown { try await Task.sleep(for: .seconds(5)) } } catch { return }
-            do { try tick() } catch { logger.warning("cannot advance the push windows", metadata: ["larder.error": "\(error)"]) }
+            do { try await tick() } catch { logger.warning("cannot advance the push windows", metadata: ["larder.error": "\(error)"]) }
             if Date().timeIntervalSince(lastRefresh) >= Self.offlineRefreshInterval {
                 lastRefresh = Date()
                 do { try await refreshOfflineWindows() } catch {

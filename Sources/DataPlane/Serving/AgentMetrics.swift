@@ -103,11 +103,11 @@ public final class AgentMetrics: Sendable {
     /// The exposition text, with the online store's gauges as of `now`:
     /// entities and log bytes per table, and the age of the newest event per
     /// table (the view's freshness as this agent serves it).
-    public func exposition(store: OnlineStore, now: Date = Date()) -> [UInt8] {
+    public func exposition(store: OnlineStore?, now: Date = Date()) -> [UInt8] {
         let nowMicros = Int64(now.timeIntervalSince1970 * 1_000_000)
         var readings: [ScrapedGauges.Reading] = []
-        for schema in store.schemas {
-            guard let table = store.table(view: schema.view, version: schema.version) else { continue }
+        for schema in store?.schemas ?? [] {
+            guard let table = store?.table(view: schema.view, version: schema.version) else { continue }
             let dimensions = [("view", schema.view), ("version", "\(schema.version)")]
             readings.append(.init(name: "larder_online_store_entities", dimensions: dimensions, value: Double(table.count)))
             readings.append(.init(name: "larder_online_store_log_bytes", dimensions: dimensions, value: Double(table.logSize)))

@@ -195,9 +195,18 @@ struct OnlineFeaturesHandler: Sendable {
             body = nil
         }
         var admission: AccessGuard.Admission?
-        let answer = try respond(
-            authorization: request.headers[.authorization], body: body, started: started, requestID: context.requestID, logger: context.logger, admission: &admission)
-        return FeatureServer.json(answer)
+        var service = "none"
+        do {
+            let (resolved, batch, date, parsed) = try prepare(
+                authorization: request.headers[.authorization], body: body, service: &service, admission: &admission)
+            let (answer, grid) = try await reader.answerAsync(
+                resolved, batch: batch, now: Int64(date.timeIntervalSince1970 * 1_000_000), service: parsed.featureService)
+            metrics.observe(service: service, status: 200, nanoseconds: Self.nanoseconds(since: started), grid: grid, outputs: resolved.outputs.count)
+            return FeatureServer.json(answer)
+        } catch {
+            metrics.observe(service: service, status: Int(FeatureServerProblem(error).status.code), nanoseconds: Self.nanoseconds(since: started))
+            throw error
+        }
     }
 
     /// The answer's JSON for a request with the `Authorization` header
@@ -230,6 +239,15 @@ struct OnlineFeaturesHandler: Sendable {
     /// The answer, with its grid and output count for the metrics; `service`
     /// becomes the metric label once a name resolved.
     private func answer(authorization: String?, body: ByteBuffer?, service: inout String, admission: inout AccessGuard.Admission?) throws -> ([UInt8], FeatureGrid, Int) {
+        let (resolved, batch, date, parsed) = try prepare(authorization: authorization, body: body, service: &service, admission: &admission)
+        let (bytes, grid) = reader.answer(resolved, batch: batch, now: Int64(date.timeIntervalSince1970 * 1_000_000), service: parsed.featureService)
+        return (bytes, grid, resolved.outputs.count)
+    }
+
+    /// The checks before a read: the token, then the body parsed and resolved.
+    private func prepare(
+        authorization: String?, body: ByteBuffer?, service: inout String, admission: inout AccessGuard.Admission?
+    ) throws -> (ResolvedRequest, EntityBatch, Date, OnlineFeatureRequest) {
         let date = now()
         try FeatureServer.authorize(authorization: authorization, guard: accessGuard, now: date, admission: &admission)
         guard let body else {
@@ -249,8 +267,7 @@ struct OnlineFeaturesHandler: Sendable {
             throw FeatureRequestError.invalid("feature_service", "give either feature_service (a service's name) or features (a list of view:feature references), not both")
         }
         let batch = try EntityBatch(parsed, for: resolved, limit: settings.maxBatchEntities)
-        let (bytes, grid) = reader.answer(resolved, batch: batch, now: Int64(date.timeIntervalSince1970 * 1_000_000), service: parsed.featureService)
-        return (bytes, grid, resolved.outputs.count)
+        return (resolved, batch, date, parsed)
     }
 }
 
@@ -305,6 +322,8 @@ struct FeatureServerProblem: Error {
             case .notMaterialized: self.init(status: .conflict, code: "not-materialized", detail: dataset.detail, field: dataset.field)
             case .noOfflineStore: self.init(status: .serviceUnavailable, code: "offline-store-unavailable", detail: dataset.detail)
             }
+        case let redis as RedisError:
+            self.init(status: .serviceUnavailable, code: "online-store-unavailable", detail: "the online store cannot be read now (\(redis)); retry")
         case let request as FeatureRequestError:
             switch request.kind {
             case .invalid: self.init(status: .badRequest, code: "invalid-request", detail: request.detail, field: request.field)

@@ -10,7 +10,7 @@ import Synchronization
 /// each feature service is resolved once per catalog.
 public final class OnlineFeatureReader: Sendable {
     /// The store read.
-    public let store: OnlineStore
+    public let backend: OnlineBackend
     let registry: RegistryCache
 
     private struct Resolved {
@@ -22,11 +22,19 @@ public final class OnlineFeatureReader: Sendable {
     /// The revision of a registry snapshot that could not be read, if any.
     private let unusableRevision: Mutex<Int64?> = Mutex(nil)
 
-    /// A reader of `store`, resolving names with the snapshot `registry` holds.
-    public init(store: OnlineStore, registry: RegistryCache) {
-        self.store = store
+    /// A reader of the embedded `store`, resolving names with the snapshot `registry` holds.
+    public convenience init(store: OnlineStore, registry: RegistryCache) {
+        self.init(backend: .embedded(store), registry: registry)
+    }
+
+    /// A reader of `backend`, resolving names with the snapshot `registry` holds.
+    public init(backend: OnlineBackend, registry: RegistryCache) {
+        self.backend = backend
         self.registry = registry
     }
+
+    /// The embedded store, when reads are answered from this agent's memory (on the event loop).
+    public var store: OnlineStore? { backend.embedded }
 
     /// The registry revision requests are resolved against, if the agent has a snapshot.
     public var revision: Int64? { registry.revision }
@@ -73,9 +81,31 @@ public final class OnlineFeatureReader: Sendable {
         try catalog().resolve(references: references)
     }
 
-    /// Reads `resolved` for the rows of `batch` at `now` (microseconds since the epoch).
+    /// Reads `resolved` for the rows of `batch` at `now` (microseconds since the epoch), from any backend.
+    public func readAsync(_ resolved: ResolvedRequest, batch: EntityBatch, now: Int64) async throws -> FeatureGrid {
+        guard case .redis(let redis, _) = backend else { return read(resolved, batch: batch, now: now) }
+        var grid = FeatureGrid(entities: batch.count, width: resolved.width)
+        let requests = resolved.views.map { view in
+            RedisOnlineStore.ViewRead(
+                view: view.view, version: view.version, keys: (0..<batch.count).map { batch.key($0, columns: view.keys) }, reads: view.reads)
+        }
+        try await redis.read(requests, now: now, into: &grid)
+        if !resolved.derivations.isEmpty { Self.derive(resolved, batch: batch, into: &grid) }
+        return grid
+    }
+
+    /// Reads `resolved` for `batch` at `now` from any backend and writes the JSON answer (see `answer`).
+    public func answerAsync(_ resolved: ResolvedRequest, batch: EntityBatch, now: Int64, service: String?) async throws -> (body: [UInt8], grid: FeatureGrid) {
+        let grid = try await readAsync(resolved, batch: batch, now: now)
+        let opening = resolved.answerOpening ?? OnlineFeatureResponse.opening(resolved, service: service, revision: revision ?? 0)
+        return (OnlineFeatureResponse.encode(grid, resolved: resolved, opening: opening), grid)
+    }
+
+    /// Reads `resolved` for the rows of `batch` at `now` (microseconds since the epoch) from the
+    /// embedded store, without waiting (nothing is read from another backend: see `readAsync`).
     public func read(_ resolved: ResolvedRequest, batch: EntityBatch, now: Int64) -> FeatureGrid {
         var grid = FeatureGrid(entities: batch.count, width: resolved.width)
+        guard let store else { return grid }
         for view in resolved.views {
             guard let table = store.servingTable(view: view.view, version: view.version) else { continue }
             // Match by name and type: a previous version's table may lack a feature or hold it as another type.

@@ -15,7 +15,9 @@ import Shared
 /// itself, answers it with the same `OnlineFeaturesHandler.respond` the
 /// router's route calls, and writes the response as NIO's response parts.
 /// Every other request passes on untouched, to be converted to Swift HTTP
-/// types and answered by the router.
+/// types and answered by the router — and so does every feature read when the
+/// online store is Redis: those wait for the network, so the router's
+/// asynchronous path answers them.
 ///
 /// Responses must leave in the order their requests came. While a request
 /// passed on to the router has not been answered, a feature read that follows
@@ -85,7 +87,7 @@ final class OnlineFeaturesChannelHandler: ChannelDuplexHandler, RemovableChannel
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let part = unwrapInboundIn(data)
         switch (mode, part) {
-        case (.idle, .head(let request)) where unanswered == 0 && !closing && Self.isFeatureRead(request):
+        case (.idle, .head(let request)) where unanswered == 0 && !closing && handler.reader.store != nil && Self.isFeatureRead(request):
             if !request.isKeepAlive { closing = true }
             mode = .reading
             head = request

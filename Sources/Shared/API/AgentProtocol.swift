@@ -15,13 +15,18 @@ public struct AgentHello: Sendable, Codable, Hashable {
     public var hostname: String
     /// The job kinds it can run.
     public var capabilities: [JobKind]
+    /// Its online store's kind (absent: embedded). The control plane refuses an
+    /// agent whose store is not its environment's, and a second agent in an
+    /// environment whose store is embedded.
+    public var onlineStore: OnlineStoreKind?
 
     /// Creates a hello.
-    public init(instanceId: String, version: String, hostname: String, capabilities: [JobKind]) {
+    public init(instanceId: String, version: String, hostname: String, capabilities: [JobKind], onlineStore: OnlineStoreKind? = nil) {
         self.instanceId = instanceId
         self.version = version
         self.hostname = hostname
         self.capabilities = capabilities
+        self.onlineStore = onlineStore
     }
 }
 

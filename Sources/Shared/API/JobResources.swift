@@ -304,16 +304,20 @@ public struct MaterializeRequest: Sendable, Codable, Hashable {
 
 /// What a materialization request queued.
 public struct MaterializeResponse: Sendable, Codable, Hashable {
-    /// The backfill job that groups the chunks.
+    /// The backfill job that groups the chunks (the first environment's, when there are several).
     public var backfill: JobResource
-    /// Chunks queued now.
+    /// One backfill per environment queued for, by environment name.
+    public var backfills: [JobResource]
+    /// Chunks queued now, over every environment.
     public var chunksQueued: Int
     /// Chunks skipped because the same interval is queued, running or done already.
     public var chunksSkipped: Int
 
     /// Creates a value.
-    public init(backfill: JobResource, chunksQueued: Int, chunksSkipped: Int) {
-        self.backfill = backfill
+    public init(backfills: [JobResource], chunksQueued: Int, chunksSkipped: Int) {
+        precondition(!backfills.isEmpty, "a materialization queues at least one backfill")
+        self.backfill = backfills[0]
+        self.backfills = backfills
         self.chunksQueued = chunksQueued
         self.chunksSkipped = chunksSkipped
     }

@@ -17,6 +17,8 @@ public struct FeatureViewFreshness: Sendable, Codable, Hashable {
 
     public var view: String
     public var version: Int
+    /// The environment whose stores this reading is of (absent while the workspace has none).
+    public var environment: String?
     /// The end of the newest materialized interval of this version.
     public var watermark: Date?
     /// Now minus the watermark.
@@ -25,10 +27,16 @@ public struct FeatureViewFreshness: Sendable, Codable, Hashable {
     public var expectedSeconds: Int64?
     public var state: State
 
+    /// What an alert about this reading is about: the view, in its environment.
+    public var subject: String { environment.map { "\(view)@\($0)" } ?? view }
+
     /// Creates a reading.
-    public init(view: String, version: Int, watermark: Date?, stalenessSeconds: Int64?, expectedSeconds: Int64?, state: State) {
+    public init(
+        view: String, version: Int, environment: String? = nil, watermark: Date?, stalenessSeconds: Int64?, expectedSeconds: Int64?, state: State
+    ) {
         self.view = view
         self.version = version
+        self.environment = environment
         self.watermark = watermark
         self.stalenessSeconds = stalenessSeconds
         self.expectedSeconds = expectedSeconds

@@ -6,12 +6,12 @@ extension ControlPlaneClient {
     /// A page of the workspace's jobs, newest first.
     public func jobs(
         workspace: String, state: JobState? = nil, view: String? = nil, kind: JobKind? = nil, parent: Int64? = nil,
-        cursor: String? = nil, limit: Int = 100
+        environment: String? = nil, cursor: String? = nil, limit: Int = 100
     ) async throws -> Page<JobResource> {
         try await send(
             .GET, "/v1/workspaces/\(Self.segment(workspace))/jobs",
             query: [("state", state?.rawValue), ("view", view), ("kind", kind?.rawValue), ("parent", parent.map(String.init)),
-                    ("cursor", cursor), ("limit", "\(limit)")])
+                    ("environment", environment), ("cursor", cursor), ("limit", "\(limit)")])
     }
 
     /// A job with its attempts and events.
@@ -57,6 +57,26 @@ extension ControlPlaneClient {
     /// The workspace's agents and their status.
     public func agents(workspace: String) async throws -> [AgentResource] {
         try await send(.GET, "/v1/workspaces/\(Self.segment(workspace))/agents")
+    }
+
+    /// The workspace's environments.
+    public func environments(workspace: String) async throws -> [EnvironmentResource] {
+        try await send(.GET, "/v1/workspaces/\(Self.segment(workspace))/environments")
+    }
+
+    /// One environment of the workspace, with its agents.
+    public func environment(_ name: String, workspace: String) async throws -> EnvironmentResource {
+        try await send(.GET, "/v1/workspaces/\(Self.segment(workspace))/environments/\(Self.segment(name))")
+    }
+
+    /// Creates an environment (workspace owners).
+    public func createEnvironment(_ request: CreateEnvironmentRequest, workspace: String) async throws -> EnvironmentResource {
+        try await send(.POST, "/v1/workspaces/\(Self.segment(workspace))/environments", body: request)
+    }
+
+    /// Deletes an environment that has no agents (workspace owners).
+    public func deleteEnvironment(_ name: String, workspace: String) async throws {
+        try await sendRaw(.DELETE, "/v1/workspaces/\(Self.segment(workspace))/environments/\(Self.segment(name))")
     }
 
     // MARK: The agent protocol (agent tokens)

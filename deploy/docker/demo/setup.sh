@@ -38,6 +38,13 @@ else
 fi
 larder apply --yes "$repository"
 
+# The agent's environment: its offline and online stores, its materializations.
+if larder environments describe -w "$workspace" compose >/dev/null 2>&1; then
+  echo "setup: environment compose exists"
+else
+  larder environments create -w "$workspace" compose --description "the compose demo's agent"
+fi
+
 # `larder agents enroll-token` prints a header line, the token (lre_…) alone
 # on its line, then the control plane key's fingerprint and a hint.
 printed=$(larder agents enroll-token -w "$workspace" --environment compose --ttl 1h)

@@ -11,12 +11,15 @@ public enum RedisError: Error, Sendable, Equatable, CustomStringConvertible {
     case timedOut
     /// The connection closed before the answer came.
     case closed
+    /// The server cannot be reached (the address and what failed).
+    case unreachable(String)
 
     public var description: String {
         switch self {
         case .server(let message): return "Redis answered: \(message)"
         case .timedOut: return "Redis did not answer in time"
         case .closed: return "the connection to Redis closed"
+        case .unreachable(let detail): return "cannot reach Redis: \(detail)"
         }
     }
 }
@@ -96,6 +99,9 @@ public final class RedisConnection: Sendable {
         channel.writeAndFlush(RedisRequest(bytes: buffer, count: commands.count, promise: promise), promise: written)
         return try await promise.futureResult.get()
     }
+
+    /// Whether the connection is open (a closed one is replaced, not reused).
+    public var isActive: Bool { channel.isActive }
 
     /// Closes the connection; calls in flight fail with `RedisError.closed`.
     public func close() async throws {

@@ -1,0 +1,334 @@
+import Foundation
+import Logging
+import NIOCore
+import Shared
+import Synchronization
+
+/// The online store in Redis (or Valkey), shared by every agent of an
+/// environment: any agent writes a job's or a push's rows, and every agent
+/// serves complete values. Keys and values are laid out by `RedisRowCodec`.
+///
+/// - **Newest wins**, decided on the server: a script compares each stored
+///   value's leading (event time, created time) with the new one's and keeps
+///   the newer, so a late or retried chunk never overwrites a newer value,
+///   whichever agent writes it.
+/// - **TTL**: enforced when reading (an older value is `expired`); keys also
+///   expire `expiryGrace` after their TTL (and no sooner than `expiryGrace`
+///   after they were written), so Redis reclaims them.
+/// - **Versions**: `<prefix>:versions` names each view's served version; a job
+///   raises it once its rows are written (one write switches serving), after
+///   the version's schema is in `<prefix>:schemas`. Readers keep serving the
+///   older version until then.
+public final class RedisOnlineStore: Sendable {
+    /// The client (one per agent).
+    public let client: RedisClient
+    let codec: RedisRowCodec
+    let logger: Logger
+    private let scripts = Mutex<[String: String]>([:])
+    private let served: Mutex<ServedVersions>
+
+    /// How long after its TTL a key is kept (its reads answer `expired` meanwhile).
+    public static let expiryGrace: Int64 = 3_600
+    /// Rows per script call on a standalone server.
+    static let rowsPerCall = 512
+    /// How often readers look for a switched version.
+    static let versionsRefresh = Duration.seconds(1)
+
+    struct ServedVersions {
+        var versions: [String: Int] = [:]
+        var fetched: ContinuousClock.Instant?
+        var refreshing = false
+        var schemas: [String: OnlineTableSchema] = [:]
+    }
+
+    /// A store in the deployment `settings` name, under its key prefix.
+    public init(settings: RedisSettings, logger: Logger) throws {
+        client = try RedisClient(settings: settings, logger: logger)
+        codec = RedisRowCodec(prefix: settings.keyPrefix)
+        self.logger = logger
+        served = Mutex(ServedVersions())
+    }
+
+    /// Closes its connections.
+    public func close() async { await client.close() }
+
+    // MARK: Writing
+
+    /// Each key takes its value unless it holds a newer one (by the values'
+    /// first 16 bytes, compared byte by byte: locale-independent). `ARGV[n + i]`
+    /// is key i's expiry in milliseconds since the epoch, or 0.
+    static let newestWins = """
+        local n = #KEYS
+        local stored = 0
+        for i = 1, n do
+          local value = ARGV[i]
+          local old = redis.call('GETRANGE', KEYS[i], 0, 15)
+          local take = true
+          if #old == 16 then
+            for b = 1, 16 do
+              local x, y = string.byte(old, b), string.byte(value, b)
+              if x ~= y then
+                take = y > x
+                break
+              end
+            end
+          end
+          if take then
+            redis.call('SET', KEYS[i], value)
+            local expiry = ARGV[n + i]
+            if expiry ~= '0' then redis.call('PEXPIREAT', KEYS[i], expiry) end
+            stored = stored + 1
+          end
+        end
+        return stored
+        """
+
+    /// Raises field `ARGV[1]` of hash `KEYS[1]` to `ARGV[2]`, never lowering it.
+    static let raise = """
+        local current = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+        if tonumber(ARGV[2]) > current then
+          redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+          return 1
+        end
+        return 0
+        """
+
+    /// Writes `rows` of `schema`'s view version, newest wins per entity, at
+    /// `now` (microseconds). Returns how many rows were stored.
+    @discardableResult
+    public func upsert(_ rows: OnlineRows, schema: OnlineTableSchema, now: Int64) async throws -> Int {
+        let layout = try SlotLayout(schema)
+        guard rows.features.count == schema.features.count, rows.eventTimes.count == rows.count, rows.createdTimes.count == rows.count else {
+            throw OnlineStoreError.schemaMismatch("expected \(schema.features.count) feature columns and one time per row")
+        }
+        for (position, column) in rows.features.enumerated() {
+            guard column.count == rows.count, layout.accepts(column, feature: position) else {
+                throw OnlineStoreError.schemaMismatch("feature \(schema.features[position].name) is \(schema.features[position].type.rawValue)")
+            }
+        }
+        guard rows.count > 0 else { return 0 }
+        // Values encoded into one buffer, sliced once it is whole (a slice taken while it grows
+        // would make every later write copy it).
+        var valueBytes = ByteBuffer()
+        valueBytes.reserveCapacity(rows.count * (17 + 9 * schema.features.count))
+        var written: [(slot: Int, key: ByteBuffer, value: Range<Int>, expiry: Int64)] = []
+        written.reserveCapacity(rows.count)
+        let nowMillis = now / 1_000
+        for row in 0..<rows.count {
+            var expiry: Int64 = 0
+            if let ttl = schema.ttlSeconds {
+                // A row already past its TTL (a backfill of history) is answered `expired` for a while, as the embedded store does until it compacts.
+                expiry = max(rows.eventTimes[row] / 1_000 + (ttl + Self.expiryGrace) * 1_000, nowMillis + Self.expiryGrace * 1_000)
+            }
+            let (key, slot) = codec.key(view: schema.view, version: schema.version, entity: rows.keys[row])
+            let valueStart = valueBytes.writerIndex
+            RedisRowCodec.encode(rows, row: row, types: layout.types, into: &valueBytes)
+            written.append((slot, key, valueStart..<valueBytes.writerIndex, expiry))
+        }
+        let entries = written.map { (slot: $0.slot, key: $0.key, value: valueBytes.getSlice(at: $0.value.lowerBound, length: $0.value.count)!, expiry: $0.expiry) }
+        guard !entries.isEmpty else { return 0 }
+        // One script call per slot on a Cluster (its keys must share one), per few hundred rows otherwise.
+        var groups: [[Int]] = []
+        if try await client.isCluster() {
+            var bySlot: [Int: [Int]] = [:]
+            for (index, entry) in entries.enumerated() { bySlot[entry.slot, default: []].append(index) }
+            groups = Array(bySlot.values)
+        } else {
+            groups = stride(from: 0, to: entries.count, by: Self.rowsPerCall).map { Array($0..<min($0 + Self.rowsPerCall, entries.count)) }
+        }
+        let commands = groups.map { group -> (arguments: [RESPArgument], slot: Int) in
+            var arguments: [RESPArgument] = [.text(String(group.count))]
+            arguments.reserveCapacity(1 + group.count * 3)
+            for index in group { arguments.append(.bytes(entries[index].key)) }
+            for index in group { arguments.append(.bytes(entries[index].value)) }
+            for index in group { arguments.append(.text(String(entries[index].expiry))) }
+            return (arguments, entries[group[0]].slot)
+        }
+        var stored = 0
+        for answer in try await evaluate("newest-wins", Self.newestWins, commands) {
+            switch answer {
+            case .integer(let count): stored += Int(count)
+            case .error(let message): throw RedisError.server(message)
+            default: throw RedisError.server("an unexpected answer to the newest-wins script")
+            }
+        }
+        return stored
+    }
+
+    /// Makes `schema`'s version the one served for its view, unless a newer one is:
+    /// its schema first, then the pointer (one write switches every reader).
+    public func publish(_ schema: OnlineTableSchema) async throws {
+        let json = String(decoding: try JSONEncoder().encode(schema), as: UTF8.self)
+        try await client.send(["HSET", .text(codec.schemasKey), .text("\(schema.view)@\(schema.version)"), .text(json)],
+                              slot: RedisSlot.of(codec.schemasKey.utf8))
+        let answers = try await evaluate("raise", Self.raise, [
+            (["1", .text(codec.versionsKey), .text(schema.view), .text(String(schema.version))], RedisSlot.of(codec.versionsKey.utf8)),
+        ])
+        if case .error(let message) = answers[0] { throw RedisError.server(message) }
+    }
+
+    /// Runs script `source` (`EVALSHA`, loading it where a node lacks it) with each
+    /// command's `numkeys key… arg…`; returns the answers in order.
+    func evaluate(_ name: String, _ source: String, _ commands: [(arguments: [RESPArgument], slot: Int)]) async throws -> [RESPValue] {
+        var sha = scripts.withLock { $0[name] }
+        if sha == nil {
+            guard let loaded = try await client.send(["SCRIPT", "LOAD", .text(source)]).string else {
+                throw RedisError.server("SCRIPT LOAD gave no digest")
+            }
+            scripts.withLock { $0[name] = loaded }
+            sha = loaded
+        }
+        let requests = commands.map { RedisCommand([.text("EVALSHA"), .text(sha!)] + $0.arguments, slot: $0.slot) }
+        var answers = try await client.pipeline(requests)
+        // A node that never saw the script (restarted, failed over, a new Cluster member): load it everywhere, send those again.
+        let missing = answers.indices.filter { if case .error(let message) = answers[$0] { return message.hasPrefix("NOSCRIPT") } else { return false } }
+        if !missing.isEmpty {
+            _ = try await client.sendToEveryNode(["SCRIPT", "LOAD", .text(source)])
+            let retried = try await client.pipeline(missing.map { requests[$0] })
+            for (index, answer) in zip(missing, retried) { answers[index] = answer }
+        }
+        return answers
+    }
+
+    // MARK: Reading
+
+    /// One view version to read for a batch of entities, into grid columns.
+    struct ViewRead {
+        var view: String
+        var version: Int
+        var keys: [EntityKey]
+        var reads: [(feature: String, type: ValueType, column: Int)]
+    }
+
+    /// Reads every view of `requests` in one round trip per node (an `MGET`
+    /// per view on a server, per view and slot on a Cluster) into `grid`,
+    /// judging TTLs at `now` (microseconds). A view with no published version
+    /// (not materialized yet) leaves its cells `not_found`.
+    func read(_ requests: [ViewRead], now: Int64, into grid: inout FeatureGrid) async throws {
+        let cluster = try await client.isCluster()
+        struct Plan {
+            var schema: OnlineTableSchema
+            var types: [StoredType]
+            var reads: [(feature: Int, column: Int)]
+            var command: Int
+            var rows: [Int]
+        }
+        var plans: [Plan] = [], commands: [RedisCommand] = []
+        for request in requests {
+            guard let schema = try await servingSchema(view: request.view, upTo: request.version) else { continue }
+            // Matched by name and type: an older version may lack a feature or hold it as another type.
+            var reads: [(feature: Int, column: Int)] = []
+            for read in request.reads {
+                if let index = schema.features.firstIndex(where: { $0.name == read.feature && $0.type == read.type }) {
+                    reads.append((index, read.column))
+                }
+            }
+            guard !reads.isEmpty else { continue }
+            let types = try SlotLayout(schema).types
+            var bySlot: [Int: [Int]] = [:]
+            var keys: [ByteBuffer] = []
+            keys.reserveCapacity(request.keys.count)
+            for (row, entity) in request.keys.enumerated() {
+                let (key, slot) = codec.key(view: schema.view, version: schema.version, entity: entity)
+                keys.append(key)
+                bySlot[cluster ? slot : 0, default: []].append(row)
+            }
+            for (slot, rows) in bySlot {
+                plans.append(Plan(schema: schema, types: types, reads: reads, command: commands.count, rows: rows))
+                commands.append(RedisCommand(["MGET"] + rows.map { .bytes(keys[$0]) }, slot: slot))
+            }
+        }
+        guard !commands.isEmpty else { return }
+        let answers = try await client.pipeline(commands)
+        let width = grid.width
+        for plan in plans {
+            guard case .array(let values?) = answers[plan.command], values.count == plan.rows.count else {
+                if case .error(let message) = answers[plan.command] { throw RedisError.server(message) }
+                throw RedisError.server("an unexpected answer to MGET")
+            }
+            let cutoff = plan.schema.ttlSeconds.map { now - $0 * 1_000_000 } ?? Int64.min
+            for (row, value) in zip(plan.rows, values) {
+                guard case .bulkString(let bytes?) = value, let record = RedisRowCodec.decode(bytes, types: plan.types) else { continue }
+                let base = row * width
+                if record.eventTime < cutoff {
+                    for read in plan.reads {
+                        grid.statuses[base + read.column] = .expired
+                        grid.eventTimes[base + read.column] = record.eventTime
+                    }
+                    continue
+                }
+                for read in plan.reads {
+                    let value = record.values[read.feature]
+                    grid.values[base + read.column] = value
+                    grid.statuses[base + read.column] = FeatureStatus(of: value)
+                    grid.eventTimes[base + read.column] = record.eventTime
+                }
+            }
+        }
+    }
+
+    /// The stored row of one entity of `schema`'s version, judged against its TTL at `now`.
+    public func lookup(_ entity: EntityKey, schema: OnlineTableSchema, now: Int64) async throws -> OnlineLookup {
+        let (key, slot) = codec.key(view: schema.view, version: schema.version, entity: entity)
+        guard case .bulkString(let bytes?) = try await client.send(["GET", .bytes(key)], slot: slot),
+              let record = RedisRowCodec.decode(bytes, types: try SlotLayout(schema).types)
+        else { return .notFound }
+        if let ttl = schema.ttlSeconds, record.eventTime < now - ttl * 1_000_000 { return .expired(record) }
+        return .present(record)
+    }
+
+    /// The schema of the version of `view` served for a request of `version`:
+    /// that version once published, else the newest published one before it.
+    public func servingSchema(view: String, upTo version: Int) async throws -> OnlineTableSchema? {
+        let versions = try await servedVersions()
+        guard let published = versions[view] else { return nil }
+        let target = min(version, published)
+        let field = "\(view)@\(target)"
+        if let schema = served.withLock({ $0.schemas[field] }) { return schema }
+        guard case .bulkString(let bytes?) = try await client.send(["HGET", .text(codec.schemasKey), .text(field)], slot: RedisSlot.of(codec.schemasKey.utf8)),
+              let schema = try? JSONDecoder().decode(OnlineTableSchema.self, from: Data(buffer: bytes))
+        else { return nil }
+        served.withLock { $0.schemas[field] = schema }   // a version's schema never changes
+        return schema
+    }
+
+    /// The served version of each view: read once, then again in the
+    /// background every `versionsRefresh` (readers never wait for that).
+    func servedVersions() async throws -> [String: Int] {
+        let (versions, fetched, start) = served.withLock { served -> ([String: Int], ContinuousClock.Instant?, Bool) in
+            let stale = served.fetched.map { ContinuousClock.now - $0 > Self.versionsRefresh } ?? true
+            let start = stale && served.fetched != nil && !served.refreshing
+            if start { served.refreshing = true }
+            return (served.versions, served.fetched, start)
+        }
+        if fetched == nil { return try await fetchVersions() }
+        if start {
+            Task {
+                defer { self.served.withLock { $0.refreshing = false } }
+                do { _ = try await self.fetchVersions() } catch {
+                    self.logger.warning("cannot read the served versions from Redis", metadata: ["larder.error": .string(String(describing: error))])
+                }
+            }
+        }
+        return versions
+    }
+
+    /// Reads the served versions now.
+    @discardableResult
+    public func fetchVersions() async throws -> [String: Int] {
+        guard case .array(let fields?) = try await client.send(["HGETALL", .text(codec.versionsKey)], slot: RedisSlot.of(codec.versionsKey.utf8)) else {
+            throw RedisError.server("an unexpected answer to HGETALL")
+        }
+        var versions: [String: Int] = [:]
+        var index = 0
+        while index + 1 < fields.count {
+            if let view = fields[index].string, let version = fields[index + 1].string.flatMap(Int.init) { versions[view] = version }
+            index += 2
+        }
+        served.withLock { served in
+            served.versions = versions
+            served.fetched = .now
+        }
+        return versions
+    }
+}
