@@ -115,8 +115,9 @@ struct FailoverProcessTests {
                 agents[0].process.waitUntilExit()
                 let finished = try await world.jobs.waitUntilFinished(started.backfill.id, timeout: 180)
                 #expect(finished.job.state == .succeeded, "\(agents[1].log.suffix(3_000))")
-                // Reads go on a while through the survivor alone.
-                try await Task.sleep(for: .seconds(2))
+                // Reads go on through the survivor alone, until there have been enough (a loaded machine reads slowly).
+                let enough = Date().addingTimeInterval(60)
+                repeat { try await Task.sleep(for: .milliseconds(200)) } while reads.withLock({ $0.ok < 10 }) && Date() < enough
                 stop.store(true, ordering: .relaxed)
                 _ = await reading.result
                 let counted = reads.withLock { $0 }

@@ -40,6 +40,49 @@ struct AgentConfigurationTests {
         #expect(configuration.connections["local_files"] == .directory(URL(fileURLWithPath: exports.path, isDirectory: true)))
     }
 
+    @Test("online_store: embedded by default; redis with addresses, ACL user, password from a file (never in descriptions), CA, prefix; mistakes name the line")
+    func onlineStore() throws {
+        let folder = try Self.folder()
+        let base = "control_plane: https://larder.example.com\npublic_key: \(Self.key)\ndata_directory: \(folder.path)\n"
+        #expect(try Self.load(base, in: folder).onlineStore == .embedded)
+        #expect(try Self.load(base + "online_store: embedded\n", in: folder).onlineStore.kind == .embedded)
+        let password = folder.appendingPathComponent("redis.password"), ca = folder.appendingPathComponent("ca.pem")
+        try "correct horse\n".write(to: password, atomically: true, encoding: .utf8)
+        try "-----BEGIN CERTIFICATE-----\n".write(to: ca, atomically: true, encoding: .utf8)
+        let configuration = try Self.load(base + """
+            online_store:
+              redis:
+                addresses: [10.0.0.5:6379, "[::1]:7000"]
+                user: larder
+                password_file: \(password.path)
+                tls_ca_file: \(ca.path)
+                key_prefix: larder:rides:prod
+                connections_per_node: 4
+                timeout: 500ms
+            """, in: folder)
+        guard case .redis(let redis) = configuration.onlineStore else { Issue.record("not redis"); return }
+        #expect(redis.endpoints == [RedisEndpoint(host: "10.0.0.5", port: 6379), RedisEndpoint(host: "::1", port: 7000)])
+        #expect(redis.user == "larder" && redis.password == "correct horse" && redis.tlsCAFile == ca.path)
+        #expect(redis.keyPrefix == "larder:rides:prod" && redis.connectionsPerNode == 4 && redis.timeout == .milliseconds(500))
+        #expect(!String(describing: configuration.onlineStore).contains("correct horse"))
+        for (block, complaint) in [
+            ("online_store: memcached\n", "online_store: 'embedded', or 'redis:'"),
+            ("online_store:\n  redis:\n    user: x\n", "online_store.redis.addresses: at least one"),
+            ("online_store:\n  redis:\n    addresses: [redis]\n", "'redis' is not host:port"),
+            ("online_store:\n  redis:\n    addresses: [redis:6379]\n    key_prefix: \"a{b}\"\n", "without '{' or '}'"),
+            ("online_store:\n  redis:\n    addresses: [redis:6379]\n    password_file: /nonexistent/pw\n", "cannot read /nonexistent/pw"),
+            ("online_store:\n  redis:\n    addresses: [redis:6379]\n    timeout: 5m\n", "a duration from 10ms to 60s"),
+            ("online_store:\n  redis:\n    addresses: [redis:6379]\n    cluster: yes\n", "unknown setting"),
+        ] {
+            #expect {
+                _ = try Self.load(base + block, in: folder)
+            } throws: { error in
+                let text = String(describing: error)
+                return text.contains("agent.yaml:") && text.contains(complaint)
+            }
+        }
+    }
+
     @Test("mistakes name the file, the line and the setting")
     func mistakes() throws {
         let folder = try Self.folder()

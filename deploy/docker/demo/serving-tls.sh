@@ -14,7 +14,7 @@
 #          -v "$PWD/my-tls:/provided:ro" serving-tls
 #   2. the one the volume holds already: kept across restarts;
 #   3. otherwise a new self-signed one for the names the agent is reached by:
-#      larder-agent (the compose network), localhost and 127.0.0.1 (the
+#      larder-agent and larder-agent-2 (the compose network), localhost and 127.0.0.1 (the
 #      published port), valid for 825 days like the Helm chart's. For a new
 #      one, remove the old certificate first:
 #        docker compose -f deploy/docker/compose.yaml run --rm --entrypoint rm \
@@ -60,7 +60,7 @@ else
     -subj /CN=larder-agent \
     -addext basicConstraints=critical,CA:FALSE \
     -addext extendedKeyUsage=serverAuth \
-    -addext subjectAltName=DNS:larder-agent,DNS:localhost,IP:127.0.0.1
+    -addext subjectAltName=DNS:larder-agent,DNS:larder-agent-2,DNS:localhost,IP:127.0.0.1
   echo "serving-tls: made a self-signed certificate"
 fi
 

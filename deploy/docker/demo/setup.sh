@@ -42,22 +42,25 @@ larder apply --yes "$repository"
 if larder environments describe -w "$workspace" compose >/dev/null 2>&1; then
   echo "setup: environment compose exists"
 else
-  larder environments create -w "$workspace" compose --description "the compose demo's agent"
+  larder environments create -w "$workspace" compose --online-store redis --description "the compose demo's two agents, sharing Redis"
 fi
 
 # `larder agents enroll-token` prints a header line, the token (lre_…) alone
 # on its line, then the control plane key's fingerprint and a hint.
-printed=$(larder agents enroll-token -w "$workspace" --environment compose --ttl 1h)
-token=$(grep -E '^lre_' <<<"$printed" || true)
-if [ -z "$token" ]; then
-  echo "setup: no enrollment token in the CLI's answer:" >&2
-  grep -v '^lre_' <<<"$printed" >&2 || true
-  exit 1
-fi
-printf '%s\n' "$token" | write_file "$enrollment_dir/token"
+# One per agent: token for larder-agent, token-2 for larder-agent-2.
+for file in token token-2; do
+  printed=$(larder agents enroll-token -w "$workspace" --environment compose --ttl 1h)
+  token=$(grep -E '^lre_' <<<"$printed" || true)
+  if [ -z "$token" ]; then
+    echo "setup: no enrollment token in the CLI's answer:" >&2
+    grep -v '^lre_' <<<"$printed" >&2 || true
+    exit 1
+  fi
+  printf '%s\n' "$token" | write_file "$enrollment_dir/$file"
+done
 # The enroll step prints the fingerprint it pinned: the two must agree.
 fingerprint=$(sed -n 's/^control plane key fingerprint[^:]*: //p' <<<"$printed")
-echo "setup: wrote an enrollment token for environment compose; control plane key fingerprint $fingerprint"
+echo "setup: wrote two enrollment tokens for environment compose; control plane key fingerprint $fingerprint"
 
 if [ -s "$prometheus_dir/larder-control-token" ]; then
   echo "setup: Prometheus' token exists; kept"

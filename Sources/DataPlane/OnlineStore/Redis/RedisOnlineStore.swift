@@ -25,6 +25,8 @@ public final class RedisOnlineStore: Sendable {
     let codec: RedisRowCodec
     let logger: Logger
     private let scripts = Mutex<[String: String]>([:])
+    /// Whether the servers take `SET … PXAT`, once asked.
+    private let serverFeatures = Mutex<Bool?>(nil)
     private let served: Mutex<ServedVersions>
 
     /// How long after its TTL a key is kept (its reads answer `expired` meanwhile).
@@ -56,27 +58,37 @@ public final class RedisOnlineStore: Sendable {
 
     /// Each key takes its value unless it holds a newer one (by the values'
     /// first 16 bytes, compared byte by byte: locale-independent). `ARGV[n + i]`
-    /// is key i's expiry in milliseconds since the epoch, or 0.
+    /// is key i's expiry in milliseconds since the epoch, or 0; `ARGV[2n + 1]`
+    /// is 1 when the server takes `SET … PXAT` (Redis 6.2 and later: one call
+    /// instead of two).
     static let newestWins = """
         local n = #KEYS
+        local pxat = ARGV[2 * n + 1] == '1'
         local stored = 0
         for i = 1, n do
           local value = ARGV[i]
           local old = redis.call('GETRANGE', KEYS[i], 0, 15)
           local take = true
           if #old == 16 then
-            for b = 1, 16 do
-              local x, y = string.byte(old, b), string.byte(value, b)
-              if x ~= y then
-                take = y > x
+            local a = {string.byte(old, 1, 16)}
+            local b = {string.byte(value, 1, 16)}
+            for j = 1, 16 do
+              if a[j] ~= b[j] then
+                take = b[j] > a[j]
                 break
               end
             end
           end
           if take then
-            redis.call('SET', KEYS[i], value)
             local expiry = ARGV[n + i]
-            if expiry ~= '0' then redis.call('PEXPIREAT', KEYS[i], expiry) end
+            if expiry == '0' then
+              redis.call('SET', KEYS[i], value)
+            elseif pxat then
+              redis.call('SET', KEYS[i], value, 'PXAT', expiry)
+            else
+              redis.call('SET', KEYS[i], value)
+              redis.call('PEXPIREAT', KEYS[i], expiry)
+            end
             stored = stored + 1
           end
         end
@@ -136,12 +148,14 @@ public final class RedisOnlineStore: Sendable {
         } else {
             groups = stride(from: 0, to: entries.count, by: Self.rowsPerCall).map { Array($0..<min($0 + Self.rowsPerCall, entries.count)) }
         }
+        let pxat: RESPArgument = try await takesPXAT() ? "1" : "0"
         let commands = groups.map { group -> (arguments: [RESPArgument], slot: Int) in
             var arguments: [RESPArgument] = [.text(String(group.count))]
-            arguments.reserveCapacity(1 + group.count * 3)
+            arguments.reserveCapacity(2 + group.count * 3)
             for index in group { arguments.append(.bytes(entries[index].key)) }
             for index in group { arguments.append(.bytes(entries[index].value)) }
             for index in group { arguments.append(.text(String(entries[index].expiry))) }
+            arguments.append(pxat)
             return (arguments, entries[group[0]].slot)
         }
         var stored = 0
@@ -153,6 +167,17 @@ public final class RedisOnlineStore: Sendable {
             }
         }
         return stored
+    }
+
+    /// Whether the servers take `SET … PXAT` (Redis 6.2 and later, Valkey): asked once (`INFO server`).
+    func takesPXAT() async throws -> Bool {
+        if let known = serverFeatures.withLock({ $0 }) { return known }
+        let info = try await client.send(["INFO", "server"]).string ?? ""
+        let version = info.split(whereSeparator: \.isNewline).first { $0.hasPrefix("redis_version:") }
+            .map { $0.dropFirst("redis_version:".count).split(separator: ".").compactMap { Int($0) } } ?? []
+        let takes = version.count >= 2 && (version[0], version[1]) >= (6, 2)
+        serverFeatures.withLock { $0 = takes }
+        return takes
     }
 
     /// Makes `schema`'s version the one served for its view, unless a newer one is:

@@ -75,6 +75,25 @@ public struct RedisSettings: Sendable, Hashable {
     }
 }
 
+extension RedisSettings: CustomStringConvertible, CustomDebugStringConvertible {
+    /// The settings without the password (which is never logged).
+    public var description: String {
+        "redis(\(endpoints.map(\.description).joined(separator: ", ")), user: \(user ?? "-"), password: \(password == nil ? "none" : "set"), "
+            + "tls: \(tlsCAFile == nil ? "off" : "on"), prefix: \(keyPrefix))"
+    }
+
+    public var debugDescription: String { description }
+}
+
+extension OnlineStoreSettings: CustomStringConvertible {
+    public var description: String {
+        switch self {
+        case .embedded: return "embedded"
+        case .redis(let settings): return settings.description
+        }
+    }
+}
+
 /// A Redis node's address.
 public struct RedisEndpoint: Sendable, Hashable, CustomStringConvertible {
     public var host: String

@@ -116,6 +116,19 @@ reach); the serving certificate's paths when servingTls is on.
 {{- $_ := set $serving "tls_key" "/etc/larder/serving-tls/tls.key" }}
 {{- end }}
 {{- $_ := set $settings "serving" $serving }}
+{{- if eq .Values.onlineStore.kind "redis" }}
+{{- $redis := dict "addresses" .Values.onlineStore.redis.addresses "key_prefix" .Values.onlineStore.redis.keyPrefix }}
+{{- with .Values.onlineStore.redis.user }}
+{{- $_ := set $redis "user" . }}
+{{- end }}
+{{- if .Values.onlineStore.redis.passwordSecret }}
+{{- $_ := set $redis "password_file" "/etc/larder/redis/password" }}
+{{- end }}
+{{- if .Values.onlineStore.redis.caConfigMap }}
+{{- $_ := set $redis "tls_ca_file" "/etc/larder/redis-ca/ca.pem" }}
+{{- end }}
+{{- $_ := set $settings "online_store" (dict "redis" $redis) }}
+{{- end }}
 {{- toYaml $settings }}
 {{- end }}
 
