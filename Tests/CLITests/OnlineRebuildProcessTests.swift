@@ -1,5 +1,6 @@
 import DataPlane
 import Foundation
+import Logging
 import Shared
 import Testing
 import TestSupport
@@ -67,6 +68,54 @@ struct OnlineRebuildProcessTests {
             while !restarted.log.contains("connected to the control plane"), Date() < deadline { try await Task.sleep(for: .milliseconds(100)) }
             #expect(restarted.log.contains("tables=3"), "\(restarted.log)")
             #expect(restarted.stop() == 0)
+        }
+    }
+
+    @Test("with Redis: after Redis lost everything, rebuild-online rewrites each entity's newest offline row there, newest wins, and publishes the versions; the same values as materialization left")
+    func rebuildRedis() async throws {
+        let drivers = 30
+        try await TestRedis.withServer { port in
+            try await MaterializationProcessTests.withWorld(drivers: drivers, hours: 48, trips: 3_000, redis: port) { world in
+                let agent = try world.startAgent()
+                for view in ["driver_hourly_stats", "driver_trip_aggregates", "customer_trip_stats"] {
+                    for hours in [24..<48, 0..<24] {
+                        let done = try await world.materialize(view, hours: hours)
+                        #expect(done.job.state == .succeeded, "\(view): \(agent.log.suffix(2_000))")
+                    }
+                }
+                #expect(agent.stop() == 0)
+                let store = try RedisOnlineStore(
+                    settings: RedisSettings(endpoints: [RedisEndpoint(host: "127.0.0.1", port: port)]), logger: Logging.Logger(label: "test"))
+                /// Every entity's stored row of every served view, judged at time 0 (no TTL in the way).
+                func contents() async throws -> [String: [String: OnlineLookup]] {
+                    var all: [String: [String: OnlineLookup]] = [:]
+                    for (view, version) in try await store.fetchVersions() {
+                        guard let schema = try await store.servingSchema(view: view, upTo: version) else { continue }
+                        let keys: [EntityKey] = schema.keys.first?.type == .string
+                            ? (0..<37).map { .string("c\($0)") } : (0..<drivers).map { .int(Int64(1_000 + $0)) }
+                        var rows: [String: OnlineLookup] = [:]
+                        for key in keys { rows["\(key)"] = try await store.lookup(key, schema: schema, now: 0) }
+                        all["\(view)@\(version)"] = rows
+                    }
+                    return all
+                }
+                let before = try await contents()
+                #expect(before.keys.sorted() == ["customer_trip_stats@1", "driver_hourly_stats@1", "driver_trip_aggregates@1"])
+                try await TestRedis.command(port, ["FLUSHALL"])
+                #expect(try await store.fetchVersions().isEmpty)
+                let config = world.jobs.folder.appendingPathComponent("agent-1.yaml").path
+                let rebuilt = try LarderBinary.run(["rebuild-online", "--config", config], binary: "larder-agent")
+                #expect(rebuilt.status == 0, "\(rebuilt.standardError)")
+                #expect(rebuilt.standardOutput.contains("rebuilt driver_hourly_stats v1: \(drivers) entities"), "\(rebuilt.standardOutput)")
+                let after = try await contents()
+                #expect(after.keys.sorted() == before.keys.sorted())
+                for (table, rows) in before {
+                    for (key, lookup) in rows where after[table]?[key] != lookup {
+                        Issue.record("\(table) \(key): \(String(describing: after[table]?[key])) after the rebuild, \(lookup) before")
+                    }
+                }
+                await store.close()
+            }
         }
     }
 }
