@@ -127,11 +127,13 @@ final class RedisCommandHandler: ChannelDuplexHandler {
     typealias OutboundIn = RedisRequest
     typealias OutboundOut = ByteBuffer
 
-    private var waiting = CircularBuffer<(count: Int, answers: [RESPValue], promise: EventLoopPromise<[RESPValue]>)>()
+    private var waiting = CircularBuffer<(count: Int, promise: EventLoopPromise<[RESPValue]>)>()
+    /// The answers so far to the first request waiting (kept apart, so appending never copies them).
+    private var answers: [RESPValue] = []
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         let request = unwrapOutboundIn(data)
-        waiting.append((request.count, [], request.promise))
+        waiting.append((request.count, request.promise))
         context.write(wrapOutboundOut(request.bytes), promise: promise)
     }
 
@@ -142,10 +144,13 @@ final class RedisCommandHandler: ChannelDuplexHandler {
             context.close(promise: nil)
             return
         }
-        waiting[waiting.startIndex].answers.append(value)
-        if waiting[waiting.startIndex].answers.count == waiting[waiting.startIndex].count {
+        if answers.isEmpty { answers.reserveCapacity(waiting[waiting.startIndex].count) }
+        answers.append(value)
+        if answers.count == waiting[waiting.startIndex].count {
             let done = waiting.removeFirst()
-            done.promise.succeed(done.answers)
+            let complete = answers
+            answers = []
+            done.promise.succeed(complete)
         }
     }
 
@@ -160,6 +165,7 @@ final class RedisCommandHandler: ChannelDuplexHandler {
     }
 
     private func failAll(_ error: any Error) {
+        answers = []
         while let entry = waiting.popFirst() { entry.promise.fail(error) }
     }
 }
