@@ -50,10 +50,8 @@ struct AuditLogBoundsTests {
     @Test("counted failures are written exactly once however they interleave with the flush of an ended minute")
     func countsWrittenOnce() async throws {
         try await TestDatabase.withIsolatedDatabase { url in
-            let logger = Logger(label: "test")
-            let client = PostgresClient(configuration: url.clientConfiguration(), backgroundLogger: logger)
-            try await withThrowingDiscardingTaskGroup { group in
-                group.addTask { await client.run() }
+            try await TestDatabase.withClient(url) { client in
+                let logger = Logger(label: "test")
                 try await MigrationRunner().run(on: client, logger: logger)
                 let audit = FailedAttemptAudit(store: PostgresAccessStore(client: client, logger: logger), logger: logger)
                 let minute = Date(timeIntervalSince1970: (Date().timeIntervalSince1970 / 60).rounded(.down) * 60)
@@ -80,7 +78,6 @@ struct AuditLogBoundsTests {
                 }
                 #expect(total == 1_200, "\(total) attempts counted in \(rows) records")
                 #expect(rows <= 24)
-                group.cancelAll()
             }
         }
     }
@@ -88,10 +85,8 @@ struct AuditLogBoundsTests {
     @Test("monthly partitions: next month made ahead, months past the retention dropped whole and the drop audited; records stay append-only")
     func retention() async throws {
         try await TestDatabase.withIsolatedDatabase { url in
-            let logger = Logger(label: "test")
-            let client = PostgresClient(configuration: url.clientConfiguration(), backgroundLogger: logger)
-            try await withThrowingDiscardingTaskGroup { group in
-                group.addTask { await client.run() }
+            try await TestDatabase.withClient(url) { client in
+                let logger = Logger(label: "test")
                 try await MigrationRunner().run(on: client, logger: logger)
                 let now = Date()
                 // Records in a month two years ago, one last year, and now.
@@ -121,7 +116,6 @@ struct AuditLogBoundsTests {
                 // Still append-only.
                 await #expect(throws: (any Error).self) { try await client.query("DELETE FROM audit_log WHERE principal = 'p'", logger: logger) }
                 await #expect(throws: (any Error).self) { try await client.query("UPDATE audit_log SET principal = 'x'", logger: logger) }
-                group.cancelAll()
             }
         }
     }

@@ -52,6 +52,13 @@ struct EnvironmentTests {
                     workspace: Self.workspace)
             }
             #expect(materialize?.type == "urn:larder:problem:environment-not-found")
+            // 60,000 one-minute chunks are allowed for one environment, not for each of two: the bound counts them all.
+            let tooMany = await Self.problem {
+                _ = try await admin.materialize(
+                    MaterializeRequest(featureView: "driver_hourly_stats", start: start, end: start.addingTimeInterval(60_000 * 60), chunk: "1m"),
+                    workspace: Self.workspace)
+            }
+            #expect(tooMany?.status == 400 && tooMany?.field == "chunk" && tooMany?.detail.contains("2 environments") == true, "\(String(describing: tooMany))")
             #expect(try await admin.jobs(workspace: Self.workspace).items.isEmpty)
             #expect(try await admin.principals().contains { $0.name == "stray" } == false)
 
@@ -68,6 +75,13 @@ struct EnvironmentTests {
             #expect(try await admin.jobs(workspace: Self.workspace).items.isEmpty)
             let gone = await Self.problem { _ = try await admin.environment("staging", workspace: Self.workspace) }
             #expect(gone?.status == 404)
+            // A workspace has at most 64 environments (each scheduled interval is queued in every one).
+            for index in 1..<PostgresEnvironmentStore.maximumPerWorkspace {
+                _ = try await admin.createEnvironment(CreateEnvironmentRequest(name: "region-\(index)"), workspace: Self.workspace)
+            }
+            let beyond = await Self.problem { _ = try await admin.createEnvironment(CreateEnvironmentRequest(name: "one-more"), workspace: Self.workspace) }
+            #expect(beyond?.status == 400 && beyond?.field == "name" && beyond?.detail.contains("64 environments") == true, "\(String(describing: beyond))")
+            #expect(try await admin.environments(workspace: Self.workspace).count == PostgresEnvironmentStore.maximumPerWorkspace)
         }
     }
 
@@ -197,10 +211,8 @@ struct EnvironmentTests {
     @Test("an install from before environments gets one environment per environment its agents, tokens and jobs named")
     func migration() async throws {
         try await TestDatabase.withIsolatedDatabase { url in
-            let logger = Logger(label: "test")
-            let client = PostgresClient(configuration: url.clientConfiguration(), backgroundLogger: logger)
-            try await withThrowingDiscardingTaskGroup { group in
-                group.addTask { await client.run() }
+            try await TestDatabase.withClient(url) { client in
+                let logger = Logger(label: "test")
                 try await MigrationRunner(migrations: ControlPlaneMigrations.all.filter { $0.version < 17 }).run(on: client, logger: logger)
                 try await client.query("INSERT INTO workspaces (name, created_by) VALUES ('rides', 'test'), ('payments', 'test')", logger: logger)
                 try await client.query(
@@ -222,7 +234,6 @@ struct EnvironmentTests {
                     found.append("\(workspace)/\(environment)/\(kind)")
                 }
                 #expect(found == ["payments/eu/embedded", "rides/prod/embedded", "rides/staging/embedded"])
-                group.cancelAll()
             }
         }
     }

@@ -17,6 +17,9 @@ public struct PostgresEnvironmentStore: Sendable {
         self.jobs = jobs
     }
 
+    /// The most environments a workspace may have: each scheduled interval is queued once per environment.
+    public static let maximumPerWorkspace = 64
+
     /// Creates an environment of `workspace`.
     public func create(_ request: CreateEnvironmentRequest, workspace: String, by creator: String) async throws -> EnvironmentResource {
         guard Identifier.isValidWorkspace(request.name) else {
@@ -27,17 +30,29 @@ public struct PostgresEnvironmentStore: Sendable {
         guard description.count <= 1_000 else { throw JobError.invalidArgument(field: "description", detail: "at most 1000 characters") }
         let kind = request.onlineStore ?? .embedded
         let inserted = try await client.withConnection { connection in
-            let (workspaceID, _) = try await PostgresRegistryStore.workspaceID(workspace, connection: connection, logger: logger)
-            let rows = try await connection.query(
-                """
-                INSERT INTO environments (workspace_id, name, online_store, description, created_by)
-                VALUES (\(workspaceID), \(request.name), \(kind.rawValue), \(description), \(creator))
-                ON CONFLICT (workspace_id, name) DO NOTHING RETURNING id
-                """, logger: logger)
-            for try await _ in rows.decode(Int64.self) { return true }
-            return false
+            try await connection.inTransaction(logger: logger) { connection in
+                // The workspace's row locked first, then counted in a statement of its own (which sees commits
+                // made meanwhile), so concurrent creates cannot pass the bound together.
+                let (workspaceID, _) = try await PostgresRegistryStore.workspaceID(workspace, connection: connection, logger: logger)
+                try await connection.execute("SELECT 1 FROM workspaces WHERE id = \(workspaceID) FOR UPDATE", logger: logger)
+                let rows = try await connection.query(
+                    """
+                    INSERT INTO environments (workspace_id, name, online_store, description, created_by)
+                    SELECT \(workspaceID), \(request.name), \(kind.rawValue), \(description), \(creator)
+                    WHERE (SELECT count(*) FROM environments WHERE workspace_id = \(workspaceID)) < \(Self.maximumPerWorkspace)
+                    ON CONFLICT (workspace_id, name) DO NOTHING RETURNING id
+                    """, logger: logger)
+                for try await _ in rows.decode(Int64.self) { return true }
+                return false
+            }
         }
-        guard inserted else { throw JobError.environmentExists(request.name) }
+        guard inserted else {
+            if try await rows(workspace: workspace, named: request.name).isEmpty {
+                throw JobError.invalidArgument(
+                    field: "name", detail: "workspace '\(workspace)' has \(Self.maximumPerWorkspace) environments already, the most it may have; delete one first")
+            }
+            throw JobError.environmentExists(request.name)
+        }
         logger.notice("environment created", metadata: [
             "larder.workspace": .string(workspace), "larder.environment": .string(request.name), "larder.online_store": .string(kind.rawValue),
         ])

@@ -132,6 +132,13 @@ public struct PostgresJobStore: Sendable {
                     throw JobError.featureViewNotFound(request.featureView)
                 }
                 let environments = try await environmentsQueued(for: view, named: request.environment, on: connection)
+                // The bound holds for all the chunks the request queues, in every environment together.
+                guard count * environments.count <= Self.maximumChunks else {
+                    throw JobError.invalidArgument(
+                        field: "chunk",
+                        detail: "that is \(count) chunks in each of \(environments.count) environments; use a longer chunk, a shorter range "
+                            + "or one --environment (at most \(Self.maximumChunks) in all)")
+                }
                 let trigger = "requested by \(principal)"
                 var backfills: [JobResource] = [], queued = 0
                 for environment in environments {

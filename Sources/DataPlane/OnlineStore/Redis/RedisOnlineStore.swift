@@ -40,7 +40,8 @@ public final class RedisOnlineStore: Sendable {
         var versions: [String: Int] = [:]
         var fetched: ContinuousClock.Instant?
         var refreshing = false
-        var schemas: [String: OnlineTableSchema] = [:]
+        /// Each view version's schema and its stored types, once read (they never change).
+        var schemas: [String: (schema: OnlineTableSchema, types: [StoredType])] = [:]
     }
 
     /// A store in the deployment `settings` name, under its key prefix.
@@ -240,7 +241,7 @@ public final class RedisOnlineStore: Sendable {
         }
         var plans: [Plan] = [], commands: [RedisCommand] = []
         for request in requests {
-            guard let schema = try await servingSchema(view: request.view, upTo: request.version) else { continue }
+            guard let (schema, types) = try await servedLayout(view: request.view, upTo: request.version) else { continue }
             // Matched by name and type: an older version may lack a feature or hold it as another type.
             var reads: [(feature: Int, column: Int)] = []
             for read in request.reads {
@@ -249,7 +250,6 @@ public final class RedisOnlineStore: Sendable {
                 }
             }
             guard !reads.isEmpty else { continue }
-            let types = try SlotLayout(schema).types
             var bySlot: [Int: [Int]] = [:]
             var keys: [ByteBuffer] = []
             keys.reserveCapacity(request.keys.count)
@@ -305,16 +305,22 @@ public final class RedisOnlineStore: Sendable {
     /// The schema of the version of `view` served for a request of `version`:
     /// that version once published, else the newest published one before it.
     public func servingSchema(view: String, upTo version: Int) async throws -> OnlineTableSchema? {
+        try await servedLayout(view: view, upTo: version)?.schema
+    }
+
+    /// The same schema, with its stored types (cached: read once per version).
+    func servedLayout(view: String, upTo version: Int) async throws -> (schema: OnlineTableSchema, types: [StoredType])? {
         let versions = try await servedVersions()
         guard let published = versions[view] else { return nil }
         let target = min(version, published)
         let field = "\(view)@\(target)"
-        if let schema = served.withLock({ $0.schemas[field] }) { return schema }
+        if let layout = served.withLock({ $0.schemas[field] }) { return layout }
         guard case .bulkString(let bytes?) = try await client.send(["HGET", .text(codec.schemasKey), .text(field)], slot: RedisSlot.of(codec.schemasKey.utf8)),
               let schema = try? JSONDecoder().decode(OnlineTableSchema.self, from: Data(buffer: bytes))
         else { return nil }
-        served.withLock { $0.schemas[field] = schema }   // a version's schema never changes
-        return schema
+        let layout = (schema: schema, types: try SlotLayout(schema).types)
+        served.withLock { $0.schemas[field] = layout }
+        return layout
     }
 
     /// The served version of each view: read once, then again in the

@@ -111,7 +111,7 @@ public struct RedisRowCodec: Sendable {
         }
     }
 
-    /// A stored value: its times, and its values of features `wanted` (indices into `types`).
+    /// A stored value: its times and every feature's value, read with `types`; nil when it is not in this format.
     static func decode(_ value: ByteBuffer, types: [StoredType]) -> OnlineRecord? {
         var buffer = value
         guard let event = buffer.readInteger(endianness: .big, as: UInt64.self),

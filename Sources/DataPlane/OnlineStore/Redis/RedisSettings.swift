@@ -34,8 +34,6 @@ public enum OnlineStoreSettings: Sendable, Hashable {
 /// How to reach the environment's Redis.
 public struct RedisSettings: Sendable, Hashable {
     /// `host:port` of the server, or of some nodes of a Cluster.
-    public var addresses: [(host: String, port: Int)] { endpoints.map { ($0.host, $0.port) } }
-    /// The same, as values.
     public var endpoints: [RedisEndpoint]
     /// The ACL user, if any.
     public var user: String?
@@ -62,16 +60,6 @@ public struct RedisSettings: Sendable, Hashable {
         self.keyPrefix = keyPrefix
         self.connectionsPerNode = connectionsPerNode
         self.timeout = timeout
-    }
-
-    public static func == (lhs: RedisSettings, rhs: RedisSettings) -> Bool {
-        lhs.endpoints == rhs.endpoints && lhs.user == rhs.user && lhs.password == rhs.password && lhs.tlsCAFile == rhs.tlsCAFile
-            && lhs.keyPrefix == rhs.keyPrefix && lhs.connectionsPerNode == rhs.connectionsPerNode && lhs.timeout == rhs.timeout
-    }
-
-    public func hash(into hasher: inout Hasher) {
-        hasher.combine(endpoints)
-        hasher.combine(keyPrefix)
     }
 }
 
