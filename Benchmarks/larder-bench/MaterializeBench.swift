@@ -7,7 +7,8 @@ import TestSupport
 
 /// Materialization of the driver-stats dataset by the agent's executor, in
 /// process: CSV → online store, CSV → both stores, PostgreSQL → both stores,
-/// and the online store's memory per stored value.
+/// windowed aggregations, and CSV → a Redis online store (alone and with the
+/// offline store); and the online store's memory per stored value.
 extension LarderBench {
     static func materialize(drivers: Int, runs: Int) async throws {
         let hours = 30 * 24
@@ -18,10 +19,21 @@ extension LarderBench {
         let file = folder.appendingPathComponent("driver_hourly_stats.csv")
         try writeDriverStats(drivers: drivers, hours: hours, to: file)
         print("\n## materialize driver stats: \(drivers) drivers × \(hours) hours = \(rows) rows, one 30-day job")
+        let phases = ProcessInfo.processInfo.environment["LARDER_BENCH_PHASES"].map { Set($0.split(separator: ",").compactMap { Int($0) }) }
+        // Phases 5 and 6 write a redis-server's online store (started here, on 127.0.0.1).
+        if phases.map({ !$0.isDisjoint(with: [5, 6]) }) ?? true {
+            try await TestRedis.withServer { try await materialize(drivers: drivers, runs: runs, file: file, folder: folder, phases: phases, redis: $0) }
+        } else {
+            try await materialize(drivers: drivers, runs: runs, file: file, folder: folder, phases: phases, redis: nil)
+        }
+    }
+
+    static func materialize(drivers: Int, runs: Int, file: URL, folder: URL, phases: Set<Int>?, redis: Int?) async throws {
+        let rows = drivers * 30 * 24
         let logger = Logger(label: "larder-bench")
         try await TestDatabase.withIsolatedDatabase { database in
             try await loadTable(from: file, into: database, logger: logger)
-            let specs = try driverStatsSpecs(hours: hours)
+            let specs = try driverStatsSpecs(hours: 30 * 24)
             var configuration = AgentConfiguration(
                 controlPlaneURL: "http://127.0.0.1:1", token: "unused", publicKey: SigningKeyPair.generate().publicKey,
                 dataDirectory: folder.path, connections: ["local_files": .directory(folder), "bench_db": .postgres(database)],
@@ -29,13 +41,14 @@ extension LarderBench {
             configuration.concurrency = 1
             print(Samples.header)
             var figures: [(String, Duration, Int)] = []
-            let phases = ProcessInfo.processInfo.environment["LARDER_BENCH_PHASES"].map { Set($0.split(separator: ",").compactMap { Int($0) }) }
             let connection = try await database.connect(logger: logger)
-            for (phase, (name, spec, offlineTable)) in [
-                ("CSV → online store", specs.csvOnline, nil), ("CSV → online + offline stores", specs.csvBoth, "driver_stats_csv__v1"),
-                ("PostgreSQL → online + offline stores", specs.postgresBoth, "driver_stats_pg__v1"),
-                ("CSV → windowed aggregations (5 features, 1 h slide) → online + offline stores", specs.csvWindows, "driver_windows_csv__v1"),
-            ].enumerated() where phases?.contains(phase + 1) ?? true {
+            for (phase, (name, spec, offlineTable, intoRedis)) in [
+                ("CSV → online store", specs.csvOnline, nil, false), ("CSV → online + offline stores", specs.csvBoth, "driver_stats_csv__v1", false),
+                ("PostgreSQL → online + offline stores", specs.postgresBoth, "driver_stats_pg__v1", false),
+                ("CSV → windowed aggregations (5 features, 1 h slide) → online + offline stores", specs.csvWindows, "driver_windows_csv__v1", false),
+                ("CSV → Redis online store", specs.csvOnline, nil, true),
+                ("CSV → Redis online + offline stores", specs.csvBoth, "driver_stats_csv__v1", true),
+            ].enumerated() where (phases?.contains(phase + 1) ?? true) && (!intoRedis || redis != nil) {
                 // A job writing the offline store runs twice per round: on a new
                 // interval (the table dropped beforehand), then again over the
                 // same interval, which it deletes and writes anew.
@@ -48,7 +61,14 @@ extension LarderBench {
                     }
                     for kind in kinds.indices {
                         let store = try OnlineStore(directory: folder.appendingPathComponent("online-\(run)-\(UUID().uuidString)").path)
-                        let executor = MaterializeExecutor(configuration: configuration, onlineStore: store, logger: logger)
+                        var online = OnlineBackend.embedded(store)
+                        if intoRedis, let redis {
+                            // Each run writes a new key space, as a new version's backfill does.
+                            _ = try await TestRedis.command(redis, ["FLUSHALL"])
+                            let settings = RedisSettings(endpoints: [RedisEndpoint(host: "127.0.0.1", port: redis)])
+                            online = .redis(try RedisOnlineStore(settings: settings, logger: logger), staging: store)
+                        }
+                        let executor = MaterializeExecutor(configuration: configuration, online: online, logger: logger)
                         // Every measurement starts after a checkpoint, so none pays for another's writes.
                         _ = try? await connection.execute("CHECKPOINT", logger: logger)
                         resetPeakResident()
@@ -58,6 +78,7 @@ extension LarderBench {
                         })
                         peaks[kind] = max(peaks[kind], peakResidentMiB())
                         precondition(metrics?.rowsWritten == Int64(rows), "wrote \(String(describing: metrics?.rowsWritten)) of \(rows)")
+                        await online.close()
                         try? FileManager.default.removeItem(atPath: store.directory)
                     }
                 }

@@ -114,13 +114,7 @@ extension LarderBench {
         let now = Int64(Date().timeIntervalSince1970 * 1_000_000)
         for schema in world.store.schemas {
             guard let table = world.store.table(view: schema.view, version: schema.version) else { continue }
-            let (keys, slots) = table.entries()
-            var start = 0
-            while start < keys.count {
-                let end = min(start + 16_384, keys.count)
-                _ = try await redis.upsert(try table.rows(keys: Array(keys[start..<end]), slots: Array(slots[start..<end])), schema: schema, now: now)
-                start = end
-            }
+            try await redis.upsert(table, now: now)
             try await redis.publish(schema)
         }
         return OnlineFeatureReader(backend: .redis(redis, staging: world.store), registry: world.registry)

@@ -117,22 +117,7 @@ struct RedisOnlineStoreTests {
                 }
                 try await group.waitForAll()
             }
-            // Rows tied on (event time, created time) may land in either order: then only the times must agree.
-            var newest: [EntityKey: (order: [Int64], rows: Int)] = [:]
-            for row in 0..<rows.count {
-                let order = [rows.eventTimes[row], rows.createdTimes[row]]
-                let held = newest[rows.keys[row]]
-                if held == nil || held!.order.lexicographicallyPrecedes(order) { newest[rows.keys[row]] = (order, 1) } else if held!.order == order { newest[rows.keys[row]]!.rows += 1 }
-            }
-            for entity in 0..<700 {
-                let key = EntityKey.int(Int64(entity))
-                let stored = try await agents[entity % 2].lookup(key, schema: Self.schema, now: 0), expected = reference.lookup(key, now: 0)
-                if newest[key].map({ $0.rows > 1 }) == true, case .present(let a) = stored, case .present(let b) = expected {
-                    #expect(a.eventTime == b.eventTime && a.createdTime == b.createdTime, "driver \(entity)")
-                } else {
-                    #expect(stored == expected, "driver \(entity)")
-                }
-            }
+            let newest = try await Self.expectSame(agents, as: reference, rows: rows, entities: 700)
             // Written again (a retried chunk), nothing changes.
             _ = try await agents[0].upsert(rows, schema: Self.schema, now: 0)
             for entity in stride(from: 0, to: 700, by: 7) where newest[.int(Int64(entity))].map({ $0.rows == 1 }) ?? true {
@@ -140,6 +125,75 @@ struct RedisOnlineStoreTests {
                 #expect(try await agents[1].lookup(key, schema: Self.schema, now: 0) == reference.lookup(key, now: 0))
             }
             for agent in agents { await agent.close() }
+        }
+    }
+
+    /// Expects every entity below `entities` to read from `stores` (by turns) as from `reference`;
+    /// where rows tied on (event time, created time) may have landed in either order, only the times.
+    /// Returns each entity's newest order and how many rows hold it.
+    @discardableResult
+    static func expectSame(_ stores: [RedisOnlineStore], as reference: OnlineTable, rows: OnlineRows, entities: Int) async throws
+        -> [EntityKey: (order: [Int64], rows: Int)] {
+        var newest: [EntityKey: (order: [Int64], rows: Int)] = [:]
+        for row in 0..<rows.count {
+            let order = [rows.eventTimes[row], rows.createdTimes[row]]
+            let held = newest[rows.keys[row]]
+            if held == nil || held!.order.lexicographicallyPrecedes(order) { newest[rows.keys[row]] = (order, 1) } else if held!.order == order { newest[rows.keys[row]]!.rows += 1 }
+        }
+        for entity in 0..<entities {
+            let key = EntityKey.int(Int64(entity))
+            let stored = try await stores[entity % stores.count].lookup(key, schema: schema, now: 0), expected = reference.lookup(key, now: 0)
+            if newest[key].map({ $0.rows > 1 }) == true, case .present(let a) = stored, case .present(let b) = expected {
+                #expect(a.eventTime == b.eventTime && a.createdTime == b.createdTime, "driver \(entity)")
+            } else {
+                #expect(stored == expected, "driver \(entity)")
+            }
+        }
+        return newest
+    }
+
+    @Test("a job's write buffer leaves Redis as writing every row would: newest per entity, flushed as it fills, never over a newer value")
+    func writeBuffer() async throws {
+        try await TestRedis.withServer { port in
+            var random = SeededGenerator(seed: 29)
+            let folder = FileManager.default.temporaryDirectory.appendingPathComponent("redis-buffer-\(UUID().uuidString)")
+            defer { try? FileManager.default.removeItem(at: folder) }
+            let staging = try OnlineStore(directory: folder.appendingPathComponent("staging").path)
+            let reference = try OnlineStore(directory: folder.appendingPathComponent("reference").path).table(for: Self.schema)
+            let store = try Self.store([RedisEndpoint(host: "127.0.0.1", port: port)]), other = try Self.store([RedisEndpoint(host: "127.0.0.1", port: port)])
+            // Another agent already wrote some entities, some newer than anything the job holds.
+            var earlier = Self.rows(400, entities: 700, using: &random)
+            for row in stride(from: 0, to: earlier.count, by: 3) { earlier.eventTimes[row] += 30 * 3_600_000_000 }
+            try await other.upsert(earlier, schema: Self.schema, now: 0)
+            try reference.upsert(earlier)
+            // The job: many rows per entity, in random order, through a buffer flushing every 97 entities.
+            let rows = Self.rows(9_000, entities: 700, using: &random)
+            let buffer = try RedisWriteBuffer(redis: store, staging: staging, schema: Self.schema, job: 7, now: 0, limit: 97)
+            var start = 0
+            while start < rows.count {
+                let end = min(rows.count, start + Int.random(in: 1...500, using: &random))
+                try await buffer.add(Self.slice(rows, start..<end))
+                start = end
+            }
+            try await buffer.flush()
+            buffer.discard()
+            try reference.upsert(rows)
+            var all = earlier
+            all.keys += rows.keys
+            all.eventTimes += rows.eventTimes
+            all.createdTimes += rows.createdTimes
+            try await Self.expectSame([store, other], as: reference, rows: all, entities: 700)
+            // Nothing of the buffer is left on disk.
+            let left = try FileManager.default.contentsOfDirectory(atPath: folder.appendingPathComponent("staging").path)
+                .flatMap { name -> [String] in
+                    let path = folder.appendingPathComponent("staging").appendingPathComponent(name).path
+                    var directory: ObjCBool = false
+                    FileManager.default.fileExists(atPath: path, isDirectory: &directory)
+                    return directory.boolValue ? try FileManager.default.contentsOfDirectory(atPath: path) : []
+                }
+            #expect(left.isEmpty, "left: \(left)")
+            await store.close()
+            await other.close()
         }
     }
 

@@ -22,7 +22,7 @@ struct FeatureServerEventLoopTests {
     /// consumer token and a viewer's token, behind a feature server.
     struct World: Sendable {
         let folder: URL
-        let reader: OnlineFeatureReader
+        var reader: OnlineFeatureReader
         let accessGuard: AccessGuard
         let consumer: String
         let viewer: String
@@ -63,6 +63,20 @@ struct FeatureServerEventLoopTests {
         }
 
         func remove() { try? FileManager.default.removeItem(at: folder) }
+
+        /// The same world reading from the Redis at `port`, its values copied there.
+        func onRedis(port: Int) async throws -> (World, RedisOnlineStore) {
+            guard let store = reader.store else { throw RedisError.closed }
+            let redis = try RedisOnlineStore(settings: RedisSettings(endpoints: [RedisEndpoint(host: "127.0.0.1", port: port)]), logger: Logger(label: "test"))
+            for schema in store.schemas {
+                guard let table = store.table(view: schema.view, version: schema.version) else { continue }
+                try await redis.upsert(table, now: Int64(Date().timeIntervalSince1970 * 1_000_000))
+                try await redis.publish(schema)
+            }
+            var world = self
+            world.reader = OnlineFeatureReader(backend: .redis(redis, staging: store), registry: reader.registry)
+            return (world, redis)
+        }
 
         /// The agent's server: feature reads answered on the event loop.
         var eventLoopServer: HTTPServerBuilder {
@@ -170,6 +184,64 @@ struct FeatureServerEventLoopTests {
                 // The generator reaches every answer the route gives.
                 #expect(Set(statuses.keys).isSuperset(of: [200, 400, 401, 403, 404, 413]), "\(statuses)")
             }
+        }
+    }
+
+    @Test("with Redis: reads answered on the event loop over a Redis connection of that loop agree with the router, and pipelined requests behind a waiting read are answered in order")
+    func redisOnTheEventLoop() async throws {
+        let local = try World()
+        defer { local.remove() }
+        try await TestRedis.withServer { redisPort in
+            let (world, redis) = try await local.onRedis(port: redisPort)
+            try await withLoopbackServer(world.router(), server: world.eventLoopServer, label: "event-loop") { eventLoop in
+                try await withLoopbackServer(world.router(), server: .http1(), label: "router") { routed in
+                    var random = SeededGenerator(seed: 5)
+                    var statuses: [UInt: Int] = [:]
+                    for index in 0..<150 {
+                        let request = Self.generate(world, using: &random)
+                        let (fast, fastServer) = try await Self.send(request, to: eventLoop, id: "redis-\(index)", client: .shared)
+                        let (slow, _) = try await Self.send(request, to: routed, id: "redis-\(index)", client: .shared)
+                        #expect(fast == slow, "\(request)")
+                        #expect(fastServer == "larder-agent")
+                        statuses[fast.status, default: 0] += 1
+                    }
+                    #expect(Set(statuses.keys).isSuperset(of: [200, 400, 401, 403, 404, 413]), "\(statuses)")
+                }
+                // Valid reads go out on a connection of the server's event loop (the first on a loop opens it).
+                let before = redis.client.onLoopPipelines.load(ordering: .relaxed)
+                let valid = GeneratedRequest(token: world.consumer, body: #"{"feature_service":"driver_ranking","entities":[{"driver_id":3}],"request_context":{"trip_distance_km":1.5}}"#)
+                for index in 0..<50 {
+                    let (answer, _) = try await Self.send(valid, to: eventLoop, id: "valid-\(index)", client: .shared)
+                    #expect(answer.status == 200)
+                }
+                #expect(redis.client.onLoopPipelines.load(ordering: .relaxed) - before >= 45)
+
+                // Pipelined: each read waits for Redis while what follows is held, then handled in turn.
+                let port = Int(eventLoop.split(separator: ":").last!)!
+                let read = #"{"feature_service":"driver_ranking","entities":[{"driver_id":2},{"driver_id":7}],"request_context":{"trip_distance_km":2.5}}"#
+                func post(_ body: String, close: Bool = false) -> String {
+                    "POST /v1/features/online HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(world.consumer)\r\nContent-Type: application/json\r\n"
+                        + "Content-Length: \(body.utf8.count)\r\n\(close ? "Connection: close\r\n" : "")\r\n\(body)"
+                }
+                let single = try await Self.exchange(port: port, pieces: [Array(post(read, close: true).utf8)])
+                #expect(single.count == 1 && single.first?.status == "HTTP/1.1 200 OK" && single.first?.server == "larder-agent")
+                let expected = single.first?.body ?? ""
+                #expect(expected.contains(#""results":[{"values":[0.25,"#))
+                let readyz = "GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n"
+                let stream = post(read) + post(read) + readyz + post(read) + post(#"{"feature_service":"nope","entities":[]}"#) + post(read, close: true)
+                let bytes = Array(stream.utf8)
+                let cut = bytes.count - 40
+                for pieces in [[bytes], [Array(bytes[..<cut]), Array(bytes[cut...])]] {
+                    let answers = try await Self.exchange(port: port, pieces: pieces)
+                    #expect(answers.map(\.status) == ["HTTP/1.1 200 OK", "HTTP/1.1 200 OK", "HTTP/1.1 200 OK", "HTTP/1.1 200 OK", "HTTP/1.1 404 Not Found", "HTTP/1.1 200 OK"])
+                    guard answers.count == 6 else { continue }
+                    #expect(answers[0].body == expected && answers[1].body == expected && answers[3].body == expected && answers[5].body == expected)
+                    #expect(answers[0].server == "larder-agent" && answers[1].server == "larder-agent")
+                    #expect(answers[2].body == #"{"status":"ready"}"#)
+                    #expect(answers[4].body.contains("unknown-feature-service"))
+                }
+            }
+            await redis.close()
         }
     }
 

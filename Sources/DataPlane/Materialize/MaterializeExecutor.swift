@@ -64,15 +64,18 @@ struct Materialization {
         let writes = plan.targets.online
         let embeddedTable = writes ? try executor.online.embedded.map { _ in try onlineTable() } : nil
         let staged = plan.expectations?.policy == .fail && writes ? try stagingTable() : nil
-        let redis: RedisOnlineStore? = if case .redis(let store, _) = executor.online { store } else { nil }
         let schema = plan.onlineSchema
         let now = Int64(Date().timeIntervalSince1970 * 1_000_000)
+        // Rows for Redis pass through a buffer keeping the newest per entity: each is written once per flush, not once per row.
+        let buffer: RedisWriteBuffer? = if writes, staged == nil, case .redis(let redis, let staging) = executor.online {
+            try bufferFor(redis, staging: staging, now: now)
+        } else { nil }
         func writeOnline(_ rows: OnlineRows) async throws {
             guard writes else { return }
             if let target = staged ?? embeddedTable {
                 try target.upsert(rows)
-            } else if let redis {
-                try await redis.upsert(rows, schema: schema, now: now)
+            } else if let buffer {
+                try await buffer.add(rows)
             }
         }
         var offline: (table: OfflineTable, url: PostgresURL)?
@@ -108,6 +111,7 @@ struct Materialization {
                             // Before the offline rows commit: a failing job rolls them back, and so does a lost lease.
                             try state.checkExpectations(watermark: watermark)
                             try context.requireLease()
+                            try await buffer?.flush()
                         }
                         try await connection.close()
                     } catch {
@@ -120,6 +124,8 @@ struct Materialization {
                         try await writeOnline(batch.onlineRows)
                     }
                     try state.checkExpectations(watermark: watermark)
+                    try context.requireLease()
+                    try await buffer?.flush()
                 }
                 try await Self.close(source)
             } catch {
@@ -128,8 +134,10 @@ struct Materialization {
             }
         } catch {
             if let staged { executor.online.staging.discard(staged) }
+            buffer?.discard()
             throw error
         }
+        buffer?.discard()   // written: only its empty file is left
         if writes {
             if let staged {
                 do {
@@ -167,6 +175,12 @@ struct Materialization {
     func stagingTable() throws -> OnlineTable {
         do { return try executor.online.staging.stagingTable(for: plan.onlineSchema, job: job) } catch {
             throw JobExecutionError(error.description, retryable: true)
+        }
+    }
+
+    func bufferFor(_ redis: RedisOnlineStore, staging: OnlineStore, now: Int64) throws -> RedisWriteBuffer {
+        do { return try RedisWriteBuffer(redis: redis, staging: staging, schema: plan.onlineSchema, job: job, now: now) } catch {
+            throw JobExecutionError("\(error)", retryable: true)
         }
     }
 

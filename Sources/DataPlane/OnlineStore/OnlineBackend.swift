@@ -50,13 +50,7 @@ public enum OnlineBackend: Sendable {
         case .embedded(let store):
             try store.commit(staged)
         case .redis(let redis, let staging):
-            var start = 0
-            let (keys, slots) = staged.entries()
-            while start < keys.count {
-                let end = min(start + 8_192, keys.count)
-                try await redis.upsert(try staged.rows(keys: Array(keys[start..<end]), slots: Array(slots[start..<end])), schema: staged.schema, now: now)
-                start = end
-            }
+            try await redis.upsert(staged, now: now)
             staging.discard(staged)
         }
     }

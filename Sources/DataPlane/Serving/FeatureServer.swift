@@ -4,6 +4,7 @@ import Hummingbird
 import HummingbirdCore
 import HummingbirdTLS
 import Logging
+import NIOCore
 import ServiceLifecycle
 import Shared
 import Synchronization
@@ -228,6 +229,35 @@ struct OnlineFeaturesHandler: Sendable {
         } catch {
             metrics.observe(service: service, status: Int(FeatureServerProblem(error).status.code), nanoseconds: Self.nanoseconds(since: started))
             throw error
+        }
+    }
+
+    /// `respond` for an online store that answers over the network (Redis):
+    /// the same checks at once, the answer as a future completed on `eventLoop`.
+    func respond(
+        authorization: String?, body: ByteBuffer?, started: ContinuousClock.Instant, requestID: String, logger: Logger,
+        admission: inout AccessGuard.Admission?, on eventLoop: any EventLoop
+    ) -> EventLoopFuture<[UInt8]> {
+        var service = "none"
+        let metrics = self.metrics
+        do {
+            let (resolved, batch, date, parsed) = try prepare(authorization: authorization, body: body, service: &service, admission: &admission)
+            let label = service
+            let read = reader.answer(
+                resolved, batch: batch, now: Int64(date.timeIntervalSince1970 * 1_000_000), service: parsed.featureService, on: eventLoop)
+            return read.map { answer, grid in
+                metrics.observe(service: label, status: 200, nanoseconds: Self.nanoseconds(since: started), grid: grid, outputs: resolved.outputs.count)
+                logger.debug("features served", metadata: [
+                    "larder.feature_service": .string(label), "larder.entities": "\(grid.entities)", "larder.request_id": .string(requestID),
+                ])
+                return answer
+            }.flatMapErrorThrowing { error in
+                metrics.observe(service: label, status: Int(FeatureServerProblem(error).status.code), nanoseconds: Self.nanoseconds(since: started))
+                throw error
+            }
+        } catch {
+            metrics.observe(service: service, status: Int(FeatureServerProblem(error).status.code), nanoseconds: Self.nanoseconds(since: started))
+            return eventLoop.makeFailedFuture(error)
         }
     }
 

@@ -1,4 +1,5 @@
 import Foundation
+import NIOCore
 import Shared
 import Synchronization
 
@@ -85,13 +86,17 @@ public final class OnlineFeatureReader: Sendable {
     public func readAsync(_ resolved: ResolvedRequest, batch: EntityBatch, now: Int64) async throws -> FeatureGrid {
         guard case .redis(let redis, _) = backend else { return read(resolved, batch: batch, now: now) }
         var grid = FeatureGrid(entities: batch.count, width: resolved.width)
-        let requests = resolved.views.map { view in
+        try await redis.read(Self.redisReads(resolved, batch: batch), now: now, into: &grid)
+        if !resolved.derivations.isEmpty { Self.derive(resolved, batch: batch, into: &grid) }
+        return grid
+    }
+
+    /// What a Redis read of `resolved` for `batch` asks for, view by view.
+    static func redisReads(_ resolved: ResolvedRequest, batch: EntityBatch) -> [RedisOnlineStore.ViewRead] {
+        resolved.views.map { view in
             RedisOnlineStore.ViewRead(
                 view: view.view, version: view.version, keys: (0..<batch.count).map { batch.key($0, columns: view.keys) }, reads: view.reads)
         }
-        try await redis.read(requests, now: now, into: &grid)
-        if !resolved.derivations.isEmpty { Self.derive(resolved, batch: batch, into: &grid) }
-        return grid
     }
 
     /// Reads `resolved` for `batch` at `now` from any backend and writes the JSON answer (see `answer`).
@@ -99,6 +104,27 @@ public final class OnlineFeatureReader: Sendable {
         let grid = try await readAsync(resolved, batch: batch, now: now)
         let opening = resolved.answerOpening ?? OnlineFeatureResponse.opening(resolved, service: service, revision: revision ?? 0)
         return (OnlineFeatureResponse.encode(grid, resolved: resolved, opening: opening), grid)
+    }
+
+    /// Reads `resolved` for `batch` at `now` and writes the JSON answer, completing on
+    /// `eventLoop`: from the embedded store at once; from Redis on a connection
+    /// running on that loop when one is open and the served versions are known
+    /// (no thread in between), else through `answerAsync`.
+    func answer(
+        _ resolved: ResolvedRequest, batch: EntityBatch, now: Int64, service: String?, on eventLoop: any EventLoop
+    ) -> EventLoopFuture<(body: [UInt8], grid: FeatureGrid)> {
+        guard case .redis(let redis, _) = backend else {
+            return eventLoop.makeSucceededFuture(answer(resolved, batch: batch, now: now, service: service))
+        }
+        guard let read = redis.read(Self.redisReads(resolved, batch: batch), now: now, grid: FeatureGrid(entities: batch.count, width: resolved.width), on: eventLoop) else {
+            return eventLoop.makeFutureWithTask { try await self.answerAsync(resolved, batch: batch, now: now, service: service) }
+        }
+        let opening = resolved.answerOpening ?? OnlineFeatureResponse.opening(resolved, service: service, revision: revision ?? 0)
+        return read.hop(to: eventLoop).map { grid in
+            var grid = grid
+            if !resolved.derivations.isEmpty { Self.derive(resolved, batch: batch, into: &grid) }
+            return (OnlineFeatureResponse.encode(grid, resolved: resolved, opening: opening), grid)
+        }
     }
 
     /// Reads `resolved` for the rows of `batch` at `now` (microseconds since the epoch) from the

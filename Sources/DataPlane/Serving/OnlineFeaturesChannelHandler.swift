@@ -15,9 +15,11 @@ import Shared
 /// itself, answers it with the same `OnlineFeaturesHandler.respond` the
 /// router's route calls, and writes the response as NIO's response parts.
 /// Every other request passes on untouched, to be converted to Swift HTTP
-/// types and answered by the router — and so does every feature read when the
-/// online store is Redis: those wait for the network, so the router's
-/// asynchronous path answers them.
+/// types and answered by the router. With Redis as the online store a read
+/// waits for the network: its `MGET`s go out on a Redis connection running on
+/// this same event loop and the answer is written when they come back, with no
+/// thread in between (`OnlineFeatureReader.answer(…on:)`); meanwhile what the
+/// client sends next is held, and handled once the answer is out.
 ///
 /// Responses must leave in the order their requests came. While a request
 /// passed on to the router has not been answered, a feature read that follows
@@ -70,6 +72,9 @@ final class OnlineFeaturesChannelHandler: ChannelDuplexHandler, RemovableChannel
     private var readHeld = false
     /// A graceful shutdown arrived while a read's body was coming in: passed on once it is answered.
     private var quiesceHeld = false
+    /// A read's answer is awaited (Redis): what comes in meanwhile is held in `held`, in order.
+    private var waiting = false
+    private var held = CircularBuffer<HTTPServerRequestPart>()
 
     init(handler: OnlineFeaturesHandler, logger: Logger) {
         self.handler = handler
@@ -86,8 +91,12 @@ final class OnlineFeaturesChannelHandler: ChannelDuplexHandler, RemovableChannel
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let part = unwrapInboundIn(data)
+        if waiting {
+            held.append(part)
+            return
+        }
         switch (mode, part) {
-        case (.idle, .head(let request)) where unanswered == 0 && !closing && handler.reader.store != nil && Self.isFeatureRead(request):
+        case (.idle, .head(let request)) where unanswered == 0 && !closing && Self.isFeatureRead(request):
             if !request.isKeepAlive { closing = true }
             mode = .reading
             head = request
@@ -152,7 +161,7 @@ final class OnlineFeaturesChannelHandler: ChannelDuplexHandler, RemovableChannel
     }
 
     func read(context: ChannelHandlerContext) {
-        guard context.channel.isWritable else {
+        guard context.channel.isWritable, !waiting else {
             readHeld = true
             return
         }
@@ -160,7 +169,7 @@ final class OnlineFeaturesChannelHandler: ChannelDuplexHandler, RemovableChannel
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        if context.channel.isWritable, readHeld {
+        if context.channel.isWritable, readHeld, !waiting {
             readHeld = false
             context.read()
         }
@@ -168,7 +177,7 @@ final class OnlineFeaturesChannelHandler: ChannelDuplexHandler, RemovableChannel
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if event is ChannelShouldQuiesceEvent, mode == .reading {
+        if event is ChannelShouldQuiesceEvent, mode == .reading || waiting {
             quiesceHeld = true
             return
         }
@@ -186,19 +195,55 @@ final class OnlineFeaturesChannelHandler: ChannelDuplexHandler, RemovableChannel
         head = nil
     }
 
-    /// Answers the feature read `request` with the body received, and writes the response.
+    /// Answers the feature read `request` with the body received, and writes the response:
+    /// at once from the embedded store; once Redis answered otherwise.
     private func answer(_ request: HTTPRequestHead, context: ChannelHandlerContext) {
         let requestID = RequestID.acceptable(fields.requestID) ?? FeatureServerErrorMiddleware.ids.next()
+        let body = bodyTooLarge ? nil : (self.body ?? ByteBuffer())
+        guard handler.reader.store == nil else {
+            write(Result { try handler.respond(
+                authorization: fields.authorization, body: body, started: started, requestID: requestID, logger: logger, admission: &admission) },
+                  to: request, requestID: requestID, context: context)
+            return
+        }
+        let answer = handler.respond(
+            authorization: fields.authorization, body: body, started: started, requestID: requestID, logger: logger, admission: &admission,
+            on: context.eventLoop)
+        waiting = true
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        answer.hop(to: context.eventLoop).whenComplete { result in
+            let (handler, context) = bound.value
+            handler.waiting = false
+            handler.write(result, to: request, requestID: requestID, context: context)
+            handler.resume(context: context)
+        }
+    }
+
+    /// Handles what came in while an answer was awaited, then reads on.
+    private func resume(context: ChannelHandlerContext) {
+        let replayed = !held.isEmpty
+        while !waiting, let part = held.popFirst() {
+            channelRead(context: context, data: wrapInboundOut(part))
+        }
+        // Parts passed on to the router are taken up at a read's completion (as NIO's async channel does).
+        if replayed { context.fireChannelReadComplete() }
+        if !waiting, readHeld, context.channel.isWritable {
+            readHeld = false
+            context.read()
+        }
+    }
+
+    /// Writes the answer to `request`: `result`'s JSON, or the problem it failed with.
+    private func write(_ result: Result<[UInt8], any Error>, to request: HTTPRequestHead, requestID: String, context: ChannelHandlerContext) {
         var headers = HTTPHeaders()
         let status: HTTPResponseStatus
         let bytes: [UInt8]
-        do {
-            bytes = try handler.respond(
-                authorization: fields.authorization, body: bodyTooLarge ? nil : (body ?? ByteBuffer()), started: started,
-                requestID: requestID, logger: logger, admission: &admission)
+        switch result {
+        case .success(let answer):
+            bytes = answer
             status = .ok
             headers.add(name: "Content-Type", value: "application/json")
-        } catch {
+        case .failure(let error):
             let reply = FeatureServerProblem.reply(to: error, requestID: requestID, logger: logger)
             status = HTTPResponseStatus(statusCode: Int(reply.status.code))
             for field in reply.headers { headers.add(name: field.name.rawName, value: field.value) }

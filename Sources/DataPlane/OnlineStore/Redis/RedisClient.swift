@@ -39,6 +39,8 @@ public final class RedisClient: Sendable {
     private let state: Mutex<Topology>
     /// Commands sent again because the Cluster answered `MOVED` or `ASK`.
     let redirections = Atomic<Int>(0)
+    /// Pipelines sent on a connection of the caller's event loop (see `pipeline(_:on:)`).
+    let onLoopPipelines = Atomic<Int>(0)
 
     /// The most times a command is sent before its error is the answer.
     static let maximumRounds = 5
@@ -70,6 +72,11 @@ public final class RedisClient: Sendable {
             tls = nil
         }
         state = Mutex(Topology())
+    }
+
+    /// The topology as known now, without asking (`unknown` before the first call, and once closed).
+    var knownTopology: Topology.Mode {
+        state.withLock { $0.closed ? .unknown : $0.mode }
     }
 
     /// Whether the deployment is a Cluster (asking it first if not known yet).
@@ -124,20 +131,25 @@ public final class RedisClient: Sendable {
                 guard let endpoint else { throw RedisError.unreachable("no node serves slot \(commands[index].slot ?? -1)") }
                 batches[endpoint, default: []].append(index)
             }
-            let results = await withTaskGroup(of: (RedisEndpoint, Result<[RESPValue], any Error>).self) { group in
-                for (endpoint, indices) in batches {
-                    let sent = indices.flatMap { index -> [[RESPArgument]] in
-                        redirected[index]?.asking == true ? [["ASKING"], commands[index].arguments] : [commands[index].arguments]
-                    }
-                    group.addTask {
-                        do { return (endpoint, .success(try await self.node(endpoint).connection().pipeline(sent))) } catch {
-                            return (endpoint, .failure(error))
-                        }
-                    }
+            let asking = Set(redirected.filter(\.value.asking).keys)
+            @Sendable func send(_ indices: [Int], to endpoint: RedisEndpoint) async -> Result<[RESPValue], any Error> {
+                let sent = indices.flatMap { index -> [[RESPArgument]] in
+                    asking.contains(index) ? [["ASKING"], commands[index].arguments] : [commands[index].arguments]
                 }
-                var results: [RedisEndpoint: Result<[RESPValue], any Error>] = [:]
-                for await (endpoint, result) in group { results[endpoint] = result }
-                return results
+                do { return .success(try await node(endpoint).connection().pipeline(sent)) } catch { return .failure(error) }
+            }
+            var results: [RedisEndpoint: Result<[RESPValue], any Error>] = [:]
+            if batches.count == 1, let (endpoint, indices) = batches.first {
+                results[endpoint] = await send(indices, to: endpoint)   // one node (a server, most reads): no child task
+            } else {
+                results = await withTaskGroup(of: (RedisEndpoint, Result<[RESPValue], any Error>).self) { group in
+                    for (endpoint, indices) in batches {
+                        group.addTask { (endpoint, await send(indices, to: endpoint)) }
+                    }
+                    var results: [RedisEndpoint: Result<[RESPValue], any Error>] = [:]
+                    for await (endpoint, result) in group { results[endpoint] = result }
+                    return results
+                }
             }
             pending = []
             var stale = false
@@ -181,6 +193,32 @@ public final class RedisClient: Sendable {
             if pending.isEmpty { return answers.map { $0! } }
         }
         throw lastFailure ?? RedisError.unreachable("no answer after \(Self.maximumRounds) attempts")
+    }
+
+    /// Sends `commands` on a connection running on `eventLoop`, so the answers
+    /// come back on it with no thread in between — when the topology is known,
+    /// every command goes to one node, and a connection to it is open on that
+    /// loop. Nil otherwise (the caller uses `pipeline`). A redirection or a failed
+    /// connection is finished by `pipeline`, which follows and retries it.
+    func pipeline(_ commands: [RedisCommand], on eventLoop: any EventLoop) -> EventLoopFuture<[RESPValue]>? {
+        guard !commands.isEmpty else { return nil }
+        let topology = knownTopology
+        if case .unknown = topology { return nil }
+        guard let endpoint = Self.owner(of: commands[0].slot, in: topology),
+              commands.allSatisfy({ $0.slot == commands[0].slot || Self.owner(of: $0.slot, in: topology) == endpoint }),
+              let connection = node(endpoint).connection(on: eventLoop)
+        else { return nil }
+        onLoopPipelines.add(1, ordering: .relaxed)
+        return connection.pipelineFuture(commands.map(\.arguments)).flatMapWithEventLoop { answers, loop in
+            let redirected = answers.contains { answer in
+                guard case .error(let message) = answer else { return false }
+                return ["MOVED ", "ASK ", "TRYAGAIN", "CLUSTERDOWN", "LOADING"].contains { message.hasPrefix($0) }
+            }
+            guard redirected else { return loop.makeSucceededFuture(answers) }
+            return loop.makeFutureWithTask { try await self.pipeline(commands) }
+        }.flatMapErrorWithEventLoop { _, loop in
+            loop.makeFutureWithTask { try await self.pipeline(commands) }
+        }
     }
 
     /// Closes every connection.
@@ -316,6 +354,8 @@ final class RedisNodeConnections: Sendable {
     let group: any EventLoopGroup
     private let slots: Mutex<Slots>
     private let turn = Atomic<Int>(0)
+    /// Connections whose channels run on a given event loop (see `connection(on:)`), and those being opened.
+    private let loopBound = Mutex<(open: [ObjectIdentifier: RedisConnection], opening: Set<ObjectIdentifier>, closed: Bool)>(([:], [], false))
 
     struct Slots {
         var connections: [Task<RedisConnection, any Error>?]
@@ -371,6 +411,38 @@ final class RedisNodeConnections: Sendable {
         throw RedisError.unreachable("\(endpoint): the connection keeps closing")
     }
 
+    /// An open connection whose channel runs on `eventLoop`, if there is one;
+    /// otherwise nil, and one is opened there for later calls. A caller on that
+    /// loop sends and gets its answers without leaving it.
+    func connection(on eventLoop: any EventLoop) -> RedisConnection? {
+        let id = ObjectIdentifier(eventLoop)
+        let (held, open) = loopBound.withLock { state -> (RedisConnection?, Bool) in
+            if let connection = state.open[id], connection.isActive { return (connection, false) }
+            state.open[id] = nil
+            guard !state.closed, !state.opening.contains(id) else { return (nil, false) }
+            state.opening.insert(id)
+            return (nil, true)
+        }
+        if open {
+            let settings = self.settings, endpoint = self.endpoint, tls = self.tls
+            let timeout = TimeAmount.nanoseconds(Int64(settings.timeout.components.seconds) * 1_000_000_000
+                + settings.timeout.components.attoseconds / 1_000_000_000)
+            Task {
+                let connection = try? await RedisConnection.connect(
+                    host: endpoint.host, port: endpoint.port, user: settings.user, password: settings.password, tls: tls, timeout: timeout,
+                    group: eventLoop)
+                let keep = loopBound.withLock { state in
+                    state.opening.remove(id)
+                    guard let connection, !state.closed else { return false }
+                    state.open[id] = connection
+                    return true
+                }
+                if !keep { try? await connection?.close() }
+            }
+        }
+        return held
+    }
+
     /// Closes every open connection.
     func close() async {
         let tasks = slots.withLock { slots in
@@ -378,5 +450,11 @@ final class RedisNodeConnections: Sendable {
             return slots.connections.compactMap { $0 }
         }
         for task in tasks { try? await task.value.close() }
+        let bound = loopBound.withLock { state in
+            state.closed = true
+            defer { state.open = [:] }
+            return Array(state.open.values)
+        }
+        for connection in bound { try? await connection.close() }
     }
 }

@@ -82,8 +82,13 @@ public final class RedisConnection: Sendable {
 
     /// Sends `commands` in one write and returns their answers in order (errors as `.error` values).
     public func pipeline(_ commands: [[RESPArgument]]) async throws -> [RESPValue] {
-        guard !commands.isEmpty else { return [] }
-        guard channel.isActive else { throw RedisError.closed }
+        try await pipelineFuture(commands).get()
+    }
+
+    /// The same, as a future completed on the connection's event loop (`eventLoop`).
+    func pipelineFuture(_ commands: [[RESPArgument]]) -> EventLoopFuture<[RESPValue]> {
+        guard !commands.isEmpty else { return channel.eventLoop.makeSucceededFuture([]) }
+        guard channel.isActive else { return channel.eventLoop.makeFailedFuture(RedisError.closed) }
         var buffer = channel.allocator.buffer(capacity: 64 * commands.count)
         for command in commands { RESPCommand.encode(command, into: &buffer) }
         let promise = channel.eventLoop.makePromise(of: [RESPValue].self)
@@ -97,8 +102,11 @@ public final class RedisConnection: Sendable {
         let written = channel.eventLoop.makePromise(of: Void.self)
         written.futureResult.whenFailure { _ in promise.fail(RedisError.closed) }
         channel.writeAndFlush(RedisRequest(bytes: buffer, count: commands.count, promise: promise), promise: written)
-        return try await promise.futureResult.get()
+        return promise.futureResult
     }
+
+    /// The event loop the connection's channel runs on.
+    var eventLoop: any EventLoop { channel.eventLoop }
 
     /// Whether the connection is open (a closed one is replaced, not reused).
     public var isActive: Bool { channel.isActive }

@@ -25,6 +25,21 @@ public final class RedisOnlineStore: Sendable {
     let codec: RedisRowCodec
     let logger: Logger
     private let scripts = Mutex<[String: String]>([:])
+    /// Writes every entity of a local table (a staged job's, a write buffer's)
+    /// in rounds of `rowsPerRound`, newest wins per entity.
+    public func upsert(_ table: OnlineTable, now: Int64) async throws {
+        let (keys, slots) = table.entries()
+        var start = 0
+        while start < keys.count {
+            let end = min(start + Self.rowsPerRound, keys.count)
+            try await upsert(try table.rows(keys: Array(keys[start..<end]), slots: Array(slots[start..<end])), schema: table.schema, now: now)
+            start = end
+        }
+    }
+
+    /// Rows a table's write sends per round (see `upsert(_:now:)`).
+    static let rowsPerRound = 8_192
+
     /// Whether the servers take `SET … PXAT`, once asked.
     private let serverFeatures = Mutex<Bool?>(nil)
     private let served: Mutex<ServedVersions>
@@ -232,61 +247,109 @@ public final class RedisOnlineStore: Sendable {
     /// (not materialized yet) leaves its cells `not_found`.
     func read(_ requests: [ViewRead], now: Int64, into grid: inout FeatureGrid) async throws {
         let cluster = try await client.isCluster()
-        struct Plan {
+        var layouts: [(schema: OnlineTableSchema, types: [StoredType])?] = []
+        for request in requests { layouts.append(try await servedLayout(view: request.view, upTo: request.version)) }
+        let plan = ReadPlan(requests, layouts: layouts, codec: codec, cluster: cluster)
+        guard !plan.commands.isEmpty else { return }
+        try plan.decode(try await client.pipeline(plan.commands), now: now, into: &grid)
+    }
+
+    /// The same read, sent from and answered on `eventLoop` with no thread in
+    /// between, when everything it needs is at hand: the served versions and
+    /// schemas already read, and a connection open on that loop. Nil otherwise
+    /// (the caller takes `read`, which fetches what is missing).
+    func read(_ requests: [ViewRead], now: Int64, grid: FeatureGrid, on eventLoop: any EventLoop) -> EventLoopFuture<FeatureGrid>? {
+        guard let versions = cachedVersions() else { return nil }
+        var layouts: [(schema: OnlineTableSchema, types: [StoredType])?] = []
+        for request in requests {
+            guard let published = versions[request.view] else {
+                layouts.append(nil)   // not materialized yet: its cells stay not_found, as `read` leaves them
+                continue
+            }
+            guard let layout = served.withLock({ $0.schemas["\(request.view)@\(min(request.version, published))"] }) else { return nil }
+            layouts.append(layout)
+        }
+        let cluster: Bool
+        switch client.knownTopology {
+        case .unknown: return nil
+        case .standalone: cluster = false
+        case .cluster: cluster = true
+        }
+        let plan = ReadPlan(requests, layouts: layouts, codec: codec, cluster: cluster)
+        guard !plan.commands.isEmpty else { return eventLoop.makeSucceededFuture(grid) }
+        guard let answers = client.pipeline(plan.commands, on: eventLoop) else { return nil }
+        return answers.flatMapThrowing { answers in
+            var grid = grid
+            try plan.decode(answers, now: now, into: &grid)
+            return grid
+        }
+    }
+
+    /// The `MGET`s of a read, and where their answers go in the grid.
+    struct ReadPlan: Sendable {
+        struct View: Sendable {
             var schema: OnlineTableSchema
             var types: [StoredType]
             var reads: [(feature: Int, column: Int)]
             var command: Int
             var rows: [Int]
         }
-        var plans: [Plan] = [], commands: [RedisCommand] = []
-        for request in requests {
-            guard let (schema, types) = try await servedLayout(view: request.view, upTo: request.version) else { continue }
-            // Matched by name and type: an older version may lack a feature or hold it as another type.
-            var reads: [(feature: Int, column: Int)] = []
-            for read in request.reads {
-                if let index = schema.features.firstIndex(where: { $0.name == read.feature && $0.type == read.type }) {
-                    reads.append((index, read.column))
+
+        var views: [View] = []
+        var commands: [RedisCommand] = []
+
+        /// The plan for `requests`, each read at its served `layouts` entry (nil: nothing published).
+        init(_ requests: [ViewRead], layouts: [(schema: OnlineTableSchema, types: [StoredType])?], codec: RedisRowCodec, cluster: Bool) {
+            for (request, layout) in zip(requests, layouts) {
+                guard let (schema, types) = layout else { continue }
+                // Matched by name and type: an older version may lack a feature or hold it as another type.
+                var reads: [(feature: Int, column: Int)] = []
+                for read in request.reads {
+                    if let index = schema.features.firstIndex(where: { $0.name == read.feature && $0.type == read.type }) {
+                        reads.append((index, read.column))
+                    }
                 }
-            }
-            guard !reads.isEmpty else { continue }
-            var bySlot: [Int: [Int]] = [:]
-            var keys: [ByteBuffer] = []
-            keys.reserveCapacity(request.keys.count)
-            for (row, entity) in request.keys.enumerated() {
-                let (key, slot) = codec.key(view: schema.view, version: schema.version, entity: entity)
-                keys.append(key)
-                bySlot[cluster ? slot : 0, default: []].append(row)
-            }
-            for (slot, rows) in bySlot {
-                plans.append(Plan(schema: schema, types: types, reads: reads, command: commands.count, rows: rows))
-                commands.append(RedisCommand(["MGET"] + rows.map { .bytes(keys[$0]) }, slot: slot))
+                guard !reads.isEmpty else { continue }
+                var bySlot: [Int: [Int]] = [:]
+                var keys: [ByteBuffer] = []
+                keys.reserveCapacity(request.keys.count)
+                for (row, entity) in request.keys.enumerated() {
+                    let (key, slot) = codec.key(view: schema.view, version: schema.version, entity: entity)
+                    keys.append(key)
+                    bySlot[cluster ? slot : 0, default: []].append(row)
+                }
+                for (slot, rows) in bySlot {
+                    views.append(View(schema: schema, types: types, reads: reads, command: commands.count, rows: rows))
+                    commands.append(RedisCommand(["MGET"] + rows.map { .bytes(keys[$0]) }, slot: slot))
+                }
             }
         }
-        guard !commands.isEmpty else { return }
-        let answers = try await client.pipeline(commands)
-        let width = grid.width
-        for plan in plans {
-            guard case .array(let values?) = answers[plan.command], values.count == plan.rows.count else {
-                if case .error(let message) = answers[plan.command] { throw RedisError.server(message) }
-                throw RedisError.server("an unexpected answer to MGET")
-            }
-            let cutoff = plan.schema.ttlSeconds.map { now - $0 * 1_000_000 } ?? Int64.min
-            for (row, value) in zip(plan.rows, values) {
-                guard case .bulkString(let bytes?) = value, let record = RedisRowCodec.decode(bytes, types: plan.types) else { continue }
-                let base = row * width
-                if record.eventTime < cutoff {
+
+        /// Writes the `MGET` answers into `grid`, judging TTLs at `now`.
+        func decode(_ answers: [RESPValue], now: Int64, into grid: inout FeatureGrid) throws {
+            let width = grid.width
+            for plan in views {
+                guard case .array(let values?) = answers[plan.command], values.count == plan.rows.count else {
+                    if case .error(let message) = answers[plan.command] { throw RedisError.server(message) }
+                    throw RedisError.server("an unexpected answer to MGET")
+                }
+                let cutoff = plan.schema.ttlSeconds.map { now - $0 * 1_000_000 } ?? Int64.min
+                for (row, value) in zip(plan.rows, values) {
+                    guard case .bulkString(let bytes?) = value, let record = RedisRowCodec.decode(bytes, types: plan.types) else { continue }
+                    let base = row * width
+                    if record.eventTime < cutoff {
+                        for read in plan.reads {
+                            grid.statuses[base + read.column] = .expired
+                            grid.eventTimes[base + read.column] = record.eventTime
+                        }
+                        continue
+                    }
                     for read in plan.reads {
-                        grid.statuses[base + read.column] = .expired
+                        let value = record.values[read.feature]
+                        grid.values[base + read.column] = value
+                        grid.statuses[base + read.column] = FeatureStatus(of: value)
                         grid.eventTimes[base + read.column] = record.eventTime
                     }
-                    continue
-                }
-                for read in plan.reads {
-                    let value = record.values[read.feature]
-                    grid.values[base + read.column] = value
-                    grid.statuses[base + read.column] = FeatureStatus(of: value)
-                    grid.eventTimes[base + read.column] = record.eventTime
                 }
             }
         }
@@ -326,13 +389,20 @@ public final class RedisOnlineStore: Sendable {
     /// The served version of each view: read once, then again in the
     /// background every `versionsRefresh` (readers never wait for that).
     func servedVersions() async throws -> [String: Int] {
+        if let versions = cachedVersions() { return versions }
+        return try await fetchVersions()
+    }
+
+    /// The served versions as last read, nil before the first read; starts a
+    /// background read when they are older than `versionsRefresh`.
+    func cachedVersions() -> [String: Int]? {
         let (versions, fetched, start) = served.withLock { served -> ([String: Int], ContinuousClock.Instant?, Bool) in
             let stale = served.fetched.map { ContinuousClock.now - $0 > Self.versionsRefresh } ?? true
             let start = stale && served.fetched != nil && !served.refreshing
             if start { served.refreshing = true }
             return (served.versions, served.fetched, start)
         }
-        if fetched == nil { return try await fetchVersions() }
+        if fetched == nil { return nil }
         if start {
             Task {
                 defer { self.served.withLock { $0.refreshing = false } }
