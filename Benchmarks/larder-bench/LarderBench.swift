@@ -1,5 +1,6 @@
 import ControlPlane
 import Foundation
+import Logging
 import Shared
 import TestSupport
 
@@ -11,7 +12,10 @@ struct LarderBench {
     static func main() async throws {
         let arguments = CommandLine.arguments.dropFirst()
         if arguments.first == "serve-features" {
-            // The child process of the serving benchmark.
+            // The child process of the serving benchmark: event loops sized as the agent sizes them.
+            var logger = Logger(label: "bench-server")
+            logger.logLevel = .warning
+            try EventLoopSizing.apply(environment: ProcessInfo.processInfo.environment, logger: logger)
             let options = arguments.dropFirst(2)
             try await serveFeatures(
                 entities: Int(arguments.dropFirst().first ?? "") ?? 1_000_000, routerOnly: options.contains("router-only"),
@@ -44,6 +48,12 @@ struct LarderBench {
         if selected.isEmpty || selected.contains("serving") {
             let environment = ProcessInfo.processInfo.environment
             try await serving(
+                entities: Int(environment["LARDER_BENCH_ENTITIES"] ?? "") ?? 1_000_000, seconds: Int(environment["LARDER_BENCH_SECONDS"] ?? "") ?? 10)
+        }
+        // Only when named: it pins this process to the second CPU.
+        if selected.contains("serving-pinned") {
+            let environment = ProcessInfo.processInfo.environment
+            try await servingPinned(
                 entities: Int(environment["LARDER_BENCH_ENTITIES"] ?? "") ?? 1_000_000, seconds: Int(environment["LARDER_BENCH_SECONDS"] ?? "") ?? 10)
         }
         if selected.isEmpty || selected.contains("redis") {

@@ -270,10 +270,20 @@ extension LarderBench {
     }
 
     /// Starts a `serve-features ENTITIES OPTIONS…` child and waits for its `ready` line: its process, address and token.
-    static func startServingChild(entities: Int, options: [String]) throws -> (process: Process, url: String, token: String) {
+    /// `pinnedTo`: the CPU the child may run on (through `taskset`); `environment`: added to this process' own.
+    static func startServingChild(
+        entities: Int, options: [String], pinnedTo cpu: Int? = nil, environment: [String: String] = [:]
+    ) throws -> (process: Process, url: String, token: String) {
         let child = Process()
-        child.executableURL = URL(fileURLWithPath: CommandLine.arguments[0])
-        child.arguments = ["serve-features", "\(entities)"] + options
+        let arguments = ["serve-features", "\(entities)"] + options
+        if let cpu {
+            child.executableURL = URL(fileURLWithPath: "/usr/bin/taskset")
+            child.arguments = ["-c", "\(cpu)", CommandLine.arguments[0]] + arguments
+        } else {
+            child.executableURL = URL(fileURLWithPath: CommandLine.arguments[0])
+            child.arguments = arguments
+        }
+        child.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
         let output = Pipe()
         child.standardOutput = output
         try child.run()
@@ -287,6 +297,45 @@ extension LarderBench {
         let parts = line.split(separator: " ").map { String($0).trimmingCharacters(in: .whitespacesAndNewlines) }
         guard parts.count == 3, parts[0] == "ready" else { throw CocoaError(.fileReadCorruptFile) }
         return (child, parts[1], parts[2])
+    }
+
+    /// `larder-bench serving-pinned`: the feature server pinned to the first CPU and
+    /// this process (the load generator) to the second, as a server given one core
+    /// is run: the server's event loops sized to its allowance (one), beside two
+    /// (the machine's cores, as they were sized before), in the same run.
+    static func servingPinned(entities: Int, seconds: Int) async throws {
+        guard ProcessInfo.processInfo.activeProcessorCount >= 2 else {
+            print("\n## serving, pinned: needs two CPUs")
+            return
+        }
+        let pin = Process()
+        pin.executableURL = URL(fileURLWithPath: "/usr/bin/taskset")
+        pin.arguments = ["-a", "-c", "-p", "1", "\(ProcessInfo.processInfo.processIdentifier)"]
+        pin.standardOutput = FileHandle.nullDevice
+        try pin.run()
+        pin.waitUntilExit()
+        print("\n## serving, the server pinned to CPU 0 and the load generator to CPU 1 (\(entities) entities, \(seconds) s each, 1 s warm-up)")
+        print("\n| server's event loops | entities per request | arrivals | connections | requests/s | p50 | p99 | p99.9 | max | errors |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
+        for (label, environment) in [("1 (sized to its CPU allowance)", [:]), ("2 (`LARDER_EVENT_LOOPS=2`: the machine's cores)", ["LARDER_EVENT_LOOPS": "2"])] {
+            let (child, url, token) = try startServingChild(entities: entities, options: [], pinnedTo: 0, environment: environment)
+            defer {
+                child.terminate()
+                child.waitUntilExit()
+            }
+            let port = Int(url.split(separator: ":").last ?? "") ?? 0
+            let requests = featureRequests(entities: entities, batch: 1, token: token)
+            _ = try LoadGenerator(host: "127.0.0.1", port: port, connections: 4, arrivals: .closedLoop, seconds: 1, requests: requests).run()
+            for (arrivals, name, connections) in [
+                (LoadGenerator.Arrivals.closedLoop, "closed loop", 8), (.closedLoop, "closed loop", 32), (.constant(perSecond: 5_000), "evenly 5000/s", 16),
+            ] {
+                let result = try LoadGenerator(
+                    host: "127.0.0.1", port: port, connections: connections, arrivals: arrivals, seconds: Double(seconds), requests: requests
+                ).run()
+                func ms(_ micros: Double) -> String { String(format: "%.2f ms", micros / 1_000) }
+                print("| \(label) | 1 | \(name) | \(connections) | \(String(format: "%.0f", result.rate)) | \(ms(result.p50)) | \(ms(result.p99)) | \(ms(result.p999)) | \(ms(result.max)) | \(result.errors) |")
+            }
+        }
     }
 
     /// One load run's figures (wrk's or larder-bench's generator's), latencies in microseconds.

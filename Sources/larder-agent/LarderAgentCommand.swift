@@ -25,6 +25,7 @@ extension LarderAgentCommand {
         @Option(help: "The agent's configuration file (LARDER_AGENT_CONFIG, default ./agent.yaml).") var config: String?
         @Option(help: "The folder `larder-agent enroll` wrote: its agent.yaml is the configuration.") var dataDir: String?
         @Option(help: "trace, debug, info, notice, warning, error or critical (LARDER_LOG_LEVEL, default info).") var logLevel: String?
+        @Option(help: "Event loops (and blocking threads) to run (LARDER_EVENT_LOOPS, default: the CPUs this process may use).") var eventLoops: Int?
 
         func run() async throws {
             let environment = ProcessInfo.processInfo.environment
@@ -39,6 +40,8 @@ extension LarderAgentCommand {
                 return handler
             }
             let logger = Logger(label: DataPlane.component)
+            // Before anything starts NIO's shared event loops: as many as the CPUs this process may use.
+            do { try EventLoopSizing.apply(configured: eventLoops, environment: environment, logger: logger) } catch { throw ValidationError("\(error)") }
             // One agent per data directory, and no store-rewriting tool beside it.
             let lock: AgentLock
             do {

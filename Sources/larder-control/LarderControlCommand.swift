@@ -25,6 +25,7 @@ struct ControlOptions: ParsableArguments {
     @Option(help: "PEM certificate chain for HTTPS (LARDER_TLS_CERTIFICATE).") var tlsCertificate: String?
     @Option(help: "PEM private key for HTTPS (LARDER_TLS_KEY).") var tlsKey: String?
     @Option(help: "trace, debug, info, notice, warning, error or critical (LARDER_LOG_LEVEL, default info).") var logLevel: String?
+    @Option(help: "Event loops (and blocking threads) to run (LARDER_EVENT_LOOPS, default: the CPUs this process may use).") var eventLoops: Int?
 
     /// Reads the configuration and sets up logging to stderr at its level.
     func setUp() throws -> (ControlPlaneConfiguration, Logger) {
@@ -52,6 +53,11 @@ extension LarderControlCommand {
 
         func run() async throws {
             let (configuration, logger) = try options.setUp()
+            do {
+                try EventLoopSizing.apply(configured: options.eventLoops, environment: ProcessInfo.processInfo.environment, logger: logger)
+            } catch {
+                throw ValidationError("\(error)")
+            }
             let application = try ControlPlaneApplication.build(configuration: configuration, logger: logger)
             try await application.runService(gracefulShutdownSignals: [.sigterm, .sigint])
         }
