@@ -181,7 +181,7 @@ public final class RedisClient: Sendable {
                             redirections.add(1, ordering: .relaxed)
                             redirected[index] = (target, true)
                             pending.append(index)
-                        } else if message.hasPrefix("TRYAGAIN") || message.hasPrefix("CLUSTERDOWN") || message.hasPrefix("LOADING") {
+                        } else if Self.busy(message) {
                             pending.append(index)
                         } else {
                             answers[index] = value
@@ -211,8 +211,8 @@ public final class RedisClient: Sendable {
         onLoopPipelines.add(1, ordering: .relaxed)
         return connection.pipelineFuture(commands.map(\.arguments)).flatMapWithEventLoop { answers, loop in
             let redirected = answers.contains { answer in
-                guard case .error(let message) = answer else { return false }
-                return ["MOVED ", "ASK ", "TRYAGAIN", "CLUSTERDOWN", "LOADING"].contains { message.hasPrefix($0) }
+                if case .error(let message) = answer { return Self.sendsAgain(message) }
+                return false
             }
             guard redirected else { return loop.makeSucceededFuture(answers) }
             return loop.makeFutureWithTask { try await self.pipeline(commands) }
@@ -243,6 +243,16 @@ public final class RedisClient: Sendable {
             let owner = Int(slots[slot])
             return owner >= 0 ? owners[owner] : nil
         }
+    }
+
+    /// Whether an error answer is one `pipeline` follows or sends again: a redirection, or a node busy for a moment.
+    static func sendsAgain(_ message: String) -> Bool {
+        message.hasPrefix("MOVED ") || message.hasPrefix("ASK ") || busy(message)
+    }
+
+    /// A node busy for a moment (a slot migrating, the Cluster settling, a dataset loading): sent again as it was.
+    static func busy(_ message: String) -> Bool {
+        message.hasPrefix("TRYAGAIN") || message.hasPrefix("CLUSTERDOWN") || message.hasPrefix("LOADING")
     }
 
     /// `MOVED 3999 127.0.0.1:6381` (or ASK): the slot and where it is now.
@@ -355,7 +365,14 @@ final class RedisNodeConnections: Sendable {
     private let slots: Mutex<Slots>
     private let turn = Atomic<Int>(0)
     /// Connections whose channels run on a given event loop (see `connection(on:)`), and those being opened.
-    private let loopBound = Mutex<(open: [ObjectIdentifier: RedisConnection], opening: Set<ObjectIdentifier>, closed: Bool)>(([:], [], false))
+    private let loopBound = Mutex(LoopBound())
+
+    struct LoopBound {
+        var open: [ObjectIdentifier: RedisConnection] = [:]
+        var opening: Set<ObjectIdentifier> = []
+        var failedAt: ContinuousClock.Instant?
+        var closed = false
+    }
 
     struct Slots {
         var connections: [Task<RedisConnection, any Error>?]
@@ -383,14 +400,8 @@ final class RedisNodeConnections: Sendable {
                 if let failed = slots.failedAt, ContinuousClock.now - failed < Self.quietAfterFailure {
                     throw .unreachable("\(endpoint): \(slots.failure)")
                 }
-                let settings = self.settings, endpoint = self.endpoint, tls = self.tls, group = self.group
-                let timeout = TimeAmount.nanoseconds(Int64(settings.timeout.components.seconds) * 1_000_000_000
-                    + settings.timeout.components.attoseconds / 1_000_000_000)
-                let task = Task {
-                    try await RedisConnection.connect(
-                        host: endpoint.host, port: endpoint.port, user: settings.user, password: settings.password, tls: tls, timeout: timeout,
-                        group: group)
-                }
+                let group = self.group
+                let task = Task { try await self.connect(on: group) }
                 slots.connections[index] = task
                 return task
             }
@@ -411,6 +422,14 @@ final class RedisNodeConnections: Sendable {
         throw RedisError.unreachable("\(endpoint): the connection keeps closing")
     }
 
+    /// A new connection to the node on `group` (an event loop binds it to that loop), authenticated.
+    func connect(on group: any EventLoopGroup) async throws -> RedisConnection {
+        let timeout = TimeAmount.nanoseconds(Int64(settings.timeout.components.seconds) * 1_000_000_000
+            + settings.timeout.components.attoseconds / 1_000_000_000)
+        return try await RedisConnection.connect(
+            host: endpoint.host, port: endpoint.port, user: settings.user, password: settings.password, tls: tls, timeout: timeout, group: group)
+    }
+
     /// An open connection whose channel runs on `eventLoop`, if there is one;
     /// otherwise nil, and one is opened there for later calls. A caller on that
     /// loop sends and gets its answers without leaving it.
@@ -419,20 +438,18 @@ final class RedisNodeConnections: Sendable {
         let (held, open) = loopBound.withLock { state -> (RedisConnection?, Bool) in
             if let connection = state.open[id], connection.isActive { return (connection, false) }
             state.open[id] = nil
-            guard !state.closed, !state.opening.contains(id) else { return (nil, false) }
+            // As for the pooled connections: after a failed connect, not again for a moment (not once per read).
+            let quiet = state.failedAt.map { ContinuousClock.now - $0 < Self.quietAfterFailure } ?? false
+            guard !state.closed, !quiet, !state.opening.contains(id) else { return (nil, false) }
             state.opening.insert(id)
             return (nil, true)
         }
         if open {
-            let settings = self.settings, endpoint = self.endpoint, tls = self.tls
-            let timeout = TimeAmount.nanoseconds(Int64(settings.timeout.components.seconds) * 1_000_000_000
-                + settings.timeout.components.attoseconds / 1_000_000_000)
             Task {
-                let connection = try? await RedisConnection.connect(
-                    host: endpoint.host, port: endpoint.port, user: settings.user, password: settings.password, tls: tls, timeout: timeout,
-                    group: eventLoop)
+                let connection = try? await connect(on: eventLoop)
                 let keep = loopBound.withLock { state in
                     state.opening.remove(id)
+                    if connection == nil { state.failedAt = .now }
                     guard let connection, !state.closed else { return false }
                     state.open[id] = connection
                     return true
