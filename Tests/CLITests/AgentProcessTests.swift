@@ -51,8 +51,8 @@ final class AgentProcess {
     }
 
     /// SIGTERM, then the exit status. An agent still running 30 s later fails the test and is killed.
-    func stop() -> Int32 {
-        process.terminateAndWait(name: name) { log }
+    func stop() async -> Int32 {
+        await process.terminateAndWait(name: name) { log }
     }
 
     deinit { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
@@ -80,12 +80,12 @@ struct JobsWorld {
     /// `redis` is its address (by default a closed port: the test agent only runs jobs, it never opens the store).
     static func make(database: PostgresURL, agents: Int, environment: [String: String] = [:], redis: String? = nil) async throws -> JobsWorld {
         let adminToken = APIToken.generate().text
-        let server = try ControlPlaneProcess(
+        let server = try await ControlPlaneProcess(
             databaseURL: database.urlString, bootstrapToken: adminToken, environment: serverEnvironment.merging(environment) { $1 })
         let admin = ControlPlaneClient(baseURL: server.baseURL, token: adminToken)
         _ = try await admin.createWorkspace(workspace)
         try await RepositoryFixture.example(workspace: workspace).unscheduled().apply(to: workspace, with: admin)
-        let key = try larderControl(["key", "--database-url", database.urlString])
+        let key = try await larderControl(["key", "--database-url", database.urlString])
         let line = try #require(key.split(separator: "\n").first { $0.hasPrefix("public key:") })
         let folder = try LarderBinary.temporaryDirectory()
         var world = JobsWorld(
@@ -101,18 +101,21 @@ struct JobsWorld {
         return world
     }
 
-    static func larderControl(_ arguments: [String]) throws -> String {
-        let process = Process()
-        process.executableURL = LarderBinary.directory.appendingPathComponent("larder-control")
-        process.arguments = arguments
-        process.environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("LARDER_") }
-        let output = Pipe()
-        process.standardOutput = output
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        let data = output.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return String(decoding: data, as: UTF8.self)
+    /// `larder-control <arguments>`'s standard output (run and waited for on a thread of its own).
+    static func larderControl(_ arguments: [String]) async throws -> String {
+        try await onThreadOfItsOwn {
+            let process = Process()
+            process.executableURL = LarderBinary.directory.appendingPathComponent("larder-control")
+            process.arguments = arguments
+            process.environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("LARDER_") }
+            let output = Pipe()
+            process.standardOutput = output
+            process.standardError = FileHandle.nullDevice
+            try process.run()
+            let data = output.fileHandleForReading.readDataToEndOfFile()
+            process.waitUntilExit()
+            return String(decoding: data, as: UTF8.self)
+        }
     }
 
     /// Writes the configuration of agent `name` pinning `key` (the control plane's by default).
@@ -171,27 +174,28 @@ struct AgentProcessTests {
     func threeAgentsThreeHundredJobs() async throws {
         try await TestDatabase.withIsolatedDatabase { database in
             let world = try await JobsWorld.make(database: database, agents: 3)
-            defer { _ = world.server.stop() }   // before the database is dropped
-            let agents = try (1...3).map { try world.startAgent("agent-\($0)", concurrency: 2, jobMilliseconds: 5) }
-            let started = try await world.materialize(hours: 300)
-            #expect(started.chunksQueued == 300)
-            let finished = try await world.waitUntilFinished(started.backfill.id, timeout: 180)
-            #expect(finished.job.state == .succeeded, "\(finished.job)")
-            let chunks = try await world.chunks(of: started.backfill.id)
-            #expect(chunks.count == 300)
-            #expect(
-                chunks.allSatisfy { $0.state == .succeeded && $0.attempts == 1 && $0.metrics?.rowsWritten == 1 },
-                "\(chunks.filter { $0.state != .succeeded }.prefix(3).map { "\($0.id) \($0.state) \(String(describing: $0.failure))" })\n\(world.server.log.split(separator: "\n").filter { $0.contains("error") }.prefix(5).joined(separator: "\n"))")
-            let done = agents.flatMap { $0.executions.filter { $0.event == "done" } }
-            #expect(done.count == 300)
-            #expect(Set(done.map(\.job)) == Set(chunks.map(\.id)))
-            for agent in agents {
-                #expect(!agent.executions.isEmpty, "\(agent.name) ran nothing")
-                #expect(agent.stop() == 0, "\(agent.name) did not stop cleanly:\n\(agent.log.suffix(2_000))")
+            try await withCleanup({ _ = await world.server.stop() }) {   // before the database is dropped
+                let agents = try (1...3).map { try world.startAgent("agent-\($0)", concurrency: 2, jobMilliseconds: 5) }
+                let started = try await world.materialize(hours: 300)
+                #expect(started.chunksQueued == 300)
+                let finished = try await world.waitUntilFinished(started.backfill.id, timeout: 180)
+                #expect(finished.job.state == .succeeded, "\(finished.job)")
+                let chunks = try await world.chunks(of: started.backfill.id)
+                #expect(chunks.count == 300)
+                #expect(
+                    chunks.allSatisfy { $0.state == .succeeded && $0.attempts == 1 && $0.metrics?.rowsWritten == 1 },
+                    "\(chunks.filter { $0.state != .succeeded }.prefix(3).map { "\($0.id) \($0.state) \(String(describing: $0.failure))" })\n\(world.server.log.split(separator: "\n").filter { $0.contains("error") }.prefix(5).joined(separator: "\n"))")
+                let done = agents.flatMap { $0.executions.filter { $0.event == "done" } }
+                #expect(done.count == 300)
+                #expect(Set(done.map(\.job)) == Set(chunks.map(\.id)))
+                for agent in agents {
+                    #expect(!agent.executions.isEmpty, "\(agent.name) ran nothing")
+                    #expect(await agent.stop() == 0, "\(agent.name) did not stop cleanly:\n\(agent.log.suffix(2_000))")
+                }
+                let listed = try await world.admin.agents(workspace: JobsWorld.workspace)
+                #expect(listed.map(\.name) == ["agent-1", "agent-2", "agent-3"])
+                #expect(listed.allSatisfy { $0.capabilities == [.materialize] && $0.status == "online" && $0.activeJobs == 0 })
             }
-            let listed = try await world.admin.agents(workspace: JobsWorld.workspace)
-            #expect(listed.map(\.name) == ["agent-1", "agent-2", "agent-3"])
-            #expect(listed.allSatisfy { $0.capabilities == [.materialize] && $0.status == "online" && $0.activeJobs == 0 })
         }
     }
 
@@ -199,42 +203,43 @@ struct AgentProcessTests {
     func killedAgent() async throws {
         try await TestDatabase.withIsolatedDatabase { database in
             let world = try await JobsWorld.make(database: database, agents: 2, environment: ["LARDER_LEASE_SECONDS": "2"])
-            defer { _ = world.server.stop() }   // before the database is dropped
-            // A long job, so the kill lands mid-job even when a loaded machine delays this test's polling by seconds.
-            let doomed = try world.startAgent("agent-1", concurrency: 1, jobMilliseconds: 20_000)
-            let started = try await world.materialize(hours: 1)
-            let job = try #require(try await world.chunks(of: started.backfill.id).first)
-            // Wait until the doomed agent is running the job, then kill it.
-            let deadline = Date().addingTimeInterval(30)
-            while !doomed.executions.contains(where: { $0.event == "start" && $0.job == job.id }), Date() < deadline {
-                try await Task.sleep(for: .milliseconds(50))
-            }
-            doomed.signal(SIGKILL)
-            _ = doomed.stop()
-            let survivor = try world.startAgent("agent-2", concurrency: 1, jobMilliseconds: 50)
-            let detail = try await world.waitUntilFinished(job.id, timeout: 60)
-            #expect(detail.job.state == .succeeded)
-            #expect(detail.attempts.map(\.agent) == ["agent-1", "agent-2"])
-            #expect(detail.attempts.map(\.outcome) == ["lease-expired", "succeeded"])
-            #expect(detail.events.contains { $0.event == "lease-expired" })
-            #expect(survivor.executions.filter { $0.event == "done" }.map(\.job) == [job.id])
+            try await withCleanup({ _ = await world.server.stop() }) {   // before the database is dropped
+                // A long job, so the kill lands mid-job even when a loaded machine delays this test's polling by seconds.
+                let doomed = try world.startAgent("agent-1", concurrency: 1, jobMilliseconds: 20_000)
+                let started = try await world.materialize(hours: 1)
+                let job = try #require(try await world.chunks(of: started.backfill.id).first)
+                // Wait until the doomed agent is running the job, then kill it.
+                let deadline = Date().addingTimeInterval(30)
+                while !doomed.executions.contains(where: { $0.event == "start" && $0.job == job.id }), Date() < deadline {
+                    try await Task.sleep(for: .milliseconds(50))
+                }
+                doomed.signal(SIGKILL)
+                _ = await doomed.stop()
+                let survivor = try world.startAgent("agent-2", concurrency: 1, jobMilliseconds: 50)
+                let detail = try await world.waitUntilFinished(job.id, timeout: 60)
+                #expect(detail.job.state == .succeeded)
+                #expect(detail.attempts.map(\.agent) == ["agent-1", "agent-2"])
+                #expect(detail.attempts.map(\.outcome) == ["lease-expired", "succeeded"])
+                #expect(detail.events.contains { $0.event == "lease-expired" })
+                #expect(survivor.executions.filter { $0.event == "done" }.map(\.job) == [job.id])
 
-            // The dead agent's completion, arriving late with its old lease token, is refused.
-            let staleToken: UUID = try await world.withDatabase { client in
-                let rows = try await client.query(
-                    "SELECT lease_token FROM job_attempts WHERE job_id = \(job.id) AND attempt = 1", logger: Logger(label: "test"))
-                for try await token in rows.decode(UUID.self) { return token }
-                throw LarderBinary.Failure(description: "no first attempt")
+                // The dead agent's completion, arriving late with its old lease token, is refused.
+                let staleToken: UUID = try await world.withDatabase { client in
+                    let rows = try await client.query(
+                        "SELECT lease_token FROM job_attempts WHERE job_id = \(job.id) AND attempt = 1", logger: Logger(label: "test"))
+                    for try await token in rows.decode(UUID.self) { return token }
+                    throw LarderBinary.Failure(description: "no first attempt")
+                }
+                let zombie = ControlPlaneClient(baseURL: world.server.baseURL, token: world.agentTokens["agent-1"]!)
+                await #expect {
+                    _ = try await zombie.complete(job: job.id, JobCompletion(
+                        leaseToken: staleToken, outcome: .failed, startedAt: Date(), finishedAt: Date(),
+                        failure: JobFailure(message: "late", retryable: true)))
+                } throws: { ($0 as? ProblemDetails)?.code == "lease-lost" }
+                let after = try await world.admin.job(job.id, workspace: JobsWorld.workspace)
+                #expect(after.job.state == .succeeded && after.attempts.count == 2)
+                #expect(await survivor.stop() == 0)
             }
-            let zombie = ControlPlaneClient(baseURL: world.server.baseURL, token: world.agentTokens["agent-1"]!)
-            await #expect {
-                _ = try await zombie.complete(job: job.id, JobCompletion(
-                    leaseToken: staleToken, outcome: .failed, startedAt: Date(), finishedAt: Date(),
-                    failure: JobFailure(message: "late", retryable: true)))
-            } throws: { ($0 as? ProblemDetails)?.code == "lease-lost" }
-            let after = try await world.admin.job(job.id, workspace: JobsWorld.workspace)
-            #expect(after.job.state == .succeeded && after.attempts.count == 2)
-            #expect(survivor.stop() == 0)
         }
     }
 
@@ -242,32 +247,33 @@ struct AgentProcessTests {
     func controlPlaneRestart() async throws {
         try await TestDatabase.withIsolatedDatabase { database in
             var world = try await JobsWorld.make(database: database, agents: 2, environment: ["LARDER_LEASE_SECONDS": "6"])
-            defer { _ = world.server.stop() }   // before the database is dropped
-            let agents = try (1...2).map { try world.startAgent("agent-\($0)", concurrency: 2, jobMilliseconds: 100) }
-            let started = try await world.materialize(hours: 80)
-            let deadline = Date().addingTimeInterval(60)
-            while agents.flatMap({ $0.executions }).filter({ $0.event == "done" }).count < 15, Date() < deadline {
-                try await Task.sleep(for: .milliseconds(20))
+            try await withCleanup({ _ = await world.server.stop() }) {   // before the database is dropped
+                let agents = try (1...2).map { try world.startAgent("agent-\($0)", concurrency: 2, jobMilliseconds: 100) }
+                let started = try await world.materialize(hours: 80)
+                let deadline = Date().addingTimeInterval(60)
+                while agents.flatMap({ $0.executions }).filter({ $0.event == "done" }).count < 15, Date() < deadline {
+                    try await Task.sleep(for: .milliseconds(20))
+                }
+                let address = world.server.listenAddress
+                await world.server.kill(SIGKILL)
+                try await Task.sleep(for: .seconds(2))
+                let restarted = try await ControlPlaneProcess(
+                    databaseURL: database.urlString, bootstrapToken: nil, listen: address,
+                    environment: JobsWorld.serverEnvironment.merging(["LARDER_LEASE_SECONDS": "6"]) { $1 })
+                world = JobsWorld(
+                    database: database, server: restarted, admin: ControlPlaneClient(baseURL: restarted.baseURL, token: world.admin.token),
+                    folder: world.folder, publicKey: world.publicKey, agentTokens: world.agentTokens)
+                let finished = try await world.waitUntilFinished(started.backfill.id, timeout: 120)
+                #expect(finished.job.state == .succeeded, "\(finished.job)")
+                let chunks = try await world.chunks(of: started.backfill.id)
+                #expect(chunks.count == 80 && chunks.allSatisfy { $0.state == .succeeded })
+                let done = agents.flatMap { $0.executions.filter { $0.event == "done" } }
+                var runs: [Int64: Int] = [:]
+                for execution in done { runs[execution.job, default: 0] += 1 }
+                #expect(Set(runs.keys) == Set(chunks.map(\.id)))
+                #expect(runs.values.allSatisfy { $0 == 1 }, "jobs run more than once: \(runs.filter { $0.value > 1 })")
+                for agent in agents { #expect(await agent.stop() == 0) }
             }
-            let address = world.server.listenAddress
-            world.server.kill(SIGKILL)
-            try await Task.sleep(for: .seconds(2))
-            let restarted = try ControlPlaneProcess(
-                databaseURL: database.urlString, bootstrapToken: nil, listen: address,
-                environment: JobsWorld.serverEnvironment.merging(["LARDER_LEASE_SECONDS": "6"]) { $1 })
-            world = JobsWorld(
-                database: database, server: restarted, admin: ControlPlaneClient(baseURL: restarted.baseURL, token: world.admin.token),
-                folder: world.folder, publicKey: world.publicKey, agentTokens: world.agentTokens)
-            let finished = try await world.waitUntilFinished(started.backfill.id, timeout: 120)
-            #expect(finished.job.state == .succeeded, "\(finished.job)")
-            let chunks = try await world.chunks(of: started.backfill.id)
-            #expect(chunks.count == 80 && chunks.allSatisfy { $0.state == .succeeded })
-            let done = agents.flatMap { $0.executions.filter { $0.event == "done" } }
-            var runs: [Int64: Int] = [:]
-            for execution in done { runs[execution.job, default: 0] += 1 }
-            #expect(Set(runs.keys) == Set(chunks.map(\.id)))
-            #expect(runs.values.allSatisfy { $0 == 1 }, "jobs run more than once: \(runs.filter { $0.value > 1 })")
-            for agent in agents { #expect(agent.stop() == 0) }
         }
     }
 
@@ -275,24 +281,25 @@ struct AgentProcessTests {
     func tamperedSpec() async throws {
         try await TestDatabase.withIsolatedDatabase { database in
             let world = try await JobsWorld.make(database: database, agents: 1)
-            defer { _ = world.server.stop() }   // before the database is dropped
-            let started = try await world.materialize(hours: 1)
-            let job = try #require(try await world.chunks(of: started.backfill.id).first)
-            try await world.withDatabase { client in
-                try await client.query(
-                    """
-                    UPDATE jobs SET spec_payload = regexp_replace(spec_payload, '"end":"[^"]*"', '"end":"2030-01-01T00:00:00.000Z"')
-                    WHERE id = \(job.id)
-                    """, logger: Logger(label: "test"))
+            try await withCleanup({ _ = await world.server.stop() }) {   // before the database is dropped
+                let started = try await world.materialize(hours: 1)
+                let job = try #require(try await world.chunks(of: started.backfill.id).first)
+                try await world.withDatabase { client in
+                    try await client.query(
+                        """
+                        UPDATE jobs SET spec_payload = regexp_replace(spec_payload, '"end":"[^"]*"', '"end":"2030-01-01T00:00:00.000Z"')
+                        WHERE id = \(job.id)
+                        """, logger: Logger(label: "test"))
+                }
+                let agent = try world.startAgent("agent-1", concurrency: 1, jobMilliseconds: 5)
+                let detail = try await world.waitUntilFinished(job.id, timeout: 30)
+                #expect(detail.job.state == .failed)
+                #expect(detail.job.failure?.retryable == false)
+                #expect(detail.job.failure?.message.contains("refused the job spec") == true, "\(String(describing: detail.job.failure))")
+                #expect(agent.executions.isEmpty)
+                #expect(agent.log.contains("refused a job spec"))
+                #expect(await agent.stop() == 0)
             }
-            let agent = try world.startAgent("agent-1", concurrency: 1, jobMilliseconds: 5)
-            let detail = try await world.waitUntilFinished(job.id, timeout: 30)
-            #expect(detail.job.state == .failed)
-            #expect(detail.job.failure?.retryable == false)
-            #expect(detail.job.failure?.message.contains("refused the job spec") == true, "\(String(describing: detail.job.failure))")
-            #expect(agent.executions.isEmpty)
-            #expect(agent.log.contains("refused a job spec"))
-            #expect(agent.stop() == 0)
         }
     }
 
@@ -300,23 +307,24 @@ struct AgentProcessTests {
     func cancelReachesAgent() async throws {
         try await TestDatabase.withIsolatedDatabase { database in
             let world = try await JobsWorld.make(database: database, agents: 1)
-            defer { _ = world.server.stop() }   // before the database is dropped
-            let agent = try world.startAgent("agent-1", concurrency: 1, jobMilliseconds: 20_000)
-            let started = try await world.materialize(hours: 1)
-            let job = try #require(try await world.chunks(of: started.backfill.id).first)
-            let deadline = Date().addingTimeInterval(30)
-            while !agent.executions.contains(where: { $0.event == "start" && $0.job == job.id }), Date() < deadline {
-                try await Task.sleep(for: .milliseconds(50))
+            try await withCleanup({ _ = await world.server.stop() }) {   // before the database is dropped
+                let agent = try world.startAgent("agent-1", concurrency: 1, jobMilliseconds: 20_000)
+                let started = try await world.materialize(hours: 1)
+                let job = try #require(try await world.chunks(of: started.backfill.id).first)
+                let deadline = Date().addingTimeInterval(30)
+                while !agent.executions.contains(where: { $0.event == "start" && $0.job == job.id }), Date() < deadline {
+                    try await Task.sleep(for: .milliseconds(50))
+                }
+                let asked = Date()
+                _ = try await world.admin.cancelJob(job.id, workspace: JobsWorld.workspace)
+                let detail = try await world.waitUntilFinished(job.id, timeout: 15)
+                #expect(detail.job.state == .cancelled)
+                #expect(Date().timeIntervalSince(asked) < 10, "the agent took too long to abort")
+                #expect(detail.attempts.map(\.outcome) == ["cancelled"])
+                #expect(!agent.executions.contains { $0.event == "done" }, "the work ran to its end")
+                #expect(agent.log.contains("job cancelled"))
+                #expect(await agent.stop() == 0)
             }
-            let asked = Date()
-            _ = try await world.admin.cancelJob(job.id, workspace: JobsWorld.workspace)
-            let detail = try await world.waitUntilFinished(job.id, timeout: 15)
-            #expect(detail.job.state == .cancelled)
-            #expect(Date().timeIntervalSince(asked) < 10, "the agent took too long to abort")
-            #expect(detail.attempts.map(\.outcome) == ["cancelled"])
-            #expect(!agent.executions.contains { $0.event == "done" }, "the work ran to its end")
-            #expect(agent.log.contains("job cancelled"))
-            #expect(agent.stop() == 0)
         }
     }
 
@@ -324,16 +332,17 @@ struct AgentProcessTests {
     func wrongPinnedKey() async throws {
         try await TestDatabase.withIsolatedDatabase { database in
             let world = try await JobsWorld.make(database: database, agents: 1)
-            defer { _ = world.server.stop() }   // before the database is dropped
-            let other = SigningKeyPair.generate().publicKey
-            let config = try world.config(for: "agent-1", concurrency: 1, key: other.description)
-            let agent = try AgentProcess(name: "agent-1", config: config, token: world.agentTokens["agent-1"]!, jobMilliseconds: 5, binary: "larder-agent")
-            agent.process.waitUntilExit()
-            #expect(agent.process.terminationStatus != 0)
-            // The error line may be cut by a log line another thread writes meanwhile: read it without them.
-            let withoutLogLines = agent.log.replacingOccurrences(
-                of: #"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[^\n]*\n"#, with: "", options: .regularExpression)
-            #expect(withoutLogLines.contains(other.fingerprint), "\(agent.log)")
+            try await withCleanup({ _ = await world.server.stop() }) {   // before the database is dropped
+                let other = SigningKeyPair.generate().publicKey
+                let config = try world.config(for: "agent-1", concurrency: 1, key: other.description)
+                let agent = try AgentProcess(name: "agent-1", config: config, token: world.agentTokens["agent-1"]!, jobMilliseconds: 5, binary: "larder-agent")
+                await agent.process.waitForExit()
+                #expect(agent.process.terminationStatus != 0)
+                // The error line may be cut by a log line another thread writes meanwhile: read it without them.
+                let withoutLogLines = agent.log.replacingOccurrences(
+                    of: #"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[^\n]*\n"#, with: "", options: .regularExpression)
+                #expect(withoutLogLines.contains(other.fingerprint), "\(agent.log)")
+            }
         }
     }
 }
@@ -344,68 +353,69 @@ struct JobCommandTests {
     func operatorSession() async throws {
         try await TestDatabase.withIsolatedDatabase { database in
             let world = try await JobsWorld.make(database: database, agents: 1)
-            defer { _ = world.server.stop() }   // before the database is dropped
-            let environment = ["LARDER_URL": world.server.baseURL, "LARDER_TOKEN": world.admin.token!, "LARDER_WORKSPACE": JobsWorld.workspace]
-            func larder(_ arguments: String..., token: String? = nil) throws -> LarderBinary.Result {
-                var merged = environment
-                if let token { merged["LARDER_TOKEN"] = token }
-                return try LarderBinary.run(arguments, in: world.folder, environment: merged)
+            try await withCleanup({ _ = await world.server.stop() }) {   // before the database is dropped
+                let environment = ["LARDER_URL": world.server.baseURL, "LARDER_TOKEN": world.admin.token!, "LARDER_WORKSPACE": JobsWorld.workspace]
+                func larder(_ arguments: String..., token: String? = nil) async throws -> LarderBinary.Result {
+                    var merged = environment
+                    if let token { merged["LARDER_TOKEN"] = token }
+                    return try await LarderBinary.run(arguments, in: world.folder, environment: merged)
+                }
+                let queued = try await larder(
+                    "materialize", "driver_hourly_stats", "--start", "2025-01-01T00:00:00Z", "--end", "2025-01-01T03:00:00Z", "--chunk", "1h")
+                #expect(queued.status == 0, "\(queued.standardError)")
+                #expect(queued.standardOutput.contains("queued backfill 1 (prod) of driver_hourly_stats: 3 chunk(s)"))
+                let listed = try await larder("jobs", "ls", "--state", "queued")
+                #expect(listed.status == 0)
+                // A header, the backfill (queued until a chunk is claimed) and its 3 chunks.
+                #expect(listed.standardOutput.split(separator: "\n").count == 5, "\(listed.standardOutput)")
+                #expect(listed.standardOutput.contains("3 queued"))
+                #expect(listed.standardOutput.contains("[2025-01-01T02:00:00Z, 2025-01-01T03:00:00Z)"))
+                #expect(try await larder("jobs", "cancel", "4").standardOutput.contains("cancelled job 4"))
+
+                let agent = try world.startAgent("agent-1", concurrency: 1, jobMilliseconds: 20)
+                let backfill = try await world.waitUntilFinished(1, timeout: 30)
+                #expect(backfill.job.state == .cancelled, "one chunk was cancelled: \(backfill.job)")
+                let described = try await larder("jobs", "describe", "2")
+                #expect(described.status == 0)
+                #expect(described.standardOutput.contains("job 2: materialize, succeeded"))
+                #expect(described.standardOutput.contains("metrics:      1 rows read, 1 written"))
+                #expect(described.standardOutput.contains("agent-1") && described.standardOutput.contains("claimed"))
+
+                #expect(try await larder("jobs", "retry", "4").standardOutput.contains("job 4 is queued again"))
+                #expect(try await world.waitUntilFinished(4, timeout: 30).job.state == .succeeded)
+                #expect(try await world.waitUntilFinished(1, timeout: 30).job.state == .succeeded)
+                let unknown = try await larder("agents", "create", "agent-eu-2", "--environment", "prod-eu")
+                #expect(unknown.status != 0 && unknown.standardError.contains("larder environments create prod-eu"), "\(unknown.standardError)")
+                let createdEnvironment = try await larder("environments", "create", "prod-eu", "--online-store", "redis", "--description", "production, eu-west")
+                #expect(createdEnvironment.status == 0 && createdEnvironment.standardOutput.contains("created environment prod-eu of rides (online store: redis)"))
+                let registered = try await larder("agents", "create", "agent-eu-2", "--environment", "prod-eu")
+                #expect(registered.status == 0, "\(registered.standardError)")
+                #expect(registered.standardOutput.contains("registered agent agent-eu-2 of rides (prod-eu)"))
+                #expect(registered.standardOutput.range(of: #"lrd_[a-z0-9]{12}_"#, options: .regularExpression) != nil)
+                let agents = try await larder("agents", "ls")
+                #expect(agents.standardOutput.contains("agent-eu-2") && agents.standardOutput.contains("never"))
+                #expect(agents.standardOutput.contains("agent-1") && agents.standardOutput.contains("online"), "\(agents.standardOutput)")
+                #expect(agents.standardOutput.contains("materialize"))
+                let environments = try await larder("environments", "ls")
+                #expect(environments.standardOutput.contains("prod-eu") && environments.standardOutput.contains("redis"), "\(environments.standardOutput)")
+                let prod = try await larder("environments", "describe", "prod")
+                #expect(prod.standardOutput.contains("online store: embedded (one agent: agent-1)"), "\(prod.standardOutput)")
+                #expect(try await larder("jobs", "ls", "--environment", "prod").standardOutput.contains("ENVIRONMENT"))
+
+                let missing = try await larder("jobs", "describe", "999999")
+                #expect(missing.status == 1 && missing.standardError.contains("no job 999999"))
+                let unknownView = try await larder("materialize", "nope", "--start", "2025-01-01T00:00:00Z", "--end", "2025-01-02T00:00:00Z")
+                #expect(unknownView.status == 1 && unknownView.standardError.contains("no current feature view named 'nope'"))
+                let badTime = try await larder("materialize", "driver_hourly_stats", "--start", "yesterday", "--end", "2025-01-02T00:00:00Z")
+                #expect(badTime.status != 0 && badTime.standardError.contains("--start 'yesterday'"))
+                _ = try await world.admin.createPrincipal(CreatePrincipalRequest(name: "dashboards", kind: .serviceAccount))
+                try await world.admin.grant(.viewer, to: "dashboards", workspace: JobsWorld.workspace)
+                let viewerToken = try await world.admin.createToken(for: "dashboards").token
+                #expect(try await larder("jobs", "ls", token: viewerToken).status == 0)
+                let denied = try await larder("jobs", "cancel", "2", token: viewerToken)
+                #expect(denied.status == 1 && denied.standardError.contains("forbidden"), "\(denied.standardError)")
+                #expect(await agent.stop() == 0)
             }
-            let queued = try larder(
-                "materialize", "driver_hourly_stats", "--start", "2025-01-01T00:00:00Z", "--end", "2025-01-01T03:00:00Z", "--chunk", "1h")
-            #expect(queued.status == 0, "\(queued.standardError)")
-            #expect(queued.standardOutput.contains("queued backfill 1 (prod) of driver_hourly_stats: 3 chunk(s)"))
-            let listed = try larder("jobs", "ls", "--state", "queued")
-            #expect(listed.status == 0)
-            // A header, the backfill (queued until a chunk is claimed) and its 3 chunks.
-            #expect(listed.standardOutput.split(separator: "\n").count == 5, "\(listed.standardOutput)")
-            #expect(listed.standardOutput.contains("3 queued"))
-            #expect(listed.standardOutput.contains("[2025-01-01T02:00:00Z, 2025-01-01T03:00:00Z)"))
-            #expect(try larder("jobs", "cancel", "4").standardOutput.contains("cancelled job 4"))
-
-            let agent = try world.startAgent("agent-1", concurrency: 1, jobMilliseconds: 20)
-            let backfill = try await world.waitUntilFinished(1, timeout: 30)
-            #expect(backfill.job.state == .cancelled, "one chunk was cancelled: \(backfill.job)")
-            let described = try larder("jobs", "describe", "2")
-            #expect(described.status == 0)
-            #expect(described.standardOutput.contains("job 2: materialize, succeeded"))
-            #expect(described.standardOutput.contains("metrics:      1 rows read, 1 written"))
-            #expect(described.standardOutput.contains("agent-1") && described.standardOutput.contains("claimed"))
-
-            #expect(try larder("jobs", "retry", "4").standardOutput.contains("job 4 is queued again"))
-            #expect(try await world.waitUntilFinished(4, timeout: 30).job.state == .succeeded)
-            #expect(try await world.waitUntilFinished(1, timeout: 30).job.state == .succeeded)
-            let unknown = try larder("agents", "create", "agent-eu-2", "--environment", "prod-eu")
-            #expect(unknown.status != 0 && unknown.standardError.contains("larder environments create prod-eu"), "\(unknown.standardError)")
-            let createdEnvironment = try larder("environments", "create", "prod-eu", "--online-store", "redis", "--description", "production, eu-west")
-            #expect(createdEnvironment.status == 0 && createdEnvironment.standardOutput.contains("created environment prod-eu of rides (online store: redis)"))
-            let registered = try larder("agents", "create", "agent-eu-2", "--environment", "prod-eu")
-            #expect(registered.status == 0, "\(registered.standardError)")
-            #expect(registered.standardOutput.contains("registered agent agent-eu-2 of rides (prod-eu)"))
-            #expect(registered.standardOutput.range(of: #"lrd_[a-z0-9]{12}_"#, options: .regularExpression) != nil)
-            let agents = try larder("agents", "ls")
-            #expect(agents.standardOutput.contains("agent-eu-2") && agents.standardOutput.contains("never"))
-            #expect(agents.standardOutput.contains("agent-1") && agents.standardOutput.contains("online"), "\(agents.standardOutput)")
-            #expect(agents.standardOutput.contains("materialize"))
-            let environments = try larder("environments", "ls")
-            #expect(environments.standardOutput.contains("prod-eu") && environments.standardOutput.contains("redis"), "\(environments.standardOutput)")
-            let prod = try larder("environments", "describe", "prod")
-            #expect(prod.standardOutput.contains("online store: embedded (one agent: agent-1)"), "\(prod.standardOutput)")
-            #expect(try larder("jobs", "ls", "--environment", "prod").standardOutput.contains("ENVIRONMENT"))
-
-            let missing = try larder("jobs", "describe", "999999")
-            #expect(missing.status == 1 && missing.standardError.contains("no job 999999"))
-            let unknownView = try larder("materialize", "nope", "--start", "2025-01-01T00:00:00Z", "--end", "2025-01-02T00:00:00Z")
-            #expect(unknownView.status == 1 && unknownView.standardError.contains("no current feature view named 'nope'"))
-            let badTime = try larder("materialize", "driver_hourly_stats", "--start", "yesterday", "--end", "2025-01-02T00:00:00Z")
-            #expect(badTime.status != 0 && badTime.standardError.contains("--start 'yesterday'"))
-            _ = try await world.admin.createPrincipal(CreatePrincipalRequest(name: "dashboards", kind: .serviceAccount))
-            try await world.admin.grant(.viewer, to: "dashboards", workspace: JobsWorld.workspace)
-            let viewerToken = try await world.admin.createToken(for: "dashboards").token
-            #expect(try larder("jobs", "ls", token: viewerToken).status == 0)
-            let denied = try larder("jobs", "cancel", "2", token: viewerToken)
-            #expect(denied.status == 1 && denied.standardError.contains("forbidden"), "\(denied.standardError)")
-            #expect(agent.stop() == 0)
         }
     }
 
@@ -413,59 +423,60 @@ struct JobCommandTests {
     func accessSnapshotFollowsRevocations() async throws {
         try await TestDatabase.withIsolatedDatabase { database in
             let world = try await JobsWorld.make(database: database, agents: 1)
-            defer { _ = world.server.stop() }
-            _ = try await world.admin.createPrincipal(CreatePrincipalRequest(name: "carol", kind: .user))
-            _ = try await world.admin.grant(.consumer, to: "carol", workspace: JobsWorld.workspace)
-            let token = try await world.admin.createToken(for: "carol", audience: .dataPlane).resource.publicId
-            let agent = try AgentProcess(
-                name: "agent-1", config: try world.config(for: "agent-1", concurrency: 1), token: world.agentTokens["agent-1"]!,
-                jobMilliseconds: 0, binary: "larder-agent")
-            let file = world.folder.appendingPathComponent("agent-1/access-snapshot.json")
-            let key = try SigningPublicKey(parsing: world.publicKey)
-            func held() -> AccessSnapshot? {
-                guard let data = try? Data(contentsOf: file), let document = try? APICoding.makeDecoder().decode(SignedDocument.self, from: data)
-                else { return nil }
-                return try? AccessSnapshot(verified: document.verified(with: key))
-            }
-            func waitFor(_ condition: (AccessSnapshot) -> Bool, seconds: Double) async -> AccessSnapshot? {
-                let deadline = Date().addingTimeInterval(seconds)
-                while Date() < deadline {
-                    if let snapshot = held(), condition(snapshot) { return snapshot }
-                    try? await Task.sleep(for: .milliseconds(100))
+            try await withCleanup({ _ = await world.server.stop() }) {
+                _ = try await world.admin.createPrincipal(CreatePrincipalRequest(name: "carol", kind: .user))
+                _ = try await world.admin.grant(.consumer, to: "carol", workspace: JobsWorld.workspace)
+                let token = try await world.admin.createToken(for: "carol", audience: .dataPlane).resource.publicId
+                let agent = try AgentProcess(
+                    name: "agent-1", config: try world.config(for: "agent-1", concurrency: 1), token: world.agentTokens["agent-1"]!,
+                    jobMilliseconds: 0, binary: "larder-agent")
+                let file = world.folder.appendingPathComponent("agent-1/access-snapshot.json")
+                let key = try SigningPublicKey(parsing: world.publicKey)
+                func held() -> AccessSnapshot? {
+                    guard let data = try? Data(contentsOf: file), let document = try? APICoding.makeDecoder().decode(SignedDocument.self, from: data)
+                    else { return nil }
+                    return try? AccessSnapshot(verified: document.verified(with: key))
                 }
-                return nil
-            }
-            let first = await waitFor({ $0.entries.contains { $0.tokenPublicId == token } }, seconds: 30)
-            #expect(first?.workspace == JobsWorld.workspace, "\(agent.log.suffix(2_000))")
-            // Heartbeats come every second here: a revocation reaches the agent's disk within a few.
-            let revoked = Date()
-            _ = try await world.admin.revokeToken(token, of: "carol")
-            let second = await waitFor({ !$0.entries.contains { $0.tokenPublicId == token } }, seconds: 10)
-            #expect(second != nil && second!.version > first!.version, "\(agent.log.suffix(2_000))")
-            #expect(Date().timeIntervalSince(revoked) < 5)
-            #expect(agent.log.contains("installed the access snapshot"))
+                func waitFor(_ condition: (AccessSnapshot) -> Bool, seconds: Double) async -> AccessSnapshot? {
+                    let deadline = Date().addingTimeInterval(seconds)
+                    while Date() < deadline {
+                        if let snapshot = held(), condition(snapshot) { return snapshot }
+                        try? await Task.sleep(for: .milliseconds(100))
+                    }
+                    return nil
+                }
+                let first = await waitFor({ $0.entries.contains { $0.tokenPublicId == token } }, seconds: 30)
+                #expect(first?.workspace == JobsWorld.workspace, "\(agent.log.suffix(2_000))")
+                // Heartbeats come every second here: a revocation reaches the agent's disk within a few.
+                let revoked = Date()
+                _ = try await world.admin.revokeToken(token, of: "carol")
+                let second = await waitFor({ !$0.entries.contains { $0.tokenPublicId == token } }, seconds: 10)
+                #expect(second != nil && second!.version > first!.version, "\(agent.log.suffix(2_000))")
+                #expect(Date().timeIntervalSince(revoked) < 5)
+                #expect(agent.log.contains("installed the access snapshot"))
 
-            // The registry snapshot likewise: every object of the example, then a new revision after an apply.
-            let registryFile = world.folder.appendingPathComponent("agent-1/registry-snapshot.json")
-            func registry() -> AgentRegistrySnapshot? {
-                guard let data = try? Data(contentsOf: registryFile),
-                      let document = try? APICoding.makeDecoder().decode(SignedDocument.self, from: data)
-                else { return nil }
-                return try? AgentRegistrySnapshot(verified: document.verified(with: key))
+                // The registry snapshot likewise: every object of the example, then a new revision after an apply.
+                let registryFile = world.folder.appendingPathComponent("agent-1/registry-snapshot.json")
+                func registry() -> AgentRegistrySnapshot? {
+                    guard let data = try? Data(contentsOf: registryFile),
+                          let document = try? APICoding.makeDecoder().decode(SignedDocument.self, from: data)
+                    else { return nil }
+                    return try? AgentRegistrySnapshot(verified: document.verified(with: key))
+                }
+                let deadline = Date().addingTimeInterval(10)
+                while registry() == nil, Date() < deadline { try await Task.sleep(for: .milliseconds(100)) }
+                let before = try #require(registry(), "\(agent.log.suffix(2_000))")
+                #expect(before.definitions.contains { $0.kind == "FeatureService" })
+                try await RepositoryFixture.example(workspace: JobsWorld.workspace).unscheduled()
+                    .replacing("ttl: 2d", with: "ttl: 3d", in: "features.yaml").apply(to: JobsWorld.workspace, with: world.admin)
+                let applied = Date()
+                while (registry()?.revision ?? 0) <= before.revision, Date().timeIntervalSince(applied) < 10 {
+                    try await Task.sleep(for: .milliseconds(100))
+                }
+                #expect((registry()?.revision ?? 0) > before.revision, "\(agent.log.suffix(2_000))")
+                #expect(Date().timeIntervalSince(applied) < 5)
+                #expect(await agent.stop() == 0)
             }
-            let deadline = Date().addingTimeInterval(10)
-            while registry() == nil, Date() < deadline { try await Task.sleep(for: .milliseconds(100)) }
-            let before = try #require(registry(), "\(agent.log.suffix(2_000))")
-            #expect(before.definitions.contains { $0.kind == "FeatureService" })
-            try await RepositoryFixture.example(workspace: JobsWorld.workspace).unscheduled()
-                .replacing("ttl: 2d", with: "ttl: 3d", in: "features.yaml").apply(to: JobsWorld.workspace, with: world.admin)
-            let applied = Date()
-            while (registry()?.revision ?? 0) <= before.revision, Date().timeIntervalSince(applied) < 10 {
-                try await Task.sleep(for: .milliseconds(100))
-            }
-            #expect((registry()?.revision ?? 0) > before.revision, "\(agent.log.suffix(2_000))")
-            #expect(Date().timeIntervalSince(applied) < 5)
-            #expect(agent.stop() == 0)
         }
     }
 }

@@ -15,8 +15,8 @@ final class ControlPlaneProcess {
     let logFile: URL
 
     /// Starts `larder-control` with `bootstrapToken` as `LARDER_BOOTSTRAP_TOKEN` (none: it prints one),
-    /// listening on `listen` (a free port by default), with extra `environment`.
-    init(databaseURL: String, bootstrapToken: String?, listen: String = "127.0.0.1:0", environment extra: [String: String] = [:]) throws {
+    /// listening on `listen` (a free port by default), with extra `environment`; the task waits suspended until it listens.
+    init(databaseURL: String, bootstrapToken: String?, listen: String = "127.0.0.1:0", environment extra: [String: String] = [:]) async throws {
         process.executableURL = LarderBinary.directory.appendingPathComponent("larder-control")
         process.arguments = ["serve", "--listen", listen, "--database-url", databaseURL]
         var environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("LARDER_") }
@@ -37,7 +37,7 @@ final class ControlPlaneProcess {
             if let range = buffered.range(of: #"larder\.address=(http://127\.0\.0\.1:\d+)"#, options: .regularExpression) {
                 found = String(buffered[range].dropFirst("larder.address=".count))
             } else {
-                Thread.sleep(forTimeInterval: 0.05)
+                try? await Task.sleep(for: .milliseconds(50))
             }
         }
         guard let found else {
@@ -56,14 +56,14 @@ final class ControlPlaneProcess {
 
     /// Sends SIGTERM and waits; returns the exit status. A server that has not exited 30 s later fails the
     /// test (its graceful shutdown hung: the log's tail is in the issue) and is killed, so a run never hangs.
-    func stop() -> Int32 {
-        process.terminateAndWait(name: "larder-control") { log }
+    func stop() async -> Int32 {
+        await process.terminateAndWait(name: "larder-control") { log }
     }
 
-    /// Sends `signal` and waits for the process to end.
-    func kill(_ signal: Int32) {
+    /// Sends `signal` and waits (suspended) for the process to end.
+    func kill(_ signal: Int32) async {
         Foundation.kill(process.processIdentifier, signal)
-        process.waitUntilExit()
+        await process.waitForExit()
     }
 
     deinit {
@@ -82,112 +82,114 @@ struct ControlPlaneProcessTests {
     func endToEnd() async throws {
         try await TestDatabase.withIsolatedDatabase { database in
             let adminToken = APIToken.generate().text
-            let server = try ControlPlaneProcess(databaseURL: database.urlString, bootstrapToken: adminToken)
-            defer { _ = server.process.isRunning ? server.stop() : 0 }
-            #expect(!server.startupOutput.contains(adminToken))
-            let folder = try LarderBinary.temporaryDirectory()
-            defer { try? FileManager.default.removeItem(at: folder) }
-            let environment = ["LARDER_URL": server.baseURL, "LARDER_TOKEN": adminToken]
-            func larder(_ arguments: String..., input: String? = nil) throws -> LarderBinary.Result {
-                try LarderBinary.run(arguments, in: folder, environment: environment, input: input)
+            let server = try await ControlPlaneProcess(databaseURL: database.urlString, bootstrapToken: adminToken)
+            try await withCleanup({ if server.process.isRunning { _ = await server.stop() } }) {
+                #expect(!server.startupOutput.contains(adminToken))
+                let folder = try LarderBinary.temporaryDirectory()
+                defer { try? FileManager.default.removeItem(at: folder) }
+                let environment = ["LARDER_URL": server.baseURL, "LARDER_TOKEN": adminToken]
+                func larder(_ arguments: String..., input: String? = nil) async throws -> LarderBinary.Result {
+                    try await LarderBinary.run(arguments, in: folder, environment: environment, input: input)
+                }
+
+                #expect(try await larder("init", "repo").status == 0)
+                let created = try await larder("workspaces", "create", "driver-stats")
+                #expect(created.status == 0, "\(created.standardError)")
+                try "workspace: driver-stats\n".write(to: folder.appendingPathComponent("repo/larder.yaml"), atomically: true, encoding: .utf8)
+
+                let plan = try await larder("plan", "repo")
+                #expect(plan.status == 0, "\(plan.standardError)")
+                #expect(plan.standardOutput.contains("+ FeatureService driver_ranking"))
+                #expect(plan.standardOutput.contains("Summary: 9 to create."))
+
+                let declined = try await larder("apply", "repo", input: "no\n")
+                #expect(declined.status == 1 && declined.standardOutput.contains("not applied"))
+                #expect(try await larder("ls", "views", "-w", "driver-stats").standardOutput.split(separator: "\n").count == 1)
+
+                let applied = try await larder("apply", "repo", input: "yes\n")
+                #expect(applied.status == 0, "\(applied.standardError)")
+                #expect(applied.standardOutput.contains("is at revision 1"))
+                let again = try await larder("apply", "--yes", "repo")
+                #expect(again.standardOutput.contains("No changes"))
+
+                let features = folder.appendingPathComponent("repo/features.yaml")
+                let text = try String(contentsOf: features, encoding: .utf8)
+                try text.replacingOccurrences(of: "    windows: [7d]\n", with: "    windows: [7d, 30d]\n")
+                    .write(to: features, atomically: true, encoding: .utf8)
+                let edited = try await larder("plan", "repo")
+                #expect(edited.standardOutput.contains("~ FeatureView driver_trip_aggregates"))
+                #expect(edited.standardOutput.contains("new version v1 → v2"))
+                #expect(edited.standardOutput.contains("spec.aggregations[2].windows[1]: (none) → 2592000"))
+                #expect(edited.standardOutput.contains("impact: FeatureService driver_ranking, OnDemandFeatureView trip_quote"))
+                #expect(try await larder("apply", "-y", "repo").status == 0)
+
+                let versions = try await larder("versions", "feature-views", "driver_trip_aggregates", "--repo", "repo")
+                #expect(versions.standardOutput.contains("v1 ") && versions.standardOutput.contains("v2 *"))
+                let old = try await larder("describe", "FeatureView", "driver_trip_aggregates", "--version", "1", "-w", "driver-stats")
+                #expect(old.status == 0 && old.standardOutput.contains("FeatureView driver_trip_aggregates v1"))
+                let lineage = try await larder("lineage", "sources", "trips", "-w", "driver-stats")
+                #expect(lineage.standardOutput.contains("FeatureView driver_trip_aggregates v2"))
+                #expect(lineage.standardOutput.contains("FeatureView driver_trip_aggregates v1 (not current)"))
+                let search = try await larder("search", "fare", "-w", "driver-stats", "--json")
+                #expect(search.standardOutput.contains("\"name\" : \"driver_trip_aggregates\""))
+                let missing = try await larder("describe", "views", "nope", "-w", "driver-stats")
+                #expect(missing.status == 1 && missing.standardError.contains("no object named 'nope'"))
+
+                #expect(await server.stop() == 0, "graceful shutdown on SIGTERM exits 0")
+                let down = try await larder("ls", "views", "-w", "driver-stats")
+                #expect(down.status == 1 && down.standardError.contains("cannot reach the control plane"))
             }
-
-            #expect(try larder("init", "repo").status == 0)
-            let created = try larder("workspaces", "create", "driver-stats")
-            #expect(created.status == 0, "\(created.standardError)")
-            try "workspace: driver-stats\n".write(to: folder.appendingPathComponent("repo/larder.yaml"), atomically: true, encoding: .utf8)
-
-            let plan = try larder("plan", "repo")
-            #expect(plan.status == 0, "\(plan.standardError)")
-            #expect(plan.standardOutput.contains("+ FeatureService driver_ranking"))
-            #expect(plan.standardOutput.contains("Summary: 9 to create."))
-
-            let declined = try larder("apply", "repo", input: "no\n")
-            #expect(declined.status == 1 && declined.standardOutput.contains("not applied"))
-            #expect(try larder("ls", "views", "-w", "driver-stats").standardOutput.split(separator: "\n").count == 1)
-
-            let applied = try larder("apply", "repo", input: "yes\n")
-            #expect(applied.status == 0, "\(applied.standardError)")
-            #expect(applied.standardOutput.contains("is at revision 1"))
-            let again = try larder("apply", "--yes", "repo")
-            #expect(again.standardOutput.contains("No changes"))
-
-            let features = folder.appendingPathComponent("repo/features.yaml")
-            let text = try String(contentsOf: features, encoding: .utf8)
-            try text.replacingOccurrences(of: "    windows: [7d]\n", with: "    windows: [7d, 30d]\n")
-                .write(to: features, atomically: true, encoding: .utf8)
-            let edited = try larder("plan", "repo")
-            #expect(edited.standardOutput.contains("~ FeatureView driver_trip_aggregates"))
-            #expect(edited.standardOutput.contains("new version v1 → v2"))
-            #expect(edited.standardOutput.contains("spec.aggregations[2].windows[1]: (none) → 2592000"))
-            #expect(edited.standardOutput.contains("impact: FeatureService driver_ranking, OnDemandFeatureView trip_quote"))
-            #expect(try larder("apply", "-y", "repo").status == 0)
-
-            let versions = try larder("versions", "feature-views", "driver_trip_aggregates", "--repo", "repo")
-            #expect(versions.standardOutput.contains("v1 ") && versions.standardOutput.contains("v2 *"))
-            let old = try larder("describe", "FeatureView", "driver_trip_aggregates", "--version", "1", "-w", "driver-stats")
-            #expect(old.status == 0 && old.standardOutput.contains("FeatureView driver_trip_aggregates v1"))
-            let lineage = try larder("lineage", "sources", "trips", "-w", "driver-stats")
-            #expect(lineage.standardOutput.contains("FeatureView driver_trip_aggregates v2"))
-            #expect(lineage.standardOutput.contains("FeatureView driver_trip_aggregates v1 (not current)"))
-            let search = try larder("search", "fare", "-w", "driver-stats", "--json")
-            #expect(search.standardOutput.contains("\"name\" : \"driver_trip_aggregates\""))
-            let missing = try larder("describe", "views", "nope", "-w", "driver-stats")
-            #expect(missing.status == 1 && missing.standardError.contains("no object named 'nope'"))
-
-            #expect(server.stop() == 0, "graceful shutdown on SIGTERM exits 0")
-            let down = try larder("ls", "views", "-w", "driver-stats")
-            #expect(down.status == 1 && down.standardError.contains("cannot reach the control plane"))
         }
     }
 
     @Test("without LARDER_BOOTSTRAP_TOKEN the first start prints an admin token once; larder login stores it 0600")
     func bootstrapAndLogin() async throws {
         try await TestDatabase.withIsolatedDatabase { database in
-            let first = try ControlPlaneProcess(databaseURL: database.urlString, bootstrapToken: nil)
+            let first = try await ControlPlaneProcess(databaseURL: database.urlString, bootstrapToken: nil)
             let match = try #require(first.startupOutput.range(of: #"lrd_[a-z0-9]{12}_[A-Za-z0-9_-]{43}"#, options: .regularExpression))
             let token = String(first.startupOutput[match])
-            #expect(first.stop() == 0)
-            let second = try ControlPlaneProcess(databaseURL: database.urlString, bootstrapToken: nil)
-            defer { _ = second.process.isRunning ? second.stop() : 0 }
-            #expect(!second.startupOutput.contains("lrd_"), "the token is printed only on the first start")
+            #expect(await first.stop() == 0)
+            let second = try await ControlPlaneProcess(databaseURL: database.urlString, bootstrapToken: nil)
+            try await withCleanup({ if second.process.isRunning { _ = await second.stop() } }) {
+                #expect(!second.startupOutput.contains("lrd_"), "the token is printed only on the first start")
 
-            let folder = try LarderBinary.temporaryDirectory()
-            defer { try? FileManager.default.removeItem(at: folder) }
-            let config = folder.appendingPathComponent("home/larder/config.json")
-            let environment = ["LARDER_CONFIG": config.path]
-            func larder(_ arguments: String..., input: String? = nil) throws -> LarderBinary.Result {
-                try LarderBinary.run(arguments, in: folder, environment: environment, input: input)
+                let folder = try LarderBinary.temporaryDirectory()
+                defer { try? FileManager.default.removeItem(at: folder) }
+                let config = folder.appendingPathComponent("home/larder/config.json")
+                let environment = ["LARDER_CONFIG": config.path]
+                func larder(_ arguments: String..., input: String? = nil) async throws -> LarderBinary.Result {
+                    try await LarderBinary.run(arguments, in: folder, environment: environment, input: input)
+                }
+                let login = try await larder("login", "--url", second.baseURL, "--token", "-", input: token + "\n")
+                #expect(login.status == 0, "\(login.standardError)")
+                let attributes = try FileManager.default.attributesOfItem(atPath: config.path)
+                #expect((attributes[.posixPermissions] as? NSNumber)?.intValue == 0o600)
+                #expect(try await larder("whoami").standardOutput.hasPrefix("admin (user, admin)"))
+
+                #expect(try await larder("workspaces", "create", "rides").status == 0)
+                let account = try await larder("service-accounts", "create", "model-server", "--role", "consumer", "-w", "rides", "--token")
+                #expect(account.status == 0, "\(account.standardError)")
+                let tokenLine = try #require(account.standardOutput.split(separator: "\n").first { $0.hasPrefix("token (shown only now): ") })
+                let serverToken = String(tokenLine.dropFirst("token (shown only now): ".count))
+                // A consumer service account's token is for agents: the control plane says whose it is, and nothing more.
+                #expect(account.standardOutput.contains("audience: data-plane"))
+                let refused = try await LarderBinary.run(
+                    ["jobs", "ls", "-w", "rides"], in: folder, environment: ["LARDER_URL": second.baseURL, "LARDER_TOKEN": serverToken, "LARDER_CONFIG": "/nonexistent"])
+                #expect(refused.status != 0 && refused.standardError.contains("token-audience"), "\(refused.standardError)")
+                let access = try await larder("access", "ls", "-w", "rides")
+                #expect(access.standardOutput.contains("model-server") && access.standardOutput.contains("consumer"))
+                let asServer = try await LarderBinary.run(
+                    ["whoami"], in: folder, environment: ["LARDER_URL": second.baseURL, "LARDER_TOKEN": serverToken, "LARDER_CONFIG": "/nonexistent"])
+                #expect(asServer.standardOutput.contains("model-server (service_account)") && asServer.standardOutput.contains("rides: viewer, consumer"))
+                let tokens = try await larder("tokens", "ls", "--principal", "model-server")
+                let publicID = try #require(tokens.standardOutput.split(separator: "\n").dropFirst().first?.split(separator: " ").first)
+                #expect(try await larder("tokens", "revoke", String(publicID), "--principal", "model-server").status == 0)
+                let revoked = try await LarderBinary.run(
+                    ["whoami"], in: folder, environment: ["LARDER_URL": second.baseURL, "LARDER_TOKEN": serverToken, "LARDER_CONFIG": "/nonexistent"])
+                #expect(revoked.status == 1 && revoked.standardError.contains("unauthenticated"))
+                let audit = try await larder("audit", "--limit", "5")
+                #expect(audit.standardOutput.contains("DELETE /v1/principals/{principal}/tokens/{token}"))
             }
-            let login = try larder("login", "--url", second.baseURL, "--token", "-", input: token + "\n")
-            #expect(login.status == 0, "\(login.standardError)")
-            let attributes = try FileManager.default.attributesOfItem(atPath: config.path)
-            #expect((attributes[.posixPermissions] as? NSNumber)?.intValue == 0o600)
-            #expect(try larder("whoami").standardOutput.hasPrefix("admin (user, admin)"))
-
-            #expect(try larder("workspaces", "create", "rides").status == 0)
-            let account = try larder("service-accounts", "create", "model-server", "--role", "consumer", "-w", "rides", "--token")
-            #expect(account.status == 0, "\(account.standardError)")
-            let tokenLine = try #require(account.standardOutput.split(separator: "\n").first { $0.hasPrefix("token (shown only now): ") })
-            let serverToken = String(tokenLine.dropFirst("token (shown only now): ".count))
-            // A consumer service account's token is for agents: the control plane says whose it is, and nothing more.
-            #expect(account.standardOutput.contains("audience: data-plane"))
-            let refused = try LarderBinary.run(
-                ["jobs", "ls", "-w", "rides"], in: folder, environment: ["LARDER_URL": second.baseURL, "LARDER_TOKEN": serverToken, "LARDER_CONFIG": "/nonexistent"])
-            #expect(refused.status != 0 && refused.standardError.contains("token-audience"), "\(refused.standardError)")
-            let access = try larder("access", "ls", "-w", "rides")
-            #expect(access.standardOutput.contains("model-server") && access.standardOutput.contains("consumer"))
-            let asServer = try LarderBinary.run(
-                ["whoami"], in: folder, environment: ["LARDER_URL": second.baseURL, "LARDER_TOKEN": serverToken, "LARDER_CONFIG": "/nonexistent"])
-            #expect(asServer.standardOutput.contains("model-server (service_account)") && asServer.standardOutput.contains("rides: viewer, consumer"))
-            let tokens = try larder("tokens", "ls", "--principal", "model-server")
-            let publicID = try #require(tokens.standardOutput.split(separator: "\n").dropFirst().first?.split(separator: " ").first)
-            #expect(try larder("tokens", "revoke", String(publicID), "--principal", "model-server").status == 0)
-            let revoked = try LarderBinary.run(
-                ["whoami"], in: folder, environment: ["LARDER_URL": second.baseURL, "LARDER_TOKEN": serverToken, "LARDER_CONFIG": "/nonexistent"])
-            #expect(revoked.status == 1 && revoked.standardError.contains("unauthenticated"))
-            let audit = try larder("audit", "--limit", "5")
-            #expect(audit.standardOutput.contains("DELETE /v1/principals/{principal}/tokens/{token}"))
         }
     }
 
@@ -209,17 +211,21 @@ struct ControlPlaneProcessTests {
 
 @Suite("larder-control key")
 struct SigningKeyCommandTests {
-    static func key(_ databaseURL: String) throws -> (key: String, fingerprint: String) {
-        let process = Process()
-        process.executableURL = LarderBinary.directory.appendingPathComponent("larder-control")
-        process.arguments = ["key", "--database-url", databaseURL, "--log-level", "error"]
-        let output = Pipe()
-        process.standardOutput = output
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        #expect(process.terminationStatus == 0)
+    /// `larder-control key` against `databaseURL` (run and waited for on a thread of its own): the key and its fingerprint.
+    static func key(_ databaseURL: String) async throws -> (key: String, fingerprint: String) {
+        let (status, text) = try await onThreadOfItsOwn {
+            let process = Process()
+            process.executableURL = LarderBinary.directory.appendingPathComponent("larder-control")
+            process.arguments = ["key", "--database-url", databaseURL, "--log-level", "error"]
+            let output = Pipe()
+            process.standardOutput = output
+            process.standardError = FileHandle.nullDevice
+            try process.run()
+            let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            process.waitUntilExit()
+            return (process.terminationStatus, text)
+        }
+        #expect(status == 0)
         let lines = text.split(separator: "\n").map { $0.split(separator: " ", omittingEmptySubsequences: true).last.map(String.init) ?? "" }
         return (lines.first ?? "", lines.dropFirst().first ?? "")
     }
@@ -227,8 +233,8 @@ struct SigningKeyCommandTests {
     @Test("the key pair is created once and then always shown the same, ready to pin")
     func stableKey() async throws {
         try await TestDatabase.withIsolatedDatabase { database in
-            let first = try Self.key(database.urlString)
-            let second = try Self.key(database.urlString)
+            let first = try await Self.key(database.urlString)
+            let second = try await Self.key(database.urlString)
             #expect(first.key.hasPrefix("ed25519:") && first == second)
             let pinned = try SigningPublicKey(parsing: first.key)
             #expect(pinned.fingerprint == first.fingerprint)

@@ -145,7 +145,7 @@ struct DatasetProcessTests {
             let uploads = world.dataDirectory.appendingPathComponent("datasets").path
             let left = ((try? FileManager.default.contentsOfDirectory(atPath: uploads)) ?? []).filter { $0.hasPrefix("entities-") }
             #expect(left.isEmpty, "\(left)")
-            #expect(agent.stop() == 0)
+            #expect(await agent.stop() == 0)
         }
     }
 
@@ -179,15 +179,15 @@ struct DatasetProcessTests {
                 }
             }
             let environment = ["LARDER_URL": world.jobs.server.baseURL, "LARDER_TOKEN": dora, "LARDER_WORKSPACE": workspace]
-            func larder(_ arguments: [String], token: String? = nil) throws -> LarderBinary.Result {
+            func larder(_ arguments: [String], token: String? = nil) async throws -> LarderBinary.Result {
                 var merged = environment
                 if let token { merged["LARDER_TOKEN"] = token }
-                return try LarderBinary.run(arguments, in: world.jobs.folder, environment: merged)
+                return try await LarderBinary.run(arguments, in: world.jobs.folder, environment: merged)
             }
-            func larder(_ arguments: String..., token: String? = nil) throws -> LarderBinary.Result { try larder(arguments, token: token) }
+            func larder(_ arguments: String..., token: String? = nil) async throws -> LarderBinary.Result { try await larder(arguments, token: token) }
 
             // From the CSV file to a CSV file: the bytes the agent's API gives for the same table.
-            let built = try larder(
+            let built = try await larder(
                 "datasets", "create", "--service", "driver_ranking", "--entities", "local_files:labels.csv", "--out", "local_files:out/training.csv",
                 "--wait")
             #expect(built.status == 0, "\(built.standardOutput)\(built.standardError)\(agent.log.suffix(2_000))")
@@ -205,9 +205,9 @@ struct DatasetProcessTests {
 
             // From free SQL (an operator's) to a new table: the same feature values, row for row.
             let freeSQL = ["--entities-query", "warehouse:SELECT seq, driver_id, event_timestamp, trip_distance_km, label FROM public.labels ORDER BY seq"]
-            let refused = try larder(["datasets", "create", "--service", "driver_ranking"] + freeSQL + ["--out-table", "rides_db:training"])
+            let refused = try await larder(["datasets", "create", "--service", "driver_ranking"] + freeSQL + ["--out-table", "rides_db:training"])
             #expect(refused.status != 0 && refused.standardError.contains("operator"), "a consumer's free SQL: \(refused.standardError)")
-            let table = try larder(["datasets", "create", "--service", "driver_ranking"] + freeSQL + ["--out-table", "rides_db:ml.training", "--wait"], token: ed)
+            let table = try await larder(["datasets", "create", "--service", "driver_ranking"] + freeSQL + ["--out-table", "rides_db:ml.training", "--wait"], token: ed)
             #expect(table.status == 0, "\(table.standardOutput)\(table.standardError)")
             let lines = file.split(separator: "\n").dropFirst().map { $0.split(separator: ",", omittingEmptySubsequences: false).map(String.init) }
             try await TestDatabase.withClient(world.customer) { client in
@@ -230,10 +230,10 @@ struct DatasetProcessTests {
             }
 
             // The control plane holds the metadata: ls and describe.
-            let listed = try larder("datasets", "ls")
+            let listed = try await larder("datasets", "ls")
             #expect(listed.status == 0 && listed.standardOutput.contains("rides_db:ml.training") && listed.standardOutput.contains("local_files:out/training.csv"))
             let id = try #require(built.standardOutput.split(separator: "\n").first?.split(separator: " ").dropFirst().first?.dropLast())
-            let described = try larder("datasets", "describe", String(id), "--json")
+            let described = try await larder("datasets", "describe", String(id), "--json")
             let job = try APICoding.makeDecoder().decode(JobResource.self, from: Data(described.standardOutput.utf8))
             let metadata = try #require(job.metrics?.dataset)
             #expect(metadata.rows == 120 && metadata.columns.count == 12 && metadata.columns[0] == .init(name: "driver_id", type: "input"))
@@ -241,30 +241,30 @@ struct DatasetProcessTests {
             #expect(metadata.sha256.count == 64 && metadata.earliest == events.map(\.time).min())
 
             // Refusals: an existing table, a viewer, an unknown service, a missing file.
-            let again = try larder(
+            let again = try await larder(
                 "datasets", "create", "--service", "driver_ranking", "--entities", "local_files:labels.csv", "--out-table", "rides_db:training", "--wait")
             #expect(again.status != 0 && again.standardOutput.contains("exists already"), "\(again.standardOutput)")
-            let viewer = try larder("datasets", "create", "--service", "driver_ranking", "--entities", "local_files:labels.csv", "--out", "local_files:x.csv", token: vic)
+            let viewer = try await larder("datasets", "create", "--service", "driver_ranking", "--entities", "local_files:labels.csv", "--out", "local_files:x.csv", token: vic)
             #expect(viewer.status != 0 && viewer.standardError.contains("consumer"), "\(viewer.standardError)")
-            let unknown = try larder("datasets", "create", "--service", "ranking", "--entities", "local_files:labels.csv", "--out", "local_files:x.csv")
+            let unknown = try await larder("datasets", "create", "--service", "ranking", "--entities", "local_files:labels.csv", "--out", "local_files:x.csv")
             #expect(unknown.status != 0 && unknown.standardError.contains("no feature service named 'ranking'"), "\(unknown.standardError)")
-            let missing = try larder("datasets", "create", "--service", "driver_ranking", "--entities", "local_files:nope.csv", "--out", "local_files:x.csv", "--wait")
+            let missing = try await larder("datasets", "create", "--service", "driver_ranking", "--entities", "local_files:nope.csv", "--out", "local_files:x.csv", "--wait")
             #expect(missing.status != 0 && missing.standardOutput.contains("nope.csv"), "\(missing.standardOutput)")
             #expect(!FileManager.default.fileExists(atPath: world.files.appendingPathComponent("datasets/x.csv").path))
             // A bad value fails the job naming its row and column; the value itself stays on the agent.
             try "driver_id,event_timestamp,trip_distance_km\n1001,2025-01-01T10:00:00Z,1\n1002,2025-01-01 10:00:07,2\n"
                 .write(to: world.files.appendingPathComponent("naive.csv"), atomically: true, encoding: .utf8)
-            let naive = try larder("datasets", "create", "--service", "driver_ranking", "--entities", "local_files:naive.csv", "--out", "local_files:x.csv", "--wait")
+            let naive = try await larder("datasets", "create", "--service", "driver_ranking", "--entities", "local_files:naive.csv", "--out", "local_files:x.csv", "--wait")
             #expect(naive.status != 0 && naive.standardOutput.contains("entities row 2, column event_timestamp"), "\(naive.standardOutput)")
             #expect(!naive.standardOutput.contains("10:00:07"))
-            let badQuery = try larder(
+            let badQuery = try await larder(
                 "datasets", "create", "--service", "driver_ranking", "--entities-query", "warehouse:SELECT 'secret-42'::int AS driver_id",
                 "--out", "local_files:x.csv", "--wait", token: ed)
             #expect(badQuery.status != 0 && badQuery.standardOutput.contains("SQLSTATE 22P02"), "\(badQuery.standardOutput)")
             // (The query itself is the request's, shown as asked; the server's message quoting the value is not.)
             #expect(badQuery.standardOutput.split(separator: "\n").filter { $0.hasPrefix("error:") }.allSatisfy { !$0.contains("secret-42") })
             #expect(agent.log.contains("secret-42"), "the agent's own log has the whole message")
-            #expect(agent.stop() == 0)
+            #expect(await agent.stop() == 0)
         }
     }
 
@@ -304,7 +304,7 @@ struct DatasetProcessTests {
                     #expect(cells == served[driver], "driver \(driver) at \(hours) h: dataset \(cells), online \(served[driver] ?? [])")
                 }
             }
-            #expect(agent.stop() == 0)
+            #expect(await agent.stop() == 0)
         }
     }
 }

@@ -89,7 +89,7 @@ struct EventLoopSizingProcessTests {
             let refused = try Server(
                 ["-c", "0", agent, "run", "--config", try Self.agentConfig(in: folder).path] + (flag.map { ["--event-loops", $0] } ?? []),
                 environment: environment.merging(["LARDER_AGENT_TOKEN": "lrd_unused"]) { $1 }, folder: folder, name: "refused-\(named.prefix(3))")
-            refused.process.waitUntilExit()
+            await refused.process.waitForExit()
             #expect(refused.process.terminationStatus != 0 && refused.text.contains(named), "\(refused.text)")
         }
     }

@@ -112,7 +112,7 @@ struct FailoverProcessTests {
                 }
                 let victim = try #require(held, "agent-1 never held a chunk")
                 kill(agents[0].process.processIdentifier, SIGKILL)
-                agents[0].process.waitUntilExit()
+                await agents[0].process.waitForExit()
                 let finished = try await world.jobs.waitUntilFinished(started.backfill.id, timeout: 180)
                 #expect(finished.job.state == .succeeded, "\(agents[1].log.suffix(3_000))")
                 // Reads go on through the survivor alone, until there have been enough (a loaded machine reads slowly).
@@ -133,7 +133,7 @@ struct FailoverProcessTests {
                     "SELECT count(*)::int FROM (SELECT 1 FROM larder_offline.rides__driver_hourly_stats__v1 GROUP BY driver_id, event_timestamp HAVING count(*) > 1) d") == 0)
                 Self.expectNewest(try await callers[1].features(Self.request, token: token), hour: 95)
                 try await MaterializationProcessTests.expectNewestHour(inRedis: redis, drivers: Self.drivers, hour: 95)
-                #expect(agents[1].stop() == 0)
+                #expect(await agents[1].stop() == 0)
                 agents.removeAll()
             }
         }
@@ -157,8 +157,8 @@ struct FailoverProcessTests {
                 #expect(try await world.jobs.admin.job(chunk.id, workspace: JobsWorld.workspace).attempts.allSatisfy { $0.agent == "agent-1" })
             }
             _ = try await FeatureServerCaller.waitForAddress(dataDirectory: world.jobs.folder.appendingPathComponent("agent-2"))
-            #expect(second.stop() == 0)
-            #expect(first.stop() == 0)
+            #expect(await second.stop() == 0)
+            #expect(await first.stop() == 0)
         }
     }
 }

@@ -189,6 +189,6 @@ struct FailureRedactionTests {
         for value in ["1234-13-01", "secret-8086", "secret-6502", "secret-5150"] {
             #expect(agent.log.contains(value), "the agent's log lacks \(value)")
         }
-        #expect(agent.stop() == 0)
+        #expect(await agent.stop() == 0)
     }
 }

@@ -236,17 +236,17 @@ struct FeatureServerProcessTests {
                 if !ready { try await Task.sleep(for: .milliseconds(100)) }
             }
             #expect(ready)
-            _ = world.jobs.server.stop()
+            _ = await world.jobs.server.stop()
             let before = try await server.features(Self.ranking, token: dana.token)
             #expect(before.results.map(\.values) == renewed.results.map(\.values))
-            #expect(agent.stop() == 0)
+            #expect(await agent.stop() == 0)
             try? FileManager.default.removeItem(at: world.dataDirectory.appendingPathComponent("serving-address"))
             let restarted = try world.startAgent()
             let again = try await FeatureServerCaller.waitForAddress(dataDirectory: world.dataDirectory)
             let after = try await again.features(Self.ranking, token: dana.token)
             #expect(after.results.map(\.values) == renewed.results.map(\.values), "\(restarted.log.suffix(2_000))")
             #expect(try await again.call(.GET, "/readyz", token: nil).status == 200)
-            #expect(restarted.stop() == 0)
+            #expect(await restarted.stop() == 0)
         }
     }
 
@@ -335,7 +335,7 @@ struct FeatureServerProcessTests {
             let before = try await read()
 
             // A restart replays the journal: the same values, and the key is still known.
-            #expect(agent.stop() == 0)
+            #expect(await agent.stop() == 0)
             try? FileManager.default.removeItem(at: world.dataDirectory.appendingPathComponent("serving-address"))
             let restarted = try world.startAgent()
             let again = try await FeatureServerCaller.waitForAddress(dataDirectory: world.dataDirectory)
@@ -352,7 +352,7 @@ struct FeatureServerProcessTests {
             let replayedReceipt = try APICoding.makeDecoder().decode(PushReceipt.self, from: Data(try await replayed.body.collect(upTo: 1 << 20).readableBytesView))
             #expect(replayedReceipt.duplicate)
             #expect(try await world.count("SELECT count(*)::int FROM larder_offline.rides__driver_position__v1") == 6)
-            #expect(restarted.stop() == 0)
+            #expect(await restarted.stop() == 0)
         }
     }
 }

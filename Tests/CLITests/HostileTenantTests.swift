@@ -223,7 +223,7 @@ struct HostileTenantTests {
             let chunk = try #require(try await world.jobs.chunks(of: fed.job.id).first)
             #expect(chunk.failure?.message.contains("datasets folder") == true, "\(String(describing: chunk.failure))")
             #expect(try await world.count("SELECT count(*)::int FROM pg_tables WHERE tablename LIKE '%fed__v1%'") == 0)
-            #expect(agent.stop() == 0)
+            #expect(await agent.stop() == 0)
         }
     }
 
@@ -232,11 +232,11 @@ struct HostileTenantTests {
         try await MaterializationProcessTests.withWorld(drivers: 10, hours: 24, trips: 200) { world in
             let workspace = JobsWorld.workspace
             let environment = ["LARDER_URL": world.jobs.server.baseURL, "LARDER_WORKSPACE": workspace]
-            func larder(_ arguments: [String], token: String) throws -> LarderBinary.Result {
-                try LarderBinary.run(arguments, in: world.jobs.folder, environment: environment.merging(["LARDER_TOKEN": token]) { $1 })
+            func larder(_ arguments: [String], token: String) async throws -> LarderBinary.Result {
+                try await LarderBinary.run(arguments, in: world.jobs.folder, environment: environment.merging(["LARDER_TOKEN": token]) { $1 })
             }
             let admin = try #require(world.jobs.admin.token)
-            let created = try larder(["service-accounts", "create", "model-server", "--role", "consumer", "--token"], token: admin)
+            let created = try await larder(["service-accounts", "create", "model-server", "--role", "consumer", "--token"], token: admin)
             let line = try #require(created.standardOutput.split(separator: "\n").first { $0.hasPrefix("token (shown only now): ") })
             let model = String(line.dropFirst("token (shown only now): ".count))
             let agent = try world.startAgent()
@@ -253,20 +253,20 @@ struct HostileTenantTests {
             }
             #expect(status == 200)
             // Replayed against the control plane: whoami only; every other route refused, nothing created.
-            #expect(try larder(["whoami"], token: model).standardOutput.contains("model-server"))
+            #expect(try await larder(["whoami"], token: model).standardOutput.contains("model-server"))
             for arguments in [
                 ["jobs", "ls"], ["datasets", "create", "--service", "driver_ranking", "--entities", "local_files:x.csv", "--out", "local_files:y.csv"],
                 ["tokens", "create"], ["materialize", "driver_hourly_stats", "--start", "2025-01-01T00:00:00Z", "--end", "2025-01-01T01:00:00Z"],
                 ["access", "ls"],
             ] {
-                let answer = try larder(arguments, token: model)
+                let answer = try await larder(arguments, token: model)
                 #expect(answer.status != 0 && answer.standardError.contains("token-audience"), "\(arguments): \(answer.standardError)")
             }
             #expect(try await world.jobs.admin.tokens(of: "model-server").count == 1)
             // The admin's token, and an agent's, are unknown to the agent's feature server: never in its snapshot.
             #expect(try await server.call(body: read, token: admin).status == 401)
             #expect(try await server.call(body: read, token: try #require(world.jobs.agentTokens["agent-1"])).status == 401)
-            #expect(agent.stop() == 0)
+            #expect(await agent.stop() == 0)
         }
     }
 }

@@ -1,6 +1,7 @@
 import Foundation
 import Synchronization
 import Testing
+import TestSupport
 
 /// Runs the built `larder` binary as a user would.
 enum LarderBinary {
@@ -70,6 +71,21 @@ enum LarderBinary {
             standardError: try String(contentsOfFile: log.path + ".err", encoding: .utf8))
     }
 
+    /// `run(...)` from a task: the command runs and is waited for on a thread of its own, so the task
+    /// waits suspended instead of holding a thread of the cooperative pool.
+    static func run(
+        _ arguments: [String], in workingDirectory: URL? = nil, environment: [String: String] = [:], input: String? = nil,
+        binary: String = "larder"
+    ) async throws -> Result {
+        try await onThreadOfItsOwn { try run(arguments, in: workingDirectory, environment: environment, input: input, binary: binary) }
+    }
+
+    /// `command(...)` from a task, on a thread of its own like `run`.
+    @discardableResult
+    static func command(_ arguments: [String], environment: [String: String]? = nil, in folder: URL? = nil) async throws -> LarderBinary.Result {
+        try await onThreadOfItsOwn { try command(arguments, environment: environment, in: folder) }
+    }
+
     /// A new folder for one test's files (configurations, logs, data directories). The test
     /// process removes them all when it exits, unless `LARDER_KEEP_TEST_FILES=1` keeps them for a
     /// look after a failure.
@@ -100,17 +116,32 @@ enum TestFiles {
 extension Process {
     /// SIGTERM, then up to 30 s for the exit (the status is returned). A process still running then fails the
     /// test, with the tail of its log, and is killed: a hung shutdown fails a run instead of stalling it.
-    func terminateAndWait(name: String, log: () -> String) -> Int32 {
+    /// The task waits suspended, holding no thread of the cooperative pool.
+    func terminateAndWait(name: String, log: () -> String) async -> Int32 {
         if isRunning { terminate() }
         let deadline = Date().addingTimeInterval(30)
-        while isRunning, Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
+        while isRunning, Date() < deadline { try? await Task.sleep(for: .milliseconds(50)) }
         if isRunning {
             Issue.record("\(name) did not exit within 30 s of SIGTERM; its log ends:\n\(log().suffix(3_000))")
             kill(processIdentifier, SIGKILL)
         }
-        waitUntilExit()
+        await waitForExit()
         return terminationStatus
     }
+}
+
+/// Runs `body`, then `cleanup` however `body` ends: a `defer` whose cleanup awaits (stopping a process
+/// without blocking a thread of the cooperative pool), which a `defer` block cannot.
+func withCleanup<Result>(_ cleanup: () async -> Void, _ body: () async throws -> Result) async throws -> Result {
+    let result: Result
+    do {
+        result = try await body()
+    } catch {
+        await cleanup()
+        throw error
+    }
+    await cleanup()
+    return result
 }
 
 @Suite("larder CLI")

@@ -164,8 +164,9 @@ struct MaterializationProcessTests {
             try await TestDatabase.withIsolatedDatabase { customer in
                 let world = try await MaterializationWorld.make(
                     registry: registry, customer: customer, drivers: drivers, hours: hours, trips: trips, environment: environment, redis: redis)
-                defer { _ = world.jobs.server.stop() }   // before the databases are dropped
-                try await body(world)
+                try await withCleanup({ _ = await world.jobs.server.stop() }) {   // before the databases are dropped
+                    try await body(world)
+                }
             }
         }
     }
@@ -230,22 +231,22 @@ struct MaterializationProcessTests {
                 "SELECT count(*)::int FROM larder_offline.rides__customer_trip_stats__v1 o JOIN public.trips t ON t.customer_id = o.customer_id AND t.completed_at = o.event_timestamp AND o.rating IS NOT DISTINCT FROM t.rating") >= 5_000)
             // `larder-agent online` reads the running agent's store without disturbing it.
             let config = world.jobs.folder.appendingPathComponent("agent-1.yaml").path
-            let tables = try LarderBinary.run(["online", "--config", config], binary: "larder-agent")
+            let tables = try await LarderBinary.run(["online", "--config", config], binary: "larder-agent")
             #expect(tables.status == 0)
             #expect(tables.standardOutput.contains("driver_hourly_stats     v1       40        2d"), "\(tables.standardOutput)")
             let (conv, acc, trips) = MaterializationWorld.values(driver: 3, hour: 71)
-            let lookup = try LarderBinary.run(
+            let lookup = try await LarderBinary.run(
                 ["online", "--config", config, "--view", "driver_hourly_stats", "--key", "1003", "--key", "999"], binary: "larder-agent")
             let lines = lookup.standardOutput.split(separator: "\n").map { $0.split(separator: " ").joined(separator: " ") }
             #expect(lines.contains("1003 expired 2025-01-03T23:00:00Z \(conv.map { "\($0)" } ?? "null") \(acc) \(trips)"), "\(lookup.standardOutput)")
             #expect(lines.contains("999 not_found - - - -"), "\(lookup.standardOutput)")
-            let refused = try LarderBinary.run(["online", "--config", config, "--view", "driver_hourly_stats", "--key", "x"], binary: "larder-agent")
+            let refused = try await LarderBinary.run(["online", "--config", config, "--view", "driver_hourly_stats", "--key", "x"], binary: "larder-agent")
             #expect(refused.status != 0 && refused.standardError.contains("'x': driver_id is an integer"))
-            #expect(agent.stop() == 0)
+            #expect(await agent.stop() == 0)
 
             // With the control plane down, a restarted agent opens its stores and verified definitions from disk,
             // and keeps running (retrying the control plane) rather than giving up.
-            _ = world.jobs.server.stop()
+            _ = await world.jobs.server.stop()
             let restarted = try world.startAgent()
             let opened = Date().addingTimeInterval(20)
             while !restarted.log.contains("opened the online store"), Date() < opened { try await Task.sleep(for: .milliseconds(50)) }
@@ -255,9 +256,9 @@ struct MaterializationProcessTests {
             #expect(!opening.contains("access_version=none") && !opening.contains("registry_revision=none"), "\(opening)")
             try await Task.sleep(for: .seconds(2))
             #expect(restarted.process.isRunning)
-            let offline = try LarderBinary.run(["online", "--config", config, "--view", "driver_hourly_stats", "--key", "1003"], binary: "larder-agent")
+            let offline = try await LarderBinary.run(["online", "--config", config, "--view", "driver_hourly_stats", "--key", "1003"], binary: "larder-agent")
             #expect(offline.standardOutput.contains("1003") && offline.standardOutput.contains("2025-01-03T23:00:00Z"))
-            #expect(restarted.stop() == 0)
+            #expect(await restarted.stop() == 0)
 
             // The online store, reopened from the agent's disk: each driver's newest hour.
             let store = try OnlineStore(directory: world.dataDirectory.appendingPathComponent("online").path)
@@ -294,7 +295,7 @@ struct MaterializationProcessTests {
             let log = world.dataDirectory.appendingPathComponent("online/driver_hourly_stats@v1.log").path
             Self.signal(first, SIGKILL, once: log, reaches: 200_000).start()
             while first.process.isRunning { try await Task.sleep(for: .milliseconds(20)) }
-            _ = first.stop()
+            _ = await first.stop()
             let chunks = try await world.jobs.chunks(of: started.backfill.id)
             #expect(chunks.allSatisfy { $0.state != .succeeded }, "the job finished before the kill")
             let second = try world.startAgent()
@@ -311,7 +312,7 @@ struct MaterializationProcessTests {
             #expect(stored == 3_000 * 48, "\(second.log.suffix(2_000))")
             #expect(try await world.count(
                 "SELECT count(*)::int FROM (SELECT 1 FROM larder_offline.rides__driver_hourly_stats__v1 GROUP BY driver_id, event_timestamp HAVING count(*) > 1) d") == 0)
-            #expect(second.stop() == 0)
+            #expect(await second.stop() == 0)
             try Self.expectNewestHour(in: world.dataDirectory)
         }
     }
@@ -418,8 +419,8 @@ struct MaterializationProcessTests {
             #expect(attempts.first?.agent == "agent-1" && attempts.first?.outcome == "lease-expired", "\(attempts.map { "\($0.agent) \($0.outcome)" })")
             #expect(attempts.last?.agent == "agent-2" && attempts.last?.outcome == "succeeded")
             // The shared store holds the newest values.
-            #expect(second.stop() == 0)
-            #expect(first.stop() == 0)
+            #expect(await second.stop() == 0)
+            #expect(await first.stop() == 0)
             try await Self.expectNewestHour(inRedis: redis)
         }
         }
@@ -534,7 +535,7 @@ struct MaterializationProcessTests {
             let next = try await world.materialize("driver_hourly_stats", hours: 0..<24)
             #expect(next.job.state == .succeeded, "\(agent.log.suffix(3_000))")
 
-            #expect(agent.stop() == 0)
+            #expect(await agent.stop() == 0)
         }
     }
 }

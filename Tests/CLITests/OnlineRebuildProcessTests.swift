@@ -36,9 +36,9 @@ struct OnlineRebuildProcessTests {
                 }
             }
             let config = world.jobs.folder.appendingPathComponent("agent-1.yaml").path
-            let beside = try LarderBinary.run(["rebuild-online", "--config", config], binary: "larder-agent")
+            let beside = try await LarderBinary.run(["rebuild-online", "--config", config], binary: "larder-agent")
             #expect(beside.status != 0 && beside.standardError.contains("stop it first"), "\(beside.standardError)")
-            #expect(agent.stop() == 0)
+            #expect(await agent.stop() == 0)
 
             let online = world.dataDirectory.appendingPathComponent("online").path
             let before = try Self.contents(online, drivers: drivers, customers: 37)
@@ -46,7 +46,7 @@ struct OnlineRebuildProcessTests {
             #expect(before.values.allSatisfy { rows in rows.values.contains { if case .present = $0 { true } else { false } } })
             try FileManager.default.removeItem(atPath: online)
 
-            let rebuilt = try LarderBinary.run(["rebuild-online", "--config", config], binary: "larder-agent")
+            let rebuilt = try await LarderBinary.run(["rebuild-online", "--config", config], binary: "larder-agent")
             #expect(rebuilt.status == 0, "\(rebuilt.standardError)")
             #expect(rebuilt.standardOutput.contains("rebuilt driver_hourly_stats v1: \(drivers) entities"), "\(rebuilt.standardOutput)")
             let after = try Self.contents(online, drivers: drivers, customers: 37)
@@ -57,9 +57,9 @@ struct OnlineRebuildProcessTests {
                 }
             }
             // One view only, and a view the agent never ran.
-            let one = try LarderBinary.run(["rebuild-online", "--config", config, "--view", "driver_hourly_stats"], binary: "larder-agent")
+            let one = try await LarderBinary.run(["rebuild-online", "--config", config, "--view", "driver_hourly_stats"], binary: "larder-agent")
             #expect(one.status == 0 && one.standardOutput.split(separator: "\n").count == 1, "\(one.standardOutput)")
-            let unknown = try LarderBinary.run(["rebuild-online", "--config", config, "--view", "nope"], binary: "larder-agent")
+            let unknown = try await LarderBinary.run(["rebuild-online", "--config", config, "--view", "nope"], binary: "larder-agent")
             #expect(unknown.status != 0 && unknown.standardError.contains("no materialized definition of nope"), "\(unknown.standardError)")
             // The agent starts on the rebuilt store.
             let restarted = try world.startAgent()
@@ -67,7 +67,7 @@ struct OnlineRebuildProcessTests {
             // Stopped once it runs (connected), so SIGTERM meets its shutdown handler.
             while !restarted.log.contains("connected to the control plane"), Date() < deadline { try await Task.sleep(for: .milliseconds(100)) }
             #expect(restarted.log.contains("tables=3"), "\(restarted.log)")
-            #expect(restarted.stop() == 0)
+            #expect(await restarted.stop() == 0)
         }
     }
 
@@ -83,7 +83,7 @@ struct OnlineRebuildProcessTests {
                         #expect(done.job.state == .succeeded, "\(view): \(agent.log.suffix(2_000))")
                     }
                 }
-                #expect(agent.stop() == 0)
+                #expect(await agent.stop() == 0)
                 let store = try RedisOnlineStore(
                     settings: RedisSettings(endpoints: [RedisEndpoint(host: "127.0.0.1", port: port)]), logger: Logging.Logger(label: "test"))
                 /// Every entity's stored row of every served view, judged at time 0 (no TTL in the way).
@@ -104,7 +104,7 @@ struct OnlineRebuildProcessTests {
                 try await TestRedis.command(port, ["FLUSHALL"])
                 #expect(try await store.fetchVersions().isEmpty)
                 let config = world.jobs.folder.appendingPathComponent("agent-1.yaml").path
-                let rebuilt = try LarderBinary.run(["rebuild-online", "--config", config], binary: "larder-agent")
+                let rebuilt = try await LarderBinary.run(["rebuild-online", "--config", config], binary: "larder-agent")
                 #expect(rebuilt.status == 0, "\(rebuilt.standardError)")
                 #expect(rebuilt.standardOutput.contains("rebuilt driver_hourly_stats v1: \(drivers) entities"), "\(rebuilt.standardOutput)")
                 let after = try await contents()

@@ -57,20 +57,20 @@ struct ReleaseKitTests {
         let folder = try LarderBinary.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: folder) }
         chmod(folder.path, 0o755)
-        let root = try Self.packageAndInstall(in: folder)
+        let root = try await Self.packageAndInstall(in: folder)
         try await Self.startInstalledUnits(root: root, folder: folder)
     }
 
     /// Packages the built binaries, checks the tarball, installs it into a root of its own; returns the root.
-    static func packageAndInstall(in folder: URL) throws -> URL {
+    static func packageAndInstall(in folder: URL) async throws -> URL {
         let dist = folder.appendingPathComponent("dist")
-        let built = try LarderBinary.command([Self.buildScript, "--binaries", LarderBinary.directory.path, "--output", dist.path])
+        let built = try await LarderBinary.command([Self.buildScript, "--binaries", LarderBinary.directory.path, "--output", dist.path])
         #expect(built.status == 0, "\(built.standardError)")
         let tarball = try #require(try FileManager.default.contentsOfDirectory(atPath: dist.path).first { $0.hasSuffix(".tar.gz") })
         #expect(tarball.hasPrefix("larder-\(LarderVersion.number)-linux-"))
-        let checked = try LarderBinary.command(["sha256sum", "-c", "SHA256SUMS"], in: dist)
+        let checked = try await LarderBinary.command(["sha256sum", "-c", "SHA256SUMS"], in: dist)
         #expect(checked.status == 0 && checked.standardOutput.contains("\(tarball): OK"), "\(checked.standardOutput)\(checked.standardError)")
-        let listing = try LarderBinary.command(["tar", "-tzf", dist.appendingPathComponent(tarball).path])
+        let listing = try await LarderBinary.command(["tar", "-tzf", dist.appendingPathComponent(tarball).path])
         let release = String(tarball.dropLast(".tar.gz".count))
         for entry in ["bin/larder", "bin/larder-control", "bin/larder-agent", "systemd/larder-control.service", "systemd/larder-agent.service",
                       "install.sh", "VERSION"] {
@@ -85,7 +85,7 @@ struct ReleaseKitTests {
         try bytes.write(to: tampered.appendingPathComponent(tarball))
         try FileManager.default.copyItem(at: dist.appendingPathComponent("SHA256SUMS"), to: tampered.appendingPathComponent("SHA256SUMS"))
         let untouched = try Self.seededRoot(in: tampered)
-        let refused = try LarderBinary.command(["bash", Self.installScript, tampered.appendingPathComponent(tarball).path, "--root", untouched.path, "--no-enable"])
+        let refused = try await LarderBinary.command(["bash", Self.installScript, tampered.appendingPathComponent(tarball).path, "--root", untouched.path, "--no-enable"])
         #expect(refused.status != 0 && refused.standardError.contains("checksum mismatch"), "\(refused.standardError)")
         #expect(try FileManager.default.contentsOfDirectory(atPath: untouched.path) == ["etc"])
         #expect(!(try String(contentsOf: untouched.appendingPathComponent("etc/passwd"), encoding: .utf8)).contains("larder"))
@@ -93,7 +93,7 @@ struct ReleaseKitTests {
         // Installed into a root of its own, twice (the second run changes nothing).
         let root = try Self.seededRoot(in: folder)
         for run in 1...2 {
-            let installed = try LarderBinary.command(["bash", Self.installScript, dist.appendingPathComponent(tarball).path, "--root", root.path, "--no-enable"])
+            let installed = try await LarderBinary.command(["bash", Self.installScript, dist.appendingPathComponent(tarball).path, "--root", root.path, "--no-enable"])
             #expect(installed.status == 0, "run \(run): \(installed.standardError)")
             if run == 2 { #expect(installed.standardOutput.contains("user larder: exists") && installed.standardOutput.contains("larder-control.service: unchanged")) }
         }
@@ -105,7 +105,7 @@ struct ReleaseKitTests {
         for binary in ["larder", "larder-control", "larder-agent"] {
             let link = root.appendingPathComponent("usr/local/bin/\(binary)").path
             #expect(try FileManager.default.destinationOfSymbolicLink(atPath: link) == "../lib/larder/\(LarderVersion.number)/bin/\(binary)")
-            let version = try LarderBinary.command([link, "--version"])
+            let version = try await LarderBinary.command([link, "--version"])
             #expect(version.standardOutput.hasPrefix(LarderVersion.number + " (revision "), "\(binary): \(version.standardOutput)")
         }
         let units = root.appendingPathComponent("etc/systemd/system")
@@ -129,7 +129,7 @@ struct ReleaseKitTests {
         let logFile: URL
         var log: String { (try? String(contentsOf: logFile, encoding: .utf8)) ?? "" }
 
-        init(unit: URL, root: URL, replacing: [String: String] = [:]) throws {
+        init(unit: URL, root: URL, replacing: [String: String] = [:]) async throws {
             let settings = DeployKitTests.settings(try String(contentsOf: unit, encoding: .utf8))
             func value(_ key: String) -> String? { settings.last { $0.key == key }?.value }
             let user = try #require(value("User"))
@@ -160,7 +160,7 @@ struct ReleaseKitTests {
             }
             logFile = FileManager.default.temporaryDirectory.appendingPathComponent("larder-unit-\(UUID().uuidString).log")
             if let pre = value("ExecStartPre") {
-                let result = try LarderBinary.command(privileged(command(pre)), environment: environment)
+                let result = try await LarderBinary.command(privileged(command(pre)), environment: environment)
                 guard result.status == 0 else { throw LarderBinary.Failure(description: "ExecStartPre \(pre) failed: \(result.standardError)") }
             }
             process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
@@ -172,22 +172,22 @@ struct ReleaseKitTests {
             try process.run()
         }
 
-        /// Waits for `pattern` in the log; returns its first capture group.
-        func await(_ pattern: String, seconds: Double = 60) throws -> String {
+        /// Waits (suspended) for `pattern` in the log; returns its first capture group.
+        func await(_ pattern: String, seconds: Double = 60) async throws -> String {
             let deadline = Date().addingTimeInterval(seconds)
             while Date() < deadline {
                 let text = log
                 if let match = text.firstMatch(of: try Regex(pattern)), let captured = match.output[1].substring { return String(captured) }
                 guard process.isRunning else { break }
-                Thread.sleep(forTimeInterval: 0.1)
+                try? await Task.sleep(for: .milliseconds(100))
             }
             throw LarderBinary.Failure(description: "never logged \(pattern):\n\(log)")
         }
 
-        /// SIGTERM, as `systemctl stop` sends it (KillSignal); the exit status.
-        func stop() -> Int32 {
+        /// SIGTERM, as `systemctl stop` sends it (KillSignal); the exit status, awaited off the cooperative pool.
+        func stop() async -> Int32 {
             if process.isRunning { process.terminate() }
-            process.waitUntilExit()
+            await process.waitForExit()
             return process.terminationStatus
         }
 
@@ -212,61 +212,63 @@ struct ReleaseKitTests {
             chmod(controlEnv, 0o600)
 
             let units = root.appendingPathComponent("etc/systemd/system")
-            let control = try UnitProcess(unit: units.appendingPathComponent("larder-control.service"), root: root)
-            defer { _ = control.stop() }
-            let baseURL = try control.await(#"larder\.address=(http://127\.0\.0\.1:\d+)"#)
-            let admin = ControlPlaneClient(baseURL: baseURL, token: adminToken)
-            _ = try await admin.createWorkspace("release")
-            // Its process runs as the larder user (env, setpriv and sh each exec the next: one process).
-            let controlAccount = try Self.account("larder", in: root)
-            #expect(Self.uids(of: control.process.processIdentifier) == [controlAccount.uid], "\(control.log)")
-            let cli = ["LARDER_URL": baseURL, "LARDER_TOKEN": adminToken, "LARDER_WORKSPACE": "release"]
-            try #require(try LarderBinary.run(["environments", "create", "prod"], environment: cli).status == 0)
-            let made = try LarderBinary.run(["agents", "enroll-token", "--environment", "prod", "--agent", "edge"], environment: cli)
-            try #require(made.status == 0, "\(made.standardError)")
-            let token = try #require(made.standardOutput.split(separator: "\n").first { $0.hasPrefix("lre_") })
+            let control = try await UnitProcess(unit: units.appendingPathComponent("larder-control.service"), root: root)
+            try await withCleanup({ _ = await control.stop() }) {
+                let baseURL = try await control.await(#"larder\.address=(http://127\.0\.0\.1:\d+)"#)
+                let admin = ControlPlaneClient(baseURL: baseURL, token: adminToken)
+                _ = try await admin.createWorkspace("release")
+                // Its process runs as the larder user (env, setpriv and sh each exec the next: one process).
+                let controlAccount = try Self.account("larder", in: root)
+                #expect(Self.uids(of: control.process.processIdentifier) == [controlAccount.uid], "\(control.log)")
+                let cli = ["LARDER_URL": baseURL, "LARDER_TOKEN": adminToken, "LARDER_WORKSPACE": "release"]
+                try #require(try await LarderBinary.run(["environments", "create", "prod"], environment: cli).status == 0)
+                let made = try await LarderBinary.run(["agents", "enroll-token", "--environment", "prod", "--agent", "edge"], environment: cli)
+                try #require(made.status == 0, "\(made.standardError)")
+                let token = try #require(made.standardOutput.split(separator: "\n").first { $0.hasPrefix("lre_") })
 
-            // Enrolled as the larder-agent user, as the unit's comment says, into the unit's data directory.
-            let agentAccount = try Self.account("larder-agent", in: root)
-            let tokenFile = folder.appendingPathComponent("enrollment-token").path
-            try (token + "\n").write(toFile: tokenFile, atomically: true, encoding: .utf8)
-            let settingsFile = folder.appendingPathComponent("agent-settings.yaml").path
-            try "serving:\n  listen: 127.0.0.1:0\n".write(toFile: settingsFile, atomically: true, encoding: .utf8)
-            chmod(tokenFile, 0o644)
-            chmod(settingsFile, 0o644)
-            let data = root.appendingPathComponent("var/lib/larder-agent").path
-            let enrolled = try LarderBinary.command([
-                "setpriv", "--reuid=\(agentAccount.uid)", "--regid=\(agentAccount.gid)", "--clear-groups", "--",
-                root.appendingPathComponent("usr/local/bin/larder-agent").path, "enroll", "--url", baseURL, "--token-file", tokenFile,
-                "--data-dir", data, "--settings", settingsFile,
-            ])
-            #expect(enrolled.status == 0, "\(enrolled.standardError)")
-            for file in ["agent.token", "agent.yaml"] {
-                #expect(Self.owner(data + "/" + file) == agentAccount.uid && Self.mode(data + "/" + file) == 0o600, "\(file)")
+                // Enrolled as the larder-agent user, as the unit's comment says, into the unit's data directory.
+                let agentAccount = try Self.account("larder-agent", in: root)
+                let tokenFile = folder.appendingPathComponent("enrollment-token").path
+                try (token + "\n").write(toFile: tokenFile, atomically: true, encoding: .utf8)
+                let settingsFile = folder.appendingPathComponent("agent-settings.yaml").path
+                try "serving:\n  listen: 127.0.0.1:0\n".write(toFile: settingsFile, atomically: true, encoding: .utf8)
+                chmod(tokenFile, 0o644)
+                chmod(settingsFile, 0o644)
+                let data = root.appendingPathComponent("var/lib/larder-agent").path
+                let enrolled = try await LarderBinary.command([
+                    "setpriv", "--reuid=\(agentAccount.uid)", "--regid=\(agentAccount.gid)", "--clear-groups", "--",
+                    root.appendingPathComponent("usr/local/bin/larder-agent").path, "enroll", "--url", baseURL, "--token-file", tokenFile,
+                    "--data-dir", data, "--settings", settingsFile,
+                ])
+                #expect(enrolled.status == 0, "\(enrolled.standardError)")
+                for file in ["agent.token", "agent.yaml"] {
+                    #expect(Self.owner(data + "/" + file) == agentAccount.uid && Self.mode(data + "/" + file) == 0o600, "\(file)")
+                }
+
+                let agent = try await UnitProcess(unit: units.appendingPathComponent("larder-agent.service"), root: root)
+                try await withCleanup({ _ = await agent.stop() }) {
+                    let deadline = Date().addingTimeInterval(30)
+                    var online = false
+                    while !online, Date() < deadline {
+                        online = try await admin.agents(workspace: "release").contains { $0.name == "edge" && $0.status == "online" }
+                        if !online { try await Task.sleep(for: .milliseconds(200)) }
+                    }
+                    #expect(online, "\(agent.log)")
+                    #expect(Self.uids(of: agent.process.processIdentifier) == [agentAccount.uid])
+                    let served = data + "/serving-address"
+                    let addressDeadline = Date().addingTimeInterval(20)
+                    while !FileManager.default.fileExists(atPath: served), Date() < addressDeadline { try await Task.sleep(for: .milliseconds(100)) }
+                    let address = try String(contentsOfFile: served, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+                    let health = try await HTTPClient.shared.execute(HTTPClientRequest(url: address + "/healthz"), timeout: .seconds(10))
+                    #expect(health.status == .ok)
+                    // What the agent wrote is its own, private (UMask=0077).
+                    #expect(Self.owner(served) == agentAccount.uid && Self.mode(served) & 0o077 == 0, "\(String(Self.mode(served), radix: 8))")
+
+                    // systemctl stop: SIGTERM, a clean exit.
+                    #expect(await agent.stop() == 0, "\(agent.log)")
+                    #expect(await control.stop() == 0, "\(control.log)")
+                }
             }
-
-            let agent = try UnitProcess(unit: units.appendingPathComponent("larder-agent.service"), root: root)
-            defer { _ = agent.stop() }
-            let deadline = Date().addingTimeInterval(30)
-            var online = false
-            while !online, Date() < deadline {
-                online = try await admin.agents(workspace: "release").contains { $0.name == "edge" && $0.status == "online" }
-                if !online { try await Task.sleep(for: .milliseconds(200)) }
-            }
-            #expect(online, "\(agent.log)")
-            #expect(Self.uids(of: agent.process.processIdentifier) == [agentAccount.uid])
-            let served = data + "/serving-address"
-            let addressDeadline = Date().addingTimeInterval(20)
-            while !FileManager.default.fileExists(atPath: served), Date() < addressDeadline { try await Task.sleep(for: .milliseconds(100)) }
-            let address = try String(contentsOfFile: served, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
-            let health = try await HTTPClient.shared.execute(HTTPClientRequest(url: address + "/healthz"), timeout: .seconds(10))
-            #expect(health.status == .ok)
-            // What the agent wrote is its own, private (UMask=0077).
-            #expect(Self.owner(served) == agentAccount.uid && Self.mode(served) & 0o077 == 0, "\(String(Self.mode(served), radix: 8))")
-
-            // systemctl stop: SIGTERM, a clean exit.
-            #expect(agent.stop() == 0, "\(agent.log)")
-            #expect(control.stop() == 0, "\(control.log)")
         }
     }
 }

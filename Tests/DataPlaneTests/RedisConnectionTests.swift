@@ -62,7 +62,7 @@ struct RedisConnectionTests {
 
     @Test("TLS: with the server's CA trusted, commands work over TLS; a client trusting another CA is refused at the handshake")
     func tls() async throws {
-        let certificates = try ThrowawayCertificates()
+        let certificates = try await ThrowawayCertificates()
         defer { try? FileManager.default.removeItem(at: certificates.folder) }
         let tlsPort = try TestRedis.freePort()
         try await TestRedis.withServer(arguments: [
@@ -82,7 +82,7 @@ struct RedisConnectionTests {
             #expect(try await redis.send(["GET", "k"]).string == "over tls")
             try await redis.close()
             // Trusting only another CA: the handshake fails, nothing is sent.
-            let other = try ThrowawayCertificates()
+            let other = try await ThrowawayCertificates()
             defer { try? FileManager.default.removeItem(at: other.folder) }
             var wrong = TLSConfiguration.makeClientConfiguration()
             wrong.trustRoots = .file(other.caCertificate)

@@ -9,7 +9,7 @@ import TestSupport
 struct TLSTests {
     @Test("given a certificate and key, the control plane serves HTTPS that a client trusting the CA can use")
     func servesHTTPS() async throws {
-        let certificates = try ThrowawayCertificates()
+        let certificates = try await ThrowawayCertificates()
         defer { try? FileManager.default.removeItem(at: certificates.folder) }
         try await TestControlPlane.withControlPlane(tls: TLSFiles(certificate: certificates.serverCertificate, key: certificates.serverKey)) { server in
             #expect(server.baseURL.hasPrefix("https://127.0.0.1:"))

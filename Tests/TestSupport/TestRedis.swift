@@ -14,7 +14,7 @@ public enum TestRedis {
     }
 
     /// The path of `redis-server`, installing Debian's package when missing (as root).
-    static func serverBinary() throws -> String {
+    static func serverBinary() async throws -> String {
         for candidate in ["/usr/bin/redis-server", "/usr/local/bin/redis-server"] where FileManager.default.isExecutableFile(atPath: candidate) {
             return candidate
         }
@@ -23,7 +23,7 @@ public enum TestRedis {
         install.executableURL = URL(fileURLWithPath: "/bin/sh")
         install.arguments = ["-c", "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server"]
         try install.run()
-        install.waitUntilExit()
+        await install.waitForExit()
         guard FileManager.default.isExecutableFile(atPath: "/usr/bin/redis-server") else {
             throw Failure(description: "installing redis-server failed")
         }
@@ -50,7 +50,7 @@ public enum TestRedis {
     public static func withServer<Result>(
         arguments: [String] = [], port chosen: Int? = nil, _ body: (Int) async throws -> Result
     ) async throws -> Result {
-        let binary = try serverBinary()
+        let binary = try await serverBinary()
         let port = try chosen ?? freePort()
         let server = Process()
         server.executableURL = URL(fileURLWithPath: binary)
@@ -78,7 +78,7 @@ public enum TestRedis {
     /// than by running redis-cli, as tests start processes from many threads
     /// at once — once every node sees every slot served.
     public static func withCluster<Result>(_ body: ([Int]) async throws -> Result) async throws -> Result {
-        let binary = try serverBinary()
+        let binary = try await serverBinary()
         let folder = FileManager.default.temporaryDirectory.appendingPathComponent("larder-redis-cluster-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
         var servers: [Process] = []

@@ -12,8 +12,9 @@ public struct ThrowawayCertificates {
     /// Its private key (PEM).
     public var serverKey: String { folder.appendingPathComponent("server.key").path }
 
-    /// Makes the CA, and a server certificate it signed.
-    public init() throws {
+    /// Makes the CA, and a server certificate it signed, with openssl (each run awaited without holding a thread
+    /// of the cooperative pool).
+    public init() async throws {
         folder = FileManager.default.temporaryDirectory.appendingPathComponent("larder-tls-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
         try "subjectAltName=IP:127.0.0.1\n".write(to: folder.appendingPathComponent("san.ext"), atomically: true, encoding: .utf8)
@@ -33,7 +34,7 @@ public struct ThrowawayCertificates {
             process.standardOutput = FileHandle.nullDevice
             process.standardError = FileHandle.nullDevice
             try process.run()
-            process.waitUntilExit()
+            await process.waitForExit()
             guard process.terminationStatus == 0 else {
                 throw CocoaError(.fileWriteUnknown, userInfo: [NSLocalizedDescriptionKey: "openssl \(arguments[0]) failed"])
             }
