@@ -13,6 +13,9 @@ import TestSupport
 /// driver-stats offline table (drivers × 720 hours) and a customer view,
 /// against entity tables of random labelled events.
 extension LarderBench {
+    /// The workspace the bench's views are materialized and read in.
+    static let workspace = "driver-stats"
+
     static func datasets(driverCounts: [Int], entityRows: [Int], runs: Int) async throws {
         var logger = Logger(label: "larder-bench")
         if ProcessInfo.processInfo.environment["LARDER_BENCH_DEBUG"] != nil { logger.logLevel = .debug }
@@ -52,23 +55,40 @@ extension LarderBench {
                 }
                 let generated = ContinuousClock.now - started
                 try await materializeDatasetTables(into: database, folder: folder, logger: logger)
-                for statement in ["VACUUM ANALYZE larder_offline.driver_hourly_stats__v1", "VACUUM ANALYZE larder_offline.customer_trip_stats__v1"] {
-                    try await connection.execute(PostgresQuery(unsafeSQL: statement), logger: logger)
+                for view in ["driver_hourly_stats", "customer_trip_stats"] {
+                    // The offline table's name, `<workspace>__<view>__v<version>` (short enough to be kept whole).
+                    try await connection.execute(PostgresQuery(unsafeSQL: "VACUUM ANALYZE larder_offline.\"\(workspace)__\(view)__v1\""), logger: logger)
                 }
                 try await connection.close()
-                print("\n## training datasets: driver_hourly_stats \(drivers * 720) rows (\(drivers) drivers × 720 h), customer_trip_stats \(customers * 10) rows; sources generated in \(generated), materialized in \(ContinuousClock.now - started - generated)")
-                print("| entity rows | read | match | runs | median | min | max | rows/s (median) | peak memory |")
-                print("|---|---|---|---|---|---|---|---|---|")
-                // Each size is built three ways, runs alternating, so the rows compare within one run: the
-                // segments with candidates matched as they stream in (the default), the segments read whole, then
-                // matched, and the tables' rows (as for tables without segments), matched as they stream in.
-                var streaming = TrainingDatasetBuilder(reader: reader, offlineStore: (schema: "larder_offline", url: database), logger: logger)
-                var whole = streaming
-                var rowWise = streaming
-                streaming.matchWhileReading = true
+                let materialized = ContinuousClock.now - started - generated
+                // Each size is built five ways, runs alternating, so the rows compare within one run: scanning the
+                // segments with candidates matched as they stream in, the segments read whole, then matched, and the
+                // tables' rows (as for tables without segments), matched as they stream in; looking each (entity, time)
+                // up in the tables' lookup indexes; and the agent's default, which picks one of the two per view.
+                var automatic = TrainingDatasetBuilder(reader: reader, offlineStore: (schema: "larder_offline", url: database), logger: logger)
+                automatic.createsLookupIndexes = false
+                var streaming = automatic, whole = automatic, rowWise = automatic, lookup = automatic
+                streaming.readPlan = .scan
+                whole.readPlan = .scan
+                rowWise.readPlan = .scan
                 whole.matchWhileReading = false
                 rowWise.readsSegments = false
-                let ways = [("segments | streamed", streaming), ("segments | whole table", whole), ("rows | streamed", rowWise)]
+                lookup.readPlan = .lookup
+                // LARDER_BENCH_PLANS (such as `scan,lookup`) keeps the ways of those plans only.
+                let plans = ProcessInfo.processInfo.environment["LARDER_BENCH_PLANS"].map { Set($0.split(separator: ",").map(String.init)) }
+                let ways = [
+                    ("scan | segments | streamed", streaming), ("scan | segments | whole table", whole), ("scan | rows | streamed", rowWise),
+                    ("lookup | index | whole", lookup), ("automatic (lookup when entity rows × \(automatic.lookupCost) < rows scanned) | |", automatic),
+                ].filter { name, _ in plans?.contains(String(name.prefix { $0 != " " })) ?? true }
+                // The lookup indexes, made once (as the agent makes them in the background when a dataset first wants one).
+                let indexed = ContinuousClock.now
+                let first = folder.appendingPathComponent("entities-index.csv")
+                try writeEntities(rows: 10, drivers: drivers, customers: customers, to: first)
+                let prepared = try await lookup.prepare(DatasetRequest(features: ["driver_hourly_stats", "customer_trip_stats"], entities: first))
+                _ = try await lookup.writeCSV(prepared) { _ in }
+                print("\n## training datasets: driver_hourly_stats \(drivers * 720) rows (\(drivers) drivers × 720 h), customer_trip_stats \(customers * 10) rows; sources generated in \(generated), materialized in \(materialized), lookup indexes made in \(ContinuousClock.now - indexed)")
+                print("| entity rows | plan | read | match | runs | median | min | max | rows/s (median) | peak memory |")
+                print("|---|---|---|---|---|---|---|---|---|---|")
                 for rows in entityRows {
                     let file = folder.appendingPathComponent("entities-\(rows).csv")
                     try writeEntities(rows: rows, drivers: drivers, customers: customers, to: file)
@@ -104,7 +124,7 @@ extension LarderBench {
     /// per day of the 30.
     static func materializeDatasetTables(into database: PostgresURL, folder: URL, logger: Logger) async throws {
         let repository = FeatureRepository(
-            config: RepositoryConfig(workspace: "bench"),
+            config: RepositoryConfig(workspace: workspace),
             entities: [
                 EntityDefinition(name: "driver", joinKeys: [Column(name: "driver_id", type: .int64)]),
                 EntityDefinition(name: "customer", joinKeys: [Column(name: "customer_id", type: .string)]),
@@ -149,7 +169,7 @@ extension LarderBench {
         for view in ["driver_hourly_stats", "customer_trip_stats"] {
             for day in 0..<30 {
                 let spec = JobSpec(
-                    jobId: Int64(day + 1), kind: .materialize, workspace: "bench", featureView: view, version: 1,
+                    jobId: Int64(day + 1), kind: .materialize, workspace: workspace, featureView: view, version: 1,
                     start: first.addingTimeInterval(Double(day) * 86_400), end: first.addingTimeInterval(Double(day + 1) * 86_400),
                     definitions: definitions, targets: .init(offline: true, online: false), issuedAt: Date())
                 _ = try await executor.execute(spec, context: JobContext(attempt: 1, report: { _ in }))
@@ -176,8 +196,8 @@ extension LarderBench {
         }
         let registry = RegistryCache(file: folder.appendingPathComponent("registry.json"), publicKey: keys.publicKey, logger: Logger(label: "bench"))
         try registry.install(
-            try keys.sign(try AgentRegistrySnapshot(workspace: "driver-stats", revision: 1, issuedAt: Date(), definitions: definitions).jsonValue()),
-            workspace: "driver-stats")
+            try keys.sign(try AgentRegistrySnapshot(workspace: workspace, revision: 1, issuedAt: Date(), definitions: definitions).jsonValue()),
+            workspace: workspace)
         return OnlineFeatureReader(store: try OnlineStore(directory: folder.appendingPathComponent("online").path), registry: registry)
     }
 

@@ -106,7 +106,11 @@ extension LarderAgentCommand {
                     server = try FeatureServer.build(
                         settings: serving, reader: reader, guard: accessGuard, metrics: metrics, push: push,
                         datasets: .init(
-                            builder: TrainingDatasetBuilder(reader: reader, offlineStore: offline, logger: logger),
+                            builder: {
+                                var builder = TrainingDatasetBuilder(reader: reader, offlineStore: offline, logger: logger)
+                                builder.createsLookupIndexes = configuration.datasets.lookupIndexes
+                                return builder
+                            }(),
                             uploads: DataPlane.datasetUploadsDirectory(configuration), settings: configuration.datasets),
                         logger: logger,
                         onListening: { address in try? Data((address + "\n").utf8).write(to: URL(fileURLWithPath: addressFile), options: .atomic) })

@@ -118,11 +118,13 @@ struct DatasetConfinementTests {
               max_concurrent_builds: 3
               max_upload_bytes: 2048
               entity_queries_on_offline_store: true
+              lookup_indexes: false
             """, in: folder)
         #expect(configuration.datasetPlaces["db"] == .schema("training"))
         #expect(configuration.datasetPlaces["files"] == .folder(exports.appendingPathComponent("out", isDirectory: true).standardizedFileURL))
         #expect(configuration.datasetPlaces["other"] == nil)
-        #expect(configuration.datasets == .init(entityQueriesOnOfflineStore: true, maxUploadBytes: 2048, maxConcurrentBuilds: 3))
+        #expect(configuration.datasets == .init(entityQueriesOnOfflineStore: true, maxUploadBytes: 2048, maxConcurrentBuilds: 3, lookupIndexes: false))
+        #expect(throws: AgentConfiguration.Invalid.self) { try AgentConfigurationTests.load(base + "datasets:\n  lookup_indexes: sometimes\n", in: folder) }
         #expect(configuration.statistics == .init(level: .counts, minimumRows: 5))
         // The offline store's schema, also under another connection name with the same database.
         for connections in [

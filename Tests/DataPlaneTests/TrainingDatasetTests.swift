@@ -13,9 +13,10 @@ import TestSupport
 /// unknown keys, rows before the first event, rows exactly at t and at
 /// t - ttl, a microsecond past it, events after every row), read in random
 /// chunk sizes.
-/// How each view of each chunk was matched (`TrainingDatasetBuilder.matchObserver`).
+/// How each view of each chunk was matched (`TrainingDatasetBuilder.matchObserver`), and read (`planObserver`).
 final class MatchWays: Sendable {
     let list = Mutex<[(view: String, streamed: Bool)]>([])
+    let plans = Mutex<[(view: String, plan: DatasetReadPlan)]>([])
 }
 
 @Suite("Training datasets against a brute-force oracle")
@@ -209,11 +210,17 @@ struct TrainingDatasetTests {
             let reads: [Int?] = [1, 1_000, nil]
             let pagesPerRange = reads[Int(seed) % reads.count]
             let streamed = MatchWays()
-            func build(chunkRows: Int, segments: Bool = true) async throws -> (bytes: [UInt8], summary: DatasetMetadata) {
+            func build(
+                chunkRows: Int, segments: Bool = true, plan: DatasetReadPlan = .scan, lookupCost: Int = 64, ways: MatchWays = streamed
+            ) async throws -> (bytes: [UInt8], summary: DatasetMetadata) {
                 var builder = TrainingDatasetBuilder(
                     reader: world.reader, offlineStore: (schema: "features", url: url), chunkRows: chunkRows, pagesPerRange: pagesPerRange, logger: logger)
                 builder.readsSegments = segments
-                builder.matchObserver = { view, wasStreamed in streamed.list.withLock { $0.append((view, wasStreamed)) } }
+                builder.readPlan = plan
+                builder.lookupCost = lookupCost
+                builder.createsLookupIndexes = false
+                builder.matchObserver = { view, wasStreamed in ways.list.withLock { $0.append((view, wasStreamed)) } }
+                builder.planObserver = { view, plan in ways.plans.withLock { $0.append((view, plan)) } }
                 let prepared = try await builder.prepare(DatasetRequest(featureService: "driver_ranking", entities: entities))
                 var bytes: [UInt8] = []
                 let summary = try await builder.writeCSV(prepared) { bytes.append(contentsOf: $0.readableBytesView) }
@@ -259,6 +266,35 @@ struct TrainingDatasetTests {
             // The same inputs give the same bytes, whatever the chunking.
             let again = try await build(chunkRows: 100_000)
             #expect(again.bytes == bytes && again.summary.sha256 == summary.sha256)
+            #expect(streamed.plans.withLock { $0 }.allSatisfy { $0.plan == .scan })
+
+            // Looked up instead of scanned (through each table's lookup index, made by the first build that needs
+            // it), every chunk gives the same bytes.
+            let lookups = MatchWays()
+            let lookedUp = try await build(chunkRows: Int.random(in: 1...40, using: &random), plan: .lookup, ways: lookups)
+            #expect(lookedUp.bytes == bytes, "seed \(seed): the lookup plan disagrees with the scan")
+            #expect(!lookups.plans.withLock { $0 }.isEmpty && lookups.plans.withLock { $0 }.allSatisfy { $0.plan == .lookup })
+
+            // Chosen automatically at the switch-over point: chunks of `size` rows on tables of `total` rows, a
+            // lookup costing `total / size` rows scanned. A chunk looks up when its rows times that cost are
+            // fewer than the rows the scan reads: here the short last chunk, and the full ones unless `size`
+            // divides `total` evenly. (Tables with segments count the rows of the segments in a chunk's time
+            // bounds, so there the choice varies by chunk.) Each way, the same bytes.
+            let analyze = try await url.connect(logger: logger)
+            try await analyze.execute("ANALYZE", logger: logger)
+            try await analyze.close()
+            let size = Int.random(in: 2...12, using: &random), total = layout == 3 ? stats.count + aggregates.count : stats.count
+            let automatic = MatchWays()
+            let chosen = try await build(chunkRows: size, plan: .automatic, lookupCost: max(total / size, 1), ways: automatic)
+            #expect(chosen.bytes == bytes, "seed \(seed): the automatic plan disagrees with the scan")
+            let plans = automatic.plans.withLock { $0 }
+            if layout < 3 {
+                // driver_hourly_stats, chunk by chunk: the rule, seen from outside.
+                let chunks = stride(from: 0, to: entityRows.count, by: size).map { min(size, entityRows.count - $0) }
+                let observed = plans.filter { $0.view == "driver_hourly_stats" }.map(\.plan)
+                #expect(observed == chunks.map { $0 * max(stats.count / size, 1) < stats.count ? .lookup : .scan }, "seed \(seed): \(observed)")
+            }
+
             if layout == 3 {
                 // The segments hold the tables' rows exactly: reading the rows instead gives the same bytes.
                 let rowWise = try await build(chunkRows: Int.random(in: 1...40, using: &random), segments: false)

@@ -28,6 +28,7 @@ import Yams
 ///   max_upload_bytes: 1073741824          # the largest entity table POST /v1/datasets/build takes
 ///   max_concurrent_builds: 2              # builds at once through the API (more: 429)
 ///   spool_bytes: 4294967296               # uploads held on disk at once, all builds together (more: 429)
+///   lookup_indexes: true                  # make a table's (join keys, time) index when small datasets would look it up
 /// online_store: embedded                 # or redis: {addresses: [host:port], …} (see `OnlineStoreSettings`)
 /// serving:                                # the feature server (default: listen 127.0.0.1:6566)
 ///   listen: 0.0.0.0:6566                  # or `serving: off`
@@ -138,13 +139,20 @@ public struct AgentConfiguration: Sendable {
         public var maxConcurrentBuilds: Int
         /// How many bytes of uploaded entity tables may be on disk at once; more get 429.
         public var spoolBytes: Int
+        /// Whether the agent makes an offline table's lookup index when a dataset would rather look it up
+        /// than scan it (`TrainingDatasetBuilder.createsLookupIndexes`).
+        public var lookupIndexes: Bool
 
-        /// The defaults: no entity queries on the offline store, 1 GiB uploads, 2 builds, 4 GiB spooled.
-        public init(entityQueriesOnOfflineStore: Bool = false, maxUploadBytes: Int = 1 << 30, maxConcurrentBuilds: Int = 2, spoolBytes: Int = 4 << 30) {
+        /// The defaults: no entity queries on the offline store, 1 GiB uploads, 2 builds, 4 GiB spooled, lookup indexes made.
+        public init(
+            entityQueriesOnOfflineStore: Bool = false, maxUploadBytes: Int = 1 << 30, maxConcurrentBuilds: Int = 2, spoolBytes: Int = 4 << 30,
+            lookupIndexes: Bool = true
+        ) {
             self.entityQueriesOnOfflineStore = entityQueriesOnOfflineStore
             self.maxUploadBytes = maxUploadBytes
             self.maxConcurrentBuilds = maxConcurrentBuilds
             self.spoolBytes = spoolBytes
+            self.lookupIndexes = lookupIndexes
         }
     }
 
@@ -369,15 +377,18 @@ public struct AgentConfiguration: Sendable {
                 }
                 return number
             }
-            switch key.string {
-            case "entity_queries_on_offline_store":
+            func flag() throws(Invalid) -> Bool {
                 guard let flag = value.string.flatMap({ ["true": true, "false": false][$0] }) else { throw Invalid(description: "\(at): true or false") }
-                settings.entityQueriesOnOfflineStore = flag
+                return flag
+            }
+            switch key.string {
+            case "entity_queries_on_offline_store": settings.entityQueriesOnOfflineStore = try flag()
+            case "lookup_indexes": settings.lookupIndexes = try flag()
             case "max_upload_bytes": settings.maxUploadBytes = try number(1_024...(1 << 40))
             case "max_concurrent_builds": settings.maxConcurrentBuilds = try number(1...64)
             case "spool_bytes": settings.spoolBytes = try number(1_024...(1 << 44))
             default:
-                throw Invalid(description: "\(at): unknown setting; datasets takes entity_queries_on_offline_store, max_upload_bytes, max_concurrent_builds, spool_bytes")
+                throw Invalid(description: "\(at): unknown setting; datasets takes entity_queries_on_offline_store, max_upload_bytes, max_concurrent_builds, spool_bytes, lookup_indexes")
             }
         }
         return settings

@@ -38,8 +38,9 @@ public struct DatasetExecutor: JobExecutor {
         }
         // Where the output goes is checked before anything runs: a refused output costs nothing.
         let output = try outputTarget(request.output)
-        let builder = TrainingDatasetBuilder(
+        var builder = TrainingDatasetBuilder(
             catalog: { catalog }, offlineStore: (location.schema, store), chunkRows: chunkRows, logger: logger)
+        builder.createsLookupIndexes = configuration.datasets.lookupIndexes
         let workspace = URL(fileURLWithPath: configuration.dataDirectory).appendingPathComponent("datasets")
         try FileManager.default.createDirectory(at: workspace, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
 

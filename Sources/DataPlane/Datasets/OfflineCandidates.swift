@@ -130,6 +130,22 @@ struct OfflineCandidates: Sendable {
         }
     }
 
+    /// About how many rows a scan between `from` and `to` reads: those of the segments in the
+    /// bounds when the segments are read, else the table's estimated row count.
+    func estimatedRows(from: Int64?, to: Int64, segments: Bool, on connection: PostgresConnection) async throws -> Int {
+        var query: PostgresQuery
+        if segments {
+            let filter = timeFilter(from: from, to: to, firstParameter: 1, earliest: "first_event", latest: "last_event")
+            query = PostgresQuery(unsafeSQL: "SELECT coalesce(sum(row_count), 0)::bigint FROM \(table.qualifiedSegmentsName) WHERE \(filter.sql)")
+            for bind in filter.binds { query.binds.append(bind) }
+        } else {
+            query = PostgresQuery(unsafeSQL: "SELECT GREATEST(reltuples, 0)::bigint FROM pg_class WHERE oid = $1::regclass")
+            query.binds.append(table.qualifiedName)
+        }
+        for try await (rows) in try await connection.query(query, logger: logger).decode(Int64.self) { return Int(rows) }
+        return 0
+    }
+
     /// Whether the table can be read in ranges of pages (PostgreSQL 14 and later).
     func readsInRanges(on connection: PostgresConnection) async throws -> Bool {
         guard pagesPerRange != nil else { return false }

@@ -52,8 +52,19 @@ public struct TrainingDatasetBuilder: Sendable {
     /// Whether a table's segments, when it has them, are read instead of its
     /// rows (off: the rows are read as for a table without segments).
     public var readsSegments = true
+    /// How each view's rows are read for a chunk: scanned, looked up by (join keys, time), or — the
+    /// default — whichever the chunk's selectivity says costs less.
+    public var readPlan = DatasetReadPlan.automatic
+    /// What one (entity, time) lookup costs, counted in rows scanned: a chunk is looked up when its
+    /// entity rows times this are fewer than the rows a scan reads (`larder-bench datasets` measures both).
+    public var lookupCost = 80
+    /// Whether a table that a chunk would rather look up, but that has no lookup index yet, gets one
+    /// made in the background (`LookupIndexBuilds`) for the datasets that follow; meanwhile it is scanned.
+    public var createsLookupIndexes = true
     /// Told, for each chunk and view, whether its candidates were matched as they streamed in (for tests).
     var matchObserver: (@Sendable (_ view: String, _ streamed: Bool) -> Void)?
+    /// Told, for each chunk and view, whether it was scanned or looked up (for tests).
+    var planObserver: (@Sendable (_ view: String, _ plan: DatasetReadPlan) -> Void)?
 
     /// A builder resolving names with `reader`'s registry snapshot and reading `offlineStore`.
     public init(
@@ -314,6 +325,7 @@ public struct TrainingDatasetBuilder: Sendable {
                         readWhole: previouslyUnordered.contains(view.view), on: connections[position])
                     self.logger.debug("dataset chunk matched", metadata: [
                         "larder.view": .string(view.view), "larder.entity_rows": "\(chunk.count)", "larder.streamed": "\(match.streamed)",
+                        "larder.plan": .string(match.lookedUp ? "lookup" : "scan"),
                         "larder.rows_matched": "\(match.rows.count)", "larder.read_and_match": "\(match.took)", "larder.indexing": "\(indexed)",
                     ])
                     return (position, match)
@@ -328,6 +340,7 @@ public struct TrainingDatasetBuilder: Sendable {
             PointInTimeJoin.fill(&grid, view: view, rows: match.rows, matches: match.matches, times: chunk.times, ttl: prepared.ttls[view.view])
             if match.foundUnordered { unordered.insert(view.view) }
             matchObserver?(view.view, match.streamed)
+            planObserver?(view.view, match.lookedUp ? .lookup : .scan)
         }
         if !resolved.derivations.isEmpty { OnlineFeatureReader.derive(resolved, batch: chunk.batch, into: &grid) }
         return grid
@@ -342,6 +355,8 @@ struct ViewMatch: Sendable {
     var streamed: Bool
     /// Whether the table was found out of event-time order (and then read whole).
     var foundUnordered: Bool
+    /// Whether the rows were looked up by (join keys, time) rather than scanned.
+    var lookedUp = false
     var took: Duration
 }
 
@@ -362,6 +377,12 @@ extension TrainingDatasetBuilder {
         let from = ttl.map { earliest - $0 }
         var foundUnordered = false
         let segments = try await candidates.readsSegments(on: connection)
+        let lookup = OfflineLookup(table: table, view: view, hasCreated: prepared.created.contains(view.view), logger: logger)
+        if try await looksUp(lookup, entityRows: chunk.count, candidates: candidates, segments: segments, from: from, to: latest, on: connection) {
+            let rows = try await lookup.read(entities: index, entityOfRow: entityOfRow, times: chunk.times, from: from, on: connection)
+            let matches = PointInTimeJoin.match(entities: entityOfRow, times: chunk.times, distinctEntities: index.count, rows: rows)
+            return ViewMatch(rows: rows, matches: matches, streamed: false, foundUnordered: false, lookedUp: true, took: ContinuousClock.now - started)
+        }
         if matchWhileReading, !readWhole, try await candidates.readsInOrder(segments: segments, on: connection) {
             var join = StreamingPointInTimeJoin(
                 entities: entityOfRow, times: chunk.times, order: timeOrder, distinctEntities: index.count, types: view.reads.map(\.type))
@@ -379,6 +400,29 @@ extension TrainingDatasetBuilder {
         let rows = try await candidates.read(entities: index, from: from, to: latest, on: connection)
         let matches = PointInTimeJoin.match(entities: entityOfRow, times: chunk.times, distinctEntities: index.count, rows: rows)
         return ViewMatch(rows: rows, matches: matches, streamed: false, foundUnordered: foundUnordered, took: ContinuousClock.now - started)
+    }
+
+    /// Whether a chunk of `entityRows` reads its view by lookup (`readPlan`). `.automatic` looks up when
+    /// `entityRows × lookupCost` is below the rows a scan would read and the table has its lookup index;
+    /// when the index is missing, it is started in the background (`createsLookupIndexes`) and the chunk scans.
+    /// `.lookup` makes a missing index at once.
+    func looksUp(
+        _ lookup: OfflineLookup, entityRows: Int, candidates: OfflineCandidates, segments: Bool, from: Int64?, to: Int64,
+        on connection: PostgresConnection
+    ) async throws -> Bool {
+        switch readPlan {
+        case .scan:
+            return false
+        case .lookup:
+            if try await !lookup.hasIndex(on: connection) { try await lookup.createIndex(concurrently: false, on: connection) }
+            return true
+        case .automatic:
+            let scanned = try await candidates.estimatedRows(from: from, to: to, segments: segments, on: connection)
+            guard entityRows.multipliedReportingOverflow(by: lookupCost).partialValue < scanned else { return false }
+            if try await lookup.hasIndex(on: connection) { return true }
+            if createsLookupIndexes, let url = offlineStore?.url { LookupIndexBuilds.shared.start(lookup, url: url, logger: logger) }
+            return false
+        }
     }
 
     /// The chunk's distinct entities for join keys `keys` (each an index in
