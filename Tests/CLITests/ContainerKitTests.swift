@@ -42,26 +42,26 @@ struct ContainerKitTests {
 
     /// `binary subcommands… --help`, once each.
     static let helpCache = Mutex<[[String]: (status: Int32, text: String)]>([:])
-    static func help(_ binary: String, _ subcommands: [String]) throws -> (status: Int32, text: String) {
+    static func help(_ binary: String, _ subcommands: [String]) async throws -> (status: Int32, text: String) {
         let key = [binary] + subcommands
         if let cached = helpCache.withLock({ $0[key] }) { return cached }
-        let result = try LarderBinary.command([LarderBinary.directory.appendingPathComponent(binary).path] + subcommands + ["--help"])
+        let result = try await LarderBinary.command([LarderBinary.directory.appendingPathComponent(binary).path] + subcommands + ["--help"])
         helpCache.withLock { $0[key] = (result.status, result.standardOutput) }
         return (result.status, result.standardOutput)
     }
 
     /// What is wrong with a command line: a binary we do not build, a subcommand or a flag it lacks.
     /// Nested subcommands (`larder workspaces create`) are followed as far as they go.
-    static func problems(_ command: [String], in place: String) throws -> [String] {
+    static func problems(_ command: [String], in place: String) async throws -> [String] {
         guard let first = command.first, let subcommand = command.dropFirst().first else { return ["\(place): no subcommand in \(command)"] }
         let binary = (first as NSString).lastPathComponent
         guard binaries.contains(binary) else { return ["\(place): \(first) is not a Larder binary"] }
         var path = [subcommand]
-        var help = try help(binary, path)
+        var help = try await help(binary, path)
         guard help.status == 0 else { return ["\(place): '\(subcommand)' is not a subcommand of \(binary)"] }
         for word in command.dropFirst(2) {
             guard word.wholeMatch(of: /[a-z][a-z-]*/) != nil else { break }
-            let deeper = try Self.help(binary, path + [word])
+            let deeper = try await Self.help(binary, path + [word])
             guard deeper.status == 0 else { break }
             path.append(word)
             help = deeper
@@ -111,12 +111,12 @@ struct ContainerKitTests {
     }
 
     @Test("Dockerfile: both images run a real binary and subcommand as a numeric non-root user, expose the port it listens on, and stamp the revision the C target reads")
-    func dockerfile() throws {
+    func dockerfile() async throws {
         let (stages, text) = try Self.dockerfileStages()
         let control = try #require(stages["larder-control"]), agent = try #require(stages["larder-agent"])
         for (name, stage) in [("larder-control", control), ("larder-agent", agent)] {
             #expect(stage.entrypoint == [name])
-            #expect(try Self.problems(stage.entrypoint + stage.command, in: "Dockerfile \(name)").isEmpty)
+            #expect(try await Self.problems(stage.entrypoint + stage.command, in: "Dockerfile \(name)").isEmpty)
             let ids = stage.user.split(separator: ":").compactMap { Int($0) }
             #expect(ids.count == 2 && ids.allSatisfy { $0 >= 1_000 }, "\(name): USER \(stage.user)")
         }
@@ -132,7 +132,7 @@ struct ContainerKitTests {
     @Test(
         "compose, alone and with compose.plain-http.yaml: each Larder service's command is real, its LARDER_ variables exist, its ports are the ones it listens on, its probes are routes, the agent's settings are ones enroll accepts, and its probe and Prometheus speak what it serves",
         arguments: ["compose-config.yaml", "compose-config-plain-http.yaml"])
-    func compose(resolvedFile: String) throws {
+    func compose(resolvedFile: String) async throws {
         let resolved = Self.tools.appendingPathComponent(resolvedFile)
         let text = try #require(try? String(contentsOf: resolved, encoding: .utf8), "run scripts/check-deploy-kit first (scripts/test does)")
         let services = try #require((try Yams.load(yaml: text) as? [String: Any])?["services"] as? [String: [String: Any]])
@@ -153,12 +153,12 @@ struct ContainerKitTests {
                 for line in try String(contentsOfFile: script, encoding: .utf8).split(separator: "\n") {
                     let words = line.trimmingCharacters(in: .whitespaces).split(separator: " ").map(String.init)
                     guard let first = words.first, Self.binaries.contains(first), words.count > 1, !words[1].hasPrefix("-") else { continue }
-                    #expect(try Self.problems(words, in: "compose \(name) \(script)").isEmpty)
+                    #expect(try await Self.problems(words, in: "compose \(name) \(script)").isEmpty)
                 }
                 continue
             }
             let command = stage.entrypoint + (service["command"] as? [String] ?? stage.command)
-            let problems = try Self.problems(command, in: "compose \(name)")
+            let problems = try await Self.problems(command, in: "compose \(name)")
             #expect(problems.isEmpty, "\(problems)")
             let ports = (service["ports"] as? [[String: Any]] ?? []).compactMap { $0["target"] as? Int }
             let mounts = (service["volumes"] as? [[String: Any]] ?? []).compactMap { $0["target"] as? String }
@@ -275,7 +275,7 @@ struct ContainerKitTests {
     }
 
     @Test("Helm: in every rendered case, each container runs a real command, reads only real LARDER_ variables, listens where its port and probes point, probes routes, and finds the files its flags name on its mounts")
-    func charts() throws {
+    func charts() async throws {
         let cases = try Self.renderedCases()
         try #require(cases.count >= 4, "run scripts/check-deploy-kit first (scripts/test does): it renders the charts")
         var containers = 0
@@ -289,7 +289,7 @@ struct ContainerKitTests {
                     containers += 1
                     let place = "\(file.lastPathComponent) \(container["name"] ?? "?")"
                     let command = (container["command"] as? [String] ?? []) + (container["args"] as? [String] ?? [])
-                    let problems = try Self.problems(command, in: place)
+                    let problems = try await Self.problems(command, in: place)
                     #expect(problems.isEmpty, "\(problems)")
                     let environment = container["env"] as? [[String: Any]] ?? []
                     for variable in environment.compactMap({ $0["name"] as? String }) where variable.hasPrefix("LARDER_") {

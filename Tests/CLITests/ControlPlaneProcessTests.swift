@@ -194,7 +194,7 @@ struct ControlPlaneProcessTests {
     }
 
     @Test("larder-control refuses to start without a database and says which setting is missing")
-    func missingDatabase() throws {
+    func missingDatabase() async throws {
         let process = Process()
         process.executableURL = LarderBinary.directory.appendingPathComponent("larder-control")
         process.arguments = ["serve"]
@@ -202,8 +202,8 @@ struct ControlPlaneProcessTests {
         let error = Pipe()
         process.standardError = error
         try process.run()
-        let output = String(decoding: error.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
+        let output = try await onThreadOfItsOwn { String(decoding: error.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self) }
+        await process.waitForExit()
         #expect(process.terminationStatus != 0)
         #expect(output.contains("LARDER_DATABASE_URL"))
     }

@@ -18,7 +18,7 @@ struct DeployKitTests {
     }
 
     @Test("each unit's commands are real binaries, subcommands and flags", arguments: units)
-    func commandsExist(unit: String) throws {
+    func commandsExist(unit: String) async throws {
         let text = try String(contentsOf: Self.systemd.appendingPathComponent(unit), encoding: .utf8)
         let commands = Self.settings(text).filter { $0.key == "ExecStart" || $0.key == "ExecStartPre" }.map(\.value)
         #expect(!commands.isEmpty)
@@ -27,7 +27,7 @@ struct DeployKitTests {
             #expect(words[0].hasPrefix("/usr/local/bin/"), "\(command)")
             let binary = LarderBinary.directory.appendingPathComponent((words[0] as NSString).lastPathComponent).path
             #expect(FileManager.default.isExecutableFile(atPath: binary), "\(unit): \(words[0]) is not a binary we build")
-            let help = try LarderBinary.command([binary, words[1], "--help"])
+            let help = try await LarderBinary.command([binary, words[1], "--help"])
             #expect(help.status == 0, "\(unit): '\(words[1])' is not a subcommand of \(words[0])")
             for flag in words.dropFirst(2) where flag.hasPrefix("--") {
                 #expect(help.standardOutput.contains(flag), "\(unit): \(words[0]) \(words[1]) has no \(flag)")
@@ -36,7 +36,7 @@ struct DeployKitTests {
     }
 
     @Test("systemd-analyze verify accepts both units without a warning, given the built binaries in their place")
-    func verify() throws {
+    func verify() async throws {
         let folder = FileManager.default.temporaryDirectory.appendingPathComponent("larder-units-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: folder) }
@@ -48,7 +48,7 @@ struct DeployKitTests {
             paths.append(path)
         }
         let analyze = ["/usr/bin/systemd-analyze", "/bin/systemd-analyze"].first { FileManager.default.isExecutableFile(atPath: $0) }
-        let result = try LarderBinary.command([try #require(analyze, "systemd-analyze is missing (scripts/test installs it)"), "verify"] + paths)
+        let result = try await LarderBinary.command([try #require(analyze, "systemd-analyze is missing (scripts/test installs it)"), "verify"] + paths)
         #expect(result.status == 0 && result.standardError.isEmpty, "\(result.standardError)")
     }
 

@@ -147,26 +147,26 @@ func withCleanup<Result>(_ cleanup: () async -> Void, _ body: () async throws ->
 @Suite("larder CLI")
 struct LarderCLITests {
     @Test("init scaffolds a repository that validate accepts")
-    func initThenValidate() throws {
+    func initThenValidate() async throws {
         let folder = try LarderBinary.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: folder) }
-        let created = try LarderBinary.run(["init", folder.appendingPathComponent("features").path])
+        let created = try await LarderBinary.run(["init", folder.appendingPathComponent("features").path])
         #expect(created.status == 0, "\(created.standardError)")
-        let validated = try LarderBinary.run(["validate", "features"], in: folder)
+        let validated = try await LarderBinary.run(["validate", "features"], in: folder)
         #expect(validated.status == 0, "\(validated.standardError)")
         #expect(validated.standardOutput.contains("repository 'driver-stats' is valid"))
         #expect(validated.standardOutput.contains("FeatureService       driver_ranking"))
 
-        let again = try LarderBinary.run(["init", folder.appendingPathComponent("features").path])
+        let again = try await LarderBinary.run(["init", folder.appendingPathComponent("features").path])
         #expect(again.status != 0)
         #expect(again.standardError.contains("--force"))
     }
 
     @Test("validate prints every error with file, line, column and field, and exits 1")
-    func validateReportsErrors() throws {
+    func validateReportsErrors() async throws {
         let folder = try LarderBinary.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: folder) }
-        _ = try LarderBinary.run(["init", folder.path])
+        _ = try await LarderBinary.run(["init", folder.path])
         let features = folder.appendingPathComponent("features.yaml")
         var text = try String(contentsOf: features, encoding: .utf8)
         text = text.replacingOccurrences(of: "    type: float64\n    description: Share of offers the driver accepted.",
@@ -174,7 +174,7 @@ struct LarderCLITests {
         text = text.replacingOccurrences(of: "source: trips\nslide: 1h", with: "source: tripz\nslide: 1h")
         try text.write(to: features, atomically: true, encoding: .utf8)
 
-        let result = try LarderBinary.run(["validate", folder.path])
+        let result = try await LarderBinary.run(["validate", folder.path])
         #expect(result.status == 1)
         let lines = result.standardError.split(separator: "\n").map(String.init)
         #expect(lines.contains { $0.hasPrefix("\(folder.path)/features.yaml:14:11: error[unknown-type] FeatureView driver_hourly_stats › features[1].type") })
@@ -184,9 +184,9 @@ struct LarderCLITests {
     }
 
     @Test("validate --json reports diagnostics for machines")
-    func validateJSON() throws {
+    func validateJSON() async throws {
         let broken = LarderBinary.root.appendingPathComponent("Tests/Fixtures/broken/many-errors-collected")
-        let result = try LarderBinary.run(["validate", "--json", broken.path])
+        let result = try await LarderBinary.run(["validate", "--json", broken.path])
         #expect(result.status == 1)
         let object = try #require(try JSONSerialization.jsonObject(with: Data(result.standardOutput.utf8)) as? [String: Any])
         #expect(object["valid"] as? Bool == false)
@@ -195,15 +195,15 @@ struct LarderCLITests {
         #expect(diagnostics.allSatisfy { ($0["code"] as? String)?.isEmpty == false && $0["location"] is [String: Any] })
 
         let example = LarderBinary.root.appendingPathComponent("examples/driver-stats")
-        let valid = try LarderBinary.run(["validate", "--json", example.path])
+        let valid = try await LarderBinary.run(["validate", "--json", example.path])
         #expect(valid.status == 0)
         let summary = try #require(try JSONSerialization.jsonObject(with: Data(valid.standardOutput.utf8)) as? [String: Any])
         #expect((summary["objects"] as? [[String: Any]])?.count == 9)
     }
 
     @Test("validate on a missing folder fails with a clear message")
-    func missingFolder() throws {
-        let result = try LarderBinary.run(["validate", "/nonexistent/larder-repo"])
+    func missingFolder() async throws {
+        let result = try await LarderBinary.run(["validate", "/nonexistent/larder-repo"])
         #expect(result.status != 0)
         #expect(result.standardError.contains("is not a folder"))
     }

@@ -422,4 +422,61 @@ struct TrainingDatasetTests {
             #expect(await refusal("driver_id,event_timestamp\n1,2027-01-01T01:00:00Z\n", features: ["trip_quote"])?.field == "entities: column trip_distance_km")
         }
     }
+
+    @Test("a dataset that would rather look a table up than scan it, on a table without the lookup index: scanned, the index made in the background, and the next dataset looked up, with the same bytes; with lookup indexes off, no index")
+    func lookupIndexMadeOnFirstNeed() async throws {
+        try await TestDatabase.withIsolatedDatabase { url in
+            let world = try World()
+            defer { try? FileManager.default.removeItem(at: world.folder) }
+            let logger = Logger(label: "test")
+            let connection = try await url.connect(logger: logger)
+            try await connection.execute("CREATE SCHEMA features", logger: logger)
+            try await connection.execute(
+                "CREATE TABLE features.driver_hourly_stats__v1 (driver_id bigint NOT NULL, event_timestamp timestamptz NOT NULL, created_timestamp timestamptz, conv_rate double precision, acc_rate double precision, avg_daily_trips bigint)",
+                logger: logger)
+            // 50 drivers × 200 hours: 10,000 rows, against an entity table of 6 rows.
+            try await connection.execute("""
+                INSERT INTO features.driver_hourly_stats__v1
+                SELECT d, timestamptz '2027-01-01T00:00:00Z' + h * interval '1 hour', NULL, (d * h % 97) / 100.0, h / 1000.0, d + h
+                FROM generate_series(1, 50) AS d, generate_series(0, 199) AS h
+                """, logger: logger)
+            try await connection.execute("ANALYZE features.driver_hourly_stats__v1", logger: logger)
+            let file = world.folder.appendingPathComponent("entities.csv")
+            try "driver_id,event_timestamp\n3,2027-01-02T05:30:00Z\n7,2027-01-05T00:00:00Z\n3,2027-01-02T05:00:00Z\n51,2027-01-03T00:00:00Z\n9,2026-12-31T00:00:00Z\n50,2027-02-01T00:00:00Z\n"
+                .write(to: file, atomically: true, encoding: .utf8)
+            let ways = MatchWays()
+            func build(makingIndexes: Bool) async throws -> String {
+                var builder = TrainingDatasetBuilder(reader: world.reader, offlineStore: (schema: "features", url: url), logger: logger)
+                builder.createsLookupIndexes = makingIndexes
+                builder.planObserver = { view, plan in ways.plans.withLock { $0.append((view, plan)) } }
+                let prepared = try await builder.prepare(DatasetRequest(features: ["driver_hourly_stats"], entities: file))
+                var bytes: [UInt8] = []
+                _ = try await builder.writeCSV(prepared) { bytes.append(contentsOf: $0.readableBytesView) }
+                return String(decoding: bytes, as: UTF8.self)
+            }
+            func indexValid() async throws -> Bool? {
+                let rows = try await connection.query(
+                    "SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass('features.driver_hourly_stats__v1_lookup')", logger: logger)
+                for try await (valid) in rows.decode(Bool.self) { return valid }
+                return nil
+            }
+            // Lookup indexes off: scanned, and nothing made.
+            let scanned = try await build(makingIndexes: false)
+            try await Task.sleep(for: .milliseconds(300))
+            #expect(try await indexValid() == nil)
+            #expect(scanned.contains("3,2027-01-02T05:30:00Z,\(Double(3 * 29 % 97) / 100),0.029,32\n"), "\(scanned)")
+            // On: this dataset scans too, and the index is made behind it.
+            #expect(try await build(makingIndexes: true) == scanned)
+            var made = false
+            for _ in 0..<300 where !made {
+                made = try await indexValid() == true
+                if !made { try await Task.sleep(for: .milliseconds(100)) }
+            }
+            #expect(made, "the lookup index was not made within 30 s")
+            // The next dataset looks the table up, with the same bytes.
+            #expect(try await build(makingIndexes: true) == scanned)
+            #expect(ways.plans.withLock { $0.map(\.plan) } == [.scan, .scan, .lookup])
+            try await connection.close()
+        }
+    }
 }
