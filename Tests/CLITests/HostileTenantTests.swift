@@ -145,11 +145,12 @@ struct HostileTenantTests {
             let declared = try await failure(request(query: "sneaky", output: .init(connection: "local_files", path: "c.csv")), by: consumer)
             #expect(declared?.contains("25006") == true, "\(String(describing: declared))")
             #expect(try await sequenceValue() == 0)
-            // A query past the source statement timeout is cancelled by PostgreSQL.
+            // A query past the source statement timeout is cancelled by PostgreSQL: 57014 (query_canceled) is what
+            // the server says when the timeout ends a statement; a query left to finish would have succeeded. (Not
+            // timed: the job's retries, each cancelled, take longer than one pg_sleep on a loaded machine.)
             let slow = DatasetLocation(connection: "warehouse", query: "SELECT 1001::bigint AS driver_id, now() AS event_timestamp FROM pg_sleep(30)")
-            let started = Date()
             let timedOut = try await failure(request(entities: slow, output: .init(connection: "local_files", path: "d.csv")), by: editor)
-            #expect(timedOut?.contains("57014") == true && Date().timeIntervalSince(started) < 25, "\(String(describing: timedOut))")
+            #expect(timedOut?.contains("57014") == true, "\(String(describing: timedOut))")
             // The offline store's credentials run no entity query unless the agent's settings allow it.
             let onStore = try await failure(request(query: "on_the_offline_store", output: .init(connection: "local_files", path: "e.csv")), by: consumer)
             #expect(onStore?.contains("entity_queries_on_offline_store") == true, "\(String(describing: onStore))")

@@ -282,7 +282,7 @@ struct MaterializationProcessTests {
 
     @Test("an agent killed with SIGKILL in the middle of writing: the retried job leaves one copy of each row and a consistent online store")
     func killedMidWrite() async throws {
-        try await Self.withWorld(drivers: 3_000, hours: 48, trips: 10, environment: ["LARDER_LEASE_SECONDS": "2"]) { world in
+        try await Self.withWorld(drivers: 3_000, hours: 48, trips: 10, environment: ["LARDER_LEASE_SECONDS": "5"]) { world in
             let first = try world.startAgent()
             // One job of 144,000 rows (4-day chunks are cut at multiples of 4 days since 1970: these 2 days fit in one).
             let started = try await world.jobs.admin.materialize(
@@ -302,7 +302,7 @@ struct MaterializationProcessTests {
             let detail = try await world.jobs.waitUntilFinished(started.backfill.id, timeout: 120)
             #expect(detail.job.state == .succeeded, "\(second.log.suffix(3_000))")
             // The killed attempt's lease expired and a later attempt succeeded (on a loaded machine a slow
-            // attempt may lose its 2-second lease too; no attempt may fail).
+            // attempt may lose its 5-second lease too; no attempt may fail).
             let chunk = try #require(try await world.jobs.chunks(of: started.backfill.id).first)
             let attempts = try await world.jobs.admin.job(chunk.id, workspace: JobsWorld.workspace).attempts
             #expect(attempts.count >= 2 && attempts.first?.outcome == "lease-expired" && attempts.last?.outcome == "succeeded",
@@ -370,7 +370,7 @@ struct MaterializationProcessTests {
     @Test("fencing: two agents sharing Redis, one stopped with SIGSTOP mid-write past its lease, the job retried and finished by the other, the first resumed — one copy of each row, the newest values online, the stale attempt refused")
     func pausedAgentIsFenced() async throws {
         try await TestRedis.withServer { redis in
-        try await Self.withWorld(drivers: 3_000, hours: 48, trips: 10, environment: ["LARDER_LEASE_SECONDS": "2"], redis: redis) { world in
+        try await Self.withWorld(drivers: 3_000, hours: 48, trips: 10, environment: ["LARDER_LEASE_SECONDS": "5"], redis: redis) { world in
             var world = world
             try await world.addAgent("agent-2")
             let first = try world.startAgent()

@@ -15,7 +15,10 @@ public final class RawSocket {
 
     /// Connects to 127.0.0.1:`port`; reads wait at most `timeout` seconds.
     public init(port: Int, timeout: Int = 15) throws {
-        descriptor = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        // The descriptor is stored only once connected: a class whose stored properties are all set runs its
+        // `deinit` even when its `init` throws, and a second close could hit a descriptor number another
+        // thread has been given since (an event loop's, which then fails).
+        let descriptor = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard descriptor >= 0 else { throw Failure(description: "socket") }
         var wait = timeval(tv_sec: timeout, tv_usec: 0)
         setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &wait, socklen_t(MemoryLayout<timeval>.size))
@@ -30,6 +33,7 @@ public final class RawSocket {
             close(descriptor)
             throw Failure(description: "connect to port \(port)")
         }
+        self.descriptor = descriptor
     }
 
     deinit { close(descriptor) }
