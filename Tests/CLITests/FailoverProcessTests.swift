@@ -84,12 +84,13 @@ struct FailoverProcessTests {
                         turn += 1
                         let first = callers[turn % 2], other = callers[(turn + 1) % 2]
                         do {
-                            // A model server's client: a short deadline, then once more on the other agent.
-                            _ = try await first.features(Self.request, token: token, timeout: .seconds(1))
+                            // A model server's client: a short deadline (3 s: a loaded test machine answers slowly), then
+                            // once more on the other agent.
+                            _ = try await first.features(Self.request, token: token, timeout: .seconds(3))
                             reads.withLock { $0.ok += 1 }
                         } catch {
                             do {
-                                _ = try await other.features(Self.request, token: token, timeout: .seconds(1))
+                                _ = try await other.features(Self.request, token: token, timeout: .seconds(3))
                                 reads.withLock { $0.ok += 1; $0.retried += 1 }
                             } catch let retry {
                                 reads.withLock { $0.failed += 1; $0.last = "\(first.baseURL): \(error); then \(other.baseURL): \(retry)" }
