@@ -30,3 +30,11 @@ struct CLIConfigurationTests {
         #expect(!"\(configuration)".contains("secret") && !String(reflecting: configuration).contains("secret"))
     }
 }
+
+@Suite("HTTP clients of the control plane")
+struct ControlPlaneHTTPClientTests {
+    @Test("a pooled connection is let go before the server would close it as idle (its request-head timeout), so no request is sent on a connection the server is closing")
+    func idleTimeoutBelowTheServers() {
+        #expect(ControlPlaneConnection.idleTimeout < HTTPConnectionLimits().requestHeadTimeout)
+    }
+}

@@ -32,7 +32,9 @@ public struct ControlPlaneClient: Sendable {
     let timeout: TimeAmount
 
     /// Creates a client.
-    public init(baseURL: String, token: String? = nil, httpClient: HTTPClient = .shared, timeout: TimeAmount = .seconds(60)) {
+    public init(
+        baseURL: String, token: String? = nil, httpClient: HTTPClient = ControlPlaneConnection.sharedHTTPClient, timeout: TimeAmount = .seconds(60)
+    ) {
         self.baseURL = baseURL.hasSuffix("/") ? String(baseURL.dropLast()) : baseURL
         self.token = token
         self.tokenProvider = nil

@@ -1,5 +1,6 @@
 import AsyncHTTPClient
 import Foundation
+import NIOCore
 import NIOSSL
 
 /// How the CLI and the agent reach the control plane safely: HTTPS verified
@@ -48,6 +49,16 @@ public enum ControlPlaneConnection {
         if let caFile, !FileManager.default.isReadableFile(atPath: caFile) { throw Refused(description: "cannot read the CA bundle \(caFile)") }
     }
 
+    /// How long a pooled connection may sit idle: less than the servers' request-head timeout
+    /// (`HTTPConnectionLimits.requestHeadTimeout`, 30 s), which also closes a connection idle between
+    /// requests. Past it, the server could close a connection just as the client sends a request on it,
+    /// and the request would fail with the connection reset.
+    public static let idleTimeout = TimeAmount.seconds(20)
+
+    /// A client made by `makeHTTPClient` for the system's trust store, shared by `ControlPlaneClient`s
+    /// given no other (like `HTTPClient.shared`, with the idle timeout above; never shut down).
+    public static let sharedHTTPClient = makeHTTPClient(caFile: nil)
+
     /// An HTTP client that verifies servers against the system's trust store,
     /// or only against the CA certificates in `caFile` (PEM) when given. The
     /// bundle is read when connecting: should it be missing then, connections
@@ -55,6 +66,7 @@ public enum ControlPlaneConnection {
     public static func makeHTTPClient(caFile: String?, configure: (inout HTTPClient.Configuration) -> Void = { _ in }) -> HTTPClient {
         var configuration = HTTPClient.Configuration()
         configuration.timeout.connect = .seconds(5)
+        configuration.connectionPool.idleTimeout = idleTimeout
         if let caFile {
             var tls = TLSConfiguration.makeClientConfiguration()
             tls.trustRoots = .file(caFile)
