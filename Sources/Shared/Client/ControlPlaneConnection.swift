@@ -55,9 +55,9 @@ public enum ControlPlaneConnection {
     /// and the request would fail with the connection reset.
     public static let idleTimeout = TimeAmount.seconds(20)
 
-    /// A client made by `makeHTTPClient` for the system's trust store, shared by `ControlPlaneClient`s
-    /// given no other (like `HTTPClient.shared`, with the idle timeout above; never shut down).
-    public static let sharedHTTPClient = makeHTTPClient(caFile: nil)
+    /// A client for the system's trust store, shared by `ControlPlaneClient`s given no other: as
+    /// `HTTPClient.shared` (10 s to connect; never shut down), but with the idle timeout above.
+    public static let sharedHTTPClient = makeHTTPClient(caFile: nil) { $0.timeout.connect = .seconds(10) }
 
     /// An HTTP client that verifies servers against the system's trust store,
     /// or only against the CA certificates in `caFile` (PEM) when given. The
