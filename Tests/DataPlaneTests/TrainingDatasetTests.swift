@@ -380,6 +380,14 @@ struct TrainingDatasetTests {
         return tables
     }
 
+    /// The schema `features` and an empty offline table of driver_hourly_stats v1, made by hand.
+    static func createStatsTable(on connection: PostgresConnection, logger: Logger) async throws {
+        try await connection.execute("CREATE SCHEMA features", logger: logger)
+        try await connection.execute(
+            "CREATE TABLE features.driver_hourly_stats__v1 (driver_id bigint NOT NULL, event_timestamp timestamptz NOT NULL, created_timestamp timestamptz, conv_rate double precision, acc_rate double precision, avg_daily_trips bigint)",
+            logger: logger)
+    }
+
     @Test("a timestamp without an offset is refused, naming the row and column, unless the table's timestamps are said to be UTC; missing columns and unmaterialized views are named before any output")
     func refusals() async throws {
         try await TestDatabase.withIsolatedDatabase { url in
@@ -387,10 +395,7 @@ struct TrainingDatasetTests {
             defer { try? FileManager.default.removeItem(at: world.folder) }
             let logger = Logger(label: "test")
             let connection = try await url.connect(logger: logger)
-            try await connection.execute("CREATE SCHEMA features", logger: logger)
-            try await connection.execute(
-                "CREATE TABLE features.driver_hourly_stats__v1 (driver_id bigint, event_timestamp timestamptz, created_timestamp timestamptz, conv_rate double precision, acc_rate double precision, avg_daily_trips bigint)",
-                logger: logger)
+            try await Self.createStatsTable(on: connection, logger: logger)
             try await connection.execute(
                 "INSERT INTO features.driver_hourly_stats__v1 VALUES (1, '2027-01-01T00:00:00Z', NULL, 0.5, 0.25, 3)", logger: logger)
             try await connection.close()
@@ -430,10 +435,7 @@ struct TrainingDatasetTests {
             defer { try? FileManager.default.removeItem(at: world.folder) }
             let logger = Logger(label: "test")
             let connection = try await url.connect(logger: logger)
-            try await connection.execute("CREATE SCHEMA features", logger: logger)
-            try await connection.execute(
-                "CREATE TABLE features.driver_hourly_stats__v1 (driver_id bigint NOT NULL, event_timestamp timestamptz NOT NULL, created_timestamp timestamptz, conv_rate double precision, acc_rate double precision, avg_daily_trips bigint)",
-                logger: logger)
+            try await Self.createStatsTable(on: connection, logger: logger)
             // 50 drivers × 200 hours: 10,000 rows, against an entity table of 6 rows.
             try await connection.execute("""
                 INSERT INTO features.driver_hourly_stats__v1
