@@ -72,6 +72,9 @@ struct EventLoopSizingProcessTests {
             ("0", ["LARDER_EVENT_LOOPS": "3"], nil, 3, "LARDER_EVENT_LOOPS"),
             ("0", ["LARDER_EVENT_LOOPS": "3"], "2", 2, "configuration"),
         ] as [(String, [String: String], String?, Int, String)] {
+            // Run itself on fewer CPUs than the machine has (taskset, a cpuset), this process cannot tell
+            // what a child given all of them may use: that case needs an unrestricted test run.
+            if pin != "0", allowed < cpus { continue }
             let server = try Server(
                 ["-c", pin, agent, "run", "--config", try Self.agentConfig(in: folder).path] + (flag.map { ["--event-loops", $0] } ?? []),
                 environment: environment.merging(["LARDER_AGENT_TOKEN": "lrd_unused"]) { $1 }, folder: folder, name: "agent-\(pin)-\(expected)")

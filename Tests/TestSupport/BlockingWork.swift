@@ -17,3 +17,17 @@ extension Process {
         waitUntilExit()
     }
 }
+
+/// Runs `operation`; if it has not finished after `patience`, says on standard error what is still
+/// being waited for (once), so a test run stopped by its time limit shows where it hung.
+public func reportingHang<T: Sendable>(
+    _ what: @autoclosure () -> String, after patience: Duration = .seconds(120), _ operation: () async throws -> T
+) async throws -> T {
+    let description = what()
+    let watchdog = Task {
+        try await Task.sleep(for: patience)
+        FileHandle.standardError.write(Data("larder-tests: still waiting after \(patience): \(description)\n".utf8))
+    }
+    defer { watchdog.cancel() }
+    return try await operation()
+}

@@ -83,13 +83,19 @@ public enum TestControlPlane {
                 baseURL: baseURL, client: ControlPlaneClient(baseURL: baseURL, token: own.text), adminToken: own.text,
                 bootstrapToken: adminToken.text, database: database)
             do {
-                let result = try await body(running)
-                await group.triggerGracefulShutdown()
-                try await tasks.waitForAll()
+                let result = try await reportingHang("the test using the control plane at \(baseURL)", after: .seconds(300)) {
+                    try await body(running)
+                }
+                try await reportingHang("the control plane at \(baseURL) to stop after its test") {
+                    await group.triggerGracefulShutdown()
+                    try await tasks.waitForAll()
+                }
                 return result
             } catch {
-                await group.triggerGracefulShutdown()
-                try? await tasks.waitForAll()
+                try? await reportingHang("the control plane at \(baseURL) to stop after its test failed") {
+                    await group.triggerGracefulShutdown()
+                    try await tasks.waitForAll()
+                }
                 throw error
             }
         }

@@ -52,10 +52,10 @@ public enum TestDatabase {
         }
         do {
             let result = try await body(server.with(database: name))
-            try await drop(name, on: server)
+            try await reportingHang("test database \(name) to be dropped") { try await drop(name, on: server) }
             return result
         } catch {
-            try? await drop(name, on: server)
+            try? await reportingHang("test database \(name) to be dropped after a failure") { try await drop(name, on: server) }
             throw error
         }
     }
@@ -94,7 +94,10 @@ extension TestDatabase {
         return try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { await client.run() }
             defer { group.cancelAll() }
-            return try await body(client)
+            let result = try await body(client)
+            group.cancelAll()
+            try await reportingHang("a test's client of \(url.database) to close") { try await group.waitForAll() }
+            return result
         }
     }
 }
