@@ -63,14 +63,18 @@ public enum ControlPlaneApplication {
             },
             logger: logger)
         application.beforeServerStarts {
-            let applied = try await migrations.run(on: client, logger: logger)
-            logger.info("database schema is up to date", metadata: [
-                "larder.database": "\(configuration.database)", "larder.migrations_applied": "\(applied.count)",
-            ])
-            try await bootstrapAdmin(
-                access: access, token: configuration.bootstrapToken, lifetime: configuration.bootstrapTokenLifetime, logger: logger)
-            let signing = try await keys.current()
-            logger.info("job specs are signed with key \(signing.publicKey.fingerprint)")
+            // SIGTERM during start-up stops it: nothing below waits on the database without end.
+            try await cancelWhenGracefulShutdown {
+                try await DatabaseStartup.waitUntilReachable(configuration.database, patience: configuration.databaseWait, logger: logger)
+                let applied = try await migrations.run(on: client, logger: logger)
+                logger.info("database schema is up to date", metadata: [
+                    "larder.database": "\(configuration.database)", "larder.migrations_applied": "\(applied.count)",
+                ])
+                try await bootstrapAdmin(
+                    access: access, token: configuration.bootstrapToken, lifetime: configuration.bootstrapTokenLifetime, logger: logger)
+                let signing = try await keys.current()
+                logger.info("job specs are signed with key \(signing.publicKey.fingerprint)")
+            }
             await started.open()
         }
         return application

@@ -59,7 +59,12 @@ extension LarderControlCommand {
                 throw ValidationError("\(error)")
             }
             let application = try ControlPlaneApplication.build(configuration: configuration, logger: logger)
-            try await application.runService(gracefulShutdownSignals: [.sigterm, .sigint])
+            do {
+                try await application.runService(gracefulShutdownSignals: [.sigterm, .sigint])
+            } catch is CancellationError {
+                // SIGTERM or SIGINT while it was still starting (waiting for its database, say).
+                logger.notice("stopped before the server started")
+            }
         }
     }
 

@@ -207,6 +207,65 @@ struct ControlPlaneProcessTests {
         #expect(process.terminationStatus != 0)
         #expect(output.contains("LARDER_DATABASE_URL"))
     }
+
+    /// Starts `larder-control serve` against `databaseURL` with `environment`; its stderr goes to a file.
+    static func startServe(databaseURL: String, environment: [String: String]) throws -> (Process, URL) {
+        let process = Process()
+        process.executableURL = LarderBinary.directory.appendingPathComponent("larder-control")
+        process.arguments = ["serve", "--listen", "127.0.0.1:0", "--database-url", databaseURL]
+        process.environment = ["PATH": "/usr/bin:/bin"].merging(environment) { $1 }
+        let log = FileManager.default.temporaryDirectory.appendingPathComponent("larder-control-\(UUID().uuidString).log")
+        FileManager.default.createFile(atPath: log.path, contents: nil)
+        process.standardError = try FileHandle(forWritingTo: log)
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        return (process, log)
+    }
+
+    @Test("a database that does not answer: larder-control retries for LARDER_DATABASE_WAIT, then exits naming it; SIGTERM stops the wait; a refusal ends it at once")
+    func unreachableDatabase() async throws {
+        // Nothing listens on a port just freed.
+        let closed = try TestRedis.freePort()
+        let unreachable = "postgres://larder:secret-password@127.0.0.1:\(closed)/larder?sslmode=disable"
+
+        // It gives up after its wait, saying which database, without the password.
+        let (waiting, waitingLog) = try Self.startServe(databaseURL: unreachable, environment: ["LARDER_DATABASE_WAIT": "3s"])
+        defer { try? FileManager.default.removeItem(at: waitingLog) }
+        let started = ContinuousClock.now
+        await waiting.waitForExit()
+        let output = (try? String(contentsOf: waitingLog, encoding: .utf8)) ?? ""
+        #expect(waiting.terminationStatus != 0)
+        #expect(ContinuousClock.now - started >= .seconds(2), "it should retry for its wait first")
+        #expect(output.contains("did not answer within 3.0 seconds") && output.contains("127.0.0.1:\(closed)/larder"), "\(output)")
+        #expect(output.contains("the database does not answer yet; retrying"), "\(output)")
+        #expect(!output.contains("secret-password"))
+
+        // SIGTERM while it waits (for up to ten minutes) stops it promptly.
+        let (patient, patientLog) = try Self.startServe(databaseURL: unreachable, environment: ["LARDER_DATABASE_WAIT": "10m"])
+        defer { try? FileManager.default.removeItem(at: patientLog) }
+        let patientOutput = { (try? String(contentsOf: patientLog, encoding: .utf8)) ?? "" }
+        let waitStarted = ContinuousClock.now
+        while !patientOutput().contains("does not answer yet"), ContinuousClock.now - waitStarted < .seconds(60) {
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(patientOutput().contains("does not answer yet"))
+        // terminateAndWait fails the test if it is still running 30 s after SIGTERM.
+        _ = await patient.terminateAndWait(name: "larder-control waiting for its database", log: patientOutput)
+        #expect(patient.terminationReason == .exit && patient.terminationStatus == 0, "stopped by its graceful shutdown, not killed")
+        #expect(patientOutput().contains("stopped before the server started"), "\(patientOutput())")
+
+        // A server that answers with a refusal (no such database) is not waited for.
+        let server = try TestDatabase.serverURL()
+        let missing = server.with(database: "larder_no_such_database").urlString
+        let (refused, refusedLog) = try Self.startServe(databaseURL: missing, environment: ["LARDER_DATABASE_WAIT": "10m"])
+        defer { try? FileManager.default.removeItem(at: refusedLog) }
+        let refusedAt = ContinuousClock.now
+        await refused.waitForExit()
+        let refusal = (try? String(contentsOf: refusedLog, encoding: .utf8)) ?? ""
+        #expect(refused.terminationStatus != 0)
+        #expect(ContinuousClock.now - refusedAt < .seconds(60), "a refusal should not be waited out")
+        #expect(refusal.contains("refused the connection") && refusal.contains("3D000"), "\(refusal)")
+    }
 }
 
 @Suite("larder-control key")

@@ -13,6 +13,7 @@ import Shared
 /// | TLS private key (PEM) | `--tls-key` | `LARDER_TLS_KEY` | none |
 /// | log level | `--log-level` | `LARDER_LOG_LEVEL` | `info` |
 /// | database pool size | | `LARDER_DATABASE_POOL_SIZE` | 20 |
+/// | how long to wait at start for the database to answer | | `LARDER_DATABASE_WAIT` (a duration) | `60s` |
 /// | first admin's token | | `LARDER_BOOTSTRAP_TOKEN` | none: a new one is printed once |
 /// | how long that token works (it also stops once another admin is made) | | `LARDER_BOOTSTRAP_TTL` (a duration) | `24h` |
 /// | how long audit records are kept (whole months dropped past it) | | `LARDER_AUDIT_RETENTION` | `400d` |
@@ -60,6 +61,8 @@ public struct ControlPlaneConfiguration: Sendable {
     public var connectionLimits = HTTPConnectionLimits()
     /// How long audit records are kept (`LARDER_AUDIT_RETENTION`).
     public var auditRetention: TimeInterval = 400 * 86_400
+    /// How long the server waits at start for its database to answer before it gives up.
+    public var databaseWait: Duration = .seconds(60)
 
     /// Why a configuration is unusable.
     public struct Invalid: Error, CustomStringConvertible, Sendable {
@@ -148,6 +151,12 @@ public struct ControlPlaneConfiguration: Sendable {
                 throw Invalid(description: "LARDER_BOOTSTRAP_TTL must be a duration of at least 1m, such as 24h")
             }
             bootstrapTokenLifetime = TimeInterval(span.seconds)
+        }
+        if let text = environment["LARDER_DATABASE_WAIT"], !text.isEmpty {
+            guard let span = try? TimeSpan.parse(text), span.seconds >= 1 else {
+                throw Invalid(description: "LARDER_DATABASE_WAIT must be a duration of at least 1s, such as 60s or 5m")
+            }
+            databaseWait = .seconds(span.seconds)
         }
         if let text = environment["LARDER_AUDIT_RETENTION"], !text.isEmpty {
             guard let span = try? TimeSpan.parse(text), span.seconds >= 31 * 86_400 else {
