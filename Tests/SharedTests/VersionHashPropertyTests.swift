@@ -58,7 +58,7 @@ struct GeneratedRepository {
         joinKeys = (0..<Int.random(in: 1...2, using: &generator)).map { ("key_\($0)", keyTypes.randomElement(using: &generator)!) }
         sourceIsQuery = Bool.random(using: &generator)
         table = "public.events_\(Int.random(in: 0...99, using: &generator))"
-        let valueTypes: [ValueType] = [.int64, .int32, .float64, .float32, .bool, .string, .float32Array]
+        let valueTypes: [ValueType] = [.int64, .int32, .float64, .float32, .bool, .string, .timestamp]
         columns = (0..<Int.random(in: 1...5, using: &generator)).map { ("col_\($0)", valueTypes.randomElement(using: &generator)!) }
         aggregated = Bool.random(using: &generator)
         features = []

@@ -190,8 +190,8 @@ public enum AggregationFunction: String, Sendable, Hashable, Codable, CaseIterab
         case .count: return .int64
         case .sum: return input.isInteger ? .int64 : (input.isFloatingPoint ? .float64 : nil)
         case .mean, .stddev: return input.isNumeric ? .float64 : nil
-        case .min, .max: return input.isOrdered ? input : nil
-        case .last: return input
+        // Windows aggregate numbers (a timestamp is its microseconds): no strings, bools or bytes.
+        case .min, .max, .last: return input.isNumeric || input == .timestamp ? input : nil
         }
     }
 }

@@ -46,6 +46,8 @@ public struct RepositoryDiagnostic: Sendable, Hashable, Codable, CustomStringCon
         case unknownReference = "unknown-reference"
         case unknownFeature = "unknown-feature"
         case unknownType = "unknown-type"
+        /// A type Larder knows but cannot yet materialize, store and serve (the array types).
+        case unsupportedType = "unsupported-type"
         case typeMismatch = "type-mismatch"
         case invalidDuration = "invalid-duration"
         case invalidWindow = "invalid-window"

@@ -234,8 +234,9 @@ public enum RepositoryValidator {
                         report(
                             .typeMismatch, object, view.origin, "\(path).function",
                             "\(aggregation.function.rawValue) cannot aggregate '\(aggregation.column)' of type \(type)",
-                            hint: aggregation.function == .min || aggregation.function == .max
-                                ? "min and max need a number, string or timestamp" : "\(aggregation.function.rawValue) needs a numeric column")
+                            hint: [.min, .max, .last].contains(aggregation.function)
+                                ? "\(aggregation.function.rawValue) needs a number or a timestamp; count applies to any column"
+                                : "\(aggregation.function.rawValue) needs a numeric column; count applies to any column")
                     }
                 } else {
                     report(

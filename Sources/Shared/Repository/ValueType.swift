@@ -31,6 +31,8 @@ public enum ValueType: String, Sendable, Hashable, Codable, CaseIterable, Custom
     public var isInteger: Bool { self == .int64 || self == .int32 }
     /// `float64` and `float32`.
     public var isFloatingPoint: Bool { self == .float64 || self == .float32 }
+    /// The list types (`array<…>`), which jobs cannot materialize yet.
+    public var isArray: Bool { rawValue.hasPrefix("array<") }
     /// Whether values of this type are totally ordered (so `min`/`max` apply).
     public var isOrdered: Bool { isNumeric || self == .timestamp || self == .string }
     /// Types that may serve as entity join keys: exact, hashable scalars.

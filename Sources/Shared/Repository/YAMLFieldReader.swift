@@ -220,7 +220,17 @@ struct YAMLFieldReader {
     }
 
     static func parseType(_ text: String, at node: Node, path: String, context: DocumentReadingContext) -> ValueType? {
-        if let type = ValueType(spelling: text) { return type }
+        if let type = ValueType(spelling: text) {
+            // What validate accepts, jobs run: lists are not materialized, stored or served yet.
+            guard !type.isArray else {
+                context.report(
+                    .unsupportedType, at: node, path: path,
+                    "\(type) is not supported yet: columns, keys and features are scalars (int64, int32, float64, float32, bool, string, bytes, timestamp)",
+                    hint: "keep the list in a string column (its JSON text, say), or leave the column out")
+                return nil
+            }
+            return type
+        }
         context.report(
             .unknownType, at: node, path: path, "unknown type '\(text)'",
             hint: SpellingSuggestion.hint(for: text, among: ValueType.allCases.map(\.rawValue))
