@@ -95,6 +95,7 @@ let package = Package(
                 .embedInCode("Database/Migrations/0015_sessions.sql"),
                 .embedInCode("Database/Migrations/0016_audit_partitions.sql"),
                 .embedInCode("Database/Migrations/0017_environments.sql"),
+                .embedInCode("Database/Migrations/0018_recompute.sql"),
             ]
         ),
         .target(

@@ -181,4 +181,92 @@ struct SchedulerTests {
             #expect(events.last?.event == "cancelled" && events.last?.detail == "superseded by version 2")
         }
     }
+
+    /// The example with `lateness` and `recompute` on driver_hourly_stats (operational: the same version).
+    static func withLateData(start: Date, _ body: (SchedulerFixture) async throws -> Void) async throws {
+        try await SchedulerFixture.with(start: start) { fixture in
+            _ = try await RepositoryFixture.example(workspace: SchedulerFixture.workspace)
+                .replacing("ttl: 2d\nschedule: 1h", with: "ttl: 2d\nschedule: 1h\nlateness: 2h\nrecompute: 3h", in: "features.yaml")
+                .apply(to: SchedulerFixture.workspace, with: fixture.server.client)
+            try await body(fixture)
+        }
+    }
+
+    @Test("lateness: 2h queues each hour two hours after it ends; recompute: 3h re-runs the three hours before each run, one pending at a time; the freshness SLO allows for the lateness")
+    func lateData() async throws {
+        try await Self.withLateData(start: Self.day2) { fixture in
+            let scheduler = fixture.scheduler("replica-a")
+            func tick() async throws -> Int {
+                #expect(try await scheduler.holdLease())
+                return try await scheduler.tick()
+            }
+            func jobs(_ trigger: String) async throws -> [String] {
+                try await fixture.materializations(of: "driver_hourly_stats").filter { $0.trigger == trigger }
+                    .map { "\(RFC3339.format($0.start!))/\($0.end!.timeIntervalSince($0.start!) / 3_600)h" }.sorted()
+            }
+            func at(_ hours: Double) -> String { RFC3339.format(Self.day2.addingTimeInterval(hours * 3_600)) }
+            #expect(try await tick() > 0)
+            // The backfill stops two hours short of now.
+            let backfill = try await fixture.materializations(of: "driver_hourly_stats")
+            #expect(backfill.last?.end == Self.day2.addingTimeInterval(-2 * 3_600))
+
+            fixture.clock.advance(by: 3_600 + 125)
+            // One hour, and the three before it again (other views are queued too: not counted here).
+            #expect(try await tick() > 0)
+            #expect(try await jobs("schedule") == ["\(at(-2))/1.0h"])
+            #expect(try await jobs(JobScheduler.recomputeTrigger) == [at(-5), at(-4), at(-3)].map { "\($0)/1.0h" })
+
+            // An hour on: the two hours still pending again are not queued twice; the third is new.
+            fixture.clock.advance(by: 3_600)
+            #expect(try await tick() > 0)
+            #expect(try await jobs("schedule") == [at(-2), at(-1)].map { "\($0)/1.0h" })
+            #expect(try await jobs(JobScheduler.recomputeTrigger) == [at(-5), at(-4), at(-3), at(-2)].map { "\($0)/1.0h" })
+
+            // Once they have run, the same hours may run again.
+            try await fixture.client.query(
+                "UPDATE jobs SET state = 'succeeded', finished_at = now() WHERE trigger = \(JobScheduler.recomputeTrigger)", logger: Logger(label: "test"))
+            fixture.clock.advance(by: 3_600)
+            #expect(try await tick() > 0)
+            #expect(try await jobs(JobScheduler.recomputeTrigger) == [at(-5), at(-4), at(-3), at(-3), at(-2), at(-2), at(-1)].map { "\($0)/1.0h" })
+
+            // Queued two hours late on purpose: the default SLO (twice the hour) grows by the lateness.
+            let freshness = try await fixture.server.client.freshness(workspace: SchedulerFixture.workspace)
+            let hourly = freshness.first(where: { $0.view == "driver_hourly_stats" })?.expectedSeconds
+            let aggregates = freshness.first(where: { $0.view == "driver_trip_aggregates" })?.expectedSeconds
+            #expect(hourly == Int64(4 * 3_600))
+            #expect(aggregates == Int64(2 * 3_600))
+        }
+    }
+
+    @Test("with lateness and recompute, over random ticks and outages: scheduled intervals tile time up to now minus the lateness; re-runs are whole hours already scheduled, never two pending for one hour",
+          arguments: [4, 5, 6] as [UInt64])
+    func lateDataProperty(seed: UInt64) async throws {
+        var random = SeededGenerator(seed: seed)
+        let start = Self.day2.addingTimeInterval(Double(Int.random(in: 0..<86_400, using: &random)))
+        let steps = (0..<10).map { _ in Double(Int.random(in: 0..<(6 * 3_600), using: &random)) }
+        try await Self.withLateData(start: start) { fixture in
+            let scheduler = fixture.scheduler("replica-a")
+            for step in steps {
+                fixture.clock.advance(by: step)
+                #expect(try await scheduler.holdLease())
+                try await scheduler.tick()
+                let horizon = fixture.clock.now.addingTimeInterval(-2 * 3_600)
+                let all = try await fixture.materializations(of: "driver_hourly_stats")
+                let scheduled = all.filter { $0.trigger != JobScheduler.recomputeTrigger }
+                for (previous, next) in zip(scheduled, scheduled.dropFirst()) {
+                    #expect(previous.end == next.start, "gap or overlap between \(previous.end!) and \(next.start!)")
+                }
+                let last = try #require(scheduled.last?.end)
+                #expect(last <= horizon)
+                #expect(DueIntervals.due(schedule: .interval(TimeSpan(seconds: 3_600)), watermark: last, featureStartTime: nil, now: horizon).isEmpty)
+                let again = all.filter { $0.trigger == JobScheduler.recomputeTrigger }
+                for job in again {
+                    #expect(job.end!.timeIntervalSince(job.start!) <= 3_600 && job.end! <= last)
+                    #expect(Int(job.end!.timeIntervalSince1970) % 3_600 == 0, "a re-run ends on an hour")
+                }
+                let pending = again.filter { $0.state == .queued }.map { $0.start! }
+                #expect(Set(pending).count == pending.count, "two pending re-runs of one hour")
+            }
+        }
+    }
 }

@@ -24,6 +24,7 @@ public enum ControlPlaneMigrations {
         migration("0015_sessions.sql", PackageResources._015_sessions_sql),
         migration("0016_audit_partitions.sql", PackageResources._016_audit_partitions_sql),
         migration("0017_environments.sql", PackageResources._017_environments_sql),
+        migration("0018_recompute.sql", PackageResources._018_recompute_sql),
     ]
 
     static func migration(_ fileName: String, _ bytes: [UInt8]) -> Migration {

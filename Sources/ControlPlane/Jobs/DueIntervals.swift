@@ -46,6 +46,17 @@ public enum DueIntervals {
         return intervals
     }
 
+    /// The intervals a view's `recompute` re-runs when a run starts at `start`: those of the
+    /// `span` before it (cut at the schedule's boundaries, the first clipped to `start - span`,
+    /// none before `notBefore`), oldest first; none for a zero span.
+    public static func recomputed(schedule: BatchSchedule, before start: Date, span: TimeInterval, notBefore: Date?) -> [MaterializationInterval] {
+        guard span > 0 else { return [] }
+        var from = start.addingTimeInterval(-span)
+        if let notBefore, notBefore > from { from = notBefore }
+        guard from < start else { return [] }
+        return due(schedule: schedule, watermark: from, featureStartTime: nil, now: start, limit: 100_000)
+    }
+
     /// The first boundary strictly after `date`.
     static func nextBoundary(_ schedule: BatchSchedule, after date: Date) -> Date? {
         switch schedule {

@@ -131,10 +131,17 @@ public struct JobScheduler: Service {
         var view: PostgresJobStore.ViewVersion
         var schedule: BatchSchedule
         var featureStartTime: Date?
+        /// How long after its end an interval is queued (the view's `lateness`).
+        var lateness: TimeInterval = 0
+        /// How far back each run re-runs intervals that already ran (the view's `recompute`).
+        var recompute: TimeInterval = 0
         /// The environment queued for: its id and name.
         var environmentID: Int64
         var environment: String
     }
+
+    /// The trigger of the jobs that re-run intervals for a view's `recompute`.
+    public static let recomputeTrigger = "recompute"
 
     /// Queues everything due now. Returns the number of jobs queued.
     @discardableResult
@@ -150,7 +157,8 @@ public struct JobScheduler: Service {
         let rows = try await client.query(
             """
             SELECT w.id, w.name, v.id, o.name, v.version, o.operational->'schedule'->>'every', o.operational->'schedule'->>'cron',
-                   o.operational->>'feature_start_time', e.id, e.name
+                   o.operational->>'feature_start_time', e.id, e.name,
+                   coalesce((o.operational->>'lateness')::bigint, 0), coalesce((o.operational->>'recompute')::bigint, 0)
             FROM registry_objects o JOIN workspaces w ON w.id = o.workspace_id
             JOIN object_versions v ON v.object_id = o.id AND v.version = o.current_version
             JOIN environments e ON e.workspace_id = w.id
@@ -158,8 +166,8 @@ public struct JobScheduler: Service {
             ORDER BY v.id, e.id
             """, logger: logger)
         var versions: [ScheduledVersion] = []
-        for try await (workspaceID, workspace, versionID, name, number, every, cron, start, environmentID, environment)
-            in rows.decode((Int64, String, Int64, String, Int, String?, String?, String?, Int64, String).self) {
+        for try await (workspaceID, workspace, versionID, name, number, every, cron, start, environmentID, environment, lateness, recompute)
+            in rows.decode((Int64, String, Int64, String, Int, String?, String?, String?, Int64, String, Int64, Int64).self) {
             let schedule: BatchSchedule
             if let every, let seconds = Int64(every), seconds > 0 {
                 schedule = .interval(TimeSpan(seconds: seconds))
@@ -171,14 +179,16 @@ public struct JobScheduler: Service {
             }
             versions.append(ScheduledVersion(
                 view: .init(workspaceID: workspaceID, workspace: workspace, versionID: versionID, view: name, version: number),
-                schedule: schedule, featureStartTime: start.flatMap(RFC3339.parse), environmentID: environmentID, environment: environment))
+                schedule: schedule, featureStartTime: start.flatMap(RFC3339.parse), lateness: TimeInterval(lateness),
+                recompute: TimeInterval(recompute), environmentID: environmentID, environment: environment))
         }
         return versions
     }
 
     /// Queues the due intervals of one version in one transaction, under the lease.
     func schedule(_ version: ScheduledVersion) async throws -> Int {
-        let now = self.now()
+        // An interval is due once its late rows have had `lateness` to land.
+        let now = self.now().addingTimeInterval(-version.lateness)
         return try await client.withConnection { connection in
             try await connection.inTransaction(logger: logger) { connection in
                 let lease = try await connection.query(
@@ -199,10 +209,17 @@ public struct JobScheduler: Service {
                 var queued = 0
                 if let through {
                     let due = DueIntervals.due(schedule: version.schedule, watermark: through, featureStartTime: nil, now: now)
-                    guard let last = due.last else { return 0 }
+                    guard let first = due.first, let last = due.last else { return 0 }
                     queued = try await store.enqueue(
                         version.view, intervals: due, parent: nil, environment: version.environment, trigger: "schedule", by: "scheduler",
                         on: connection
+                    ).count
+                    // Each run also replaces the intervals of the `recompute` before it, for rows that landed later still.
+                    let again = DueIntervals.recomputed(
+                        schedule: version.schedule, before: first.start, span: version.recompute, notBefore: version.featureStartTime)
+                    queued += try await store.enqueue(
+                        version.view, intervals: again, parent: nil, environment: version.environment, trigger: Self.recomputeTrigger,
+                        by: "scheduler", on: connection
                     ).count
                     try await setProgress(version, to: last.end, on: connection)
                 } else {

@@ -28,7 +28,7 @@ enum DefinitionDecoder {
         .pushSource: ["kind", "name", "timestamp_field", "created_timestamp_field", "columns"] + metadataFields,
         .featureView: [
             "kind", "name", "entities", "source", "features", "sql", "aggregations", "slide", "ttl", "online", "offline",
-            "schedule", "feature_start_time", "freshness", "expectations",
+            "schedule", "feature_start_time", "freshness", "lateness", "recompute", "expectations",
         ] + metadataFields,
         .onDemandFeatureView: ["kind", "name", "inputs", "outputs"] + metadataFields,
         .featureService: ["kind", "name", "features"] + metadataFields,
@@ -278,11 +278,24 @@ enum DefinitionDecoder {
             context.report(.invalidDuration, at: fields.location(of: "freshness"), path: "freshness", "freshness must be at least 1m, found \(given)")
             freshness = nil
         }
+        // Late data: both tune the schedule, so they need one.
+        var lateness = fields.timeSpan("lateness")
+        if lateness?.seconds == 0 { lateness = nil }
+        var recompute = fields.timeSpan("recompute")
+        if let given = recompute, given.seconds == 0 {
+            context.report(.invalidDuration, at: fields.location(of: "recompute"), path: "recompute", "recompute must be longer than zero")
+            recompute = nil
+        }
+        for (key, given) in [("lateness", lateness), ("recompute", recompute)] where given != nil && schedule == nil && !fields.has("schedule") {
+            context.report(
+                .conflictingFields, at: fields.location(of: key), path: key, "'\(key)' tunes the schedule, and the view has none",
+                hint: "add a schedule, such as 'schedule: 1h'")
+        }
         let view = FeatureViewDefinition(
             name: name ?? "", entities: entities, source: source ?? "", features: features, transformation: sql,
             aggregations: aggregations, slide: slide, ttl: ttl, online: fields.bool("online") ?? true,
             offline: fields.bool("offline") ?? true, schedule: schedule, featureStartTime: fields.timestamp("feature_start_time"),
-            freshness: freshness, expectations: decodeExpectations(fields: fields, skipping: unreadable), metadata: metadata, origin: context.origin(of: document))
+            freshness: freshness, lateness: lateness, recompute: recompute, expectations: decodeExpectations(fields: fields, skipping: unreadable), metadata: metadata, origin: context.origin(of: document))
         guard name != nil, source != nil else { return nil }
         return .featureView(view)
     }

@@ -277,6 +277,12 @@ public struct FeatureViewDefinition: Sendable, Hashable, Codable {
     /// How old the newest materialized event time may grow before the view is
     /// stale; nil means twice the schedule's interval (no SLO without a schedule).
     public var freshness: TimeSpan?
+    /// How long after an interval ends its rows may still land in the source: the
+    /// scheduler queues each interval only this long after its end.
+    public var lateness: TimeSpan?
+    /// How far back each scheduled run also re-runs intervals that already ran (an
+    /// idempotent replace), so rows that landed later than `lateness` still arrive.
+    public var recompute: TimeSpan?
     /// Data-quality checks run on each materialization job; nil when none are declared.
     public var expectations: ViewExpectations?
     /// Description, owner and tags.
@@ -289,10 +295,12 @@ public struct FeatureViewDefinition: Sendable, Hashable, Codable {
         name: String, entities: [String], source: String, features: [FeatureDefinition] = [],
         transformation: String? = nil, aggregations: [AggregationDefinition] = [], slide: TimeSpan? = nil,
         ttl: TimeSpan? = nil, online: Bool = true, offline: Bool = true, schedule: BatchSchedule? = nil,
-        featureStartTime: Date? = nil, freshness: TimeSpan? = nil, expectations: ViewExpectations? = nil, metadata: DefinitionMetadata = .init(),
-        origin: DefinitionOrigin? = nil
+        featureStartTime: Date? = nil, freshness: TimeSpan? = nil, lateness: TimeSpan? = nil, recompute: TimeSpan? = nil,
+        expectations: ViewExpectations? = nil, metadata: DefinitionMetadata = .init(), origin: DefinitionOrigin? = nil
     ) {
         self.freshness = freshness
+        self.lateness = lateness
+        self.recompute = recompute
         self.expectations = expectations
         self.name = name
         self.entities = entities

@@ -195,9 +195,11 @@ public enum BatchSchedule: Sendable, Hashable, Codable, CustomStringConvertible 
 
 extension FeatureViewDefinition {
     /// The freshness SLO in seconds: the declared one, or twice the longest
-    /// gap between scheduled runs; nil without either.
+    /// gap between scheduled runs; nil without either. A view's `lateness`
+    /// is added: its intervals are queued that much later on purpose.
     public var expectedFreshness: Int64? {
-        if let freshness { return freshness.seconds }
-        return schedule.map { 2 * $0.longestGap() }
+        let lateness = self.lateness?.seconds ?? 0
+        if let freshness { return freshness.seconds + lateness }
+        return schedule.map { 2 * $0.longestGap() + lateness }
     }
 }

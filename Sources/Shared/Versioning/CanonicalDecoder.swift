@@ -60,6 +60,8 @@ public enum CanonicalDecoder {
                     schedule: try schedule(operational?.optionalObject("schedule"), owner: whole.owner),
                     featureStartTime: operational?.optionalString("feature_start_time").flatMap(RFC3339.parse),
                     freshness: operational?.optionalInteger("freshness").map(TimeSpan.init(seconds:)),
+                    lateness: operational?.optionalInteger("lateness").map(TimeSpan.init(seconds:)),
+                    recompute: operational?.optionalInteger("recompute").map(TimeSpan.init(seconds:)),
                     expectations: operational?.optionalObject("expectations").map(expectations)))
             case .onDemandFeatureView:
                 let inputs = try spec.object("inputs")

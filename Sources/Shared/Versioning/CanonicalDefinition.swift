@@ -212,6 +212,8 @@ public enum DefinitionCanonicalizer {
             "online": .bool(view.online), "offline": .bool(view.offline), "schedule": schedule,
             "feature_start_time": .optional(view.featureStartTime.map(RFC3339.format)),
             "freshness": view.freshness.map { .integer($0.seconds) } ?? .null,
+            "lateness": view.lateness.map { .integer($0.seconds) } ?? .null,
+            "recompute": view.recompute.map { .integer($0.seconds) } ?? .null,
             "expectations": view.expectations.map(canonical) ?? .null,
         ])
         let featureDescriptions = view.features.compactMap { feature in feature.description.map { (feature.name, JSONValue.string($0)) } }
