@@ -40,7 +40,8 @@ public enum ControlPlaneApplication {
             let store = PostgresJobStore(client: client, logger: logger, keys: keys, settings: configuration.jobs)
             services.append(AfterStartup(started, JobScheduler(
                 client: client, store: store, settings: configuration.jobs, logger: logger, replica: replica,
-                webhooks: configuration.alertWebhooks?.urls ?? [], auditRetention: configuration.auditRetention)))
+                webhooks: configuration.alertWebhooks?.urls ?? [], auditRetention: configuration.auditRetention,
+                historyRetention: configuration.historyRetention)))
         }
         if let webhooks = configuration.alertWebhooks {
             services.append(AfterStartup(started, WebhookDispatcher(client: client, settings: webhooks, logger: logger)))

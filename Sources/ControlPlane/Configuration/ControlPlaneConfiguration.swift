@@ -17,6 +17,7 @@ import Shared
 /// | first admin's token | | `LARDER_BOOTSTRAP_TOKEN` | none: a new one is printed once |
 /// | how long that token works (it also stops once another admin is made) | | `LARDER_BOOTSTRAP_TTL` (a duration) | `24h` |
 /// | how long audit records are kept (whole months dropped past it) | | `LARDER_AUDIT_RETENTION` | `400d` |
+/// | how long ended jobs, plans and resolved alerts are kept | | `LARDER_HISTORY_RETENTION` | `90d` |
 /// | job lease | | `LARDER_LEASE_SECONDS` | 30 |
 /// | agent heartbeat interval | | `LARDER_HEARTBEAT_SECONDS` | 10 |
 /// | longest claim wait | | `LARDER_MAX_CLAIM_WAIT_SECONDS` | 30 |
@@ -61,6 +62,8 @@ public struct ControlPlaneConfiguration: Sendable {
     public var connectionLimits = HTTPConnectionLimits()
     /// How long audit records are kept (`LARDER_AUDIT_RETENTION`).
     public var auditRetention: TimeInterval = 400 * 86_400
+    /// How long ended jobs, plans and resolved alerts are kept (see `HistoryRetention`).
+    public var historyRetention: TimeInterval = 90 * 86_400
     /// How long the server waits at start for its database to answer before it gives up.
     public var databaseWait: Duration = .seconds(60)
 
@@ -157,6 +160,12 @@ public struct ControlPlaneConfiguration: Sendable {
                 throw Invalid(description: "LARDER_DATABASE_WAIT must be a duration of at least 1s, such as 60s or 5m")
             }
             databaseWait = .seconds(span.seconds)
+        }
+        if let text = environment["LARDER_HISTORY_RETENTION"], !text.isEmpty {
+            guard let span = try? TimeSpan.parse(text), span.seconds >= 86_400 else {
+                throw Invalid(description: "LARDER_HISTORY_RETENTION must be a duration of at least 1d, such as 90d")
+            }
+            historyRetention = TimeInterval(span.seconds)
         }
         if let text = environment["LARDER_AUDIT_RETENTION"], !text.isEmpty {
             guard let span = try? TimeSpan.parse(text), span.seconds >= 31 * 86_400 else {

@@ -28,6 +28,8 @@ public struct JobScheduler: Service {
     let webhooks: [String]
     /// How long audit records are kept (whole months are dropped past it).
     let auditRetention: TimeInterval
+    /// How long ended jobs, plans and resolved alerts are kept (see `HistoryRetention`).
+    let historyRetention: TimeInterval
     let now: @Sendable () -> Date
 
     static let leaseName = "scheduler"
@@ -36,10 +38,11 @@ public struct JobScheduler: Service {
     public init(
         client: PostgresClient, store: PostgresJobStore, settings: JobSettings, logger: Logger,
         replica: String = UUID().uuidString.lowercased(), webhooks: [String] = [], auditRetention: TimeInterval = 400 * 86_400,
-        now: @escaping @Sendable () -> Date = { Date() }
+        historyRetention: TimeInterval = 90 * 86_400, now: @escaping @Sendable () -> Date = { Date() }
     ) {
         self.webhooks = webhooks
         self.auditRetention = auditRetention
+        self.historyRetention = historyRetention
         self.client = client
         self.store = store
         self.settings = settings
@@ -72,10 +75,12 @@ public struct JobScheduler: Service {
                     }
                     // The audit log's months: next month's made ahead, those past the retention dropped (hourly).
                     if auditMaintained.map({ ContinuousClock.now - $0 >= .seconds(3_600) }) ?? true {
-                        let (retention, now) = (auditRetention, now())
+                        let (retention, history, now) = (auditRetention, historyRetention, now())
                         do {
                             try await cancelWhenGracefulShutdown {
                                 try await AuditPartitions.maintain(now: now, retention: retention, client: client, logger: logger)
+                                // And the history of jobs, plans and alerts past its retention.
+                                try await HistoryRetention.prune(now: now, retention: history, client: client, logger: logger)
                             }
                             auditMaintained = .now
                         } catch {

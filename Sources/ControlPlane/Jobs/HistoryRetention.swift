@@ -1,0 +1,92 @@
+import Foundation
+import Logging
+import PostgresNIO
+
+/// Prunes the control plane's history past its retention, so the database does
+/// not grow with every job and plan for ever: the scheduler's leader runs it hourly.
+///
+/// What goes, once older than the retention:
+/// - jobs that ended (succeeded, failed, cancelled), with their attempts and
+///   events, except each view version's newest successful materialization in
+///   each environment (the freshness watermark is read from it) and successful
+///   dataset jobs (the catalog of built datasets, `larder datasets ls`); a
+///   backfill goes once none of its chunks is left;
+/// - plans (applied or not: the versions they made keep the definitions);
+/// - resolved alerts, with their webhook deliveries.
+///
+/// Open alerts, pending jobs and the registry's versions are never touched.
+public enum HistoryRetention {
+    /// What one pass removed.
+    public struct Pruned: Sendable, Equatable {
+        public var jobs = 0
+        public var plans = 0
+        public var alerts = 0
+
+        /// Nothing removed.
+        public init(jobs: Int = 0, plans: Int = 0, alerts: Int = 0) {
+            self.jobs = jobs
+            self.plans = plans
+            self.alerts = alerts
+        }
+    }
+
+    /// Rows deleted per statement, so one pass never holds long locks.
+    static let batch = 5_000
+
+    /// Removes what ended more than `retention` before `now`; each kind in batches of
+    /// their own transactions. The counts are logged and returned.
+    @discardableResult
+    public static func prune(now: Date, retention: TimeInterval, client: PostgresClient, logger: Logger) async throws -> Pruned {
+        let cutoff = now.addingTimeInterval(-retention)
+        var pruned = Pruned()
+        try await client.withConnection { connection in
+            pruned.jobs += try await repeatedly(on: connection, logger: logger, """
+                DELETE FROM jobs WHERE id IN (
+                    SELECT j.id FROM jobs j
+                    WHERE j.kind <> 'backfill' AND j.state IN ('succeeded', 'failed', 'cancelled') AND j.finished_at < \(cutoff)
+                      AND NOT (j.kind = 'dataset' AND j.state = 'succeeded')
+                      AND NOT (j.kind = 'materialize' AND j.state = 'succeeded' AND j.id = (
+                          SELECT k.id FROM jobs k
+                          WHERE k.version_id = j.version_id AND k.kind = 'materialize' AND k.state = 'succeeded'
+                            AND coalesce(k.environment, '') = coalesce(j.environment, '')
+                          ORDER BY k.interval_end DESC, k.id DESC LIMIT 1))
+                    LIMIT \(batch))
+                """)
+            // Backfills whose chunks have all gone (a chunk kept as a watermark keeps its backfill).
+            pruned.jobs += try await repeatedly(on: connection, logger: logger, """
+                DELETE FROM jobs WHERE id IN (
+                    SELECT b.id FROM jobs b
+                    WHERE b.kind = 'backfill' AND b.state IN ('succeeded', 'failed', 'cancelled') AND b.finished_at < \(cutoff)
+                      AND NOT EXISTS (SELECT 1 FROM jobs c WHERE c.parent_id = b.id)
+                    LIMIT \(batch))
+                """)
+            pruned.plans += try await repeatedly(on: connection, logger: logger, """
+                DELETE FROM plans WHERE id IN (SELECT id FROM plans WHERE coalesce(applied_at, created_at) < \(cutoff) LIMIT \(batch))
+                """)
+            pruned.alerts += try await repeatedly(on: connection, logger: logger, """
+                DELETE FROM alerts WHERE id IN (SELECT id FROM alerts WHERE resolved_at < \(cutoff) LIMIT \(batch))
+                """)
+        }
+        if pruned != Pruned() {
+            logger.notice("pruned history past its retention", metadata: [
+                "larder.jobs": "\(pruned.jobs)", "larder.plans": "\(pruned.plans)", "larder.alerts": "\(pruned.alerts)",
+                "larder.retention_days": "\(Int(retention / 86_400))",
+            ])
+        }
+        return pruned
+    }
+
+    /// Runs a `DELETE … LIMIT`-style statement until it removes fewer than a batch; returns the rows removed.
+    private static func repeatedly(on connection: PostgresConnection, logger: Logger, _ query: PostgresQuery) async throws -> Int {
+        var total = 0
+        while true {
+            var removed = 0
+            try await connection.inTransaction(logger: logger) { connection in
+                let rows = try await connection.query(PostgresQuery(unsafeSQL: query.sql + " RETURNING 1", binds: query.binds), logger: logger)
+                for try await _ in rows.decode(Int.self) { removed += 1 }
+            }
+            total += removed
+            if removed < batch { return total }
+        }
+    }
+}
