@@ -418,7 +418,9 @@ extension TrainingDatasetBuilder {
             return true
         case .automatic:
             let scanned = try await candidates.estimatedRows(from: from, to: to, segments: segments, on: connection)
-            guard entityRows.multipliedReportingOverflow(by: lookupCost).partialValue < scanned else { return false }
+            // An estimate past Int's range means "far too many to look up", never a wrapped small number.
+            let (cost, overflowed) = entityRows.multipliedReportingOverflow(by: lookupCost)
+            guard !overflowed, cost < scanned else { return false }
             if try await lookup.hasIndex(on: connection) { return true }
             if createsLookupIndexes, let url = offlineStore?.url { LookupIndexBuilds.shared.start(lookup, url: url, logger: logger) }
             return false
