@@ -99,6 +99,7 @@ extension LarderControlCommand {
             _ body: @Sendable @escaping (ControlPlaneConfiguration, PostgresClient, Logger) async throws -> Result
         ) async throws -> Result {
             let (configuration, logger) = try options.setUp()
+            try await DatabaseStartup.waitUntilReachable(configuration.database, patience: configuration.databaseWait, logger: logger)
             let client = PostgresClient(configuration: configuration.database.clientConfiguration(), backgroundLogger: logger)
             return try await withThrowingTaskGroup(of: Result?.self) { group in
                 group.addTask { await client.run(); return nil }
@@ -238,6 +239,7 @@ extension LarderControlCommand {
 
         func run() async throws {
             let (configuration, logger) = try options.setUp()
+            try await DatabaseStartup.waitUntilReachable(configuration.database, patience: configuration.databaseWait, logger: logger)
             let client = PostgresClient(configuration: configuration.database.clientConfiguration(), backgroundLogger: logger)
             try await withThrowingDiscardingTaskGroup { group in
                 group.addTask { await client.run() }

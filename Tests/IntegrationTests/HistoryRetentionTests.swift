@@ -19,6 +19,9 @@ struct HistoryRetentionTests {
         var end: Date?
         var parent: Int64?
         var old: Bool
+        var finished: Date?
+        var trigger: String
+        var checked: Bool
     }
 
     @Test("over random states and ages of real scheduled jobs, plans and alerts: exactly what ended before the retention goes, except each version's newest success per environment and built datasets; freshness is unchanged",
@@ -49,14 +52,21 @@ struct HistoryRetentionTests {
             }
             #expect(ids.count > 10)
             for (id, kind) in ids {
-                let state = kind == "backfill" ? "succeeded" : ["queued", "succeeded", "succeeded", "failed", "cancelled"].randomElement(using: &random)!
                 let days = Bool.random(using: &random) ? 100 : 1
+                if kind == "backfill" {
+                    // A backfill's state is its chunks': only its age is its own.
+                    try await client.query("UPDATE jobs SET created_at = now() - make_interval(days => \(days)::int) WHERE id = \(id)", logger: logger)
+                    continue
+                }
+                let state = ["queued", "succeeded", "succeeded", "failed", "cancelled"].randomElement(using: &random)!
+                let checked = Bool.random(using: &random)
                 // A dataset job: an ended materialization chunk relabelled, to have some of each kind.
                 let asDataset = kind == "materialize" && Int.random(in: 0..<6, using: &random) == 0
                 try await client.query(
                     """
                     UPDATE jobs SET state = \(state), kind = CASE WHEN \(asDataset) THEN 'dataset' ELSE kind END,
                         dataset = CASE WHEN \(asDataset) THEN '{}'::jsonb ELSE dataset END,
+                        metrics = CASE WHEN \(checked) THEN '{"expectations": []}'::jsonb ELSE metrics END,
                         finished_at = CASE WHEN \(state) = 'queued' THEN NULL ELSE now() - make_interval(days => \(days)::int) END
                     WHERE id = \(id)
                     """, logger: logger)
@@ -73,12 +83,17 @@ struct HistoryRetentionTests {
                 """, logger: logger)
 
             var jobs: [Job] = []
-            for try await (id, kind, state, version, environment, end, parent, old) in try await client.query(
+            for try await (id, kind, state, version, environment, end, parent, old, finished, trigger, checked) in try await client.query(
                 """
-                SELECT id, kind, state, version_id, environment, interval_end, parent_id, coalesce(finished_at < now() - interval '90 days', false)
+                SELECT id, kind, state, version_id, environment, interval_end, parent_id,
+                       CASE WHEN kind = 'backfill' THEN created_at < now() - interval '90 days'
+                            ELSE coalesce(finished_at < now() - interval '90 days', false) END,
+                       finished_at, trigger, coalesce(metrics ? 'expectations', false)
                 FROM jobs
-                """, logger: logger).decode((Int64, String, String, Int64?, String?, Date?, Int64?, Bool).self) {
-                jobs.append(Job(id: id, kind: kind, state: state, version: version, environment: environment, end: end, parent: parent, old: old))
+                """, logger: logger).decode((Int64, String, String, Int64?, String?, Date?, Int64?, Bool, Date?, String, Bool).self) {
+                jobs.append(Job(
+                    id: id, kind: kind, state: state, version: version, environment: environment, end: end, parent: parent, old: old,
+                    finished: finished, trigger: trigger, checked: checked))
             }
             // The oracle: what must stay.
             let ended: Set<String> = ["succeeded", "failed", "cancelled"]
@@ -88,12 +103,21 @@ struct HistoryRetentionTests {
                 if let other = newest[key], (other.end!, other.id) > (job.end!, job.id) { continue }
                 newest[key] = job
             }
+            // And per version, the newest finished scheduled run, and the newest with expectation results (alerts read them).
+            var lastRun: [Int64: Job] = [:], lastChecked: [Int64: Job] = [:]
+            for job in jobs where job.kind == "materialize" && ["succeeded", "failed"].contains(job.state) && job.trigger != JobScheduler.recomputeTrigger {
+                let version = job.version ?? 0
+                func newer(_ a: Job, _ b: Job?) -> Bool { b.map { (a.finished!, a.id) > ($0.finished!, $0.id) } ?? true }
+                if newer(job, lastRun[version]) { lastRun[version] = job }
+                if job.checked, newer(job, lastChecked[version]) { lastChecked[version] = job }
+            }
+            let keepers = Set(newest.values).union(lastRun.values).union(lastChecked.values)
             let keptChildren = Set(jobs.filter { job in
                 job.kind != "backfill" && (!ended.contains(job.state) || !job.old || (job.kind == "dataset" && job.state == "succeeded")
-                    || newest.values.contains(job))
+                    || keepers.contains(job))
             })
             let keptParents = Set(jobs.filter { job in
-                job.kind == "backfill" && (!ended.contains(job.state) || !job.old || keptChildren.contains { $0.parent == job.id })
+                job.kind == "backfill" && (!job.old || keptChildren.contains { $0.parent == job.id })
             })
             let freshnessBefore = try await fixture.server.client.freshness(workspace: SchedulerFixture.workspace)
             let plansBefore = try await client.query("SELECT count(*)::int FROM plans", logger: logger).decode(Int.self).first { _ in true } ?? 0

@@ -9,7 +9,7 @@ import Shared
 /// exist) is not, since waiting would not change the answer. Either way the server
 /// stops with an error that names the database and the reason, instead of retrying
 /// without end where SIGTERM could not stop it.
-enum DatabaseStartup {
+public enum DatabaseStartup {
     /// The database did not answer, or refused us.
     struct Unavailable: Error, CustomStringConvertible {
         let description: String
@@ -20,7 +20,7 @@ enum DatabaseStartup {
 
     /// Returns once a connection to `url` opens; throws `Unavailable` after `patience`,
     /// or at once when the server refuses for a reason that waiting would not change.
-    static func waitUntilReachable(_ url: PostgresURL, patience: Duration, logger: Logger) async throws {
+    public static func waitUntilReachable(_ url: PostgresURL, patience: Duration, logger: Logger) async throws {
         let clock = ContinuousClock()
         let deadline = clock.now + patience
         var delay = Duration.milliseconds(250)

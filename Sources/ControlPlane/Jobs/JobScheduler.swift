@@ -54,6 +54,7 @@ public struct JobScheduler: Service {
     public func run() async throws {
         var leadingSince: ContinuousClock.Instant?
         var auditMaintained: ContinuousClock.Instant?
+        var historyPruned: ContinuousClock.Instant?
         while !Task.isCancelled, !Task.isShuttingDownGracefully {
             do {
                 // Shutdown cancels a tick that waits on an unreachable database.
@@ -75,16 +76,26 @@ public struct JobScheduler: Service {
                     }
                     // The audit log's months: next month's made ahead, those past the retention dropped (hourly).
                     if auditMaintained.map({ ContinuousClock.now - $0 >= .seconds(3_600) }) ?? true {
-                        let (retention, history, now) = (auditRetention, historyRetention, now())
+                        let (retention, now) = (auditRetention, now())
                         do {
                             try await cancelWhenGracefulShutdown {
                                 try await AuditPartitions.maintain(now: now, retention: retention, client: client, logger: logger)
-                                // And the history of jobs, plans and alerts past its retention.
-                                try await HistoryRetention.prune(now: now, retention: history, client: client, logger: logger)
                             }
                             auditMaintained = .now
                         } catch {
                             logger.warning("cannot maintain the audit log's partitions", metadata: ["larder.error": "\(String(describing: error))"])
+                        }
+                    }
+                    // The history of jobs, plans and alerts past its retention (hourly, a bounded pass each time).
+                    if historyPruned.map({ ContinuousClock.now - $0 >= .seconds(3_600) }) ?? true {
+                        historyPruned = .now
+                        let (retention, now) = (historyRetention, now())
+                        do {
+                            try await cancelWhenGracefulShutdown {
+                                try await HistoryRetention.prune(now: now, retention: retention, client: client, logger: logger)
+                            }
+                        } catch {
+                            logger.warning("cannot prune the history past its retention", metadata: ["larder.error": "\(String(describing: error))"])
                         }
                     }
                 } else if leadingSince != nil {
@@ -219,9 +230,22 @@ public struct JobScheduler: Service {
                         version.view, intervals: due, parent: nil, environment: version.environment, trigger: "schedule", by: "scheduler",
                         on: connection
                     ).count
-                    // Each run also replaces the intervals of the `recompute` before it, for rows that landed later still.
-                    let again = DueIntervals.recomputed(
+                    // Each run also replaces the intervals of the `recompute` before it, for rows that landed later still;
+                    // not those overlapping work still pending (a backfill's last chunk, say), which would write beside it.
+                    var again = DueIntervals.recomputed(
                         schedule: version.schedule, before: first.start, span: version.recompute, notBefore: version.featureStartTime)
+                    if !again.isEmpty {
+                        var pending: [(Date, Date)] = []
+                        for try await interval in try await connection.query(
+                            """
+                            SELECT interval_start, interval_end FROM jobs
+                            WHERE version_id = \(version.view.versionID) AND kind = 'materialize' AND state IN ('queued', 'leased', 'running')
+                              AND coalesce(environment, '') = \(version.environment) AND interval_end > \(again[0].start)
+                            """, logger: logger).decode((Date, Date).self) {
+                            pending.append(interval)
+                        }
+                        again.removeAll { interval in pending.contains { $0.0 < interval.end && interval.start < $0.1 } }
+                    }
                     queued += try await store.enqueue(
                         version.view, intervals: again, parent: nil, environment: version.environment, trigger: Self.recomputeTrigger,
                         by: "scheduler", on: connection

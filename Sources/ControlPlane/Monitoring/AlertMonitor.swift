@@ -103,6 +103,7 @@ public struct AlertMonitor: Sendable {
             FROM jobs j JOIN object_versions v ON v.id = j.version_id
             JOIN registry_objects o ON o.id = v.object_id AND o.current_version = v.version
             WHERE j.workspace_id = \(workspaceID) AND j.kind = 'materialize' AND j.state IN ('succeeded', 'failed')
+              AND j.trigger <> 'recompute'   -- re-runs of older intervals finish last: the scheduled runs decide
             ORDER BY o.name, j.finished_at DESC, j.id DESC
             """, logger: logger).decode((String, Int64, String, String, Int).self) where state == "failed" {
             failed.holding["materialization of \(view)"] = "job \(job) materializing \(view) failed after \(attempts) attempt(s): \(message)"

@@ -37,7 +37,7 @@ public struct QualityMonitor: Sendable {
             FROM jobs j JOIN object_versions v ON v.id = j.version_id
             JOIN registry_objects o ON o.id = v.object_id AND o.current_version = v.version
             WHERE j.workspace_id = \(workspaceID) AND j.kind = 'materialize' AND j.state IN ('succeeded', 'failed')
-              AND j.metrics ? 'expectations'
+              AND j.metrics ? 'expectations' AND j.trigger <> 'recompute'
             ORDER BY o.name, j.finished_at DESC, j.id DESC
             """, logger: logger).decode((String, Int64, String, Date, String).self) {
             guard let metrics = try? decoder.decode(JobMetrics.self, from: Data(metricsText.utf8)) else { continue }

@@ -286,6 +286,14 @@ enum DefinitionDecoder {
             context.report(.invalidDuration, at: fields.location(of: "recompute"), path: "recompute", "recompute must be longer than zero")
             recompute = nil
         }
+        // Each run queues a job per interval re-run: bounded, so a small schedule cannot flood the queue.
+        if let given = recompute, case .interval(let every)? = schedule, every.seconds > 0, given.seconds / every.seconds > 1_000 {
+            context.report(
+                .invalidDuration, at: fields.location(of: "recompute"), path: "recompute",
+                "recompute \(given) re-runs \(given.seconds / every.seconds) intervals of \(every) on every run; at most 1000",
+                hint: "re-run a shorter span, or schedule the view less often")
+            recompute = nil
+        }
         for (key, given) in [("lateness", lateness), ("recompute", recompute)] where given != nil && schedule == nil && !fields.has("schedule") {
             context.report(
                 .conflictingFields, at: fields.location(of: key), path: key, "'\(key)' tunes the schedule, and the view has none",
