@@ -286,11 +286,12 @@ struct OfflineSegmentTests {
             #expect(stalled.isClosed, "the server did not end the stalled writer's session")
             #expect(try await values() == Array(repeating: 6_000, count: 20))
             // A live writer that computes for longer than the idle timeout between its writes (its lease held)
-            // is kept alive and commits.
+            // is kept alive and commits. (Its keep-alive runs every quarter of the timeout: 15 s leaves a
+            // machine loaded as CI's can be 11 s of slack before a late one lets the server end the session.)
             try await table.replaceInterval(
-                from: 0, to: 20_000_000, fence: OfflineTable.Fence(term: 7_000, job: 3, idleTimeout: .seconds(5)), on: connection, logger: logger
+                from: 0, to: 20_000_000, fence: OfflineTable.Fence(term: 7_000, job: 3, idleTimeout: .seconds(15)), on: connection, logger: logger
             ) { writer in
-                try await Task.sleep(for: .seconds(9))
+                try await Task.sleep(for: .seconds(20))
                 try await writer.write(batch(value: 7_000))
             }
             #expect(try await values() == Array(repeating: 7_000, count: 20))
