@@ -68,4 +68,16 @@ struct DueIntervalsTests {
             #expect(after > now, "every interval that ended by now is due")
         }
     }
+
+    @Test("recompute re-runs the hours before a run, never before the start time, and at most the latest 1,000 whatever it is given")
+    func recomputedIsBounded() {
+        let start = Self.date("2025-03-01T10:00:00Z")
+        let three = DueIntervals.recomputed(schedule: Self.hourly, before: start, span: 3 * 3_600, notBefore: nil)
+        #expect(three.map(\.start) == [7, 8, 9].map { Self.date("2025-03-01T0\($0):00:00Z") })
+        let clipped = DueIntervals.recomputed(schedule: Self.hourly, before: start, span: 3 * 3_600, notBefore: Self.date("2025-03-01T08:30:00Z"))
+        #expect(clipped.first?.start == Self.date("2025-03-01T08:30:00Z") && clipped.count == 2)
+        let many = DueIntervals.recomputed(schedule: Self.hourly, before: start, span: 5_000 * 3_600, notBefore: nil)
+        #expect(many.count == FeatureViewDefinition.maximumRecomputedIntervals)
+        #expect(many.last?.end == start && many.first?.start == start.addingTimeInterval(-1_000 * 3_600))
+    }
 }

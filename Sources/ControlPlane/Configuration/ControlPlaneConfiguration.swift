@@ -149,30 +149,18 @@ public struct ControlPlaneConfiguration: Sendable {
             database: database, host: host, port: port, tls: tls, logLevel: level, databasePoolSize: poolSize,
             bootstrapToken: bootstrapToken, jobs: try Self.jobSettings(environment), alertWebhooks: webhooks, signingKeyEncryption: encryption)
         abuse = try Self.abuseSettings(environment)
-        if let text = environment["LARDER_BOOTSTRAP_TTL"], !text.isEmpty {
-            guard let span = try? TimeSpan.parse(text), span.seconds >= 60 else {
-                throw Invalid(description: "LARDER_BOOTSTRAP_TTL must be a duration of at least 1m, such as 24h")
+        /// A duration setting of at least `minimum` seconds (`wording`: "1m, such as 24h"), or nil when unset.
+        func seconds(_ name: String, atLeast minimum: Int64, _ wording: String) throws(Invalid) -> Int64? {
+            guard let text = environment[name], !text.isEmpty else { return nil }
+            guard let span = try? TimeSpan.parse(text), span.seconds >= minimum else {
+                throw Invalid(description: "\(name) must be a duration of at least \(wording)")
             }
-            bootstrapTokenLifetime = TimeInterval(span.seconds)
+            return span.seconds
         }
-        if let text = environment["LARDER_DATABASE_WAIT"], !text.isEmpty {
-            guard let span = try? TimeSpan.parse(text), span.seconds >= 1 else {
-                throw Invalid(description: "LARDER_DATABASE_WAIT must be a duration of at least 1s, such as 60s or 5m")
-            }
-            databaseWait = .seconds(span.seconds)
-        }
-        if let text = environment["LARDER_HISTORY_RETENTION"], !text.isEmpty {
-            guard let span = try? TimeSpan.parse(text), span.seconds >= 86_400 else {
-                throw Invalid(description: "LARDER_HISTORY_RETENTION must be a duration of at least 1d, such as 90d")
-            }
-            historyRetention = TimeInterval(span.seconds)
-        }
-        if let text = environment["LARDER_AUDIT_RETENTION"], !text.isEmpty {
-            guard let span = try? TimeSpan.parse(text), span.seconds >= 31 * 86_400 else {
-                throw Invalid(description: "LARDER_AUDIT_RETENTION must be a duration of at least 31d, such as 400d")
-            }
-            auditRetention = TimeInterval(span.seconds)
-        }
+        if let value = try seconds("LARDER_BOOTSTRAP_TTL", atLeast: 60, "1m, such as 24h") { bootstrapTokenLifetime = TimeInterval(value) }
+        if let value = try seconds("LARDER_DATABASE_WAIT", atLeast: 1, "1s, such as 60s or 5m") { databaseWait = .seconds(value) }
+        if let value = try seconds("LARDER_HISTORY_RETENTION", atLeast: 86_400, "1d, such as 90d") { historyRetention = TimeInterval(value) }
+        if let value = try seconds("LARDER_AUDIT_RETENTION", atLeast: 31 * 86_400, "31d, such as 400d") { auditRetention = TimeInterval(value) }
     }
 
     /// Throttling settings from the environment.

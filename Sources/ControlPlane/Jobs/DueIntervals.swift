@@ -48,13 +48,17 @@ public enum DueIntervals {
 
     /// The intervals a view's `recompute` re-runs when a run starts at `start`: those of the
     /// `span` before it (cut at the schedule's boundaries, the first clipped to `start - span`,
-    /// none before `notBefore`), oldest first; none for a zero span.
-    public static func recomputed(schedule: BatchSchedule, before start: Date, span: TimeInterval, notBefore: Date?) -> [MaterializationInterval] {
+    /// none before `notBefore`), oldest first; none for a zero span; at most the `limit` latest
+    /// (validation refuses a longer recompute, but a run never queues more whatever it is given).
+    public static func recomputed(
+        schedule: BatchSchedule, before start: Date, span: TimeInterval, notBefore: Date?,
+        limit: Int = FeatureViewDefinition.maximumRecomputedIntervals
+    ) -> [MaterializationInterval] {
         guard span > 0 else { return [] }
         var from = start.addingTimeInterval(-span)
         if let notBefore, notBefore > from { from = notBefore }
         guard from < start else { return [] }
-        return due(schedule: schedule, watermark: from, featureStartTime: nil, now: start, limit: 100_000)
+        return Array(due(schedule: schedule, watermark: from, featureStartTime: nil, now: start, limit: 100_000).suffix(limit))
     }
 
     /// The first boundary strictly after `date`.

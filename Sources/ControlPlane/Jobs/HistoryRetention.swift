@@ -63,6 +63,7 @@ public enum HistoryRetention {
                       AND NOT (j.kind = 'dataset' AND j.state = 'succeeded') AND j.id NOT IN (SELECT id FROM kept)
                     LIMIT \(batch))
                   AND state IN ('succeeded', 'failed', 'cancelled') AND finished_at < \(cutoff)
+                RETURNING 1
                 """)
             // Backfills (their state is their chunks') made before the retention, once no chunk is left.
             pruned.jobs += try await repeatedly(on: connection, logger: logger, """
@@ -71,12 +72,15 @@ public enum HistoryRetention {
                     WHERE b.kind = 'backfill' AND b.created_at < \(cutoff) AND NOT EXISTS (SELECT 1 FROM jobs c WHERE c.parent_id = b.id)
                     LIMIT \(batch))
                   AND NOT EXISTS (SELECT 1 FROM jobs c WHERE c.parent_id = jobs.id)
+                RETURNING 1
                 """)
             pruned.plans += try await repeatedly(on: connection, logger: logger, """
                 DELETE FROM plans WHERE id IN (SELECT id FROM plans WHERE coalesce(applied_at, created_at) < \(cutoff) LIMIT \(batch))
+                RETURNING 1
                 """)
             pruned.alerts += try await repeatedly(on: connection, logger: logger, """
                 DELETE FROM alerts WHERE id IN (SELECT id FROM alerts WHERE resolved_at < \(cutoff) LIMIT \(batch))
+                RETURNING 1
                 """)
         }
         if pruned != Pruned() {
@@ -88,14 +92,15 @@ public enum HistoryRetention {
         return pruned
     }
 
-    /// Runs a `DELETE … LIMIT`-style statement until it removes fewer than a batch; returns the rows removed.
+    /// Runs a `DELETE … LIMIT … RETURNING 1` statement until it removes fewer than a batch (or
+    /// `batchesPerPass` times); returns the rows removed.
     private static func repeatedly(on connection: PostgresConnection, logger: Logger, _ query: PostgresQuery) async throws -> Int {
         var total = 0
         for _ in 0..<batchesPerPass {
             try Task.checkCancellation()
             var removed = 0
             try await connection.inTransaction(logger: logger) { connection in
-                let rows = try await connection.query(PostgresQuery(unsafeSQL: query.sql + " RETURNING 1", binds: query.binds), logger: logger)
+                let rows = try await connection.query(query, logger: logger)
                 for try await _ in rows.decode(Int.self) { removed += 1 }
             }
             total += removed

@@ -282,15 +282,18 @@ enum DefinitionDecoder {
         var lateness = fields.timeSpan("lateness")
         if lateness?.seconds == 0 { lateness = nil }
         var recompute = fields.timeSpan("recompute")
-        if let given = recompute, given.seconds == 0 {
-            context.report(.invalidDuration, at: fields.location(of: "recompute"), path: "recompute", "recompute must be longer than zero")
-            recompute = nil
-        }
-        // Each run queues a job per interval re-run: bounded, so a small schedule cannot flood the queue.
-        if let given = recompute, case .interval(let every)? = schedule, every.seconds > 0, given.seconds / every.seconds > 1_000 {
+        if let given = recompute, given.seconds == 0 || given.seconds > 31 * 86_400 {
             context.report(
                 .invalidDuration, at: fields.location(of: "recompute"), path: "recompute",
-                "recompute \(given) re-runs \(given.seconds / every.seconds) intervals of \(every) on every run; at most 1000",
+                given.seconds == 0 ? "recompute must be longer than zero" : "recompute may reach back at most 31d, found \(given)")
+            recompute = nil
+        }
+        // Each run queues a job per interval re-run: bounded, so a frequent schedule cannot flood the queue.
+        let maximum = FeatureViewDefinition.maximumRecomputedIntervals
+        if let given = recompute, let schedule, schedule.runs(within: given, limit: maximum + 1) > maximum {
+            context.report(
+                .invalidDuration, at: fields.location(of: "recompute"), path: "recompute",
+                "recompute \(given) re-runs more than \(maximum) intervals of the schedule (\(schedule)) on every run",
                 hint: "re-run a shorter span, or schedule the view less often")
             recompute = nil
         }

@@ -283,6 +283,8 @@ public struct FeatureViewDefinition: Sendable, Hashable, Codable {
     /// How far back each scheduled run also re-runs intervals that already ran (an
     /// idempotent replace), so rows that landed later than `lateness` still arrive.
     public var recompute: TimeSpan?
+    /// The most intervals one scheduled run may re-run for `recompute`.
+    public static let maximumRecomputedIntervals = 1_000
     /// Data-quality checks run on each materialization job; nil when none are declared.
     public var expectations: ViewExpectations?
     /// Description, owner and tags.

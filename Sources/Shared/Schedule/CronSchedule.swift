@@ -175,6 +175,25 @@ public enum BatchSchedule: Sendable, Hashable, Codable, CustomStringConvertible 
         }
     }
 
+    /// How many runs fall within `span` (a cron schedule's counted from a fixed Monday, 2025-01-06
+    /// 00:00 UTC, so the answer does not depend on when it is asked), at most `limit`.
+    public func runs(within span: TimeSpan, limit: Int) -> Int {
+        switch self {
+        case .interval(let every):
+            guard every.seconds > 0 else { return 0 }
+            return Int(min(Int64(limit), span.seconds / every.seconds))
+        case .cron(let cron):
+            let start = Date(timeIntervalSince1970: 1_736_121_600), end = start.addingTimeInterval(TimeInterval(span.seconds))
+            var count = 0
+            var fire = cron.nextFire(after: start)
+            while count < limit, let at = fire, at <= end {
+                count += 1
+                fire = cron.nextFire(after: at)
+            }
+            return count
+        }
+    }
+
     /// The longest gap between two runs, in seconds (a cron schedule's over
     /// the next 30 runs from `date`).
     public func longestGap(after date: Date = Date()) -> Int64 {
